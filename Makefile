@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:50051
+DATA_DIR ?= ./data
+
+.PHONY: run test test-fast protos bench bench-smoke clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(INSTALLED)
+
+## Start atpd on 127.0.0.1:50051 with its LMDB data in ./data.
+run: $(INSTALLED)
+	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+## Run every test tier: unit, store contract, property, integration, crash, CLI.
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Unit and property tests only (no server processes).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not crash" $(PYTEST_ARGS)
+
+## Regenerate the committed stubs in src/atp/v1 from protos/.
+protos: $(INSTALLED)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,214 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.type import date_pb2 as _date_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Lane(_message.Message):
+    __slots__ = ("region", "transit_days", "cost")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    transit_days: int
+    cost: int
+    def __init__(self, region: _Optional[str] = ..., transit_days: _Optional[int] = ..., cost: _Optional[int] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("node_id", "kind", "region", "active", "handling_days", "lanes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    HANDLING_DAYS_FIELD_NUMBER: _ClassVar[int]
+    LANES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    kind: str
+    region: str
+    active: bool
+    handling_days: int
+    lanes: _containers.RepeatedCompositeFieldContainer[Lane]
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[str] = ..., region: _Optional[str] = ..., active: _Optional[bool] = ..., handling_days: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[Lane, _Mapping]]] = ...) -> None: ...
+
+class Position(_message.Message):
+    __slots__ = ("sku", "node_id", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "timeline", "short")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_HAND_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    SHORT_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    node_id: str
+    on_hand: int
+    allocated: int
+    reserved: int
+    held: int
+    safety_stock: int
+    inbound: int
+    available: int
+    timeline: _containers.RepeatedCompositeFieldContainer[AtpBucket]
+    short: bool
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., allocated: _Optional[int] = ..., reserved: _Optional[int] = ..., held: _Optional[int] = ..., safety_stock: _Optional[int] = ..., inbound: _Optional[int] = ..., available: _Optional[int] = ..., timeline: _Optional[_Iterable[_Union[AtpBucket, _Mapping]]] = ..., short: _Optional[bool] = ...) -> None: ...
+
+class AtpBucket(_message.Message):
+    __slots__ = ("date", "available")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    date: _date_pb2.Date
+    available: int
+    def __init__(self, date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., available: _Optional[int] = ...) -> None: ...
+
+class Supply(_message.Message):
+    __slots__ = ("supply_id", "sku", "node_id", "quantity", "expected_date", "received_quantity", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Supply.State]
+        OPEN: _ClassVar[Supply.State]
+        RECEIVED: _ClassVar[Supply.State]
+        CANCELLED: _ClassVar[Supply.State]
+    STATE_UNSPECIFIED: Supply.State
+    OPEN: Supply.State
+    RECEIVED: Supply.State
+    CANCELLED: Supply.State
+    SUPPLY_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DATE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    supply_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    expected_date: _date_pb2.Date
+    received_quantity: int
+    state: Supply.State
+    def __init__(self, supply_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., expected_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., received_quantity: _Optional[int] = ..., state: _Optional[_Union[Supply.State, str]] = ...) -> None: ...
+
+class Hold(_message.Message):
+    __slots__ = ("hold_id", "sku", "node_id", "quantity", "reason", "expire_time", "force", "create_time")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    reason: str
+    expire_time: _timestamp_pb2.Timestamp
+    force: bool
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, hold_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., reason: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., force: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FulfillmentPolicy(_message.Message):
+    __slots__ = ("ship_complete", "max_nodes", "allow_partial", "objective")
+    class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OBJECTIVE_UNSPECIFIED: _ClassVar[FulfillmentPolicy.Objective]
+        EARLIEST: _ClassVar[FulfillmentPolicy.Objective]
+        CHEAPEST: _ClassVar[FulfillmentPolicy.Objective]
+    OBJECTIVE_UNSPECIFIED: FulfillmentPolicy.Objective
+    EARLIEST: FulfillmentPolicy.Objective
+    CHEAPEST: FulfillmentPolicy.Objective
+    SHIP_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    MAX_NODES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    ship_complete: bool
+    max_nodes: int
+    allow_partial: bool
+    objective: FulfillmentPolicy.Objective
+    def __init__(self, ship_complete: _Optional[bool] = ..., max_nodes: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., objective: _Optional[_Union[FulfillmentPolicy.Objective, str]] = ...) -> None: ...
+
+class ReservationLine(_message.Message):
+    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound")
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FULFILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    SHIP_DATE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    BACKORDERED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FROM_INBOUND_FIELD_NUMBER: _ClassVar[int]
+    line_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    fulfilled_quantity: int
+    ship_date: _date_pb2.Date
+    delivery_date: _date_pb2.Date
+    at_risk: bool
+    released_quantity: int
+    backordered_quantity: int
+    from_inbound: bool
+    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Reservation.State]
+        HELD: _ClassVar[Reservation.State]
+        COMMITTED: _ClassVar[Reservation.State]
+        FULFILLED: _ClassVar[Reservation.State]
+        RELEASED: _ClassVar[Reservation.State]
+        EXPIRED: _ClassVar[Reservation.State]
+    STATE_UNSPECIFIED: Reservation.State
+    HELD: Reservation.State
+    COMMITTED: Reservation.State
+    FULFILLED: Reservation.State
+    RELEASED: Reservation.State
+    EXPIRED: Reservation.State
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    state: Reservation.State
+    lines: _containers.RepeatedCompositeFieldContainer[ReservationLine]
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    promise_date: _date_pb2.Date
+    priority: int
+    channel: str
+    customer_id: str
+    destination_region: str
+    policy: FulfillmentPolicy
+    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[FulfillmentPolicy, _Mapping]] = ...) -> None: ...
+
+class LineQuantity(_message.Message):
+    __slots__ = ("line_id", "quantity")
+    LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    line_id: str
+    quantity: int
+    def __init__(self, line_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...

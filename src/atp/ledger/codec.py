@@ -1,0 +1,158 @@
+"""Records and journal events as compact JSON bytes (the store sees only bytes)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from atp.ledger.model import (
+    Event,
+    Hold,
+    Lane,
+    Node,
+    Objective,
+    Policy,
+    Position,
+    RequestRecord,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    Supply,
+    SupplyState,
+)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode_record(database: str, value: Any) -> bytes | None:
+    """The stored bytes of a record; None means delete."""
+    if value is None:
+        return None
+    return _dumps(_ENCODERS[database](value)).encode()
+
+
+def decode_record(database: str, data: bytes) -> Any:
+    return _DECODERS[database](json.loads(data))
+
+
+def encode_event(event: Event) -> bytes:
+    return _dumps({"s": event.sequence, "t": event.time, "y": event.type, "d": event.data}).encode()
+
+
+def decode_event(data: bytes) -> Event:
+    raw = json.loads(data)
+    return Event(raw["s"], raw["t"], raw["y"], raw["d"])
+
+
+def _node(node: Node) -> list[Any]:
+    lanes = [[lane.region, lane.transit_days, lane.cost] for lane in node.lanes]
+    return [node.node_id, node.kind, node.region, node.active, node.handling_days, lanes]
+
+
+def _node_back(raw: list[Any]) -> Node:
+    node_id, kind, region, active, handling_days, lanes = raw
+    return Node(node_id, kind, region, active, handling_days, tuple(Lane(*lane) for lane in lanes))
+
+
+def _position(position: Position) -> list[Any]:
+    return [position.sku, position.node_id, position.on_hand, position.safety_stock]
+
+
+def _position_back(raw: list[Any]) -> Position:
+    sku, node_id, on_hand, safety_stock = raw
+    return Position(sku, node_id, on_hand=on_hand, safety_stock=safety_stock)
+
+
+def _supply(supply: Supply) -> list[Any]:
+    return [
+        supply.supply_id, supply.sku, supply.node_id, supply.quantity, supply.expected_day,
+        supply.received_quantity, supply.state.value,
+    ]
+
+
+def _supply_back(raw: list[Any]) -> Supply:
+    supply_id, sku, node_id, quantity, expected_day, received, state = raw
+    return Supply(supply_id, sku, node_id, quantity, expected_day, received, SupplyState(state))
+
+
+def _hold(hold: Hold) -> list[Any]:
+    return [
+        hold.hold_id, hold.sku, hold.node_id, hold.quantity, hold.reason, hold.expire_time,
+        hold.force, hold.create_time, hold.active, hold.request_digest,
+    ]
+
+
+def _hold_back(raw: list[Any]) -> Hold:
+    return Hold(*raw)
+
+
+def _line(line: ReservationLine) -> list[Any]:
+    return [
+        line.line_id, line.sku, line.node_id, line.quantity, line.ship_day, line.delivery_day,
+        line.fulfilled_quantity, line.released_quantity, line.backordered_quantity,
+        line.from_inbound, line.at_risk,
+    ]
+
+
+def _reservation(reservation: Reservation) -> dict[str, Any]:
+    policy = reservation.policy
+    return {
+        "id": reservation.reservation_id,
+        "state": reservation.state.value,
+        "lines": [_line(line) for line in reservation.lines],
+        "created": reservation.create_time,
+        "expires": reservation.expire_time,
+        "priority": reservation.priority,
+        "channel": reservation.channel,
+        "customer": reservation.customer_id,
+        "region": reservation.destination_region,
+        "policy": [policy.ship_complete, policy.max_nodes, policy.allow_partial,
+                   policy.objective.value],
+        "digest": reservation.request_digest,
+        "seq": reservation.create_sequence,
+    }
+
+
+def _reservation_back(raw: dict[str, Any]) -> Reservation:
+    ship_complete, max_nodes, allow_partial, objective = raw["policy"]
+    return Reservation(
+        reservation_id=raw["id"],
+        state=ReservationState(raw["state"]),
+        lines=[ReservationLine(*line) for line in raw["lines"]],
+        create_time=raw["created"],
+        expire_time=raw["expires"],
+        priority=raw["priority"],
+        channel=raw["channel"],
+        customer_id=raw["customer"],
+        destination_region=raw["region"],
+        policy=Policy(ship_complete, max_nodes, allow_partial, Objective(objective)),
+        request_digest=raw["digest"],
+        create_sequence=raw["seq"],
+    )
+
+
+def _request(record: RequestRecord) -> list[Any]:
+    return [record.digest, record.time]
+
+
+def _request_back(raw: list[Any]) -> RequestRecord:
+    return RequestRecord(*raw)
+
+
+_ENCODERS: dict[str, Any] = {
+    "nodes": _node,
+    "positions": _position,
+    "supply": _supply,
+    "holds": _hold,
+    "reservations": _reservation,
+    "requests": _request,
+}
+_DECODERS: dict[str, Any] = {
+    "nodes": _node_back,
+    "positions": _position_back,
+    "supply": _supply_back,
+    "holds": _hold_back,
+    "reservations": _reservation_back,
+    "requests": _request_back,
+}
+RECORD_DATABASES = tuple(_ENCODERS)

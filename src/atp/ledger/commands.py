@@ -1,0 +1,152 @@
+"""Commands: the only way to change the ledger. Plain, immutable values built by the edge.
+
+Their repr is deterministic, so a digest of it identifies "the same request" for idempotency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from atp.ledger.model import Lane, Policy
+
+Date = tuple[int, int, int]  # (year, month, day) as received; validated by the ledger
+
+
+@dataclass(frozen=True)
+class UpsertNode:
+    node_id: str
+    kind: str = ""
+    region: str = ""
+    active: bool = True
+    handling_days: int = 0
+    lanes: tuple[Lane, ...] = ()
+
+
+@dataclass(frozen=True)
+class Movement:
+    sku: str
+    node_id: str
+    type: str
+    quantity: int
+    to_node_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AdjustStock:
+    request_id: str
+    movements: tuple[Movement, ...]
+
+
+@dataclass(frozen=True)
+class SetSafetyStock:
+    sku: str
+    node_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class UpsertSupply:
+    supply_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    expected_date: Date | None
+
+
+@dataclass(frozen=True)
+class ReceiveSupply:
+    request_id: str
+    supply_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class PlaceHold:
+    hold_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    reason: str = ""
+    expire_time: float | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseHold:
+    hold_id: str
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    line_id: str
+    sku: str
+    quantity: int
+    node_id: str = ""
+    ship_date: Date | None = None
+
+
+@dataclass(frozen=True)
+class Reserve:
+    reservation_id: str
+    lines: tuple[LineRequest, ...]
+    destination_region: str = ""
+    policy: Policy = Policy()
+    ttl_seconds: int = 0
+    commit: bool = False
+    priority: int = 0
+    channel: str = ""
+    customer_id: str = ""
+
+
+@dataclass(frozen=True)
+class LineQuantity:
+    line_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    reservation_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Release:
+    reservation_id: str
+    request_id: str
+    lines: tuple[LineQuantity, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fulfill:
+    reservation_id: str
+    request_id: str
+    lines: tuple[LineQuantity, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExpireDue:
+    """Expires HELD reservations and holds whose expire_time has passed (issued by the clock)."""
+
+
+Command = (
+    UpsertNode
+    | AdjustStock
+    | SetSafetyStock
+    | UpsertSupply
+    | ReceiveSupply
+    | PlaceHold
+    | ReleaseHold
+    | Reserve
+    | Commit
+    | Release
+    | Fulfill
+    | ExpireDue
+)
+
+
+def digest(command: Command) -> str:
+    """Identifies a request's content: same digest, same request."""
+    return hashlib.blake2b(repr(command).encode(), digest_size=16).hexdigest()

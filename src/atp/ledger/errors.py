@@ -1,0 +1,105 @@
+"""Domain outcomes that refuse a command. Each maps to one gRPC status at the transport edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One line or movement that lacks units: what was asked and what is available."""
+
+    subject: str
+    description: str
+    requested: int
+    available: int
+
+
+class LedgerError(Exception):
+    """A command was refused; the ledger is unchanged."""
+
+    reason: str = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(LedgerError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        text = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {text}")
+        self.violations = violations
+
+    @classmethod
+    def single(cls, field_path: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field_path, description)])
+
+
+class NotFound(LedgerError):
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource_type: str, resource_name: str) -> None:
+        super().__init__(f"{resource_type} {resource_name!r} not found")
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+
+class AlreadyExists(LedgerError):
+    reason = "ALREADY_EXISTS"
+
+    def __init__(self, resource_type: str, resource_name: str) -> None:
+        super().__init__(
+            f"{resource_type} {resource_name!r} already exists with a different request"
+        )
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+
+class FailedPrecondition(LedgerError):
+    """The ledger's state does not allow the command (wrong state, inactive node, ...)."""
+
+    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = metadata or {}
+
+
+class InsufficientAvailability(FailedPrecondition):
+    def __init__(self, shortfalls: list[Shortfall]) -> None:
+        text = "; ".join(s.description for s in shortfalls)
+        super().__init__("INSUFFICIENT_AVAILABILITY", f"not enough available: {text}")
+        self.shortfalls = shortfalls
+
+
+class Unavailable(LedgerError):
+    """The engine cannot take the command now (shutting down, storage failed)."""
+
+    reason = "UNAVAILABLE"
+
+
+class ResourceExhausted(LedgerError):
+    """Too much work is queued; the caller should back off and retry."""
+
+    reason = "OVERLOADED"
+
+
+class InvariantViolation(AssertionError):
+    """A bug: the ledger reached a state that must never exist. The process must stop."""
+
+
+# Reasons (ErrorInfo.reason) used with FailedPrecondition, in one place.
+RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
+INVALID_STATE = "INVALID_STATE"
+NODE_INACTIVE = "NODE_INACTIVE"
+SHIP_DATE_INFEASIBLE = "SHIP_DATE_INFEASIBLE"
+INSUFFICIENT_ON_HAND = "INSUFFICIENT_ON_HAND"
+QUANTITY_EXCEEDS_OPEN = "QUANTITY_EXCEEDS_OPEN"

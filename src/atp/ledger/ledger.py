@@ -1,0 +1,969 @@
+"""The ledger: every position, reservation, hold and supply, changed only by commands.
+
+Pure and deterministic: the caller passes `now` with each command, so tests move time and
+a journal replays to the same state. Each command is one synchronous step that either
+applies fully or raises a LedgerError and leaves everything as it was. Changed records and
+journal events accumulate until the writer takes them for the next durable batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sortedcontainers import SortedDict, SortedList
+
+from atp import limits
+from atp.ledger import commands as c
+from atp.ledger import timeline, validation
+from atp.ledger.errors import (
+    INSUFFICIENT_ON_HAND,
+    INVALID_STATE,
+    NODE_INACTIVE,
+    QUANTITY_EXCEEDS_OPEN,
+    RESERVATION_EXPIRED,
+    SHIP_DATE_INFEASIBLE,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InsufficientAvailability,
+    InvalidArgument,
+    InvariantViolation,
+    LedgerError,
+    NotFound,
+    Shortfall,
+)
+from atp.ledger.model import (
+    Day,
+    Event,
+    Hold,
+    MovementType,
+    Node,
+    Position,
+    RequestRecord,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    Supply,
+    SupplyState,
+)
+
+EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
+MOVEMENT_TYPES = {member.value for member in MovementType}
+
+
+def day_of(now: float) -> Day:
+    """The UTC calendar day of an instant, as an ordinal."""
+    return int(now // 86400) + EPOCH_ORDINAL
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    # Seconds a HELD reservation lives when the request gives no ttl_seconds.
+    default_ttl_seconds: int = 900
+    # Demand with priority at or above this may consume safety stock.
+    safety_stock_priority_min: int = 100
+
+
+@dataclass
+class Changes:
+    """What the commands since the last take changed: records to write and journal events."""
+
+    records: dict[tuple[str, str], Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.events)
+
+
+@dataclass
+class _Placement:
+    position: Position
+    line: ReservationLine
+
+
+class Ledger:
+    def __init__(self, config: LedgerConfig | None = None) -> None:
+        self.config = config or LedgerConfig()
+        self.nodes: SortedDict = SortedDict()  # node_id -> Node
+        self.positions: dict[tuple[str, str], Position] = {}
+        self.positions_by_sku: dict[str, SortedDict] = {}  # sku -> node_id -> Position
+        self.supplies: SortedDict = SortedDict()  # supply_id -> Supply
+        self.holds: SortedDict = SortedDict()  # hold_id -> Hold
+        self.reservations: SortedDict = SortedDict()  # reservation_id -> Reservation
+        self.requests: dict[str, RequestRecord] = {}
+        # (expire_time, kind, id) of HELD reservations and holds that expire.
+        self.expiries: SortedList = SortedList()
+        self.sequence = 0
+        self._changes = Changes()
+        self._handlers: dict[type, Callable[[Any, float], Any]] = {
+            c.UpsertNode: self._upsert_node,
+            c.AdjustStock: self._adjust_stock,
+            c.SetSafetyStock: self._set_safety_stock,
+            c.UpsertSupply: self._upsert_supply,
+            c.ReceiveSupply: self._receive_supply,
+            c.PlaceHold: self._place_hold,
+            c.ReleaseHold: self._release_hold,
+            c.Reserve: self._reserve,
+            c.Commit: self._commit,
+            c.Release: self._release,
+            c.Fulfill: self._fulfill,
+            c.ExpireDue: self._expire_due,
+        }
+
+    # ----- entry points -------------------------------------------------------------------
+
+    def execute(self, command: c.Command, now: float) -> Any:
+        """Applies one command fully or raises a LedgerError having changed nothing."""
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")
+        return handler(command, now)
+
+    def execute_batch(self, commands: Iterable[c.Command], now: float) -> list[Any]:
+        """Applies each command on its own; a refused one yields its LedgerError in its place."""
+        outcomes: list[Any] = []
+        for command in commands:
+            try:
+                outcomes.append(self.execute(command, now))
+            except LedgerError as error:
+                outcomes.append(error)
+        return outcomes
+
+    def take_changes(self) -> Changes:
+        """Hands over what changed since the last call (for one durable batch)."""
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def next_expiry(self) -> float | None:
+        return self.expiries[0][0] if self.expiries else None
+
+    def include_safety_stock(self, priority: int) -> bool:
+        return priority >= self.config.safety_stock_priority_min
+
+    # ----- lookups ------------------------------------------------------------------------
+
+    def node(self, node_id: str) -> Node:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise NotFound("node", node_id)
+        return node
+
+    def known_sku(self, sku: str) -> SortedDict:
+        by_node = self.positions_by_sku.get(sku)
+        if by_node is None:
+            raise NotFound("sku", sku)
+        return by_node
+
+    def reservation(self, reservation_id: str) -> Reservation:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            raise NotFound("reservation", reservation_id)
+        return reservation
+
+    def position(self, sku: str, node_id: str) -> Position | None:
+        return self.positions.get((sku, node_id))
+
+    # ----- nodes --------------------------------------------------------------------------
+
+    def _upsert_node(self, command: c.UpsertNode, now: float) -> Node:
+        validation.check_node(command)
+        node = Node(
+            node_id=command.node_id,
+            kind=(command.kind or "DC").upper(),
+            region=command.region,
+            active=command.active,
+            handling_days=command.handling_days,
+            lanes=command.lanes,
+        )
+        if self.nodes.get(node.node_id) == node:
+            return node
+        self.nodes[node.node_id] = node
+        self._record("nodes", node.node_id, node)
+        self._emit(now, "NODE_UPSERTED", node_id=node.node_id, active=node.active)
+        return node
+
+    # ----- stock movements ----------------------------------------------------------------
+
+    def _adjust_stock(self, command: c.AdjustStock, now: float) -> list[Position]:
+        validation.check_adjust_stock(command, MOVEMENT_TYPES)
+        if self._is_replay(command.request_id, command):
+            return self._positions_touched_by(command)
+        today = day_of(now)
+        touched: dict[tuple[str, str], tuple[Position, int]] = {}
+        created: list[Position] = []
+        events: list[dict[str, Any]] = []
+        try:
+            for index, movement in enumerate(command.movements):
+                self._apply_movement(index, movement, today, touched, created, events)
+        except LedgerError:
+            for position, on_hand_before in touched.values():
+                position.on_hand = on_hand_before
+            for position in created:
+                self._forget_position(position)
+            raise
+        self._remember_request(command.request_id, command, now)
+        for position, _ in touched.values():
+            self._record_position(position)
+        for data in events:
+            self._emit(now, "STOCK_MOVED", **data)
+        return [position for position, _ in touched.values()]
+
+    def _apply_movement(
+        self,
+        index: int,
+        movement: c.Movement,
+        today: Day,
+        touched: dict[tuple[str, str], tuple[Position, int]],
+        created: list[Position],
+        events: list[dict[str, Any]],
+    ) -> None:
+        path = f"movements[{index}]"
+        self.node(movement.node_id)
+        kind = MovementType(movement.type)
+        if kind in (MovementType.RECEIPT, MovementType.RETURN, MovementType.CYCLE_COUNT):
+            position = self._touch(movement.sku, movement.node_id, touched, created)
+        else:
+            self.known_sku(movement.sku)
+            position = self._touch(movement.sku, movement.node_id, touched, created)
+        before = position.on_hand
+        if kind in (MovementType.RECEIPT, MovementType.RETURN):
+            self._check_on_hand_limit(path, position.on_hand + movement.quantity)
+            position.on_hand += movement.quantity
+        elif kind in (MovementType.SHRINKAGE, MovementType.DAMAGE):
+            if movement.quantity > position.on_hand:
+                raise InsufficientAvailability(
+                    [_shortfall(path, position, movement.quantity, position.on_hand, "on hand")]
+                )
+            position.on_hand -= movement.quantity
+        elif kind is MovementType.CYCLE_COUNT:
+            position.on_hand = movement.quantity
+        else:
+            self._transfer(path, movement, position, today, touched, created, events)
+        events.append(_movement_event(movement, position, position.on_hand - before))
+
+    def _transfer(
+        self,
+        path: str,
+        movement: c.Movement,
+        source: Position,
+        today: Day,
+        touched: dict[tuple[str, str], tuple[Position, int]],
+        created: list[Position],
+        events: list[dict[str, Any]],
+    ) -> None:
+        self.node(movement.to_node_id)
+        free = timeline.available_now(source, today, include_safety_stock=True)
+        if movement.quantity > free:
+            raise InsufficientAvailability(
+                [_shortfall(path, source, movement.quantity, free, "available to transfer")]
+            )
+        target = self._touch(movement.sku, movement.to_node_id, touched, created)
+        self._check_on_hand_limit(path, target.on_hand + movement.quantity)
+        source.on_hand -= movement.quantity
+        target.on_hand += movement.quantity
+        events.append(
+            {
+                "sku": movement.sku,
+                "node_id": movement.to_node_id,
+                "movement": "TRANSFER_IN",
+                "quantity": movement.quantity,
+                "delta": movement.quantity,
+                "on_hand": target.on_hand,
+                "from_node_id": movement.node_id,
+                "reason": movement.reason,
+            }
+        )
+
+    def _touch(
+        self,
+        sku: str,
+        node_id: str,
+        touched: dict[tuple[str, str], tuple[Position, int]],
+        created: list[Position],
+    ) -> Position:
+        position = self.positions.get((sku, node_id))
+        if position is None:
+            position = self._new_position(sku, node_id)
+            created.append(position)
+        if position.key not in touched:
+            touched[position.key] = (position, position.on_hand)
+        return position
+
+    def _positions_touched_by(self, command: c.AdjustStock) -> list[Position]:
+        keys: dict[tuple[str, str], None] = {}
+        for movement in command.movements:
+            keys[(movement.sku, movement.node_id)] = None
+            if movement.to_node_id:
+                keys[(movement.sku, movement.to_node_id)] = None
+        return [self.positions[key] for key in keys if key in self.positions]
+
+    @staticmethod
+    def _check_on_hand_limit(path: str, on_hand: int) -> None:
+        if on_hand > limits.quantity_max:
+            raise InvalidArgument.single(
+                f"{path}.quantity", f"on_hand would exceed {limits.quantity_max}"
+            )
+
+    def _set_safety_stock(self, command: c.SetSafetyStock, now: float) -> Position:
+        validation.check_safety_stock(command)
+        self.node(command.node_id)
+        position = self.positions.get((command.sku, command.node_id))
+        if position is None:
+            position = self._new_position(command.sku, command.node_id)
+        elif position.safety_stock == command.quantity:
+            return position
+        position.safety_stock = command.quantity
+        self._record_position(position)
+        self._emit(
+            now, "SAFETY_STOCK_SET", sku=command.sku, node_id=command.node_id,
+            quantity=command.quantity,
+        )
+        return position
+
+    # ----- inbound supply -----------------------------------------------------------------
+
+    def _upsert_supply(self, command: c.UpsertSupply, now: float) -> Supply:
+        expected_day = validation.check_supply(command, day_of(now))
+        supply = self.supplies.get(command.supply_id)
+        if supply is None:
+            return self._create_supply(command, expected_day, now)
+        _check_immutable(supply, command)
+        if supply.quantity == command.quantity and supply.expected_day == expected_day:
+            return supply
+        position = self.positions[(supply.sku, supply.node_id)]
+        self._unapply_supply(position, supply)
+        previous_day = supply.expected_day
+        supply.quantity = command.quantity
+        supply.expected_day = expected_day
+        supply.state = _supply_state(supply, cancelled=command.quantity == 0)
+        self._apply_supply(position, supply)
+        self._record("supply", supply.supply_id, supply)
+        self._record_position(position)
+        self._emit(
+            now, "SUPPLY_UPDATED", **_supply_event(supply), slipped=expected_day > previous_day
+        )
+        return supply
+
+    def _create_supply(self, command: c.UpsertSupply, expected_day: Day, now: float) -> Supply:
+        missing = [
+            FieldViolation(f"supply.{name}", "required when creating a supply")
+            for name in ("sku", "node_id")
+            if not getattr(command, name)
+        ]
+        if missing:
+            raise InvalidArgument(missing)
+        self.node(command.node_id)
+        position = self.positions.get((command.sku, command.node_id))
+        if position is None:
+            position = self._new_position(command.sku, command.node_id)
+        supply = Supply(
+            supply_id=command.supply_id,
+            sku=command.sku,
+            node_id=command.node_id,
+            quantity=command.quantity,
+            expected_day=expected_day,
+            state=SupplyState.OPEN if command.quantity else SupplyState.CANCELLED,
+        )
+        self.supplies[supply.supply_id] = supply
+        self._apply_supply(position, supply)
+        self._record("supply", supply.supply_id, supply)
+        self._record_position(position)
+        self._emit(now, "SUPPLY_CREATED", **_supply_event(supply))
+        return supply
+
+    def _receive_supply(self, command: c.ReceiveSupply, now: float) -> Supply:
+        validation.check_receive(command)
+        supply = self.supplies.get(command.supply_id)
+        if supply is None:
+            raise NotFound("supply", command.supply_id)
+        if self._is_replay(command.request_id, command):
+            return supply
+        if command.quantity > supply.quantity:
+            raise FailedPrecondition(
+                QUANTITY_EXCEEDS_OPEN,
+                f"supply {supply.supply_id!r} has {supply.quantity} open units; "
+                f"cannot receive {command.quantity}",
+                {"open_quantity": str(supply.quantity)},
+            )
+        position = self.positions[(supply.sku, supply.node_id)]
+        self._check_on_hand_limit("quantity", position.on_hand + command.quantity)
+        self._unapply_supply(position, supply)
+        supply.quantity -= command.quantity
+        supply.received_quantity += command.quantity
+        supply.state = _supply_state(supply, cancelled=False)
+        self._apply_supply(position, supply)
+        position.on_hand += command.quantity
+        self._remember_request(command.request_id, command, now)
+        self._record("supply", supply.supply_id, supply)
+        self._record_position(position)
+        self._emit(
+            now, "SUPPLY_RECEIVED", **_supply_event(supply), received=command.quantity,
+            on_hand=position.on_hand,
+        )
+        return supply
+
+    @staticmethod
+    def _apply_supply(position: Position, supply: Supply) -> None:
+        position.inbound += supply.quantity
+        position.add_delta(supply.expected_day, supply.quantity)
+
+    @staticmethod
+    def _unapply_supply(position: Position, supply: Supply) -> None:
+        position.inbound -= supply.quantity
+        position.add_delta(supply.expected_day, -supply.quantity)
+
+    # ----- holds --------------------------------------------------------------------------
+
+    def _place_hold(self, command: c.PlaceHold, now: float) -> Hold:
+        validation.check_hold(command, now)
+        request_digest = c.digest(command)
+        existing = self.holds.get(command.hold_id)
+        if existing is not None:
+            if existing.request_digest == request_digest:
+                return existing
+            raise AlreadyExists("hold", command.hold_id)
+        self.node(command.node_id)
+        self.known_sku(command.sku)
+        position = self.positions.get((command.sku, command.node_id))
+        if not command.force:
+            self._check_hold_fits(command, position, day_of(now))
+        if position is None:
+            position = self._new_position(command.sku, command.node_id)
+        hold = Hold(
+            hold_id=command.hold_id, sku=command.sku, node_id=command.node_id,
+            quantity=command.quantity, reason=command.reason, expire_time=command.expire_time,
+            force=command.force, create_time=now, request_digest=request_digest,
+        )
+        self.holds[hold.hold_id] = hold
+        position.held += hold.quantity
+        if hold.expire_time is not None:
+            self.expiries.add((hold.expire_time, "hold", hold.hold_id))
+        self._record("holds", hold.hold_id, hold)
+        self._record_position(position)
+        self._emit(now, "HOLD_PLACED", **_hold_event(hold))
+        return hold
+
+    def _check_hold_fits(self, command: c.PlaceHold, position: Position | None, today: Day) -> None:
+        available = 0
+        if position is not None:
+            available = timeline.available_now(position, today, include_safety_stock=False)
+        if command.quantity > available:
+            subject = f"hold {command.hold_id} ({command.sku} at {command.node_id})"
+            raise InsufficientAvailability(
+                [Shortfall(subject, f"{subject}: requested {command.quantity}, available "
+                           f"{available} (use force to hold anyway)", command.quantity, available)]
+            )
+
+    def _release_hold(self, command: c.ReleaseHold, now: float) -> Hold:
+        violations = validation.Violations()
+        violations.identifier("hold_id", command.hold_id)
+        violations.raise_if_any()
+        hold = self.holds.get(command.hold_id)
+        if hold is None:
+            raise NotFound("hold", command.hold_id)
+        if hold.active:
+            self._end_hold(hold, now, "HOLD_RELEASED")
+        return hold
+
+    def _end_hold(self, hold: Hold, now: float, event_type: str) -> None:
+        hold.active = False
+        position = self.positions[(hold.sku, hold.node_id)]
+        position.held -= hold.quantity
+        if hold.expire_time is not None:
+            self.expiries.discard((hold.expire_time, "hold", hold.hold_id))
+        self._record("holds", hold.hold_id, hold)
+        self._record_position(position)
+        self._emit(now, event_type, **_hold_event(hold))
+
+    # ----- reservations -------------------------------------------------------------------
+
+    def _reserve(self, command: c.Reserve, now: float) -> Reservation:
+        today = day_of(now)
+        requested_days = validation.check_reserve(command, today)
+        request_digest = c.digest(command)
+        existing = self.reservations.get(command.reservation_id)
+        if existing is not None:
+            if existing.request_digest == request_digest:
+                return existing
+            raise AlreadyExists("reservation", command.reservation_id)
+        placements = self._place_lines(command, requested_days, today)
+        reservation = Reservation(
+            reservation_id=command.reservation_id,
+            state=ReservationState.COMMITTED if command.commit else ReservationState.HELD,
+            lines=[placement.line for placement in placements],
+            create_time=now,
+            expire_time=None if command.commit else now + self._ttl(command),
+            priority=command.priority,
+            channel=command.channel,
+            customer_id=command.customer_id,
+            destination_region=command.destination_region,
+            policy=command.policy,
+            request_digest=request_digest,
+            create_sequence=self.sequence + 1,
+        )
+        self._open_reservation(reservation, placements)
+        self._emit(
+            now, "RESERVATION_CREATED", reservation_id=reservation.reservation_id,
+            state=reservation.state.value, lines=[_line_event(line) for line in reservation.lines],
+        )
+        return reservation
+
+    def _ttl(self, command: c.Reserve) -> int:
+        return command.ttl_seconds or self.config.default_ttl_seconds
+
+    def _open_reservation(self, reservation: Reservation, placements: list[_Placement]) -> None:
+        held = reservation.state is ReservationState.HELD
+        for placement in placements:
+            position, line = placement.position, placement.line
+            if position.key not in self.positions:
+                self._register_position(position)
+            if line.quantity:
+                if held:
+                    position.reserved += line.quantity
+                else:
+                    position.allocated += line.quantity
+                position.lines[(reservation.reservation_id, line.line_id)] = line
+                self._record_position(position)
+        self.reservations[reservation.reservation_id] = reservation
+        if reservation.expire_time is not None:
+            self.expiries.add((reservation.expire_time, "reservation", reservation.reservation_id))
+        self._record("reservations", reservation.reservation_id, reservation)
+
+    def _place_lines(
+        self, command: c.Reserve, requested_days: list[Day | None], today: Day
+    ) -> list[_Placement]:
+        """Fits every line (their demand added to the timelines) or raises having undone all."""
+        include_safety = self.include_safety_stock(command.priority)
+        placements: list[_Placement] = []
+        shortfalls: list[Shortfall] = []
+        try:
+            for index, (request, requested_day) in enumerate(zip(command.lines, requested_days)):
+                if not request.node_id:
+                    raise InvalidArgument.single(
+                        f"lines[{index}].node_id",
+                        "required: sourcing lines without a node is not available yet",
+                    )
+                placement = self._fit_line(
+                    command, index, request, requested_day, today, include_safety, shortfalls
+                )
+                if placement is not None:
+                    placement.position.add_delta(placement.line.ship_day, -placement.line.quantity)
+                    placements.append(placement)
+            if shortfalls:
+                raise InsufficientAvailability(shortfalls)
+        except LedgerError:
+            for placement in placements:
+                placement.position.add_delta(placement.line.ship_day, placement.line.quantity)
+            raise
+        return placements
+
+    def _fit_line(
+        self,
+        command: c.Reserve,
+        index: int,
+        request: c.LineRequest,
+        requested_day: Day | None,
+        today: Day,
+        include_safety: bool,
+        shortfalls: list[Shortfall],
+    ) -> _Placement | None:
+        """Where and when the line fits at its node; None (and a shortfall) when it does not."""
+        node = self._active_node(request.node_id)
+        self.known_sku(request.sku)
+        position = self.positions.get((request.sku, node.node_id))
+        if position is None:
+            position = Position(request.sku, node.node_id)
+        earliest = today + node.handling_days
+        if requested_day is not None and requested_day < earliest:
+            raise FailedPrecondition(
+                SHIP_DATE_INFEASIBLE,
+                f"lines[{index}]: ship date {_iso(requested_day)} is before the earliest "
+                f"possible {_iso(earliest)} at {node.node_id} ({node.handling_days} handling days)",
+                {"line_id": request.line_id, "earliest_ship_date": _iso(earliest)},
+            )
+        quantity, ship_day = self._fit_quantity(
+            request, requested_day, position, today, earliest, include_safety,
+            command.policy.allow_partial,
+        )
+        if quantity == 0 and not command.policy.allow_partial:
+            available = timeline.available_now(position, today, include_safety)
+            if requested_day is not None:
+                available = max(0, timeline.atp_on(position, today, requested_day, include_safety))
+            shortfalls.append(
+                _shortfall(f"lines[{index}]", position, request.quantity, available, "available",
+                           line_id=request.line_id)
+            )
+            return None
+        line = ReservationLine(
+            line_id=request.line_id,
+            sku=request.sku,
+            node_id=node.node_id,
+            quantity=quantity,
+            ship_day=ship_day,
+            delivery_day=_delivery_day(node, command.destination_region, ship_day),
+            backordered_quantity=request.quantity - quantity,
+            from_inbound=quantity > 0
+            and timeline.atp_on(position, today, earliest, include_safety) < quantity,
+        )
+        return _Placement(position, line)
+
+    @staticmethod
+    def _fit_quantity(
+        request: c.LineRequest,
+        requested_day: Day | None,
+        position: Position,
+        today: Day,
+        earliest: Day,
+        include_safety: bool,
+        allow_partial: bool,
+    ) -> tuple[int, Day]:
+        """(units that fit, ship day): all of them, a part with allow_partial, or none."""
+        if requested_day is not None:
+            atp = timeline.atp_on(position, today, requested_day, include_safety)
+            if atp >= request.quantity:
+                return request.quantity, requested_day
+            return (max(0, atp) if allow_partial else 0), requested_day
+        day = timeline.earliest_day(position, today, earliest, request.quantity, include_safety)
+        if day is not None:
+            return request.quantity, day
+        if not allow_partial:
+            return 0, earliest
+        most = min(request.quantity, timeline.max_promisable(position, today, include_safety))
+        day = timeline.earliest_day(position, today, earliest, most, include_safety) if most else None
+        return most, day if day is not None else earliest
+
+    def _active_node(self, node_id: str) -> Node:
+        node = self.node(node_id)
+        if not node.active:
+            raise FailedPrecondition(
+                NODE_INACTIVE, f"node {node_id!r} is inactive", {"node_id": node_id}
+            )
+        return node
+
+    def _commit(self, command: c.Commit, now: float) -> Reservation:
+        validation.check_reservation_call(command.reservation_id, command.request_id, ())
+        reservation = self.reservation(command.reservation_id)
+        if self._is_replay(command.request_id, command):
+            return reservation
+        if reservation.state is ReservationState.HELD:
+            self._firm_up(reservation)
+            self._record("reservations", reservation.reservation_id, reservation)
+            self._emit(now, "RESERVATION_COMMITTED", reservation_id=reservation.reservation_id)
+        elif reservation.state is not ReservationState.COMMITTED:
+            raise _wrong_state(reservation, "commit")
+        self._remember_request(command.request_id, command, now)
+        return reservation
+
+    def _firm_up(self, reservation: Reservation) -> None:
+        for line in reservation.lines:
+            if line.open_quantity:
+                position = self.positions[(line.sku, line.node_id)]
+                position.reserved -= line.open_quantity
+                position.allocated += line.open_quantity
+                self._record_position(position)
+        self._stop_expiry(reservation)
+        reservation.state = ReservationState.COMMITTED
+
+    def _release(self, command: c.Release, now: float) -> Reservation:
+        validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+        reservation = self.reservation(command.reservation_id)
+        if self._is_replay(command.request_id, command):
+            return reservation
+        if not reservation.is_open:
+            raise _wrong_state(reservation, "release")
+        quantities = _line_quantities(reservation, command.lines)
+        for line, quantity in quantities:
+            self._reduce_line(reservation, line, quantity)
+            line.released_quantity += quantity
+        self._close_if_done(reservation)
+        self._remember_request(command.request_id, command, now)
+        self._record("reservations", reservation.reservation_id, reservation)
+        self._emit(
+            now, "RESERVATION_RELEASED", reservation_id=reservation.reservation_id,
+            state=reservation.state.value,
+            lines=[{"line_id": line.line_id, "quantity": q} for line, q in quantities],
+        )
+        return reservation
+
+    def _fulfill(self, command: c.Fulfill, now: float) -> Reservation:
+        validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+        reservation = self.reservation(command.reservation_id)
+        if self._is_replay(command.request_id, command):
+            return reservation
+        if reservation.state is not ReservationState.COMMITTED:
+            raise _wrong_state(reservation, "fulfill", hint=" (commit it first)"
+                               if reservation.state is ReservationState.HELD else "")
+        quantities = _line_quantities(reservation, command.lines)
+        self._check_on_hand_for(quantities)
+        for line, quantity in quantities:
+            position = self._reduce_line(reservation, line, quantity)
+            position.on_hand -= quantity
+            line.fulfilled_quantity += quantity
+        self._close_if_done(reservation)
+        self._remember_request(command.request_id, command, now)
+        self._record("reservations", reservation.reservation_id, reservation)
+        self._emit(
+            now, "RESERVATION_FULFILLED", reservation_id=reservation.reservation_id,
+            state=reservation.state.value,
+            lines=[{"line_id": line.line_id, "quantity": q} for line, q in quantities],
+        )
+        return reservation
+
+    def _check_on_hand_for(self, quantities: list[tuple[ReservationLine, int]]) -> None:
+        needed: dict[tuple[str, str], int] = {}
+        for line, quantity in quantities:
+            key = (line.sku, line.node_id)
+            needed[key] = needed.get(key, 0) + quantity
+        shortfalls = [
+            _shortfall(f"{key[0]} at {key[1]}", self.positions[key], amount,
+                       self.positions[key].on_hand, "on hand")
+            for key, amount in needed.items()
+            if amount > self.positions[key].on_hand
+        ]
+        if shortfalls:
+            raise FailedPrecondition(
+                INSUFFICIENT_ON_HAND,
+                "cannot ship more than is on hand: " + "; ".join(s.description for s in shortfalls),
+            )
+
+    def _reduce_line(self, reservation: Reservation, line: ReservationLine, quantity: int) -> Position:
+        """Removes `quantity` open units of a line from its position's demand."""
+        position = self.positions[(line.sku, line.node_id)]
+        position.add_delta(line.ship_day, quantity)
+        if reservation.state is ReservationState.HELD:
+            position.reserved -= quantity
+        else:
+            position.allocated -= quantity
+        if line.open_quantity == quantity:
+            position.lines.pop((reservation.reservation_id, line.line_id), None)
+        self._record_position(position)
+        return position
+
+    def _close_if_done(self, reservation: Reservation) -> None:
+        if any(line.open_quantity for line in reservation.lines):
+            return
+        shipped = any(line.fulfilled_quantity for line in reservation.lines)
+        self._stop_expiry(reservation)
+        reservation.state = ReservationState.FULFILLED if shipped else ReservationState.RELEASED
+
+    def _stop_expiry(self, reservation: Reservation) -> None:
+        if reservation.expire_time is not None:
+            self.expiries.discard(
+                (reservation.expire_time, "reservation", reservation.reservation_id)
+            )
+            reservation.expire_time = None
+
+    def _expire_due(self, command: c.ExpireDue, now: float) -> int:
+        """Expires every HELD reservation and hold whose time has come; returns how many."""
+        expired = 0
+        while self.expiries and self.expiries[0][0] <= now:
+            _, kind, item_id = self.expiries[0]
+            if kind == "hold":
+                self._end_hold(self.holds[item_id], now, "HOLD_EXPIRED")
+            else:
+                self._expire_reservation(self.reservations[item_id], now)
+            expired += 1
+        return expired
+
+    def _expire_reservation(self, reservation: Reservation, now: float) -> None:
+        for line in reservation.lines:
+            if line.open_quantity:
+                self._reduce_line(reservation, line, line.open_quantity)
+                line.released_quantity += line.open_quantity
+        self._stop_expiry(reservation)
+        reservation.state = ReservationState.EXPIRED
+        self._record("reservations", reservation.reservation_id, reservation)
+        self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id)
+
+    # ----- idempotency keys ---------------------------------------------------------------
+
+    def _is_replay(self, request_id: str, command: c.Command) -> bool:
+        """True when this request id already did exactly this; AlreadyExists when it did else."""
+        record = self.requests.get(request_id)
+        if record is None:
+            return False
+        if record.digest != c.digest(command):
+            raise AlreadyExists("request", request_id)
+        return True
+
+    def _remember_request(self, request_id: str, command: c.Command, now: float) -> None:
+        self.requests[request_id] = RequestRecord(c.digest(command), now)
+        self._record("requests", request_id, self.requests[request_id])
+
+    # ----- positions and bookkeeping ------------------------------------------------------
+
+    def _new_position(self, sku: str, node_id: str) -> Position:
+        position = Position(sku, node_id)
+        self._register_position(position)
+        return position
+
+    def _register_position(self, position: Position) -> None:
+        self.positions[position.key] = position
+        self.positions_by_sku.setdefault(position.sku, SortedDict())[position.node_id] = position
+
+    def _forget_position(self, position: Position) -> None:
+        del self.positions[position.key]
+        by_node = self.positions_by_sku[position.sku]
+        del by_node[position.node_id]
+        if not by_node:
+            del self.positions_by_sku[position.sku]
+
+    def _record_position(self, position: Position) -> None:
+        _assert_position(position)
+        self._record("positions", position_key(position.sku, position.node_id), position)
+
+    def _record(self, database: str, key: str, value: Any) -> None:
+        self._changes.records[(database, key)] = value
+
+    def _emit(self, now: float, event_type: str, **data: Any) -> None:
+        self.sequence += 1
+        self._changes.events.append(Event(self.sequence, now, event_type, data))
+
+    # ----- whole-ledger checks ------------------------------------------------------------
+
+    def check_invariants(self) -> list[str]:
+        """Recomputes every derived quantity from the records; returns each disagreement."""
+        from atp.ledger.rebuild import derived_problems
+
+        return derived_problems(self)
+
+
+def position_key(sku: str, node_id: str) -> str:
+    """Storage key of a position; ids are printable, so the unit separator cannot clash."""
+    return f"{sku}\x1f{node_id}"
+
+
+def _assert_position(position: Position) -> None:
+    for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock"):
+        value = getattr(position, name)
+        if value < 0:
+            raise InvariantViolation(
+                f"{name} of {position.sku} at {position.node_id} went negative: {value}"
+            )
+
+
+def _wrong_state(reservation: Reservation, action: str, hint: str = "") -> FailedPrecondition:
+    state = reservation.state.value
+    reason = RESERVATION_EXPIRED if reservation.state is ReservationState.EXPIRED else INVALID_STATE
+    return FailedPrecondition(
+        reason,
+        f"cannot {action} reservation {reservation.reservation_id!r}: it is {state}{hint}",
+        {"reservation_id": reservation.reservation_id, "state": state},
+    )
+
+
+def _line_quantities(
+    reservation: Reservation, requested: tuple[c.LineQuantity, ...]
+) -> list[tuple[ReservationLine, int]]:
+    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit."""
+    if not requested:
+        return [(line, line.open_quantity) for line in reservation.lines if line.open_quantity]
+    violations = validation.Violations()
+    result: list[tuple[ReservationLine, int]] = []
+    for index, item in enumerate(requested):
+        line = reservation.line(item.line_id)
+        if line is None:
+            violations.add(f"lines[{index}].line_id", f"no line {item.line_id!r} in reservation")
+        elif item.quantity > line.open_quantity:
+            violations.add(
+                f"lines[{index}].quantity",
+                f"line {item.line_id!r} has {line.open_quantity} open units, got {item.quantity}",
+            )
+        else:
+            result.append((line, item.quantity))
+    violations.raise_if_any()
+    return result
+
+
+def _shortfall(
+    subject: str, position: Position, requested: int, available: int, what: str,
+    line_id: str = "",
+) -> Shortfall:
+    label = f"line {line_id}" if line_id else subject
+    return Shortfall(
+        subject=label,
+        description=f"{label} ({position.sku} at {position.node_id}): requested {requested}, "
+        f"{what} {available}",
+        requested=requested,
+        available=available,
+    )
+
+
+def _delivery_day(node: Node, region: str, ship_day: Day) -> Day | None:
+    lane = node.lane_to(region) if region else None
+    return ship_day + lane.transit_days if lane else None
+
+
+def _check_immutable(supply: Supply, command: c.UpsertSupply) -> None:
+    violations = validation.Violations()
+    for name in ("sku", "node_id"):
+        given = getattr(command, name)
+        if given and given != getattr(supply, name):
+            violations.add(f"supply.{name}", f"cannot change {name} of an existing supply")
+    violations.raise_if_any()
+
+
+def _supply_state(supply: Supply, cancelled: bool) -> SupplyState:
+    if supply.quantity:
+        return SupplyState.OPEN
+    if cancelled or not supply.received_quantity:
+        return SupplyState.CANCELLED
+    return SupplyState.RECEIVED
+
+
+def _iso(day: Day) -> str:
+    import datetime
+
+    return datetime.date.fromordinal(day).isoformat()
+
+
+def _movement_event(movement: c.Movement, position: Position, delta: int) -> dict[str, Any]:
+    return {
+        "sku": movement.sku,
+        "node_id": movement.node_id,
+        "movement": movement.type,
+        "quantity": movement.quantity,
+        "delta": delta,
+        "on_hand": position.on_hand,
+        "to_node_id": movement.to_node_id,
+        "reason": movement.reason,
+    }
+
+
+def _supply_event(supply: Supply) -> dict[str, Any]:
+    return {
+        "supply_id": supply.supply_id,
+        "sku": supply.sku,
+        "node_id": supply.node_id,
+        "quantity": supply.quantity,
+        "expected_date": _iso(supply.expected_day),
+        "state": supply.state.value,
+    }
+
+
+def _hold_event(hold: Hold) -> dict[str, Any]:
+    return {
+        "hold_id": hold.hold_id,
+        "sku": hold.sku,
+        "node_id": hold.node_id,
+        "quantity": hold.quantity,
+        "force": hold.force,
+        "reason": hold.reason,
+    }
+
+
+def _line_event(line: ReservationLine) -> dict[str, Any]:
+    return {
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "node_id": line.node_id,
+        "quantity": line.quantity,
+        "ship_date": _iso(line.ship_day),
+        "backordered": line.backordered_quantity,
+    }

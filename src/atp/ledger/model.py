@@ -1,0 +1,205 @@
+"""The ledger's records: nodes, positions, supply, holds and reservations.
+
+Days are proleptic ordinals (datetime.date.toordinal()); instants are epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+Day = int
+
+
+class ReservationState(enum.Enum):
+    HELD = "HELD"
+    COMMITTED = "COMMITTED"
+    FULFILLED = "FULFILLED"
+    RELEASED = "RELEASED"
+    EXPIRED = "EXPIRED"
+
+
+OPEN_RESERVATION_STATES = (ReservationState.HELD, ReservationState.COMMITTED)
+
+
+class SupplyState(enum.Enum):
+    OPEN = "OPEN"
+    RECEIVED = "RECEIVED"
+    CANCELLED = "CANCELLED"
+
+
+class MovementType(enum.Enum):
+    RECEIPT = "RECEIPT"
+    RETURN = "RETURN"
+    SHRINKAGE = "SHRINKAGE"
+    DAMAGE = "DAMAGE"
+    CYCLE_COUNT = "CYCLE_COUNT"
+    TRANSFER = "TRANSFER"
+
+
+class Objective(enum.Enum):
+    EARLIEST = "EARLIEST"
+    CHEAPEST = "CHEAPEST"
+
+
+@dataclass(frozen=True)
+class Lane:
+    region: str
+    transit_days: int
+    cost: int = 0
+
+
+@dataclass
+class Node:
+    node_id: str
+    kind: str = "DC"
+    region: str = ""
+    active: bool = True
+    handling_days: int = 0
+    lanes: tuple[Lane, ...] = ()
+
+    def lane_to(self, region: str) -> Lane | None:
+        for lane in self.lanes:
+            if lane.region == region:
+                return lane
+        return None
+
+
+@dataclass(frozen=True)
+class Policy:
+    ship_complete: bool = False
+    max_nodes: int = 0
+    allow_partial: bool = False
+    objective: Objective = Objective.EARLIEST
+
+
+@dataclass
+class ReservationLine:
+    line_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    ship_day: Day
+    delivery_day: Day | None = None
+    fulfilled_quantity: int = 0
+    released_quantity: int = 0
+    backordered_quantity: int = 0
+    from_inbound: bool = False
+    at_risk: bool = False
+
+    @property
+    def open_quantity(self) -> int:
+        """Units still demanded at the node: neither shipped nor released."""
+        return self.quantity - self.fulfilled_quantity - self.released_quantity
+
+
+@dataclass
+class Reservation:
+    reservation_id: str
+    state: ReservationState
+    lines: list[ReservationLine]
+    create_time: float
+    expire_time: float | None
+    priority: int = 0
+    channel: str = ""
+    customer_id: str = ""
+    destination_region: str = ""
+    policy: Policy = Policy()
+    request_digest: str = ""
+    create_sequence: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_RESERVATION_STATES
+
+    def line(self, line_id: str) -> ReservationLine | None:
+        for line in self.lines:
+            if line.line_id == line_id:
+                return line
+        return None
+
+    @property
+    def promise_day(self) -> Day | None:
+        """The latest delivery day of the lines (ship day where a line has no delivery day)."""
+        days = [
+            line.delivery_day if line.delivery_day is not None else line.ship_day
+            for line in self.lines
+            if line.quantity > 0
+        ]
+        return max(days) if days else None
+
+
+@dataclass
+class Supply:
+    supply_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    expected_day: Day
+    received_quantity: int = 0
+    state: SupplyState = SupplyState.OPEN
+
+
+@dataclass
+class Hold:
+    hold_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    reason: str
+    expire_time: float | None
+    force: bool
+    create_time: float
+    active: bool = True
+    request_digest: str = ""
+
+
+@dataclass
+class RequestRecord:
+    """An idempotency key already used: the digest of the request that used it, and when."""
+
+    digest: str
+    time: float
+
+
+@dataclass
+class Event:
+    sequence: int
+    time: float
+    type: str
+    data: dict[str, object]
+
+
+@dataclass(eq=False)
+class Position:
+    """Stock of one SKU at one node, with the dated deltas its ATP timeline is built from.
+
+    Only on_hand and safety_stock are stored; the other quantities are sums over the
+    reservation lines, holds and supply that reference the position, kept incrementally.
+    """
+
+    sku: str
+    node_id: str
+    on_hand: int = 0
+    safety_stock: int = 0
+    allocated: int = 0
+    reserved: int = 0
+    held: int = 0
+    inbound: int = 0
+    # Day -> supply minus demand dated that day (inbound supply +, reservation lines -).
+    deltas: SortedDict = field(default_factory=SortedDict)
+    # Open reservation lines at this position, keyed by (reservation_id, line_id).
+    lines: dict[tuple[str, str], ReservationLine] = field(default_factory=dict)
+
+    def add_delta(self, day: Day, amount: int) -> None:
+        total = self.deltas.get(day, 0) + amount
+        if total:
+            self.deltas[day] = total
+        else:
+            self.deltas.pop(day, None)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sku, self.node_id)

@@ -1,0 +1,134 @@
+"""Rebuilding a ledger from its stored records, and checking derived quantities against them.
+
+Only on_hand and safety stock are stored per position; allocated, reserved, held, inbound,
+the dated deltas and the line index are sums over reservations, holds and supply. Rebuilding
+computes them; checking recomputes them and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from atp.ledger import codec
+from atp.ledger.model import Position, ReservationState, SupplyState
+
+if TYPE_CHECKING:
+    from atp.ledger.ledger import Ledger, LedgerConfig
+
+
+def ledger_from_records(
+    records: Mapping[str, Mapping[bytes, bytes]], last_sequence: int, config: LedgerConfig | None
+) -> Ledger:
+    """A ledger holding exactly the stored state; derived quantities recomputed."""
+    from atp.ledger.ledger import Ledger
+
+    ledger = Ledger(config)
+    decoded = {
+        database: [codec.decode_record(database, value) for value in records.get(database, {}).values()]
+        for database in codec.RECORD_DATABASES
+        if database != "requests"
+    }
+    for node in decoded["nodes"]:
+        ledger.nodes[node.node_id] = node
+    for position in decoded["positions"]:
+        ledger._register_position(position)
+    for raw_key, value in records.get("requests", {}).items():
+        ledger.requests[raw_key.decode()] = codec.decode_record("requests", value)
+    for supply in decoded["supply"]:
+        ledger.supplies[supply.supply_id] = supply
+    for hold in decoded["holds"]:
+        ledger.holds[hold.hold_id] = hold
+    for reservation in decoded["reservations"]:
+        ledger.reservations[reservation.reservation_id] = reservation
+    _derive(ledger, ledger.positions)
+    ledger.sequence = last_sequence
+    _index_expiries(ledger)
+    return ledger
+
+
+def derived_problems(ledger: Ledger) -> list[str]:
+    """Every disagreement between the live derived quantities and a recomputation."""
+    fresh = {key: Position(pos.sku, pos.node_id, pos.on_hand, pos.safety_stock)
+             for key, pos in ledger.positions.items()}
+    problems = _derive(ledger, fresh)
+    for key, expected in fresh.items():
+        actual = ledger.positions[key]
+        for name in ("allocated", "reserved", "held", "inbound"):
+            if getattr(actual, name) != getattr(expected, name):
+                problems.append(
+                    f"{name} of {key[0]} at {key[1]} is {getattr(actual, name)}, "
+                    f"records say {getattr(expected, name)}"
+                )
+        if dict(actual.deltas) != dict(expected.deltas):
+            problems.append(f"timeline of {key[0]} at {key[1]} disagrees with its records")
+        if set(actual.lines) != set(expected.lines):
+            problems.append(f"line index of {key[0]} at {key[1]} disagrees with its records")
+        for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock"):
+            if getattr(actual, name) < 0:
+                problems.append(f"{name} of {key[0]} at {key[1]} is negative")
+    problems += _expiry_problems(ledger)
+    return problems
+
+
+def _derive(ledger: Ledger, positions: dict[tuple[str, str], Position]) -> list[str]:
+    """Adds every record's contribution to `positions`; returns references to missing ones."""
+    problems: list[str] = []
+
+    def position_of(sku: str, node_id: str, what: str) -> Position | None:
+        position = positions.get((sku, node_id))
+        if position is None:
+            problems.append(f"{what} refers to missing position {sku} at {node_id}")
+        return position
+
+    for supply in ledger.supplies.values():
+        position = position_of(supply.sku, supply.node_id, f"supply {supply.supply_id}")
+        if position is not None and supply.state is SupplyState.OPEN:
+            position.inbound += supply.quantity
+            position.add_delta(supply.expected_day, supply.quantity)
+    for hold in ledger.holds.values():
+        position = position_of(hold.sku, hold.node_id, f"hold {hold.hold_id}")
+        if position is not None and hold.active:
+            position.held += hold.quantity
+    for reservation in ledger.reservations.values():
+        if reservation.is_open:
+            _derive_reservation(reservation, position_of)
+    return problems
+
+
+def _derive_reservation(reservation: Any, position_of: Any) -> None:
+    held = reservation.state is ReservationState.HELD
+    for line in reservation.lines:
+        if not line.open_quantity:
+            continue
+        position = position_of(line.sku, line.node_id, f"reservation {reservation.reservation_id}")
+        if position is None:
+            continue
+        if held:
+            position.reserved += line.open_quantity
+        else:
+            position.allocated += line.open_quantity
+        position.add_delta(line.ship_day, -line.open_quantity)
+        position.lines[(reservation.reservation_id, line.line_id)] = line
+
+
+def _expected_expiries(ledger: Ledger) -> Iterable[tuple[float, str, str]]:
+    for reservation in ledger.reservations.values():
+        if reservation.state is ReservationState.HELD and reservation.expire_time is not None:
+            yield (reservation.expire_time, "reservation", reservation.reservation_id)
+    for hold in ledger.holds.values():
+        if hold.active and hold.expire_time is not None:
+            yield (hold.expire_time, "hold", hold.hold_id)
+
+
+def _index_expiries(ledger: Ledger) -> None:
+    ledger.expiries.update(_expected_expiries(ledger))
+
+
+def _expiry_problems(ledger: Ledger) -> list[str]:
+    if sorted(_expected_expiries(ledger)) != list(ledger.expiries):
+        return ["expiry queue disagrees with HELD reservations and holds"]
+    return []
+
+
+__all__ = ["ledger_from_records", "derived_problems"]

@@ -1,0 +1,112 @@
+"""Time-phased available-to-promise with look-ahead (DESIGN.md §1).
+
+    net(t) = S(t) - D(t) - held - safety_stock
+    ATP(d) = min over t >= d of net(t)
+
+Supply or demand dated before today counts as today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from atp.ledger.model import Day, Position
+
+
+def net_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
+    """[(day, net)] from today on: net holds from that day until the next step's day."""
+    base = position.on_hand - position.held
+    if not include_safety_stock:
+        base -= position.safety_stock
+    deltas = position.deltas
+    first_future = deltas.bisect_right(today)
+    days = deltas.keys()
+    net = base
+    for day in days[:first_future]:
+        net += deltas[day]
+    steps = [(today, net)]
+    for day in days[first_future:]:
+        net += deltas[day]
+        steps.append((day, net))
+    return steps
+
+
+def atp_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
+    """[(day, ATP(day))] from today on; ATP is non-decreasing along the list."""
+    steps = net_steps(position, today, include_safety_stock)
+    result: list[tuple[Day, int]] = []
+    running_min: int | None = None
+    for day, net in reversed(steps):
+        running_min = net if running_min is None else min(running_min, net)
+        result.append((day, running_min))
+    result.reverse()
+    return result
+
+
+def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool) -> int:
+    """ATP(day): units that can be promised for shipment on `day` without hurting later demand."""
+    if not position.deltas or position.deltas.keys()[-1] <= today:
+        # Fast path: nothing dated in the future, so ATP is today's net for every day.
+        return net_steps(position, today, include_safety_stock)[0][1]
+    atp_value = 0
+    for step_day, value in atp_steps(position, today, include_safety_stock):
+        if step_day > day:
+            break
+        atp_value = value
+    return atp_value
+
+
+def available_now(position: Position, today: Day, include_safety_stock: bool) -> int:
+    """max(0, ATP(today))."""
+    return max(0, atp_on(position, today, today, include_safety_stock))
+
+
+def earliest_day(
+    position: Position, today: Day, not_before: Day, quantity: int, include_safety_stock: bool
+) -> Day | None:
+    """First day >= not_before with ATP(day) >= quantity, or None when no day has it."""
+    current: int | None = None
+    for step_day, value in _steps_from(position, today, not_before, include_safety_stock):
+        current = value
+        if current >= quantity:
+            return max(step_day, not_before)
+    return None
+
+
+def max_promisable(position: Position, today: Day, include_safety_stock: bool) -> int:
+    """The most units promisable on any day (ATP on the last step, never below 0)."""
+    steps = atp_steps(position, today, include_safety_stock)
+    return max(0, steps[-1][1])
+
+
+def min_net_between(
+    position: Position, today: Day, start: Day, end: Day, include_safety_stock: bool
+) -> int | None:
+    """The lowest net(t) for start <= t < end, or None when the range is empty."""
+    if end <= start:
+        return None
+    lowest: int | None = None
+    steps = net_steps(position, today, include_safety_stock)
+    for index, (day, net) in enumerate(steps):
+        next_day = steps[index + 1][0] if index + 1 < len(steps) else None
+        covers = (next_day is None or next_day > start) and day < end
+        if covers:
+            lowest = net if lowest is None else min(lowest, net)
+    return lowest
+
+
+def is_short(position: Position, today: Day) -> bool:
+    """Some day's net supply (safety stock aside) is negative: some demand is at risk."""
+    return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))
+
+
+def _steps_from(
+    position: Position, today: Day, not_before: Day, include_safety_stock: bool
+) -> Iterator[tuple[Day, int]]:
+    """ATP steps clipped to start at not_before (the step covering it comes first)."""
+    steps = atp_steps(position, today, include_safety_stock)
+    for index, (day, value) in enumerate(steps):
+        next_day = steps[index + 1][0] if index + 1 < len(steps) else None
+        if next_day is not None and next_day <= not_before:
+            continue
+        yield day, value

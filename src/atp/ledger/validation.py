@@ -1,0 +1,214 @@
+"""Checks of a command's shape against limits.py: each problem becomes one field violation."""
+
+from __future__ import annotations
+
+import datetime
+
+from atp import limits
+from atp.ledger import commands as c
+from atp.ledger.errors import FieldViolation, InvalidArgument
+from atp.ledger.model import Day
+
+
+class Violations:
+    """Collects field violations and raises them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field_path: str, description: str) -> None:
+        self.items.append(FieldViolation(field_path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+    def identifier(self, field_path: str, value: str, *, required: bool = True) -> None:
+        if not value:
+            if required:
+                self.add(field_path, "required")
+            return
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.id_bytes_max:
+            self.add(field_path, f"{size} bytes; at most {limits.id_bytes_max}")
+        elif not value.isprintable():
+            self.add(field_path, "must contain printable characters only")
+
+    def text(self, field_path: str, value: str) -> None:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.reason_bytes_max:
+            self.add(field_path, f"{size} bytes; at most {limits.reason_bytes_max}")
+
+    def quantity(self, field_path: str, value: int, *, allow_zero: bool = False) -> None:
+        lowest = 0 if allow_zero else 1
+        if value < lowest:
+            self.add(field_path, f"must be at least {lowest}, got {value}")
+        elif value > limits.quantity_max:
+            self.add(field_path, f"must be at most {limits.quantity_max}, got {value}")
+
+    def count(self, field_path: str, size: int, most: int, *, least: int = 1) -> bool:
+        """Checks a repeated field's length; False when it is out of range."""
+        if size < least:
+            self.add(field_path, f"at least {least} required")
+            return False
+        if size > most:
+            self.add(field_path, f"{size} items; at most {most}")
+            return False
+        return True
+
+    def days(self, field_path: str, value: int) -> None:
+        if not 0 <= value <= limits.days_max:
+            self.add(field_path, f"must be 0..{limits.days_max}, got {value}")
+
+    def date(self, field_path: str, value: c.Date | None, *, required: bool) -> Day | None:
+        """The date as a day ordinal, or None (recording a violation when it is invalid)."""
+        if value is None or value == (0, 0, 0):
+            if required:
+                self.add(field_path, "required")
+            return None
+        try:
+            return datetime.date(*value).toordinal()
+        except ValueError:
+            self.add(field_path, f"not a calendar date: {value[0]:04d}-{value[1]:02d}-{value[2]:02d}")
+            return None
+
+    def unique(self, field_path: str, values: list[str]) -> None:
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            if value in seen:
+                self.add(f"{field_path}[{index}]", f"duplicate {value!r}")
+            seen.add(value)
+
+
+def check_node(command: c.UpsertNode) -> None:
+    v = Violations()
+    v.identifier("node.node_id", command.node_id)
+    kind = command.kind
+    if kind and not (
+        len(kind) <= limits.node_kind_chars_max and kind.replace("_", "").isalnum() and kind.isascii()
+    ):
+        v.add("node.kind", f"1..{limits.node_kind_chars_max} characters of A-Z, 0-9 and _")
+    v.identifier("node.region", command.region, required=False)
+    v.days("node.handling_days", command.handling_days)
+    if v.count("node.lanes", len(command.lanes), limits.lines_max, least=0):
+        for index, lane in enumerate(command.lanes):
+            v.identifier(f"node.lanes[{index}].region", lane.region)
+            v.days(f"node.lanes[{index}].transit_days", lane.transit_days)
+            if not 0 <= lane.cost <= limits.quantity_max:
+                v.add(f"node.lanes[{index}].cost", f"must be 0..{limits.quantity_max}")
+        v.unique("node.lanes.region", [lane.region for lane in command.lanes])
+    v.raise_if_any()
+
+
+def check_adjust_stock(command: c.AdjustStock, movement_types: set[str]) -> None:
+    v = Violations()
+    v.identifier("request_id", command.request_id)
+    if v.count("movements", len(command.movements), limits.lines_max):
+        for index, movement in enumerate(command.movements):
+            _check_movement(v, f"movements[{index}]", movement, movement_types)
+    v.raise_if_any()
+
+
+def _check_movement(v: Violations, path: str, movement: c.Movement, types: set[str]) -> None:
+    v.identifier(f"{path}.sku", movement.sku)
+    v.identifier(f"{path}.node_id", movement.node_id)
+    v.text(f"{path}.reason", movement.reason)
+    if movement.type not in types:
+        v.add(f"{path}.type", f"must be one of {', '.join(sorted(types))}")
+        return
+    v.quantity(f"{path}.quantity", movement.quantity, allow_zero=movement.type == "CYCLE_COUNT")
+    if movement.type == "TRANSFER":
+        v.identifier(f"{path}.to_node_id", movement.to_node_id)
+        if movement.to_node_id == movement.node_id:
+            v.add(f"{path}.to_node_id", "must differ from node_id")
+    elif movement.to_node_id:
+        v.add(f"{path}.to_node_id", "only for TRANSFER")
+
+
+def check_safety_stock(command: c.SetSafetyStock) -> None:
+    v = Violations()
+    v.identifier("sku", command.sku)
+    v.identifier("node_id", command.node_id)
+    v.quantity("quantity", command.quantity, allow_zero=True)
+    v.raise_if_any()
+
+
+def check_supply(command: c.UpsertSupply, today: Day) -> Day:
+    v = Violations()
+    v.identifier("supply.supply_id", command.supply_id)
+    v.identifier("supply.sku", command.sku, required=False)
+    v.identifier("supply.node_id", command.node_id, required=False)
+    v.quantity("supply.quantity", command.quantity, allow_zero=True)
+    day = v.date("supply.expected_date", command.expected_date, required=True)
+    if day is not None and day > today + limits.horizon_days_max:
+        v.add("supply.expected_date", f"more than {limits.horizon_days_max} days ahead")
+    v.raise_if_any()
+    assert day is not None
+    return day
+
+
+def check_receive(command: c.ReceiveSupply) -> None:
+    v = Violations()
+    v.identifier("request_id", command.request_id)
+    v.identifier("supply_id", command.supply_id)
+    v.quantity("quantity", command.quantity)
+    v.raise_if_any()
+
+
+def check_hold(command: c.PlaceHold, now: float) -> None:
+    v = Violations()
+    v.identifier("hold.hold_id", command.hold_id)
+    v.identifier("hold.sku", command.sku)
+    v.identifier("hold.node_id", command.node_id)
+    v.quantity("hold.quantity", command.quantity)
+    v.text("hold.reason", command.reason)
+    if command.expire_time is not None and command.expire_time <= now:
+        v.add("hold.expire_time", "must be in the future")
+    v.raise_if_any()
+
+
+def check_reserve(command: c.Reserve, today: Day) -> list[Day | None]:
+    """Validates a Reserve and returns each line's requested ship day (None: earliest)."""
+    v = Violations()
+    v.identifier("reservation_id", command.reservation_id)
+    v.identifier("destination_region", command.destination_region, required=False)
+    v.identifier("channel", command.channel, required=False)
+    v.identifier("customer_id", command.customer_id, required=False)
+    if not 0 <= command.ttl_seconds <= limits.ttl_seconds_max:
+        v.add("ttl_seconds", f"must be 0..{limits.ttl_seconds_max}, got {command.ttl_seconds}")
+    if command.policy.max_nodes < 0:
+        v.add("policy.max_nodes", "must be 0 (no limit) or more")
+    ship_days: list[Day | None] = []
+    if v.count("lines", len(command.lines), limits.lines_max):
+        for index, line in enumerate(command.lines):
+            ship_days.append(_check_line(v, f"lines[{index}]", line, today))
+        v.unique("lines.line_id", [line.line_id for line in command.lines])
+    v.raise_if_any()
+    return ship_days
+
+
+def _check_line(v: Violations, path: str, line: c.LineRequest, today: Day) -> Day | None:
+    v.identifier(f"{path}.line_id", line.line_id)
+    v.identifier(f"{path}.sku", line.sku)
+    v.identifier(f"{path}.node_id", line.node_id, required=False)
+    v.quantity(f"{path}.quantity", line.quantity)
+    day = v.date(f"{path}.ship_date", line.ship_date, required=False)
+    if day is not None and day < today:
+        v.add(f"{path}.ship_date", "is in the past")
+    elif day is not None and day > today + limits.horizon_days_max:
+        v.add(f"{path}.ship_date", f"more than {limits.horizon_days_max} days ahead")
+    return day
+
+
+def check_reservation_call(
+    reservation_id: str, request_id: str, lines: tuple[c.LineQuantity, ...]
+) -> None:
+    v = Violations()
+    v.identifier("reservation_id", reservation_id)
+    v.identifier("request_id", request_id)
+    if v.count("lines", len(lines), limits.lines_max, least=0):
+        for index, line in enumerate(lines):
+            v.identifier(f"lines[{index}].line_id", line.line_id)
+            v.quantity(f"lines[{index}].quantity", line.quantity)
+        v.unique("lines.line_id", [line.line_id for line in lines])
+    v.raise_if_any()

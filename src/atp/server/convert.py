@@ -1,0 +1,264 @@
+"""Protobuf messages to domain commands, and domain records to protobuf messages."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type.date_pb2 import Date
+
+from atp.ledger import commands as c
+from atp.ledger import timeline
+from atp.ledger.errors import InvalidArgument
+from atp.ledger.model import (
+    Day,
+    Hold,
+    Lane,
+    Node,
+    Objective,
+    Policy,
+    Position,
+    Reservation,
+    ReservationLine,
+    Supply,
+)
+from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
+
+# ----- scalars -----------------------------------------------------------------------------
+
+
+def date_tuple(message: Date, has_value: bool = True) -> c.Date | None:
+    """(year, month, day) of a google.type.Date; None when unset or all zero."""
+    if not has_value or (message.year, message.month, message.day) == (0, 0, 0):
+        return None
+    return (message.year, message.month, message.day)
+
+
+def date_message(day: Day | None) -> Date | None:
+    if day is None:
+        return None
+    value = datetime.date.fromordinal(day)
+    return Date(year=value.year, month=value.month, day=value.day)
+
+
+def timestamp_message(instant: float | None) -> Timestamp | None:
+    if instant is None:
+        return None
+    seconds = int(instant // 1)
+    return Timestamp(seconds=seconds, nanos=int(round((instant - seconds) * 1e9)) % 1_000_000_000)
+
+
+def instant(message: Timestamp, has_value: bool, field_path: str) -> float | None:
+    if not has_value:
+        return None
+    if not 0 <= message.nanos < 1_000_000_000 or not 0 < message.seconds < 253402300800:
+        raise InvalidArgument.single(field_path, "not a valid timestamp")
+    return message.seconds + message.nanos / 1e9
+
+
+# ----- requests to commands ----------------------------------------------------------------
+
+
+def upsert_node(request: inventory_pb2.UpsertNodeRequest) -> c.UpsertNode:
+    node = request.node
+    return c.UpsertNode(
+        node_id=node.node_id,
+        kind=node.kind,
+        region=node.region,
+        active=node.active if node.HasField("active") else True,
+        handling_days=node.handling_days,
+        lanes=tuple(Lane(lane.region, lane.transit_days, lane.cost) for lane in node.lanes),
+    )
+
+
+def adjust_stock(request: inventory_pb2.AdjustStockRequest) -> c.AdjustStock:
+    type_names = inventory_pb2.StockMovement.Type
+    movements = tuple(
+        c.Movement(
+            sku=movement.sku,
+            node_id=movement.node_id,
+            type=type_names.Name(movement.type) if movement.type in type_names.values() else "",
+            quantity=movement.quantity,
+            to_node_id=movement.to_node_id,
+            reason=movement.reason,
+        )
+        for movement in request.movements
+    )
+    return c.AdjustStock(request_id=request.request_id, movements=movements)
+
+
+def upsert_supply(request: inventory_pb2.UpsertSupplyRequest) -> c.UpsertSupply:
+    supply = request.supply
+    return c.UpsertSupply(
+        supply_id=supply.supply_id,
+        sku=supply.sku,
+        node_id=supply.node_id,
+        quantity=supply.quantity,
+        expected_date=date_tuple(supply.expected_date, supply.HasField("expected_date")),
+    )
+
+
+def place_hold(request: inventory_pb2.PlaceHoldRequest) -> c.PlaceHold:
+    hold = request.hold
+    return c.PlaceHold(
+        hold_id=hold.hold_id,
+        sku=hold.sku,
+        node_id=hold.node_id,
+        quantity=hold.quantity,
+        reason=hold.reason,
+        expire_time=instant(hold.expire_time, hold.HasField("expire_time"), "hold.expire_time"),
+        force=hold.force,
+    )
+
+
+def policy(message: common_pb2.FulfillmentPolicy) -> Policy:
+    objectives = common_pb2.FulfillmentPolicy.Objective
+    if message.objective not in objectives.values():
+        raise InvalidArgument.single("policy.objective", "unknown objective")
+    objective = Objective.CHEAPEST if message.objective == objectives.CHEAPEST else Objective.EARLIEST
+    return Policy(
+        ship_complete=message.ship_complete,
+        max_nodes=message.max_nodes,
+        allow_partial=message.allow_partial,
+        objective=objective,
+    )
+
+
+def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:
+    lines = tuple(
+        c.LineRequest(
+            line_id=line.line_id,
+            sku=line.sku,
+            quantity=line.quantity,
+            node_id=line.node_id,
+            ship_date=date_tuple(line.ship_date, line.HasField("ship_date")),
+        )
+        for line in request.lines
+    )
+    return c.Reserve(
+        reservation_id=request.reservation_id,
+        lines=lines,
+        destination_region=request.destination_region,
+        policy=policy(request.policy),
+        ttl_seconds=request.ttl_seconds,
+        commit=request.commit,
+        priority=request.priority,
+        channel=request.channel,
+        customer_id=request.customer_id,
+    )
+
+
+def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[c.LineQuantity, ...]:
+    return tuple(c.LineQuantity(line.line_id, line.quantity) for line in lines)
+
+
+# ----- records to messages -----------------------------------------------------------------
+
+
+def node_message(node: Node) -> common_pb2.Node:
+    return common_pb2.Node(
+        node_id=node.node_id,
+        kind=node.kind,
+        region=node.region,
+        active=node.active,
+        handling_days=node.handling_days,
+        lanes=[
+            common_pb2.Lane(region=lane.region, transit_days=lane.transit_days, cost=lane.cost)
+            for lane in node.lanes
+        ],
+    )
+
+
+def position_message(
+    position: Position, today: Day, include_safety_stock: bool, include_timeline: bool
+) -> common_pb2.Position:
+    steps = timeline.atp_steps(position, today, include_safety_stock)
+    message = common_pb2.Position(
+        sku=position.sku,
+        node_id=position.node_id,
+        on_hand=position.on_hand,
+        allocated=position.allocated,
+        reserved=position.reserved,
+        held=position.held,
+        safety_stock=position.safety_stock,
+        inbound=position.inbound,
+        available=max(0, steps[0][1]),
+        short=timeline.is_short(position, today),
+    )
+    if include_timeline:
+        message.timeline.extend(
+            common_pb2.AtpBucket(date=date_message(day), available=value) for day, value in steps
+        )
+    return message
+
+
+def supply_message(supply: Supply) -> common_pb2.Supply:
+    return common_pb2.Supply(
+        supply_id=supply.supply_id,
+        sku=supply.sku,
+        node_id=supply.node_id,
+        quantity=supply.quantity,
+        expected_date=date_message(supply.expected_day),
+        received_quantity=supply.received_quantity,
+        state=common_pb2.Supply.State.Value(supply.state.value),
+    )
+
+
+def hold_message(hold: Hold) -> common_pb2.Hold:
+    return common_pb2.Hold(
+        hold_id=hold.hold_id,
+        sku=hold.sku,
+        node_id=hold.node_id,
+        quantity=hold.quantity if hold.active else 0,
+        reason=hold.reason,
+        expire_time=timestamp_message(hold.expire_time),
+        force=hold.force,
+        create_time=timestamp_message(hold.create_time),
+    )
+
+
+def reservation_message(reservation: Reservation) -> common_pb2.Reservation:
+    policy_value = reservation.policy
+    return common_pb2.Reservation(
+        reservation_id=reservation.reservation_id,
+        state=common_pb2.Reservation.State.Value(reservation.state.value),
+        lines=[line_message(line) for line in reservation.lines],
+        create_time=timestamp_message(reservation.create_time),
+        expire_time=timestamp_message(reservation.expire_time),
+        promise_date=date_message(reservation.promise_day),
+        priority=reservation.priority,
+        channel=reservation.channel,
+        customer_id=reservation.customer_id,
+        destination_region=reservation.destination_region,
+        policy=common_pb2.FulfillmentPolicy(
+            ship_complete=policy_value.ship_complete,
+            max_nodes=policy_value.max_nodes,
+            allow_partial=policy_value.allow_partial,
+            objective=common_pb2.FulfillmentPolicy.Objective.Value(policy_value.objective.value),
+        ),
+    )
+
+
+def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
+    return common_pb2.ReservationLine(
+        line_id=line.line_id,
+        sku=line.sku,
+        node_id=line.node_id,
+        quantity=line.quantity,
+        fulfilled_quantity=line.fulfilled_quantity,
+        ship_date=date_message(line.ship_day),
+        delivery_date=date_message(line.delivery_day),
+        at_risk=line.at_risk,
+        released_quantity=line.released_quantity,
+        backordered_quantity=line.backordered_quantity,
+        from_inbound=line.from_inbound,
+    )
+
+
+def network_total(sku: str, positions: list[common_pb2.Position]) -> availability_pb2.NetworkAvailability:
+    total = availability_pb2.NetworkAvailability(sku=sku)
+    for position in positions:
+        for name in ("on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available"):
+            setattr(total, name, getattr(total, name) + getattr(position, name))
+    return total

@@ -1,0 +1,326 @@
+"""gRPC servicers: protobuf to commands, commands to the writer, results back to protobuf.
+
+Reads run directly on the event loop: between awaits nothing else changes the ledger, so a
+read sees one consistent state. Mutations go through the writer and answer once durable.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from atp import limits
+from atp.ledger import Ledger, day_of
+from atp.ledger import commands as c
+from atp.ledger.errors import InvalidArgument, LedgerError
+from atp.ledger.model import Reservation, ReservationState
+from atp.server import convert, status
+from atp.server.writer import Writer
+from atp.v1 import (
+    availability_pb2,
+    availability_pb2_grpc,
+    common_pb2,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    reservations_pb2_grpc,
+)
+
+T = TypeVar("T")
+
+
+async def abort(context: grpc.aio.ServicerContext, error: LedgerError) -> None:
+    rich = status.rich_status(error)
+    await context.abort(
+        status.status_code(error), rich.message, trailing_metadata=status.trailing_metadata(rich)
+    )
+
+
+class _Base:
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.ledger: Ledger = writer.ledger
+
+    async def _mutate(self, context: grpc.aio.ServicerContext, build: Callable[[], c.Command]) -> Any:
+        """Builds the command (conversion errors are INVALID_ARGUMENT) and applies it durably."""
+        try:
+            return await self.writer.execute(build())
+        except LedgerError as error:
+            await abort(context, error)
+
+    async def _read(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except LedgerError as error:
+            await abort(context, error)
+            raise  # unreachable: abort raises
+
+    def _today(self) -> int:
+        return day_of(self.writer.clock())
+
+
+class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
+    async def UpsertNode(self, request: inventory_pb2.UpsertNodeRequest, context: Any) -> common_pb2.Node:
+        node = await self._mutate(context, lambda: convert.upsert_node(request))
+        return convert.node_message(node)
+
+    async def ListNodes(self, request: inventory_pb2.ListNodesRequest, context: Any) -> inventory_pb2.ListNodesResponse:
+        return inventory_pb2.ListNodesResponse(
+            nodes=[convert.node_message(node) for node in self.ledger.nodes.values()]
+        )
+
+    async def AdjustStock(self, request: inventory_pb2.AdjustStockRequest, context: Any) -> inventory_pb2.AdjustStockResponse:
+        positions = await self._mutate(context, lambda: convert.adjust_stock(request))
+        today = self._today()
+        return inventory_pb2.AdjustStockResponse(
+            positions=[convert.position_message(p, today, False, False) for p in positions]
+        )
+
+    async def SetSafetyStock(self, request: inventory_pb2.SetSafetyStockRequest, context: Any) -> common_pb2.Position:
+        position = await self._mutate(
+            context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity)
+        )
+        return convert.position_message(position, self._today(), False, False)
+
+    async def UpsertSupply(self, request: inventory_pb2.UpsertSupplyRequest, context: Any) -> common_pb2.Supply:
+        supply = await self._mutate(context, lambda: convert.upsert_supply(request))
+        return convert.supply_message(supply)
+
+    async def ReceiveSupply(self, request: inventory_pb2.ReceiveSupplyRequest, context: Any) -> common_pb2.Supply:
+        supply = await self._mutate(
+            context, lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity)
+        )
+        return convert.supply_message(supply)
+
+    async def ListSupply(self, request: inventory_pb2.ListSupplyRequest, context: Any) -> inventory_pb2.ListSupplyResponse:
+        def matches(supply: Any) -> bool:
+            return (
+                (not request.sku or supply.sku == request.sku)
+                and (not request.node_id or supply.node_id == request.node_id)
+                and (request.include_closed or supply.quantity > 0)
+            )
+
+        page, token = await self._read(
+            context, lambda: paginate(self.ledger.supplies, matches, request.page_size, request.page_token)
+        )
+        return inventory_pb2.ListSupplyResponse(
+            supplies=[convert.supply_message(s) for s in page], next_page_token=token
+        )
+
+    async def PlaceHold(self, request: inventory_pb2.PlaceHoldRequest, context: Any) -> common_pb2.Hold:
+        hold = await self._mutate(context, lambda: convert.place_hold(request))
+        return convert.hold_message(hold)
+
+    async def ReleaseHold(self, request: inventory_pb2.ReleaseHoldRequest, context: Any) -> common_pb2.Hold:
+        hold = await self._mutate(context, lambda: c.ReleaseHold(request.hold_id))
+        return convert.hold_message(hold)
+
+    async def ListHolds(self, request: inventory_pb2.ListHoldsRequest, context: Any) -> inventory_pb2.ListHoldsResponse:
+        def matches(hold: Any) -> bool:
+            return (
+                hold.active
+                and (not request.sku or hold.sku == request.sku)
+                and (not request.node_id or hold.node_id == request.node_id)
+            )
+
+        page, token = await self._read(
+            context, lambda: paginate(self.ledger.holds, matches, request.page_size, request.page_token)
+        )
+        return inventory_pb2.ListHoldsResponse(
+            holds=[convert.hold_message(h) for h in page], next_page_token=token
+        )
+
+
+class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
+    async def GetAvailability(
+        self, request: availability_pb2.GetAvailabilityRequest, context: Any
+    ) -> availability_pb2.GetAvailabilityResponse:
+        return await self._read(context, lambda: self._availability(request))
+
+    def _availability(self, request: availability_pb2.GetAvailabilityRequest) -> availability_pb2.GetAvailabilityResponse:
+        check_availability_request(request)
+        for node_id in request.node_ids:
+            self.ledger.node(node_id)
+        today = self._today()
+        include_safety = self.ledger.include_safety_stock(request.priority)
+        response = availability_pb2.GetAvailabilityResponse()
+        for sku in request.skus:
+            by_node = self.ledger.known_sku(sku)
+            chosen = (
+                [by_node[n] for n in sorted(set(request.node_ids)) if n in by_node]
+                if request.node_ids
+                else list(by_node.values())
+            )
+            messages = [
+                convert.position_message(p, today, include_safety, request.include_timeline)
+                for p in chosen
+            ]
+            response.positions.extend(messages)
+            response.totals.append(convert.network_total(sku, messages))
+        return response
+
+
+class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
+    async def Reserve(self, request: reservations_pb2.ReserveRequest, context: Any) -> common_pb2.Reservation:
+        reservation = await self._mutate(context, lambda: convert.reserve(request))
+        return convert.reservation_message(reservation)
+
+    async def ReserveBatch(
+        self, request: reservations_pb2.ReserveBatchRequest, context: Any
+    ) -> reservations_pb2.ReserveBatchResponse:
+        count = len(request.requests)
+        if not 1 <= count <= limits.batch_requests_max:
+            await abort(context, InvalidArgument.single(
+                "requests", f"{count} requests; 1..{limits.batch_requests_max} allowed"))
+        built = [_build_reserve(item) for item in request.requests]
+        commands = [item for item in built if not isinstance(item, LedgerError)]
+        try:
+            outcomes = iter(await self.writer.execute_batch(commands))
+        except LedgerError as error:
+            await abort(context, error)
+        results = [
+            reserve_result(item.reservation_id, item_built if isinstance(item_built, LedgerError) else next(outcomes))
+            for item, item_built in zip(request.requests, built)
+        ]
+        return reservations_pb2.ReserveBatchResponse(results=results)
+
+    async def ReserveStream(
+        self, request_iterator: AsyncIterator[reservations_pb2.ReserveRequest], context: Any
+    ) -> AsyncIterator[reservations_pb2.ReserveResult]:
+        async for request in request_iterator:
+            built = _build_reserve(request)
+            if isinstance(built, LedgerError):
+                yield reserve_result(request.reservation_id, built)
+                continue
+            try:
+                outcome = await self.writer.execute(built)
+            except LedgerError as error:
+                outcome = error
+            yield reserve_result(request.reservation_id, outcome)
+
+    async def Commit(self, request: reservations_pb2.CommitRequest, context: Any) -> common_pb2.Reservation:
+        reservation = await self._mutate(
+            context, lambda: c.Commit(request.reservation_id, request.request_id)
+        )
+        return convert.reservation_message(reservation)
+
+    async def Release(self, request: reservations_pb2.ReleaseRequest, context: Any) -> common_pb2.Reservation:
+        reservation = await self._mutate(
+            context,
+            lambda: c.Release(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+        )
+        return convert.reservation_message(reservation)
+
+    async def Fulfill(self, request: reservations_pb2.FulfillRequest, context: Any) -> common_pb2.Reservation:
+        reservation = await self._mutate(
+            context,
+            lambda: c.Fulfill(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+        )
+        return convert.reservation_message(reservation)
+
+    async def GetReservation(self, request: reservations_pb2.GetReservationRequest, context: Any) -> common_pb2.Reservation:
+        def read() -> common_pb2.Reservation:
+            if not request.reservation_id:
+                raise InvalidArgument.single("reservation_id", "required")
+            return convert.reservation_message(self.ledger.reservation(request.reservation_id))
+
+        return await self._read(context, read)
+
+    async def ListReservations(
+        self, request: reservations_pb2.ListReservationsRequest, context: Any
+    ) -> reservations_pb2.ListReservationsResponse:
+        page, token = await self._read(context, lambda: self._list_reservations(request))
+        return reservations_pb2.ListReservationsResponse(
+            reservations=[convert.reservation_message(r) for r in page], next_page_token=token
+        )
+
+    def _list_reservations(self, request: reservations_pb2.ListReservationsRequest) -> tuple[list[Any], str]:
+        states = common_pb2.Reservation.State
+        if request.state not in states.values():
+            raise InvalidArgument.single("state", "unknown state")
+        wanted_state = (
+            ReservationState(states.Name(request.state)) if request.state else None
+        )
+        at_risk = request.at_risk if request.HasField("at_risk") else None
+
+        def matches(reservation: Reservation) -> bool:
+            if wanted_state is not None and reservation.state is not wanted_state:
+                return False
+            lines = reservation.lines
+            if request.sku or request.node_id:
+                lines = [
+                    line for line in lines
+                    if (not request.sku or line.sku == request.sku)
+                    and (not request.node_id or line.node_id == request.node_id)
+                ]
+                if not lines:
+                    return False
+            if at_risk is not None and any(line.at_risk for line in lines) != at_risk:
+                return False
+            return True
+
+        return paginate(self.ledger.reservations, matches, request.page_size, request.page_token)
+
+
+def _build_reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:
+    try:
+        return convert.reserve(request)
+    except LedgerError as error:
+        return error
+
+
+def reserve_result(reservation_id: str, outcome: Any) -> reservations_pb2.ReserveResult:
+    if isinstance(outcome, LedgerError):
+        return reservations_pb2.ReserveResult(
+            reservation_id=reservation_id, status=status.rich_status(outcome), reason=outcome.reason
+        )
+    return reservations_pb2.ReserveResult(
+        reservation_id=reservation_id, reservation=convert.reservation_message(outcome)
+    )
+
+
+def check_availability_request(request: availability_pb2.GetAvailabilityRequest) -> None:
+    from atp.ledger.validation import Violations
+
+    violations = Violations()
+    violations.count("skus", len(request.skus), limits.lines_max)
+    violations.count("node_ids", len(request.node_ids), limits.lines_max, least=0)
+    for index, sku in enumerate(request.skus[: limits.lines_max]):
+        violations.identifier(f"skus[{index}]", sku)
+    for index, node_id in enumerate(request.node_ids[: limits.lines_max]):
+        violations.identifier(f"node_ids[{index}]", node_id)
+    violations.raise_if_any()
+
+
+def paginate(items: Any, matches: Callable[[Any], bool], page_size: int, page_token: str) -> tuple[list[Any], str]:
+    """One page of a SortedDict's matching values after the token's key, and the next token."""
+    if page_size < 0 or page_size > limits.page_size_max:
+        raise InvalidArgument.single("page_size", f"must be 0..{limits.page_size_max}")
+    size = page_size or limits.page_size_default
+    start = items.bisect_right(_decode_token(page_token)) if page_token else 0
+    page: list[Any] = []
+    last_key = ""
+    for key in items.islice(start):
+        value = items[key]
+        if not matches(value):
+            continue
+        if len(page) == size:
+            return page, _encode_token(last_key)
+        page.append(value)
+        last_key = key
+    return page, ""
+
+
+def _encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeError):
+        raise InvalidArgument.single("page_token", "not a token from a previous page") from None
+

@@ -1,0 +1,179 @@
+"""The single writer: applies commands on the event loop and answers once they are durable.
+
+Every command runs as one synchronous ledger step (no await inside), so atomicity needs no
+locks. The changes of every step since the last commit form the open batch; one background
+task commits batches in order, each as one store transaction in a worker thread, and only
+then resolves the futures its callers wait on. While one batch commits, the next fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from atp import limits
+from atp.ledger import Changes, Ledger, codec
+from atp.ledger import commands as c
+from atp.ledger.errors import InvariantViolation, LedgerError, ResourceExhausted, Unavailable
+from atp.store import Store, WriteBatch
+
+log = logging.getLogger("atp.writer")
+
+
+class Writer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        pending_max: int = limits.pending_mutations_max,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.clock = clock
+        self.pending_max = pending_max
+        self.on_fatal = on_fatal
+        self.failure: BaseException | None = None
+        self.closing = False
+        self.batches_committed = 0
+        self.records_committed = 0
+        self._waiting = 0
+        self._open: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="atp-commit")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="atp-commit"),
+            asyncio.create_task(self._expiry_loop(), name="atp-expiry"),
+        ]
+
+    async def execute(self, command: c.Command) -> Any:
+        """Applies one command; returns its result once durable or raises its LedgerError."""
+        outcome = (await self.execute_batch([command]))[0]
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    async def execute_batch(self, commands: Sequence[c.Command]) -> list[Any]:
+        """Applies commands one by one in one step; each outcome is a result or a LedgerError."""
+        self._admit(len(commands))
+        now = self.clock()
+        try:
+            self._expire_due(now)
+            outcomes = self.ledger.execute_batch(commands, now)
+        except InvariantViolation as violation:
+            self._fail(violation)
+            raise Unavailable("internal invariant violated; the server is stopping") from None
+        await self._durable()
+        return outcomes
+
+    async def close(self) -> None:
+        """Refuses new commands, commits what was applied, stops the background tasks."""
+        self.closing = True
+        if self.failure is None:
+            await self._durable()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    def _admit(self, count: int) -> None:
+        if self.failure is not None:
+            raise Unavailable("storage failed; the server is stopping")
+        if self.closing:
+            raise Unavailable("the server is shutting down")
+        if self._waiting + count > self.pending_max:
+            raise ResourceExhausted(
+                f"{self._waiting} mutations are waiting for durability; retry with backoff"
+            )
+
+    def _expire_due(self, now: float) -> None:
+        due = self.ledger.next_expiry()
+        if due is not None and due <= now:
+            self.ledger.execute(c.ExpireDue(), now)
+
+    async def _durable(self) -> None:
+        """Waits until everything applied so far is committed."""
+        if self.ledger.has_changes:
+            if self._open is None:
+                self._open = asyncio.get_running_loop().create_future()
+            future = self._open
+            self._wake.set()
+        elif self._inflight is not None:
+            future = self._inflight
+        else:
+            return
+        self._waiting += 1
+        try:
+            await asyncio.shield(future)
+        finally:
+            self._waiting -= 1
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.ledger.has_changes:
+                continue
+            future = self._open or loop.create_future()
+            self._open = None
+            batch = encode_batch(self.ledger.take_changes())
+            self._inflight = future
+            try:
+                await loop.run_in_executor(self._executor, self.store.commit, batch)
+            except Exception as error:  # noqa: BLE001 - any storage failure is fatal here
+                self._fail(error)
+                return
+            self.batches_committed += 1
+            self.records_committed += len(batch)
+            if self._inflight is future:
+                self._inflight = None
+            future.set_result(None)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            due = self.ledger.next_expiry()
+            delay = 1.0 if due is None else min(1.0, max(0.005, due - self.clock()))
+            await asyncio.sleep(delay)
+            due = self.ledger.next_expiry()
+            if due is not None and due <= self.clock() and not self.closing and self.failure is None:
+                try:
+                    await self.execute(c.ExpireDue())
+                except LedgerError as error:
+                    log.warning("expiry sweep refused: %s", error)
+
+    def _fail(self, error: BaseException) -> None:
+        """Memory now holds changes the disk does not: stop taking commands and stop the server."""
+        log.critical("fatal: %s; refusing further mutations", error)
+        self.failure = error
+        unavailable = Unavailable("storage failed; the server is stopping")
+        for future in (self._inflight, self._open):
+            if future is not None and not future.done():
+                future.set_exception(unavailable)
+                future.exception()  # mark retrieved: waiters may have gone
+        if self.on_fatal is not None:
+            self.on_fatal(error)
+
+
+def encode_batch(changes: Changes) -> WriteBatch:
+    """The store batch of a ledger change set, encoded now (on the loop) as a consistent snapshot."""
+    batch = WriteBatch()
+    for (database, key), value in changes.records.items():
+        batch.put(database, key.encode(), codec.encode_record(database, value))
+    for event in changes.events:
+        batch.append(event.sequence, codec.encode_event(event))
+    return batch

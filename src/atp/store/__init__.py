@@ -1,0 +1,27 @@
+"""Storage behind a narrow bytes-only interface: an LMDB store and an in-memory one."""
+
+from atp.store.base import (
+    DATABASES,
+    JOURNAL_DATABASE,
+    KEY_BYTES_MAX,
+    SEQUENCE_MAX,
+    Store,
+    StoreError,
+    StoreFullError,
+    WriteBatch,
+)
+from atp.store.lmdb_store import LmdbStore
+from atp.store.memory import MemoryStore
+
+__all__ = [
+    "DATABASES",
+    "JOURNAL_DATABASE",
+    "KEY_BYTES_MAX",
+    "SEQUENCE_MAX",
+    "LmdbStore",
+    "MemoryStore",
+    "Store",
+    "StoreError",
+    "StoreFullError",
+    "WriteBatch",
+]

@@ -1,0 +1,146 @@
+"""The storage interface: named databases of opaque bytes and a journal, committed atomically."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+# Databases of records, each a map of opaque keys to opaque values.
+DATABASES: tuple[str, ...] = (
+    "meta",
+    "nodes",
+    "positions",
+    "supply",
+    "reservations",
+    "holds",
+    "requests",
+)
+# The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
+JOURNAL_DATABASE = "journal"
+
+# LMDB's compile-time key limit (mdb_env_get_maxkeysize); the memory store enforces it too so
+# that a batch which would fail on disk also fails in tests.
+KEY_BYTES_MAX = 511
+# Journal sequences are stored as 8-byte big-endian unsigned integers.
+SEQUENCE_MAX = 2**64 - 1
+
+
+class StoreError(Exception):
+    """Storage failed; the batch was not written."""
+
+
+class StoreFullError(StoreError):
+    """The LMDB map is full (raise map size); nothing was written."""
+
+
+@dataclass
+class WriteBatch:
+    """Records to put or delete and journal entries to append, all in one atomic commit."""
+
+    # (database, key) -> value; None deletes the key (deleting a missing key is fine).
+    records: dict[tuple[str, bytes], bytes | None] = field(default_factory=dict)
+    # (sequence, encoded event), strictly increasing, each greater than store.last_sequence().
+    journal: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def put(self, database: str, key: bytes, value: bytes | None) -> None:
+        """Set `key` in `database` to `value`, or delete it when `value` is None."""
+        self.records[(database, key)] = value
+
+    def append(self, sequence: int, event: bytes) -> None:
+        """Append one journal entry."""
+        self.journal.append((sequence, event))
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.journal)
+
+    def is_empty(self) -> bool:
+        """True when committing the batch would write nothing."""
+        return not self.records and not self.journal
+
+
+class Store(abc.ABC):
+    """Records and journal persisted together; every commit is all or nothing."""
+
+    @abc.abstractmethod
+    def load(self) -> dict[str, dict[bytes, bytes]]:
+        """Every record of every database in DATABASES (not the journal), each database present."""
+
+    @abc.abstractmethod
+    def last_sequence(self) -> int:
+        """Highest journal sequence ever written (trimming does not lower it), 0 if none."""
+
+    @abc.abstractmethod
+    def oldest_sequence(self) -> int:
+        """Lowest journal sequence still retained, 0 if the journal is empty."""
+
+    @abc.abstractmethod
+    def commit(self, batch: WriteBatch) -> None:
+        """Write the whole batch in one transaction, or raise StoreError having written nothing."""
+
+    @abc.abstractmethod
+    def read_journal(self, after_sequence: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` journal entries with sequence > `after_sequence`, ascending."""
+
+    @abc.abstractmethod
+    def trim_journal(self, keep_after: int) -> int:
+        """Delete journal entries with sequence <= `keep_after`; return how many were deleted."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store; calling it again does nothing, any other call raises StoreError."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exception_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def validate_batch(batch: WriteBatch, last_sequence: int) -> None:
+    """Raise StoreError unless every record and journal entry of `batch` can be written."""
+    for (database, key), value in batch.records.items():
+        if database not in DATABASES:
+            raise StoreError(f"unknown database {database!r}")
+        validate_key(key, database)
+        if value is not None and not isinstance(value, bytes):
+            raise StoreError(
+                f"value for a key in {database!r} is {type(value).__name__}, not bytes"
+            )
+    previous_sequence = last_sequence
+    for sequence, event in batch.journal:
+        # bool is an int subclass; a True sequence is certainly a bug in the caller.
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise StoreError(f"journal sequence {sequence!r} is not an integer")
+        if sequence <= previous_sequence:
+            raise StoreError(
+                f"journal sequence {sequence} does not follow {previous_sequence}: "
+                "sequences must increase and exceed the last one written"
+            )
+        if sequence > SEQUENCE_MAX:
+            raise StoreError(f"journal sequence {sequence} exceeds {SEQUENCE_MAX}")
+        if not isinstance(event, bytes):
+            raise StoreError(f"journal event {sequence} is {type(event).__name__}, not bytes")
+        previous_sequence = sequence
+
+
+def validate_key(key: bytes, database: str) -> None:
+    """Raise StoreError unless `key` is bytes of 1 to KEY_BYTES_MAX bytes (LMDB's rule)."""
+    if not isinstance(key, bytes):
+        raise StoreError(f"key in {database!r} is {type(key).__name__}, not bytes")
+    if not 1 <= len(key) <= KEY_BYTES_MAX:
+        raise StoreError(
+            f"key of {len(key)} bytes in {database!r}: keys must be 1 to {KEY_BYTES_MAX} bytes"
+        )
+
+
+def validate_limit(limit: int) -> None:
+    """Raise ValueError for a negative page size: a bug in the caller, not a storage fault."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

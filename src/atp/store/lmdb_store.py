@@ -1,0 +1,305 @@
+"""The durable store: one LMDB environment, one named database per record kind plus the journal."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from atp.store.base import (
+    DATABASES,
+    JOURNAL_DATABASE,
+    SEQUENCE_MAX,
+    Store,
+    StoreError,
+    StoreFullError,
+    WriteBatch,
+    validate_batch,
+    validate_limit,
+)
+
+# Internal bookkeeping, never returned by load(): the highest sequence ever trimmed, so that
+# emptying the journal cannot make last_sequence() go back and sequences be reused.
+_STATE_DATABASE = "store_state"
+_TRIMMED_THROUGH_KEY = b"journal_trimmed_through"
+_DATABASES_MAX = 16
+
+# Big-endian so that LMDB's byte order of keys is the numeric order of sequences.
+_SEQUENCE = struct.Struct(">Q")
+
+
+def encode_sequence(sequence: int) -> bytes:
+    """The journal key of `sequence`: 8 bytes, big-endian."""
+    return _SEQUENCE.pack(sequence)
+
+
+def decode_sequence(key: bytes) -> int:
+    """The sequence of a journal key."""
+    value: int = _SEQUENCE.unpack(key)[0]
+    return value
+
+
+class _OperationGate:
+    """Counts calls in flight so that close() waits for them instead of unmapping under them."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        """Hold the store open for the duration of one call; StoreError once it is closed."""
+        with self._condition:
+            if self._closed:
+                raise StoreError("the store is closed")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._condition.notify_all()
+
+    def close(self) -> bool:
+        """Refuse new calls and wait for running ones; False if it was already closed."""
+        with self._condition:
+            if self._closed:
+                return False
+            self._closed = True
+            self._condition.wait_for(lambda: self._in_flight == 0)
+            return True
+
+
+class LmdbStore(Store):
+    """Records and journal in one LMDB environment; each commit is one write transaction.
+
+    `sync=False` is the fast mode: commits survive a process crash but the last ones may be
+    lost on power loss. Commits may run on one thread while others read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = 8 << 30,
+        sync: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._sync = sync
+        self._readonly = readonly
+        self._gate = _OperationGate()
+        self._environment = _open_environment(self._path, map_size, sync, readonly)
+        try:
+            self._handles = _open_databases(self._environment, self._path, readonly)
+        except BaseException:
+            self._environment.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        """The environment's directory."""
+        return self._path
+
+    def load(self) -> dict[str, dict[bytes, bytes]]:
+        with self._reading() as transaction:
+            return {
+                name: dict(transaction.cursor(db=self._handles[name]).iternext())
+                for name in DATABASES
+            }
+
+    def last_sequence(self) -> int:
+        with self._reading() as transaction:
+            return self._last_sequence_in(transaction)
+
+    def oldest_sequence(self) -> int:
+        with self._reading() as transaction:
+            return self._oldest_sequence_in(transaction)
+
+    def commit(self, batch: WriteBatch) -> None:
+        if batch.is_empty():
+            with self._gate.enter():
+                return
+        with self._writing() as transaction:
+            # Inside the write transaction: no other writer can move the last sequence meanwhile.
+            validate_batch(batch, self._last_sequence_in(transaction))
+            for (database, key), value in batch.records.items():
+                if value is None:
+                    transaction.delete(key, db=self._handles[database])
+                else:
+                    transaction.put(key, value, db=self._handles[database])
+            journal = self._handles[JOURNAL_DATABASE]
+            for sequence, event in batch.journal:
+                # append=True skips the B-tree search; validation guarantees keys only grow.
+                transaction.put(encode_sequence(sequence), event, db=journal, append=True)
+
+    def read_journal(self, after_sequence: int, limit: int) -> list[tuple[int, bytes]]:
+        validate_limit(limit)
+        if limit == 0 or after_sequence >= SEQUENCE_MAX:
+            return []
+        start_key = encode_sequence(max(after_sequence + 1, 0))
+        with self._reading() as transaction:
+            cursor = transaction.cursor(db=self._handles[JOURNAL_DATABASE])
+            if not cursor.set_range(start_key):
+                return []
+            entries = itertools.islice(cursor.iternext(), limit)
+            return [(decode_sequence(key), event) for key, event in entries]
+
+    def trim_journal(self, keep_after: int) -> int:
+        if keep_after <= 0:
+            with self._gate.enter():
+                return 0
+        limit_key = encode_sequence(min(keep_after, SEQUENCE_MAX))
+        with self._writing() as transaction:
+            cursor = transaction.cursor(db=self._handles[JOURNAL_DATABASE])
+            deleted = 0
+            highest_deleted_key = b""
+            cursor.first()
+            # An unpositioned cursor's key() is b"", which LMDB never uses as a key.
+            while (key := cursor.key()) and key <= limit_key:
+                highest_deleted_key = key
+                cursor.delete()  # moves the cursor to the next entry
+                deleted += 1
+            if deleted:
+                self._record_trimmed_through(transaction, decode_sequence(highest_deleted_key))
+            return deleted
+
+    def environment_info(self) -> dict[str, Any]:
+        """Map size, bytes used, entries per database and journal range, for `atpctl db stat`."""
+        with self._reading() as transaction:
+            info = self._environment.info()
+            page_size_bytes = self._environment.stat()["psize"]
+            names = (*DATABASES, JOURNAL_DATABASE)
+            return {
+                "path": self._path,
+                "map_size_bytes": info["map_size"],
+                "used_bytes": page_size_bytes * (info["last_pgno"] + 1),
+                "page_size_bytes": page_size_bytes,
+                "last_transaction_id": info["last_txnid"],
+                "readers": info["num_readers"],
+                "entries": {
+                    name: transaction.stat(self._handles[name])["entries"] for name in names
+                },
+                "journal_oldest_sequence": self._oldest_sequence_in(transaction),
+                "journal_last_sequence": self._last_sequence_in(transaction),
+            }
+
+    def copy_to(self, destination_dir: str | os.PathLike[str], *, compact: bool = True) -> None:
+        """Write a consistent copy of the environment into the existing, empty `destination_dir`."""
+        with self._gate.enter():
+            try:
+                self._environment.copy(os.fspath(destination_dir), compact=compact)
+            except lmdb.Error as error:
+                raise StoreError(
+                    f"copying {self._path} to {destination_dir} failed: {error}"
+                ) from error
+
+    def close(self) -> None:
+        if not self._gate.close():
+            return
+        try:
+            # With sync=False commits sit in the page cache; a clean close flushes them to disk.
+            if not self._sync and not self._readonly:
+                self._environment.sync(True)
+        except lmdb.Error as error:
+            raise StoreError(f"flushing {self._path} failed: {error}") from error
+        finally:
+            self._environment.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """A read transaction of the calling thread; lmdb errors become StoreError."""
+        with self._gate.enter():
+            try:
+                with self._environment.begin() as transaction:
+                    yield transaction
+            except lmdb.Error as error:
+                raise StoreError(f"reading {self._path} failed: {error}") from error
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """A write transaction committed on success and aborted on any exception."""
+        with self._gate.enter():
+            if self._readonly:
+                raise StoreError(f"{self._path} is open read-only")
+            try:
+                with self._environment.begin(write=True) as transaction:
+                    yield transaction
+            except lmdb.MapFullError as error:
+                raise StoreFullError(
+                    f"the LMDB map of {self._path} is full "
+                    f"({self._environment.info()['map_size']} bytes): raise the map size"
+                ) from error
+            except lmdb.Error as error:
+                raise StoreError(f"writing {self._path} failed: {error}") from error
+
+    def _last_sequence_in(self, transaction: lmdb.Transaction[bytes]) -> int:
+        cursor = transaction.cursor(db=self._handles[JOURNAL_DATABASE])
+        last_written = decode_sequence(cursor.key()) if cursor.last() else 0
+        return max(last_written, self._trimmed_through_in(transaction))
+
+    def _oldest_sequence_in(self, transaction: lmdb.Transaction[bytes]) -> int:
+        cursor = transaction.cursor(db=self._handles[JOURNAL_DATABASE])
+        return decode_sequence(cursor.key()) if cursor.first() else 0
+
+    def _trimmed_through_in(self, transaction: lmdb.Transaction[bytes]) -> int:
+        value = transaction.get(_TRIMMED_THROUGH_KEY, db=self._handles[_STATE_DATABASE])
+        return decode_sequence(value) if value is not None else 0
+
+    def _record_trimmed_through(self, transaction: lmdb.Transaction[bytes], sequence: int) -> None:
+        highest = max(sequence, self._trimmed_through_in(transaction))
+        transaction.put(
+            _TRIMMED_THROUGH_KEY, encode_sequence(highest), db=self._handles[_STATE_DATABASE]
+        )
+
+
+def _open_environment(path: str, map_size: int, sync: bool, readonly: bool) -> lmdb.Environment:
+    """Open (creating unless read-only) the environment at `path`, or raise StoreError."""
+    if readonly:
+        if not os.path.isdir(path):
+            raise StoreError(f"{path}: no such data directory")
+        if not os.path.isfile(os.path.join(path, "data.mdb")):
+            raise StoreError(f"{path}: not an LMDB data directory (no data.mdb)")
+    else:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"{path}: cannot create data directory: {error.strerror}") from error
+    try:
+        return lmdb.open(
+            path,
+            # Read-only: 0 adopts the map size recorded in the file, whatever the writer set.
+            map_size=0 if readonly else map_size,
+            subdir=True,
+            readonly=readonly,
+            max_dbs=_DATABASES_MAX,
+            sync=sync,
+            metasync=sync,
+            lock=True,
+            readahead=False,
+        )
+    except lmdb.Error as error:
+        raise StoreError(f"{path}: cannot open LMDB environment: {error}") from error
+
+
+def _open_databases(
+    environment: lmdb.Environment, path: str, readonly: bool
+) -> dict[str, lmdb._Database]:
+    """A handle for every named database, created if missing unless read-only."""
+    handles = {}
+    for name in (*DATABASES, JOURNAL_DATABASE, _STATE_DATABASE):
+        try:
+            handles[name] = environment.open_db(name.encode(), create=not readonly)
+        except lmdb.NotFoundError as error:
+            raise StoreError(f"{path}: not an atp data directory (no {name!r} database)") from error
+        except lmdb.Error as error:
+            raise StoreError(f"{path}: cannot open database {name!r}: {error}") from error
+    return handles

@@ -1,0 +1,91 @@
+"""A store in plain dicts for tests: the LMDB contract, but nothing outlives the process."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+from atp.store.base import (
+    DATABASES,
+    Store,
+    StoreError,
+    WriteBatch,
+    validate_batch,
+    validate_limit,
+)
+
+
+class MemoryStore(Store):
+    """Records in dicts and the journal in a list, guarded by one lock."""
+
+    def __init__(self) -> None:
+        # The writer thread commits while the event loop reads the journal, as with LmdbStore.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._records: dict[str, dict[bytes, bytes]] = {name: {} for name in DATABASES}
+        self._journal_sequences: list[int] = []
+        self._journal_events: list[bytes] = []
+        # Trimming may empty the journal; the sequences it held must still never be reused.
+        self._trimmed_through = 0
+
+    def load(self) -> dict[str, dict[bytes, bytes]]:
+        with self._lock:
+            self._check_open()
+            return {name: dict(records) for name, records in self._records.items()}
+
+    def last_sequence(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._last_sequence()
+
+    def oldest_sequence(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._journal_sequences[0] if self._journal_sequences else 0
+
+    def commit(self, batch: WriteBatch) -> None:
+        with self._lock:
+            self._check_open()
+            # Validation covers everything that could fail, so applying below cannot stop halfway.
+            validate_batch(batch, self._last_sequence())
+            for (database, key), value in batch.records.items():
+                if value is None:
+                    self._records[database].pop(key, None)
+                else:
+                    self._records[database][key] = value
+            for sequence, event in batch.journal:
+                self._journal_sequences.append(sequence)
+                self._journal_events.append(event)
+
+    def read_journal(self, after_sequence: int, limit: int) -> list[tuple[int, bytes]]:
+        validate_limit(limit)
+        with self._lock:
+            self._check_open()
+            start = bisect.bisect_right(self._journal_sequences, after_sequence)
+            end = start + limit
+            return list(zip(self._journal_sequences[start:end], self._journal_events[start:end]))
+
+    def trim_journal(self, keep_after: int) -> int:
+        with self._lock:
+            self._check_open()
+            deleted = bisect.bisect_right(self._journal_sequences, keep_after)
+            if deleted:
+                self._trimmed_through = max(
+                    self._trimmed_through, self._journal_sequences[deleted - 1]
+                )
+                del self._journal_sequences[:deleted]
+                del self._journal_events[:deleted]
+            return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _last_sequence(self) -> int:
+        if self._journal_sequences:
+            return max(self._journal_sequences[-1], self._trimmed_through)
+        return self._trimmed_through
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")

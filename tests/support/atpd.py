@@ -1,0 +1,106 @@
+"""A real atpd subprocess on a free loopback port, for integration, crash and CLI tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_LISTENING = re.compile(r"atpd listening on (\S+)")
+
+
+class AtpdProcess:
+    """Starts `python -m atp.daemon` on 127.0.0.1:0 with an LMDB data dir; restartable."""
+
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.target = ""
+        self.log_path = data_dir.parent / f"{data_dir.name}-atpd.log"
+
+    def start(self, timeout_s: float = 30.0) -> AtpdProcess:
+        command = [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
+                   "--data-dir", str(self.data_dir), "--log-level", "WARNING", *self.extra_args]
+        log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed with it
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, env=self.env
+        )
+        self.target = self._read_target(timeout_s)
+        self.wait_serving(timeout_s)
+        return self
+
+    def _read_target(self, timeout_s: float) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            match = _LISTENING.search(line)
+            if match:
+                return match.group(1)
+        self.kill()
+        raise RuntimeError(f"atpd did not start; see {self.log_path}:\n{self.log_path.read_text()}")
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("atpd never reported SERVING")
+                time.sleep(0.05)
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait: the graceful path (drain, final commit, close LMDB)."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        self._closed()
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no drain, no final commit."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(20)
+        self._closed()
+
+    def _closed(self) -> None:
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+    def restart(self) -> AtpdProcess:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> AtpdProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -45,9 +45,11 @@ from atp.ledger.model import (
     Reservation,
     ReservationLine,
     ReservationState,
+    Policy,
     Supply,
     SupplyState,
 )
+from atp.ledger.promising import LinePlan, OrderLine, OrderPlan, Planner
 
 EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
 MOVEMENT_TYPES = {member.value for member in MovementType}
@@ -521,6 +523,8 @@ class Ledger:
         held = reservation.state is ReservationState.HELD
         for placement in placements:
             position, line = placement.position, placement.line
+            if not position.node_id:
+                continue  # a wholly backordered sourced line: no node holds it yet
             if position.key not in self.positions:
                 self._register_position(position)
             if line.quantity:
@@ -538,17 +542,18 @@ class Ledger:
     def _place_lines(
         self, command: c.Reserve, requested_days: list[Day | None], today: Day
     ) -> list[_Placement]:
-        """Fits every line (their demand added to the timelines) or raises having undone all."""
+        """Fits every line (their demand added to the timelines) or raises having undone all.
+
+        Lines naming a node are fitted there first; the others are then sourced by the
+        promising logic against what is left, in the same step.
+        """
         include_safety = self.include_safety_stock(command.priority)
         placements: list[_Placement] = []
         shortfalls: list[Shortfall] = []
         try:
             for index, (request, requested_day) in enumerate(zip(command.lines, requested_days)):
                 if not request.node_id:
-                    raise InvalidArgument.single(
-                        f"lines[{index}].node_id",
-                        "required: sourcing lines without a node is not available yet",
-                    )
+                    continue
                 placement = self._fit_line(
                     command, index, request, requested_day, today, include_safety, shortfalls
                 )
@@ -557,11 +562,84 @@ class Ledger:
                     placements.append(placement)
             if shortfalls:
                 raise InsufficientAvailability(shortfalls)
+            placements += self._source_lines(command, requested_days, today)
         except LedgerError:
             for placement in placements:
                 placement.position.add_delta(placement.line.ship_day, placement.line.quantity)
             raise
         return placements
+
+    def _source_lines(
+        self, command: c.Reserve, requested_days: list[Day | None], today: Day
+    ) -> list[_Placement]:
+        """Sources the lines that name no node, holding the plan Promise would return."""
+        indexed = [(i, line) for i, line in enumerate(command.lines) if not line.node_id]
+        if not indexed:
+            return []
+        for index, line in indexed:
+            if requested_days[index] is not None:
+                raise InvalidArgument.single(
+                    f"lines[{index}].ship_date", "only for lines that name a node"
+                )
+        planner = Planner(self, today, command.destination_region, command.policy, command.priority)
+        plan = planner.plan([OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed])
+        if not plan.complete and not command.policy.allow_partial:
+            raise InsufficientAvailability(
+                [self._network_shortfall(planner, line, index) for index, line in indexed]
+            )
+        planner.hold(plan)
+        taken_ids = {line.line_id for line in command.lines}
+        return [
+            placement
+            for line_plan in plan.lines
+            for placement in self._placements_of(line_plan, command.destination_region, today, taken_ids)
+        ]
+
+    def _network_shortfall(self, planner: Planner, line: c.LineRequest, index: int) -> Shortfall:
+        most = sum(planner.most_at(node, line.sku) for node in planner.nodes)
+        return Shortfall(
+            subject=f"line {line.line_id}",
+            description=f"line {line.line_id} ({line.sku}, sourced to {planner.region}): "
+            f"requested {line.quantity}, available {most} across {len(planner.nodes)} nodes",
+            requested=line.quantity,
+            available=most,
+        )
+
+    def _placements_of(
+        self, line_plan: LinePlan, region: str, today: Day, taken_ids: set[str]
+    ) -> list[_Placement]:
+        """One reservation line per allocation; a split line's extra parts get ids like l1/2."""
+        line = line_plan.line
+        placements: list[_Placement] = []
+        for part, allocation in enumerate(line_plan.allocations, start=1):
+            line_id = line.line_id if part == 1 else _unique_part_id(line.line_id, part, taken_ids)
+            position = self.positions[(line.sku, allocation.node_id)]
+            reservation_line = ReservationLine(
+                line_id=line_id, sku=line.sku, node_id=allocation.node_id,
+                quantity=allocation.quantity, ship_day=allocation.ship_day,
+                delivery_day=allocation.delivery_day, from_inbound=allocation.from_inbound,
+            )
+            placements.append(_Placement(position, reservation_line))
+        backordered = line_plan.backordered_quantity
+        if placements:
+            placements[0].line.backordered_quantity = backordered
+        else:
+            unplaced = ReservationLine(
+                line_id=line.line_id, sku=line.sku, node_id="", quantity=0, ship_day=today,
+                backordered_quantity=backordered,
+            )
+            placements.append(_Placement(Position(line.sku, ""), unplaced))
+        return placements
+
+    # ----- promising (read-only) ----------------------------------------------------------
+
+    def promise(
+        self, lines: list[OrderLine], region: str, policy: Policy, priority: int, now: float,
+        explain: bool = False,
+    ) -> OrderPlan:
+        """A quote: where and when the lines can be fulfilled. Changes nothing."""
+        validation.check_promise(lines, region, policy)
+        return Planner(self, day_of(now), region, policy, priority).plan(lines, explain)
 
     def _fit_line(
         self,
@@ -893,6 +971,14 @@ def _shortfall(
         requested=requested,
         available=available,
     )
+
+
+def _unique_part_id(line_id: str, part: int, taken_ids: set[str]) -> str:
+    candidate = f"{line_id}/{part}"
+    while candidate in taken_ids:
+        candidate += "'"
+    taken_ids.add(candidate)
+    return candidate
 
 
 def _delivery_day(node: Node, region: str, ship_day: Day) -> Day | None:

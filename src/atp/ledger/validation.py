@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from atp import limits
 from atp.ledger import commands as c
 from atp.ledger.errors import FieldViolation, InvalidArgument
-from atp.ledger.model import Day
+from atp.ledger.model import Day, Policy
 
 
 class Violations:
@@ -209,6 +210,20 @@ def check_reservation_call(
     if v.count("lines", len(lines), limits.lines_max, least=0):
         for index, line in enumerate(lines):
             v.identifier(f"lines[{index}].line_id", line.line_id)
+            v.quantity(f"lines[{index}].quantity", line.quantity)
+        v.unique("lines.line_id", [line.line_id for line in lines])
+    v.raise_if_any()
+
+
+def check_promise(lines: list[Any], region: str, policy: Policy) -> None:
+    v = Violations()
+    v.identifier("destination_region", region)
+    if policy.max_nodes < 0:
+        v.add("policy.max_nodes", "must be 0 (no limit) or more")
+    if v.count("lines", len(lines), limits.lines_max):
+        for index, line in enumerate(lines):
+            v.identifier(f"lines[{index}].line_id", line.line_id)
+            v.identifier(f"lines[{index}].sku", line.sku)
             v.quantity(f"lines[{index}].quantity", line.quantity)
         v.unique("lines.line_id", [line.line_id for line in lines])
     v.raise_if_any()

@@ -23,6 +23,7 @@ from atp.ledger.model import (
     ReservationLine,
     Supply,
 )
+from atp.ledger.promising import OrderLine, OrderPlan
 from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
 
 # ----- scalars -----------------------------------------------------------------------------
@@ -149,6 +150,10 @@ def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:
     )
 
 
+def order_lines(lines: Iterable[availability_pb2.OrderLine]) -> list[OrderLine]:
+    return [OrderLine(line.line_id, line.sku, line.quantity) for line in lines]
+
+
 def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[c.LineQuantity, ...]:
     return tuple(c.LineQuantity(line.line_id, line.quantity) for line in lines)
 
@@ -262,3 +267,29 @@ def network_total(sku: str, positions: list[common_pb2.Position]) -> availabilit
         for name in ("on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available"):
             setattr(total, name, getattr(total, name) + getattr(position, name))
     return total
+
+
+def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
+    return availability_pb2.PromiseResponse(
+        lines=[
+            availability_pb2.LinePromise(
+                line_id=line_plan.line.line_id,
+                allocations=[
+                    availability_pb2.Allocation(
+                        node_id=a.node_id, quantity=a.quantity, ship_date=date_message(a.ship_day),
+                        delivery_date=date_message(a.delivery_day), from_inbound=a.from_inbound,
+                    )
+                    for a in line_plan.allocations
+                ],
+                backordered_quantity=line_plan.backordered_quantity,
+                backorder_date=date_message(line_plan.backorder_day),
+                candidates=[
+                    availability_pb2.CandidateExplanation(node_id=node_id, outcome=outcome)
+                    for node_id, outcome in line_plan.candidates
+                ],
+            )
+            for line_plan in plan.lines
+        ],
+        promise_date=date_message(plan.promise_day),
+        complete=plan.complete,
+    )

@@ -163,6 +163,20 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
         return response
 
 
+    async def Promise(
+        self, request: availability_pb2.PromiseRequest, context: Any
+    ) -> availability_pb2.PromiseResponse:
+        def read() -> availability_pb2.PromiseResponse:
+            plan = self.ledger.promise(
+                convert.order_lines(request.lines), request.destination_region,
+                convert.policy(request.policy), request.priority, self.writer.clock(),
+                explain=request.explain,
+            )
+            return convert.promise_response(plan)
+
+        return await self._read(context, read)
+
+
 class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
     async def Reserve(self, request: reservations_pb2.ReserveRequest, context: Any) -> common_pb2.Reservation:
         reservation = await self._mutate(context, lambda: convert.reserve(request))

@@ -1,0 +1,328 @@
+"""Promising and sourcing (DESIGN.md §3): where and when order lines can be fulfilled.
+
+The planner builds a few candidate plans (each single node; a greedy split across nodes;
+a split limited to the nodes covering most of the order), scores them by the policy's
+objective and keeps the best. Candidate plans are simulated by adding their demand to the
+real position timelines and undoing it before returning, all in one synchronous step, so a
+promise is read-only and deterministic: the same ledger and request give the same answer.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from atp.ledger import timeline
+from atp.ledger.errors import InvalidArgument
+from atp.ledger.model import Day, Node, Objective, Policy, Position
+
+if TYPE_CHECKING:
+    from atp.ledger.ledger import Ledger
+
+NEVER = 10**9  # a day later than any real day: sorts unpromisable plans last
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    line_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Allocation:
+    node_id: str
+    quantity: int
+    ship_day: Day
+    delivery_day: Day
+    from_inbound: bool
+    cost: int
+
+
+@dataclass
+class LinePlan:
+    line: OrderLine
+    allocations: list[Allocation] = field(default_factory=list)
+    backorder_day: Day | None = None
+    candidates: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def backordered_quantity(self) -> int:
+        return self.line.quantity - sum(a.quantity for a in self.allocations)
+
+
+@dataclass
+class OrderPlan:
+    lines: list[LinePlan]
+
+    @property
+    def complete(self) -> bool:
+        return all(line.backordered_quantity == 0 for line in self.lines)
+
+    @property
+    def promise_day(self) -> Day | None:
+        days = [a.delivery_day for line in self.lines for a in line.allocations]
+        return max(days) if days else None
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({a.node_id for line in self.lines for a in line.allocations}))
+
+    @property
+    def cost(self) -> int:
+        """Lane cost per shipment: one shipment per node used."""
+        costs = {a.node_id: a.cost for line in self.lines for a in line.allocations}
+        return sum(costs.values())
+
+    def score(self, objective: Objective) -> tuple[object, ...]:
+        backordered = sum(line.backordered_quantity for line in self.lines)
+        day = self.promise_day if self.promise_day is not None else NEVER
+        nodes = self.node_ids
+        if objective is Objective.CHEAPEST:
+            return (backordered, self.cost, len(nodes), day, nodes)
+        return (backordered, day, len(nodes), self.cost, nodes)
+
+
+class Planner:
+    """Plans one order against the ledger as it is now."""
+
+    def __init__(
+        self, ledger: Ledger, today: Day, region: str, policy: Policy, priority: int
+    ) -> None:
+        if not region:
+            raise InvalidArgument.single("destination_region", "required to source lines")
+        self.ledger = ledger
+        self.today = today
+        self.region = region
+        self.policy = policy
+        self.include_safety = ledger.include_safety_stock(priority)
+        self.nodes = [
+            node for node in ledger.nodes.values() if node.active and node.lane_to(region)
+        ]
+        self._applied: list[tuple[Position, Day, int]] = []
+
+    # ----- entry ----------------------------------------------------------------------------
+
+    def plan(self, lines: list[OrderLine], explain: bool = False) -> OrderPlan:
+        """The best plan by the policy, with backorders where the policy allows them."""
+        for line in lines:
+            self.ledger.known_sku(line.sku)
+        best: OrderPlan | None = None
+        for candidate in self._candidates(lines):
+            if best is None or candidate.score(self.policy.objective) < best.score(self.policy.objective):
+                best = candidate
+        assert best is not None
+        if not best.complete and not self.policy.allow_partial:
+            best = OrderPlan([LinePlan(line) for line in lines])
+        self._set_backorder_days(best)
+        if self.policy.ship_complete:
+            _consolidate(best)
+        if explain:
+            self._explain(best)
+        return best
+
+    def hold(self, plan: OrderPlan) -> None:
+        """Applies a plan's demand for keeps (Reserve): nothing will undo it."""
+        for line_plan in plan.lines:
+            for allocation in line_plan.allocations:
+                position = self.ledger.positions[(line_plan.line.sku, allocation.node_id)]
+                position.add_delta(allocation.ship_day, -allocation.quantity)
+
+    # ----- candidates -----------------------------------------------------------------------
+
+    def _candidates(self, lines: list[OrderLine]) -> Iterable[OrderPlan]:
+        yield OrderPlan([LinePlan(line) for line in lines])
+        for node in self.nodes:
+            yield self._simulate(lines, [node], split=False)
+        if self.policy.ship_complete or self.policy.max_nodes == 1 or len(self.nodes) < 2:
+            return
+        greedy = self._simulate(lines, self.nodes, split=True)
+        if self._within_max_nodes(greedy):
+            yield greedy
+        if self.policy.max_nodes > 1:
+            chosen = self._covering_nodes(lines, self.policy.max_nodes)
+            yield self._simulate(lines, chosen, split=True)
+
+    def _within_max_nodes(self, plan: OrderPlan) -> bool:
+        return self.policy.max_nodes == 0 or len(plan.node_ids) <= self.policy.max_nodes
+
+    def _simulate(self, lines: list[OrderLine], nodes: list[Node], split: bool) -> OrderPlan:
+        """Fills lines in order from `nodes`, preferring nodes already used; undone before return."""
+        plans: list[LinePlan] = []
+        used: set[str] = set()
+        try:
+            for line in lines:
+                line_plan = LinePlan(line)
+                self._fill_line(line_plan, nodes, used, split)
+                used.update(a.node_id for a in line_plan.allocations)
+                plans.append(line_plan)
+        finally:
+            self._undo()
+        return OrderPlan(plans)
+
+    def _fill_line(self, line_plan: LinePlan, nodes: list[Node], used: set[str], split: bool) -> None:
+        line = line_plan.line
+        whole = [a for a in (self._fit(node, line.sku, line.quantity) for node in nodes) if a]
+        if whole:
+            self._take(line_plan, min(whole, key=lambda a: self._preference(a, used)))
+            return
+        if not split and not self.policy.allow_partial:
+            return
+        partial = []
+        for node in nodes:
+            most = min(line.quantity, self._most(node, line.sku))
+            allocation = self._fit(node, line.sku, most) if most else None
+            if allocation is not None:
+                partial.append(allocation)
+        for allocation in sorted(partial, key=lambda a: self._preference(a, used)):
+            remaining = line_plan.backordered_quantity
+            if remaining == 0 or (not split and line_plan.allocations):
+                break
+            node = self.ledger.nodes[allocation.node_id]
+            taken = self._fit(node, line.sku, min(remaining, self._most(node, line.sku)))
+            if taken is not None:
+                self._take(line_plan, taken)
+
+    def _preference(self, allocation: Allocation, used: set[str]) -> tuple[object, ...]:
+        new_shipment = allocation.node_id not in used
+        if self.policy.objective is Objective.CHEAPEST:
+            marginal_cost = allocation.cost if new_shipment else 0
+            return (marginal_cost, allocation.delivery_day, new_shipment, allocation.node_id)
+        return (allocation.delivery_day, new_shipment, allocation.cost, allocation.node_id)
+
+    def _covering_nodes(self, lines: list[OrderLine], most_nodes: int) -> list[Node]:
+        """Up to most_nodes nodes, each chosen to cover the most still-uncovered units."""
+        remaining = {line.line_id: line.quantity for line in lines}
+        chosen: list[Node] = []
+        for _ in range(most_nodes):
+            def covered(node: Node) -> int:
+                return sum(
+                    min(remaining[line.line_id], self._most(node, line.sku)) for line in lines
+                )
+
+            options = [node for node in self.nodes if node not in chosen and covered(node) > 0]
+            if not options:
+                break
+            best = min(options, key=lambda node: (-covered(node), node.node_id))
+            for line in lines:
+                remaining[line.line_id] -= min(remaining[line.line_id], self._most(best, line.sku))
+            chosen.append(best)
+        return sorted(chosen, key=lambda node: node.node_id)
+
+    # ----- fitting against the (tentatively changed) timelines -------------------------------
+
+    def _fit(self, node: Node, sku: str, quantity: int) -> Allocation | None:
+        position = self.ledger.positions.get((sku, node.node_id))
+        if position is None or quantity <= 0:
+            return None
+        earliest = self.today + node.handling_days
+        day = timeline.earliest_day(position, self.today, earliest, quantity, self.include_safety)
+        if day is None:
+            return None
+        lane = node.lane_to(self.region)
+        assert lane is not None
+        from_inbound = (
+            day > earliest
+            or timeline.atp_on(position, self.today, earliest, self.include_safety) < quantity
+        )
+        return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
+
+    def most_at(self, node: Node, sku: str) -> int:
+        """The most units of sku the node can promise on any day."""
+        return self._most(node, sku)
+
+    def _most(self, node: Node, sku: str) -> int:
+        position = self.ledger.positions.get((sku, node.node_id))
+        if position is None:
+            return 0
+        return timeline.max_promisable(position, self.today, self.include_safety)
+
+    def _take(self, line_plan: LinePlan, allocation: Allocation) -> None:
+        position = self.ledger.positions[(line_plan.line.sku, allocation.node_id)]
+        position.add_delta(allocation.ship_day, -allocation.quantity)
+        self._applied.append((position, allocation.ship_day, allocation.quantity))
+        line_plan.allocations.append(allocation)
+
+    def _undo(self) -> None:
+        while self._applied:
+            position, day, quantity = self._applied.pop()
+            position.add_delta(day, quantity)
+
+    # ----- backorders and explanations -------------------------------------------------------
+
+    def _set_backorder_days(self, plan: OrderPlan) -> None:
+        """For each backordered remainder: the earliest delivery open supply allows, if any."""
+        try:
+            for line_plan in plan.lines:
+                self._apply_allocations(line_plan)
+            for line_plan in plan.lines:
+                remaining = line_plan.backordered_quantity
+                if remaining:
+                    fits = [self._fit(node, line_plan.line.sku, remaining) for node in self.nodes]
+                    days = [a.delivery_day for a in fits if a is not None]
+                    line_plan.backorder_day = min(days) if days else None
+        finally:
+            self._undo()
+
+    def _apply_allocations(self, line_plan: LinePlan) -> None:
+        for allocation in line_plan.allocations:
+            position = self.ledger.positions[(line_plan.line.sku, allocation.node_id)]
+            position.add_delta(allocation.ship_day, -allocation.quantity)
+            self._applied.append((position, allocation.ship_day, allocation.quantity))
+
+    def _explain(self, plan: OrderPlan) -> None:
+        for line_plan in plan.lines:
+            chosen = {a.node_id: a for a in line_plan.allocations}
+            winner = line_plan.allocations[0] if line_plan.allocations else None
+            line_plan.candidates = [
+                (node.node_id, self._outcome(node, line_plan.line, chosen.get(node.node_id), winner))
+                for node in self.ledger.nodes.values()
+            ]
+
+    def _outcome(
+        self, node: Node, line: OrderLine, mine: Allocation | None, winner: Allocation | None
+    ) -> str:
+        if mine is not None:
+            return (f"chosen: {mine.quantity} units ship {_iso(mine.ship_day)}, "
+                    f"deliver {_iso(mine.delivery_day)}")
+        if not node.active:
+            return "inactive"
+        lane = node.lane_to(self.region)
+        if lane is None:
+            return f"no lane to {self.region}"
+        if (line.sku, node.node_id) not in self.ledger.positions:
+            return f"no stock or supply of {line.sku}"
+        whole = self._fit(node, line.sku, line.quantity)
+        if whole is None:
+            most = self._most(node, line.sku)
+            return f"not enough ATP: {most} of {line.quantity} at most"
+        if whole.ship_day > self.today + node.handling_days:
+            reason = f"not enough ATP until {_iso(whole.ship_day)}"
+        else:
+            reason = f"could deliver {_iso(whole.delivery_day)}"
+        if winner is None:
+            return reason
+        if whole.delivery_day > winner.delivery_day:
+            return f"later: {reason}"
+        if whole.cost > winner.cost:
+            return f"costlier: lane cost {whole.cost} vs {winner.cost}"
+        return f"not chosen: {reason}; fewer shipments or node order preferred another"
+
+
+def _consolidate(plan: OrderPlan) -> None:
+    """ship_complete: every allocation delivers on the order's promise day."""
+    day = plan.promise_day
+    if day is None:
+        return
+    for line_plan in plan.lines:
+        line_plan.allocations = [
+            Allocation(a.node_id, a.quantity, a.ship_day + (day - a.delivery_day), day,
+                       a.from_inbound, a.cost)
+            for a in line_plan.allocations
+        ]
+
+
+def _iso(day: Day) -> str:
+    return datetime.date.fromordinal(day).isoformat()

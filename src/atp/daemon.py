@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(ATP_SAFETY_STOCK_PRIORITY)")
     parser.add_argument("--grace", type=float, default=float(_env("GRACE", "5")),
                         help="seconds to drain in-flight calls on SIGTERM (ATP_GRACE)")
+    parser.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "0")),
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics on the "
+                        "--listen host; 0 disables (ATP_METRICS_PORT)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING, ERROR (ATP_LOG_LEVEL)")
     return parser.parse_args(argv)
@@ -56,6 +59,9 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             safety_stock_priority_min=args.safety_stock_priority,
         ),
         grace_seconds=args.grace,
+        metrics_listen=(
+            f"{args.listen.rsplit(':', 1)[0]}:{args.metrics_port}" if args.metrics_port else None
+        ),
     )
 
 

@@ -8,6 +8,7 @@ journal events accumulate until the writer takes them for the next durable batch
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,10 @@ class Ledger:
         # (expire_time, kind, id) of HELD reservations and holds that expire.
         self.expiries: SortedList = SortedList()
         self.sequence = 0
+        # Reservations per state and expiries so far, kept for metrics without scanning.
+        self.state_counts: collections.Counter[ReservationState] = collections.Counter()
+        self.expired_total = 0
+        self.at_risk_count = 0
         self._changes = Changes()
         self._handlers: dict[type, Callable[[Any, float], Any]] = {
             c.UpsertNode: self._upsert_node,
@@ -144,6 +149,10 @@ class Ledger:
 
     def next_expiry(self) -> float | None:
         return self.expiries[0][0] if self.expiries else None
+
+    @property
+    def at_risk_lines(self) -> int:
+        return self.at_risk_count
 
     def include_safety_stock(self, priority: int) -> bool:
         return priority >= self.config.safety_stock_priority_min
@@ -535,6 +544,7 @@ class Ledger:
                 position.lines[(reservation.reservation_id, line.line_id)] = line
                 self._record_position(position)
         self.reservations[reservation.reservation_id] = reservation
+        self.state_counts[reservation.state] += 1
         if reservation.expire_time is not None:
             self.expiries.add((reservation.expire_time, "reservation", reservation.reservation_id))
         self._record("reservations", reservation.reservation_id, reservation)
@@ -746,7 +756,7 @@ class Ledger:
                 position.allocated += line.open_quantity
                 self._record_position(position)
         self._stop_expiry(reservation)
-        reservation.state = ReservationState.COMMITTED
+        self._set_state(reservation, ReservationState.COMMITTED)
 
     def _release(self, command: c.Release, now: float) -> Reservation:
         validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
@@ -828,7 +838,14 @@ class Ledger:
             return
         shipped = any(line.fulfilled_quantity for line in reservation.lines)
         self._stop_expiry(reservation)
-        reservation.state = ReservationState.FULFILLED if shipped else ReservationState.RELEASED
+        self._set_state(
+            reservation, ReservationState.FULFILLED if shipped else ReservationState.RELEASED
+        )
+
+    def _set_state(self, reservation: Reservation, state: ReservationState) -> None:
+        self.state_counts[reservation.state] -= 1
+        self.state_counts[state] += 1
+        reservation.state = state
 
     def _stop_expiry(self, reservation: Reservation) -> None:
         if reservation.expire_time is not None:
@@ -855,7 +872,8 @@ class Ledger:
                 self._reduce_line(reservation, line, line.open_quantity)
                 line.released_quantity += line.open_quantity
         self._stop_expiry(reservation)
-        reservation.state = ReservationState.EXPIRED
+        self._set_state(reservation, ReservationState.EXPIRED)
+        self.expired_total += 1
         self._record("reservations", reservation.reservation_id, reservation)
         self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id)
 

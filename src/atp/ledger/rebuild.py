@@ -41,6 +41,7 @@ def ledger_from_records(
         ledger.holds[hold.hold_id] = hold
     for reservation in decoded["reservations"]:
         ledger.reservations[reservation.reservation_id] = reservation
+        ledger.state_counts[reservation.state] += 1
     _derive(ledger, ledger.positions)
     ledger.sequence = last_sequence
     _index_expiries(ledger)

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from atp import limits
 from atp.ledger import LedgerConfig, ledger_from_records
+from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.servicers import AvailabilityServicer, InventoryServicer, ReservationsServicer
 from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
@@ -45,6 +46,8 @@ class ServerConfig:
     map_size_bytes: int = 8 << 30
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     grace_seconds: float = 5.0
+    # HOST:PORT for the Prometheus /metrics endpoint; None serves no metrics.
+    metrics_listen: str | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -61,7 +64,10 @@ class AtpServer:
         self.writer = Writer(ledger, self.store, clock=config.clock, on_fatal=self._on_fatal)
         self.load_seconds = time.monotonic() - started
         self.health = health_aio.HealthServicer()
+        self.metrics = Metrics(self.writer) if config.metrics_listen else None
+        interceptors = [MetricsInterceptor(self.metrics)] if self.metrics else []
         self.server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limits.message_bytes_max),
                 ("grpc.so_reuseport", 0),
@@ -90,6 +96,9 @@ class AtpServer:
         # Expire what fell due while the server was down before taking any call.
         await self.writer.execute_batch([])
         await self.server.start()
+        if self.metrics is not None and self.config.metrics_listen:
+            host, port = self.config.metrics_listen.rsplit(":", 1)
+            self.metrics.serve(host, int(port))
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

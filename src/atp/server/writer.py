@@ -39,6 +39,7 @@ class Writer:
         self.clock = clock
         self.pending_max = pending_max
         self.on_fatal = on_fatal
+        self.on_commit: Callable[[int, float], None] | None = None
         self.failure: BaseException | None = None
         self.closing = False
         self.batches_committed = 0
@@ -133,6 +134,7 @@ class Writer:
             self._open = None
             batch = encode_batch(self.ledger.take_changes())
             self._inflight = future
+            started = time.perf_counter()
             try:
                 await loop.run_in_executor(self._executor, self.store.commit, batch)
             except Exception as error:  # noqa: BLE001 - any storage failure is fatal here
@@ -140,6 +142,8 @@ class Writer:
                 return
             self.batches_committed += 1
             self.records_committed += len(batch)
+            if self.on_commit is not None:
+                self.on_commit(len(batch), time.perf_counter() - started)
             if self._inflight is future:
                 self._inflight = None
             future.set_result(None)

@@ -1,0 +1,121 @@
+"""Prometheus metrics: RPCs by method and code, latency, group commits, reservations, expiries.
+
+Served by prometheus_client's HTTP server thread when atpd runs with --metrics-port. Gauges
+read counters the ledger keeps as it goes, so a scrape never walks the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from atp.ledger.model import ReservationState
+from atp.server.writer import Writer
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
+
+
+class Metrics:
+    def __init__(self, writer: Writer) -> None:
+        self.registry = CollectorRegistry()
+        self.rpcs = Counter(
+            "atp_rpc", "RPCs answered, by method and status code", ["method", "code"],
+            registry=self.registry,
+        )
+        self.rpc_latency = Histogram(
+            "atp_rpc_latency_seconds", "RPC latency as seen by the server", ["method"],
+            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.commit_records = Histogram(
+            "atp_commit_batch_records", "Records and journal entries per group commit",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self.commit_latency = Histogram(
+            "atp_commit_latency_seconds", "Duration of one durable LMDB write transaction",
+            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.registry.register(_LedgerCollector(writer))
+        writer.on_commit = self.observe_commit
+
+    def observe_commit(self, records: int, seconds: float) -> None:
+        self.commit_records.observe(records)
+        self.commit_latency.observe(seconds)
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+class _LedgerCollector(Collector):
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Any]:
+        ledger = self.writer.ledger
+        by_state = GaugeMetricFamily(
+            "atp_reservations", "Reservations by state", labels=["state"]
+        )
+        counts = dict(ledger.state_counts)
+        for state in ReservationState:
+            by_state.add_metric([state.value], counts.get(state, 0))
+        yield by_state
+        yield GaugeMetricFamily(
+            "atp_at_risk_lines", "Open reservation lines marked at risk",
+            value=ledger.at_risk_lines,
+        )
+        yield CounterMetricFamily(
+            "atp_reservations_expired", "HELD reservations expired", value=ledger.expired_total
+        )
+        yield GaugeMetricFamily(
+            "atp_writer_waiting", "Mutations waiting for their batch to be durable",
+            value=self.writer.queue_depth,
+        )
+        yield CounterMetricFamily(
+            "atp_commit_batches", "Group commits written", value=self.writer.batches_committed
+        )
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times unary RPCs by method and final status code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return grpc.unary_unary_rpc_method_handler(
+            self._timed(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _timed(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        counter, latency = self.metrics.rpcs, self.metrics.rpc_latency.labels(method)
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await behaviour(request, context)
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
+                counter.labels(method, code).inc()
+
+        return timed

@@ -90,7 +90,7 @@ def _line(line: ReservationLine) -> list[Any]:
     return [
         line.line_id, line.sku, line.node_id, line.quantity, line.ship_day, line.delivery_day,
         line.fulfilled_quantity, line.released_quantity, line.backordered_quantity,
-        line.from_inbound, line.at_risk,
+        line.from_inbound, line.at_risk, line.at_risk_reason,
     ]
 
 

@@ -17,7 +17,7 @@ from sortedcontainers import SortedDict, SortedList
 
 from atp import limits
 from atp.ledger import commands as c
-from atp.ledger import timeline, validation
+from atp.ledger import risk, timeline, validation
 from atp.ledger.errors import (
     INSUFFICIENT_ON_HAND,
     INVALID_STATE,
@@ -103,6 +103,9 @@ class Ledger:
         self.state_counts: collections.Counter[ReservationState] = collections.Counter()
         self.expired_total = 0
         self.at_risk_count = 0
+        self.positions_by_node: dict[str, dict[str, Position]] = {}  # node_id -> sku -> Position
+        # Positions the running command changed: re-examined for risk and stock levels after it.
+        self._touched: dict[tuple[str, str], Position] = {}
         self._changes = Changes()
         self._handlers: dict[type, Callable[[Any, float], Any]] = {
             c.UpsertNode: self._upsert_node,
@@ -126,7 +129,14 @@ class Ledger:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")
-        return handler(command, now)
+        try:
+            result = handler(command, now)
+        except LedgerError:
+            self._touched.clear()
+            raise
+        if self._touched:
+            self._settle(command, now)
+        return result
 
     def execute_batch(self, commands: Iterable[c.Command], now: float) -> list[Any]:
         """Applies each command on its own; a refused one yields its LedgerError in its place."""
@@ -192,9 +202,15 @@ class Ledger:
             handling_days=command.handling_days,
             lanes=command.lanes,
         )
-        if self.nodes.get(node.node_id) == node:
+        previous = self.nodes.get(node.node_id)
+        if previous == node:
             return node
         self.nodes[node.node_id] = node
+        if previous is not None and previous.active != node.active:
+            self._touched.update(
+                (position.key, position)
+                for position in self.positions_by_node.get(node.node_id, {}).values()
+            )
         self._record("nodes", node.node_id, node)
         self._emit(now, "NODE_UPSERTED", node_id=node.node_id, active=node.active)
         return node
@@ -829,7 +845,12 @@ class Ledger:
         else:
             position.allocated -= quantity
         if line.open_quantity == quantity:
-            position.lines.pop((reservation.reservation_id, line.line_id), None)
+            key = (reservation.reservation_id, line.line_id)
+            position.lines.pop(key, None)
+            if key in position.at_risk:
+                position.at_risk.discard(key)
+                self.at_risk_count -= 1
+            line.at_risk, line.at_risk_reason = False, ""
         self._record_position(position)
         return position
 
@@ -902,6 +923,7 @@ class Ledger:
     def _register_position(self, position: Position) -> None:
         self.positions[position.key] = position
         self.positions_by_sku.setdefault(position.sku, SortedDict())[position.node_id] = position
+        self.positions_by_node.setdefault(position.node_id, {})[position.sku] = position
 
     def _forget_position(self, position: Position) -> None:
         del self.positions[position.key]
@@ -909,10 +931,68 @@ class Ledger:
         del by_node[position.node_id]
         if not by_node:
             del self.positions_by_sku[position.sku]
+        del self.positions_by_node[position.node_id][position.sku]
 
     def _record_position(self, position: Position) -> None:
         _assert_position(position)
+        self._touched[position.key] = position
         self._record("positions", position_key(position.sku, position.node_id), position)
+
+    # ----- after each command: at-risk marks and stock-level events ------------------------
+
+    def _settle(self, command: c.Command, now: float) -> None:
+        """Re-examines the positions the command touched: risk marks, stock-level events."""
+        today = day_of(now)
+        trigger = RISK_TRIGGERS.get(type(command), SHORTAGE)
+        touched = list(self._touched.values())
+        self._touched.clear()
+        for position in touched:
+            self._refresh_risk(position, trigger, now, today)
+            self._announce_stock_level(position, now, today)
+
+    def _refresh_risk(self, position: Position, trigger: str, now: float, today: Day) -> None:
+        node = self.nodes.get(position.node_id)
+        if node is not None and not node.active:
+            risky, reason = set(position.lines), NODE_INACTIVE
+        elif position.at_risk or timeline.is_short(position, today):
+            risky, reason = risk.lines_at_risk(position, self.reservations, today), trigger
+        else:
+            return
+        for key in position.at_risk - risky:
+            self._mark_line(position, key, "", now)
+        for key in risky:
+            if position.lines[key].at_risk_reason not in ("", reason) and reason != NODE_INACTIVE:
+                continue  # already at risk for its own reason
+            if position.lines[key].at_risk_reason != reason:
+                self._mark_line(position, key, reason, now)
+        self.at_risk_count += len(risky) - len(position.at_risk)
+        position.at_risk = risky
+
+    def _mark_line(self, position: Position, key: tuple[str, str], reason: str, now: float) -> None:
+        line = position.lines[key]
+        line.at_risk = bool(reason)
+        line.at_risk_reason = reason
+        self._record("reservations", key[0], self.reservations[key[0]])
+        self._emit(
+            now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", reservation_id=key[0],
+            line_id=key[1], sku=line.sku, node_id=line.node_id, quantity=line.open_quantity,
+            reason=reason,
+        )
+
+    def _announce_stock_level(self, position: Position, now: float, today: Day) -> None:
+        flags = stock_flags(position, today)
+        previous = position.stock_flags or (False, False)
+        position.stock_flags = flags
+        event_type = ""
+        if previous[0] != flags[0]:
+            event_type = "POSITION_BACK_IN_STOCK" if flags[0] else "POSITION_OUT_OF_STOCK"
+        elif flags[1] and not previous[1]:
+            event_type = "POSITION_BELOW_SAFETY_STOCK"
+        if event_type:
+            self._emit(
+                now, event_type, sku=position.sku, node_id=position.node_id,
+                on_hand=position.on_hand, safety_stock=position.safety_stock,
+            )
 
     def _record(self, database: str, key: str, value: Any) -> None:
         self._changes.records[(database, key)] = value
@@ -928,6 +1008,18 @@ class Ledger:
         from atp.ledger.rebuild import derived_problems
 
         return derived_problems(self)
+
+
+SHORTAGE = "SHORTAGE"
+SUPPLY_SLIPPED = "SUPPLY_SLIPPED"
+# Why newly at-risk lines are at risk, by the kind of command that put them there.
+RISK_TRIGGERS: dict[type, str] = {c.UpsertSupply: SUPPLY_SLIPPED}
+
+
+def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
+    """(anything available to normal demand, free units below the safety stock)."""
+    free = timeline.atp_on(position, today, today, include_safety_stock=True)
+    return (free - position.safety_stock > 0, position.safety_stock > 0 and free < position.safety_stock)
 
 
 def position_key(sku: str, node_id: str) -> str:

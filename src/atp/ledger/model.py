@@ -88,6 +88,7 @@ class ReservationLine:
     backordered_quantity: int = 0
     from_inbound: bool = False
     at_risk: bool = False
+    at_risk_reason: str = ""
 
     @property
     def open_quantity(self) -> int:
@@ -192,6 +193,10 @@ class Position:
     deltas: SortedDict = field(default_factory=SortedDict)
     # Open reservation lines at this position, keyed by (reservation_id, line_id).
     lines: dict[tuple[str, str], ReservationLine] = field(default_factory=dict)
+    # Keys of the open lines that are at risk.
+    at_risk: set[tuple[str, str]] = field(default_factory=set)
+    # (available > 0, below safety stock) as last announced; None until first evaluated.
+    stock_flags: tuple[bool, bool] | None = None
 
     def add_delta(self, day: Day, amount: int) -> None:
         total = self.deltas.get(day, 0) + amount

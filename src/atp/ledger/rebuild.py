@@ -18,9 +18,16 @@ if TYPE_CHECKING:
 
 
 def ledger_from_records(
-    records: Mapping[str, Mapping[bytes, bytes]], last_sequence: int, config: LedgerConfig | None
+    records: Mapping[str, Mapping[bytes, bytes]],
+    last_sequence: int,
+    config: LedgerConfig | None,
+    now: float | None = None,
 ) -> Ledger:
-    """A ledger holding exactly the stored state; derived quantities recomputed."""
+    """A ledger holding exactly the stored state; derived quantities recomputed.
+
+    With `now`, each position's stock level is known at once, so the first change after a
+    restart announces only real transitions.
+    """
     from atp.ledger.ledger import Ledger
 
     ledger = Ledger(config)
@@ -45,7 +52,19 @@ def ledger_from_records(
     _derive(ledger, ledger.positions)
     ledger.sequence = last_sequence
     _index_expiries(ledger)
+    _index_risk_and_stock_levels(ledger, now)
     return ledger
+
+
+def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:
+    from atp.ledger.ledger import day_of, stock_flags
+
+    today = day_of(now) if now is not None else None
+    for position in ledger.positions.values():
+        position.at_risk = {key for key, line in position.lines.items() if line.at_risk}
+        ledger.at_risk_count += len(position.at_risk)
+        if today is not None:
+            position.stock_flags = stock_flags(position, today)
 
 
 def derived_problems(ledger: Ledger) -> list[str]:
@@ -65,6 +84,9 @@ def derived_problems(ledger: Ledger) -> list[str]:
             problems.append(f"timeline of {key[0]} at {key[1]} disagrees with its records")
         if set(actual.lines) != set(expected.lines):
             problems.append(f"line index of {key[0]} at {key[1]} disagrees with its records")
+        marked = {k for k, line in actual.lines.items() if line.at_risk}
+        if actual.at_risk != marked:
+            problems.append(f"at-risk set of {key[0]} at {key[1]} disagrees with its lines")
         for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock"):
             if getattr(actual, name) < 0:
                 problems.append(f"{name} of {key[0]} at {key[1]} is negative")

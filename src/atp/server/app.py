@@ -60,7 +60,9 @@ class AtpServer:
         self.fatal_error: BaseException | None = None
         self.store: Store = open_store(config)
         started = time.monotonic()
-        ledger = ledger_from_records(self.store.load(), self.store.last_sequence(), config.ledger)
+        ledger = ledger_from_records(
+            self.store.load(), self.store.last_sequence(), config.ledger, config.clock()
+        )
         self.writer = Writer(ledger, self.store, clock=config.clock, on_fatal=self._on_fatal)
         self.load_seconds = time.monotonic() - started
         self.health = health_aio.HealthServicer()

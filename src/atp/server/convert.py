@@ -190,6 +190,7 @@ def position_message(
         inbound=position.inbound,
         available=max(0, steps[0][1]),
         short=timeline.is_short(position, today),
+        at_risk_quantity=sum(position.lines[key].open_quantity for key in position.at_risk),
     )
     if include_timeline:
         message.timeline.extend(
@@ -255,6 +256,7 @@ def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
         ship_date=date_message(line.ship_day),
         delivery_date=date_message(line.delivery_day),
         at_risk=line.at_risk,
+        at_risk_reason=line.at_risk_reason,
         released_quantity=line.released_quantity,
         backordered_quantity=line.backordered_quantity,
         from_inbound=line.from_inbound,

@@ -38,7 +38,7 @@ class Node(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[str] = ..., region: _Optional[str] = ..., active: _Optional[bool] = ..., handling_days: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[Lane, _Mapping]]] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("sku", "node_id", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "timeline", "short")
+    __slots__ = ("sku", "node_id", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "timeline", "short", "at_risk_quantity")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ON_HAND_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class Position(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     SHORT_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     on_hand: int
@@ -61,7 +62,8 @@ class Position(_message.Message):
     available: int
     timeline: _containers.RepeatedCompositeFieldContainer[AtpBucket]
     short: bool
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., allocated: _Optional[int] = ..., reserved: _Optional[int] = ..., held: _Optional[int] = ..., safety_stock: _Optional[int] = ..., inbound: _Optional[int] = ..., available: _Optional[int] = ..., timeline: _Optional[_Iterable[_Union[AtpBucket, _Mapping]]] = ..., short: _Optional[bool] = ...) -> None: ...
+    at_risk_quantity: int
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., allocated: _Optional[int] = ..., reserved: _Optional[int] = ..., held: _Optional[int] = ..., safety_stock: _Optional[int] = ..., inbound: _Optional[int] = ..., available: _Optional[int] = ..., timeline: _Optional[_Iterable[_Union[AtpBucket, _Mapping]]] = ..., short: _Optional[bool] = ..., at_risk_quantity: _Optional[int] = ...) -> None: ...
 
 class AtpBucket(_message.Message):
     __slots__ = ("date", "available")
@@ -140,7 +142,7 @@ class FulfillmentPolicy(_message.Message):
     def __init__(self, ship_complete: _Optional[bool] = ..., max_nodes: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., objective: _Optional[_Union[FulfillmentPolicy.Objective, str]] = ...) -> None: ...
 
 class ReservationLine(_message.Message):
-    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound")
+    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound", "at_risk_reason")
     LINE_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +154,7 @@ class ReservationLine(_message.Message):
     RELEASED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     BACKORDERED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     FROM_INBOUND_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_REASON_FIELD_NUMBER: _ClassVar[int]
     line_id: str
     sku: str
     node_id: str
@@ -163,7 +166,8 @@ class ReservationLine(_message.Message):
     released_quantity: int
     backordered_quantity: int
     from_inbound: bool
-    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ...) -> None: ...
+    at_risk_reason: str
+    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy")

@@ -11,16 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WatchRequest(_message.Message):
-    __slots__ = ("after_sequence", "types", "sku", "node_id")
+    __slots__ = ("after_sequence", "types", "sku", "node_id", "reservation_id", "stop_at_head")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_AT_HEAD_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     types: _containers.RepeatedScalarFieldContainer[str]
     sku: str
     node_id: str
-    def __init__(self, after_sequence: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    reservation_id: str
+    stop_at_head: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., stop_at_head: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("sequence", "time", "type", "reservation_id", "sku", "node_id", "data")

@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(ATP_SAFETY_STOCK_PRIORITY)")
     parser.add_argument("--grace", type=float, default=float(_env("GRACE", "5")),
                         help="seconds to drain in-flight calls on SIGTERM (ATP_GRACE)")
+    parser.add_argument("--journal-retention", type=int,
+                        default=int(_env("JOURNAL_RETENTION", "0")),
+                        help="newest journal events kept for Watch replay; 0 keeps all "
+                        "(ATP_JOURNAL_RETENTION)")
     parser.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "0")),
                         help="serve Prometheus metrics at http://HOST:PORT/metrics on the "
                         "--listen host; 0 disables (ATP_METRICS_PORT)")
@@ -59,6 +63,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             safety_stock_priority_min=args.safety_stock_priority,
         ),
         grace_seconds=args.grace,
+        journal_retention_events=args.journal_retention,
         metrics_listen=(
             f"{args.listen.rsplit(':', 1)[0]}:{args.metrics_port}" if args.metrics_port else None
         ),

@@ -127,6 +127,17 @@ class Fulfill:
 
 
 @dataclass(frozen=True)
+class Reallocate:
+    """Re-sources the at-risk lines in scope (all at-risk lines when the scope is empty)."""
+
+    node_id: str = ""
+    sku: str = ""
+    reservation_ids: tuple[str, ...] = ()
+    # Refuse (PLAN_STALE) unless the ledger is still at this sequence; 0 plans afresh.
+    plan_sequence: int = 0
+
+
+@dataclass(frozen=True)
 class ExpireDue:
     """Expires HELD reservations and holds whose expire_time has passed (issued by the clock)."""
 
@@ -143,6 +154,7 @@ Command = (
     | Commit
     | Release
     | Fulfill
+    | Reallocate
     | ExpireDue
 )
 

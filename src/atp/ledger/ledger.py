@@ -36,6 +36,7 @@ from atp.ledger.errors import (
     Shortfall,
 )
 from atp.ledger.model import (
+    OPEN_RESERVATION_STATES,
     Day,
     Event,
     Hold,
@@ -51,6 +52,15 @@ from atp.ledger.model import (
     SupplyState,
 )
 from atp.ledger.promising import LinePlan, OrderLine, OrderPlan, Planner
+from atp.ledger.reallocation import (
+    PLAN_STALE,
+    ReallocationResult,
+    Reallocator,
+    ReservationPlan,
+    Scope,
+    free_part_id,
+    line_from,
+)
 
 EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
 MOVEMENT_TYPES = {member.value for member in MovementType}
@@ -104,6 +114,8 @@ class Ledger:
         self.expired_total = 0
         self.at_risk_count = 0
         self.positions_by_node: dict[str, dict[str, Position]] = {}  # node_id -> sku -> Position
+        # sku -> (reservation_id, line_id) of lines of open reservations with backordered units.
+        self.backorders: dict[str, set[tuple[str, str]]] = {}
         # Positions the running command changed: re-examined for risk and stock levels after it.
         self._touched: dict[tuple[str, str], Position] = {}
         self._changes = Changes()
@@ -119,6 +131,7 @@ class Ledger:
             c.Commit: self._commit,
             c.Release: self._release,
             c.Fulfill: self._fulfill,
+            c.Reallocate: self._reallocate,
             c.ExpireDue: self._expire_due,
         }
 
@@ -548,17 +561,13 @@ class Ledger:
         held = reservation.state is ReservationState.HELD
         for placement in placements:
             position, line = placement.position, placement.line
+            self._note_backorder(reservation.reservation_id, line)
             if not position.node_id:
                 continue  # a wholly backordered sourced line: no node holds it yet
             if position.key not in self.positions:
                 self._register_position(position)
             if line.quantity:
-                if held:
-                    position.reserved += line.quantity
-                else:
-                    position.allocated += line.quantity
-                position.lines[(reservation.reservation_id, line.line_id)] = line
-                self._record_position(position)
+                self._count_line(reservation.reservation_id, held, position, line)
         self.reservations[reservation.reservation_id] = reservation
         self.state_counts[reservation.state] += 1
         if reservation.expire_time is not None:
@@ -638,14 +647,9 @@ class Ledger:
         line = line_plan.line
         placements: list[_Placement] = []
         for part, allocation in enumerate(line_plan.allocations, start=1):
-            line_id = line.line_id if part == 1 else _unique_part_id(line.line_id, part, taken_ids)
+            line_id = line.line_id if part == 1 else free_part_id(line.line_id, taken_ids)
             position = self.positions[(line.sku, allocation.node_id)]
-            reservation_line = ReservationLine(
-                line_id=line_id, sku=line.sku, node_id=allocation.node_id,
-                quantity=allocation.quantity, ship_day=allocation.ship_day,
-                delivery_day=allocation.delivery_day, from_inbound=allocation.from_inbound,
-            )
-            placements.append(_Placement(position, reservation_line))
+            placements.append(_Placement(position, line_from(allocation, line_id, line.sku, True)))
         backordered = line_plan.backordered_quantity
         if placements:
             placements[0].line.backordered_quantity = backordered
@@ -836,6 +840,24 @@ class Ledger:
                 "cannot ship more than is on hand: " + "; ".join(s.description for s in shortfalls),
             )
 
+    def _count_line(
+        self, reservation_id: str, held: bool, position: Position, line: ReservationLine
+    ) -> None:
+        """Adds an open line (whose demand is already on the timeline) to the position's sums."""
+        if held:
+            position.reserved += line.open_quantity
+        else:
+            position.allocated += line.open_quantity
+        position.lines[(reservation_id, line.line_id)] = line
+        self._record_position(position)
+
+    def _note_backorder(self, reservation_id: str, line: ReservationLine) -> None:
+        keys = self.backorders.setdefault(line.sku, set())
+        if line.backordered_quantity:
+            keys.add((reservation_id, line.line_id))
+        else:
+            keys.discard((reservation_id, line.line_id))
+
     def _reduce_line(self, reservation: Reservation, line: ReservationLine, quantity: int) -> Position:
         """Removes `quantity` open units of a line from its position's demand."""
         position = self.positions[(line.sku, line.node_id)]
@@ -864,6 +886,9 @@ class Ledger:
         )
 
     def _set_state(self, reservation: Reservation, state: ReservationState) -> None:
+        if state not in OPEN_RESERVATION_STATES:
+            for line in reservation.lines:
+                self.backorders.get(line.sku, set()).discard((reservation.reservation_id, line.line_id))
         self.state_counts[reservation.state] -= 1
         self.state_counts[state] += 1
         reservation.state = state
@@ -897,6 +922,90 @@ class Ledger:
         self.expired_total += 1
         self._record("reservations", reservation.reservation_id, reservation)
         self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id)
+
+    # ----- reallocation and backorders ----------------------------------------------------
+
+    def plan_reallocation(self, scope: Scope, now: float) -> ReallocationResult:
+        """A dry run: what Reallocate would do now. Changes nothing."""
+        _check_scope(scope)
+        plans = Reallocator(self, day_of(now)).plan(scope)
+        return ReallocationResult(plans, applied=False, plan_sequence=self.sequence)
+
+    def _reallocate(self, command: c.Reallocate, now: float) -> ReallocationResult:
+        scope = Scope(command.node_id, command.sku, command.reservation_ids)
+        _check_scope(scope)
+        if command.plan_sequence and command.plan_sequence != self.sequence:
+            raise FailedPrecondition(
+                PLAN_STALE,
+                f"the ledger moved since the plan (sequence {command.plan_sequence}, now "
+                f"{self.sequence}); plan again",
+                {"plan_sequence": str(command.plan_sequence), "sequence": str(self.sequence)},
+            )
+        planned_at = self.sequence
+        plans = Reallocator(self, day_of(now)).plan(scope)
+        for plan in plans:
+            self._apply_plan(plan, now)
+        return ReallocationResult(plans, applied=True, plan_sequence=planned_at)
+
+    def _apply_plan(self, plan: ReservationPlan, now: float) -> None:
+        reservation = self.reservations[plan.reservation_id]
+        held = reservation.state is ReservationState.HELD
+        lines: list[ReservationLine] = []
+        for line in reservation.lines:
+            replacements = plan.replacements.get(line.line_id)
+            if replacements is None:
+                lines.append(line)
+                continue
+            if line.open_quantity:
+                self._reduce_line(reservation, line, line.open_quantity)
+            self.backorders.get(line.sku, set()).discard((reservation.reservation_id, line.line_id))
+            for new in replacements:
+                self._hold_new_line(reservation.reservation_id, held, new)
+                lines.append(new)
+        reservation.lines = lines
+        self._record("reservations", reservation.reservation_id, reservation)
+        self._emit(
+            now, "RESERVATION_REALLOCATED", reservation_id=reservation.reservation_id,
+            old_promise_date=_iso_or_none(plan.old_promise_day),
+            new_promise_date=_iso_or_none(plan.new_promise_day),
+            slipped=plan.slipped, unfilled=plan.unfilled_quantity,
+        )
+
+    def _hold_new_line(self, reservation_id: str, held: bool, line: ReservationLine) -> None:
+        """Puts a new line's open units on its position's timeline and sums."""
+        self._note_backorder(reservation_id, line)
+        if not line.node_id or not line.open_quantity:
+            return
+        position = self.positions[(line.sku, line.node_id)]
+        position.add_delta(line.ship_day, -line.open_quantity)
+        self._count_line(reservation_id, held, position, line)
+
+    def _fill_backorders(self, sku: str, now: float, today: Day) -> None:
+        """Gives backordered units of a sku what supply now allows, in policy order."""
+        for reservation, line, allocations in Reallocator(self, today).backorder_fills(sku):
+            held = reservation.state is ReservationState.HELD
+            taken = {existing.line_id for existing in reservation.lines}
+            filled = sum(allocation.quantity for allocation in allocations)
+            remaining = line.backordered_quantity - filled
+            line.backordered_quantity = remaining
+            if not line.node_id and line.quantity == 0:
+                first, allocations = allocations[0], allocations[1:]
+                line.node_id, line.quantity, line.ship_day = first.node_id, first.quantity, first.ship_day
+                line.delivery_day = first.delivery_day if reservation.destination_region else None
+                line.from_inbound = first.from_inbound
+                self._hold_new_line(reservation.reservation_id, held, line)
+            else:
+                self._note_backorder(reservation.reservation_id, line)
+            for allocation in allocations:
+                part = line_from(allocation, free_part_id(line.line_id, taken), sku,
+                                 bool(reservation.destination_region))
+                reservation.lines.append(part)
+                self._hold_new_line(reservation.reservation_id, held, part)
+            self._record("reservations", reservation.reservation_id, reservation)
+            self._emit(
+                now, "BACKORDER_FILLED", reservation_id=reservation.reservation_id,
+                line_id=line.line_id, sku=sku, filled=filled, remaining=remaining,
+            )
 
     # ----- idempotency keys ---------------------------------------------------------------
 
@@ -941,9 +1050,12 @@ class Ledger:
     # ----- after each command: at-risk marks and stock-level events ------------------------
 
     def _settle(self, command: c.Command, now: float) -> None:
-        """Re-examines the positions the command touched: risk marks, stock-level events."""
+        """After a command: backorders filled from freed or new supply, risk marks, stock levels."""
         today = day_of(now)
         trigger = RISK_TRIGGERS.get(type(command), SHORTAGE)
+        if not isinstance(command, (c.Reserve, c.Commit)):
+            for sku in sorted({key[0] for key in self._touched if self.backorders.get(key[0])}):
+                self._fill_backorders(sku, now, today)
         touched = list(self._touched.values())
         self._touched.clear()
         for position in touched:
@@ -1083,12 +1195,18 @@ def _shortfall(
     )
 
 
-def _unique_part_id(line_id: str, part: int, taken_ids: set[str]) -> str:
-    candidate = f"{line_id}/{part}"
-    while candidate in taken_ids:
-        candidate += "'"
-    taken_ids.add(candidate)
-    return candidate
+def _check_scope(scope: Scope) -> None:
+    violations = validation.Violations()
+    violations.identifier("node_id", scope.node_id, required=False)
+    violations.identifier("sku", scope.sku, required=False)
+    if violations.count("reservation_ids", len(scope.reservation_ids), limits.lines_max, least=0):
+        for index, reservation_id in enumerate(scope.reservation_ids):
+            violations.identifier(f"reservation_ids[{index}]", reservation_id)
+    violations.raise_if_any()
+
+
+def _iso_or_none(day: Day | None) -> str | None:
+    return _iso(day) if day is not None else None
 
 
 def _delivery_day(node: Node, region: str, ship_day: Day) -> Day | None:

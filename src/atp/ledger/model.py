@@ -123,13 +123,17 @@ class Reservation:
 
     @property
     def promise_day(self) -> Day | None:
-        """The latest delivery day of the lines (ship day where a line has no delivery day)."""
-        days = [
-            line.delivery_day if line.delivery_day is not None else line.ship_day
-            for line in self.lines
-            if line.quantity > 0
-        ]
-        return max(days) if days else None
+        return promise_day_of(self.lines)
+
+
+def promise_day_of(lines: list[ReservationLine]) -> Day | None:
+    """The latest delivery day of the lines (ship day where a line has no delivery day)."""
+    days = [
+        line.delivery_day if line.delivery_day is not None else line.ship_day
+        for line in lines
+        if line.quantity > 0
+    ]
+    return max(days) if days else None
 
 
 @dataclass

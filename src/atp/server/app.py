@@ -16,12 +16,20 @@ from grpc_reflection.v1alpha import reflection
 from atp import limits
 from atp.ledger import LedgerConfig, ledger_from_records
 from atp.server.metrics import Metrics, MetricsInterceptor
-from atp.server.servicers import AvailabilityServicer, InventoryServicer, ReservationsServicer
+from atp.server.events import EventHub
+from atp.server.servicers import (
+    AvailabilityServicer,
+    EventsServicer,
+    InventoryServicer,
+    ReservationsServicer,
+)
 from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
     reservations_pb2,
@@ -34,6 +42,7 @@ SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
     availability_pb2.DESCRIPTOR.services_by_name["Availability"].full_name,
     reservations_pb2.DESCRIPTOR.services_by_name["Reservations"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 
 
@@ -46,6 +55,8 @@ class ServerConfig:
     map_size_bytes: int = 8 << 30
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     grace_seconds: float = 5.0
+    # Newest journal events kept for Watch replay; 0 keeps every event.
+    journal_retention_events: int = 0
     # HOST:PORT for the Prometheus /metrics endpoint; None serves no metrics.
     metrics_listen: str | None = None
     clock: Callable[[], float] = time.time
@@ -63,7 +74,12 @@ class AtpServer:
         ledger = ledger_from_records(
             self.store.load(), self.store.last_sequence(), config.ledger, config.clock()
         )
-        self.writer = Writer(ledger, self.store, clock=config.clock, on_fatal=self._on_fatal)
+        self.writer = Writer(
+            ledger, self.store, clock=config.clock, on_fatal=self._on_fatal,
+            journal_retention_events=config.journal_retention_events,
+        )
+        self.events = EventHub(self.store)
+        self.writer.on_durable_events = self.events.publish
         self.load_seconds = time.monotonic() - started
         self.health = health_aio.HealthServicer()
         self.metrics = Metrics(self.writer) if config.metrics_listen else None
@@ -88,6 +104,7 @@ class AtpServer:
         reservations_pb2_grpc.add_ReservationsServicer_to_server(
             ReservationsServicer(self.writer), self.server
         )
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)
@@ -114,6 +131,7 @@ class AtpServer:
         if self.stopped.is_set():
             return
         await self.health.enter_graceful_shutdown()
+        self.events.close()
         await self.server.stop(self.config.grace_seconds)
         await self.writer.close()
         self.store.close()

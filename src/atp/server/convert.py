@@ -23,8 +23,10 @@ from atp.ledger.model import (
     ReservationLine,
     Supply,
 )
+from atp.ledger.model import Event
 from atp.ledger.promising import OrderLine, OrderPlan
-from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
+from atp.ledger.reallocation import ReallocationResult
+from atp.v1 import availability_pb2, common_pb2, events_pb2, inventory_pb2, reservations_pb2
 
 # ----- scalars -----------------------------------------------------------------------------
 
@@ -295,3 +297,35 @@ def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
         promise_date=date_message(plan.promise_day),
         complete=plan.complete,
     )
+
+
+def reallocate_response(result: ReallocationResult) -> reservations_pb2.ReallocateResponse:
+    return reservations_pb2.ReallocateResponse(
+        plans=[
+            reservations_pb2.ReallocationPlan(
+                reservation_id=plan.reservation_id,
+                old_lines=[line_message(line) for line in plan.old_lines],
+                new_lines=[line_message(line) for line in plan.new_lines],
+                old_promise_date=date_message(plan.old_promise_day),
+                new_promise_date=date_message(plan.new_promise_day),
+                slipped=plan.slipped,
+                unfilled_quantity=plan.unfilled_quantity,
+            )
+            for plan in result.plans
+        ],
+        applied=result.applied,
+        plan_sequence=result.plan_sequence,
+    )
+
+
+def event_message(event: Event) -> events_pb2.Event:
+    message = events_pb2.Event(
+        sequence=event.sequence,
+        time=timestamp_message(event.time),
+        type=event.type,
+        reservation_id=str(event.data.get("reservation_id") or ""),
+        sku=str(event.data.get("sku") or ""),
+        node_id=str(event.data.get("node_id") or ""),
+    )
+    message.data.update(event.data)
+    return message

@@ -17,12 +17,16 @@ from atp.ledger import Ledger, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
 from atp.ledger.model import Reservation, ReservationState
+from atp.ledger.reallocation import Scope
 from atp.server import convert, status
+from atp.server.events import EventFilter, EventHub, OutOfRange, WatcherLagging
 from atp.server.writer import Writer
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
     common_pb2,
+    events_pb2,
+    events_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
     reservations_pb2,
@@ -277,6 +281,48 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
             return True
 
         return paginate(self.ledger.reservations, matches, request.page_size, request.page_token)
+
+
+    async def Reallocate(
+        self, request: reservations_pb2.ReallocateRequest, context: Any
+    ) -> reservations_pb2.ReallocateResponse:
+        scope = Scope(request.node_id, request.sku, tuple(request.reservation_ids))
+        if request.dry_run:
+            result = await self._read(
+                context, lambda: self.ledger.plan_reallocation(scope, self.writer.clock())
+            )
+        else:
+            result = await self._mutate(
+                context,
+                lambda: c.Reallocate(scope.node_id, scope.sku, scope.reservation_ids,
+                                     request.plan_sequence),
+            )
+        return convert.reallocate_response(result)
+
+
+class EventsServicer(events_pb2_grpc.EventsServicer):
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+
+    async def Watch(
+        self, request: events_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[events_pb2.Event]:
+        event_filter = EventFilter(
+            frozenset(request.types), request.sku, request.node_id, request.reservation_id
+        )
+        try:
+            async for event in self.hub.watch(
+                request.after_sequence, event_filter, request.stop_at_head
+            ):
+                yield convert.event_message(event)
+        except OutOfRange as error:
+            rich = status.rich_status(error)
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, rich.message,
+                                trailing_metadata=status.trailing_metadata(rich))
+        except WatcherLagging as error:
+            rich = status.rich_status(error)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, rich.message,
+                                trailing_metadata=status.trailing_metadata(rich))
 
 
 def _build_reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:

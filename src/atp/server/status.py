@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from atp.ledger.errors import (
     AlreadyExists,
@@ -31,6 +31,12 @@ _CODES: list[tuple[type[LedgerError], grpc.StatusCode]] = [
 
 
 def status_code(error: LedgerError) -> grpc.StatusCode:
+    from atp.server.events import OutOfRange, WatcherLagging
+
+    if isinstance(error, OutOfRange):
+        return grpc.StatusCode.OUT_OF_RANGE
+    if isinstance(error, WatcherLagging):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     for error_type, code in _CODES:
         if isinstance(error, error_type):
             return code
@@ -97,5 +103,3 @@ def _details(error: LedgerError) -> list[object]:
         )
     return details
 
-
-OK_CODE = code_pb2.OK

@@ -19,6 +19,7 @@ from atp import limits
 from atp.ledger import Changes, Ledger, codec
 from atp.ledger import commands as c
 from atp.ledger.errors import InvariantViolation, LedgerError, ResourceExhausted, Unavailable
+from atp.ledger.model import Event
 from atp.store import Store, WriteBatch
 
 log = logging.getLogger("atp.writer")
@@ -33,6 +34,7 @@ class Writer:
         clock: Callable[[], float] = time.time,
         pending_max: int = limits.pending_mutations_max,
         on_fatal: Callable[[BaseException], None] | None = None,
+        journal_retention_events: int = 0,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -40,7 +42,11 @@ class Writer:
         self.pending_max = pending_max
         self.on_fatal = on_fatal
         self.on_commit: Callable[[int, float], None] | None = None
+        # Called with each batch's events once the batch is durable (the event stream).
+        self.on_durable_events: Callable[[list[Event]], None] | None = None
         self.failure: BaseException | None = None
+        # Keep at least this many newest journal events (0 keeps all); older ones are trimmed.
+        self.journal_retention_events = journal_retention_events
         self.closing = False
         self.batches_committed = 0
         self.records_committed = 0
@@ -132,7 +138,8 @@ class Writer:
                 continue
             future = self._open or loop.create_future()
             self._open = None
-            batch = encode_batch(self.ledger.take_changes())
+            changes = self.ledger.take_changes()
+            batch = encode_batch(changes)
             self._inflight = future
             started = time.perf_counter()
             try:
@@ -144,9 +151,22 @@ class Writer:
             self.records_committed += len(batch)
             if self.on_commit is not None:
                 self.on_commit(len(batch), time.perf_counter() - started)
+            if self.on_durable_events is not None and changes.events:
+                self.on_durable_events(changes.events)
+            await self._trim_journal(loop)
             if self._inflight is future:
                 self._inflight = None
             future.set_result(None)
+
+    async def _trim_journal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drops journal events beyond retention, in slices of 10% so trims stay rare."""
+        keep = self.journal_retention_events
+        if not keep:
+            return
+        last = self.ledger.sequence
+        oldest = self.store.oldest_sequence()
+        if oldest and last - oldest + 1 > keep + max(1, keep // 10):
+            await loop.run_in_executor(self._executor, self.store.trim_journal, last - keep)
 
     async def _expiry_loop(self) -> None:
         while True:

@@ -1,0 +1,275 @@
+"""Re-sourcing at-risk demand (Reallocate) and filling backorders from new supply (§4).
+
+Both walk reservations in policy order (priority descending, then creation time) and use the
+promising logic with each reservation's own destination and policy, so a plan made here is
+what Promise would answer for the moved units at that point of the walk.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from atp.ledger import timeline
+from atp.ledger.model import Day, Position, Reservation, ReservationLine, promise_day_of
+from atp.ledger.promising import Allocation, OrderLine, Planner
+from atp.ledger.risk import policy_order
+
+if TYPE_CHECKING:
+    from atp.ledger.ledger import Ledger
+
+PLAN_STALE = "PLAN_STALE"
+LineKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Scope:
+    node_id: str = ""
+    sku: str = ""
+    reservation_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class ReservationPlan:
+    reservation_id: str
+    old_lines: list[ReservationLine]
+    new_lines: list[ReservationLine] = field(default_factory=list)
+    old_promise_day: Day | None = None
+    new_promise_day: Day | None = None
+    unfilled_quantity: int = 0
+    # (moved line id, its allocations, units left unfilled), applied in order.
+    moves: list[tuple[str, list[Allocation], int]] = field(default_factory=list)
+    # moved line id -> the lines that replace it.
+    replacements: dict[str, list[ReservationLine]] = field(default_factory=dict)
+
+    @property
+    def slipped(self) -> bool:
+        if self.unfilled_quantity:
+            return True
+        if self.old_promise_day is None or self.new_promise_day is None:
+            return False
+        return self.new_promise_day > self.old_promise_day
+
+
+@dataclass
+class ReallocationResult:
+    plans: list[ReservationPlan]
+    applied: bool
+    plan_sequence: int
+
+
+class Reallocator:
+    def __init__(self, ledger: Ledger, today: Day) -> None:
+        self.ledger = ledger
+        self.today = today
+        self._undo: list[tuple[Position, Day, int]] = []
+
+    # ----- Reallocate ---------------------------------------------------------------------
+
+    def plan(self, scope: Scope) -> list[ReservationPlan]:
+        """The plan for every at-risk line in scope, simulated in policy order, then undone."""
+        try:
+            return [self._plan_reservation(r, keys) for r, keys in self._affected(scope)]
+        finally:
+            self._rollback()
+
+    def _affected(self, scope: Scope) -> list[tuple[Reservation, list[LineKey]]]:
+        ledger = self.ledger
+        for reservation_id in scope.reservation_ids:
+            ledger.reservation(reservation_id)
+        if scope.node_id:
+            ledger.node(scope.node_id)
+        if scope.sku:
+            ledger.known_sku(scope.sku)
+        by_reservation: dict[str, list[LineKey]] = {}
+        for position in self._positions_in(scope):
+            for key in position.at_risk:
+                if not scope.reservation_ids or key[0] in scope.reservation_ids:
+                    by_reservation.setdefault(key[0], []).append(key)
+        reservations = [ledger.reservations[rid] for rid in by_reservation]
+        reservations.sort(key=lambda r: policy_order(r, ""))
+        return [(r, sorted(by_reservation[r.reservation_id])) for r in reservations]
+
+    def _positions_in(self, scope: Scope) -> list[Position]:
+        ledger = self.ledger
+        if scope.node_id and scope.sku:
+            position = ledger.positions.get((scope.sku, scope.node_id))
+            return [position] if position is not None else []
+        if scope.node_id:
+            return list(ledger.positions_by_node.get(scope.node_id, {}).values())
+        if scope.sku:
+            return list(ledger.positions_by_sku.get(scope.sku, {}).values())
+        if scope.reservation_ids:
+            wanted = {
+                (line.sku, line.node_id)
+                for rid in scope.reservation_ids
+                for line in ledger.reservations[rid].lines
+                if line.at_risk
+            }
+            return [ledger.positions[key] for key in sorted(wanted)]
+        return [p for p in ledger.positions.values() if p.at_risk]
+
+    def _plan_reservation(self, reservation: Reservation, keys: list[LineKey]) -> ReservationPlan:
+        plan = ReservationPlan(
+            reservation.reservation_id,
+            old_lines=[copy.copy(line) for line in reservation.lines],
+            old_promise_day=reservation.promise_day,
+        )
+        moved = [reservation.line(key[1]) for key in keys]
+        for line in moved:
+            assert line is not None
+            self._shift(self.ledger.positions[(line.sku, line.node_id)], line.ship_day, -line.open_quantity)
+        for line in moved:
+            assert line is not None
+            allocations = self._resource(reservation, line.sku, line.node_id, line.open_quantity)
+            for allocation in allocations:
+                self._shift(self.ledger.positions[(line.sku, allocation.node_id)],
+                            allocation.ship_day, allocation.quantity)
+            unfilled = line.open_quantity - sum(a.quantity for a in allocations)
+            plan.moves.append((line.line_id, allocations, unfilled))
+            plan.unfilled_quantity += unfilled
+        plan.replacements = _replacements(reservation, plan.moves)
+        plan.new_lines = [
+            new
+            for line in reservation.lines
+            for new in plan.replacements.get(line.line_id, [copy.copy(line)])
+        ]
+        plan.new_promise_day = promise_day_of(plan.new_lines)
+        return plan
+
+    def _resource(self, reservation: Reservation, sku: str, node_id: str, quantity: int) -> list[Allocation]:
+        """Where the units can go now: any node by the reservation's policy, or later at its node."""
+        if reservation.destination_region:
+            policy = replace(reservation.policy, allow_partial=True)
+            planner = Planner(self.ledger, self.today, reservation.destination_region, policy,
+                              reservation.priority)
+            line_plan = planner.plan([OrderLine("move", sku, quantity)]).lines[0]
+            return line_plan.allocations
+        return self._same_node(reservation, sku, node_id, quantity)
+
+    def _same_node(self, reservation: Reservation, sku: str, node_id: str, quantity: int) -> list[Allocation]:
+        node = self.ledger.nodes[node_id]
+        position = self.ledger.positions[(sku, node_id)]
+        if not node.active:
+            return []
+        include_safety = self.ledger.include_safety_stock(reservation.priority)
+        most = min(quantity, timeline.max_promisable(position, self.today, include_safety))
+        if most <= 0:
+            return []
+        day = timeline.earliest_day(position, self.today, self.today + node.handling_days, most,
+                                    include_safety)
+        assert day is not None
+        return [Allocation(node_id, most, day, day, day > self.today + node.handling_days, 0)]
+
+    def _shift(self, position: Position, day: Day, demand: int) -> None:
+        """Adds demand (negative: removes it) tentatively; undone by _rollback."""
+        position.add_delta(day, -demand)
+        self._undo.append((position, day, demand))
+
+    def _rollback(self) -> None:
+        while self._undo:
+            position, day, demand = self._undo.pop()
+            position.add_delta(day, demand)
+
+    # ----- backorder fill -------------------------------------------------------------------
+
+    def backorder_fills(self, sku: str) -> list[tuple[Reservation, ReservationLine, list[Allocation]]]:
+        """What open supply can give the backordered lines of a sku, in policy order (undone)."""
+        ledger = self.ledger
+        keys = sorted(
+            ledger.backorders.get(sku, ()),
+            key=lambda key: policy_order(ledger.reservations[key[0]], key[1]),
+        )
+        fills = []
+        try:
+            for reservation_id, line_id in keys:
+                reservation = ledger.reservations[reservation_id]
+                line = reservation.line(line_id)
+                assert line is not None and line.backordered_quantity > 0
+                allocations = self._fill_allocations(reservation, line)
+                for allocation in allocations:
+                    self._shift(ledger.positions[(sku, allocation.node_id)], allocation.ship_day,
+                                allocation.quantity)
+                if allocations:
+                    fills.append((reservation, line, allocations))
+        finally:
+            self._rollback()
+        return fills
+
+    def _fill_allocations(self, reservation: Reservation, line: ReservationLine) -> list[Allocation]:
+        if reservation.destination_region:
+            return self._resource(reservation, line.sku, line.node_id, line.backordered_quantity)
+        if line.node_id:
+            return self._same_node(reservation, line.sku, line.node_id, line.backordered_quantity)
+        return []
+
+
+def _replacements(
+    reservation: Reservation, moves: list[tuple[str, list[Allocation], int]]
+) -> dict[str, list[ReservationLine]]:
+    """For each moved line, the lines that carry its open units where its allocations say."""
+    taken = {line.line_id for line in reservation.lines}
+    result: dict[str, list[ReservationLine]] = {}
+    for line_id, allocations, unfilled in moves:
+        line = reservation.line(line_id)
+        assert line is not None
+        result[line_id] = replacement_lines(
+            line, allocations, unfilled, taken, bool(reservation.destination_region)
+        )
+    return result
+
+
+def replacement_lines(
+    line: ReservationLine,
+    allocations: list[Allocation],
+    unfilled: int,
+    taken: set[str],
+    has_destination: bool,
+) -> list[ReservationLine]:
+    """The lines that carry a line's open units after it moves; its history stays on it."""
+    result: list[ReservationLine] = []
+    history = line.fulfilled_quantity + line.released_quantity
+    if history:
+        result.append(replace(line, quantity=history, at_risk=False, at_risk_reason="",
+                              backordered_quantity=0))
+    new_lines = [
+        line_from(
+            allocation,
+            line.line_id if not result and index == 0 else free_part_id(line.line_id, taken),
+            line.sku,
+            has_destination,
+        )
+        for index, allocation in enumerate(allocations)
+    ]
+    backordered = unfilled + line.backordered_quantity
+    if backordered and not new_lines:
+        new_lines.append(ReservationLine(
+            line_id=line.line_id if not result else free_part_id(line.line_id, taken), sku=line.sku,
+            node_id="", quantity=0, ship_day=line.ship_day,
+        ))
+    if new_lines:
+        new_lines[0].backordered_quantity = backordered
+    return result + new_lines
+
+
+def line_from(allocation: Allocation, line_id: str, sku: str, has_destination: bool) -> ReservationLine:
+    """A reservation line holding one allocation."""
+    return ReservationLine(
+        line_id=line_id,
+        sku=sku,
+        node_id=allocation.node_id,
+        quantity=allocation.quantity,
+        ship_day=allocation.ship_day,
+        delivery_day=allocation.delivery_day if has_destination else None,
+        from_inbound=allocation.from_inbound,
+    )
+
+
+def free_part_id(line_id: str, taken: set[str]) -> str:
+    """The first of line_id/2, line_id/3, ... not yet taken (and takes it)."""
+    part = 2
+    while f"{line_id}/{part}" in taken:
+        part += 1
+    taken.add(f"{line_id}/{part}")
+    return f"{line_id}/{part}"

@@ -1,0 +1,149 @@
+"""The event stream: journal replay from LMDB, then live events as their batches commit.
+
+The writer publishes each batch's events only once the batch is durable, so a watcher never
+sees an event that a crash could take back. Each watcher has a bounded queue: a watcher that
+falls behind is ended with RESOURCE_EXHAUSTED (it resumes from its last sequence) rather
+than slowing the writer or growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from atp.ledger import codec
+from atp.ledger.errors import LedgerError
+from atp.ledger.model import Event
+from atp.store import Store
+
+REPLAY_PAGE_EVENTS = 1000
+
+
+class OutOfRange(LedgerError):
+    reason = "SEQUENCE_NOT_RETAINED"
+
+    def __init__(self, after_sequence: int, oldest: int) -> None:
+        super().__init__(
+            f"events after {after_sequence} are no longer retained; the oldest is {oldest}"
+        )
+        self.metadata = {"oldest_sequence": str(oldest)}
+
+
+class WatcherLagging(LedgerError):
+    reason = "WATCHER_LAGGING"
+
+    def __init__(self, last_sequence: int) -> None:
+        super().__init__(
+            f"the watcher fell too far behind; resume with after_sequence={last_sequence}"
+        )
+        self.metadata = {"resume_after_sequence": str(last_sequence)}
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    types: frozenset[str] = frozenset()
+    sku: str = ""
+    node_id: str = ""
+    reservation_id: str = ""
+
+    def matches(self, event: Event) -> bool:
+        if self.types and event.type not in self.types:
+            return False
+        data = event.data
+        if self.reservation_id and data.get("reservation_id") != self.reservation_id:
+            return False
+        return self._concerns(data, "sku", self.sku) and self._concerns(data, "node_id", self.node_id)
+
+    @staticmethod
+    def _concerns(data: dict[str, object], name: str, wanted: str) -> bool:
+        if not wanted:
+            return True
+        if data.get(name) == wanted or data.get("to_node_id" if name == "node_id" else "") == wanted:
+            return True
+        lines = data.get("lines")
+        return isinstance(lines, list) and any(
+            isinstance(line, dict) and line.get(name) == wanted for line in lines
+        )
+
+
+class _Watcher:
+    def __init__(self, capacity: int) -> None:
+        # None is the end-of-stream mark put by EventHub.close().
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(capacity + 1)
+        self.overflowed = False
+
+
+class EventHub:
+    def __init__(self, store: Store, queue_capacity: int = 10_000) -> None:
+        self.store = store
+        self.queue_capacity = queue_capacity
+        self.committed_sequence = store.last_sequence()
+        self._watchers: set[_Watcher] = set()
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Called by the writer after a batch is durable; never blocks."""
+        for event in events:
+            self.committed_sequence = event.sequence
+            for watcher in self._watchers:
+                if watcher.overflowed:
+                    continue
+                if watcher.queue.qsize() >= self.queue_capacity:
+                    watcher.overflowed = True
+                else:
+                    watcher.queue.put_nowait(event)
+
+    def close(self) -> None:
+        """Ends every live stream (at shutdown), so draining calls does not wait on them."""
+        for watcher in self._watchers:
+            watcher.overflowed = False
+            while watcher.queue.full():
+                watcher.queue.get_nowait()
+            watcher.queue.put_nowait(None)
+
+    async def watch(
+        self, after_sequence: int, event_filter: EventFilter, stop_at_head: bool
+    ) -> AsyncIterator[Event]:
+        """Replays the retained journal after `after_sequence`, then follows live events."""
+        oldest = self.store.oldest_sequence()
+        if after_sequence and oldest and after_sequence + 1 < oldest:
+            raise OutOfRange(after_sequence, oldest)
+        watcher = _Watcher(self.queue_capacity)
+        self._watchers.add(watcher)
+        try:
+            head = self.committed_sequence
+            last = after_sequence
+            async for event in self._replay(after_sequence, head):
+                last = event.sequence
+                if event_filter.matches(event):
+                    yield event
+            if stop_at_head:
+                return
+            while True:
+                if watcher.overflowed and watcher.queue.empty():
+                    raise WatcherLagging(last)
+                event = await watcher.queue.get()
+                if event is None:
+                    return
+                if event.sequence <= last:
+                    continue
+                last = event.sequence
+                if event_filter.matches(event):
+                    yield event
+        finally:
+            self._watchers.discard(watcher)
+
+    async def _replay(self, after_sequence: int, head: int) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        position = after_sequence
+        while position < head:
+            page = await loop.run_in_executor(
+                None, self.store.read_journal, position, REPLAY_PAGE_EVENTS
+            )
+            if not page:
+                return
+            for sequence, data in page:
+                if sequence > head:
+                    return
+                position = sequence
+                yield codec.decode_event(data)

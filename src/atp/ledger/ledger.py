@@ -717,7 +717,7 @@ class Ledger:
             delivery_day=_delivery_day(node, command.destination_region, ship_day),
             backordered_quantity=request.quantity - quantity,
             from_inbound=quantity > 0
-            and timeline.atp_on(position, today, earliest, include_safety) < quantity,
+            and timeline.atp_on(position, today, today, include_safety) < quantity,
         )
         return _Placement(position, line)
 

@@ -163,27 +163,70 @@ class Planner:
         return OrderPlan(plans)
 
     def _fill_line(self, line_plan: LinePlan, nodes: list[Node], used: set[str], split: bool) -> None:
+        """Fills one line: from one node, or (when allowed) split where that scores better."""
         line = line_plan.line
         whole = [a for a in (self._fit(node, line.sku, line.quantity) for node in nodes) if a]
+        options: list[list[Allocation]] = []
         if whole:
-            self._take(line_plan, min(whole, key=lambda a: self._preference(a, used)))
+            options.append([min(whole, key=lambda a: self._preference(a, used))])
+        if split or (not whole and self.policy.allow_partial):
+            options.append(self._split_option(line, nodes, used, split))
+        if not options:
             return
-        if not split and not self.policy.allow_partial:
-            return
-        partial = []
-        for node in nodes:
-            most = min(line.quantity, self._most(node, line.sku))
-            allocation = self._fit(node, line.sku, most) if most else None
-            if allocation is not None:
-                partial.append(allocation)
-        for allocation in sorted(partial, key=lambda a: self._preference(a, used)):
-            remaining = line_plan.backordered_quantity
-            if remaining == 0 or (not split and line_plan.allocations):
-                break
-            node = self.ledger.nodes[allocation.node_id]
-            taken = self._fit(node, line.sku, min(remaining, self._most(node, line.sku)))
-            if taken is not None:
-                self._take(line_plan, taken)
+        best = min(options, key=lambda option: self._line_score(option, line.quantity, used))
+        for allocation in best:
+            self._take(line_plan, allocation)
+
+    def _split_option(
+        self, line: OrderLine, nodes: list[Node], used: set[str], split: bool
+    ) -> list[Allocation]:
+        """Units each node can ship at its earliest day first, then later-dated units."""
+        chosen: list[Allocation] = []
+        remaining = line.quantity
+        try:
+            for phase_units in (self._units_at_earliest, self._most):
+                offers = [
+                    offer for offer in (
+                        self._fit(node, line.sku, min(remaining, phase_units(node, line.sku)))
+                        for node in nodes
+                    ) if offer is not None
+                ]
+                for offer in sorted(offers, key=lambda a: self._preference(a, used)):
+                    if remaining == 0 or (chosen and not split):
+                        break
+                    node = self.ledger.nodes[offer.node_id]
+                    taken = self._fit(node, line.sku, min(remaining, phase_units(node, line.sku)))
+                    if taken is not None:
+                        self._shift_demand(line.sku, taken, taken.quantity)
+                        chosen.append(taken)
+                        remaining -= taken.quantity
+        finally:
+            for allocation in chosen:
+                self._shift_demand(line.sku, allocation, -allocation.quantity)
+        return _merge_same_node(chosen)
+
+    def _line_score(
+        self, option: list[Allocation], quantity: int, used: set[str]
+    ) -> tuple[object, ...]:
+        short = quantity - sum(a.quantity for a in option)
+        new_nodes = {a.node_id: a.cost for a in option if a.node_id not in used}
+        latest = max((a.delivery_day for a in option), default=NEVER)
+        cost = sum(new_nodes.values())
+        if self.policy.objective is Objective.CHEAPEST:
+            return (short, cost, latest, len(new_nodes))
+        return (short, latest, len(new_nodes), cost)
+
+    def _units_at_earliest(self, node: Node, sku: str) -> int:
+        """Units of sku the node can ship on its earliest ship day."""
+        position = self.ledger.positions.get((sku, node.node_id))
+        if position is None:
+            return 0
+        earliest = self.today + node.handling_days
+        return max(0, timeline.atp_on(position, self.today, earliest, self.include_safety))
+
+    def _shift_demand(self, sku: str, allocation: Allocation, quantity: int) -> None:
+        position = self.ledger.positions[(sku, allocation.node_id)]
+        position.add_delta(allocation.ship_day, -quantity)
 
     def _preference(self, allocation: Allocation, used: set[str]) -> tuple[object, ...]:
         new_shipment = allocation.node_id not in used
@@ -223,10 +266,7 @@ class Planner:
             return None
         lane = node.lane_to(self.region)
         assert lane is not None
-        from_inbound = (
-            day > earliest
-            or timeline.atp_on(position, self.today, earliest, self.include_safety) < quantity
-        )
+        from_inbound = timeline.atp_on(position, self.today, self.today, self.include_safety) < quantity
         return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
 
     def most_at(self, node: Node, sku: str) -> int:
@@ -309,6 +349,22 @@ class Planner:
         if whole.cost > winner.cost:
             return f"costlier: lane cost {whole.cost} vs {winner.cost}"
         return f"not chosen: {reason}; fewer shipments or node order preferred another"
+
+
+def _merge_same_node(allocations: list[Allocation]) -> list[Allocation]:
+    """One allocation per node: a node's stock and later units ship together on the later day."""
+    by_node: dict[str, Allocation] = {}
+    for allocation in allocations:
+        earlier = by_node.get(allocation.node_id)
+        if earlier is None:
+            by_node[allocation.node_id] = allocation
+        else:
+            later = max(earlier, allocation, key=lambda a: a.ship_day)
+            by_node[allocation.node_id] = Allocation(
+                later.node_id, earlier.quantity + allocation.quantity, later.ship_day,
+                later.delivery_day, earlier.from_inbound or allocation.from_inbound, later.cost,
+            )
+    return list(by_node.values())
 
 
 def _consolidate(plan: OrderPlan) -> None:

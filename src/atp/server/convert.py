@@ -46,18 +46,21 @@ def date_message(day: Day | None) -> Date | None:
 
 
 def timestamp_message(instant: float | None) -> Timestamp | None:
+    """Instants are kept to the microsecond; this rounds to the nearest one."""
     if instant is None:
         return None
-    seconds = int(instant // 1)
-    return Timestamp(seconds=seconds, nanos=int(round((instant - seconds) * 1e9)) % 1_000_000_000)
+    microseconds = round(instant * 1_000_000)
+    seconds, micros = divmod(microseconds, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def instant(message: Timestamp, has_value: bool, field_path: str) -> float | None:
+    """Epoch seconds of a Timestamp, truncated to the microsecond."""
     if not has_value:
         return None
     if not 0 <= message.nanos < 1_000_000_000 or not 0 < message.seconds < 253402300800:
         raise InvalidArgument.single(field_path, "not a valid timestamp")
-    return message.seconds + message.nanos / 1e9
+    return (message.seconds * 1_000_000 + message.nanos // 1000) / 1_000_000
 
 
 # ----- requests to commands ----------------------------------------------------------------
@@ -196,7 +199,9 @@ def position_message(
     )
     if include_timeline:
         message.timeline.extend(
-            common_pb2.AtpBucket(date=date_message(day), available=value) for day, value in steps
+            common_pb2.AtpBucket(date=date_message(day), available=value)
+            for index, (day, value) in enumerate(steps)
+            if index == 0 or value != steps[index - 1][1]
         )
     return message
 

@@ -18,6 +18,7 @@ from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
 from atp.ledger.model import Reservation, ReservationState
 from atp.ledger.reallocation import Scope
+from atp.ledger.validation import Violations
 from atp.server import convert, status
 from atp.server.events import EventFilter, EventHub, OutOfRange, WatcherLagging
 from atp.server.writer import Writer
@@ -150,7 +151,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
             self.ledger.node(node_id)
         today = self._today()
         include_safety = self.ledger.include_safety_stock(request.priority)
-        response = availability_pb2.GetAvailabilityResponse()
+        by_sku: dict[str, list[common_pb2.Position]] = {}
         for sku in request.skus:
             by_node = self.ledger.known_sku(sku)
             chosen = (
@@ -158,13 +159,14 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
                 if request.node_ids
                 else list(by_node.values())
             )
-            messages = [
+            by_sku[sku] = [
                 convert.position_message(p, today, include_safety, request.include_timeline)
                 for p in chosen
             ]
-            response.positions.extend(messages)
-            response.totals.append(convert.network_total(sku, messages))
-        return response
+        return availability_pb2.GetAvailabilityResponse(
+            positions=[message for sku in sorted(by_sku) for message in by_sku[sku]],
+            totals=[convert.network_total(sku, by_sku[sku]) for sku in request.skus],
+        )
 
 
     async def Promise(
@@ -241,8 +243,9 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
 
     async def GetReservation(self, request: reservations_pb2.GetReservationRequest, context: Any) -> common_pb2.Reservation:
         def read() -> common_pb2.Reservation:
-            if not request.reservation_id:
-                raise InvalidArgument.single("reservation_id", "required")
+            violations = Violations()
+            violations.identifier("reservation_id", request.reservation_id)
+            violations.raise_if_any()
             return convert.reservation_message(self.ledger.reservation(request.reservation_id))
 
         return await self._read(context, read)
@@ -343,8 +346,6 @@ def reserve_result(reservation_id: str, outcome: Any) -> reservations_pb2.Reserv
 
 
 def check_availability_request(request: availability_pb2.GetAvailabilityRequest) -> None:
-    from atp.ledger.validation import Violations
-
     violations = Violations()
     violations.count("skus", len(request.skus), limits.lines_max)
     violations.count("node_ids", len(request.node_ids), limits.lines_max, least=0)

@@ -566,6 +566,7 @@ class Ledger:
                 continue  # a wholly backordered sourced line: no node holds it yet
             if position.key not in self.positions:
                 self._register_position(position)
+                self._record_position(position)
             if line.quantity:
                 self._count_line(reservation.reservation_id, held, position, line)
         self.reservations[reservation.reservation_id] = reservation
@@ -774,7 +775,7 @@ class Ledger:
                 position = self.positions[(line.sku, line.node_id)]
                 position.reserved -= line.open_quantity
                 position.allocated += line.open_quantity
-                self._record_position(position)
+                self._touch_position(position)
         self._stop_expiry(reservation)
         self._set_state(reservation, ReservationState.COMMITTED)
 
@@ -812,6 +813,7 @@ class Ledger:
         for line, quantity in quantities:
             position = self._reduce_line(reservation, line, quantity)
             position.on_hand -= quantity
+            self._record_position(position)
             line.fulfilled_quantity += quantity
         self._close_if_done(reservation)
         self._remember_request(command.request_id, command, now)
@@ -849,7 +851,7 @@ class Ledger:
         else:
             position.allocated += line.open_quantity
         position.lines[(reservation_id, line.line_id)] = line
-        self._record_position(position)
+        self._touch_position(position)
 
     def _note_backorder(self, reservation_id: str, line: ReservationLine) -> None:
         keys = self.backorders.setdefault(line.sku, set())
@@ -873,7 +875,7 @@ class Ledger:
                 position.at_risk.discard(key)
                 self.at_risk_count -= 1
             line.at_risk, line.at_risk_reason = False, ""
-        self._record_position(position)
+        self._touch_position(position)
         return position
 
     def _close_if_done(self, reservation: Reservation) -> None:
@@ -1043,9 +1045,14 @@ class Ledger:
         del self.positions_by_node[position.node_id][position.sku]
 
     def _record_position(self, position: Position) -> None:
+        """The position's stored fields changed (or it is new): write it, then re-examine it."""
+        self._touch_position(position)
+        self._record("positions", position_key(position.sku, position.node_id), position)
+
+    def _touch_position(self, position: Position) -> None:
+        """Only derived quantities changed: nothing to write, but re-examine it after the command."""
         _assert_position(position)
         self._touched[position.key] = position
-        self._record("positions", position_key(position.sku, position.node_id), position)
 
     # ----- after each command: at-risk marks and stock-level events ------------------------
 
@@ -1058,8 +1065,10 @@ class Ledger:
                 self._fill_backorders(sku, now, today)
         touched = list(self._touched.values())
         self._touched.clear()
+        may_short = not isinstance(command, DEMAND_ONLY_COMMANDS)
         for position in touched:
-            self._refresh_risk(position, trigger, now, today)
+            if may_short or position.at_risk:
+                self._refresh_risk(position, trigger, now, today)
             self._announce_stock_level(position, now, today)
 
     def _refresh_risk(self, position: Position, trigger: str, now: float, today: Day) -> None:
@@ -1122,6 +1131,9 @@ class Ledger:
         return derived_problems(self)
 
 
+# Commands that only add demand within ATP or take demand away: they cannot make a position
+# short, only let at-risk lines fit again.
+DEMAND_ONLY_COMMANDS = (c.Reserve, c.Commit, c.Release, c.ExpireDue)
 SHORTAGE = "SHORTAGE"
 SUPPLY_SLIPPED = "SUPPLY_SLIPPED"
 # Why newly at-risk lines are at risk, by the kind of command that put them there.

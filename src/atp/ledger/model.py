@@ -8,8 +8,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sortedcontainers import SortedDict
-
 Day = int
 
 
@@ -193,8 +191,9 @@ class Position:
     reserved: int = 0
     held: int = 0
     inbound: int = 0
-    # Day -> supply minus demand dated that day (inbound supply +, reservation lines -).
-    deltas: SortedDict = field(default_factory=SortedDict)
+    # Day -> supply minus demand dated that day (inbound supply +, reservation lines -). A
+    # plain dict: positions hold few distinct days, and sorting a few items beats a tree.
+    deltas: dict[Day, int] = field(default_factory=dict)
     # Open reservation lines at this position, keyed by (reservation_id, line_id).
     lines: dict[tuple[str, str], ReservationLine] = field(default_factory=dict)
     # Keys of the open lines that are at risk.

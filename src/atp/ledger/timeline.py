@@ -15,25 +15,31 @@ from atp.ledger.model import Day, Position
 
 def net_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
     """[(day, net)] from today on: net holds from that day until the next step's day."""
-    base = position.on_hand - position.held
+    net = position.on_hand - position.held
     if not include_safety_stock:
-        base -= position.safety_stock
-    deltas = position.deltas
-    first_future = deltas.bisect_right(today)
-    days = deltas.keys()
-    net = base
-    for day in days[:first_future]:
-        net += deltas[day]
+        net -= position.safety_stock
+    future: list[tuple[Day, int]] = []
+    for day, amount in position.deltas.items():
+        if day <= today:
+            net += amount
+        else:
+            future.append((day, amount))
     steps = [(today, net)]
-    for day in days[first_future:]:
-        net += deltas[day]
-        steps.append((day, net))
+    if future:
+        future.sort()
+        for day, amount in future:
+            net += amount
+            steps.append((day, net))
     return steps
 
 
 def atp_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
     """[(day, ATP(day))] from today on; ATP is non-decreasing along the list."""
-    steps = net_steps(position, today, include_safety_stock)
+    return _suffix_minimum(net_steps(position, today, include_safety_stock))
+
+
+def _suffix_minimum(steps: list[tuple[Day, int]]) -> list[tuple[Day, int]]:
+    """[(day, min of net from that step on)]."""
     result: list[tuple[Day, int]] = []
     running_min: int | None = None
     for day, net in reversed(steps):
@@ -45,11 +51,11 @@ def atp_steps(position: Position, today: Day, include_safety_stock: bool) -> lis
 
 def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool) -> int:
     """ATP(day): units that can be promised for shipment on `day` without hurting later demand."""
-    if not position.deltas or position.deltas.keys()[-1] <= today:
-        # Fast path: nothing dated in the future, so ATP is today's net for every day.
-        return net_steps(position, today, include_safety_stock)[0][1]
+    steps = net_steps(position, today, include_safety_stock)
+    if len(steps) == 1:
+        return steps[0][1]  # nothing dated in the future: ATP is today's net on every day
     atp_value = 0
-    for step_day, value in atp_steps(position, today, include_safety_stock):
+    for step_day, value in _suffix_minimum(steps):
         if step_day > day:
             break
         atp_value = value

@@ -30,5 +30,19 @@ test-fast: $(INSTALLED)
 protos: $(INSTALLED)
 	$(BIN)/python scripts/gen_protos.py
 
+BENCH_INSTALLED := $(VENV)/.installed-bench
+$(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_INSTALLED)
+
+## Load test on a fresh atpd: every workload, then the audit; results in bench/results/.
+## Pass flags with BENCH_ARGS="--duration 5 --workloads reserve,stream".
+bench: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## The bench smoke run (tiny sizes, about 15 s; also part of make test).
+bench-smoke: $(INSTALLED)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -28,3 +28,5 @@ page_size_default = 100
 node_kind_chars_max = 32
 # Mutations waiting for the writer before new ones are refused with RESOURCE_EXHAUSTED.
 pending_mutations_max = 20_000
+# Messages of one ReserveStream applied but not yet answered; the stream stops reading beyond.
+stream_in_flight_max = 1000

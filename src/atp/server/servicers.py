@@ -6,6 +6,7 @@ read sees one consistent state. Mutations go through the writer and answer once 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -210,16 +211,39 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
     async def ReserveStream(
         self, request_iterator: AsyncIterator[reservations_pb2.ReserveRequest], context: Any
     ) -> AsyncIterator[reservations_pb2.ReserveResult]:
-        async for request in request_iterator:
-            built = _build_reserve(request)
-            if isinstance(built, LedgerError):
-                yield reserve_result(request.reservation_id, built)
-                continue
-            try:
-                outcome = await self.writer.execute(built)
-            except LedgerError as error:
-                outcome = error
-            yield reserve_result(request.reservation_id, outcome)
+        """Applies each message as it arrives; answers in order, each once it is durable.
+
+        Messages are not serialised on durability: while one waits for its group commit the
+        next ones are already applied, so many in flight on one stream share a commit.
+        """
+        in_flight: asyncio.Queue[asyncio.Task[reservations_pb2.ReserveResult] | None] = (
+            asyncio.Queue(limits.stream_in_flight_max)
+        )
+
+        async def read_requests() -> None:
+            async for request in request_iterator:
+                await in_flight.put(asyncio.create_task(self._reserve_result(request)))
+            await in_flight.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (task := await in_flight.get()) is not None:
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _reserve_result(
+        self, request: reservations_pb2.ReserveRequest
+    ) -> reservations_pb2.ReserveResult:
+        built = _build_reserve(request)
+        if isinstance(built, LedgerError):
+            return reserve_result(request.reservation_id, built)
+        try:
+            outcome = await self.writer.execute(built)
+        except LedgerError as error:
+            outcome = error
+        return reserve_result(request.reservation_id, outcome)
 
     async def Commit(self, request: reservations_pb2.CommitRequest, context: Any) -> common_pb2.Reservation:
         reservation = await self._mutate(

@@ -1,0 +1,132 @@
+"""The atpd under test: a fresh `python -m atp.daemon` subprocess, its CPU time, its shutdown."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench import REPO_ROOT
+
+_LISTENING = re.compile(r"atpd listening on (\S+)")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+        text = stat.read()
+    # Field 2 (comm) is parenthesised and may hold spaces: split after its closing paren.
+    fields = text[text.rindex(")") + 2:].split()
+    # Fields 14 and 15 of the full line are fields 12 and 13 after the comm (state is 3rd).
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class ServerProcess:
+    """Starts atpd on 127.0.0.1:0 (port read from its stdout) and waits for SERVING."""
+
+    def __init__(self, data_dir: str, sync: str, log_path: str) -> None:
+        self.data_dir = data_dir
+        self.sync = sync
+        self.log_path = log_path
+        self.process: subprocess.Popen[str] | None = None
+        self.target = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+        env = dict(os.environ)
+        # Serve this checkout's code even if another copy of atp is installed.
+        source = os.path.join(REPO_ROOT, "src")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+        command = [
+            sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
+            "--data-dir", self.data_dir, "--sync", self.sync, "--log-level", "WARNING",
+        ]
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO_ROOT
+            )
+        assert self.process.stdout is not None
+        self.target = self._read_target(self.process.stdout, timeout_s)
+        threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()
+        self._wait_serving(timeout_s)
+        return self
+
+    def _read_target(self, stdout: IO[str], timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                line = stdout.readline()
+                if not line:
+                    break
+                match = _LISTENING.search(line)
+                if match:
+                    return match.group(1)
+        self.kill()
+        raise RuntimeError(f"atpd did not start; its log is {self.log_path}:\n{self.log_tail()}")
+
+    @staticmethod
+    def _drain(stdout: IO[str]) -> None:
+        for _ in stdout:
+            pass
+
+    def _wait_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"atpd never reported SERVING:\n{self.log_tail()}")
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (drain, final commit, close) and wait; kill -9 and return -9 on timeout."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+            self.process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return ""

@@ -298,7 +298,7 @@ class Ledger:
         events: list[dict[str, Any]],
     ) -> None:
         self.node(movement.to_node_id)
-        free = timeline.available_now(source, today, include_safety_stock=True)
+        free = timeline.available_now(source, today, include_safety_stock=False)
         if movement.quantity > free:
             raise InsufficientAvailability(
                 [_shortfall(path, source, movement.quantity, free, "available to transfer")]
@@ -461,12 +461,12 @@ class Ledger:
     # ----- holds --------------------------------------------------------------------------
 
     def _place_hold(self, command: c.PlaceHold, now: float) -> Hold:
-        validation.check_hold(command, now)
         request_digest = c.digest(command)
         existing = self.holds.get(command.hold_id)
+        if existing is not None and existing.request_digest == request_digest:
+            return existing  # a replay: answered even if its expire_time has since passed
+        validation.check_hold(command, now)
         if existing is not None:
-            if existing.request_digest == request_digest:
-                return existing
             raise AlreadyExists("hold", command.hold_id)
         self.node(command.node_id)
         self.known_sku(command.sku)
@@ -525,12 +525,12 @@ class Ledger:
 
     def _reserve(self, command: c.Reserve, now: float) -> Reservation:
         today = day_of(now)
-        requested_days = validation.check_reserve(command, today)
         request_digest = c.digest(command)
         existing = self.reservations.get(command.reservation_id)
+        if existing is not None and existing.request_digest == request_digest:
+            return existing  # a replay: answered even if its ship dates have since passed
+        requested_days = validation.check_reserve(command, today)
         if existing is not None:
-            if existing.request_digest == request_digest:
-                return existing
             raise AlreadyExists("reservation", command.reservation_id)
         placements = self._place_lines(command, requested_days, today)
         reservation = Reservation(

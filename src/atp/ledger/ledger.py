@@ -42,12 +42,12 @@ from atp.ledger.model import (
     Hold,
     MovementType,
     Node,
+    Policy,
     Position,
     RequestRecord,
     Reservation,
     ReservationLine,
     ReservationState,
-    Policy,
     Supply,
     SupplyState,
 )
@@ -99,12 +99,13 @@ class _Placement:
 class Ledger:
     def __init__(self, config: LedgerConfig | None = None) -> None:
         self.config = config or LedgerConfig()
-        self.nodes: SortedDict = SortedDict()  # node_id -> Node
+        # SortedDicts (typed as dicts): ordered by id for listing and paging.
+        self.nodes: dict[str, Node] = SortedDict()
         self.positions: dict[tuple[str, str], Position] = {}
-        self.positions_by_sku: dict[str, SortedDict] = {}  # sku -> node_id -> Position
-        self.supplies: SortedDict = SortedDict()  # supply_id -> Supply
-        self.holds: SortedDict = SortedDict()  # hold_id -> Hold
-        self.reservations: SortedDict = SortedDict()  # reservation_id -> Reservation
+        self.positions_by_sku: dict[str, dict[str, Position]] = {}  # sku -> node_id -> Position
+        self.supplies: dict[str, Supply] = SortedDict()
+        self.holds: dict[str, Hold] = SortedDict()
+        self.reservations: dict[str, Reservation] = SortedDict()
         self.requests: dict[str, RequestRecord] = {}
         # (expire_time, kind, id) of HELD reservations and holds that expire.
         self.expiries: SortedList = SortedList()
@@ -188,7 +189,7 @@ class Ledger:
             raise NotFound("node", node_id)
         return node
 
-    def known_sku(self, sku: str) -> SortedDict:
+    def known_sku(self, sku: str) -> dict[str, Position]:
         by_node = self.positions_by_sku.get(sku)
         if by_node is None:
             raise NotFound("sku", sku)

@@ -154,4 +154,4 @@ def _expiry_problems(ledger: Ledger) -> list[str]:
     return []
 
 
-__all__ = ["ledger_from_records", "derived_problems"]
+__all__ = ["derived_problems", "ledger_from_records"]

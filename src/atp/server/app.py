@@ -15,8 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from atp import limits
 from atp.ledger import LedgerConfig, ledger_from_records
-from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.events import EventHub
+from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.servicers import (
     AvailabilityServicer,
     EventsServicer,

@@ -13,6 +13,7 @@ from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import (
     Day,
+    Event,
     Hold,
     Lane,
     Node,
@@ -23,7 +24,6 @@ from atp.ledger.model import (
     ReservationLine,
     Supply,
 )
-from atp.ledger.model import Event
 from atp.ledger.promising import OrderLine, OrderPlan
 from atp.ledger.reallocation import ReallocationResult
 from atp.v1 import availability_pb2, common_pb2, events_pb2, inventory_pb2, reservations_pb2

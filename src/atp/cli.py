@@ -15,10 +15,18 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 
-from atp import limits
+from atp import kpi, limits
 from atp.client import DEFAULT_TARGET, AtpError, Client
-from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
+from atp.v1 import (
+    availability_pb2,
+    common_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    inventory_pb2,
+    reservations_pb2,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # The server (or the store) said no, or could not be reached.
@@ -50,6 +58,10 @@ class Outcome:
     document: Message | Mapping[str, Any]
     text: str
     exit_code: int = EXIT_OK
+    # Said on stderr as "error: ..." after the output (e.g. a plan that could not be applied).
+    error: str = ""
+    # The command printed its output as it went (watch): nothing is left to print.
+    streamed: bool = False
 
 
 ClientCommand = Callable[[Client, argparse.Namespace], Outcome]
@@ -97,8 +109,15 @@ def _run(arguments: argparse.Namespace) -> Outcome:
         offline_command: OfflineCommand = arguments.command
         return offline_command(arguments)
     client_command: ClientCommand = arguments.command
-    with Client(arguments.target, timeout_s=arguments.timeout) as client:
-        return client_command(client, arguments)
+    # The channel is ours, so that streaming commands (watch, kpi) can open Events.Watch with
+    # every filter the server has on the same connection.
+    channel = grpc.insecure_channel(arguments.target)
+    try:
+        with Client(arguments.target, timeout_s=arguments.timeout, channel=channel) as client:
+            arguments.grpc_channel = channel
+            return client_command(client, arguments)
+    finally:
+        channel.close()
 
 
 def _fail(message: str, exit_code: int) -> int:
@@ -114,10 +133,15 @@ def _describe_atp_error(error: AtpError, target: str) -> str:
 
 
 def _print_outcome(outcome: Outcome, *, as_json: bool) -> None:
-    if as_json:
+    if outcome.streamed:
+        pass
+    elif as_json:
         print(json.dumps(_json_document(outcome.document), indent=2, sort_keys=False))
     elif outcome.text:
         print(outcome.text)
+    if outcome.error:
+        sys.stdout.flush()
+        _fail(outcome.error, outcome.exit_code)
 
 
 def _json_document(document: Message | Mapping[str, Any]) -> Any:
@@ -153,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reservation_commands(tree)
     _add_reserve_command(tree)
     _add_promise_command(tree)
+    _add_at_risk_command(tree)
     _add_reallocate_command(tree)
+    _add_watch_command(tree)
+    _add_kpi_command(tree)
     _add_health_command(tree)
     _add_database_commands(tree)
     return parser
@@ -431,27 +458,114 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=0, help="demand priority")
 
 
+def _add_at_risk_command(tree: _CommandTree) -> None:
+    at_risk = tree.command(
+        "at-risk", "list the reservation lines whose promise is at risk", _at_risk
+    )
+    at_risk.add_argument("--sku", default="", help="only lines of this SKU")
+    at_risk.add_argument(
+        "--node", dest="node_id", default="", metavar="NODE", help="only lines at this node"
+    )
+
+
 def _add_reallocate_command(tree: _CommandTree) -> None:
     reallocate = tree.command(
-        "reallocate", "plan (default) or apply re-sourcing of at-risk reservations", _reallocate
+        "reallocate",
+        "plan (default: a dry run) or apply re-sourcing of at-risk reservations",
+        _reallocate,
     )
-    reallocate.add_argument("--node", dest="node_id", default="", help="only demand at this node")
+    reallocate.add_argument(
+        "--node", dest="node_id", default="", metavar="NODE", help="only demand at this node"
+    )
     reallocate.add_argument("--sku", default="", help="only demand for this SKU")
+    reallocate.add_argument(
+        "--ids",
+        dest="reservation_ids",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ID",
+        help="only these reservations",
+    )
     reallocate.add_argument(
         "--reservation",
         dest="reservation_ids",
         action="append",
-        default=[],
         metavar="ID",
-        help="only this reservation (repeatable)",
+        help="only this reservation (repeatable; same as --ids)",
     )
-    reallocate.add_argument("--apply", action="store_true", help="apply instead of planning")
+    reallocate.add_argument(
+        "--apply",
+        action="store_true",
+        help="apply the plan shown (refused if the ledger moved since: PLAN_STALE)",
+    )
     reallocate.add_argument(
         "--plan-sequence",
         type=_count,
         default=0,
         metavar="N",
-        help="with --apply: apply only if the ledger has not moved since this plan",
+        help="with --apply: apply the plan of an earlier dry run, only if the ledger is still at N",
+    )
+
+
+def _add_watch_command(tree: _CommandTree) -> None:
+    watch = tree.command(
+        "watch",
+        "stream journal events, one per line (--json: one JSON object per line); Ctrl-C stops",
+        _watch,
+    )
+    watch.add_argument(
+        "--from",
+        dest="from_sequence",
+        type=_count,
+        default=0,
+        metavar="SEQ",
+        help="first sequence to show (default: the oldest retained event)",
+    )
+    watch.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        type=_event_types,
+        default=[],
+        metavar="TYPE",
+        help="only events of this type, e.g. LINE_AT_RISK (repeatable, or comma separated)",
+    )
+    watch.add_argument("--sku", default="", help="only events about this SKU")
+    watch.add_argument(
+        "--node", dest="node_id", default="", metavar="NODE", help="only events about this node"
+    )
+    watch.add_argument(
+        "--reservation",
+        dest="reservation_id",
+        default="",
+        metavar="ID",
+        help="only events of this reservation",
+    )
+    watch.add_argument(
+        "--until-head",
+        action="store_true",
+        help="stop after the events recorded up to now instead of following live ones",
+    )
+
+
+def _add_kpi_command(tree: _CommandTree) -> None:
+    kpi_command = tree.command(
+        "kpi",
+        "fill rate, promises kept, backorders, time at risk and outcomes, from the journal",
+        _kpi,
+    )
+    kpi_command.add_argument(
+        "--since",
+        type=_instant,
+        metavar="ISO",
+        help="reservations created at or after this date or date-time (UTC unless zoned)",
+    )
+    kpi_command.add_argument(
+        "--until",
+        type=_instant,
+        metavar="ISO",
+        help="only what happened before this date or date-time (default: now)",
     )
 
 
@@ -503,6 +617,20 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _instant(text: str) -> datetime.datetime:
+    try:
+        return kpi.parse_instant(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _event_types(text: str) -> list[str]:
+    types = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not types or not all(re.fullmatch(r"[A-Z0-9_]+", item) for item in types):
+        raise argparse.ArgumentTypeError(f"expected event types like LINE_AT_RISK, got {text!r}")
+    return types
 
 
 def _date(text: str) -> datetime.date:
@@ -773,15 +901,219 @@ def _policy(arguments: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _reallocate(client: Client, arguments: argparse.Namespace) -> Outcome:
-    response = client.reallocate(
-        node_id=arguments.node_id,
-        sku=arguments.sku,
-        reservation_ids=arguments.reservation_ids,
-        dry_run=not arguments.apply,
-        plan_sequence=arguments.plan_sequence,
+def _at_risk(client: Client, arguments: argparse.Namespace) -> Outcome:
+    lines: list[dict[str, Any]] = []
+    reservations = client.iter_reservations(
+        at_risk=True, sku=arguments.sku, node_id=arguments.node_id, page_size=PAGE_SIZE_MAX
     )
-    return Outcome(response, _reallocation_view(response))
+    for reservation in reservations:
+        for line in reservation.lines:
+            if not line.at_risk:
+                continue
+            if (arguments.sku and line.sku != arguments.sku) or (
+                arguments.node_id and line.node_id != arguments.node_id
+            ):
+                continue
+            lines.append(
+                {
+                    "reservation_id": reservation.reservation_id,
+                    "state": _reservation_state_name(reservation),
+                    "line_id": line.line_id,
+                    "sku": line.sku,
+                    "node_id": line.node_id,
+                    "quantity": _open_quantity(line),
+                    "reason": line.at_risk_reason,
+                    "ship_date": _date_text(line.ship_date),
+                    "delivery_date": _date_text(line.delivery_date),
+                    "promise_date": _date_text(reservation.promise_date),
+                    "priority": reservation.priority,
+                }
+            )
+    rows = [
+        (
+            item["reservation_id"], item["state"], item["line_id"], item["sku"], item["node_id"],
+            item["quantity"], item["reason"], item["ship_date"], item["promise_date"],
+        )
+        for item in lines
+    ]  # fmt: skip
+    headers = (
+        "RESERVATION", "STATE", "LINE", "SKU", "NODE", "QUANTITY", "REASON", "SHIP_DATE",
+        "PROMISE_DATE",
+    )  # fmt: skip
+    text = format_table(headers, rows)
+    if lines:
+        reservation_count = len({item["reservation_id"] for item in lines})
+        units = sum(item["quantity"] for item in lines)
+        text += (
+            f"\n\n{_plural(len(lines), 'line')} at risk in "
+            f"{_plural(reservation_count, 'reservation')} ({_plural(units, 'unit')}); "
+            "plan a repair with: atpctl reallocate"
+        )
+    return Outcome({"lines": lines, "count": len(lines)}, text)
+
+
+def _open_quantity(line: common_pb2.ReservationLine) -> int:
+    return max(0, line.quantity - line.fulfilled_quantity - line.released_quantity)
+
+
+def _reallocate(client: Client, arguments: argparse.Namespace) -> Outcome:
+    scope = {
+        "node_id": arguments.node_id,
+        "sku": arguments.sku,
+        "reservation_ids": list(dict.fromkeys(arguments.reservation_ids or ())),
+    }
+    if arguments.plan_sequence and not arguments.apply:
+        raise ValueError("--plan-sequence is for --apply (a dry run always plans afresh)")
+    if arguments.apply and arguments.plan_sequence:
+        # The plan an operator reviewed earlier: applied only if the ledger has not moved.
+        return _apply_plan(client, scope, arguments.plan_sequence, shown=None)
+    plan = client.reallocate(**scope, dry_run=True)
+    if not arguments.apply:
+        return Outcome(plan, _reallocation_view(plan, scope))
+    if not plan.plans:
+        return Outcome(plan, _reallocation_view(plan, scope))
+    return _apply_plan(client, scope, plan.plan_sequence, shown=plan)
+
+
+def _apply_plan(
+    client: Client,
+    scope: dict[str, Any],
+    plan_sequence: int,
+    shown: reservations_pb2.ReallocateResponse | None,
+) -> Outcome:
+    """Applies exactly the plan made at plan_sequence; says so plainly when it is stale."""
+    try:
+        applied = client.reallocate(**scope, dry_run=False, plan_sequence=plan_sequence)
+    except AtpError as error:
+        if error.reason != "PLAN_STALE":
+            raise
+        stale = shown or reservations_pb2.ReallocateResponse(plan_sequence=plan_sequence)
+        document = _json_document(stale)
+        document["error"] = {
+            "code": error.code.name,
+            "reason": error.reason,
+            "message": error.message,
+        }
+        text = _reallocation_view(stale, scope, stale=True) if shown is not None else ""
+        message = (
+            f"PLAN_STALE: the ledger moved since the plan at sequence {plan_sequence}; nothing "
+            "was applied. Review the new plan with: atpctl reallocate" + _scope_arguments(scope)
+        )
+        return Outcome(document, text, EXIT_FAILURE, error=message)
+    return Outcome(applied, _reallocation_view(applied, scope))
+
+
+def _watch_stream(
+    arguments: argparse.Namespace, request: events_pb2.WatchRequest
+) -> Iterable[kpi.JournalEvent]:
+    """Events.Watch on the command's channel, decoded; no deadline (it may follow forever)."""
+    stub: Any = events_pb2_grpc.EventsStub(arguments.grpc_channel)  # type: ignore[no-untyped-call]
+    call = stub.Watch(request)
+    try:
+        for message in call:
+            yield kpi.decode_event(message)
+    except grpc.RpcError as error:
+        raise _stream_error(error) from None
+    finally:
+        call.cancel()
+
+
+def _stream_error(error: grpc.RpcError) -> AtpError:
+    """The AtpError of a failed stream, with the details the server sent."""
+    call: Any = error
+    if not hasattr(call, "code"):
+        return AtpError(grpc.StatusCode.UNKNOWN, str(error))
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:
+        status = None
+    if status is None:
+        return AtpError(call.code(), call.details() or "")
+    return AtpError.from_status(status)
+
+
+def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
+    request = events_pb2.WatchRequest(
+        after_sequence=max(0, arguments.from_sequence - 1),
+        types=sorted({item for group in arguments.types for item in group}),
+        sku=arguments.sku,
+        node_id=arguments.node_id,
+        reservation_id=arguments.reservation_id,
+        stop_at_head=arguments.until_head,
+    )
+    shown = 0
+    try:
+        for event in _watch_stream(arguments, request):
+            if arguments.json:
+                print(json.dumps(event.to_dict(), separators=(",", ":")), flush=True)
+            else:
+                print(event_line(event), flush=True)
+            shown += 1
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a follow ends: quietly, with success.
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return Outcome({"events": shown}, "", streamed=True)
+
+
+def event_line(event: kpi.JournalEvent) -> str:
+    """One event for people: sequence, time, type, the ids it concerns, its other data."""
+    ids = [
+        f"{name}={value}"
+        for name, value in (
+            ("reservation", event.reservation_id), ("sku", event.sku), ("node", event.node_id)
+        )
+        if value
+    ]  # fmt: skip
+    shown_keys = {"reservation_id", "sku", "node_id"}
+    # Struct keeps no order: line_id first, then the rest by name, the same every time.
+    keys = sorted(event.data, key=lambda key: (key != "line_id", key))
+    data = [
+        f"{key}={_compact_value(key, event.data[key])}"
+        for key in keys
+        if key not in shown_keys and event.data[key] not in ("", None)
+    ]
+    parts = [str(event.sequence), kpi.format_instant(event.time), event.type, *ids, *data]
+    return "  ".join(parts[:3]) + ("  " + " ".join(parts[3:]) if parts[3:] else "")
+
+
+def _compact_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if key == "lines" and isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+        return ",".join(_compact_line(line) for line in value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    text = str(value)
+    return json.dumps(text) if not text or any(char.isspace() for char in text) else text
+
+
+def _compact_line(line: Mapping[str, Any]) -> str:
+    """A line as atpctl writes one: l1:SKU:4@NODE/2026-01-02 (+2 backordered), or l1=4."""
+    line_id, quantity = line.get("line_id", "?"), line.get("quantity", "?")
+    if "sku" not in line:
+        return f"{line_id}={quantity}"
+    text = f"{line_id}:{line['sku']}:{quantity}"
+    if line.get("node_id"):
+        text += f"@{line['node_id']}"
+    if line.get("ship_date"):
+        text += f"/{line['ship_date']}"
+    if line.get("backordered"):
+        text += f"(+{line['backordered']}bo)"
+    return text
+
+
+def _kpi(client: Client, arguments: argparse.Namespace) -> Outcome:
+    since, until = arguments.since, arguments.until
+    if since is not None and until is not None and until <= since:
+        raise ValueError("--until must be later than --since")
+    request = events_pb2.WatchRequest(
+        after_sequence=0, types=list(kpi.KPI_EVENT_TYPES), stop_at_head=True
+    )
+    events = list(_watch_stream(arguments, request))
+    now = datetime.datetime.now(datetime.UTC)
+    report = kpi.compute_kpis(events, since=since, until=until, now=now)
+    return Outcome(report.to_dict(), format_table(("KPI", "VALUE"), kpi.report_rows(report)))
 
 
 def _health(client: Client, arguments: argparse.Namespace) -> Outcome:
@@ -1067,31 +1399,106 @@ def _promise_view(response: availability_pb2.PromiseResponse, *, explain: bool) 
     return "\n\n".join(parts)
 
 
-def _reallocation_view(response: reservations_pb2.ReallocateResponse) -> str:
-    rows = [
-        (
-            plan.reservation_id, _date_text(plan.old_promise_date),
-            _date_text(plan.new_promise_date), plan.slipped, plan.unfilled_quantity,
-            _line_moves(plan),
-        )
-        for plan in response.plans
-    ]  # fmt: skip
-    headers = ("RESERVATION", "OLD_PROMISE", "NEW_PROMISE", "SLIPPED", "UNFILLED", "LINES")
-    table = format_table(headers, rows)
+def _reallocation_view(
+    response: reservations_pb2.ReallocateResponse,
+    scope: Mapping[str, Any] | None = None,
+    *,
+    stale: bool = False,
+) -> str:
+    """The plan per reservation: promise dates, slip, unfilled units, each move old -> new."""
+    if not response.plans:
+        return "nothing to reallocate: no at-risk line in scope"
+    blocks = [_plan_block(plan) for plan in response.plans]
+    slipped = sum(1 for plan in response.plans if plan.slipped)
+    unfilled = sum(plan.unfilled_quantity for plan in response.plans)
+    summary = (
+        f"{_plural(len(response.plans), 'reservation')}, {slipped} slipped, "
+        f"{_plural(unfilled, 'unit')} unfilled (plan sequence {response.plan_sequence})"
+    )
     if response.applied:
-        return f"{table}\n\napplied at plan sequence {response.plan_sequence}"
+        footer = f"applied: {summary}"
+    elif stale:
+        footer = f"NOT applied: {summary}"
+    else:
+        footer = (
+            f"dry run: {summary}\nto apply exactly this plan: atpctl reallocate --apply "
+            f"--plan-sequence {response.plan_sequence}{_scope_arguments(scope or {})}"
+        )
+    return "\n\n".join([*blocks, footer])
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _scope_arguments(scope: Mapping[str, Any]) -> str:
+    parts = []
+    if scope.get("node_id"):
+        parts.append(f" --node {scope['node_id']}")
+    if scope.get("sku"):
+        parts.append(f" --sku {scope['sku']}")
+    if scope.get("reservation_ids"):
+        parts.append(" --ids " + " ".join(scope["reservation_ids"]))
+    return "".join(parts)
+
+
+def _plan_block(plan: reservations_pb2.ReallocationPlan) -> str:
+    old_promise = _date_text(plan.old_promise_date) or "none"
+    new_promise = _date_text(plan.new_promise_date) or "none"
+    heading = (
+        f"reservation {plan.reservation_id}: promise {old_promise} -> {new_promise}, "
+        f"slipped: {_plain_text(plan.slipped)}, unfilled: {plan.unfilled_quantity}"
+    )
+    moves = [
+        (old.line_id, old.sku, _line_place(old), "->", " + ".join(_line_place(n) for n in new))
+        for old, new in _line_moves(plan)
+    ]
+    if not moves:
+        return heading + "\n  (no line moves)"
+    table = format_table(("LINE", "SKU", "NOW", "", "AFTER"), moves)
+    return heading + "\n" + "\n".join("  " + row for row in table.split("\n"))
+
+
+def _line_moves(
+    plan: reservations_pb2.ReallocationPlan,
+) -> list[tuple[common_pb2.ReservationLine, list[common_pb2.ReservationLine]]]:
+    """Each old line that changes, with the new lines that carry its units (l1, l1/2, ...)."""
+    old_ids = {line.line_id for line in plan.old_lines}
+    new_by_id = {line.line_id: line for line in plan.new_lines}
+    moves = []
+    for old in plan.old_lines:
+        same = new_by_id.get(old.line_id)
+        parts = [
+            line for line in plan.new_lines
+            if line.line_id.startswith(old.line_id + "/") and line.line_id not in old_ids
+        ]  # fmt: skip
+        unchanged = same is not None and not parts and _placement(same) == _placement(old)
+        if unchanged:
+            continue
+        moves.append((old, ([same] if same is not None else []) + parts))
+    return moves
+
+
+def _placement(line: common_pb2.ReservationLine) -> tuple[Any, ...]:
     return (
-        f"{table}\n\nplan only (sequence {response.plan_sequence}); to apply it: "
-        f"atpctl reallocate --apply --plan-sequence {response.plan_sequence} (same scope)"
-    )
+        line.node_id, line.quantity, _date_text(line.ship_date), _date_text(line.delivery_date),
+        line.backordered_quantity,
+    )  # fmt: skip
 
 
-def _line_moves(plan: reservations_pb2.ReallocationPlan) -> str:
-    old_nodes = {line.line_id: line.node_id for line in plan.old_lines}
-    return ", ".join(
-        f"{line.line_id} {old_nodes.get(line.line_id, '?')}->{line.node_id}"
-        for line in plan.new_lines
-    )
+def _line_place(line: common_pb2.ReservationLine) -> str:
+    """4 @ DC2 ship 2026-01-02 deliver 2026-01-04 (+2 backordered)."""
+    if line.node_id:
+        text = f"{line.quantity} @ {line.node_id}"
+        if line.ship_date.year:
+            text += f" ship {_date_text(line.ship_date)}"
+        if line.delivery_date.year:
+            text += f" deliver {_date_text(line.delivery_date)}"
+    else:
+        text = "no node"
+    if line.backordered_quantity:
+        text += f" (+{line.backordered_quantity} backordered)"
+    return text
 
 
 if __name__ == "__main__":

@@ -577,11 +577,17 @@ def _health_check_request(service: str = "") -> health_pb2.HealthCheckRequest:
 
 
 def _watch_request(
-    after_sequence: int = 0, types: Iterable[str] = (), sku: str = "", node_id: str = ""
+    after_sequence: int = 0,
+    types: Iterable[str] = (),
+    sku: str = "",
+    node_id: str = "",
+    reservation_id: str = "",
+    stop_at_head: bool = False,
 ) -> events_pb2.WatchRequest:
-    """Journal events after after_sequence, then live ones."""
+    """Journal events after after_sequence, then live ones (or only up to the head)."""
     return events_pb2.WatchRequest(
-        after_sequence=after_sequence, types=list(types), sku=sku, node_id=node_id
+        after_sequence=after_sequence, types=list(types), sku=sku, node_id=node_id,
+        reservation_id=reservation_id, stop_at_head=stop_at_head,
     )
 
 
@@ -934,9 +940,11 @@ class Client(_ClientBase):
         types: Iterable[str] = (),
         sku: str = "",
         node_id: str = "",
+        reservation_id: str = "",
+        stop_at_head: bool = False,
     ) -> Iterator[events_pb2.Event]:
-        """Journal events after after_sequence, then live ones; no deadline (a long-lived stream)."""
-        request = _watch_request(after_sequence, types, sku, node_id)
+        """Journal events after after_sequence, then live ones (or only up to the head)."""
+        request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
         stream = self._stubs[events_pb2_grpc.EventsStub].Watch(request)
         try:
             yield from stream
@@ -1054,9 +1062,11 @@ class AsyncClient(_ClientBase):
         types: Iterable[str] = (),
         sku: str = "",
         node_id: str = "",
+        reservation_id: str = "",
+        stop_at_head: bool = False,
     ) -> AsyncIterator[events_pb2.Event]:
-        """Journal events after after_sequence, then live ones; no deadline (a long-lived stream)."""
-        request = _watch_request(after_sequence, types, sku, node_id)
+        """Journal events after after_sequence, then live ones (or only up to the head)."""
+        request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
         call = self._stubs[events_pb2_grpc.EventsStub].Watch(request)
         try:
             async for event in call:

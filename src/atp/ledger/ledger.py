@@ -764,7 +764,8 @@ class Ledger:
         if reservation.state is ReservationState.HELD:
             self._firm_up(reservation)
             self._record("reservations", reservation.reservation_id, reservation)
-            self._emit(now, "RESERVATION_COMMITTED", reservation_id=reservation.reservation_id)
+            self._emit(now, "RESERVATION_COMMITTED", reservation_id=reservation.reservation_id,
+                       lines=[_line_event(line) for line in reservation.lines])
         elif reservation.state is not ReservationState.COMMITTED:
             raise _wrong_state(reservation, "commit")
         self._remember_request(command.request_id, command, now)
@@ -797,7 +798,7 @@ class Ledger:
         self._emit(
             now, "RESERVATION_RELEASED", reservation_id=reservation.reservation_id,
             state=reservation.state.value,
-            lines=[{"line_id": line.line_id, "quantity": q} for line, q in quantities],
+            lines=[_line_quantity_event(line, q) for line, q in quantities],
         )
         return reservation
 
@@ -822,7 +823,7 @@ class Ledger:
         self._emit(
             now, "RESERVATION_FULFILLED", reservation_id=reservation.reservation_id,
             state=reservation.state.value,
-            lines=[{"line_id": line.line_id, "quantity": q} for line, q in quantities],
+            lines=[_line_quantity_event(line, q) for line, q in quantities],
         )
         return reservation
 
@@ -924,7 +925,8 @@ class Ledger:
         self._set_state(reservation, ReservationState.EXPIRED)
         self.expired_total += 1
         self._record("reservations", reservation.reservation_id, reservation)
-        self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id)
+        self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id,
+                   lines=[_line_event(line) for line in reservation.lines])
 
     # ----- reallocation and backorders ----------------------------------------------------
 
@@ -972,6 +974,7 @@ class Ledger:
             old_promise_date=_iso_or_none(plan.old_promise_day),
             new_promise_date=_iso_or_none(plan.new_promise_day),
             slipped=plan.slipped, unfilled=plan.unfilled_quantity,
+            lines=[_line_event(line) for line in plan.old_lines + reservation.lines],
         )
 
     def _hold_new_line(self, reservation_id: str, held: bool, line: ReservationLine) -> None:
@@ -1083,9 +1086,9 @@ class Ledger:
         for key in position.at_risk - risky:
             self._mark_line(position, key, "", now)
         for key in risky:
-            if position.lines[key].at_risk_reason not in ("", reason) and reason != NODE_INACTIVE:
-                continue  # already at risk for its own reason
-            if position.lines[key].at_risk_reason != reason:
+            current = position.lines[key].at_risk_reason
+            # A line keeps the reason it went at risk for, unless its node went down or back up.
+            if current != reason and (current in ("", NODE_INACTIVE) or reason == NODE_INACTIVE):
                 self._mark_line(position, key, reason, now)
         self.at_risk_count += len(risky) - len(position.at_risk)
         position.at_risk = risky
@@ -1283,6 +1286,10 @@ def _hold_event(hold: Hold) -> dict[str, Any]:
         "force": hold.force,
         "reason": hold.reason,
     }
+
+
+def _line_quantity_event(line: ReservationLine, quantity: int) -> dict[str, Any]:
+    return {"line_id": line.line_id, "sku": line.sku, "node_id": line.node_id, "quantity": quantity}
 
 
 def _line_event(line: ReservationLine) -> dict[str, Any]:

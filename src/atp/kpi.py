@@ -1,0 +1,614 @@
+"""Order-promising KPIs computed from the event journal (`atpctl kpi`).
+
+Everything here is a pure function over decoded journal events, so the numbers can be checked
+against hand-made event lists. `decode_event` turns an `atp.v1.Event` into a `JournalEvent`;
+`event_from_dict` does the same for a plain dict (e.g. a line of `atpctl watch --json`).
+
+Definitions (the window is [since, until); events at or after `until` are ignored, so a report
+for a past window reads the same whenever it is made):
+
+- **cohort**: the reservations whose RESERVATION_CREATED falls in the window. Fill rate,
+  promises, backorders and outcomes are about the cohort.
+- **fill rate**: units shipped (RESERVATION_FULFILLED) / units requested, where a reservation
+  requests the held quantity plus the backordered quantity of every line at creation.
+- **promise date** of a reservation: the latest `delivery_date` of its lines at creation, or,
+  when the event carries none, the latest `ship_date` of the lines that hold units. A
+  reallocation that slipped (RESERVATION_REALLOCATED with `slipped`) breaks the promise; a
+  reallocation that did not slip keeps it (its `new_promise_date` is reported, not judged).
+  A promise is **kept** when the reservation reached FULFILLED on or before its promise date
+  (the UTC day of the event), **late** when after it, **overdue** when still open after it
+  at the end of the window. Reservations released or expired without a slip are not judged.
+- **backorders**: lines with `backordered > 0` at creation; filled by BACKORDER_FILLED.
+- **time at risk**: an episode starts at LINE_AT_RISK (a reason change does not restart it)
+  within the window and ends at LINE_RECOVERED, a reallocation of the reservation, the line's
+  last open unit released or shipped, or the reservation reaching a final state. The mean is
+  over the episodes that ended; the ones still open are counted apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "KPI_EVENT_TYPES",
+    "JournalEvent",
+    "KpiReport",
+    "compute_kpis",
+    "decode_event",
+    "event_from_dict",
+    "parse_instant",
+    "report_rows",
+]
+
+# The journal events the KPIs read (a Watch filter: nothing else needs to cross the wire).
+KPI_EVENT_TYPES = (
+    "RESERVATION_CREATED",
+    "RESERVATION_COMMITTED",
+    "RESERVATION_RELEASED",
+    "RESERVATION_FULFILLED",
+    "RESERVATION_EXPIRED",
+    "RESERVATION_REALLOCATED",
+    "LINE_AT_RISK",
+    "LINE_RECOVERED",
+    "BACKORDER_FILLED",
+)
+FINAL_STATES = ("FULFILLED", "RELEASED", "EXPIRED")
+OUTCOME_STATES = ("HELD", "COMMITTED", "FULFILLED", "RELEASED", "EXPIRED")
+
+
+@dataclass(frozen=True)
+class JournalEvent:
+    """One journal event, decoded: numbers in `data` are ints where they are whole."""
+
+    sequence: int
+    time: datetime.datetime  # aware, UTC: the server's clock when the change was made
+    type: str
+    reservation_id: str = ""
+    sku: str = ""
+    node_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape `atpctl watch --json` prints (and `event_from_dict` reads)."""
+        return {
+            "sequence": self.sequence,
+            "time": format_instant(self.time),
+            "type": self.type,
+            "reservation_id": self.reservation_id,
+            "sku": self.sku,
+            "node_id": self.node_id,
+            "data": dict(self.data),
+        }
+
+
+def plain_numbers(value: Any) -> Any:
+    """A Struct-decoded value with whole floats as ints (Struct keeps every number a double)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_numbers(item) for item in value]
+    return value
+
+
+def decode_event(message: Any) -> JournalEvent:
+    """A JournalEvent from an atp.v1.Event message."""
+    from google.protobuf import json_format  # Only this adapter needs protobuf.
+
+    data = json_format.MessageToDict(message.data) if message.HasField("data") else {}
+    return JournalEvent(
+        sequence=int(message.sequence),
+        time=message.time.ToDatetime(tzinfo=datetime.UTC),
+        type=message.type,
+        reservation_id=message.reservation_id,
+        sku=message.sku,
+        node_id=message.node_id,
+        data=plain_numbers(data),
+    )
+
+
+def event_from_dict(document: Mapping[str, Any]) -> JournalEvent:
+    """A JournalEvent from a dict: time as an ISO string or datetime; ids default from data."""
+    data = plain_numbers(dict(document.get("data") or {}))
+    time_value = document["time"]
+    moment = time_value if isinstance(time_value, datetime.datetime) else parse_instant(time_value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return JournalEvent(
+        sequence=int(document["sequence"]),
+        time=moment.astimezone(datetime.UTC),
+        type=str(document["type"]),
+        reservation_id=str(document.get("reservation_id") or data.get("reservation_id") or ""),
+        sku=str(document.get("sku") or data.get("sku") or ""),
+        node_id=str(document.get("node_id") or data.get("node_id") or ""),
+        data=data,
+    )
+
+
+def parse_instant(text: str) -> datetime.datetime:
+    """An aware UTC datetime from ISO 8601: a date (midnight UTC) or a date-time (naive: UTC)."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.date.fromisoformat(text)
+            return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO date or date-time (2026-01-31 or 2026-01-31T12:00:00Z), got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
+
+
+def format_instant(moment: datetime.datetime) -> str:
+    """ISO 8601 in UTC with a Z, to the microsecond when there is one."""
+    text = moment.astimezone(datetime.UTC).isoformat(timespec="microseconds")
+    text = text.removesuffix("+00:00")
+    return (text.removesuffix(".000000")) + "Z"
+
+
+def _day(text: Any) -> datetime.date | None:
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class KpiReport:
+    since: datetime.datetime | None
+    until: datetime.datetime | None
+    as_of: datetime.datetime | None  # `until`, else the time of the last event read
+    events_read: int = 0
+    first_sequence: int = 0
+    last_sequence: int = 0
+    reservations_created: int = 0
+    units_requested: int = 0
+    units_fulfilled: int = 0
+    promises_kept: int = 0
+    promises_late: int = 0
+    promises_slipped: int = 0
+    promises_overdue: int = 0
+    promises_pending: int = 0  # open, promise date not yet passed
+    promises_not_judged: int = 0  # released or expired without a slip, or no promise date
+    backordered_lines: int = 0
+    backordered_units: int = 0
+    backordered_lines_filled: int = 0
+    backorder_units_filled: int = 0
+    at_risk_episodes: int = 0
+    at_risk_episodes_open: int = 0
+    at_risk_seconds_total: float = 0.0
+    at_risk_by_reason: dict[str, int] = field(default_factory=dict)
+    at_risk_ended_by: dict[str, int] = field(default_factory=dict)
+    reservations_reallocated: int = 0
+    reservations_slipped: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fill_rate(self) -> float | None:
+        return self.units_fulfilled / self.units_requested if self.units_requested else None
+
+    @property
+    def promises_judged(self) -> int:
+        return (
+            self.promises_kept + self.promises_late + self.promises_slipped + self.promises_overdue
+        )
+
+    @property
+    def promises_kept_share(self) -> float | None:
+        judged = self.promises_judged
+        return self.promises_kept / judged if judged else None
+
+    @property
+    def backordered_lines_open(self) -> int:
+        return self.backordered_lines - self.backordered_lines_filled
+
+    @property
+    def at_risk_episodes_closed(self) -> int:
+        return self.at_risk_episodes - self.at_risk_episodes_open
+
+    @property
+    def mean_seconds_at_risk(self) -> float | None:
+        closed = self.at_risk_episodes_closed
+        return self.at_risk_seconds_total / closed if closed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (`atpctl kpi --json`)."""
+
+        def instant(moment: datetime.datetime | None) -> str | None:
+            return format_instant(moment) if moment is not None else None
+
+        return {
+            "window": {
+                "since": instant(self.since),
+                "until": instant(self.until),
+                "as_of": instant(self.as_of),
+            },
+            "journal": {
+                "events_read": self.events_read,
+                "first_sequence": self.first_sequence,
+                "last_sequence": self.last_sequence,
+            },
+            "reservations_created": self.reservations_created,
+            "fill_rate": {
+                "rate": self.fill_rate,
+                "units_fulfilled": self.units_fulfilled,
+                "units_requested": self.units_requested,
+            },
+            "promises": {
+                "kept_share": self.promises_kept_share,
+                "judged": self.promises_judged,
+                "kept": self.promises_kept,
+                "late": self.promises_late,
+                "slipped": self.promises_slipped,
+                "overdue": self.promises_overdue,
+                "pending": self.promises_pending,
+                "not_judged": self.promises_not_judged,
+            },
+            "backorders": {
+                "lines": self.backordered_lines,
+                "units": self.backordered_units,
+                "lines_filled": self.backordered_lines_filled,
+                "units_filled": self.backorder_units_filled,
+                "lines_open": self.backordered_lines_open,
+            },
+            "at_risk": {
+                "episodes": self.at_risk_episodes,
+                "closed": self.at_risk_episodes_closed,
+                "open": self.at_risk_episodes_open,
+                "mean_seconds": self.mean_seconds_at_risk,
+                "by_reason": dict(sorted(self.at_risk_by_reason.items())),
+                "ended_by": dict(sorted(self.at_risk_ended_by.items())),
+            },
+            "reallocations": {
+                "reservations": self.reservations_reallocated,
+                "slipped": self.reservations_slipped,
+            },
+            "outcomes": {state: self.outcomes.get(state, 0) for state in OUTCOME_STATES},
+        }
+
+
+@dataclass
+class _Reservation:
+    created: datetime.datetime
+    state: str
+    promise_day: datetime.date | None
+    in_cohort: bool
+    open_by_line: dict[str, int]
+    slipped: bool = False
+    reallocated: bool = False
+    fulfilled_at: datetime.datetime | None = None
+
+
+@dataclass
+class _Episode:
+    start: datetime.datetime
+    reason: str
+    counted: bool  # started within the window
+
+
+class _Calculator:
+    def __init__(
+        self,
+        since: datetime.datetime | None,
+        until: datetime.datetime | None,
+        as_of: datetime.datetime | None,
+    ) -> None:
+        self.since = since
+        self.until = until
+        self.report = KpiReport(since, until, as_of)
+        self.reservations: dict[str, _Reservation] = {}
+        self.episodes: dict[tuple[str, str], _Episode] = {}
+        self.backorders: dict[tuple[str, str], int] = {}  # cohort line -> units still open
+        self.last_time: datetime.datetime | None = None
+
+    def in_window(self, moment: datetime.datetime) -> bool:
+        return self.since is None or moment >= self.since
+
+    def feed(self, event: JournalEvent) -> None:
+        report = self.report
+        report.events_read += 1
+        report.first_sequence = report.first_sequence or event.sequence
+        report.last_sequence = event.sequence
+        self.last_time = event.time if self.last_time is None else max(self.last_time, event.time)
+        handler = getattr(self, f"on_{event.type.lower()}", None)
+        if handler is not None:
+            handler(event, event.reservation_id or str(event.data.get("reservation_id") or ""))
+
+    # ----- reservations ------------------------------------------------------------------
+
+    def on_reservation_created(self, event: JournalEvent, reservation_id: str) -> None:
+        lines = [line for line in event.data.get("lines") or () if isinstance(line, Mapping)]
+        in_cohort = self.in_window(event.time)
+        self.reservations[reservation_id] = _Reservation(
+            created=event.time,
+            state=str(event.data.get("state") or "HELD"),
+            promise_day=_promise_day(lines),
+            in_cohort=in_cohort,
+            open_by_line={str(line.get("line_id")): _int(line.get("quantity")) for line in lines},
+        )
+        if not in_cohort:
+            return
+        report = self.report
+        report.reservations_created += 1
+        for line in lines:
+            backordered = _int(line.get("backordered"))
+            report.units_requested += _int(line.get("quantity")) + backordered
+            if backordered > 0:
+                report.backordered_lines += 1
+                report.backordered_units += backordered
+                self.backorders[(reservation_id, str(line.get("line_id")))] = backordered
+
+    def on_reservation_committed(self, event: JournalEvent, reservation_id: str) -> None:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is not None and reservation.state == "HELD":
+            reservation.state = "COMMITTED"
+
+    def on_reservation_released(self, event: JournalEvent, reservation_id: str) -> None:
+        self._reduce_lines(event, reservation_id, "released")
+
+    def on_reservation_fulfilled(self, event: JournalEvent, reservation_id: str) -> None:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is not None and reservation.in_cohort:
+            self.report.units_fulfilled += sum(
+                _int(line.get("quantity"))
+                for line in event.data.get("lines") or ()
+                if isinstance(line, Mapping)
+            )
+        self._reduce_lines(event, reservation_id, "fulfilled")
+
+    def on_reservation_expired(self, event: JournalEvent, reservation_id: str) -> None:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is not None:
+            reservation.state = "EXPIRED"
+        self._end_episodes(reservation_id, None, event.time, "expired")
+
+    def on_reservation_reallocated(self, event: JournalEvent, reservation_id: str) -> None:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is not None:
+            reservation.reallocated = True
+            reservation.slipped = reservation.slipped or bool(event.data.get("slipped"))
+        self._end_episodes(reservation_id, None, event.time, "reallocated")
+
+    def _reduce_lines(self, event: JournalEvent, reservation_id: str, ended_by: str) -> None:
+        reservation = self.reservations.get(reservation_id)
+        state = str(event.data.get("state") or "")
+        if reservation is None:
+            if state in FINAL_STATES:
+                self._end_episodes(reservation_id, None, event.time, ended_by)
+            return
+        for line in event.data.get("lines") or ():
+            if not isinstance(line, Mapping):
+                continue
+            line_id = str(line.get("line_id"))
+            if line_id not in reservation.open_by_line:
+                continue  # a line made later (reallocation, backorder fill): not tracked
+            left = reservation.open_by_line[line_id] - _int(line.get("quantity"))
+            reservation.open_by_line[line_id] = left
+            if left <= 0:
+                self._end_episodes(reservation_id, line_id, event.time, ended_by)
+        if state:
+            reservation.state = state
+        if state in FINAL_STATES:
+            self._end_episodes(reservation_id, None, event.time, ended_by)
+        if state == "FULFILLED" and reservation.fulfilled_at is None:
+            reservation.fulfilled_at = event.time
+
+    # ----- backorders and risk -----------------------------------------------------------
+
+    def on_backorder_filled(self, event: JournalEvent, reservation_id: str) -> None:
+        key = (reservation_id, str(event.data.get("line_id")))
+        if key not in self.backorders:
+            return
+        self.report.backorder_units_filled += _int(event.data.get("filled"))
+        remaining = event.data.get("remaining")
+        left = (
+            _int(remaining)
+            if remaining is not None
+            else (self.backorders[key] - _int(event.data.get("filled")))
+        )
+        if left <= 0 and self.backorders[key] > 0:
+            self.report.backordered_lines_filled += 1
+        self.backorders[key] = left
+
+    def on_line_at_risk(self, event: JournalEvent, reservation_id: str) -> None:
+        key = (reservation_id, str(event.data.get("line_id")))
+        if key in self.episodes:
+            return  # a new reason for a line already at risk: the same episode
+        reason = str(event.data.get("reason") or "")
+        counted = self.in_window(event.time)
+        self.episodes[key] = _Episode(event.time, reason, counted)
+        if counted:
+            self.report.at_risk_episodes += 1
+            by_reason = self.report.at_risk_by_reason
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+
+    def on_line_recovered(self, event: JournalEvent, reservation_id: str) -> None:
+        line_id = str(event.data.get("line_id"))
+        self._end_episodes(reservation_id, line_id, event.time, "recovered")
+
+    def _end_episodes(
+        self, reservation_id: str, line_id: str | None, moment: datetime.datetime, ended_by: str
+    ) -> None:
+        keys = [
+            key for key in self.episodes
+            if key[0] == reservation_id and (line_id is None or key[1] == line_id)
+        ]  # fmt: skip
+        for key in keys:
+            episode = self.episodes.pop(key)
+            if episode.counted:
+                report = self.report
+                report.at_risk_seconds_total += max(0.0, (moment - episode.start).total_seconds())
+                report.at_risk_ended_by[ended_by] = report.at_risk_ended_by.get(ended_by, 0) + 1
+
+    # ----- the end -----------------------------------------------------------------------
+
+    def finish(self) -> KpiReport:
+        report = self.report
+        if report.as_of is None:
+            report.as_of = self.last_time
+        report.at_risk_episodes_open = sum(1 for e in self.episodes.values() if e.counted)
+        as_of_day = report.as_of.date() if report.as_of is not None else None
+        outcomes: Counter[str] = Counter()
+        for reservation in self.reservations.values():
+            if not reservation.in_cohort:
+                continue
+            outcomes[reservation.state] += 1
+            report.reservations_reallocated += reservation.reallocated
+            report.reservations_slipped += reservation.slipped
+            self._judge_promise(reservation, as_of_day)
+        report.outcomes = {state: outcomes.get(state, 0) for state in OUTCOME_STATES}
+        report.outcomes.update({s: n for s, n in outcomes.items() if s not in OUTCOME_STATES})
+        return report
+
+    def _judge_promise(self, reservation: _Reservation, as_of_day: datetime.date | None) -> None:
+        report = self.report
+        promise_day = reservation.promise_day
+        if reservation.slipped:
+            report.promises_slipped += 1
+        elif reservation.fulfilled_at is not None and promise_day is not None:
+            if reservation.fulfilled_at.date() <= promise_day:
+                report.promises_kept += 1
+            else:
+                report.promises_late += 1
+        elif reservation.state in FINAL_STATES or promise_day is None:
+            report.promises_not_judged += 1
+        elif as_of_day is not None and as_of_day > promise_day:
+            report.promises_overdue += 1
+        else:
+            report.promises_pending += 1
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+def _promise_day(lines: list[Mapping[str, Any]]) -> datetime.date | None:
+    """The latest delivery date of the lines, else the latest ship date of lines holding units."""
+    delivery_days = [day for line in lines if (day := _day(line.get("delivery_date")))]
+    if delivery_days:
+        return max(delivery_days)
+    ship_days = [
+        day for line in lines
+        if _int(line.get("quantity")) > 0 and (day := _day(line.get("ship_date")))
+    ]  # fmt: skip
+    return max(ship_days) if ship_days else None
+
+
+def compute_kpis(
+    events: Iterable[JournalEvent | Mapping[str, Any]],
+    *,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    now: datetime.datetime | None = None,
+) -> KpiReport:
+    """The KPIs of the reservations created in [since, until), from journal events in any order.
+
+    Promises still open are overdue when their date is before the day of `as_of`: `until`,
+    else `now` (the caller's clock), else the time of the last event read.
+    """
+    decoded = [e if isinstance(e, JournalEvent) else event_from_dict(e) for e in events]
+    as_of = until if now is None else (now if until is None else min(now, until))
+    calculator = _Calculator(since, until, as_of)
+    for event in sorted(decoded, key=lambda e: e.sequence):
+        if until is not None and event.time >= until:
+            continue
+        calculator.feed(event)
+    return calculator.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# For people
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.1f}%"
+
+
+def report_rows(report: KpiReport) -> list[tuple[str, str]]:
+    """(KPI, value) rows for a two-column table."""
+
+    def instant(moment: datetime.datetime | None, missing: str) -> str:
+        return format_instant(moment) if moment is not None else missing
+
+    window = f"{instant(report.since, 'start')} .. {instant(report.until, 'now')}"
+    if report.events_read:
+        journal = (
+            f"{report.events_read} events read, sequences {report.first_sequence}.."
+            f"{report.last_sequence}"
+        )
+    else:
+        journal = "no events"
+    mean = report.mean_seconds_at_risk
+    rows = [
+        ("window", window),
+        ("as of", instant(report.as_of, "-")),
+        ("journal", journal),
+        ("reservations created", str(report.reservations_created)),
+        (
+            "fill rate",
+            (
+                f"{_percent(report.fill_rate)} ({report.units_fulfilled} of "
+                f"{report.units_requested} units shipped)"
+            ),
+        ),
+        (
+            "promises kept",
+            (
+                f"{_percent(report.promises_kept_share)} ({report.promises_kept} of "
+                f"{report.promises_judged}; late {report.promises_late}, slipped "
+                f"{report.promises_slipped}, overdue {report.promises_overdue}; not yet due "
+                f"{report.promises_pending}, not judged {report.promises_not_judged})"
+            ),
+        ),
+        (
+            "backordered lines",
+            (
+                f"{report.backordered_lines} ({report.backordered_units} units); filled "
+                f"{report.backordered_lines_filled} ({report.backorder_units_filled} units), "
+                f"open {report.backordered_lines_open}"
+            ),
+        ),
+        (
+            "mean time at risk",
+            ("n/a" if mean is None else f"{mean:.1f} s")
+            + f" ({report.at_risk_episodes_closed} episodes ended, "
+            f"{report.at_risk_episodes_open} still at risk)",
+        ),
+    ]
+    if report.at_risk_by_reason:
+        rows.append(("at risk by reason", _counts(report.at_risk_by_reason)))
+    if report.at_risk_ended_by:
+        rows.append(("at risk ended by", _counts(report.at_risk_ended_by)))
+    rows.append(
+        (
+            "reallocated",
+            f"{report.reservations_reallocated} reservations ({report.reservations_slipped} slipped)",
+        )
+    )
+    rows += [(f"outcome {state}", str(count)) for state, count in report.outcomes.items()]
+    return rows
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))

@@ -451,13 +451,11 @@ class Ledger:
 
     @staticmethod
     def _apply_supply(position: Position, supply: Supply) -> None:
-        position.inbound += supply.quantity
-        position.add_delta(supply.expected_day, supply.quantity)
+        position.add_supply(supply.expected_day, supply.quantity)
 
     @staticmethod
     def _unapply_supply(position: Position, supply: Supply) -> None:
-        position.inbound -= supply.quantity
-        position.add_delta(supply.expected_day, -supply.quantity)
+        position.add_supply(supply.expected_day, -supply.quantity)
 
     # ----- holds --------------------------------------------------------------------------
 
@@ -719,7 +717,7 @@ class Ledger:
             delivery_day=_delivery_day(node, command.destination_region, ship_day),
             backordered_quantity=request.quantity - quantity,
             from_inbound=quantity > 0
-            and timeline.atp_on(position, today, today, include_safety) < quantity,
+            and timeline.stock_only_atp(position, today, include_safety) < quantity,
         )
         return _Placement(position, line)
 

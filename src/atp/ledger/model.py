@@ -194,6 +194,8 @@ class Position:
     # Day -> supply minus demand dated that day (inbound supply +, reservation lines -). A
     # plain dict: positions hold few distinct days, and sorting a few items beats a tree.
     deltas: dict[Day, int] = field(default_factory=dict)
+    # Day -> open inbound supply expected that day (the supply part of deltas).
+    supply_days: dict[Day, int] = field(default_factory=dict)
     # Open reservation lines at this position, keyed by (reservation_id, line_id).
     lines: dict[tuple[str, str], ReservationLine] = field(default_factory=dict)
     # Keys of the open lines that are at risk.
@@ -202,12 +204,22 @@ class Position:
     stock_flags: tuple[bool, bool] | None = None
 
     def add_delta(self, day: Day, amount: int) -> None:
-        total = self.deltas.get(day, 0) + amount
-        if total:
-            self.deltas[day] = total
-        else:
-            self.deltas.pop(day, None)
+        _add(self.deltas, day, amount)
+
+    def add_supply(self, day: Day, amount: int) -> None:
+        """Inbound supply expected on `day` (negative: less of it)."""
+        self.inbound += amount
+        _add(self.deltas, day, amount)
+        _add(self.supply_days, day, amount)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.sku, self.node_id)
+
+
+def _add(by_day: dict[Day, int], day: Day, amount: int) -> None:
+    total = by_day.get(day, 0) + amount
+    if total:
+        by_day[day] = total
+    else:
+        by_day.pop(day, None)

@@ -10,7 +10,7 @@ promise is read-only and deterministic: the same ledger and request give the sam
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -169,8 +169,11 @@ class Planner:
         options: list[list[Allocation]] = []
         if whole:
             options.append([min(whole, key=lambda a: self._preference(a, used))])
-        if split or (not whole and self.policy.allow_partial):
-            options.append(self._split_option(line, nodes, used, split))
+        if split:
+            options.append(self._split_option(line, nodes, used, (self._units_at_earliest, self._most)))
+            options.append(self._split_option(line, nodes, used, (self._most,)))
+        elif not whole and self.policy.allow_partial:
+            options.append(self._split_option(line, nodes, used, (self._most,), single=True))
         if not options:
             return
         best = min(options, key=lambda option: self._line_score(option, line.quantity, used))
@@ -178,13 +181,19 @@ class Planner:
             self._take(line_plan, allocation)
 
     def _split_option(
-        self, line: OrderLine, nodes: list[Node], used: set[str], split: bool
+        self,
+        line: OrderLine,
+        nodes: list[Node],
+        used: set[str],
+        phases: tuple[Callable[[Node, str], int], ...],
+        single: bool = False,
     ) -> list[Allocation]:
-        """Units each node can ship at its earliest day first, then later-dated units."""
+        """Fills a line from offers in preference order, phase by phase (e.g. units each node
+        can ship at its earliest day, then later-dated units); `single` takes one offer only."""
         chosen: list[Allocation] = []
         remaining = line.quantity
         try:
-            for phase_units in (self._units_at_earliest, self._most):
+            for phase_units in phases:
                 offers = [
                     offer for offer in (
                         self._fit(node, line.sku, min(remaining, phase_units(node, line.sku)))
@@ -192,7 +201,7 @@ class Planner:
                     ) if offer is not None
                 ]
                 for offer in sorted(offers, key=lambda a: self._preference(a, used)):
-                    if remaining == 0 or (chosen and not split):
+                    if remaining == 0 or (chosen and single):
                         break
                     node = self.ledger.nodes[offer.node_id]
                     taken = self._fit(node, line.sku, min(remaining, phase_units(node, line.sku)))
@@ -266,7 +275,7 @@ class Planner:
             return None
         lane = node.lane_to(self.region)
         assert lane is not None
-        from_inbound = timeline.atp_on(position, self.today, self.today, self.include_safety) < quantity
+        from_inbound = timeline.stock_only_atp(position, self.today, self.include_safety) < quantity
         return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
 
     def most_at(self, node: Node, sku: str) -> int:

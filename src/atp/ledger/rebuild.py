@@ -80,7 +80,7 @@ def derived_problems(ledger: Ledger) -> list[str]:
                     f"{name} of {key[0]} at {key[1]} is {getattr(actual, name)}, "
                     f"records say {getattr(expected, name)}"
                 )
-        if dict(actual.deltas) != dict(expected.deltas):
+        if actual.deltas != expected.deltas or actual.supply_days != expected.supply_days:
             problems.append(f"timeline of {key[0]} at {key[1]} disagrees with its records")
         if set(actual.lines) != set(expected.lines):
             problems.append(f"line index of {key[0]} at {key[1]} disagrees with its records")
@@ -107,8 +107,7 @@ def _derive(ledger: Ledger, positions: dict[tuple[str, str], Position]) -> list[
     for supply in ledger.supplies.values():
         position = position_of(supply.sku, supply.node_id, f"supply {supply.supply_id}")
         if position is not None and supply.state is SupplyState.OPEN:
-            position.inbound += supply.quantity
-            position.add_delta(supply.expected_day, supply.quantity)
+            position.add_supply(supply.expected_day, supply.quantity)
     for hold in ledger.holds.values():
         position = position_of(hold.sku, hold.node_id, f"hold {hold.hold_id}")
         if position is not None and hold.active:

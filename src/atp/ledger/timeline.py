@@ -62,6 +62,12 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
     return atp_value
 
 
+def stock_only_atp(position: Position, today: Day, include_safety_stock: bool) -> int:
+    """ATP(today) without inbound supply due by today: what stock on hand alone can cover."""
+    due = sum(amount for day, amount in position.supply_days.items() if day <= today)
+    return atp_on(position, today, today, include_safety_stock) - due
+
+
 def available_now(position: Position, today: Day, include_safety_stock: bool) -> int:
     """max(0, ATP(today))."""
     return max(0, atp_on(position, today, today, include_safety_stock))

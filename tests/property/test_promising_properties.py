@@ -13,7 +13,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sortedcontainers import SortedDict

@@ -161,4 +161,20 @@ Command = (
 
 def digest(command: Command) -> str:
     """Identifies a request's content: same digest, same request."""
-    return hashlib.blake2b(repr(command).encode(), digest_size=16).hexdigest()
+    text = _reserve_text(command) if isinstance(command, Reserve) else repr(command)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _reserve_text(command: Reserve) -> str:
+    """Reserve's content as a repr of plain tuples: what repr() says, at a fraction of the cost."""
+    lines = tuple(
+        (line.line_id, line.sku, line.quantity, line.node_id, line.ship_date)
+        for line in command.lines
+    )
+    policy = command.policy
+    return repr((
+        "Reserve", command.reservation_id, lines, command.destination_region,
+        (policy.ship_complete, policy.max_nodes, policy.allow_partial, policy.objective.value),
+        command.ttl_seconds, command.commit, command.priority, command.channel,
+        command.customer_id,
+    ))

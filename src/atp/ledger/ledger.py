@@ -854,11 +854,10 @@ class Ledger:
         self._touch_position(position)
 
     def _note_backorder(self, reservation_id: str, line: ReservationLine) -> None:
-        keys = self.backorders.setdefault(line.sku, set())
         if line.backordered_quantity:
-            keys.add((reservation_id, line.line_id))
-        else:
-            keys.discard((reservation_id, line.line_id))
+            self.backorders.setdefault(line.sku, set()).add((reservation_id, line.line_id))
+        elif line.sku in self.backorders:
+            self.backorders[line.sku].discard((reservation_id, line.line_id))
 
     def _reduce_line(self, reservation: Reservation, line: ReservationLine, quantity: int) -> Position:
         """Removes `quantity` open units of a line from its position's demand."""

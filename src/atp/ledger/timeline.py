@@ -8,8 +8,6 @@ Supply or demand dated before today counts as today.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from atp.ledger.model import Day, Position
 
 
@@ -64,6 +62,8 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
 
 def stock_only_atp(position: Position, today: Day, include_safety_stock: bool) -> int:
     """ATP(today) without inbound supply due by today: what stock on hand alone can cover."""
+    if not position.supply_days:
+        return atp_on(position, today, today, include_safety_stock)
     due = sum(amount for day, amount in position.supply_days.items() if day <= today)
     return atp_on(position, today, today, include_safety_stock) - due
 
@@ -77,11 +77,13 @@ def earliest_day(
     position: Position, today: Day, not_before: Day, quantity: int, include_safety_stock: bool
 ) -> Day | None:
     """First day >= not_before with ATP(day) >= quantity, or None when no day has it."""
-    current: int | None = None
-    for step_day, value in _steps_from(position, today, not_before, include_safety_stock):
-        current = value
-        if current >= quantity:
-            return max(step_day, not_before)
+    steps = atp_steps(position, today, include_safety_stock)
+    for index, (day, value) in enumerate(steps):
+        next_day = steps[index + 1][0] if index + 1 < len(steps) else None
+        if next_day is not None and next_day <= not_before:
+            continue  # this step ends before not_before
+        if value >= quantity:
+            return max(day, not_before)
     return None
 
 
@@ -110,15 +112,3 @@ def min_net_between(
 def is_short(position: Position, today: Day) -> bool:
     """Some day's net supply (safety stock aside) is negative: some demand is at risk."""
     return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))
-
-
-def _steps_from(
-    position: Position, today: Day, not_before: Day, include_safety_stock: bool
-) -> Iterator[tuple[Day, int]]:
-    """ATP steps clipped to start at not_before (the step covering it comes first)."""
-    steps = atp_steps(position, today, include_safety_stock)
-    for index, (day, value) in enumerate(steps):
-        next_day = steps[index + 1][0] if index + 1 < len(steps) else None
-        if next_day is not None and next_day <= not_before:
-            continue
-        yield day, value

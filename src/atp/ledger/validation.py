@@ -29,6 +29,8 @@ class Violations:
             if required:
                 self.add(field_path, "required")
             return
+        if len(value) <= limits.id_bytes_max and value.isascii() and value.isprintable():
+            return  # the common case, without encoding
         size = len(value.encode("utf-8", "surrogatepass"))
         if size > limits.id_bytes_max:
             self.add(field_path, f"{size} bytes; at most {limits.id_bytes_max}")

@@ -119,6 +119,8 @@ class Ledger:
         self.backorders: dict[str, set[tuple[str, str]]] = {}
         # Positions the running command changed: re-examined for risk and stock levels after it.
         self._touched: dict[tuple[str, str], Position] = {}
+        # The day at-risk marks were last computed for.
+        self.risk_day: Day | None = None
         self._changes = Changes()
         self._handlers: dict[type, Callable[[Any, float], Any]] = {
             c.UpsertNode: self._upsert_node,
@@ -143,6 +145,7 @@ class Ledger:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")
+        self._note_day(day_of(now))
         try:
             result = handler(command, now)
         except LedgerError:
@@ -991,7 +994,7 @@ class Ledger:
             filled = sum(allocation.quantity for allocation in allocations)
             remaining = line.backordered_quantity - filled
             line.backordered_quantity = remaining
-            if not line.node_id and line.quantity == 0:
+            if line.quantity == 0:  # a placeholder: the first allocation takes it over
                 first, allocations = allocations[0], allocations[1:]
                 line.node_id, line.quantity, line.ship_day = first.node_id, first.quantity, first.ship_day
                 line.delivery_day = first.delivery_day if reservation.destination_region else None
@@ -1056,6 +1059,16 @@ class Ledger:
         self._touched[position.key] = position
 
     # ----- after each command: at-risk marks and stock-level events ------------------------
+
+    def _note_day(self, today: Day) -> None:
+        """A new day can change which lines fit (what was dated later is due now): re-examine
+        every position with lines at risk. Positions not short stay so as days pass."""
+        if today == self.risk_day:
+            return
+        self.risk_day = today
+        for position in self.positions.values():
+            if position.at_risk:
+                self._touched[position.key] = position
 
     def _settle(self, command: c.Command, now: float) -> None:
         """After a command: backorders filled from freed or new supply, risk marks, stock levels."""

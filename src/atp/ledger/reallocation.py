@@ -68,9 +68,20 @@ class Reallocator:
     # ----- Reallocate ---------------------------------------------------------------------
 
     def plan(self, scope: Scope) -> list[ReservationPlan]:
-        """The plan for every at-risk line in scope, simulated in policy order, then undone."""
+        """The plan for every at-risk line in scope, simulated in policy order, then undone.
+
+        All moving lines leave their positions first, so each reservation in policy order
+        competes only with those before it, not with the demand of those after it.
+        """
         try:
-            return [self._plan_reservation(r, keys) for r, keys in self._affected(scope)]
+            affected = self._affected(scope)
+            for reservation, keys in affected:
+                for key in keys:
+                    line = reservation.line(key[1])
+                    assert line is not None
+                    position = self.ledger.positions[(line.sku, line.node_id)]
+                    self._shift(position, line.ship_day, -line.open_quantity)
+            return [self._plan_reservation(r, keys) for r, keys in affected]
         finally:
             self._rollback()
 
@@ -117,9 +128,6 @@ class Reallocator:
             old_promise_day=reservation.promise_day,
         )
         moved = [reservation.line(key[1]) for key in keys]
-        for line in moved:
-            assert line is not None
-            self._shift(self.ledger.positions[(line.sku, line.node_id)], line.ship_day, -line.open_quantity)
         for line in moved:
             assert line is not None
             allocations = self._resource(reservation, line.sku, line.node_id, line.open_quantity)
@@ -244,9 +252,10 @@ def replacement_lines(
     ]
     backordered = unfilled + line.backordered_quantity
     if backordered and not new_lines:
+        # Without a destination only the line's own node can fill it later, so it stays there.
         new_lines.append(ReservationLine(
             line_id=line.line_id if not result else free_part_id(line.line_id, taken), sku=line.sku,
-            node_id="", quantity=0, ship_day=line.ship_day,
+            node_id="" if has_destination else line.node_id, quantity=0, ship_day=line.ship_day,
         ))
     if new_lines:
         new_lines[0].backordered_quantity = backordered

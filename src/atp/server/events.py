@@ -53,18 +53,23 @@ class EventFilter:
         data = event.data
         if self.reservation_id and data.get("reservation_id") != self.reservation_id:
             return False
-        return self._concerns(data, "sku", self.sku) and self._concerns(data, "node_id", self.node_id)
+        if not self.sku and not self.node_id:
+            return True
+        return any(self._wanted(sku, node_id) for sku, node_id in _positions_of(data))
 
-    @staticmethod
-    def _concerns(data: dict[str, object], name: str, wanted: str) -> bool:
-        if not wanted:
-            return True
-        if data.get(name) == wanted or data.get("to_node_id" if name == "node_id" else "") == wanted:
-            return True
-        lines = data.get("lines")
-        return isinstance(lines, list) and any(
-            isinstance(line, dict) and line.get(name) == wanted for line in lines
-        )
+    def _wanted(self, sku: object, node_id: object) -> bool:
+        return (not self.sku or sku == self.sku) and (not self.node_id or node_id == self.node_id)
+
+
+def _positions_of(data: dict[str, object]) -> list[tuple[object, object]]:
+    """The (sku, node) pairs an event concerns: its own, a transfer's target, its lines'."""
+    pairs = [(data.get("sku"), data.get("node_id"))]
+    if data.get("to_node_id"):
+        pairs.append((data.get("sku"), data.get("to_node_id")))
+    lines = data.get("lines")
+    if isinstance(lines, list):
+        pairs += [(line.get("sku"), line.get("node_id")) for line in lines if isinstance(line, dict)]
+    return pairs
 
 
 class _Watcher:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from atp import limits
-from atp.ledger import Changes, Ledger, codec
+from atp.ledger import Changes, Ledger, codec, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvariantViolation, LedgerError, ResourceExhausted, Unavailable
 from atp.ledger.model import Event
@@ -174,7 +174,9 @@ class Writer:
             delay = 1.0 if due is None else min(1.0, max(0.005, due - self.clock()))
             await asyncio.sleep(delay)
             due = self.ledger.next_expiry()
-            if due is not None and due <= self.clock() and not self.closing and self.failure is None:
+            new_day = day_of(self.clock()) != self.ledger.risk_day
+            expiring = due is not None and due <= self.clock()
+            if (expiring or new_day) and not self.closing and self.failure is None:
                 try:
                     await self.execute(c.ExpireDue())
                 except LedgerError as error:

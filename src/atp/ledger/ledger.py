@@ -302,7 +302,8 @@ class Ledger:
         events: list[dict[str, Any]],
     ) -> None:
         self.node(movement.to_node_id)
-        free = timeline.available_now(source, today, include_safety_stock=False)
+        # Only physical units that nothing else needs: supply due but not received stays put.
+        free = max(0, min(source.on_hand, timeline.stock_only_atp(source, today, False)))
         if movement.quantity > free:
             raise InsufficientAvailability(
                 [_shortfall(path, source, movement.quantity, free, "available to transfer")]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
-from atp.ledger.model import Day, Node, Objective, Policy, Position
+from atp.ledger.model import Day, Lane, Node, Objective, Policy, Position
 
 if TYPE_CHECKING:
     from atp.ledger.ledger import Ledger
@@ -98,10 +98,14 @@ class Planner:
         self.region = region
         self.policy = policy
         self.include_safety = ledger.include_safety_stock(priority)
-        self.nodes = [
-            node for node in ledger.nodes.values() if node.active and node.lane_to(region)
-        ]
+        self.lanes: dict[str, Lane] = {}
+        for node in ledger.nodes.values():
+            lane = node.lane_to(region) if node.active else None
+            if lane is not None:
+                self.lanes[node.node_id] = lane
+        self.nodes = [node for node in ledger.nodes.values() if node.node_id in self.lanes]
         self._applied: list[tuple[Position, Day, int]] = []
+        self._stocking: dict[str, list[Node]] = {}
 
     # ----- entry ----------------------------------------------------------------------------
 
@@ -134,8 +138,12 @@ class Planner:
 
     def _candidates(self, lines: list[OrderLine]) -> Iterable[OrderPlan]:
         yield OrderPlan([LinePlan(line) for line in lines])
+        stocking = [{n.node_id for n in self._stocking_nodes(line.sku)} for line in lines]
         for node in self.nodes:
-            yield self._simulate(lines, [node], split=False)
+            holds = [node.node_id in ids for ids in stocking]
+            # A node that knows none of the SKUs, or (without partial) misses one, cannot win.
+            if all(holds) or (self.policy.allow_partial and any(holds)):
+                yield self._simulate(lines, [node], split=False)
         if self.policy.ship_complete or self.policy.max_nodes == 1 or len(self.nodes) < 2:
             return
         greedy = self._simulate(lines, self.nodes, split=True)
@@ -165,10 +173,15 @@ class Planner:
     def _fill_line(self, line_plan: LinePlan, nodes: list[Node], used: set[str], split: bool) -> None:
         """Fills one line: from one node, or (when allowed) split where that scores better."""
         line = line_plan.line
+        if len(nodes) > 1:
+            stocking = self._stocking_nodes(line.sku)
+            nodes = stocking if nodes is self.nodes else [n for n in stocking if n in nodes]
         whole = [a for a in (self._fit(node, line.sku, line.quantity) for node in nodes) if a]
         options: list[list[Allocation]] = []
         if whole:
             options.append([min(whole, key=lambda a: self._preference(a, used))])
+            if split and self._unbeatable(options[0][0], nodes, used):
+                split = False
         if split:
             options.append(self._split_option(line, nodes, used, (self._units_at_earliest, self._most)))
             options.append(self._split_option(line, nodes, used, (self._most,)))
@@ -213,6 +226,27 @@ class Planner:
             for allocation in chosen:
                 self._shift_demand(line.sku, allocation, -allocation.quantity)
         return _merge_same_node(chosen)
+
+    def _stocking_nodes(self, sku: str) -> list[Node]:
+        """The candidate nodes holding a position of sku (the only ones that can supply it)."""
+        nodes = self._stocking.get(sku)
+        if nodes is None:
+            by_node = self.ledger.positions_by_sku.get(sku, {})
+            nodes = self._stocking[sku] = [node for node in self.nodes if node.node_id in by_node]
+        return nodes
+
+    def _unbeatable(self, allocation: Allocation, nodes: list[Node], used: set[str]) -> bool:
+        """No split can score better than this whole-line allocation (so none is tried)."""
+        if self.policy.objective is Objective.CHEAPEST:
+            marginal = 0 if allocation.node_id in used else allocation.cost
+            return marginal == 0 or marginal <= min(
+                (self.lanes[node.node_id].cost for node in nodes), default=0
+            )
+        fastest = min(
+            self.today + node.handling_days + self.lanes[node.node_id].transit_days
+            for node in nodes
+        )
+        return allocation.delivery_day <= fastest
 
     def _line_score(
         self, option: list[Allocation], quantity: int, used: set[str]
@@ -273,8 +307,7 @@ class Planner:
         day = timeline.earliest_day(position, self.today, earliest, quantity, self.include_safety)
         if day is None:
             return None
-        lane = node.lane_to(self.region)
-        assert lane is not None
+        lane = self.lanes[node.node_id]
         from_inbound = timeline.stock_only_atp(position, self.today, self.include_safety) < quantity
         return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
 

@@ -120,7 +120,8 @@ class Planner:
         assert best is not None
         if not best.complete and not self.policy.allow_partial:
             best = OrderPlan([LinePlan(line) for line in lines])
-        self._set_backorder_days(best)
+        if not best.complete:
+            self._set_backorder_days(best)
         if self.policy.ship_complete:
             _consolidate(best)
         if explain:

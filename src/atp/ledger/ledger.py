@@ -875,7 +875,7 @@ class Ledger:
             key = (reservation.reservation_id, line.line_id)
             position.lines.pop(key, None)
             if key in position.at_risk:
-                position.at_risk.discard(key)
+                position.at_risk = position.at_risk - {key}
                 self.at_risk_count -= 1
             line.at_risk, line.at_risk_reason = False, ""
         self._touch_position(position)
@@ -1038,7 +1038,7 @@ class Ledger:
 
     def _register_position(self, position: Position) -> None:
         self.positions[position.key] = position
-        self.positions_by_sku.setdefault(position.sku, SortedDict())[position.node_id] = position
+        self.positions_by_sku.setdefault(position.sku, {})[position.node_id] = position
         self.positions_by_node.setdefault(position.node_id, {})[position.sku] = position
 
     def _forget_position(self, position: Position) -> None:
@@ -1102,7 +1102,7 @@ class Ledger:
             if current != reason and (current in ("", NODE_INACTIVE) or reason == NODE_INACTIVE):
                 self._mark_line(position, key, reason, now)
         self.at_risk_count += len(risky) - len(position.at_risk)
-        position.at_risk = risky
+        position.at_risk = frozenset(risky)
 
     def _mark_line(self, position: Position, key: tuple[str, str], reason: str, now: float) -> None:
         line = position.lines[key]

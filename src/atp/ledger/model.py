@@ -42,14 +42,14 @@ class Objective(enum.Enum):
     CHEAPEST = "CHEAPEST"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lane:
     region: str
     transit_days: int
     cost: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     node_id: str
     kind: str = "DC"
@@ -65,7 +65,7 @@ class Node:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     ship_complete: bool = False
     max_nodes: int = 0
@@ -73,7 +73,7 @@ class Policy:
     objective: Objective = Objective.EARLIEST
 
 
-@dataclass
+@dataclass(slots=True)
 class ReservationLine:
     line_id: str
     sku: str
@@ -94,7 +94,7 @@ class ReservationLine:
         return self.quantity - self.fulfilled_quantity - self.released_quantity
 
 
-@dataclass
+@dataclass(slots=True)
 class Reservation:
     reservation_id: str
     state: ReservationState
@@ -134,7 +134,7 @@ def promise_day_of(lines: list[ReservationLine]) -> Day | None:
     return max(days) if days else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Supply:
     supply_id: str
     sku: str
@@ -145,7 +145,7 @@ class Supply:
     state: SupplyState = SupplyState.OPEN
 
 
-@dataclass
+@dataclass(slots=True)
 class Hold:
     hold_id: str
     sku: str
@@ -159,7 +159,7 @@ class Hold:
     request_digest: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     """An idempotency key already used: the digest of the request that used it, and when."""
 
@@ -167,7 +167,7 @@ class RequestRecord:
     time: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     sequence: int
     time: float
@@ -175,7 +175,10 @@ class Event:
     data: dict[str, object]
 
 
-@dataclass(eq=False)
+NO_LINES: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(eq=False, slots=True)
 class Position:
     """Stock of one SKU at one node, with the dated deltas its ATP timeline is built from.
 
@@ -198,8 +201,9 @@ class Position:
     supply_days: dict[Day, int] = field(default_factory=dict)
     # Open reservation lines at this position, keyed by (reservation_id, line_id).
     lines: dict[tuple[str, str], ReservationLine] = field(default_factory=dict)
-    # Keys of the open lines that are at risk.
-    at_risk: set[tuple[str, str]] = field(default_factory=set)
+    # Keys of the open lines that are at risk. Replaced, never changed in place, so the
+    # million positions with none can share one empty frozenset.
+    at_risk: frozenset[tuple[str, str]] = NO_LINES
     # (available > 0, below safety stock) as last announced; None until first evaluated.
     stock_flags: tuple[bool, bool] | None = None
 

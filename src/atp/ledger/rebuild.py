@@ -61,7 +61,9 @@ def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:
 
     today = day_of(now) if now is not None else None
     for position in ledger.positions.values():
-        position.at_risk = {key for key, line in position.lines.items() if line.at_risk}
+        marked = frozenset(key for key, line in position.lines.items() if line.at_risk)
+        if marked:
+            position.at_risk = marked
         ledger.at_risk_count += len(position.at_risk)
         if today is not None:
             position.stock_flags = stock_flags(position, today)

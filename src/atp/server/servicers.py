@@ -158,7 +158,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
             chosen = (
                 [by_node[n] for n in sorted(set(request.node_ids)) if n in by_node]
                 if request.node_ids
-                else list(by_node.values())
+                else [by_node[n] for n in sorted(by_node)]
             )
             by_sku[sku] = [
                 convert.position_message(p, today, include_safety, request.include_timeline)

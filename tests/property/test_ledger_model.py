@@ -87,7 +87,7 @@ def observe(ledger: Ledger) -> dict[str, Any]:
             )
             for key, p in ledger.positions.items()
         },
-        "positions_by_sku": {sku: tuple(by_node) for sku, by_node in ledger.positions_by_sku.items()},
+        "positions_by_sku": {sku: tuple(sorted(by_node)) for sku, by_node in ledger.positions_by_sku.items()},
         "reservations": {key: dataclasses.astuple(r) for key, r in ledger.reservations.items()},
         "holds": {key: dataclasses.astuple(h) for key, h in ledger.holds.items()},
         "supplies": {key: dataclasses.astuple(s) for key, s in ledger.supplies.items()},

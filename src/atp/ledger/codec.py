@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from atp.ledger.model import (
@@ -94,6 +95,12 @@ def _line(line: ReservationLine) -> list[Any]:
     ]
 
 
+def _line_back(raw: list[Any]) -> ReservationLine:
+    # Interned: a restarted ledger shares line ids, SKUs and node ids across its lines.
+    raw[0], raw[1], raw[2] = sys.intern(raw[0]), sys.intern(raw[1]), sys.intern(raw[2])
+    return ReservationLine(*raw)
+
+
 def _reservation(reservation: Reservation) -> dict[str, Any]:
     policy = reservation.policy
     return {
@@ -118,7 +125,7 @@ def _reservation_back(raw: dict[str, Any]) -> Reservation:
     return Reservation(
         reservation_id=raw["id"],
         state=ReservationState(raw["state"]),
-        lines=[ReservationLine(*line) for line in raw["lines"]],
+        lines=[_line_back(line) for line in raw["lines"]],
         create_time=raw["created"],
         expire_time=raw["expires"],
         priority=raw["priority"],

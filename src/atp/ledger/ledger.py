@@ -9,6 +9,7 @@ journal events accumulate until the writer takes them for the next durable batch
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -713,8 +714,9 @@ class Ledger:
             )
             return None
         line = ReservationLine(
-            line_id=request.line_id,
-            sku=request.sku,
+            # The position's own strings and interned line ids: a million lines share them.
+            line_id=sys.intern(request.line_id),
+            sku=position.sku,
             node_id=node.node_id,
             quantity=quantity,
             ship_day=ship_day,

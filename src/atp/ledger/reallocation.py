@@ -8,6 +8,7 @@ what Promise would answer for the moved units at that point of the walk.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -265,9 +266,9 @@ def replacement_lines(
 def line_from(allocation: Allocation, line_id: str, sku: str, has_destination: bool) -> ReservationLine:
     """A reservation line holding one allocation."""
     return ReservationLine(
-        line_id=line_id,
-        sku=sku,
-        node_id=allocation.node_id,
+        line_id=sys.intern(line_id),
+        sku=sys.intern(sku),
+        node_id=sys.intern(allocation.node_id),
         quantity=allocation.quantity,
         ship_day=allocation.ship_day,
         delivery_day=allocation.delivery_day if has_destination else None,

@@ -7,7 +7,7 @@ computes them; checking recomputes them and compares.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atp.ledger import codec
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def ledger_from_records(
-    records: Mapping[str, Mapping[bytes, bytes]],
+    records: Mapping[str, Mapping[bytes, bytes]] | Callable[[str], Iterable[tuple[bytes, bytes]]],
     last_sequence: int,
     config: LedgerConfig | None,
     now: float | None = None,
@@ -31,8 +31,9 @@ def ledger_from_records(
     from atp.ledger.ledger import Ledger
 
     ledger = Ledger(config)
+    read = _reader(records)
     decoded = {
-        database: [codec.decode_record(database, value) for value in records.get(database, {}).values()]
+        database: [codec.decode_record(database, value) for _, value in read(database)]
         for database in codec.RECORD_DATABASES
         if database != "requests"
     }
@@ -40,7 +41,7 @@ def ledger_from_records(
         ledger.nodes[node.node_id] = node
     for position in decoded["positions"]:
         ledger._register_position(position)
-    for raw_key, value in records.get("requests", {}).items():
+    for raw_key, value in read("requests"):
         ledger.requests[raw_key.decode()] = codec.decode_record("requests", value)
     for supply in decoded["supply"]:
         ledger.supplies[supply.supply_id] = supply
@@ -54,6 +55,16 @@ def ledger_from_records(
     _index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)
     return ledger
+
+
+def _reader(
+    records: Mapping[str, Mapping[bytes, bytes]] | Callable[[str], Iterable[tuple[bytes, bytes]]],
+) -> Callable[[str], Iterable[tuple[bytes, bytes]]]:
+    """Records as a function of the database name: a loaded mapping, or a store's stream."""
+    if callable(records):
+        return records
+    loaded = records
+    return lambda database: loaded.get(database, {}).items()
 
 
 def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:

@@ -72,7 +72,7 @@ class AtpServer:
         self.store: Store = open_store(config)
         started = time.monotonic()
         ledger = ledger_from_records(
-            self.store.load(), self.store.last_sequence(), config.ledger, config.clock()
+            self.store.iter_records, self.store.last_sequence(), config.ledger, config.clock()
         )
         self.writer = Writer(
             ledger, self.store, clock=config.clock, on_fatal=self._on_fatal,

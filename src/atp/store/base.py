@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -66,6 +67,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def load(self) -> dict[str, dict[bytes, bytes]]:
         """Every record of every database in DATABASES (not the journal), each database present."""
+
+    def iter_records(self, database: str) -> Iterator[tuple[bytes, bytes]]:
+        """The (key, value) records of one database in key order, without holding them all."""
+        yield from sorted(self.load()[database].items())
 
     @abc.abstractmethod
     def last_sequence(self) -> int:

@@ -116,6 +116,13 @@ class LmdbStore(Store):
                 for name in DATABASES
             }
 
+    def iter_records(self, database: str) -> Iterator[tuple[bytes, bytes]]:
+        """Streams one database from one read transaction (a restart decodes as it reads)."""
+        if database not in DATABASES:
+            raise StoreError(f"unknown database {database!r}")
+        with self._reading() as transaction:
+            yield from transaction.cursor(db=self._handles[database]).iternext()
+
     def last_sequence(self) -> int:
         with self._reading() as transaction:
             return self._last_sequence_in(transaction)

@@ -796,15 +796,7 @@ class Ledger:
         for line, quantity in quantities:
             self._reduce_line(reservation, line, quantity)
             line.released_quantity += quantity
-        self._close_if_done(reservation)
-        self._remember_request(command.request_id, command, now)
-        self._record("reservations", reservation.reservation_id, reservation)
-        self._emit(
-            now, "RESERVATION_RELEASED", reservation_id=reservation.reservation_id,
-            state=reservation.state.value,
-            lines=[_line_quantity_event(line, q) for line, q in quantities],
-        )
-        return reservation
+        return self._finish_line_change(reservation, command, now, "RESERVATION_RELEASED", quantities)
 
     def _fulfill(self, command: c.Fulfill, now: float) -> Reservation:
         validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
@@ -821,11 +813,22 @@ class Ledger:
             position.on_hand -= quantity
             self._record_position(position)
             line.fulfilled_quantity += quantity
+        return self._finish_line_change(reservation, command, now, "RESERVATION_FULFILLED", quantities)
+
+    def _finish_line_change(
+        self,
+        reservation: Reservation,
+        command: c.Release | c.Fulfill,
+        now: float,
+        event_type: str,
+        quantities: list[tuple[ReservationLine, int]],
+    ) -> Reservation:
+        """After a release or shipment: close if nothing is open, remember, write, announce."""
         self._close_if_done(reservation)
         self._remember_request(command.request_id, command, now)
         self._record("reservations", reservation.reservation_id, reservation)
         self._emit(
-            now, "RESERVATION_FULFILLED", reservation_id=reservation.reservation_id,
+            now, event_type, reservation_id=reservation.reservation_id,
             state=reservation.state.value,
             lines=[_line_quantity_event(line, q) for line, q in quantities],
         )

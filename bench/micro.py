@@ -1,0 +1,118 @@
+"""In-process micro-benchmarks of the domain core: what one reserve or promise costs without gRPC.
+
+    python -m bench.micro              # both, default sizes
+    python -m bench.micro --profile    # and the top functions by own time (cProfile)
+
+Used to profile before optimising and to record before/after figures in bench/README.md.
+Absolute times drift on a shared machine; compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import pstats
+import random
+import time
+from collections.abc import Callable
+
+from atp.ledger import Ledger
+from atp.ledger import commands as c
+from atp.ledger.model import Lane, Policy
+from atp.ledger.promising import OrderLine
+from atp.server import convert
+from atp.server.writer import encode_batch
+
+NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
+
+
+def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
+    """Reserve 1-3 lines at explicit nodes over 10k SKUs x 5 nodes, encoded in batches of 50."""
+    ledger = Ledger()
+    for node in range(5):
+        ledger.execute(c.UpsertNode(f"N{node}"), NOW)
+    for chunk in range(0, 10_000, 100):
+        movements = tuple(
+            c.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
+            for sku in range(chunk, chunk + 100)
+            for node in range(5)
+        )
+        ledger.execute(c.AdjustStock(f"seed-{chunk}", movements), NOW)
+    ledger.take_changes()
+    rng = random.Random(seed)
+    commands = [
+        c.Reserve(f"r{index}", tuple(
+            c.LineRequest(f"l{line}", f"S{rng.randrange(2000)}", 1, f"N{rng.randrange(5)}")
+            for line in range(rng.randint(1, 3))
+        ))
+        for index in range(reserves)
+    ]
+
+    def run() -> int:
+        for index, command in enumerate(commands):
+            convert.reservation_message(ledger.execute(command, NOW))
+            if index % 50 == 49:
+                encode_batch(ledger.take_changes())
+        return len(commands)
+
+    return run
+
+
+def promise_core(promises: int, seed: int) -> Callable[[], int]:
+    """Promise 5 lines over 50 nodes with 10 lanes each; SKUs stocked at 2-10 nodes."""
+    rng = random.Random(seed)
+    ledger = Ledger()
+    for node in range(50):
+        lanes = tuple(Lane(f"R{r}", rng.randint(1, 5), rng.randint(1, 20)) for r in range(10))
+        ledger.execute(c.UpsertNode(f"P{node}", handling_days=rng.randint(0, 2), lanes=lanes), NOW)
+    movements = [
+        c.Movement(f"K{sku}", f"P{node}", "RECEIPT", rng.randint(50, 500))
+        for sku in range(1000)
+        for node in sorted(rng.sample(range(50), rng.randint(2, 10)))
+    ]
+    for start in range(0, len(movements), 500):
+        ledger.execute(c.AdjustStock(f"seed-{start}", tuple(movements[start:start + 500])), NOW)
+    orders = [
+        ([OrderLine(f"l{line}", f"K{rng.randrange(1000)}", rng.randint(1, 20)) for line in range(5)],
+         f"R{rng.randrange(10)}")
+        for _ in range(promises)
+    ]
+
+    def run() -> int:
+        for lines, region in orders:
+            convert.promise_response(ledger.promise(lines, region, Policy(), 0, NOW))
+        return len(orders)
+
+    return run
+
+
+def measure(name: str, prepare: Callable[[], Callable[[], int]], profile: bool) -> None:
+    """Times one prepared run; with profile, profiles a second, freshly prepared one."""
+    run = prepare()
+    started = time.perf_counter()
+    count = run()
+    elapsed = time.perf_counter() - started
+    print(f"{name:14s} {count / elapsed:10,.0f} /s   {elapsed / count * 1e6:8.1f} us each")
+    if profile:
+        run = prepare()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
+    parser.add_argument("--reserves", type=int, default=20_000)
+    parser.add_argument("--promises", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    measure("reserve core", lambda: reserve_core(args.reserves, args.seed), args.profile)
+    measure("promise core", lambda: promise_core(args.promises, args.seed), args.profile)
+
+
+if __name__ == "__main__":
+    main()

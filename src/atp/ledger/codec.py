@@ -32,8 +32,11 @@ def encode_record(database: str, value: Any) -> bytes | None:
     return _dumps(_ENCODERS[database](value)).encode()
 
 
+_loads = json.JSONDecoder().decode
+
+
 def decode_record(database: str, data: bytes) -> Any:
-    return _DECODERS[database](json.loads(data))
+    return _DECODERS[database](_loads(data.decode()))
 
 
 def encode_event(event: Event) -> bytes:

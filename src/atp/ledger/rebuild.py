@@ -7,6 +7,8 @@ computes them; checking recomputes them and compares.
 
 from __future__ import annotations
 
+import gc
+
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,23 @@ def ledger_from_records(
     With `now`, each position's stock level is known at once, so the first change after a
     restart announces only real transitions.
     """
+    # Millions of new objects and no garbage: the cyclic collector would rescan the growing
+    # heap again and again (most of a restart's time), so it waits until the ledger is built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _rebuild(records, last_sequence, config, now)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _rebuild(
+    records: Mapping[str, Mapping[bytes, bytes]] | Callable[[str], Iterable[tuple[bytes, bytes]]],
+    last_sequence: int,
+    config: LedgerConfig | None,
+    now: float | None,
+) -> Ledger:
     from atp.ledger.ledger import Ledger
 
     ledger = Ledger(config)

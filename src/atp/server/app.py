@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -81,6 +82,9 @@ class AtpServer:
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
         self.load_seconds = time.monotonic() - started
+        # The loaded ledger lives as long as the process: keep the cyclic collector from
+        # rescanning its millions of objects on every full collection (latency spikes).
+        gc.freeze()
         self.health = health_aio.HealthServicer()
         self.metrics = Metrics(self.writer) if config.metrics_listen else None
         interceptors = [MetricsInterceptor(self.metrics)] if self.metrics else []

@@ -39,6 +39,8 @@ from atp.v1 import (
 
 log = logging.getLogger("atp.server")
 
+GC_FREEZE_INTERVAL_S = 5.0
+
 SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
     availability_pb2.DESCRIPTOR.services_by_name["Availability"].full_name,
@@ -114,8 +116,20 @@ class AtpServer:
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
 
+    async def _freeze_survivors(self) -> None:
+        """Moves long-lived objects out of the cyclic collector's reach every few seconds.
+
+        The ledger's records hold no reference cycles (they are freed by reference counting),
+        but full collections would rescan all of them: pauses that grow with the ledger and
+        show up as p99 latency. Young collections still run and catch short-lived cycles.
+        """
+        while True:
+            await asyncio.sleep(GC_FREEZE_INTERVAL_S)
+            gc.freeze()
+
     async def start(self) -> None:
         self.writer.start()
+        self._freezer = asyncio.create_task(self._freeze_survivors())
         # Expire what fell due while the server was down before taking any call.
         await self.writer.execute_batch([])
         await self.server.start()
@@ -138,6 +152,7 @@ class AtpServer:
         self.events.close()
         await self.server.stop(self.config.grace_seconds)
         await self.writer.close()
+        self._freezer.cancel()
         self.store.close()
         self.stopped.set()
 

@@ -240,15 +240,19 @@ _RESERVATION_STATES = {
 
 
 def reservation_message(reservation: Reservation) -> common_pb2.Reservation:
-    """Built field by field with cached dates and policies: this is on every reserve's path."""
-    message = common_pb2.Reservation(
-        reservation_id=reservation.reservation_id,
-        state=_RESERVATION_STATES[reservation.state],
-        priority=reservation.priority,
-        channel=reservation.channel,
-        customer_id=reservation.customer_id,
-        destination_region=reservation.destination_region,
-    )
+    message = common_pb2.Reservation()
+    fill_reservation(message, reservation)
+    return message
+
+
+def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) -> None:
+    """Field by field with cached dates and policies: this is on every reserve's path."""
+    message.reservation_id = reservation.reservation_id
+    message.state = _RESERVATION_STATES[reservation.state]
+    message.priority = reservation.priority
+    message.channel = reservation.channel
+    message.customer_id = reservation.customer_id
+    message.destination_region = reservation.destination_region
     for line in reservation.lines:
         _fill_line(message.lines.add(), line)
     _set_timestamp(message.create_time, reservation.create_time)
@@ -258,7 +262,6 @@ def reservation_message(reservation: Reservation) -> common_pb2.Reservation:
     if promise_day is not None:
         message.promise_date.CopyFrom(_date(promise_day))
     message.policy.CopyFrom(_policy_message(reservation.policy))
-    return message
 
 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:

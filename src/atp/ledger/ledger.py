@@ -700,14 +700,12 @@ class Ledger:
                 f"possible {_iso(earliest)} at {node.node_id} ({node.handling_days} handling days)",
                 {"line_id": request.line_id, "earliest_ship_date": _iso(earliest)},
             )
-        quantity, ship_day = self._fit_quantity(
-            request, requested_day, position, today, earliest, include_safety,
-            command.policy.allow_partial,
+        steps = timeline.atp_steps(position, today, include_safety)
+        quantity, ship_day = _fit_quantity(
+            request, requested_day, steps, earliest, command.policy.allow_partial
         )
         if quantity == 0 and not command.policy.allow_partial:
-            available = timeline.available_now(position, today, include_safety)
-            if requested_day is not None:
-                available = max(0, timeline.atp_on(position, today, requested_day, include_safety))
+            available = max(0, timeline.atp_in(steps, requested_day or today))
             shortfalls.append(
                 _shortfall(f"lines[{index}]", position, request.quantity, available, "available",
                            line_id=request.line_id)
@@ -723,34 +721,9 @@ class Ledger:
             delivery_day=_delivery_day(node, command.destination_region, ship_day),
             backordered_quantity=request.quantity - quantity,
             from_inbound=quantity > 0
-            and timeline.stock_only_atp(position, today, include_safety) < quantity,
+            and steps[0][1] - timeline.supply_due(position, today) < quantity,
         )
         return _Placement(position, line)
-
-    @staticmethod
-    def _fit_quantity(
-        request: c.LineRequest,
-        requested_day: Day | None,
-        position: Position,
-        today: Day,
-        earliest: Day,
-        include_safety: bool,
-        allow_partial: bool,
-    ) -> tuple[int, Day]:
-        """(units that fit, ship day): all of them, a part with allow_partial, or none."""
-        if requested_day is not None:
-            atp = timeline.atp_on(position, today, requested_day, include_safety)
-            if atp >= request.quantity:
-                return request.quantity, requested_day
-            return (max(0, atp) if allow_partial else 0), requested_day
-        day = timeline.earliest_day(position, today, earliest, request.quantity, include_safety)
-        if day is not None:
-            return request.quantity, day
-        if not allow_partial:
-            return 0, earliest
-        most = min(request.quantity, timeline.max_promisable(position, today, include_safety))
-        day = timeline.earliest_day(position, today, earliest, most, include_safety) if most else None
-        return most, day if day is not None else earliest
 
     def _active_node(self, node_id: str) -> Node:
         node = self.node(node_id)
@@ -1239,6 +1212,29 @@ def _check_scope(scope: Scope) -> None:
 
 def _iso_or_none(day: Day | None) -> str | None:
     return _iso(day) if day is not None else None
+
+
+def _fit_quantity(
+    request: c.LineRequest,
+    requested_day: Day | None,
+    steps: list[tuple[Day, int]],
+    earliest: Day,
+    allow_partial: bool,
+) -> tuple[int, Day]:
+    """(units that fit, ship day) from the position's ATP steps: all, a part, or none."""
+    if requested_day is not None:
+        atp = timeline.atp_in(steps, requested_day)
+        if atp >= request.quantity:
+            return request.quantity, requested_day
+        return (max(0, atp) if allow_partial else 0), requested_day
+    day = timeline.earliest_in(steps, earliest, request.quantity)
+    if day is not None:
+        return request.quantity, day
+    if not allow_partial:
+        return 0, earliest
+    most = min(request.quantity, max(0, steps[-1][1]))
+    day = timeline.earliest_in(steps, earliest, most) if most else None
+    return most, day if day is not None else earliest
 
 
 def _delivery_day(node: Node, region: str, ship_day: Day) -> Day | None:

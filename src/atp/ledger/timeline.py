@@ -52,8 +52,13 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
     steps = net_steps(position, today, include_safety_stock)
     if len(steps) == 1:
         return steps[0][1]  # nothing dated in the future: ATP is today's net on every day
-    atp_value = 0
-    for step_day, value in _suffix_minimum(steps):
+    return atp_in(_suffix_minimum(steps), day)
+
+
+def atp_in(steps: list[tuple[Day, int]], day: Day) -> int:
+    """ATP(day) read from atp_steps (days before the first step read as the first)."""
+    atp_value = steps[0][1]
+    for step_day, value in steps:
         if step_day > day:
             break
         atp_value = value
@@ -62,10 +67,14 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
 
 def stock_only_atp(position: Position, today: Day, include_safety_stock: bool) -> int:
     """ATP(today) without inbound supply due by today: what stock on hand alone can cover."""
+    return atp_on(position, today, today, include_safety_stock) - supply_due(position, today)
+
+
+def supply_due(position: Position, today: Day) -> int:
+    """Open inbound supply dated today or earlier (counted as there, though not received)."""
     if not position.supply_days:
-        return atp_on(position, today, today, include_safety_stock)
-    due = sum(amount for day, amount in position.supply_days.items() if day <= today)
-    return atp_on(position, today, today, include_safety_stock) - due
+        return 0
+    return sum(amount for day, amount in position.supply_days.items() if day <= today)
 
 
 def available_now(position: Position, today: Day, include_safety_stock: bool) -> int:
@@ -77,7 +86,11 @@ def earliest_day(
     position: Position, today: Day, not_before: Day, quantity: int, include_safety_stock: bool
 ) -> Day | None:
     """First day >= not_before with ATP(day) >= quantity, or None when no day has it."""
-    steps = atp_steps(position, today, include_safety_stock)
+    return earliest_in(atp_steps(position, today, include_safety_stock), not_before, quantity)
+
+
+def earliest_in(steps: list[tuple[Day, int]], not_before: Day, quantity: int) -> Day | None:
+    """earliest_day read from atp_steps."""
     for index, (day, value) in enumerate(steps):
         next_day = steps[index + 1][0] if index + 1 < len(steps) else None
         if next_day is not None and next_day <= not_before:

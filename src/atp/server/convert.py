@@ -121,17 +121,26 @@ def place_hold(request: inventory_pb2.PlaceHoldRequest) -> c.PlaceHold:
     )
 
 
+_OBJECTIVES = {
+    common_pb2.FulfillmentPolicy.OBJECTIVE_UNSPECIFIED: Objective.EARLIEST,
+    common_pb2.FulfillmentPolicy.EARLIEST: Objective.EARLIEST,
+    common_pb2.FulfillmentPolicy.CHEAPEST: Objective.CHEAPEST,
+}
+
+
 def policy(message: common_pb2.FulfillmentPolicy) -> Policy:
-    objectives = common_pb2.FulfillmentPolicy.Objective
-    if message.objective not in objectives.values():
+    objective = _OBJECTIVES.get(message.objective)
+    if objective is None:
         raise InvalidArgument.single("policy.objective", "unknown objective")
-    objective = Objective.CHEAPEST if message.objective == objectives.CHEAPEST else Objective.EARLIEST
-    return Policy(
-        ship_complete=message.ship_complete,
-        max_nodes=message.max_nodes,
-        allow_partial=message.allow_partial,
-        objective=objective,
-    )
+    return _shared_policy(message.ship_complete, message.max_nodes, message.allow_partial, objective)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_policy(
+    ship_complete: bool, max_nodes: int, allow_partial: bool, objective: Objective
+) -> Policy:
+    """One Policy object per distinct policy: a million reservations share a handful."""
+    return Policy(ship_complete, max_nodes, allow_partial, objective)
 
 
 def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:

@@ -57,11 +57,3 @@ def test_short_position_has_negative_atp_and_reports_short() -> None:
     assert timeline.available_now(stock, TODAY, False) == 0
     assert timeline.is_short(stock, TODAY)
     assert not timeline.is_short(position(on_hand=4, d0=-4), TODAY)
-
-
-def test_min_net_between_covers_steps_that_overlap_the_range() -> None:
-    stock = position(on_hand=10, d2=-7, d5=3)  # net: 10, 3 (from +2), 6 (from +5)
-    assert timeline.min_net_between(stock, TODAY, TODAY, TODAY + 2, False) == 10
-    assert timeline.min_net_between(stock, TODAY, TODAY, TODAY + 3, False) == 3
-    assert timeline.min_net_between(stock, TODAY, TODAY + 5, TODAY + 9, False) == 6
-    assert timeline.min_net_between(stock, TODAY, TODAY + 4, TODAY + 4, False) is None

@@ -106,22 +106,6 @@ def max_promisable(position: Position, today: Day, include_safety_stock: bool) -
     return max(0, steps[-1][1])
 
 
-def min_net_between(
-    position: Position, today: Day, start: Day, end: Day, include_safety_stock: bool
-) -> int | None:
-    """The lowest net(t) for start <= t < end, or None when the range is empty."""
-    if end <= start:
-        return None
-    lowest: int | None = None
-    steps = net_steps(position, today, include_safety_stock)
-    for index, (day, net) in enumerate(steps):
-        next_day = steps[index + 1][0] if index + 1 < len(steps) else None
-        covers = (next_day is None or next_day > start) and day < end
-        if covers:
-            lowest = net if lowest is None else min(lowest, net)
-    return lowest
-
-
 def is_short(position: Position, today: Day) -> bool:
     """Some day's net supply (safety stock aside) is negative: some demand is at risk."""
     return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))

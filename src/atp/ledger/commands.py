@@ -92,7 +92,7 @@ class Reserve:
     reservation_id: str
     lines: tuple[LineRequest, ...]
     destination_region: str = ""
-    policy: Policy = Policy()
+    policy: Policy = Policy()  # noqa: RUF009 - Policy is frozen: one shared default is safe
     ttl_seconds: int = 0
     commit: bool = False
     priority: int = 0

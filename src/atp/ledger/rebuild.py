@@ -8,7 +8,6 @@ computes them; checking recomputes them and compares.
 from __future__ import annotations
 
 import gc
-
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 

@@ -303,9 +303,7 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
                 ]
                 if not lines:
                     return False
-            if at_risk is not None and any(line.at_risk for line in lines) != at_risk:
-                return False
-            return True
+            return at_risk is None or any(line.at_risk for line in lines) == at_risk
 
         return paginate(self.ledger.reservations, matches, request.page_size, request.page_token)
 

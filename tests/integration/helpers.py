@@ -375,6 +375,36 @@ def list_all(call: Callable[..., Any], request: Any, items: str) -> list[Any]:
     raise AssertionError("paging never ended")
 
 
+def list_pages(call: Callable[..., Any], request: Any, items: str, key: str) -> list[list[str]]:
+    """The `key` of each item, page by page, following next_page_token (bounded)."""
+    pages: list[list[str]] = []
+    for _ in range(10_000):
+        reply = call(request, timeout=CALL_TIMEOUT)
+        pages.append([getattr(item, key) for item in getattr(reply, items)])
+        if not reply.next_page_token:
+            return pages
+        request.page_token = reply.next_page_token
+    raise AssertionError("paging never ended")
+
+
+def create_supply(api: Api, sku: str, node_id: str, quantity: int, days_ahead: int) -> str:
+    """Open inbound supply expected `days_ahead` days from today; returns its id."""
+    supply_id = uid("po")
+    api.inventory.UpsertSupply(
+        inventory_pb2.UpsertSupplyRequest(
+            supply=common_pb2.Supply(
+                supply_id=supply_id,
+                sku=sku,
+                node_id=node_id,
+                quantity=quantity,
+                expected_date=pb_date(day(days_ahead)),
+            )
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+    return supply_id
+
+
 def snapshot(api: Api, skus: Iterable[str]) -> dict[str, Any]:
     """Everything a client can read about some SKUs, to compare before and after a refusal."""
     skus = list(skus)

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     adjust,
     assert_position,
     commit,
+    create_supply,
     day,
     expect_error,
     fulfill,
@@ -161,18 +162,7 @@ def test_request_id_is_required_on_every_mutating_call_that_carries_one(
     sku, node_id = stocked(api, 10)
     held = reserve(api, line("l1", sku, node_id, 2)).reservation_id
     committed = reserve(api, line("l1", sku, node_id, 2), commit=True).reservation_id
-    supply_id = uid("po")
-    api.inventory.UpsertSupply(
-        inventory_pb2.UpsertSupplyRequest(
-            supply=common_pb2.Supply(
-                supply_id=supply_id,
-                sku=sku,
-                node_id=node_id,
-                quantity=5,
-                expected_date=pb_date(day(2)),
-            )
-        )
-    )
+    supply_id = create_supply(api, sku, node_id, 5, 2)
     unchanged.track(sku)
     for method, request in [
         (
@@ -315,18 +305,7 @@ def test_bad_quantities_are_refused_everywhere(
 ) -> None:
     sku, node_id = stocked(api, 10)
     reservation = reserve(api, line("l1", sku, node_id, 2), commit=True).reservation_id
-    supply_id = uid("po")
-    api.inventory.UpsertSupply(
-        inventory_pb2.UpsertSupplyRequest(
-            supply=common_pb2.Supply(
-                supply_id=supply_id,
-                sku=sku,
-                node_id=node_id,
-                quantity=5,
-                expected_date=pb_date(day(2)),
-            )
-        )
-    )
+    supply_id = create_supply(api, sku, node_id, 5, 2)
     unchanged.track(sku)
     expect_error(
         api.reservations.Reserve,
@@ -643,18 +622,7 @@ def test_other_out_of_range_fields_are_refused(api: Api, unchanged: Unchanged) -
             fields=["hold.expire_time"],
         )
     # Supply: sku and node are immutable once created.
-    supply_id = uid("po")
-    api.inventory.UpsertSupply(
-        inventory_pb2.UpsertSupplyRequest(
-            supply=common_pb2.Supply(
-                supply_id=supply_id,
-                sku=sku,
-                node_id=node_id,
-                quantity=1,
-                expected_date=pb_date(day(1)),
-            )
-        )
-    )
+    supply_id = create_supply(api, sku, node_id, 1, 1)
     unchanged.track()
     expect_error(
         api.inventory.UpsertSupply,
@@ -993,18 +961,7 @@ def test_fulfilling_more_than_on_hand_is_insufficient_on_hand(
 
 def test_receiving_more_than_the_open_quantity_is_refused(api: Api, unchanged: Unchanged) -> None:
     sku, node_id = stocked(api, 0)
-    supply_id = uid("po")
-    api.inventory.UpsertSupply(
-        inventory_pb2.UpsertSupplyRequest(
-            supply=common_pb2.Supply(
-                supply_id=supply_id,
-                sku=sku,
-                node_id=node_id,
-                quantity=5,
-                expected_date=pb_date(day(2)),
-            )
-        )
-    )
+    supply_id = create_supply(api, sku, node_id, 5, 2)
     unchanged.track(sku)
     expect_error(
         api.inventory.ReceiveSupply,

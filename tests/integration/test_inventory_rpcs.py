@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     get_position,
     line,
     list_all,
+    list_pages,
     movement,
     pb_date,
     py_date,
@@ -599,17 +600,9 @@ def test_list_holds_pages_with_page_size_and_page_token(api: Api) -> None:
     hold_ids = sorted(uid("hold") for _ in range(5))
     for hold_id in hold_ids:
         _place_hold(api, hold_id, sku, node_id, 1)
-    pages: list[list[str]] = []
-    token = ""
-    for _ in range(10):
-        reply = api.inventory.ListHolds(
-            inventory_pb2.ListHoldsRequest(sku=sku, page_size=2, page_token=token),
-            timeout=CALL_TIMEOUT,
-        )
-        pages.append([h.hold_id for h in reply.holds])
-        token = reply.next_page_token
-        if not token:
-            break
+    pages = list_pages(
+        api.inventory.ListHolds, inventory_pb2.ListHoldsRequest(sku=sku, page_size=2), "holds", "hold_id"
+    )
     assert pages == [hold_ids[0:2], hold_ids[2:4], hold_ids[4:5]]
     # page_size 0 means the default (100): one page.
     reply = api.inventory.ListHolds(inventory_pb2.ListHoldsRequest(sku=sku), timeout=CALL_TIMEOUT)

@@ -28,6 +28,7 @@ from tests.integration.helpers import (
     get_reservation,
     line,
     list_all,
+    list_pages,
     movement,
     pb_date,
     py_date,
@@ -471,17 +472,9 @@ def test_list_reservations_filters_by_state_sku_and_node(api: Api) -> None:
 def test_list_reservations_pages_in_reservation_id_order(api: Api) -> None:
     sku, node_id = stocked(api, 100)
     created = sorted(reserve(api, line("l1", sku, node_id, 1)).reservation_id for _ in range(5))
-    pages: list[list[str]] = []
-    token = ""
-    for _ in range(10):
-        reply = api.reservations.ListReservations(
-            reservations_pb2.ListReservationsRequest(sku=sku, page_size=2, page_token=token),
-            timeout=CALL_TIMEOUT,
-        )
-        pages.append([r.reservation_id for r in reply.reservations])
-        token = reply.next_page_token
-        if not token:
-            break
+    pages = list_pages(
+        api.reservations.ListReservations, reservations_pb2.ListReservationsRequest(sku=sku, page_size=2), "reservations", "reservation_id"
+    )
     assert pages == [created[0:2], created[2:4], created[4:5]]
 
 

@@ -41,6 +41,7 @@ from atp.ledger.model import (
     Day,
     Event,
     Hold,
+    Lane,
     MovementType,
     Node,
     Policy,
@@ -122,6 +123,8 @@ class Ledger:
         self._touched: dict[tuple[str, str], Position] = {}
         # The day at-risk marks were last computed for.
         self.risk_day: Day | None = None
+        # region -> the active nodes with a lane there, and those lanes; cleared on node change.
+        self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
         self._changes = Changes()
         self._handlers: dict[type, Callable[[Any, float], Any]] = {
             c.UpsertNode: self._upsert_node,
@@ -193,6 +196,19 @@ class Ledger:
             raise NotFound("node", node_id)
         return node
 
+    def routes_to(self, region: str) -> tuple[list[Node], dict[str, Lane]]:
+        """The active nodes with a lane to region (in node id order) and each one's lane."""
+        routes = self._routes.get(region)
+        if routes is None:
+            lanes: dict[str, Lane] = {}
+            for node in self.nodes.values():
+                lane = node.lane_to(region) if node.active else None
+                if lane is not None:
+                    lanes[node.node_id] = lane
+            nodes = [node for node in self.nodes.values() if node.node_id in lanes]
+            routes = self._routes[region] = (nodes, lanes)
+        return routes
+
     def known_sku(self, sku: str) -> dict[str, Position]:
         by_node = self.positions_by_sku.get(sku)
         if by_node is None:
@@ -224,6 +240,7 @@ class Ledger:
         if previous == node:
             return node
         self.nodes[node.node_id] = node
+        self._routes.clear()
         if previous is not None and previous.active != node.active:
             self._touched.update(
                 (position.key, position)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
@@ -31,8 +31,9 @@ class OrderLine:
     quantity: int
 
 
-@dataclass(frozen=True)
-class Allocation:
+class Allocation(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: a promise builds dozens and they are cheaper."""
+
     node_id: str
     quantity: int
     ship_day: Day
@@ -98,12 +99,8 @@ class Planner:
         self.region = region
         self.policy = policy
         self.include_safety = ledger.include_safety_stock(priority)
-        self.lanes: dict[str, Lane] = {}
-        for node in ledger.nodes.values():
-            lane = node.lane_to(region) if node.active else None
-            if lane is not None:
-                self.lanes[node.node_id] = lane
-        self.nodes = [node for node in ledger.nodes.values() if node.node_id in self.lanes]
+        # Shared with the ledger's route cache: read, never changed.
+        self.nodes, self.lanes = ledger.routes_to(region)
         self._applied: list[tuple[Position, Day, int]] = []
         self._stocking: dict[str, list[Node]] = {}
 
@@ -139,12 +136,8 @@ class Planner:
 
     def _candidates(self, lines: list[OrderLine]) -> Iterable[OrderPlan]:
         yield OrderPlan([LinePlan(line) for line in lines])
-        stocking = [{n.node_id for n in self._stocking_nodes(line.sku)} for line in lines]
-        for node in self.nodes:
-            holds = [node.node_id in ids for ids in stocking]
-            # A node that knows none of the SKUs, or (without partial) misses one, cannot win.
-            if all(holds) or (self.policy.allow_partial and any(holds)):
-                yield self._simulate(lines, [node], split=False)
+        for node in self._single_node_candidates(lines):
+            yield self._simulate(lines, [node], split=False)
         if self.policy.ship_complete or self.policy.max_nodes == 1 or len(self.nodes) < 2:
             return
         greedy = self._simulate(lines, self.nodes, split=True)
@@ -153,6 +146,12 @@ class Planner:
         if self.policy.max_nodes > 1:
             chosen = self._covering_nodes(lines, self.policy.max_nodes)
             yield self._simulate(lines, chosen, split=True)
+
+    def _single_node_candidates(self, lines: list[OrderLine]) -> list[Node]:
+        """Nodes that stock every SKU (with allow_partial: any SKU); the others cannot win."""
+        stocking = [{node.node_id for node in self._stocking_nodes(line.sku)} for line in lines]
+        wanted = set.union(*stocking) if self.policy.allow_partial else set.intersection(*stocking)
+        return [node for node in self.nodes if node.node_id in wanted]
 
     def _within_max_nodes(self, plan: OrderPlan) -> bool:
         return self.policy.max_nodes == 0 or len(plan.node_ids) <= self.policy.max_nodes
@@ -233,7 +232,10 @@ class Planner:
         nodes = self._stocking.get(sku)
         if nodes is None:
             by_node = self.ledger.positions_by_sku.get(sku, {})
-            nodes = self._stocking[sku] = [node for node in self.nodes if node.node_id in by_node]
+            # Node id order, as self.nodes; iterating the SKU's few positions beats all nodes.
+            nodes = self._stocking[sku] = [
+                self.ledger.nodes[node_id] for node_id in sorted(by_node) if node_id in self.lanes
+            ]
         return nodes
 
     def _unbeatable(self, allocation: Allocation, nodes: list[Node], used: set[str]) -> bool:
@@ -304,12 +306,13 @@ class Planner:
         position = self.ledger.positions.get((sku, node.node_id))
         if position is None or quantity <= 0:
             return None
-        earliest = self.today + node.handling_days
-        day = timeline.earliest_day(position, self.today, earliest, quantity, self.include_safety)
+        day, stock_atp = timeline.earliest_and_stock_atp(
+            position, self.today, self.today + node.handling_days, quantity, self.include_safety
+        )
         if day is None:
             return None
         lane = self.lanes[node.node_id]
-        from_inbound = timeline.stock_only_atp(position, self.today, self.include_safety) < quantity
+        from_inbound = stock_atp < quantity
         return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
 
     def most_at(self, node: Node, sku: str) -> int:

@@ -33,7 +33,8 @@ def net_steps(position: Position, today: Day, include_safety_stock: bool) -> lis
 
 def atp_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
     """[(day, ATP(day))] from today on; ATP is non-decreasing along the list."""
-    return _suffix_minimum(net_steps(position, today, include_safety_stock))
+    steps = net_steps(position, today, include_safety_stock)
+    return steps if len(steps) == 1 else _suffix_minimum(steps)
 
 
 def _suffix_minimum(steps: list[tuple[Day, int]]) -> list[tuple[Day, int]]:
@@ -87,6 +88,14 @@ def earliest_day(
 ) -> Day | None:
     """First day >= not_before with ATP(day) >= quantity, or None when no day has it."""
     return earliest_in(atp_steps(position, today, include_safety_stock), not_before, quantity)
+
+
+def earliest_and_stock_atp(
+    position: Position, today: Day, not_before: Day, quantity: int, include_safety_stock: bool
+) -> tuple[Day | None, int]:
+    """earliest_day and stock_only_atp from one pass over the position's timeline."""
+    steps = atp_steps(position, today, include_safety_stock)
+    return earliest_in(steps, not_before, quantity), steps[0][1] - supply_due(position, today)
 
 
 def earliest_in(steps: list[tuple[Day, int]], not_before: Day, quantity: int) -> Day | None:

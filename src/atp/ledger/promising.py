@@ -110,11 +110,8 @@ class Planner:
         """The best plan by the policy, with backorders where the policy allows them."""
         for line in lines:
             self.ledger.known_sku(line.sku)
-        best: OrderPlan | None = None
-        for candidate in self._candidates(lines):
-            if best is None or candidate.score(self.policy.objective) < best.score(self.policy.objective):
-                best = candidate
-        assert best is not None
+        objective = self.policy.objective
+        best = min(self._candidates(lines), key=lambda candidate: candidate.score(objective))
         if not best.complete and not self.policy.allow_partial:
             best = OrderPlan([LinePlan(line) for line in lines])
         if not best.complete:
@@ -176,11 +173,11 @@ class Planner:
         if len(nodes) > 1:
             stocking = self._stocking_nodes(line.sku)
             nodes = stocking if nodes is self.nodes else [n for n in stocking if n in nodes]
-        whole = [a for a in (self._fit(node, line.sku, line.quantity) for node in nodes) if a]
+        whole = self._best_whole(line, nodes, used)
         options: list[list[Allocation]] = []
-        if whole:
-            options.append([min(whole, key=lambda a: self._preference(a, used))])
-            if split and self._unbeatable(options[0][0], nodes, used):
+        if whole is not None:
+            options.append([whole])
+            if split and self._unbeatable(whole, nodes, used):
                 split = False
         if split:
             options.append(self._split_option(line, nodes, used, (self._units_at_earliest, self._most)))
@@ -192,6 +189,35 @@ class Planner:
         best = min(options, key=lambda option: self._line_score(option, line.quantity, used))
         for allocation in best:
             self._take(line_plan, allocation)
+
+    def _best_whole(self, line: OrderLine, nodes: list[Node], used: set[str]) -> Allocation | None:
+        """The most preferred node that can ship the whole line, trying nodes best-first.
+
+        A node's preference can be no better than its bound (the fastest delivery its handling
+        and lane allow), so once the best fit found beats the next node's bound, the rest
+        cannot win: most lines need one or two fits instead of one per stocking node.
+        """
+        bounds = sorted((self._preference_bound(node, used), index) for index, node in enumerate(nodes))
+        best: Allocation | None = None
+        best_key: tuple[object, ...] | None = None
+        for bound, index in bounds:
+            if best_key is not None and bound >= best_key:
+                break
+            allocation = self._fit(nodes[index], line.sku, line.quantity)
+            if allocation is not None:
+                key = self._preference(allocation, used)
+                if best_key is None or key < best_key:
+                    best, best_key = allocation, key
+        return best
+
+    def _preference_bound(self, node: Node, used: set[str]) -> tuple[object, ...]:
+        """_preference of the node's best possible allocation: shipped on its earliest day."""
+        lane = self.lanes[node.node_id]
+        delivery = self.today + node.handling_days + lane.transit_days
+        new_shipment = node.node_id not in used
+        if self.policy.objective is Objective.CHEAPEST:
+            return (lane.cost if new_shipment else 0, delivery, new_shipment, node.node_id)
+        return (delivery, new_shipment, lane.cost, node.node_id)
 
     def _split_option(
         self,

@@ -327,19 +327,20 @@ def network_total(sku: str, positions: list[common_pb2.Position]) -> availabilit
 
 
 def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
+    # Constructors copy sub-messages, so the shared cached Dates can be passed as they are.
     return availability_pb2.PromiseResponse(
         lines=[
             availability_pb2.LinePromise(
                 line_id=line_plan.line.line_id,
                 allocations=[
                     availability_pb2.Allocation(
-                        node_id=a.node_id, quantity=a.quantity, ship_date=date_message(a.ship_day),
-                        delivery_date=date_message(a.delivery_day), from_inbound=a.from_inbound,
+                        node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
+                        delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound,
                     )
                     for a in line_plan.allocations
                 ],
                 backordered_quantity=line_plan.backordered_quantity,
-                backorder_date=date_message(line_plan.backorder_day),
+                backorder_date=_shared_date(line_plan.backorder_day),
                 candidates=[
                     availability_pb2.CandidateExplanation(node_id=node_id, outcome=outcome)
                     for node_id, outcome in line_plan.candidates
@@ -347,9 +348,14 @@ def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
             )
             for line_plan in plan.lines
         ],
-        promise_date=date_message(plan.promise_day),
+        promise_date=_shared_date(plan.promise_day),
         complete=plan.complete,
     )
+
+
+def _shared_date(day: Day | None) -> Date | None:
+    """The cached Date of day, for constructors and CopyFrom only (never to be changed)."""
+    return None if day is None else _date(day)
 
 
 def reallocate_response(result: ReallocationResult) -> reservations_pb2.ReallocateResponse:

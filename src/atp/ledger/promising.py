@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
-from atp.ledger.model import Day, Lane, Node, Objective, Policy, Position
+from atp.ledger.model import Day, Node, Objective, Policy, Position
 
 if TYPE_CHECKING:
     from atp.ledger.ledger import Ledger

@@ -36,6 +36,8 @@ from atp.v1 import (
 )
 
 T = TypeVar("T")
+# A stream message's reservation id, outcome (result or LedgerError), durability future.
+_StreamItem = tuple[str, Any, "asyncio.Future[None] | None"]
 
 
 async def abort(context: grpc.aio.ServicerContext, error: LedgerError) -> None:
@@ -216,34 +218,33 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         Messages are not serialised on durability: while one waits for its group commit the
         next ones are already applied, so many in flight on one stream share a commit.
         """
-        in_flight: asyncio.Queue[asyncio.Task[reservations_pb2.ReserveResult] | None] = (
-            asyncio.Queue(limits.stream_in_flight_max)
-        )
+        in_flight: asyncio.Queue[_StreamItem | None] = asyncio.Queue(limits.stream_in_flight_max)
 
         async def read_requests() -> None:
             async for request in request_iterator:
-                await in_flight.put(asyncio.create_task(self._reserve_result(request)))
+                await in_flight.put(self._apply_reserve(request))
             await in_flight.put(None)
 
         reader = asyncio.create_task(read_requests())
         try:
-            while (task := await in_flight.get()) is not None:
-                yield await task
+            while (item := await in_flight.get()) is not None:
+                reservation_id, outcome, durable = item
+                await self.writer.until_durable(durable)
+                yield reserve_result(reservation_id, outcome)
             await reader
         finally:
             reader.cancel()
 
-    async def _reserve_result(
-        self, request: reservations_pb2.ReserveRequest
-    ) -> reservations_pb2.ReserveResult:
+    def _apply_reserve(self, request: reservations_pb2.ReserveRequest) -> _StreamItem:
+        """Applies one stream message now (no task of its own); answered once durable."""
         built = _build_reserve(request)
         if isinstance(built, LedgerError):
-            return reserve_result(request.reservation_id, built)
+            return request.reservation_id, built, None
         try:
-            outcome = await self.writer.execute(built)
+            outcome, durable = self.writer.apply_one(built)
         except LedgerError as error:
-            outcome = error
-        return reserve_result(request.reservation_id, outcome)
+            return request.reservation_id, error, None
+        return request.reservation_id, outcome, durable
 
     async def Commit(self, request: reservations_pb2.CommitRequest, context: Any) -> common_pb2.Reservation:
         reservation = await self._mutate(

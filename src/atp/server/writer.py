@@ -51,8 +51,9 @@ class Writer:
         self.batches_committed = 0
         self.records_committed = 0
         self._waiting = 0
-        self._open: asyncio.Future[None] | None = None
-        self._inflight: asyncio.Future[None] | None = None
+        # Durability futures of callers waiting for the open batch / the committing one.
+        self._open_waiters: list[asyncio.Future[None]] = []
+        self._inflight_waiters: list[asyncio.Future[None]] | None = None
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="atp-commit")
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,13 +66,31 @@ class Writer:
 
     async def execute(self, command: c.Command) -> Any:
         """Applies one command; returns its result once durable or raises its LedgerError."""
-        outcome = (await self.execute_batch([command]))[0]
+        outcome, durable = self.apply_one(command)
+        await self.until_durable(durable)
         if isinstance(outcome, LedgerError):
             raise outcome
         return outcome
 
     async def execute_batch(self, commands: Sequence[c.Command]) -> list[Any]:
         """Applies commands one by one in one step; each outcome is a result or a LedgerError."""
+        outcomes, durable = self.apply(commands)
+        await self.until_durable(durable)
+        return outcomes
+
+    def apply_one(self, command: c.Command) -> tuple[Any, asyncio.Future[None] | None]:
+        """apply() for one command: its outcome (result or LedgerError) and durability future."""
+        outcomes, durable = self.apply((command,))
+        return outcomes[0], durable
+
+    def apply(self, commands: Sequence[c.Command]) -> tuple[list[Any], asyncio.Future[None] | None]:
+        """Applies commands now, without waiting; returns their outcomes and a future that
+        resolves once everything applied so far is durable (None: nothing is pending).
+
+        Outcomes must not be acknowledged before that future resolves: even a refusal may
+        rest on changes not yet on disk. Raises Unavailable/ResourceExhausted, having applied
+        nothing, when the writer cannot take commands.
+        """
         self._admit(len(commands))
         now = self.clock()
         try:
@@ -80,8 +99,16 @@ class Writer:
         except InvariantViolation as violation:
             self._fail(violation)
             raise Unavailable("internal invariant violated; the server is stopping") from None
-        await self._durable()
-        return outcomes
+        return outcomes, self._durability_future()
+
+    async def until_durable(self, durable: asyncio.Future[None] | None) -> None:
+        if durable is None:
+            return
+        self._waiting += 1
+        try:
+            await durable
+        finally:
+            self._waiting -= 1
 
     async def close(self) -> None:
         """Refuses new commands, commits what was applied, stops the background tasks."""
@@ -112,22 +139,23 @@ class Writer:
         if due is not None and due <= now:
             self.ledger.execute(c.ExpireDue(), now)
 
+    def _durability_future(self) -> asyncio.Future[None] | None:
+        """A future of its own (a cancelled caller cancels only its own) that resolves once
+        everything applied so far is committed; None when nothing is pending."""
+        if self.ledger.has_changes:
+            waiters = self._open_waiters
+            self._wake.set()
+        elif self._inflight_waiters is not None:
+            waiters = self._inflight_waiters
+        else:
+            return None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        return future
+
     async def _durable(self) -> None:
         """Waits until everything applied so far is committed."""
-        if self.ledger.has_changes:
-            if self._open is None:
-                self._open = asyncio.get_running_loop().create_future()
-            future = self._open
-            self._wake.set()
-        elif self._inflight is not None:
-            future = self._inflight
-        else:
-            return
-        self._waiting += 1
-        try:
-            await asyncio.shield(future)
-        finally:
-            self._waiting -= 1
+        await self.until_durable(self._durability_future())
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,11 +164,10 @@ class Writer:
             self._wake.clear()
             if not self.ledger.has_changes:
                 continue
-            future = self._open or loop.create_future()
-            self._open = None
+            waiters, self._open_waiters = self._open_waiters, []
             changes = self.ledger.take_changes()
             batch = encode_batch(changes)
-            self._inflight = future
+            self._inflight_waiters = waiters
             started = time.perf_counter()
             try:
                 await loop.run_in_executor(self._executor, self.store.commit, batch)
@@ -154,9 +181,10 @@ class Writer:
             if self.on_durable_events is not None and changes.events:
                 self.on_durable_events(changes.events)
             await self._trim_journal(loop)
-            if self._inflight is future:
-                self._inflight = None
-            future.set_result(None)
+            self._inflight_waiters = None
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
 
     async def _trim_journal(self, loop: asyncio.AbstractEventLoop) -> None:
         """Drops journal events beyond retention, in slices of 10% so trims stay rare."""
@@ -187,8 +215,8 @@ class Writer:
         log.critical("fatal: %s; refusing further mutations", error)
         self.failure = error
         unavailable = Unavailable("storage failed; the server is stopping")
-        for future in (self._inflight, self._open):
-            if future is not None and not future.done():
+        for future in [*(self._inflight_waiters or ()), *self._open_waiters]:
+            if not future.done():
                 future.set_exception(unavailable)
                 future.exception()  # mark retrieved: waiters may have gone
         if self.on_fatal is not None:

@@ -10,6 +10,7 @@ Absolute times drift on a shared machine; compare runs made back to back.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import datetime
 import pstats
@@ -22,7 +23,10 @@ from atp.ledger import commands as c
 from atp.ledger.model import Lane, Policy
 from atp.ledger.promising import OrderLine
 from atp.server import convert
-from atp.server.writer import encode_batch
+from atp.server.servicers import AvailabilityServicer
+from atp.server.writer import Writer, encode_batch
+from atp.store import MemoryStore
+from atp.v1 import availability_pb2
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 
@@ -59,8 +63,8 @@ def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
     return run
 
 
-def promise_core(promises: int, seed: int) -> Callable[[], int]:
-    """Promise 5 lines over 50 nodes with 10 lanes each; SKUs stocked at 2-10 nodes."""
+def _promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[OrderLine], str]]]:
+    """50 nodes with 10 lanes each, 1,000 SKUs stocked at 2-10 nodes, and 5-line orders."""
     rng = random.Random(seed)
     ledger = Ledger()
     for node in range(50):
@@ -78,6 +82,12 @@ def promise_core(promises: int, seed: int) -> Callable[[], int]:
          f"R{rng.randrange(10)}")
         for _ in range(promises)
     ]
+    return ledger, orders
+
+
+def promise_core(promises: int, seed: int) -> Callable[[], int]:
+    """Promise 5 lines over 50 nodes with 10 lanes each; SKUs stocked at 2-10 nodes."""
+    ledger, orders = _promise_network(promises, seed)
 
     def run() -> int:
         for lines, region in orders:
@@ -85,6 +95,38 @@ def promise_core(promises: int, seed: int) -> Callable[[], int]:
         return len(orders)
 
     return run
+
+
+def promise_server_side(promises: int, seed: int) -> None:
+    """Server-side time of each Promise: bytes in -> Availability servicer -> bytes out.
+
+    What the handler costs without the transport: parse the request, plan, build and
+    serialise the response, one call at a time; prints the median and p99 per call.
+    """
+    ledger, orders = _promise_network(promises, seed)
+    servicer = AvailabilityServicer(Writer(ledger, MemoryStore(), clock=lambda: NOW))
+    payloads = [
+        availability_pb2.PromiseRequest(
+            lines=[availability_pb2.OrderLine(line_id=line.line_id, sku=line.sku,
+                                              quantity=line.quantity) for line in lines],
+            destination_region=region,
+        ).SerializeToString()
+        for lines, region in orders
+    ]
+
+    async def run() -> list[float]:
+        times = []
+        for payload in payloads:
+            started = time.perf_counter()
+            request = availability_pb2.PromiseRequest.FromString(payload)
+            (await servicer.Promise(request, None)).SerializeToString()
+            times.append(time.perf_counter() - started)
+        return times
+
+    times = sorted(asyncio.run(run()))
+    median, p99 = times[len(times) // 2], times[int(len(times) * 0.99)]
+    print(f"promise server-side   median {median * 1e6:6.1f} us   p99 {p99 * 1e6:6.1f} us "
+          f"({len(times):,} calls, parse + plan + serialise, no transport)")
 
 
 def measure(name: str, prepare: Callable[[], Callable[[], int]], profile: bool) -> None:
@@ -112,6 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     measure("reserve core", lambda: reserve_core(args.reserves, args.seed), args.profile)
     measure("promise core", lambda: promise_core(args.promises, args.seed), args.profile)
+    promise_server_side(args.promises, args.seed)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
+
+import orjson
 
 from atp.ledger.model import (
     Event,
@@ -22,29 +23,23 @@ from atp.ledger.model import (
     SupplyState,
 )
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def encode_record(database: str, value: Any) -> bytes | None:
     """The stored bytes of a record; None means delete."""
     if value is None:
         return None
-    return _dumps(_ENCODERS[database](value)).encode()
-
-
-_loads = json.JSONDecoder().decode
+    return orjson.dumps(_ENCODERS[database](value))
 
 
 def decode_record(database: str, data: bytes) -> Any:
-    return _DECODERS[database](_loads(data.decode()))
+    return _DECODERS[database](orjson.loads(data))
 
 
 def encode_event(event: Event) -> bytes:
-    return _dumps({"s": event.sequence, "t": event.time, "y": event.type, "d": event.data}).encode()
+    return orjson.dumps({"s": event.sequence, "t": event.time, "y": event.type, "d": event.data})
 
 
 def decode_event(data: bytes) -> Event:
-    raw = json.loads(data)
+    raw = orjson.loads(data)
     return Event(raw["s"], raw["t"], raw["y"], raw["d"])
 
 

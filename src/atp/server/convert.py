@@ -206,8 +206,11 @@ def position_message(
         safety_stock=position.safety_stock,
         inbound=position.inbound,
         available=max(0, steps[0][1]),
-        short=timeline.is_short(position, today),
-        at_risk_quantity=sum(position.lines[key].open_quantity for key in position.at_risk),
+        # steps[0] is the minimum net over the timeline; short means it is negative with
+        # safety stock counted as available (timeline.is_short, without a second pass).
+        short=steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0,
+        at_risk_quantity=sum(position.lines[key].open_quantity for key in position.at_risk)
+        if position.at_risk else 0,
     )
     if include_timeline:
         message.timeline.extend(
@@ -319,11 +322,16 @@ def _set_timestamp(message: Timestamp, instant: float) -> None:
 
 
 def network_total(sku: str, positions: list[common_pb2.Position]) -> availability_pb2.NetworkAvailability:
-    total = availability_pb2.NetworkAvailability(sku=sku)
-    for position in positions:
-        for name in ("on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available"):
-            setattr(total, name, getattr(total, name) + getattr(position, name))
-    return total
+    return availability_pb2.NetworkAvailability(
+        sku=sku,
+        on_hand=sum(p.on_hand for p in positions),
+        allocated=sum(p.allocated for p in positions),
+        reserved=sum(p.reserved for p in positions),
+        held=sum(p.held for p in positions),
+        safety_stock=sum(p.safety_stock for p in positions),
+        inbound=sum(p.inbound for p in positions),
+        available=sum(p.available for p in positions),
+    )
 
 
 def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:

@@ -9,6 +9,8 @@ journal events accumulate until the writer takes them for the next durable batch
 from __future__ import annotations
 
 import collections
+import datetime
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -630,9 +632,9 @@ class Ledger:
         self, command: c.Reserve, requested_days: list[Day | None], today: Day
     ) -> list[_Placement]:
         """Sources the lines that name no node, holding the plan Promise would return."""
-        indexed = [(i, line) for i, line in enumerate(command.lines) if not line.node_id]
-        if not indexed:
+        if all(line.node_id for line in command.lines):
             return []
+        indexed = [(i, line) for i, line in enumerate(command.lines) if not line.node_id]
         for index, line in indexed:
             if requested_days[index] is not None:
                 raise InvalidArgument.single(
@@ -1276,9 +1278,9 @@ def _supply_state(supply: Supply, cancelled: bool) -> SupplyState:
     return SupplyState.RECEIVED
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(day: Day) -> str:
-    import datetime
-
+    """Cached: every reservation event names its lines' ship dates, a few distinct days."""
     return datetime.date.fromordinal(day).isoformat()
 
 

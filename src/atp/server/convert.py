@@ -144,16 +144,13 @@ def _shared_policy(
 
 
 def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:
-    lines = tuple(
+    lines = tuple([
         c.LineRequest(
-            line_id=line.line_id,
-            sku=line.sku,
-            quantity=line.quantity,
-            node_id=line.node_id,
-            ship_date=date_tuple(line.ship_date, line.HasField("ship_date")),
+            line.line_id, line.sku, line.quantity, line.node_id,
+            date_tuple(line.ship_date) if line.HasField("ship_date") else None,
         )
         for line in request.lines
-    )
+    ])
     return c.Reserve(
         reservation_id=request.reservation_id,
         lines=lines,

@@ -31,19 +31,25 @@ from atp.v1 import availability_pb2
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 
 
-def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
-    """Reserve 1-3 lines at explicit nodes over 10k SKUs x 5 nodes, encoded in batches of 50."""
+def stocked_ledger(now: float = NOW) -> Ledger:
+    """10k SKUs x 5 nodes (N0..N4), 10^9 units at every position; changes already taken."""
     ledger = Ledger()
     for node in range(5):
-        ledger.execute(c.UpsertNode(f"N{node}"), NOW)
+        ledger.execute(c.UpsertNode(f"N{node}"), now)
     for chunk in range(0, 10_000, 100):
         movements = tuple(
             c.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
             for sku in range(chunk, chunk + 100)
             for node in range(5)
         )
-        ledger.execute(c.AdjustStock(f"seed-{chunk}", movements), NOW)
+        ledger.execute(c.AdjustStock(f"seed-{chunk}", movements), now)
     ledger.take_changes()
+    return ledger
+
+
+def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
+    """Reserve 1-3 lines at explicit nodes over 10k SKUs x 5 nodes, encoded in batches of 50."""
+    ledger = stocked_ledger()
     rng = random.Random(seed)
     commands = [
         c.Reserve(f"r{index}", tuple(

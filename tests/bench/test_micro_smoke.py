@@ -1,0 +1,42 @@
+"""The in-process benchmarks (bench.micro, bench.servicer) run and report every figure.
+
+No timing assertions: they only keep the tools that bench/README.md cites working.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", *args], check=False, cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+@pytest.mark.timeout(150)
+def test_micro_reports_reserve_promise_and_server_side_times() -> None:
+    output = _run("bench.micro", "--reserves", "300", "--promises", "50")
+    assert re.search(r"reserve core .* us each", output), output
+    assert re.search(r"promise core .* us each", output), output
+    assert re.search(r"promise server-side\s+median\s+[\d.]+ us\s+p99\s+[\d.]+ us", output), output
+
+
+@pytest.mark.timeout(150)
+def test_servicer_bench_runs_every_mode_and_commits() -> None:
+    output = _run("bench.servicer", "--reservations", "200")
+    for mode in ("unary", "stream", "batch"):
+        match = re.search(rf"^{mode}\s.* us CPU per reservation\s+\((\d+) group commits\)", output,
+                          re.MULTILINE)
+        assert match, output
+        assert int(match.group(1)) >= 1, output

@@ -93,15 +93,19 @@ def merge(
     return figures
 
 
-def add_ratios(workloads: dict[str, dict[str, Any]]) -> float:
-    """Sets ratio_to_baseline (throughput / baseline calls/s) on every workload."""
-    base = workloads.get("baseline", {}).get("calls_per_s", 0.0)
-    for figures in workloads.values():
+def add_ratios(workloads: dict[str, dict[str, Any]], baseline_runs: list[float]) -> float:
+    """Sets ratio_to_baseline (throughput / baseline calls/s) on every workload, each against
+    its own baseline_calls_per_s when it has one (the baselines run around it), else against
+    the mean of all baseline runs; returns that mean."""
+    mean = sum(baseline_runs) / len(baseline_runs) if baseline_runs else 0.0
+    for name, figures in workloads.items():
+        base = figures["calls_per_s"] if name == "baseline" else figures.get(
+            "baseline_calls_per_s", mean)
         figures["ratio_to_baseline"] = (
             round(figures["throughput_per_s"] / base, 3) if base else None
         )
         figures["calls_ratio_to_baseline"] = round(figures["calls_per_s"] / base, 3) if base else None
-    return float(base)
+    return round(mean, 1)
 
 
 def write_json(path: str, result: dict[str, Any]) -> None:
@@ -127,6 +131,17 @@ def errors_text(figures: dict[str, Any]) -> str:
     return ", ".join(parts) if parts else "0"
 
 
+def _baseline_line(result: dict[str, Any]) -> str:
+    runs = result.get("baseline_runs_calls_per_s") or []
+    line = f"- baseline (Health/Check): **{_fmt(result['baseline_calls_per_s'])} calls/s**"
+    if len(runs) > 1:
+        return (line + f", mean of {len(runs)} runs ({_fmt(min(runs))} .. {_fmt(max(runs))}: "
+                + ", ".join(_fmt(run, 0) for run in runs) + "), one before each workload and "
+                "one after the last; ratio = workload throughput / the mean of the baselines "
+                "just before and after it (the table's baseline row is the first run)")
+    return line + "; ratio = workload throughput / baseline calls/s"
+
+
 def markdown(result: dict[str, Any]) -> str:
     config = result["config"]
     host = result["host"]
@@ -144,8 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
          f"{config['skus']:,} SKUs x {config['nodes']} nodes, {config['hot_share']:.0%} of "
          f"calls on the {config['hot_skus']} hottest SKUs; batch {config['batch_size']} "
          f"(x{config['batch_concurrency']} in flight), {config['streams']} streams per process"),
-        (f"- baseline (Health/Check): **{_fmt(result['baseline_calls_per_s'])} calls/s**; "
-         "ratio = workload throughput / baseline calls/s"),
+        _baseline_line(result),
         "",
         ("| workload | throughput /s | unit | x baseline | p50 ms | p95 ms | p99 ms | max ms "
          "| OK | errors | server CPU s (cores) | client CPU s |"),

@@ -101,6 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--regions", type=int, help="regions = lanes per promise node (10)")
     parser.add_argument("--call-timeout", type=float, dest="call_timeout",
                         help="deadline of each call in seconds (30)")
+    parser.add_argument("--baseline", choices=("each", "once"), default="each",
+                        help="each (default): run the baseline before every workload and after "
+                        "the last, and rate each workload against the mean of the baselines "
+                        "just before and after it, so a shared machine's drift during the run "
+                        "does not skew the ratios; once: one baseline first")
     parser.add_argument("--sync", choices=("on", "off"), default="on",
                         help="atpd --sync: on = fsync every group commit (default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
@@ -318,19 +323,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: seeded {seeded['nodes']} nodes, {seeded['positions']:,} positions "
               f"in {seeded['seconds']} s", flush=True)
         acked: dict[str, int] = {}
-        for name in args.selected:
+        baseline_runs: list[float] = []
+        rated_since_baseline: list[str] = []  # workloads waiting for the baseline after them
+        for name in _schedule(args):
             figures = _run_workload(pool, server, args, catalog, run_tag, name)
             if isinstance(figures, str):
                 # A crashed or hung worker leaves the pool in an unknown state: stop here.
                 result["workload_failures"][name] = figures
                 break
+            if name == "baseline":
+                baseline_runs.append(figures["calls_per_s"])
+                result["workloads"].setdefault("baseline", figures)
+                _rate_against_adjacent(result["workloads"], rated_since_baseline, baseline_runs)
+                rated_since_baseline = []
+                if figures["ok_calls"] == 0:
+                    print("bench: the baseline had no OK call; ratios are meaningless",
+                          file=sys.stderr)
+                continue
+            figures["baseline_calls_per_s"] = baseline_runs[-1]
+            rated_since_baseline.append(name)
             result["workloads"][name] = figures
             for key in ("reservations_acked", "units_fulfilled_acked"):
                 acked[key] = acked.get(key, 0) + figures["counters"].get(key, 0)
-            if name == "baseline" and figures["ok_calls"] == 0:
-                print("bench: the baseline had no OK call; ratios are meaningless",
-                      file=sys.stderr)
-        result["baseline_calls_per_s"] = report.add_ratios(result["workloads"])
+        result["baseline_runs_calls_per_s"] = baseline_runs
+        result["baseline_calls_per_s"] = report.add_ratios(result["workloads"], baseline_runs)
         print("bench: auditing (SIGTERM, verify, recompute every position, restart)", flush=True)
         result["audit"] = audit(server, stocked, acked, restart=not args.skip_restart_check)
         passed = result["audit"]["passed"] and not result["workload_failures"]
@@ -359,6 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return exit_code
+
+
+def _schedule(args: argparse.Namespace) -> list[str]:
+    """The order of runs: with --baseline each, a baseline before every workload and at the end."""
+    workloads = [name for name in args.selected if name != "baseline"]
+    if args.baseline == "once" or not workloads:
+        return ["baseline", *workloads]
+    return [run for name in workloads for run in ("baseline", name)] + ["baseline"]
+
+
+def _rate_against_adjacent(
+    workloads: dict[str, dict[str, Any]], names: list[str], baseline_runs: list[float]
+) -> None:
+    """Rates the workloads run since the previous baseline against the mean of the two
+    baselines around them (the one before was recorded when they ran)."""
+    for name in names:
+        before = workloads[name]["baseline_calls_per_s"]
+        workloads[name]["baseline_calls_per_s"] = round((before + baseline_runs[-1]) / 2, 1)
 
 
 def _run_workload(

@@ -6,9 +6,8 @@ import datetime
 
 import pytest
 
-from atp.ledger import Ledger, LedgerConfig, day_of
+from atp.ledger import Ledger, LedgerConfig, day_of, errors
 from atp.ledger import commands as c
-from atp.ledger import errors
 from atp.ledger.model import Lane, Policy, ReservationState
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()

@@ -23,6 +23,7 @@ from atp.ledger.model import (
     SupplyState,
 )
 
+
 def encode_record(database: str, value: Any) -> bytes | None:
     """The stored bytes of a record; None means delete."""
     if value is None:

@@ -221,9 +221,13 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         in_flight: asyncio.Queue[_StreamItem | None] = asyncio.Queue(limits.stream_in_flight_max)
 
         async def read_requests() -> None:
-            async for request in request_iterator:
-                await in_flight.put(self._apply_reserve(request))
-            await in_flight.put(None)
+            try:
+                async for request in request_iterator:
+                    await in_flight.put(self._apply_reserve(request))
+            finally:
+                # Also when reading fails: the answers already applied still go out, then
+                # `await reader` below raises the failure instead of the stream hanging.
+                await in_flight.put(None)
 
         reader = asyncio.create_task(read_requests())
         try:

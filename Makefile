@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 
-.PHONY: run test test-fast protos bench bench-smoke clean
+.PHONY: run test test-fast lint protos bench bench-smoke clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ test: $(INSTALLED)
 ## Unit and property tests only (no server processes).
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not crash" $(PYTEST_ARGS)
+
+LINT_INSTALLED := $(VENV)/.installed-lint
+$(LINT_INSTALLED): $(INSTALLED) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $(LINT_INSTALLED)
+
+## mypy --strict over src/ and ruff over src/ and bench/.
+lint: $(LINT_INSTALLED)
+	$(BIN)/mypy src
+	$(BIN)/ruff check src bench
 
 ## Regenerate the committed stubs in src/atp/v1 from protos/.
 protos: $(INSTALLED)

@@ -468,6 +468,40 @@ def test_cheapest_splits_a_line_when_two_cheap_nodes_cost_less(max_nodes: int) -
     assert plan.node_ids == ("B", "C")
 
 
+def test_earliest_split_uses_a_fast_lane_for_supply_rather_than_a_slow_one_for_stock() -> None:
+    """Found by the optimality property against 87f6bb0 (day 4 was promised, day 3 is possible)."""
+    case = Case(
+        "fast lane for tomorrow's unit",
+        sites=(Site("A", transit=0), Site("B", transit=4), Site("C", transit=3)),
+        stock=(("X", "B", 1), ("X", "C", 2)),
+        supply=(("X", "A", 1, 1), ("X", "C", 1, 1)),
+        lines=(("l1", "X", 3),),
+    )
+    plan = promise(build(case), case)
+    # C alone needs its supply (ship 1, deliver 4); the greedy splits took B's stock (deliver 4).
+    # A's unit arriving on day 1 over a same-day lane and C's 2 units now deliver by day 3.
+    assert plan.complete
+    assert plan.promise_day == TODAY + 3
+    assert sorted(allocations_of(plan)) == [("l1", "A", 1, 1, 1, True), ("l1", "C", 2, 0, 3, False)]
+
+
+def test_cheapest_split_picks_the_cover_of_least_cost_not_the_first_cheap_node() -> None:
+    """Found by the optimality property against 87f6bb0 (cost 2 instead of 1)."""
+    case = Case(
+        "least-cost cover",
+        sites=(Site("A", cost=1), Site("B", cost=0), Site("C", cost=1)),
+        stock=(("X", "A", 1), ("X", "C", 2)),
+        supply=(("X", "B", 5, 0),),
+        lines=(("l1", "X", 7),),
+        policy=Policy(objective=CHEAPEST),
+    )
+    plan = promise(build(case), case)
+    # B's 5 units are free; A (1 unit) then C would cost 2, C alone covers the other 2 for 1.
+    assert plan.complete
+    assert plan.cost == 1
+    assert plan.node_ids == ("B", "C")
+
+
 def test_from_inbound_when_supply_lands_within_handling_days() -> None:
     """Found against 4ba2eec (from_inbound was False); fixed in fe4c100."""
     case = Case(

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from atp.ledger.ledger import Ledger
 
 NEVER = 10**9  # a day later than any real day: sorts unpromisable plans last
+# Most steps of the exact cheapest-cover search per line (a SKU stocked at a few dozen nodes
+# finishes far below it); past it the best cover found so far is used.
+_COVER_SEARCH_STEPS = 20_000
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class Planner:
         if split:
             options.append(self._split_option(line, nodes, used, (self._units_at_earliest, self._most)))
             options.append(self._split_option(line, nodes, used, (self._most,)))
+            if self.policy.objective is Objective.CHEAPEST:
+                options.append(self._cheapest_cover_option(line, nodes, used))
+            else:
+                options.append(self._deadline_option(line, nodes, used))
         elif not whole and self.policy.allow_partial:
             options.append(self._split_option(line, nodes, used, (self._most,), single=True))
         if not options:
@@ -252,6 +259,93 @@ class Planner:
             for allocation in chosen:
                 self._shift_demand(line.sku, allocation, -allocation.quantity)
         return _merge_same_node(chosen)
+
+    def _deadline_option(self, line: OrderLine, nodes: list[Node], used: set[str]) -> list[Allocation]:
+        """The split with the earliest delivery: the first day D by which the nodes together
+        can deliver the line (each node ATP(D - its transit), from its earliest ship day on),
+        filled from the nodes in preference order. The greedy splits can miss D when a node's
+        nearer-dated units take the place of another's faster lane."""
+        offers = []
+        for node in nodes:
+            position = self.ledger.positions.get((line.sku, node.node_id))
+            if position is not None:
+                steps = timeline.atp_steps(position, self.today, self.include_safety)
+                earliest = self.today + node.handling_days
+                offers.append((node, steps, self.lanes[node.node_id].transit_days, earliest))
+        deliveries = sorted({
+            max(day, earliest) + transit
+            for _, steps, transit, earliest in offers for day, _ in steps
+        })
+        by_deadline: dict[str, int] = {}
+        for deadline in deliveries:
+            by_deadline = {
+                node.node_id: max(0, timeline.atp_in(steps, deadline - transit))
+                for node, steps, transit, earliest in offers if deadline - transit >= earliest
+            }
+            if sum(by_deadline.values()) >= line.quantity:
+                break
+        else:
+            return []
+        return self._fill_from(line, [n for n in nodes if by_deadline.get(n.node_id)], used,
+                               lambda node: by_deadline[node.node_id])
+
+    def _cheapest_cover_option(
+        self, line: OrderLine, nodes: list[Node], used: set[str]
+    ) -> list[Allocation]:
+        """The split with the lowest lane cost: the nodes of least total marginal cost whose
+        promisable units cover the line (an exact search over the SKU's few stocking nodes,
+        cheapest first, pruned by cost), filled in preference order."""
+        offers = sorted(
+            ((0 if node.node_id in used else self.lanes[node.node_id].cost, most, node.node_id, node)
+             for node in nodes if (most := self._most(node, line.sku)) > 0),
+            key=lambda offer: offer[:3],
+        )
+        capacity_after = [0] * (len(offers) + 1)
+        for index in range(len(offers) - 1, -1, -1):
+            capacity_after[index] = capacity_after[index + 1] + offers[index][1]
+        best: tuple[int, int, list[Node]] | None = None
+        budget = [_COVER_SEARCH_STEPS]
+
+        def search(index: int, need: int, cost: int, chosen: list[Node]) -> None:
+            nonlocal best
+            budget[0] -= 1
+            if need <= 0:
+                if best is None or (cost, len(chosen)) < best[:2]:
+                    best = (cost, len(chosen), list(chosen))
+                return
+            if index == len(offers) or capacity_after[index] < need or budget[0] <= 0:
+                return
+            if best is not None and cost + offers[index][0] > best[0]:
+                return  # offers are sorted by cost: every completion costs at least this much
+            marginal, most, _, node = offers[index]
+            chosen.append(node)
+            search(index + 1, need - most, cost + marginal, chosen)
+            chosen.pop()
+            search(index + 1, need, cost, chosen)
+
+        search(0, line.quantity, 0, [])
+        if best is None:
+            return []
+        picked = best[2]
+        return self._fill_from(line, [n for n in nodes if n in picked], used,
+                               lambda node: self._most(node, line.sku))
+
+    def _fill_from(
+        self, line: OrderLine, nodes: list[Node], used: set[str], units: Callable[[Node], int]
+    ) -> list[Allocation]:
+        """Takes up to units(node) from each node in preference order until the line is filled;
+        each part ships on the earliest day its node has that many units."""
+        preferred = sorted(nodes, key=lambda node: self._preference_bound(node, used))
+        chosen: list[Allocation] = []
+        remaining = line.quantity
+        for node in preferred:
+            if remaining == 0:
+                break
+            allocation = self._fit(node, line.sku, min(remaining, units(node)))
+            if allocation is not None:
+                chosen.append(allocation)
+                remaining -= allocation.quantity
+        return chosen
 
     def _stocking_nodes(self, sku: str) -> list[Node]:
         """The candidate nodes holding a position of sku (the only ones that can supply it)."""

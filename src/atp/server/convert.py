@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Iterable
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
@@ -226,7 +227,7 @@ def supply_message(supply: Supply) -> common_pb2.Supply:
         quantity=supply.quantity,
         expected_date=date_message(supply.expected_day),
         received_quantity=supply.received_quantity,
-        state=common_pb2.Supply.State.Value(supply.state.value),
+        state=supply.state.value,  # enum fields take their value's name
     )
 
 
@@ -243,8 +244,9 @@ def hold_message(hold: Hold) -> common_pb2.Hold:
     )
 
 
-_RESERVATION_STATES = {
-    state: common_pb2.Reservation.State.Value(state.value) for state in ReservationState
+_RESERVATION_STATES: dict[ReservationState, common_pb2.Reservation.State] = {
+    state: common_pb2.Reservation.State.Value(state.value)  # type: ignore[misc]
+    for state in ReservationState
 }
 
 
@@ -308,7 +310,7 @@ def _policy_message(policy: Policy) -> common_pb2.FulfillmentPolicy:
         ship_complete=policy.ship_complete,
         max_nodes=policy.max_nodes,
         allow_partial=policy.allow_partial,
-        objective=common_pb2.FulfillmentPolicy.Objective.Value(policy.objective.value),
+        objective=policy.objective.value,  # enum fields take their value's name
     )
 
 
@@ -391,5 +393,5 @@ def event_message(event: Event) -> events_pb2.Event:
         sku=str(event.data.get("sku") or ""),
         node_id=str(event.data.get("node_id") or ""),
     )
-    message.data.update(event.data)
+    message.data.update(cast(Any, event.data))  # JSON values, as Struct takes them
     return message

@@ -127,14 +127,14 @@ class EventHub:
             while True:
                 if watcher.overflowed and watcher.queue.empty():
                     raise WatcherLagging(last)
-                event = await watcher.queue.get()
-                if event is None:
+                live = await watcher.queue.get()
+                if live is None:
                     return
-                if event.sequence <= last:
+                if live.sequence <= last:
                     continue
-                last = event.sequence
-                if event_filter.matches(event):
-                    yield event
+                last = live.sequence
+                if event_filter.matches(live):
+                    yield live
         finally:
             self._watchers.discard(watcher)
 

@@ -81,7 +81,7 @@ class _LedgerCollector(Collector):
         )
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Counts and times unary RPCs by method and final status code."""
 
     def __init__(self, metrics: Metrics) -> None:

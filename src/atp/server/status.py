@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from atp.ledger.errors import (
@@ -58,9 +59,9 @@ def trailing_metadata(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...
     return ((DETAILS_KEY, status.SerializeToString()),)
 
 
-def _details(error: LedgerError) -> list[object]:
+def _details(error: LedgerError) -> list[Message]:
     metadata = getattr(error, "metadata", {})
-    details: list[object] = [
+    details: list[Message] = [
         error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     ]
     if isinstance(error, InvalidArgument):

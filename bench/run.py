@@ -324,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
               f"in {seeded['seconds']} s", flush=True)
         acked: dict[str, int] = {}
         baseline_runs: list[float] = []
-        rated_since_baseline: list[str] = []  # workloads waiting for the baseline after them
         for name in _schedule(args):
             figures = _run_workload(pool, server, args, catalog, run_tag, name)
             if isinstance(figures, str):
@@ -334,18 +333,16 @@ def main(argv: list[str] | None = None) -> int:
             if name == "baseline":
                 baseline_runs.append(figures["calls_per_s"])
                 result["workloads"].setdefault("baseline", figures)
-                _rate_against_adjacent(result["workloads"], rated_since_baseline, baseline_runs)
-                rated_since_baseline = []
                 if figures["ok_calls"] == 0:
                     print("bench: the baseline had no OK call; ratios are meaningless",
                           file=sys.stderr)
                 continue
-            figures["baseline_calls_per_s"] = baseline_runs[-1]
-            rated_since_baseline.append(name)
+            figures["_baseline_before"] = len(baseline_runs) - 1  # index of the run before it
             result["workloads"][name] = figures
             for key in ("reservations_acked", "units_fulfilled_acked"):
                 acked[key] = acked.get(key, 0) + figures["counters"].get(key, 0)
         result["baseline_runs_calls_per_s"] = baseline_runs
+        _rate_against_adjacent(result["workloads"], baseline_runs)
         result["baseline_calls_per_s"] = report.add_ratios(result["workloads"], baseline_runs)
         print("bench: auditing (SIGTERM, verify, recompute every position, restart)", flush=True)
         result["audit"] = audit(server, stocked, acked, restart=not args.skip_restart_check)
@@ -385,14 +382,14 @@ def _schedule(args: argparse.Namespace) -> list[str]:
     return [run for name in workloads for run in ("baseline", name)] + ["baseline"]
 
 
-def _rate_against_adjacent(
-    workloads: dict[str, dict[str, Any]], names: list[str], baseline_runs: list[float]
-) -> None:
-    """Rates the workloads run since the previous baseline against the mean of the two
-    baselines around them (the one before was recorded when they ran)."""
-    for name in names:
-        before = workloads[name]["baseline_calls_per_s"]
-        workloads[name]["baseline_calls_per_s"] = round((before + baseline_runs[-1]) / 2, 1)
+def _rate_against_adjacent(workloads: dict[str, dict[str, Any]], baseline_runs: list[float]) -> None:
+    """Sets each workload's baseline_calls_per_s: the mean of the baseline run just before it
+    and the one just after it (only the one before when the run stopped early)."""
+    for figures in workloads.values():
+        before = figures.get("_baseline_before")
+        if before is not None:
+            around = baseline_runs[before:before + 2]
+            figures["baseline_calls_per_s"] = round(sum(around) / len(around), 1)
 
 
 def _run_workload(

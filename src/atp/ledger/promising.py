@@ -221,10 +221,7 @@ class Planner:
         """_preference of the node's best possible allocation: shipped on its earliest day."""
         lane = self.lanes[node.node_id]
         delivery = self.today + node.handling_days + lane.transit_days
-        new_shipment = node.node_id not in used
-        if self.policy.objective is Objective.CHEAPEST:
-            return (lane.cost if new_shipment else 0, delivery, new_shipment, node.node_id)
-        return (delivery, new_shipment, lane.cost, node.node_id)
+        return self._preference_key(node.node_id, delivery, lane.cost, used)
 
     def _split_option(
         self,
@@ -304,16 +301,16 @@ class Planner:
         for index in range(len(offers) - 1, -1, -1):
             capacity_after[index] = capacity_after[index + 1] + offers[index][1]
         best: tuple[int, int, list[Node]] | None = None
-        budget = [_COVER_SEARCH_STEPS]
+        budget = _COVER_SEARCH_STEPS
 
         def search(index: int, need: int, cost: int, chosen: list[Node]) -> None:
-            nonlocal best
-            budget[0] -= 1
+            nonlocal best, budget
+            budget -= 1
             if need <= 0:
                 if best is None or (cost, len(chosen)) < best[:2]:
                     best = (cost, len(chosen), list(chosen))
                 return
-            if index == len(offers) or capacity_after[index] < need or budget[0] <= 0:
+            if index == len(offers) or capacity_after[index] < need or budget <= 0:
                 return
             if best is not None and cost + offers[index][0] > best[0]:
                 return  # offers are sorted by cost: every completion costs at least this much
@@ -395,11 +392,16 @@ class Planner:
         position.add_delta(allocation.ship_day, -quantity)
 
     def _preference(self, allocation: Allocation, used: set[str]) -> tuple[object, ...]:
-        new_shipment = allocation.node_id not in used
+        return self._preference_key(allocation.node_id, allocation.delivery_day, allocation.cost, used)
+
+    def _preference_key(
+        self, node_id: str, delivery_day: Day, cost: int, used: set[str]
+    ) -> tuple[object, ...]:
+        """Which shipment a line prefers: by the objective, then fewer new shipments, node id."""
+        new_shipment = node_id not in used
         if self.policy.objective is Objective.CHEAPEST:
-            marginal_cost = allocation.cost if new_shipment else 0
-            return (marginal_cost, allocation.delivery_day, new_shipment, allocation.node_id)
-        return (allocation.delivery_day, new_shipment, allocation.cost, allocation.node_id)
+            return (cost if new_shipment else 0, delivery_day, new_shipment, node_id)
+        return (delivery_day, new_shipment, cost, node_id)
 
     def _covering_nodes(self, lines: list[OrderLine], most_nodes: int) -> list[Node]:
         """Up to most_nodes nodes, each chosen to cover the most still-uncovered units."""

@@ -118,3 +118,9 @@ def max_promisable(position: Position, today: Day, include_safety_stock: bool) -
 def is_short(position: Position, today: Day) -> bool:
     """Some day's net supply (safety stock aside) is negative: some demand is at risk."""
     return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))
+
+
+def is_short_in(steps: list[tuple[Day, int]], position: Position, include_safety_stock: bool) -> bool:
+    """is_short read from atp_steps already computed with include_safety_stock: their first
+    value is the lowest net of the whole timeline; safety stock counts as available here."""
+    return steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0

@@ -204,9 +204,7 @@ def position_message(
         safety_stock=position.safety_stock,
         inbound=position.inbound,
         available=max(0, steps[0][1]),
-        # steps[0] is the minimum net over the timeline; short means it is negative with
-        # safety stock counted as available (timeline.is_short, without a second pass).
-        short=steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0,
+        short=timeline.is_short_in(steps, position, include_safety_stock),
         at_risk_quantity=sum(position.lines[key].open_quantity for key in position.at_risk)
         if position.at_risk else 0,
     )

@@ -1,4 +1,5 @@
-"""The in-process benchmarks (bench.micro, bench.servicer) run and report every figure.
+"""The in-process benchmarks (bench.micro, bench.servicer) and the bare-gRPC floor
+(bench.grpc_floor) run and report every figure.
 
 No timing assertions: they only keep the tools that bench/README.md cites working.
 """
@@ -40,3 +41,13 @@ def test_servicer_bench_runs_every_mode_and_commits() -> None:
                           re.MULTILINE)
         assert match, output
         assert int(match.group(1)) >= 1, output
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_grpc_floor_measures_every_mode() -> None:
+    output = _run("bench.grpc_floor", "--seconds", "1")
+    for mode in ("unary", "unary-wait", "stream"):
+        match = re.search(rf"^{mode}\s+([\d,]+) /s\s+server CPU\s+([\d.]+) us", output, re.MULTILINE)
+        assert match, output
+        assert int(match.group(1).replace(",", "")) > 0, output

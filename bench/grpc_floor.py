@@ -10,6 +10,9 @@ call:
 - `unary`: Health/Check answered at once (what bench.run's baseline measures);
 - `unary-wait`: the same handler, but it first awaits a future that a commit loop resolves
   in a worker thread, as a durable mutation waits for its group commit;
+- `unary-reserve`: Reservations/Reserve with the bench's request (2 lines at explicit nodes)
+  and a canned 2-line Reservation as the answer (built once), after awaiting the commit loop
+  as in `unary-wait`: the transport's cost with our message sizes and none of our work;
 - `stream`: a ReserveStream echo (8 streams per client process, 4 messages in flight each),
   one small result per request message.
 
@@ -30,9 +33,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from atp.v1 import reservations_pb2, reservations_pb2_grpc
+from atp.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
 
-MODES = ("unary", "unary-wait", "stream")
+MODES = ("unary", "unary-wait", "unary-reserve", "stream")
 CLIENT_PROCESSES = 2
 
 
@@ -63,7 +66,40 @@ class _Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
                     future.set_result(None)
 
 
+def _canned_reservation() -> Any:
+    """A HELD 2-line reservation as Reserve answers the bench's `reserve` workload."""
+    reservation = common_pb2.Reservation(
+        reservation_id="w0-000000123456", state=common_pb2.Reservation.HELD, priority=0)
+    for index in (1, 2):
+        line = reservation.lines.add(line_id=f"l{index}", sku=f"sku-00{index}234",
+                                     node_id=f"dc-0{index}", quantity=3)
+        line.ship_date.year, line.ship_date.month, line.ship_date.day = 2026, 11, 22
+    reservation.create_time.seconds, reservation.create_time.nanos = 1_795_000_000, 123_456_000
+    reservation.expire_time.seconds = 1_795_000_900
+    reservation.promise_date.year, reservation.promise_date.month = 2026, 11
+    reservation.promise_date.day = 22
+    return reservation
+
+
+def _reserve_request(index: int) -> Any:
+    request = reservations_pb2.ReserveRequest(reservation_id=f"w0-{index:012d}")
+    request.lines.add(line_id="l1", sku="sku-001234", quantity=3, node_id="dc-01")
+    request.lines.add(line_id="l2", sku="sku-002234", quantity=3, node_id="dc-02")
+    return request
+
+
 class _Echo(reservations_pb2_grpc.ReservationsServicer):  # type: ignore[misc]
+    def __init__(self, health: _Health) -> None:
+        self.health = health
+        self.reservation = _canned_reservation()
+
+    async def Reserve(self, request: Any, context: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.health.waiters.append(future)
+        self.health.wake.set()
+        await future
+        return self.reservation
+
     async def ReserveStream(self, requests: Any, context: Any) -> Any:
         async for request in requests:
             yield reservations_pb2.ReserveResult(reservation_id=request.reservation_id)
@@ -74,7 +110,7 @@ def _serve(mode: str, port: int, seconds: float, cpu: Any) -> None:
         server = grpc.aio.server()
         health = _Health(wait=mode == "unary-wait")
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        reservations_pb2_grpc.add_ReservationsServicer_to_server(_Echo(), server)
+        reservations_pb2_grpc.add_ReservationsServicer_to_server(_Echo(health), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         committer = asyncio.create_task(health.commit_loop())
@@ -99,6 +135,9 @@ def _load(mode: str, port: int, seconds: float, counts: Any) -> None:
             if mode == "stream":
                 stub = reservations_pb2_grpc.ReservationsStub(channel)
                 done = await asyncio.gather(*[_stream(stub, end) for _ in range(8)])
+            elif mode == "unary-reserve":
+                reservations = reservations_pb2_grpc.ReservationsStub(channel)
+                done = await asyncio.gather(*[_reserve(reservations, end) for _ in range(32)])
             else:
                 health = health_pb2_grpc.HealthStub(channel)
                 done = await asyncio.gather(*[_unary(health, end) for _ in range(32)])
@@ -111,6 +150,14 @@ async def _unary(stub: Any, end: float) -> int:
     count = 0
     while time.monotonic() < end:
         await stub.Check(health_pb2.HealthCheckRequest())
+        count += 1
+    return count
+
+
+async def _reserve(stub: Any, end: float) -> int:
+    count = 0
+    while time.monotonic() < end:
+        await stub.Reserve(_reserve_request(count))
         count += 1
     return count
 

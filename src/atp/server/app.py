@@ -39,7 +39,7 @@ from atp.v1 import (
 
 log = logging.getLogger("atp.server")
 
-GC_FREEZE_INTERVAL_S = 5.0
+GC_FREEZE_INTERVAL_S = 1.0
 
 SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
@@ -116,20 +116,9 @@ class AtpServer:
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
 
-    async def _freeze_survivors(self) -> None:
-        """Moves long-lived objects out of the cyclic collector's reach every few seconds.
-
-        The ledger's records hold no reference cycles (they are freed by reference counting),
-        but full collections would rescan all of them: pauses that grow with the ledger and
-        show up as p99 latency. Young collections still run and catch short-lived cycles.
-        """
-        while True:
-            await asyncio.sleep(GC_FREEZE_INTERVAL_S)
-            gc.freeze()
-
     async def start(self) -> None:
         self.writer.start()
-        self._freezer = asyncio.create_task(self._freeze_survivors())
+        self._freezer = asyncio.create_task(freeze_survivors())
         # Expire what fell due while the server was down before taking any call.
         await self.writer.execute_batch([])
         await self.server.start()
@@ -165,3 +154,19 @@ def open_store(config: ServerConfig) -> Store:
     if config.data_dir is None:
         return MemoryStore()
     return LmdbStore(config.data_dir, map_size=config.map_size_bytes, sync=config.sync)
+
+
+async def freeze_survivors(interval_s: float = GC_FREEZE_INTERVAL_S) -> None:
+    """Moves long-lived objects out of the cyclic collector's reach every interval.
+
+    The ledger's records hold no reference cycles (they are freed by reference counting),
+    but full collections would rescan all of them: pauses that grow with the ledger and show
+    up as p99 latency. Each freeze is preceded by a collection of what is not frozen yet
+    (the objects made since the last freeze), which frees the dead cycles calls leave behind
+    (asyncio and grpc make a few per call): frozen, they would never be freed, a leak of
+    ~40 objects/s at 3,000 calls/s. Every second keeps that collection short.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect()
+        gc.freeze()

@@ -47,7 +47,7 @@ def test_servicer_bench_runs_every_mode_and_commits() -> None:
 @pytest.mark.timeout(150)
 def test_grpc_floor_measures_every_mode() -> None:
     output = _run("bench.grpc_floor", "--seconds", "1")
-    for mode in ("unary", "unary-wait", "stream"):
+    for mode in ("unary", "unary-wait", "unary-reserve", "stream"):
         match = re.search(rf"^{mode}\s+([\d,]+) /s\s+server CPU\s+([\d.]+) us", output, re.MULTILINE)
         assert match, output
         assert int(match.group(1).replace(",", "")) > 0, output

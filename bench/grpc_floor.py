@@ -47,11 +47,15 @@ class _Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
 
     async def Check(self, request: Any, context: Any) -> Any:
         if self.wait:
-            future = asyncio.get_running_loop().create_future()
-            self.waiters.append(future)
-            self.wake.set()
-            await future
+            await self.until_committed()
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def until_committed(self) -> None:
+        """Waits for the next pass of the commit loop, as a mutation waits for its batch."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        self.wake.set()
+        await future
 
     async def commit_loop(self) -> None:
         """Resolves the waiters in batches after a thread hop, like the writer's group commit."""
@@ -94,10 +98,7 @@ class _Echo(reservations_pb2_grpc.ReservationsServicer):  # type: ignore[misc]
         self.reservation = _canned_reservation()
 
     async def Reserve(self, request: Any, context: Any) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        self.health.waiters.append(future)
-        self.health.wake.set()
-        await future
+        await self.health.until_committed()
         return self.reservation
 
     async def ReserveStream(self, requests: Any, context: Any) -> Any:

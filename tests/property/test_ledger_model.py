@@ -514,7 +514,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if same:
             self.run_replay(command)
             return
-        command = dataclasses.replace(command, priority=command.priority + 1)
+        command = command._replace(priority=command.priority + 1)
         if any(line.ship_date and ordinal(line.ship_date) < self.today for line in command.lines):
             self.run_expecting(command, (InvalidArgument, None))
         else:

@@ -8,7 +8,7 @@ import pytest
 
 from atp.ledger import Ledger, LedgerConfig, day_of, errors
 from atp.ledger import commands as c
-from atp.ledger.model import Lane, Policy, ReservationState
+from atp.ledger.model import Lane, Objective, Policy, ReservationState
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 TODAY = day_of(NOW)
@@ -58,6 +58,17 @@ def test_reserve_is_idempotent_on_reservation_id(ledger: Ledger) -> None:
     assert ledger.positions[("A", "DC1")].reserved == 4
     with pytest.raises(errors.AlreadyExists):
         reserve(ledger, "o1", c.LineRequest("l1", "A", 5, "DC1"))
+
+
+def test_reserve_digest_is_stable_across_versions() -> None:
+    """Stored reservations keep the digest they were created with: a replay after an upgrade
+    must still be recognised, so the digest of a given request may never change."""
+    command = c.Reserve(
+        "r-1", (c.LineRequest("l1", "SKU-1", 2, "DC-1", (2026, 12, 1)), c.LineRequest("l2", "SKU-2", 1)),
+        "US-W", Policy(True, 2, False, Objective.CHEAPEST), 600, False, 3, "web", "cust-9",
+    )
+    assert c.digest(command) == "9d4c3d3f07afc745e3408f27fb6b2b55"
+    assert c.digest(c.Reserve("r-2", (c.LineRequest("l1", "S", 1),))) == "5520d7ef492a8b50bcd3b6fa539d8ac4"
 
 
 def test_held_reservation_expires_and_returns_its_units(ledger: Ledger) -> None:

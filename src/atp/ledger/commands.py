@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from atp.ledger.model import Lane, Policy
 
@@ -78,8 +79,10 @@ class ReleaseHold:
     hold_id: str
 
 
-@dataclass(frozen=True)
-class LineRequest:
+class LineRequest(NamedTuple):
+    """A NamedTuple, not a frozen dataclass, like Reserve: built for every line reserved,
+    and a NamedTuple is built in under half the time."""
+
     line_id: str
     sku: str
     quantity: int
@@ -87,12 +90,11 @@ class LineRequest:
     ship_date: Date | None = None
 
 
-@dataclass(frozen=True)
-class Reserve:
+class Reserve(NamedTuple):
     reservation_id: str
     lines: tuple[LineRequest, ...]
     destination_region: str = ""
-    policy: Policy = Policy()  # noqa: RUF009 - Policy is frozen: one shared default is safe
+    policy: Policy = Policy()  # Policy is frozen: one shared default is safe
     ttl_seconds: int = 0
     commit: bool = False
     priority: int = 0
@@ -166,11 +168,9 @@ def digest(command: Command) -> str:
 
 
 def _reserve_text(command: Reserve) -> str:
-    """Reserve's content as a repr of plain tuples: what repr() says, at a fraction of the cost."""
-    lines = tuple(
-        (line.line_id, line.sku, line.quantity, line.node_id, line.ship_date)
-        for line in command.lines
-    )
+    """Reserve's content as a repr of plain tuples (without field names), the text digests
+    have always been taken of: (line_id, sku, quantity, node_id, ship_date) per line."""
+    lines = tuple(map(tuple, command.lines))  # a LineRequest is that tuple
     policy = command.policy
     return repr((
         "Reserve", command.reservation_id, lines, command.destination_region,

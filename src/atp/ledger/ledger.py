@@ -65,6 +65,7 @@ from atp.ledger.reallocation import (
     free_part_id,
     line_from,
 )
+from atp.ledger.sortedkeys import LazySortedDict
 
 EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
 MOVEMENT_TYPES = {member.value for member in MovementType}
@@ -109,7 +110,7 @@ class Ledger:
         self.positions_by_sku: dict[str, dict[str, Position]] = {}  # sku -> node_id -> Position
         self.supplies: dict[str, Supply] = SortedDict()
         self.holds: dict[str, Hold] = SortedDict()
-        self.reservations: dict[str, Reservation] = SortedDict()
+        self.reservations: dict[str, Reservation] = LazySortedDict()
         self.requests: dict[str, RequestRecord] = {}
         # (expire_time, kind, id) of HELD reservations and holds that expire.
         self.expiries: SortedList = SortedList()
@@ -1164,6 +1165,11 @@ def position_key(sku: str, node_id: str) -> str:
 
 
 def _assert_position(position: Position) -> None:
+    if (
+        position.on_hand >= 0 and position.allocated >= 0 and position.reserved >= 0
+        and position.held >= 0 and position.inbound >= 0 and position.safety_stock >= 0
+    ):
+        return  # the common case, without a lookup by name per quantity
     for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock"):
         value = getattr(position, name)
         if value < 0:

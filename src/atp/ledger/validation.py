@@ -29,7 +29,7 @@ class Violations:
             if required:
                 self.add(field_path, "required")
             return
-        if len(value) <= limits.id_bytes_max and value.isascii() and value.isprintable():
+        if _is_plain_id(value):
             return  # the common case, without encoding
         size = len(value.encode("utf-8", "surrogatepass"))
         if size > limits.id_bytes_max:
@@ -172,6 +172,13 @@ def check_hold(command: c.PlaceHold, now: float) -> None:
 
 def check_reserve(command: c.Reserve, today: Day) -> list[Day | None]:
     """Validates a Reserve and returns each line's requested ship day (None: earliest)."""
+    if _is_plain_reserve(command):
+        return [None] * len(command.lines)
+    return check_reserve_fields(command, today)
+
+
+def check_reserve_fields(command: c.Reserve, today: Day) -> list[Day | None]:
+    """check_reserve field by field, naming every violation."""
     v = Violations()
     v.identifier("reservation_id", command.reservation_id)
     v.identifier("destination_region", command.destination_region, required=False)
@@ -188,6 +195,37 @@ def check_reserve(command: c.Reserve, today: Day) -> list[Day | None]:
         v.unique("lines.line_id", [line.line_id for line in command.lines])
     v.raise_if_any()
     return ship_days
+
+
+def _is_plain_reserve(command: c.Reserve) -> bool:
+    """True only if check_reserve would find nothing wrong and no line names a ship date:
+    the common case, checked without building a field path per line. Anything else (or
+    anything unsure) goes through the full check, which names every violation."""
+    if not (
+        _is_plain_id(command.reservation_id)
+        and (not command.destination_region or _is_plain_id(command.destination_region))
+        and (not command.channel or _is_plain_id(command.channel))
+        and (not command.customer_id or _is_plain_id(command.customer_id))
+        and 0 <= command.ttl_seconds <= limits.ttl_seconds_max
+        and command.policy.max_nodes >= 0
+        and 1 <= len(command.lines) <= limits.lines_max
+    ):
+        return False
+    for line in command.lines:
+        if not (
+            _is_plain_id(line.line_id)
+            and _is_plain_id(line.sku)
+            and (not line.node_id or _is_plain_id(line.node_id))
+            and 1 <= line.quantity <= limits.quantity_max
+            and line.ship_date is None
+        ):
+            return False
+    return len({line.line_id for line in command.lines}) == len(command.lines)
+
+
+def _is_plain_id(value: str) -> bool:
+    """A valid identifier in its common form (the fast path of Violations.identifier)."""
+    return 0 < len(value) <= limits.id_bytes_max and value.isascii() and value.isprintable()
 
 
 def _check_line(v: Violations, path: str, line: c.LineRequest, today: Day) -> Day | None:

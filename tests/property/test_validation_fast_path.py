@@ -1,0 +1,57 @@
+"""check_reserve's fast path accepts only what the field-by-field check accepts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atp import limits
+from atp.ledger import commands as c
+from atp.ledger import validation
+from atp.ledger.errors import InvalidArgument
+from atp.ledger.model import Objective, Policy
+
+TODAY = 740_000
+
+# Ids near every edge: empty, the longest allowed and one longer, non-ASCII, unprintable.
+ids = st.one_of(
+    st.sampled_from(["", "a", "l1", "SKU-1", "x" * limits.id_bytes_max, "x" * (limits.id_bytes_max + 1),
+                     "é", "a\tb", "a\x00", "ü" * (limits.id_bytes_max // 2 + 1)]),
+    st.text(max_size=8),
+)
+quantities = st.sampled_from([-1, 0, 1, 7, limits.quantity_max, limits.quantity_max + 1])
+dates = st.sampled_from([None, (0, 0, 0), (2026, 12, 1), (2026, 2, 30)])
+lines = st.builds(c.LineRequest, ids, ids, quantities, ids, dates)
+commands = st.builds(
+    c.Reserve,
+    reservation_id=ids,
+    lines=st.lists(lines, max_size=4).map(tuple) | st.sampled_from([(c.LineRequest("l", "s", 1),) * 2]),
+    destination_region=ids,
+    policy=st.builds(Policy, st.booleans(), st.sampled_from([-1, 0, 2]), st.booleans(),
+                     st.sampled_from(list(Objective))),
+    ttl_seconds=st.sampled_from([-1, 0, 60, limits.ttl_seconds_max, limits.ttl_seconds_max + 1]),
+    channel=ids,
+    customer_id=ids,
+)
+
+
+@settings(max_examples=500)
+@given(commands)
+def test_fast_path_agrees_with_the_full_check(command: c.Reserve) -> None:
+    try:
+        expected: list[int | None] | InvalidArgument = validation.check_reserve_fields(command, TODAY)
+    except InvalidArgument as error:
+        expected = error
+    if isinstance(expected, InvalidArgument):
+        with pytest.raises(InvalidArgument) as raised:
+            validation.check_reserve(command, TODAY)
+        assert raised.value.violations == expected.violations
+    else:
+        assert validation.check_reserve(command, TODAY) == expected
+
+
+def test_plain_reserve_takes_the_fast_path() -> None:
+    """The case the fast path exists for is recognised (else it is never used)."""
+    command = c.Reserve("r1", (c.LineRequest("l1", "S1", 1, "N1"), c.LineRequest("l2", "S2", 3)))
+    assert validation._is_plain_reserve(command)

@@ -174,7 +174,7 @@ def _reserve_text(command: Reserve) -> str:
     policy = command.policy
     return repr((
         "Reserve", command.reservation_id, lines, command.destination_region,
-        (policy.ship_complete, policy.max_nodes, policy.allow_partial, policy.objective.value),
+        (policy.ship_complete, policy.max_nodes, policy.allow_partial, policy.objective._value_),
         command.ttl_seconds, command.commit, command.priority, command.channel,
         command.customer_id,
     ))

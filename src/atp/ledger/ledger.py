@@ -95,7 +95,7 @@ class Changes:
         return bool(self.records or self.events)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Placement:
     position: Position
     line: ReservationLine
@@ -574,7 +574,8 @@ class Ledger:
         self._open_reservation(reservation, placements)
         self._emit(
             now, "RESERVATION_CREATED", reservation_id=reservation.reservation_id,
-            state=reservation.state.value, lines=[_line_event(line) for line in reservation.lines],
+            # _value_: the same as .value, which is a slow descriptor on Python 3.11 enums
+            state=reservation.state._value_, lines=[_line_event(line) for line in reservation.lines],
         )
         return reservation
 
@@ -585,7 +586,8 @@ class Ledger:
         held = reservation.state is ReservationState.HELD
         for placement in placements:
             position, line = placement.position, placement.line
-            self._note_backorder(reservation.reservation_id, line)
+            if line.backordered_quantity or line.sku in self.backorders:
+                self._note_backorder(reservation.reservation_id, line)
             if not position.node_id:
                 continue  # a wholly backordered sourced line: no node holds it yet
             if position.key not in self.positions:
@@ -707,9 +709,13 @@ class Ledger:
         shortfalls: list[Shortfall],
     ) -> _Placement | None:
         """Where and when the line fits at its node; None (and a shortfall) when it does not."""
-        node = self._active_node(request.node_id)
-        self.known_sku(request.sku)
-        position = self.positions.get((request.sku, node.node_id))
+        node = self.nodes.get(request.node_id)
+        if node is None or not node.active:
+            node = self._active_node(request.node_id)  # raises the error that says which
+        by_node = self.positions_by_sku.get(request.sku)
+        if by_node is None:
+            by_node = self.known_sku(request.sku)  # raises NotFound
+        position = by_node.get(node.node_id)
         if position is None:
             position = Position(request.sku, node.node_id)
         earliest = today + node.handling_days
@@ -741,6 +747,7 @@ class Ledger:
             delivery_day=_delivery_day(node, command.destination_region, ship_day),
             backordered_quantity=request.quantity - quantity,
             from_inbound=quantity > 0
+            and bool(position.supply_days)
             and steps[0][1] - timeline.supply_due(position, today) < quantity,
         )
         return _Placement(position, line)

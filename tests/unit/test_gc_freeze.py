@@ -47,3 +47,19 @@ def test_dead_cycles_are_collected_before_each_freeze() -> None:
     # cycle still in the young generations at a freeze); with the collection, ~120 objects
     # are frozen, all of them live ones of the event loop and the test.
     assert frozen_growth < ROUNDS * CYCLES_PER_ROUND // 10, frozen_growth
+
+
+def test_only_the_freezer_runs_full_collections_and_thresholds_come_back() -> None:
+    before = gc.get_threshold()
+
+    async def while_freezing() -> tuple[int, int, int]:
+        freezer = asyncio.create_task(freeze_survivors(interval_s=60))
+        await asyncio.sleep(0)  # let it start
+        during = gc.get_threshold()
+        freezer.cancel()
+        await asyncio.gather(freezer, return_exceptions=True)
+        return during
+
+    during = asyncio.run(while_freezing())
+    assert during[:2] == before[:2] and during[2] >= 2**30
+    assert gc.get_threshold() == before

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from atp.ledger import timeline
 from atp.ledger.model import Position
 
@@ -57,3 +60,19 @@ def test_short_position_has_negative_atp_and_reports_short() -> None:
     assert timeline.available_now(stock, TODAY, False) == 0
     assert timeline.is_short(stock, TODAY)
     assert not timeline.is_short(position(on_hand=4, d0=-4), TODAY)
+
+
+@given(
+    on_hand=st.integers(0, 50), held=st.integers(0, 20), safety_stock=st.integers(0, 20),
+    deltas=st.dictionaries(st.integers(-3, 10), st.integers(-30, 30), max_size=6),
+    include_safety_stock=st.booleans(),
+)
+def test_atp_today_is_atp_on_today(
+    on_hand: int, held: int, safety_stock: int, deltas: dict[int, int], include_safety_stock: bool
+) -> None:
+    stock = position(on_hand=on_hand, held=held, safety_stock=safety_stock)
+    for offset, amount in deltas.items():
+        stock.add_delta(TODAY + offset, amount)
+    assert timeline.atp_today(stock, TODAY, include_safety_stock) == timeline.atp_on(
+        stock, TODAY, TODAY, include_safety_stock
+    )

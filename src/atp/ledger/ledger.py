@@ -612,9 +612,11 @@ class Ledger:
         include_safety = self.include_safety_stock(command.priority)
         placements: list[_Placement] = []
         shortfalls: list[Shortfall] = []
+        any_unsourced = False
         try:
             for index, (request, requested_day) in enumerate(zip(command.lines, requested_days)):
                 if not request.node_id:
+                    any_unsourced = True
                     continue
                 placement = self._fit_line(
                     command, index, request, requested_day, today, include_safety, shortfalls
@@ -624,7 +626,8 @@ class Ledger:
                     placements.append(placement)
             if shortfalls:
                 raise InsufficientAvailability(shortfalls)
-            placements += self._source_lines(command, requested_days, today)
+            if any_unsourced:
+                placements += self._source_lines(command, requested_days, today)
         except LedgerError:
             for placement in placements:
                 placement.position.add_delta(placement.line.ship_day, placement.line.quantity)
@@ -635,8 +638,6 @@ class Ledger:
         self, command: c.Reserve, requested_days: list[Day | None], today: Day
     ) -> list[_Placement]:
         """Sources the lines that name no node, holding the plan Promise would return."""
-        if all(line.node_id for line in command.lines):
-            return []
         indexed = [(i, line) for i, line in enumerate(command.lines) if not line.node_id]
         for index, line in indexed:
             if requested_days[index] is not None:
@@ -1162,7 +1163,7 @@ RISK_TRIGGERS: dict[type, str] = {c.UpsertSupply: SUPPLY_SLIPPED}
 
 def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
     """(anything available to normal demand, free units below the safety stock)."""
-    free = timeline.atp_on(position, today, today, include_safety_stock=True)
+    free = timeline.atp_today(position, today, include_safety_stock=True)
     return (free - position.safety_stock > 0, position.safety_stock > 0 and free < position.safety_stock)
 
 

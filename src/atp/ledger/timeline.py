@@ -56,6 +56,27 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
     return atp_in(_suffix_minimum(steps), day)
 
 
+def atp_today(position: Position, today: Day, include_safety_stock: bool) -> int:
+    """atp_on(today): the lowest net of the whole timeline, without building its steps
+    (asked after every change to a position)."""
+    net = position.on_hand - position.held
+    if not include_safety_stock:
+        net -= position.safety_stock
+    later: list[tuple[Day, int]] = []
+    for day, amount in position.deltas.items():
+        if day <= today:
+            net += amount
+        else:
+            later.append((day, amount))
+    lowest = net
+    if later:
+        later.sort()
+        for _, amount in later:
+            net += amount
+            lowest = min(lowest, net)
+    return lowest
+
+
 def atp_in(steps: list[tuple[Day, int]], day: Day) -> int:
     """ATP(day) read from atp_steps (days before the first step read as the first)."""
     atp_value = steps[0][1]

@@ -211,11 +211,15 @@ def _is_plain_reserve(command: c.Reserve) -> bool:
         and 1 <= len(command.lines) <= limits.lines_max
     ):
         return False
+    most = limits.id_bytes_max
     for line in command.lines:
+        ids = line.line_id + line.sku + line.node_id  # one ASCII/printable test for all three
         if not (
-            _is_plain_id(line.line_id)
-            and _is_plain_id(line.sku)
-            and (not line.node_id or _is_plain_id(line.node_id))
+            0 < len(line.line_id) <= most
+            and 0 < len(line.sku) <= most
+            and len(line.node_id) <= most
+            and ids.isascii()
+            and ids.isprintable()
             and 1 <= line.quantity <= limits.quantity_max
             and line.ship_date is None
         ):

@@ -31,12 +31,12 @@ from atp.v1 import availability_pb2
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 
 
-def stocked_ledger(now: float = NOW) -> Ledger:
-    """10k SKUs x 5 nodes (N0..N4), 10^9 units at every position; changes already taken."""
+def stocked_ledger(now: float = NOW, skus: int = 10_000) -> Ledger:
+    """SKUs S0.. x 5 nodes (N0..N4), 10^9 units at every position; changes already taken."""
     ledger = Ledger()
     for node in range(5):
         ledger.execute(c.UpsertNode(f"N{node}"), now)
-    for chunk in range(0, 10_000, 100):
+    for chunk in range(0, skus, 100):
         movements = tuple(
             c.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
             for sku in range(chunk, chunk + 100)

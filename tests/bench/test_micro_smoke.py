@@ -51,3 +51,9 @@ def test_grpc_floor_measures_every_mode() -> None:
         match = re.search(rf"^{mode}\s+([\d,]+) /s\s+server CPU\s+([\d.]+) us", output, re.MULTILINE)
         assert match, output
         assert int(match.group(1).replace(",", "")) > 0, output
+
+
+@pytest.mark.timeout(150)
+def test_instruction_count_workload_places_every_reservation() -> None:
+    """The workload bench.instructions counts under valgrind (run here without it)."""
+    assert "placed 700 of 700 reservations" in _run("bench.instructions", "--workload", "700")

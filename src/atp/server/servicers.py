@@ -198,7 +198,7 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         if not 1 <= count <= limits.batch_requests_max:
             await abort(context, InvalidArgument.single(
                 "requests", f"{count} requests; 1..{limits.batch_requests_max} allowed"))
-        built = [_build_reserve(item) for item in request.requests]
+        built = [reserve_command(item) for item in request.requests]
         commands = [item for item in built if not isinstance(item, LedgerError)]
         try:
             outcomes = iter(await self.writer.execute_batch(commands))
@@ -241,7 +241,7 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
 
     def _apply_reserve(self, request: reservations_pb2.ReserveRequest) -> _StreamItem:
         """Applies one stream message now (no task of its own); answered once durable."""
-        built = _build_reserve(request)
+        built = reserve_command(request)
         if isinstance(built, LedgerError):
             return request.reservation_id, built, None
         try:
@@ -355,7 +355,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                                 trailing_metadata=status.trailing_metadata(rich))
 
 
-def _build_reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:
+def reserve_command(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:
+    """The request as a command, or the error that refuses it (one batch item fails alone)."""
     try:
         return convert.reserve(request)
     except LedgerError as error:

@@ -1,0 +1,106 @@
+"""Instructions per reservation on the ReserveBatch path, counted by valgrind (deterministic).
+
+    python -m bench.instructions                # ~1 minute; needs valgrind
+    python -m bench.instructions --workload 500 # one run of the workload alone, no valgrind
+
+Timings on a shared 2-CPU VM drift by 10-20% between runs, more than most single changes
+to the reserve path are worth. Instruction counts do not: the same code gives the same count
+to within ~0.2%, whatever else the machine is doing. This runs the workload under
+`valgrind --tool=callgrind` twice, with two sizes, and reports the difference divided by the
+difference in reservations, so set-up (imports, the stocked ledger) cancels out.
+
+The workload is what atpd does per ReserveBatch item, without gRPC or asyncio: parse the
+batch, build each command, apply it to the ledger, encode the changes, put them in LMDB
+(unsynced: an fsync's instructions are the kernel's), fill and serialise the results. The
+collector is frozen and off, as atpd's periodic freeze makes it nearly so; GC costs are
+measured by the gRPC bench instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from atp.ledger.errors import LedgerError
+from atp.server.servicers import fill_reserve_result, reserve_command
+from atp.server.writer import encode_batch
+from atp.store import LmdbStore
+from atp.v1 import reservations_pb2
+from bench.micro import NOW, stocked_ledger
+from bench.servicer import reserve_requests
+
+SMALL, LARGE = 1_000, 3_000
+BATCH = 500
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def run_workload(reservations: int) -> int:
+    """2,000 SKUs x 5 nodes stocked, then `reservations` 1-3 line reserves in batches of 500;
+    returns how many were placed."""
+    ledger = stocked_ledger(NOW, skus=2_000)  # the requests use S0..S1999
+    requests = reserve_requests(reservations, seed=1)
+    batches = [
+        reservations_pb2.ReserveBatchRequest(requests=requests[start:start + BATCH]).SerializeToString()
+        for start in range(0, reservations, BATCH)
+    ]
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    placed = 0
+    with tempfile.TemporaryDirectory() as data_dir:
+        store = LmdbStore(data_dir, sync=False)
+        for wire in batches:
+            request = reservations_pb2.ReserveBatchRequest.FromString(wire)
+            outcomes = ledger.execute_batch([reserve_command(item) for item in request.requests], NOW)
+            store.commit(encode_batch(ledger.take_changes()))
+            response = reservations_pb2.ReserveBatchResponse()
+            for item, outcome in zip(request.requests, outcomes):
+                fill_reserve_result(response.results.add(), item.reservation_id, outcome)
+            response.SerializeToString()
+            placed += sum(1 for outcome in outcomes if not isinstance(outcome, LedgerError))
+        store.close()
+    return placed
+
+
+def count_instructions(reservations: int) -> int:
+    """Instructions of a whole `--workload` run under callgrind."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        completed = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
+             sys.executable, "-m", "bench.instructions", "--workload", str(reservations)],
+            capture_output=True, text=True, check=False, timeout=900,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
+        )
+    match = _COLLECTED.search(completed.stderr)
+    if completed.returncode != 0 or match is None:
+        raise SystemExit(f"valgrind run failed:\n{completed.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", type=int, metavar="RESERVATIONS",
+                        help="run the workload once, uncounted (what valgrind runs)")
+    args = parser.parse_args()
+    if args.workload is not None:
+        print(f"placed {run_workload(args.workload):,} of {args.workload:,} reservations")
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not found: install it (Debian: apt-get install valgrind)")
+    with ThreadPoolExecutor(2) as pool:  # the two runs are independent: one per core
+        small, large = pool.map(count_instructions, (SMALL, LARGE))
+    per_reservation = (large - small) / (LARGE - SMALL)
+    print(f"reserve path (ReserveBatch item)  {per_reservation:,.0f} instructions per reservation"
+          f"  ({small:,} for {SMALL:,}, {large:,} for {LARGE:,})")
+
+
+if __name__ == "__main__":
+    main()

@@ -129,6 +129,9 @@ _OBJECTIVES = {
 }
 
 
+DEFAULT_POLICY = Policy()  # what policy() makes of an absent (all-default) message
+
+
 def policy(message: common_pb2.FulfillmentPolicy) -> Policy:
     objective = _OBJECTIVES.get(message.objective)
     if objective is None:
@@ -152,16 +155,17 @@ def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:
         )
         for line in request.lines
     ])
+    # Positional, in c.Reserve's field order: on every reserve's path, and faster than keywords.
     return c.Reserve(
-        reservation_id=request.reservation_id,
-        lines=lines,
-        destination_region=request.destination_region,
-        policy=policy(request.policy),
-        ttl_seconds=request.ttl_seconds,
-        commit=request.commit,
-        priority=request.priority,
-        channel=request.channel,
-        customer_id=request.customer_id,
+        request.reservation_id,
+        lines,
+        request.destination_region,
+        policy(request.policy) if request.HasField("policy") else DEFAULT_POLICY,
+        request.ttl_seconds,
+        request.commit,
+        request.priority,
+        request.channel,
+        request.customer_id,
     )
 
 
@@ -271,7 +275,7 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
     lines = message.lines
     for line in reservation.lines:
         _fill_line(lines.add(line_id=line.line_id, sku=line.sku, node_id=line.node_id,
-                             quantity=line.quantity), line)
+                             quantity=line.quantity, ship_date=_date(line.ship_day)), line)
     _set_timestamp(message.create_time, reservation.create_time)
     if reservation.expire_time is not None:
         _set_timestamp(message.expire_time, reservation.expire_time)
@@ -283,15 +287,15 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
     message = common_pb2.ReservationLine(
-        line_id=line.line_id, sku=line.sku, node_id=line.node_id, quantity=line.quantity
+        line_id=line.line_id, sku=line.sku, node_id=line.node_id, quantity=line.quantity,
+        ship_date=_date(line.ship_day),
     )
     _fill_line(message, line)
     return message
 
 
 def _fill_line(message: common_pb2.ReservationLine, line: ReservationLine) -> None:
-    """The fields after the four every line has (set where the message is made)."""
-    message.ship_date.CopyFrom(_date(line.ship_day))
+    """The fields after the five every line has (set where the message is made)."""
     if line.delivery_day is not None:
         message.delivery_date.CopyFrom(_date(line.delivery_day))
     if line.fulfilled_quantity:

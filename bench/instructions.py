@@ -1,19 +1,21 @@
-"""Instructions per reservation on the ReserveBatch path, counted by valgrind (deterministic).
+"""Instructions per ReserveBatch item and per Promise, counted by valgrind (deterministic).
 
-    python -m bench.instructions                # ~1 minute; needs valgrind
-    python -m bench.instructions --workload 500 # one run of the workload alone, no valgrind
+    python -m bench.instructions                          # both paths, ~1 minute; needs valgrind
+    python -m bench.instructions promise                  # one path
+    python -m bench.instructions reserve --workload 500   # the workload once, no valgrind
 
 Timings on a shared 2-CPU VM drift by 10-20% between runs, more than most single changes
 to the reserve path are worth. Instruction counts do not: the same code gives the same count
 to within ~0.2%, whatever else the machine is doing. This runs the workload under
 `valgrind --tool=callgrind` twice, with two sizes, and reports the difference divided by the
-difference in reservations, so set-up (imports, the stocked ledger) cancels out.
+difference in calls, so set-up (imports, the stocked ledger) cancels out.
 
-The workload is what atpd does per ReserveBatch item, without gRPC or asyncio: parse the
-batch, build each command, apply it to the ledger, encode the changes, put them in LMDB
-(unsynced: an fsync's instructions are the kernel's), fill and serialise the results. The
-collector is frozen and off, as atpd's periodic freeze makes it nearly so; GC costs are
-measured by the gRPC bench instead.
+`reserve` is what atpd does per ReserveBatch item, without gRPC or asyncio: parse the batch,
+build each command, apply it to the ledger, encode the changes, put them in LMDB (unsynced: an
+fsync's instructions are the kernel's), fill and serialise the results. `promise` is a
+Promise's server side: parse the request, plan 5 lines over bench.micro's 50-node network,
+build and serialise the response. The collector is frozen and off, as atpd's periodic freeze
+makes it nearly so; GC costs are measured by the gRPC bench instead.
 """
 
 from __future__ import annotations
@@ -29,19 +31,21 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from atp.ledger.errors import LedgerError
+from atp.server import convert
 from atp.server.servicers import fill_reserve_result, reserve_command
 from atp.server.writer import encode_batch
 from atp.store import LmdbStore
-from atp.v1 import reservations_pb2
-from bench.micro import NOW, stocked_ledger
+from atp.v1 import availability_pb2, reservations_pb2
+from bench.micro import NOW, promise_network, stocked_ledger
 from bench.servicer import reserve_requests
 
-SMALL, LARGE = 1_000, 3_000
+# Calls in the small and the large run of each path.
+SIZES = {"reserve": (1_000, 3_000), "promise": (300, 900)}
 BATCH = 500
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def run_workload(reservations: int) -> int:
+def run_reserves(reservations: int) -> int:
     """2,000 SKUs x 5 nodes stocked, then `reservations` 1-3 line reserves in batches of 500;
     returns how many were placed."""
     ledger = stocked_ledger(NOW, skus=2_000)  # the requests use S0..S1999
@@ -69,12 +73,40 @@ def run_workload(reservations: int) -> int:
     return placed
 
 
-def count_instructions(reservations: int) -> int:
+def run_promises(promises: int) -> int:
+    """bench.micro's promise network, then `promises` 5-line Promise requests; returns how
+    many were answered complete."""
+    ledger, orders = promise_network(promises, seed=1)
+    payloads = [
+        availability_pb2.PromiseRequest(
+            lines=[availability_pb2.OrderLine(line_id=line.line_id, sku=line.sku,
+                                              quantity=line.quantity) for line in lines],
+            destination_region=region,
+        ).SerializeToString()
+        for lines, region in orders
+    ]
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    complete = 0
+    for payload in payloads:
+        request = availability_pb2.PromiseRequest.FromString(payload)
+        plan = ledger.promise(convert.order_lines(request.lines), request.destination_region,
+                              convert.policy(request.policy), request.priority, NOW)
+        convert.promise_response(plan).SerializeToString()
+        complete += plan.complete
+    return complete
+
+
+WORKLOADS = {"reserve": run_reserves, "promise": run_promises}
+
+
+def count_instructions(path: str, calls: int) -> int:
     """Instructions of a whole `--workload` run under callgrind."""
     with tempfile.TemporaryDirectory() as out_dir:
         completed = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
-             sys.executable, "-m", "bench.instructions", "--workload", str(reservations)],
+             sys.executable, "-m", "bench.instructions", path, "--workload", str(calls)],
             capture_output=True, text=True, check=False, timeout=900,
             env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
         )
@@ -87,19 +119,28 @@ def count_instructions(reservations: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", type=int, metavar="RESERVATIONS",
-                        help="run the workload once, uncounted (what valgrind runs)")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help=f"any of {', '.join(WORKLOADS)} (default both)")
+    parser.add_argument("--workload", type=int, metavar="CALLS",
+                        help="run one path's workload once, uncounted (what valgrind runs)")
     args = parser.parse_args()
+    unknown = set(args.paths) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown path {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
+    paths = args.paths or list(WORKLOADS)
     if args.workload is not None:
-        print(f"placed {run_workload(args.workload):,} of {args.workload:,} reservations")
+        for path in paths:
+            print(f"{path}: {WORKLOADS[path](args.workload):,} of {args.workload:,} answered in full")
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: install it (Debian: apt-get install valgrind)")
-    with ThreadPoolExecutor(2) as pool:  # the two runs are independent: one per core
-        small, large = pool.map(count_instructions, (SMALL, LARGE))
-    per_reservation = (large - small) / (LARGE - SMALL)
-    print(f"reserve path (ReserveBatch item)  {per_reservation:,.0f} instructions per reservation"
-          f"  ({small:,} for {SMALL:,}, {large:,} for {LARGE:,})")
+    for path in paths:
+        small, large = SIZES[path]
+        with ThreadPoolExecutor(2) as pool:  # the two runs are independent: one per core
+            counts = list(pool.map(count_instructions, (path, path), (small, large)))
+        per_call = (counts[1] - counts[0]) / (large - small)
+        print(f"{path:8s} {per_call:10,.0f} instructions per call  "
+              f"({counts[0]:,} for {small:,}, {counts[1]:,} for {large:,})")
 
 
 if __name__ == "__main__":

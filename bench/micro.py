@@ -69,7 +69,7 @@ def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
     return run
 
 
-def _promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[OrderLine], str]]]:
+def promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[OrderLine], str]]]:
     """50 nodes with 10 lanes each, 1,000 SKUs stocked at 2-10 nodes, and 5-line orders."""
     rng = random.Random(seed)
     ledger = Ledger()
@@ -93,7 +93,7 @@ def _promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[
 
 def promise_core(promises: int, seed: int) -> Callable[[], int]:
     """Promise 5 lines over 50 nodes with 10 lanes each; SKUs stocked at 2-10 nodes."""
-    ledger, orders = _promise_network(promises, seed)
+    ledger, orders = promise_network(promises, seed)
 
     def run() -> int:
         for lines, region in orders:
@@ -109,7 +109,7 @@ def promise_server_side(promises: int, seed: int) -> None:
     What the handler costs without the transport: parse the request, plan, build and
     serialise the response, one call at a time; prints the median and p99 per call.
     """
-    ledger, orders = _promise_network(promises, seed)
+    ledger, orders = promise_network(promises, seed)
     servicer = AvailabilityServicer(Writer(ledger, MemoryStore(), clock=lambda: NOW))
     payloads = [
         availability_pb2.PromiseRequest(

@@ -54,6 +54,8 @@ def test_grpc_floor_measures_every_mode() -> None:
 
 
 @pytest.mark.timeout(150)
-def test_instruction_count_workload_places_every_reservation() -> None:
-    """The workload bench.instructions counts under valgrind (run here without it)."""
-    assert "placed 700 of 700 reservations" in _run("bench.instructions", "--workload", "700")
+def test_instruction_count_workloads_run() -> None:
+    """The workloads bench.instructions counts under valgrind (run here without it)."""
+    output = _run("bench.instructions", "--workload", "300")
+    assert "reserve: 300 of 300 answered in full" in output, output
+    assert "promise: " in output, output

@@ -11,6 +11,7 @@ from atp.ledger import commands as c
 from atp.ledger import validation
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import Objective, Policy
+from atp.ledger.promising import OrderLine
 
 TODAY = 740_000
 
@@ -55,3 +56,33 @@ def test_plain_reserve_takes_the_fast_path() -> None:
     """The case the fast path exists for is recognised (else it is never used)."""
     command = c.Reserve("r1", (c.LineRequest("l1", "S1", 1, "N1"), c.LineRequest("l2", "S2", 3)))
     assert validation._is_plain_reserve(command)
+
+
+order_lines = st.builds(OrderLine, ids, ids, quantities)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(order_lines, max_size=4) | st.sampled_from([[OrderLine("l", "s", 1)] * 2]),
+    ids,
+    st.builds(Policy, st.booleans(), st.sampled_from([-1, 0, 2]), st.booleans(),
+              st.sampled_from(list(Objective))),
+)
+def test_promise_fast_path_agrees_with_the_full_check(
+    lines: list[OrderLine], region: str, policy: Policy
+) -> None:
+    try:
+        validation.check_promise_fields(lines, region, policy)
+        expected: InvalidArgument | None = None
+    except InvalidArgument as error:
+        expected = error
+    if expected is None:
+        validation.check_promise(lines, region, policy)
+    else:
+        with pytest.raises(InvalidArgument) as raised:
+            validation.check_promise(lines, region, policy)
+        assert raised.value.violations == expected.violations
+
+
+def test_plain_promise_takes_the_fast_path() -> None:
+    assert validation._is_plain_promise([OrderLine("l1", "S1", 2)], "EU", Policy())

@@ -260,6 +260,31 @@ def check_reservation_call(
 
 
 def check_promise(lines: list[Any], region: str, policy: Policy) -> None:
+    if _is_plain_promise(lines, region, policy):
+        return
+    check_promise_fields(lines, region, policy)
+
+
+def _is_plain_promise(lines: list[Any], region: str, policy: Policy) -> bool:
+    """True only if check_promise_fields would find nothing wrong (as _is_plain_reserve)."""
+    if not (_is_plain_id(region) and policy.max_nodes >= 0 and 1 <= len(lines) <= limits.lines_max):
+        return False
+    most = limits.id_bytes_max
+    for line in lines:
+        ids = line.line_id + line.sku  # one ASCII/printable test for both
+        if not (
+            0 < len(line.line_id) <= most
+            and 0 < len(line.sku) <= most
+            and ids.isascii()
+            and ids.isprintable()
+            and 1 <= line.quantity <= limits.quantity_max
+        ):
+            return False
+    return len({line.line_id for line in lines}) == len(lines)
+
+
+def check_promise_fields(lines: list[Any], region: str, policy: Policy) -> None:
+    """check_promise field by field, naming every violation."""
     v = Violations()
     v.identifier("destination_region", region)
     if policy.max_nodes < 0:

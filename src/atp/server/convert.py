@@ -349,35 +349,25 @@ def network_total(sku: str, positions: list[common_pb2.Position]) -> availabilit
 
 
 def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
-    # Constructors copy sub-messages, so the shared cached Dates can be passed as they are.
-    return availability_pb2.PromiseResponse(
-        lines=[
-            availability_pb2.LinePromise(
-                line_id=line_plan.line.line_id,
-                allocations=[
-                    availability_pb2.Allocation(
-                        node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
-                        delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound,
-                    )
-                    for a in line_plan.allocations
-                ],
-                backordered_quantity=line_plan.backordered_quantity,
-                backorder_date=_shared_date(line_plan.backorder_day),
-                candidates=[
-                    availability_pb2.CandidateExplanation(node_id=node_id, outcome=outcome)
-                    for node_id, outcome in line_plan.candidates
-                ],
-            )
-            for line_plan in plan.lines
-        ],
-        promise_date=_shared_date(plan.promise_day),
-        complete=plan.complete,
-    )
-
-
-def _shared_date(day: Day | None) -> Date | None:
-    """The cached Date of day, for constructors and CopyFrom only (never to be changed)."""
-    return None if day is None else _date(day)
+    """Built in place with add(): a message passed to its parent's constructor is copied."""
+    response = availability_pb2.PromiseResponse(complete=plan.complete)
+    promise_day = plan.promise_day
+    if promise_day is not None:
+        response.promise_date.CopyFrom(_date(promise_day))
+    lines = response.lines
+    for line_plan in plan.lines:
+        message = lines.add(line_id=line_plan.line.line_id,
+                            backordered_quantity=line_plan.backordered_quantity)
+        if line_plan.backorder_day is not None:
+            message.backorder_date.CopyFrom(_date(line_plan.backorder_day))
+        allocations = message.allocations
+        for a in line_plan.allocations:
+            # Constructor arguments are copied, so the shared cached Dates can be passed.
+            allocations.add(node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
+                            delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound)
+        for node_id, outcome in line_plan.candidates:
+            message.candidates.add(node_id=node_id, outcome=outcome)
+    return response
 
 
 def reallocate_response(result: ReallocationResult) -> reservations_pb2.ReallocateResponse:

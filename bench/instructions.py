@@ -36,7 +36,7 @@ from atp.server.servicers import fill_reserve_result, reserve_command
 from atp.server.writer import encode_batch
 from atp.store import LmdbStore
 from atp.v1 import availability_pb2, reservations_pb2
-from bench.micro import NOW, promise_network, stocked_ledger
+from bench.micro import NOW, promise_network, promise_payloads, stocked_ledger
 from bench.servicer import reserve_requests
 
 # Calls in the small and the large run of each path.
@@ -77,14 +77,7 @@ def run_promises(promises: int) -> int:
     """bench.micro's promise network, then `promises` 5-line Promise requests; returns how
     many were answered complete."""
     ledger, orders = promise_network(promises, seed=1)
-    payloads = [
-        availability_pb2.PromiseRequest(
-            lines=[availability_pb2.OrderLine(line_id=line.line_id, sku=line.sku,
-                                              quantity=line.quantity) for line in lines],
-            destination_region=region,
-        ).SerializeToString()
-        for lines, region in orders
-    ]
+    payloads = promise_payloads(orders)
     gc.collect()
     gc.freeze()
     gc.disable()

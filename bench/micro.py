@@ -91,6 +91,18 @@ def promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[O
     return ledger, orders
 
 
+def promise_payloads(orders: list[tuple[list[OrderLine], str]]) -> list[bytes]:
+    """Each order as the bytes of a PromiseRequest, as a client would send it."""
+    return [
+        availability_pb2.PromiseRequest(
+            lines=[availability_pb2.OrderLine(line_id=line.line_id, sku=line.sku,
+                                              quantity=line.quantity) for line in lines],
+            destination_region=region,
+        ).SerializeToString()
+        for lines, region in orders
+    ]
+
+
 def promise_core(promises: int, seed: int) -> Callable[[], int]:
     """Promise 5 lines over 50 nodes with 10 lanes each; SKUs stocked at 2-10 nodes."""
     ledger, orders = promise_network(promises, seed)
@@ -111,14 +123,7 @@ def promise_server_side(promises: int, seed: int) -> None:
     """
     ledger, orders = promise_network(promises, seed)
     servicer = AvailabilityServicer(Writer(ledger, MemoryStore(), clock=lambda: NOW))
-    payloads = [
-        availability_pb2.PromiseRequest(
-            lines=[availability_pb2.OrderLine(line_id=line.line_id, sku=line.sku,
-                                              quantity=line.quantity) for line in lines],
-            destination_region=region,
-        ).SerializeToString()
-        for lines, region in orders
-    ]
+    payloads = promise_payloads(orders)
 
     async def run() -> list[float]:
         times = []

@@ -13,15 +13,7 @@ from atp.ledger.model import Day, Position
 
 def net_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
     """[(day, net)] from today on: net holds from that day until the next step's day."""
-    net = position.on_hand - position.held
-    if not include_safety_stock:
-        net -= position.safety_stock
-    future: list[tuple[Day, int]] = []
-    for day, amount in position.deltas.items():
-        if day <= today:
-            net += amount
-        else:
-            future.append((day, amount))
+    net, future = _net_today_and_later(position, today, include_safety_stock)
     steps = [(today, net)]
     if future:
         future.sort()
@@ -29,6 +21,22 @@ def net_steps(position: Position, today: Day, include_safety_stock: bool) -> lis
             net += amount
             steps.append((day, net))
     return steps
+
+
+def _net_today_and_later(
+    position: Position, today: Day, include_safety_stock: bool
+) -> tuple[int, list[tuple[Day, int]]]:
+    """(net today, counting what is dated today or earlier; the later (day, delta), unsorted)."""
+    net = position.on_hand - position.held
+    if not include_safety_stock:
+        net -= position.safety_stock
+    later: list[tuple[Day, int]] = []
+    for day, amount in position.deltas.items():
+        if day <= today:
+            net += amount
+        else:
+            later.append((day, amount))
+    return net, later
 
 
 def atp_steps(position: Position, today: Day, include_safety_stock: bool) -> list[tuple[Day, int]]:
@@ -59,15 +67,7 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
 def atp_today(position: Position, today: Day, include_safety_stock: bool) -> int:
     """atp_on(today): the lowest net of the whole timeline, without building its steps
     (asked after every change to a position)."""
-    net = position.on_hand - position.held
-    if not include_safety_stock:
-        net -= position.safety_stock
-    later: list[tuple[Day, int]] = []
-    for day, amount in position.deltas.items():
-        if day <= today:
-            net += amount
-        else:
-            later.append((day, amount))
+    net, later = _net_today_and_later(position, today, include_safety_stock)
     lowest = net
     if later:
         later.sort()

@@ -214,7 +214,8 @@ class Planner:
         and lane allow), so once the best fit found beats the next node's bound, the rest
         cannot win: most lines need one or two fits instead of one per stocking node.
         """
-        bounds = sorted((self._preference_bound(node, used), index) for index, node in enumerate(nodes))
+        bounds = [(self._preference_bound(node, used), index) for index, node in enumerate(nodes)]
+        bounds.sort()
         best: Allocation | None = None
         best_key: tuple[object, ...] | None = None
         for bound, index in bounds:
@@ -229,9 +230,11 @@ class Planner:
 
     def _preference_bound(self, node: Node, used: set[str]) -> tuple[object, ...]:
         """_preference of the node's best possible allocation: shipped on its earliest day."""
-        lane = self.lanes[node.node_id]
-        delivery = self.today + node.handling_days + lane.transit_days
-        return self._preference_key(node.node_id, delivery, lane.cost, used)
+        node_id = node.node_id
+        lane = self.lanes[node_id]
+        return self._preference_key(
+            node_id, self.today + node.handling_days + lane.transit_days, lane.cost, used
+        )
 
     def _split_option(
         self,

@@ -1,6 +1,6 @@
-"""Instructions per ReserveBatch item and per Promise, counted by valgrind (deterministic).
+"""Instructions per ReserveBatch item, per Reserve call and per Promise, counted by valgrind.
 
-    python -m bench.instructions                          # both paths, ~1 minute; needs valgrind
+    python -m bench.instructions                          # every path, ~80 s; needs valgrind
     python -m bench.instructions promise                  # one path
     python -m bench.instructions reserve --workload 500   # the workload once, no valgrind
 
@@ -12,7 +12,9 @@ difference in calls, so set-up (imports, the stocked ledger) cancels out.
 
 `reserve` is what atpd does per ReserveBatch item, without gRPC or asyncio: parse the batch,
 build each command, apply it to the ledger, encode the changes, put them in LMDB (unsynced: an
-fsync's instructions are the kernel's), fill and serialise the results. `promise` is a
+fsync's instructions are the kernel's), fill and serialise the results. `unary` makes the same
+reservations one Reserve call each through the servicer, the writer and its group commits on
+an event loop (no gRPC): the difference is our per-call overhead. `promise` is a
 Promise's server side: parse the request, plan 5 lines over bench.micro's 50-node network,
 build and serialise the response. The collector is frozen and off, as atpd's periodic freeze
 makes it nearly so; GC costs are measured by the gRPC bench instead.
@@ -21,6 +23,7 @@ makes it nearly so; GC costs are measured by the gRPC bench instead.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import re
@@ -30,17 +33,18 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from atp.ledger import Ledger
 from atp.ledger.errors import LedgerError
 from atp.server import convert
-from atp.server.servicers import fill_reserve_result, reserve_command
-from atp.server.writer import encode_batch
+from atp.server.servicers import ReservationsServicer, fill_reserve_result, reserve_command
+from atp.server.writer import Writer, encode_batch
 from atp.store import LmdbStore
 from atp.v1 import availability_pb2, reservations_pb2
 from bench.micro import NOW, promise_network, promise_payloads, stocked_ledger
 from bench.servicer import reserve_requests
 
 # Calls in the small and the large run of each path.
-SIZES = {"reserve": (1_000, 3_000), "promise": (300, 900)}
+SIZES = {"reserve": (1_000, 3_000), "unary": (1_000, 3_000), "promise": (300, 900)}
 BATCH = 500
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -91,7 +95,40 @@ def run_promises(promises: int) -> int:
     return complete
 
 
-WORKLOADS = {"reserve": run_reserves, "promise": run_promises}
+def run_unary(reservations: int) -> int:
+    """The same reserves as `reserve`, one Reserve call each through the servicer and the
+    writer (16 callers on an event loop, group commits in the writer's thread); returns how
+    many were placed. Its count less `reserve`'s is what a call costs our code beyond the item."""
+    ledger = stocked_ledger(NOW, skus=2_000)
+    requests = reserve_requests(reservations, seed=1)
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    return asyncio.run(_call_reserve(ledger, requests))
+
+
+async def _call_reserve(ledger: Ledger, requests: list[reservations_pb2.ReserveRequest]) -> int:
+    placed = 0
+    with tempfile.TemporaryDirectory() as data_dir:
+        store = LmdbStore(data_dir, sync=False)
+        writer = Writer(ledger, store, clock=lambda: NOW)
+        writer.start()
+        servicer = ReservationsServicer(writer)
+        pending = iter(requests)
+
+        async def caller() -> None:
+            nonlocal placed
+            for request in pending:
+                await servicer.Reserve(request, None)
+                placed += 1
+
+        await asyncio.gather(*[caller() for _ in range(16)])
+        await writer.close()
+        store.close()
+    return placed
+
+
+WORKLOADS = {"reserve": run_reserves, "unary": run_unary, "promise": run_promises}
 
 
 def count_instructions(path: str, calls: int) -> int:

@@ -41,7 +41,7 @@ from atp.server.writer import Writer, encode_batch
 from atp.store import LmdbStore
 from atp.v1 import availability_pb2, reservations_pb2
 from bench.micro import NOW, promise_network, promise_payloads, stocked_ledger
-from bench.servicer import reserve_requests
+from bench.servicer import drive, reserve_requests
 
 # Calls in the small and the large run of each path.
 SIZES = {"reserve": (1_000, 3_000), "unary": (1_000, 3_000), "promise": (300, 900)}
@@ -97,35 +97,25 @@ def run_promises(promises: int) -> int:
 
 def run_unary(reservations: int) -> int:
     """The same reserves as `reserve`, one Reserve call each through the servicer and the
-    writer (16 callers on an event loop, group commits in the writer's thread); returns how
+    writer (bench.servicer's 64 callers, group commits in the writer's thread); returns how
     many were placed. Its count less `reserve`'s is what a call costs our code beyond the item."""
     ledger = stocked_ledger(NOW, skus=2_000)
     requests = reserve_requests(reservations, seed=1)
     gc.collect()
     gc.freeze()
     gc.disable()
-    return asyncio.run(_call_reserve(ledger, requests))
+    asyncio.run(_call_reserve(ledger, requests))
+    return len(ledger.reservations)
 
 
-async def _call_reserve(ledger: Ledger, requests: list[reservations_pb2.ReserveRequest]) -> int:
-    placed = 0
+async def _call_reserve(ledger: Ledger, requests: list[reservations_pb2.ReserveRequest]) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         store = LmdbStore(data_dir, sync=False)
         writer = Writer(ledger, store, clock=lambda: NOW)
         writer.start()
-        servicer = ReservationsServicer(writer)
-        pending = iter(requests)
-
-        async def caller() -> None:
-            nonlocal placed
-            for request in pending:
-                await servicer.Reserve(request, None)
-                placed += 1
-
-        await asyncio.gather(*[caller() for _ in range(16)])
+        await drive("unary", ReservationsServicer(writer), requests)
         await writer.close()
         store.close()
-    return placed
 
 
 WORKLOADS = {"reserve": run_reserves, "unary": run_unary, "promise": run_promises}

@@ -76,3 +76,7 @@ def test_atp_today_is_atp_on_today(
     assert timeline.atp_today(stock, TODAY, include_safety_stock) == timeline.atp_on(
         stock, TODAY, TODAY, include_safety_stock
     )
+    # atp_on(today) now takes atp_today's path itself: check both against the ATP steps.
+    steps = timeline.atp_steps(stock, TODAY, include_safety_stock)
+    for day in (TODAY - 1, TODAY):
+        assert timeline.atp_on(stock, TODAY, day, include_safety_stock) == timeline.atp_in(steps, day)

@@ -1163,7 +1163,7 @@ RISK_TRIGGERS: dict[type, str] = {c.UpsertSupply: SUPPLY_SLIPPED}
 
 def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
     """(anything available to normal demand, free units below the safety stock)."""
-    free = timeline.atp_today(position, today, include_safety_stock=True)
+    free = timeline.atp_on(position, today, today, include_safety_stock=True)
     return (free - position.safety_stock > 0, position.safety_stock > 0 and free < position.safety_stock)
 
 

@@ -58,6 +58,8 @@ def _suffix_minimum(steps: list[tuple[Day, int]]) -> list[tuple[Day, int]]:
 
 def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool) -> int:
     """ATP(day): units that can be promised for shipment on `day` without hurting later demand."""
+    if day <= today:
+        return atp_today(position, today, include_safety_stock)  # no steps needed
     steps = net_steps(position, today, include_safety_stock)
     if len(steps) == 1:
         return steps[0][1]  # nothing dated in the future: ATP is today's net on every day
@@ -65,8 +67,8 @@ def atp_on(position: Position, today: Day, day: Day, include_safety_stock: bool)
 
 
 def atp_today(position: Position, today: Day, include_safety_stock: bool) -> int:
-    """atp_on(today): the lowest net of the whole timeline, without building its steps
-    (asked after every change to a position)."""
+    """ATP(today): the lowest net of the whole timeline, without building its steps (asked
+    after every change to a position)."""
     net, later = _net_today_and_later(position, today, include_safety_stock)
     lowest = net
     if later:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from atp import limits
@@ -208,23 +209,32 @@ def _is_plain_reserve(command: c.Reserve) -> bool:
         and (not command.customer_id or _is_plain_id(command.customer_id))
         and 0 <= command.ttl_seconds <= limits.ttl_seconds_max
         and command.policy.max_nodes >= 0
-        and 1 <= len(command.lines) <= limits.lines_max
     ):
         return False
-    most = limits.id_bytes_max
     for line in command.lines:
-        ids = line.line_id + line.sku + line.node_id  # one ASCII/printable test for all three
-        if not (
-            0 < len(line.line_id) <= most
-            and 0 < len(line.sku) <= most
-            and len(line.node_id) <= most
-            and ids.isascii()
-            and ids.isprintable()
-            and 1 <= line.quantity <= limits.quantity_max
-            and line.ship_date is None
-        ):
+        if line.ship_date is not None or not _is_plain_line(line.line_id, line.sku, line.node_id,
+                                                            line.quantity):
             return False
-    return len({line.line_id for line in command.lines}) == len(command.lines)
+    return _are_distinct_lines(command.lines)
+
+
+def _is_plain_line(line_id: str, sku: str, node_id: str, quantity: int) -> bool:
+    """A line's ids (node_id optional) and quantity pass their checks, in their common form."""
+    most = limits.id_bytes_max
+    ids = line_id + sku + node_id  # one ASCII/printable test for all three
+    return (
+        0 < len(line_id) <= most
+        and 0 < len(sku) <= most
+        and len(node_id) <= most
+        and ids.isascii()
+        and ids.isprintable()
+        and 1 <= quantity <= limits.quantity_max
+    )
+
+
+def _are_distinct_lines(lines: Sequence[Any]) -> bool:
+    """1..lines_max lines with distinct line ids."""
+    return 1 <= len(lines) <= limits.lines_max and len({line.line_id for line in lines}) == len(lines)
 
 
 def _is_plain_id(value: str) -> bool:
@@ -267,20 +277,12 @@ def check_promise(lines: list[Any], region: str, policy: Policy) -> None:
 
 def _is_plain_promise(lines: list[Any], region: str, policy: Policy) -> bool:
     """True only if check_promise_fields would find nothing wrong (as _is_plain_reserve)."""
-    if not (_is_plain_id(region) and policy.max_nodes >= 0 and 1 <= len(lines) <= limits.lines_max):
+    if not (_is_plain_id(region) and policy.max_nodes >= 0):
         return False
-    most = limits.id_bytes_max
     for line in lines:
-        ids = line.line_id + line.sku  # one ASCII/printable test for both
-        if not (
-            0 < len(line.line_id) <= most
-            and 0 < len(line.sku) <= most
-            and ids.isascii()
-            and ids.isprintable()
-            and 1 <= line.quantity <= limits.quantity_max
-        ):
+        if not _is_plain_line(line.line_id, line.sku, "", line.quantity):
             return False
-    return len({line.line_id for line in lines}) == len(lines)
+    return _are_distinct_lines(lines)
 
 
 def check_promise_fields(lines: list[Any], region: str, policy: Policy) -> None:

@@ -1,4 +1,5 @@
-"""Instructions per ReserveBatch item, per Reserve call and per Promise, counted by valgrind.
+"""Instructions per ReserveBatch item, Reserve call, ReserveStream message and Promise,
+counted by valgrind.
 
     python -m bench.instructions                          # every path, ~80 s; needs valgrind
     python -m bench.instructions promise                  # one path
@@ -14,7 +15,8 @@ difference in calls, so set-up (imports, the stocked ledger) cancels out.
 build each command, apply it to the ledger, encode the changes, put them in LMDB (unsynced: an
 fsync's instructions are the kernel's), fill and serialise the results. `unary` makes the same
 reservations one Reserve call each through the servicer, the writer and its group commits on
-an event loop (no gRPC): the difference is our per-call overhead. `promise` is a
+an event loop (no gRPC): the difference is our per-call overhead. `stream` sends them as
+ReserveStream messages (16 streams), for our per-message overhead. `promise` is a
 Promise's server side: parse the request, plan 5 lines over bench.micro's 50-node network,
 build and serialise the response. The collector is frozen and off, as atpd's periodic freeze
 makes it nearly so; GC costs are measured by the gRPC bench instead.
@@ -44,7 +46,8 @@ from bench.micro import NOW, promise_network, promise_payloads, stocked_ledger
 from bench.servicer import drive, reserve_requests
 
 # Calls in the small and the large run of each path.
-SIZES = {"reserve": (1_000, 3_000), "unary": (1_000, 3_000), "promise": (300, 900)}
+SIZES = {"reserve": (1_000, 3_000), "unary": (1_000, 3_000), "stream": (1_000, 3_000),
+         "promise": (300, 900)}
 BATCH = 500
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -99,26 +102,38 @@ def run_unary(reservations: int) -> int:
     """The same reserves as `reserve`, one Reserve call each through the servicer and the
     writer (bench.servicer's 64 callers, group commits in the writer's thread); returns how
     many were placed. Its count less `reserve`'s is what a call costs our code beyond the item."""
+    return _through_servicer("unary", reservations)
+
+
+def run_stream(reservations: int) -> int:
+    """The same reserves as ReserveStream messages (bench.servicer's 16 streams, fed as fast as
+    they are read); its count less `reserve`'s is what a message costs our code beyond the item."""
+    return _through_servicer("stream", reservations)
+
+
+def _through_servicer(mode: str, reservations: int) -> int:
     ledger = stocked_ledger(NOW, skus=2_000)
     requests = reserve_requests(reservations, seed=1)
     gc.collect()
     gc.freeze()
     gc.disable()
-    asyncio.run(_call_reserve(ledger, requests))
+    asyncio.run(_drive_servicer(mode, ledger, requests))
     return len(ledger.reservations)
 
 
-async def _call_reserve(ledger: Ledger, requests: list[reservations_pb2.ReserveRequest]) -> None:
+async def _drive_servicer(mode: str, ledger: Ledger,
+                          requests: list[reservations_pb2.ReserveRequest]) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         store = LmdbStore(data_dir, sync=False)
         writer = Writer(ledger, store, clock=lambda: NOW)
         writer.start()
-        await drive("unary", ReservationsServicer(writer), requests)
+        await drive(mode, ReservationsServicer(writer), requests)
         await writer.close()
         store.close()
 
 
-WORKLOADS = {"reserve": run_reserves, "unary": run_unary, "promise": run_promises}
+WORKLOADS = {"reserve": run_reserves, "unary": run_unary, "stream": run_stream,
+             "promise": run_promises}
 
 
 def count_instructions(path: str, calls: int) -> int:

@@ -54,10 +54,7 @@ async def drive(mode: str, servicer: ReservationsServicer,
 
         await asyncio.gather(*[caller() for _ in range(64)])
     elif mode == "stream":
-        share = len(requests) // 16
-        await asyncio.gather(*[
-            _one_stream(servicer, requests[index * share:(index + 1) * share]) for index in range(16)
-        ])
+        await asyncio.gather(*[_one_stream(servicer, requests[index::16]) for index in range(16)])
     else:
         for start in range(0, len(requests), 500):
             batch = reservations_pb2.ReserveBatchRequest(requests=requests[start:start + 500])

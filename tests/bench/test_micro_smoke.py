@@ -59,4 +59,5 @@ def test_instruction_count_workloads_run() -> None:
     output = _run("bench.instructions", "--workload", "300")
     assert "reserve: 300 of 300 answered in full" in output, output
     assert "unary: 300 of 300 answered in full" in output, output
+    assert "stream: 300 of 300 answered in full" in output, output
     assert "promise: " in output, output

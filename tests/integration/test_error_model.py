@@ -26,7 +26,9 @@ from tests.integration.helpers import (
     commit,
     create_supply,
     day,
+    check_failure,
     expect_error,
+    failure_of,
     fulfill,
     get_reservation,
     line,
@@ -1083,3 +1085,39 @@ def test_server_is_healthy_and_serving_after_all_of_it(
         )
         == 2
     )
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/atp.v1.Reservations/Reserve", "/atp.v1.Reservations/ReserveBatch",
+     "/atp.v1.Inventory/AdjustStock", "/atp.v1.Availability/Promise"],
+)
+@pytest.mark.parametrize("raw", [b"\xff\xff\xff", b"\x0a\x02\xff\xfe"], ids=["corrupt", "bad-utf8"])
+def test_request_bytes_that_do_not_decode_are_invalid_argument(
+    api: Api, unchanged: Unchanged, method: str, raw: bytes
+) -> None:
+    """Not UNKNOWN with a Python class name: the client sent bad input."""
+    call = api.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    failure = expect_error(call, raw, Code.INVALID_ARGUMENT, fields=["request"])
+    assert "not a valid atp.v1." in failure.message and "DecodeError" not in failure.message
+
+
+def test_undecodable_watch_request_is_invalid_argument(api: Api) -> None:
+    watch = api.channel.unary_stream("/atp.v1.Events/Watch", request_serializer=None,
+                                     response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(watch(b"\xff\xff", timeout=CALL_TIMEOUT))
+    check_failure(failure_of(raised.value), Code.INVALID_ARGUMENT, fields=["request"])
+
+
+def test_an_undecodable_stream_message_fails_that_message_only(api: Api) -> None:
+    sku, node_id = stocked(api, 10)
+    good = reserve_request(None, [line("l1", sku, node_id, 1)])
+    raw_stream = api.channel.stream_stream("/atp.v1.Reservations/ReserveStream",
+                                           request_serializer=None, response_deserializer=None)
+    answers = [reservations_pb2.ReserveResult.FromString(data) for data in
+               raw_stream(iter([b"\xff\xff", good.SerializeToString()]), timeout=CALL_TIMEOUT)]
+    assert answers[0].reservation_id == "" and answers[0].status.code == Code.INVALID_ARGUMENT.value[0]
+    assert "not a valid atp.v1.ReserveRequest" in answers[0].status.message
+    assert answers[1].reservation.reservation_id == good.reservation_id
+    assert_position(api, sku, node_id, on_hand=10, reserved=1, available=9)

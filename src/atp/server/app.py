@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from atp import limits
 from atp.ledger import LedgerConfig, ledger_from_records
+from atp.server.decoding import GuardingRegistrar
 from atp.server.events import EventHub
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.servicers import (
@@ -23,6 +24,7 @@ from atp.server.servicers import (
     EventsServicer,
     InventoryServicer,
     ReservationsServicer,
+    abort,
 )
 from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
@@ -106,14 +108,12 @@ class AtpServer:
             raise OSError(f"cannot listen on {config.listen}")
 
     def _add_services(self) -> None:
-        inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(self.writer), self.server)
-        availability_pb2_grpc.add_AvailabilityServicer_to_server(
-            AvailabilityServicer(self.writer), self.server
-        )
-        reservations_pb2_grpc.add_ReservationsServicer_to_server(
-            ReservationsServicer(self.writer), self.server
-        )
-        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), self.server)
+        # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.
+        ours = GuardingRegistrar(self.server, abort)
+        inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(self.writer), ours)
+        availability_pb2_grpc.add_AvailabilityServicer_to_server(AvailabilityServicer(self.writer), ours)
+        reservations_pb2_grpc.add_ReservationsServicer_to_server(ReservationsServicer(self.writer), ours)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)

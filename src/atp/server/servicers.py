@@ -21,6 +21,7 @@ from atp.ledger.model import Reservation, ReservationState
 from atp.ledger.reallocation import Scope
 from atp.ledger.validation import Violations
 from atp.server import convert, status
+from atp.server.decoding import Undecodable
 from atp.server.events import EventFilter, EventHub, OutOfRange, WatcherLagging
 from atp.server.writer import Writer
 from atp.v1 import (
@@ -239,8 +240,10 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         finally:
             reader.cancel()
 
-    def _apply_reserve(self, request: reservations_pb2.ReserveRequest) -> _StreamItem:
+    def _apply_reserve(self, request: reservations_pb2.ReserveRequest | Undecodable) -> _StreamItem:
         """Applies one stream message now (no task of its own); answered once durable."""
+        if isinstance(request, Undecodable):  # fails this message only, as any bad message does
+            return "", request.error(), None
         built = reserve_command(request)
         if isinstance(built, LedgerError):
             return request.reservation_id, built, None

@@ -1,0 +1,103 @@
+"""Request bytes that are not a valid message are bad input: INVALID_ARGUMENT with a BadRequest.
+
+grpc decodes each request before a handler runs, and a DecodeError there (corrupt wire format,
+invalid UTF-8 in a string field) becomes UNKNOWN, with a Python class name in the message and
+a traceback in the log. Here every handler of our services gets a deserializer that returns an
+`Undecodable` marker instead of raising, and a behaviour that refuses the marker: a unary or
+server-streaming call fails with INVALID_ARGUMENT; in ReserveStream only that message fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, NamedTuple
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from atp.ledger.errors import InvalidArgument
+
+
+class Undecodable(NamedTuple):
+    """What a request's bytes decoded to when they are not a valid message of its type."""
+
+    type_name: str
+    problem: str
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument.single("request", f"not a valid {self.type_name}: {self.problem}")
+
+
+def tolerant(deserializer: Callable[[bytes], Any], type_name: str) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return Undecodable(type_name, str(error) or "the bytes do not decode")
+
+    return deserialize
+
+
+Abort = Callable[[Any, InvalidArgument], Any]
+
+
+def guard(handler: grpc.RpcMethodHandler, abort: Abort) -> grpc.RpcMethodHandler:
+    """The same handler with a tolerant deserializer; a request-unary behaviour refuses the
+    marker before it runs (a request-streaming one gets markers among its messages)."""
+    deserialize = tolerant(handler.request_deserializer, _type_name(handler.request_deserializer))
+    serialize = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _refusing_unary(handler.unary_unary, abort), deserialize, serialize)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _refusing_unary_stream(handler.unary_stream, abort), deserialize, serialize)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
+    return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
+
+
+def _type_name(deserializer: Callable[[bytes], Any]) -> str:
+    """atp.v1.ReserveRequest for ReserveRequest.FromString (a classmethod of the message)."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return descriptor.full_name if descriptor is not None else "request message"
+
+
+def _refusing_unary(behaviour: Callable[..., Any], abort: Abort) -> Callable[..., Any]:
+    async def refusing(request: Any, context: Any) -> Any:
+        if type(request) is Undecodable:
+            await abort(context, request.error())
+        return await behaviour(request, context)
+
+    return refusing
+
+
+def _refusing_unary_stream(behaviour: Callable[..., Any], abort: Abort) -> Callable[..., Any]:
+    async def refusing(request: Any, context: Any) -> AsyncIterator[Any]:
+        if type(request) is Undecodable:
+            await abort(context, request.error())
+        async with aclosing(behaviour(request, context)) as items:  # a cancelled call closes it now
+            async for item in items:
+                yield item
+
+    return refusing
+
+
+class GuardingRegistrar:
+    """Stands in for the server in the generated `add_*Servicer_to_server` functions and
+    registers every handler guarded."""
+
+    def __init__(self, server: grpc.aio.Server, abort: Abort) -> None:
+        self.server = server
+        self.abort = abort
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Ignored: the generated code registers the same handlers by name right after."""
+
+    def add_registered_method_handlers(
+        self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        guarded = {name: guard(handler, self.abort) for name, handler in handlers.items()}
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, guarded),))
+        self.server.add_registered_method_handlers(service_name, guarded)

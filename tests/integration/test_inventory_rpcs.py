@@ -136,12 +136,14 @@ def test_shrinkage_beyond_on_hand_is_refused_and_changes_nothing(api: Api) -> No
     request = inventory_pb2.AdjustStockRequest(
         request_id=uid("adj"), movements=[movement(sku, node_id, Movement.SHRINKAGE, 6)]
     )
-    expect_error(
-        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_AVAILABILITY"
+    failure = expect_error(
+        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_ON_HAND"
     )
+    assert failure.precondition is not None
+    assert "requested 6, on hand 5" in failure.precondition.violations[0].description
     request.movements[0].type = Movement.DAMAGE
     expect_error(
-        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_AVAILABILITY"
+        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_ON_HAND"
     )
     assert snapshot(api, [sku]) == before
 
@@ -219,7 +221,7 @@ def test_multi_movement_request_is_atomic_when_a_later_movement_fails(api: Api) 
         ],
     )
     expect_error(
-        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_AVAILABILITY"
+        api.inventory.AdjustStock, request, Code.FAILED_PRECONDITION, "INSUFFICIENT_ON_HAND"
     )
     assert snapshot(api, [sku]) == before
     expect_error(

@@ -389,20 +389,25 @@ def test_release_part_and_fulfill_the_rest_ends_fulfilled(api: Api) -> None:
     assert_position(api, sku, node_id, on_hand=7, allocated=0, available=7)
 
 
-def test_release_more_than_open_on_a_line_is_invalid_and_changes_nothing(api: Api) -> None:
+def test_release_more_than_open_on_a_line_is_refused_and_changes_nothing(api: Api) -> None:
+    """More units than a line has open: the reservation's state refuses it (as supply does);
+    a line the reservation lacks is a bad request."""
     sku, node_id = stocked(api, 10)
     reservation = reserve(api, line("l1", sku, node_id, 5))
     before = snapshot(api, [sku])
-    expect_error(
+    failure = expect_error(
         api.reservations.Release,
         reservations_pb2.ReleaseRequest(
             reservation_id=reservation.reservation_id,
             request_id=uid("rel"),
             lines=[common_pb2.LineQuantity(line_id="l1", quantity=6)],
         ),
-        Code.INVALID_ARGUMENT,
-        fields=["lines[0].quantity"],
+        Code.FAILED_PRECONDITION,
+        "QUANTITY_EXCEEDS_OPEN",
     )
+    assert failure.error_info is not None
+    assert dict(failure.error_info.metadata) == {
+        "reservation_id": reservation.reservation_id, "line_id": "l1", "open_quantity": "5"}
     expect_error(
         api.reservations.Release,
         reservations_pb2.ReleaseRequest(

@@ -37,6 +37,7 @@ from atp.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
     InsufficientAvailability,
+    InsufficientOnHand,
     InvalidArgument,
     LedgerError,
     NotFound,
@@ -275,7 +276,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 position.on_hand += m.quantity
             elif m.type in ("SHRINKAGE", "DAMAGE"):
                 if m.quantity > position.on_hand:
-                    return (InsufficientAvailability, None), model.positions
+                    return (InsufficientOnHand, "INSUFFICIENT_ON_HAND"), model.positions
                 position.on_hand -= m.quantity
             elif m.type == "CYCLE_COUNT":
                 position.on_hand = m.quantity
@@ -535,24 +536,29 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def line_quantities(
         self, reservation: ModelReservation, data: st.DataObject
-    ) -> tuple[tuple[c.LineQuantity, ...], bool]:
-        """Per-line quantities for Release/Fulfill ((): every open unit) and whether they are valid."""
+    ) -> tuple[tuple[c.LineQuantity, ...], Expected]:
+        """Per-line quantities for Release/Fulfill ((): every open unit) and the refusal they
+        earn: a line the reservation lacks is invalid; more than a line has open, a failed
+        precondition."""
         if data.draw(st.booleans(), label="whole"):
-            return (), True
+            return (), None
         chosen = data.draw(
             st.lists(st.sampled_from([line.line_id for line in reservation.lines] + ["LX"]),
                      min_size=1, max_size=3, unique=True),
             label="line ids",
         )
         result = []
-        valid = True
+        unknown = exceeding = False
         for line_id in chosen:
             line = reservation.line(line_id)
             most = line.open if line is not None else 1
             quantity = data.draw(st.integers(1, max(1, most) + 1), label=f"quantity of {line_id}")
-            valid = valid and line is not None and quantity <= line.open
+            unknown = unknown or line is None
+            exceeding = exceeding or (line is not None and quantity > line.open)
             result.append(c.LineQuantity(line_id, quantity))
-        return tuple(result), valid
+        if unknown:
+            return tuple(result), (InvalidArgument, None)
+        return tuple(result), (FailedPrecondition, "QUANTITY_EXCEEDS_OPEN") if exceeding else None
 
     def apply_lines(self, reservation: ModelReservation, lines: tuple[c.LineQuantity, ...],
                     field_name: str) -> None:
@@ -572,14 +578,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=requests, reservation_id=reservations, data=st.data())
     def release(self, reservation_id: str, data: st.DataObject) -> Any:
         reservation = self.model.reservations[reservation_id]
-        lines, valid = self.line_quantities(reservation, data)
+        lines, refusal = self.line_quantities(reservation, data)
         command = c.Release(reservation_id, self.fresh("Q"), lines)
-        if reservation.state not in OPEN_STATES:
-            expected = wrong_state(reservation.state)
-        elif not valid:
-            expected = (InvalidArgument, None)
-        else:
-            expected = None
+        expected = wrong_state(reservation.state) if reservation.state not in OPEN_STATES else refusal
         self.run_expecting(command, expected)
         if expected is not None:
             return multiple()
@@ -590,13 +591,13 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=requests, reservation_id=reservations, data=st.data())
     def fulfill(self, reservation_id: str, data: st.DataObject) -> Any:
         reservation = self.model.reservations[reservation_id]
-        lines, valid = self.line_quantities(reservation, data)
+        lines, refusal = self.line_quantities(reservation, data)
         command = c.Fulfill(reservation_id, self.fresh("Q"), lines)
         expected: Expected = None
         if reservation.state != COMMITTED:
             expected = wrong_state(reservation.state)
-        elif not valid:
-            expected = (InvalidArgument, None)
+        elif refusal is not None:
+            expected = refusal
         else:
             needed: dict[Any, int] = {}
             targets = (

@@ -173,7 +173,7 @@ def test_hold_takes_only_available_units_unless_forced(ledger: Ledger) -> None:
 
 def test_stock_movements_are_atomic(ledger: Ledger) -> None:
     movements = (c.Movement("A", "DC1", "RECEIPT", 5), c.Movement("A", "DC1", "SHRINKAGE", 50))
-    with pytest.raises(errors.InsufficientAvailability):
+    with pytest.raises(errors.InsufficientOnHand):
         ledger.execute(c.AdjustStock("adj", movements), NOW)
     assert ledger.positions[("A", "DC1")].on_hand == 10
     assert "adj" not in ledger.requests

@@ -80,6 +80,15 @@ class InsufficientAvailability(FailedPrecondition):
         self.shortfalls = shortfalls
 
 
+class InsufficientOnHand(FailedPrecondition):
+    """More units would leave a node (shipped, shrunk, damaged) than are physically there."""
+
+    def __init__(self, shortfalls: list[Shortfall]) -> None:
+        text = "; ".join(s.description for s in shortfalls)
+        super().__init__(INSUFFICIENT_ON_HAND, f"not enough on hand: {text}")
+        self.shortfalls = shortfalls
+
+
 class Unavailable(LedgerError):
     """The engine cannot take the command now (shutting down, storage failed)."""
 

@@ -22,7 +22,6 @@ from atp import limits
 from atp.ledger import commands as c
 from atp.ledger import risk, timeline, validation
 from atp.ledger.errors import (
-    INSUFFICIENT_ON_HAND,
     INVALID_STATE,
     NODE_INACTIVE,
     QUANTITY_EXCEEDS_OPEN,
@@ -32,6 +31,7 @@ from atp.ledger.errors import (
     FailedPrecondition,
     FieldViolation,
     InsufficientAvailability,
+    InsufficientOnHand,
     InvalidArgument,
     InvariantViolation,
     LedgerError,
@@ -302,7 +302,7 @@ class Ledger:
             position.on_hand += movement.quantity
         elif kind in (MovementType.SHRINKAGE, MovementType.DAMAGE):
             if movement.quantity > position.on_hand:
-                raise InsufficientAvailability(
+                raise InsufficientOnHand(
                     [_shortfall(path, position, movement.quantity, position.on_hand, "on hand")]
                 )
             position.on_hand -= movement.quantity
@@ -847,10 +847,7 @@ class Ledger:
             if amount > self.positions[key].on_hand
         ]
         if shortfalls:
-            raise FailedPrecondition(
-                INSUFFICIENT_ON_HAND,
-                "cannot ship more than is on hand: " + "; ".join(s.description for s in shortfalls),
-            )
+            raise InsufficientOnHand(shortfalls)
 
     def _count_line(
         self, reservation_id: str, held: bool, position: Position, line: ReservationLine
@@ -1199,7 +1196,10 @@ def _wrong_state(reservation: Reservation, action: str, hint: str = "") -> Faile
 def _line_quantities(
     reservation: Reservation, requested: tuple[c.LineQuantity, ...]
 ) -> list[tuple[ReservationLine, int]]:
-    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit."""
+    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit.
+
+    A line the reservation lacks is a bad request; more units than a line has open is a
+    request the reservation's state refuses (FAILED_PRECONDITION, as for supply)."""
     if not requested:
         return [(line, line.open_quantity) for line in reservation.lines if line.open_quantity]
     violations = validation.Violations()
@@ -1208,14 +1208,18 @@ def _line_quantities(
         line = reservation.line(item.line_id)
         if line is None:
             violations.add(f"lines[{index}].line_id", f"no line {item.line_id!r} in reservation")
-        elif item.quantity > line.open_quantity:
-            violations.add(
-                f"lines[{index}].quantity",
-                f"line {item.line_id!r} has {line.open_quantity} open units, got {item.quantity}",
-            )
         else:
             result.append((line, item.quantity))
     violations.raise_if_any()
+    exceeding = [(line, quantity) for line, quantity in result if quantity > line.open_quantity]
+    if exceeding:
+        raise FailedPrecondition(
+            QUANTITY_EXCEEDS_OPEN,
+            "; ".join(f"line {line.line_id!r} has {line.open_quantity} open units, got {quantity}"
+                      for line, quantity in exceeding),
+            {"reservation_id": reservation.reservation_id, "line_id": exceeding[0][0].line_id,
+             "open_quantity": str(exceeding[0][0].open_quantity)},
+        )
     return result
 
 

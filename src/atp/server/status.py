@@ -11,6 +11,7 @@ from atp.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
     InsufficientAvailability,
+    InsufficientOnHand,
     InvalidArgument,
     LedgerError,
     NotFound,
@@ -80,7 +81,7 @@ def _details(error: LedgerError) -> list[Message]:
                 description=error.message,
             )
         )
-    elif isinstance(error, InsufficientAvailability):
+    elif isinstance(error, (InsufficientAvailability, InsufficientOnHand)):
         details.append(
             error_details_pb2.PreconditionFailure(
                 violations=[

@@ -468,9 +468,9 @@ def test_duplicate_line_ids_are_refused(api: Api, unchanged: Unchanged) -> None:
             [line("a", sku, node_id, 1), line("b", sku, node_id, 1), line("a", sku, node_id, 1)],
         ),
         Code.INVALID_ARGUMENT,
-        fields=["lines.line_id[2]"],
+        fields=["lines[2].line_id"],
     )
-    assert "lines.line_id[1]" not in failure.fields
+    assert "lines[1].line_id" not in failure.fields
     expect_error(
         api.reservations.Release,
         reservations_pb2.ReleaseRequest(
@@ -482,7 +482,7 @@ def test_duplicate_line_ids_are_refused(api: Api, unchanged: Unchanged) -> None:
             ],
         ),
         Code.INVALID_ARGUMENT,
-        fields=["lines.line_id[1]"],
+        fields=["lines[1].line_id"],
     )
 
 
@@ -611,7 +611,7 @@ def test_other_out_of_range_fields_are_refused(api: Api, unchanged: Unchanged) -
             )
         ),
         Code.INVALID_ARGUMENT,
-        fields=["node.lanes.region[1]"],
+        fields=["node.lanes[1].region"],
     )
     # Holds: an expire_time in the past or not a valid timestamp.
     for seconds, nanos in ((1, 0), (253_402_300_800 + 1, 0), (4_000_000_000, -1)):

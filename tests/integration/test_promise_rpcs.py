@@ -375,7 +375,7 @@ def test_promise_rejects_malformed_requests(api: Api) -> None:
         promise,
         _request([("l1", x, 1), ("l1", x, 2)]),
         Code.INVALID_ARGUMENT,
-        fields=["lines.line_id[1]"],
+        fields=["lines[1].line_id"],
     )
     expect_error(
         promise, _request([("", x, 1)]), Code.INVALID_ARGUMENT, fields=["lines[0].line_id"]
@@ -397,7 +397,7 @@ def test_promise_rejects_malformed_requests(api: Api) -> None:
     failure = expect_error(
         promise, _request([("l1", x, 0), ("l1", x, 1)], region=""), Code.INVALID_ARGUMENT
     )
-    assert {"destination_region", "lines[0].quantity", "lines.line_id[1]"} <= set(failure.fields)
+    assert {"destination_region", "lines[0].quantity", "lines[1].line_id"} <= set(failure.fields)
 
 
 def test_promise_of_an_unknown_sku_is_not_found(api: Api) -> None:

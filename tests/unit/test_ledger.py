@@ -223,5 +223,5 @@ def test_malformed_reserve_names_every_bad_field(ledger: Ledger) -> None:
     fields = {violation.field for violation in refused.value.violations}
     assert fields == {
         "reservation_id", "ttl_seconds", "lines[0].quantity", "lines[1].sku",
-        "lines[1].quantity", "lines.line_id[1]",
+        "lines[1].quantity", "lines[1].line_id",
     }

@@ -76,11 +76,12 @@ class Violations:
             self.add(field_path, f"not a calendar date: {value[0]:04d}-{value[1]:02d}-{value[2]:02d}")
             return None
 
-    def unique(self, field_path: str, values: list[str]) -> None:
+    def unique(self, collection: str, field_name: str, values: list[str]) -> None:
+        """Each repeat of a value names its own element: lines[2].line_id."""
         seen: set[str] = set()
         for index, value in enumerate(values):
             if value in seen:
-                self.add(f"{field_path}[{index}]", f"duplicate {value!r}")
+                self.add(f"{collection}[{index}].{field_name}", f"duplicate {value!r}")
             seen.add(value)
 
 
@@ -100,7 +101,7 @@ def check_node(command: c.UpsertNode) -> None:
             v.days(f"node.lanes[{index}].transit_days", lane.transit_days)
             if not 0 <= lane.cost <= limits.quantity_max:
                 v.add(f"node.lanes[{index}].cost", f"must be 0..{limits.quantity_max}")
-        v.unique("node.lanes.region", [lane.region for lane in command.lanes])
+        v.unique("node.lanes", "region", [lane.region for lane in command.lanes])
     v.raise_if_any()
 
 
@@ -193,7 +194,7 @@ def check_reserve_fields(command: c.Reserve, today: Day) -> list[Day | None]:
     if v.count("lines", len(command.lines), limits.lines_max):
         for index, line in enumerate(command.lines):
             ship_days.append(_check_line(v, f"lines[{index}]", line, today))
-        v.unique("lines.line_id", [line.line_id for line in command.lines])
+        v.unique("lines", "line_id", [line.line_id for line in command.lines])
     v.raise_if_any()
     return ship_days
 
@@ -265,7 +266,7 @@ def check_reservation_call(
         for index, line in enumerate(lines):
             v.identifier(f"lines[{index}].line_id", line.line_id)
             v.quantity(f"lines[{index}].quantity", line.quantity)
-        v.unique("lines.line_id", [line.line_id for line in lines])
+        v.unique("lines", "line_id", [line.line_id for line in lines])
     v.raise_if_any()
 
 
@@ -296,5 +297,5 @@ def check_promise_fields(lines: list[Any], region: str, policy: Policy) -> None:
             v.identifier(f"lines[{index}].line_id", line.line_id)
             v.identifier(f"lines[{index}].sku", line.sku)
             v.quantity(f"lines[{index}].quantity", line.quantity)
-        v.unique("lines.line_id", [line.line_id for line in lines])
+        v.unique("lines", "line_id", [line.line_id for line in lines])
     v.raise_if_any()

@@ -300,6 +300,16 @@ CASES = [
         promise_day=1, complete=False,
     ),
     Case(
+        "stock on hand at a node max_nodes excludes gives no backorder date (only supply does)",
+        sites=(Site("A", transit=1, cost=1), Site("B", transit=1, cost=2), Site("C", transit=1, cost=3)),
+        stock=(("X", "A", 5), ("X", "B", 5), ("X", "C", 5)),
+        lines=(("l1", "X", 12),),
+        policy=Policy(max_nodes=2, allow_partial=True, objective=CHEAPEST),
+        allocations=(("l1", "A", 5, 0, 1, False), ("l1", "B", 5, 0, 1, False)),
+        backorders=(("l1", 2, None),),
+        promise_day=1, complete=False,
+    ),
+    Case(
         "without max_nodes the same order waits for that supply instead",
         **BACKORDER_DATE_DATA,
         policy=Policy(allow_partial=True),

@@ -474,7 +474,9 @@ class Planner:
     # ----- backorders and explanations -------------------------------------------------------
 
     def _set_backorder_days(self, plan: OrderPlan) -> None:
-        """For each backordered remainder: the earliest delivery open supply allows, if any."""
+        """For each backordered remainder: the earliest delivery open inbound supply allows, if
+        any. Stock already on hand that the policy kept out of the plan (max_nodes, one node
+        per line) gives no date: backorders are filled when supply arrives, not from it."""
         try:
             for line_plan in plan.lines:
                 self._apply_allocations(line_plan)
@@ -482,7 +484,7 @@ class Planner:
                 remaining = line_plan.backordered_quantity
                 if remaining:
                     fits = [self._fit(node, line_plan.line.sku, remaining) for node in self.nodes]
-                    days = [a.delivery_day for a in fits if a is not None]
+                    days = [a.delivery_day for a in fits if a is not None and a.from_inbound]
                     line_plan.backorder_day = min(days) if days else None
         finally:
             self._undo()

@@ -933,12 +933,14 @@ def test_ship_date_before_today_plus_handling_days_is_infeasible(
     sku, node_id = stocked(api, 10, handling_days=3)
     unchanged.track(sku)
     for offset in (0, 2):
-        expect_error(
+        failure = expect_error(
             api.reservations.Reserve,
             reserve_request(None, [line("l1", sku, node_id, 1, ship_date=day(offset))]),
             Code.FAILED_PRECONDITION,
             "SHIP_DATE_INFEASIBLE",
         )
+        assert failure.precondition is not None
+        assert failure.precondition.violations[0].subject == "l1"  # the line it is about
 
 
 def test_fulfilling_more_than_on_hand_is_insufficient_on_hand(

@@ -130,6 +130,18 @@ def test_pre_order_ships_on_the_day_inbound_supply_arrives(ledger: Ledger) -> No
     reserve(ledger, "o3", c.LineRequest("l1", "A", 3, "DC1"))
 
 
+def test_a_ship_date_only_later_supply_covers_is_refused_saying_from_when(ledger: Ledger) -> None:
+    ledger.execute(c.UpsertSupply("po1", "A", "DC1", 5, date_after(6)), NOW)
+    with pytest.raises(errors.InsufficientAvailability) as refused:
+        reserve(ledger, "o1", c.LineRequest("l1", "A", 12, "DC1", date_after(2)))
+    enough_from = datetime.date.fromordinal(TODAY + 6).isoformat()
+    assert refused.value.shortfalls[0].description.endswith(
+        f"requested 12, available 10; enough from {enough_from}")
+    with pytest.raises(errors.InsufficientAvailability) as refused:  # never enough: no date
+        reserve(ledger, "o2", c.LineRequest("l1", "A", 16, "DC1", date_after(2)))
+    assert refused.value.shortfalls[0].description.endswith("requested 16, available 10")
+
+
 def test_requested_ship_date_before_handling_days_is_infeasible(ledger: Ledger) -> None:
     ledger.execute(c.AdjustStock("r2", (c.Movement("A", "DC2", "RECEIPT", 5),)), NOW)
     with pytest.raises(errors.FailedPrecondition) as refused:

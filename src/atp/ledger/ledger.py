@@ -733,9 +733,12 @@ class Ledger:
         )
         if quantity == 0 and not command.policy.allow_partial:
             available = max(0, timeline.atp_in(steps, requested_day or today))
+            later = None if requested_day is None else timeline.earliest_in(
+                steps, requested_day, request.quantity)
             shortfalls.append(
                 _shortfall(f"lines[{index}]", position, request.quantity, available, "available",
-                           line_id=request.line_id)
+                           line_id=request.line_id,
+                           note=f"; enough from {_iso(later)}" if later is not None else "")
             )
             return None
         line = ReservationLine(
@@ -1225,13 +1228,14 @@ def _line_quantities(
 
 def _shortfall(
     subject: str, position: Position, requested: int, available: int, what: str,
-    line_id: str = "",
+    line_id: str = "", note: str = "",
 ) -> Shortfall:
     label = f"line {line_id}" if line_id else subject
+    where = f"{position.sku} at {position.node_id}"
+    named = label if label == where else f"{label} ({where})"
     return Shortfall(
         subject=label,
-        description=f"{label} ({position.sku} at {position.node_id}): requested {requested}, "
-        f"{what} {available}",
+        description=f"{named}: requested {requested}, {what} {available}{note}",
         requested=requested,
         available=available,
     )

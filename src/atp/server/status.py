@@ -97,11 +97,17 @@ def _details(error: LedgerError) -> list[Message]:
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=error.reason, subject=metadata.get("reservation_id", ""),
-                        description=error.message,
+                        type=error.reason, subject=_subject(metadata), description=error.message,
                     )
                 ]
             )
         )
     return details
 
+
+# What a failed precondition is about, most specific first, from the error's metadata.
+_SUBJECT_KEYS = ("reservation_id", "line_id", "hold_id", "supply_id", "node_id", "sku")
+
+
+def _subject(metadata: dict[str, str]) -> str:
+    return next((metadata[key] for key in _SUBJECT_KEYS if metadata.get(key)), "")

@@ -739,3 +739,20 @@ def test_reflection_lists_the_public_services(module_atpd: AtpdProcess) -> None:
             )
         )
         assert replies[0].file_descriptor_response.file_descriptor_proto
+
+
+def test_an_inactive_node_has_nothing_available_and_the_network_total_leaves_it_out(api: Api) -> None:
+    """It takes no new demand, so nothing there can be promised now; the stock stays on hand."""
+    sku, open_node = stocked(api, 10)
+    closed_node = upsert_node(api)
+    adjust(api, movement(sku, closed_node, Movement.RECEIPT, 7))
+    upsert_node(api, closed_node, active=False)
+    assert_position(api, sku, closed_node, on_hand=7, available=0)
+    assert_position(api, sku, open_node, on_hand=10, available=10)
+    reply = api.availability.GetAvailability(
+        availability_pb2.GetAvailabilityRequest(skus=[sku], include_timeline=True), timeout=CALL_TIMEOUT)
+    assert (reply.totals[0].on_hand, reply.totals[0].available) == (17, 10)
+    closed = next(p for p in reply.positions if p.node_id == closed_node)
+    assert [bucket.available for bucket in closed.timeline] == [7]  # the stock's ATP, for planners
+    upsert_node(api, closed_node, active=True)
+    assert_position(api, sku, closed_node, on_hand=7, available=7)

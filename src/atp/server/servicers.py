@@ -17,7 +17,7 @@ from atp import limits
 from atp.ledger import Ledger, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
-from atp.ledger.model import Reservation, ReservationState
+from atp.ledger.model import Position, Reservation, ReservationState
 from atp.ledger.reallocation import Scope
 from atp.ledger.validation import Violations
 from atp.server import convert, status
@@ -70,6 +70,13 @@ class _Base:
     def _today(self) -> int:
         return day_of(self.writer.clock())
 
+    def _position_message(
+        self, position: Position, today: int, include_safety: bool = False, timeline: bool = False
+    ) -> common_pb2.Position:
+        node = self.ledger.nodes.get(position.node_id)
+        return convert.position_message(position, today, include_safety, timeline,
+                                        node_active=node is None or node.active)
+
 
 class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
     async def UpsertNode(self, request: inventory_pb2.UpsertNodeRequest, context: Any) -> common_pb2.Node:
@@ -85,14 +92,14 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
         positions = await self._mutate(context, lambda: convert.adjust_stock(request))
         today = self._today()
         return inventory_pb2.AdjustStockResponse(
-            positions=[convert.position_message(p, today, False, False) for p in positions]
+            positions=[self._position_message(p, today) for p in positions]
         )
 
     async def SetSafetyStock(self, request: inventory_pb2.SetSafetyStockRequest, context: Any) -> common_pb2.Position:
         position = await self._mutate(
             context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity)
         )
-        return convert.position_message(position, self._today(), False, False)
+        return self._position_message(position, self._today())
 
     async def UpsertSupply(self, request: inventory_pb2.UpsertSupplyRequest, context: Any) -> common_pb2.Supply:
         supply = await self._mutate(context, lambda: convert.upsert_supply(request))
@@ -164,7 +171,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
                 else [by_node[n] for n in sorted(by_node)]
             )
             by_sku[sku] = [
-                convert.position_message(p, today, include_safety, request.include_timeline)
+                self._position_message(p, today, include_safety, request.include_timeline)
                 for p in chosen
             ]
         return availability_pb2.GetAvailabilityResponse(

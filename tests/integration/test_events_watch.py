@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     Code,
     Movement,
     adjust,
+    check_failure,
     commit,
     failure_of,
     fulfill,
@@ -224,7 +225,6 @@ def test_filters_by_type_sku_node_and_reservation(api: Api) -> None:
     into_2 = replay(api, start, types=["STOCK_MOVED"], node_id=node_2, sku=sku_a)
     assert sorted(e.data.fields["movement"].string_value for e in into_2) == [
         "RECEIPT", "TRANSFER", "TRANSFER_IN"]
-    assert replay(api, start, types=["NO_SUCH_TYPE"]) == []
     assert replay(api, start, reservation_id="no-such-reservation") == []
 
 
@@ -451,3 +451,13 @@ def test_a_watcher_that_does_not_read_neither_slows_reserves_nor_grows_without_b
         lagging_channel.close()
     finally:
         api.close()
+
+
+def test_a_filter_naming_an_unknown_event_type_or_a_bad_id_is_invalid_argument(api: Api) -> None:
+    """Instead of a stream that silently matches nothing (a typo in a type)."""
+    bad = events_pb2.WatchRequest(types=["RESERVATION_CREATED", "RESERVATON_CREATED"], sku="s" * 200,
+                                  stop_at_head=True)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(events_stub(api).Watch(bad, timeout=WATCH_TIMEOUT))
+    failure = check_failure(failure_of(raised.value), Code.INVALID_ARGUMENT, fields=["types[1]", "sku"])
+    assert "RESERVATION_CREATED" in failure.bad_request.field_violations[0].description  # the list

@@ -39,6 +39,7 @@ from atp.ledger.errors import (
     Shortfall,
 )
 from atp.ledger.model import (
+    EVENT_TYPES,
     OPEN_RESERVATION_STATES,
     Day,
     Event,
@@ -1140,6 +1141,7 @@ class Ledger:
         self._changes.records[(database, key)] = value
 
     def _emit(self, now: float, event_type: str, **data: Any) -> None:
+        assert event_type in EVENT_TYPES, f"undeclared event type {event_type}"
         self.sequence += 1
         self._changes.events.append(Event(self.sequence, now, event_type, data))
 

@@ -175,6 +175,18 @@ class Event:
     data: dict[str, object]
 
 
+# Every type of journal event the ledger emits (Watch refuses filters naming any other).
+EVENT_TYPES = frozenset({
+    "NODE_UPSERTED", "STOCK_MOVED", "SAFETY_STOCK_SET",
+    "SUPPLY_CREATED", "SUPPLY_UPDATED", "SUPPLY_RECEIVED",
+    "HOLD_PLACED", "HOLD_RELEASED", "HOLD_EXPIRED",
+    "RESERVATION_CREATED", "RESERVATION_COMMITTED", "RESERVATION_RELEASED",
+    "RESERVATION_FULFILLED", "RESERVATION_EXPIRED", "RESERVATION_REALLOCATED",
+    "BACKORDER_FILLED", "LINE_AT_RISK", "LINE_RECOVERED",
+    "POSITION_OUT_OF_STOCK", "POSITION_BACK_IN_STOCK", "POSITION_BELOW_SAFETY_STOCK",
+})
+
+
 NO_LINES: frozenset[tuple[str, str]] = frozenset()
 
 

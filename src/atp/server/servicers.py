@@ -17,7 +17,7 @@ from atp import limits
 from atp.ledger import Ledger, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
-from atp.ledger.model import Position, Reservation, ReservationState
+from atp.ledger.model import EVENT_TYPES, Position, Reservation, ReservationState
 from atp.ledger.reallocation import Scope
 from atp.ledger.validation import Violations
 from atp.server import convert, status
@@ -347,6 +347,10 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
     async def Watch(
         self, request: events_pb2.WatchRequest, context: Any
     ) -> AsyncIterator[events_pb2.Event]:
+        try:
+            check_watch_request(request)
+        except InvalidArgument as error:
+            await abort(context, error)
         event_filter = EventFilter(
             frozenset(request.types), request.sku, request.node_id, request.reservation_id
         )
@@ -363,6 +367,18 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             rich = status.rich_status(error)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, rich.message,
                                 trailing_metadata=status.trailing_metadata(rich))
+
+
+def check_watch_request(request: events_pb2.WatchRequest) -> None:
+    """A filter naming an unknown event type would silently match nothing: refuse it."""
+    violations = Violations()
+    for index, event_type in enumerate(request.types):
+        if event_type not in EVENT_TYPES:
+            violations.add(f"types[{index}]", f"unknown event type {event_type!r}; one of "
+                           + ", ".join(sorted(EVENT_TYPES)))
+    for name in ("sku", "node_id", "reservation_id"):
+        violations.identifier(name, getattr(request, name), required=False)
+    violations.raise_if_any()
 
 
 def reserve_command(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:

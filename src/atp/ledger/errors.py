@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Reasons (ErrorInfo.reason) used with FailedPrecondition, in one place.
+RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
+INVALID_STATE = "INVALID_STATE"
+NODE_INACTIVE = "NODE_INACTIVE"
+SHIP_DATE_INFEASIBLE = "SHIP_DATE_INFEASIBLE"
+INSUFFICIENT_AVAILABILITY = "INSUFFICIENT_AVAILABILITY"
+INSUFFICIENT_ON_HAND = "INSUFFICIENT_ON_HAND"
+QUANTITY_EXCEEDS_OPEN = "QUANTITY_EXCEEDS_OPEN"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -73,20 +82,27 @@ class FailedPrecondition(LedgerError):
         self.metadata = metadata or {}
 
 
-class InsufficientAvailability(FailedPrecondition):
+class Shortage(FailedPrecondition):
+    """Too few units for the command, one Shortfall per line or position that lacks them."""
+
+    lacking = ""  # what there is not enough of, for the message
+
     def __init__(self, shortfalls: list[Shortfall]) -> None:
         text = "; ".join(s.description for s in shortfalls)
-        super().__init__("INSUFFICIENT_AVAILABILITY", f"not enough available: {text}")
+        super().__init__(self.reason, f"not enough {self.lacking}: {text}")
         self.shortfalls = shortfalls
 
 
-class InsufficientOnHand(FailedPrecondition):
+class InsufficientAvailability(Shortage):
+    reason = INSUFFICIENT_AVAILABILITY
+    lacking = "available"
+
+
+class InsufficientOnHand(Shortage):
     """More units would leave a node (shipped, shrunk, damaged) than are physically there."""
 
-    def __init__(self, shortfalls: list[Shortfall]) -> None:
-        text = "; ".join(s.description for s in shortfalls)
-        super().__init__(INSUFFICIENT_ON_HAND, f"not enough on hand: {text}")
-        self.shortfalls = shortfalls
+    reason = INSUFFICIENT_ON_HAND
+    lacking = "on hand"
 
 
 class Unavailable(LedgerError):
@@ -103,12 +119,3 @@ class ResourceExhausted(LedgerError):
 
 class InvariantViolation(AssertionError):
     """A bug: the ledger reached a state that must never exist. The process must stop."""
-
-
-# Reasons (ErrorInfo.reason) used with FailedPrecondition, in one place.
-RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
-INVALID_STATE = "INVALID_STATE"
-NODE_INACTIVE = "NODE_INACTIVE"
-SHIP_DATE_INFEASIBLE = "SHIP_DATE_INFEASIBLE"
-INSUFFICIENT_ON_HAND = "INSUFFICIENT_ON_HAND"
-QUANTITY_EXCEEDS_OPEN = "QUANTITY_EXCEEDS_OPEN"

@@ -10,12 +10,11 @@ from google.rpc import error_details_pb2, status_pb2
 from atp.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
-    InsufficientAvailability,
-    InsufficientOnHand,
     InvalidArgument,
     LedgerError,
     NotFound,
     ResourceExhausted,
+    Shortage,
     Unavailable,
 )
 
@@ -81,7 +80,7 @@ def _details(error: LedgerError) -> list[Message]:
                 description=error.message,
             )
         )
-    elif isinstance(error, (InsufficientAvailability, InsufficientOnHand)):
+    elif isinstance(error, Shortage):
         details.append(
             error_details_pb2.PreconditionFailure(
                 violations=[

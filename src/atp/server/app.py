@@ -24,7 +24,6 @@ from atp.server.servicers import (
     EventsServicer,
     InventoryServicer,
     ReservationsServicer,
-    abort,
 )
 from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
@@ -109,7 +108,7 @@ class AtpServer:
 
     def _add_services(self) -> None:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.
-        ours = GuardingRegistrar(self.server, abort)
+        ours = GuardingRegistrar(self.server)
         inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(self.writer), ours)
         availability_pb2_grpc.add_AvailabilityServicer_to_server(AvailabilityServicer(self.writer), ours)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(ReservationsServicer(self.writer), ours)

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from atp.ledger.errors import InvalidArgument
+from atp.server.status import abort
 
 
 class Undecodable(NamedTuple):
@@ -39,20 +40,17 @@ def tolerant(deserializer: Callable[[bytes], Any], type_name: str) -> Callable[[
     return deserialize
 
 
-Abort = Callable[[Any, InvalidArgument], Any]
-
-
-def guard(handler: grpc.RpcMethodHandler, abort: Abort) -> grpc.RpcMethodHandler:
+def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """The same handler with a tolerant deserializer; a request-unary behaviour refuses the
     marker before it runs (a request-streaming one gets markers among its messages)."""
     deserialize = tolerant(handler.request_deserializer, _type_name(handler.request_deserializer))
     serialize = handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _refusing_unary(handler.unary_unary, abort), deserialize, serialize)
+            _refusing_unary(handler.unary_unary), deserialize, serialize)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _refusing_unary_stream(handler.unary_stream, abort), deserialize, serialize)
+            _refusing_unary_stream(handler.unary_stream), deserialize, serialize)
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
     return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
@@ -64,7 +62,7 @@ def _type_name(deserializer: Callable[[bytes], Any]) -> str:
     return descriptor.full_name if descriptor is not None else "request message"
 
 
-def _refusing_unary(behaviour: Callable[..., Any], abort: Abort) -> Callable[..., Any]:
+def _refusing_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     async def refusing(request: Any, context: Any) -> Any:
         if type(request) is Undecodable:
             await abort(context, request.error())
@@ -73,7 +71,7 @@ def _refusing_unary(behaviour: Callable[..., Any], abort: Abort) -> Callable[...
     return refusing
 
 
-def _refusing_unary_stream(behaviour: Callable[..., Any], abort: Abort) -> Callable[..., Any]:
+def _refusing_unary_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     async def refusing(request: Any, context: Any) -> AsyncIterator[Any]:
         if type(request) is Undecodable:
             await abort(context, request.error())
@@ -88,9 +86,8 @@ class GuardingRegistrar:
     """Stands in for the server in the generated `add_*Servicer_to_server` functions and
     registers every handler guarded."""
 
-    def __init__(self, server: grpc.aio.Server, abort: Abort) -> None:
+    def __init__(self, server: grpc.aio.Server) -> None:
         self.server = server
-        self.abort = abort
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """Ignored: the generated code registers the same handlers by name right after."""
@@ -98,6 +95,6 @@ class GuardingRegistrar:
     def add_registered_method_handlers(
         self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
-        guarded = {name: guard(handler, self.abort) for name, handler in handlers.items()}
+        guarded = {name: guard(handler) for name, handler in handlers.items()}
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, guarded),))
         self.server.add_registered_method_handlers(service_name, guarded)

@@ -23,6 +23,7 @@ from atp.ledger.validation import Violations
 from atp.server import convert, status
 from atp.server.decoding import Undecodable
 from atp.server.events import EventFilter, EventHub, OutOfRange, WatcherLagging
+from atp.server.status import abort
 from atp.server.writer import Writer
 from atp.v1 import (
     availability_pb2,
@@ -39,13 +40,6 @@ from atp.v1 import (
 T = TypeVar("T")
 # A stream message's reservation id, outcome (result or LedgerError), durability future.
 _StreamItem = tuple[str, Any, "asyncio.Future[None] | None"]
-
-
-async def abort(context: grpc.aio.ServicerContext, error: LedgerError) -> None:
-    rich = status.rich_status(error)
-    await context.abort(
-        status.status_code(error), rich.message, trailing_metadata=status.trailing_metadata(rich)
-    )
 
 
 class _Base:

@@ -44,6 +44,12 @@ def status_code(error: LedgerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+async def abort(context: grpc.aio.ServicerContext, error: LedgerError) -> None:
+    """Ends the call with the error's status code and rich details (raises)."""
+    rich = rich_status(error)
+    await context.abort(status_code(error), rich.message, trailing_metadata=trailing_metadata(rich))
+
+
 def rich_status(error: LedgerError) -> status_pb2.Status:
     """The google.rpc.Status of a refused command: code, message and typed details."""
     code = status_code(error)

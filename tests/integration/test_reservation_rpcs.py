@@ -407,7 +407,8 @@ def test_release_more_than_open_on_a_line_is_refused_and_changes_nothing(api: Ap
     )
     assert failure.error_info is not None
     assert dict(failure.error_info.metadata) == {
-        "reservation_id": reservation.reservation_id, "line_id": "l1", "open_quantity": "5"}
+        "reservation_id": reservation.reservation_id, "line_id": "l1", "open_quantity": "5",
+        "backordered_quantity": "0"}
     expect_error(
         api.reservations.Release,
         reservations_pb2.ReleaseRequest(

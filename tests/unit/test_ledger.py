@@ -165,6 +165,55 @@ def test_allow_partial_holds_what_it_can_and_backorders_the_rest(ledger: Ledger)
     assert (line.quantity, line.backordered_quantity) == (3, 2)
 
 
+def test_shipping_the_held_units_keeps_the_backordered_ones_waiting(ledger: Ledger) -> None:
+    partial = Policy(allow_partial=True)
+    reserve(ledger, "o1", c.LineRequest("l1", "B", 5, "DC1"), policy=partial, commit=True)
+    shipped = ledger.execute(c.Fulfill("o1", "ship-1"), NOW)
+    assert shipped.state is ReservationState.COMMITTED  # 2 units still wait for supply
+    assert (shipped.lines[0].fulfilled_quantity, shipped.lines[0].backordered_quantity) == (3, 2)
+    ledger.execute(c.AdjustStock("more", (c.Movement("B", "DC1", "RECEIPT", 5),)), NOW)
+    filled = ledger.reservations["o1"]
+    assert [(line.quantity, line.backordered_quantity) for line in filled.lines] == [(3, 0), (2, 0)]
+    ledger.execute(c.Fulfill("o1", "ship-2"), NOW)
+    assert filled.state is ReservationState.FULFILLED
+
+
+def test_a_wholly_backordered_reservation_has_nothing_to_ship(ledger: Ledger) -> None:
+    partial = Policy(allow_partial=True)
+    reserve(ledger, "o1", c.LineRequest("l1", "B", 3, "DC1"))
+    reserve(ledger, "o2", c.LineRequest("l1", "B", 3, "DC1"), policy=partial, commit=True)
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        ledger.execute(c.Fulfill("o2", "ship-1"), NOW)
+    assert refused.value.reason == "QUANTITY_EXCEEDS_OPEN"
+    assert "3 units are backordered" in refused.value.message
+    assert ledger.reservations["o2"].state is ReservationState.COMMITTED
+
+
+def test_release_cancels_backordered_units_before_held_ones(ledger: Ledger) -> None:
+    partial = Policy(allow_partial=True)
+    reserve(ledger, "o1", c.LineRequest("l1", "B", 5, "DC1"), policy=partial)
+    released = ledger.execute(c.Release("o1", "rel-1", (c.LineQuantity("l1", 3),)), NOW)
+    line = released.lines[0]
+    assert (line.backordered_quantity, line.released_quantity, line.open_quantity) == (0, 1, 2)
+    assert not ledger.backorders.get("B")
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        ledger.execute(c.Release("o1", "rel-2", (c.LineQuantity("l1", 3),)), NOW)
+    assert refused.value.reason == "QUANTITY_EXCEEDS_OPEN"
+    whole = ledger.execute(c.Release("o1", "rel-3"), NOW)
+    assert whole.state is ReservationState.RELEASED
+    assert ledger.positions[("B", "DC1")].reserved == 0
+
+
+def test_expiry_ends_the_backorder_too(ledger: Ledger) -> None:
+    reserve(ledger, "o1", c.LineRequest("l1", "B", 5, "DC1"), policy=Policy(allow_partial=True))
+    ledger.execute(c.ExpireDue(), NOW + 601)
+    expired = ledger.reservations["o1"]
+    assert expired.state is ReservationState.EXPIRED
+    assert expired.lines[0].backordered_quantity == 0 and not ledger.backorders.get("B")
+    ledger.execute(c.AdjustStock("more", (c.Movement("B", "DC1", "RECEIPT", 5),)), NOW + 602)
+    assert ledger.positions[("B", "DC1")].reserved == 0
+
+
 def test_inactive_node_takes_no_reservation(ledger: Ledger) -> None:
     ledger.execute(c.UpsertNode("DC1", active=False), NOW)
     with pytest.raises(errors.FailedPrecondition) as refused:

@@ -495,6 +495,23 @@ def test_earliest_split_uses_a_fast_lane_for_supply_rather_than_a_slow_one_for_s
     assert sorted(allocations_of(plan)) == [("l1", "A", 1, 1, 1, True), ("l1", "C", 2, 0, 3, False)]
 
 
+@pytest.mark.parametrize("max_nodes", [0, 3])
+def test_earliest_split_uses_no_more_shipments_than_its_date_needs(max_nodes: int) -> None:
+    """Found by a contract review against 01834d6: with no node limit the line went to all
+    three nodes (B 5, A 5, C 2), though A 5 + C 7 deliver on the same day in two shipments."""
+    case = Case(
+        "fewest shipments for the date",
+        sites=(Site("A", transit=3, cost=1), Site("B", transit=1, cost=1), Site("C", transit=5, cost=1)),
+        stock=(("X", "A", 5), ("X", "B", 5), ("X", "C", 10)),
+        lines=(("l1", "X", 12),),
+        policy=Policy(max_nodes=max_nodes),
+    )
+    plan = promise(build(case), case)
+    assert plan.complete
+    assert plan.promise_day == TODAY + 5
+    assert plan.node_ids == ("A", "C")
+
+
 def test_cheapest_split_picks_the_cover_of_least_cost_not_the_first_cheap_node() -> None:
     """Found by the optimality property against 87f6bb0 (cost 2 instead of 1)."""
     case = Case(

@@ -797,11 +797,20 @@ class Ledger:
             return reservation
         if not reservation.is_open:
             raise _wrong_state(reservation, "release")
-        quantities = _line_quantities(reservation, command.lines)
+        quantities = _line_quantities(reservation, command.lines, backordered_too=True)
         for line, quantity in quantities:
-            self._reduce_line(reservation, line, quantity)
-            line.released_quantity += quantity
+            self._release_units(reservation, line, quantity)
         return self._finish_line_change(reservation, command, now, "RESERVATION_RELEASED", quantities)
+
+    def _release_units(self, reservation: Reservation, line: ReservationLine, quantity: int) -> None:
+        """Cancels backordered units first (nothing holds them yet), then returns held ones."""
+        cancelled = min(quantity, line.backordered_quantity)
+        if cancelled:
+            line.backordered_quantity -= cancelled
+            self._note_backorder(reservation.reservation_id, line)
+        if quantity > cancelled:
+            self._reduce_line(reservation, line, quantity - cancelled)
+            line.released_quantity += quantity - cancelled
 
     def _fulfill(self, command: c.Fulfill, now: float) -> Reservation:
         validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
@@ -812,6 +821,8 @@ class Ledger:
             raise _wrong_state(reservation, "fulfill", hint=" (commit it first)"
                                if reservation.state is ReservationState.HELD else "")
         quantities = _line_quantities(reservation, command.lines)
+        if not quantities:
+            raise _nothing_to_ship(reservation)
         self._check_on_hand_for(quantities)
         for line, quantity in quantities:
             position = self._reduce_line(reservation, line, quantity)
@@ -889,7 +900,8 @@ class Ledger:
         return position
 
     def _close_if_done(self, reservation: Reservation) -> None:
-        if any(line.open_quantity for line in reservation.lines):
+        """Closes a reservation with nothing left: no open units and none waiting on backorder."""
+        if any(line.open_quantity or line.backordered_quantity for line in reservation.lines):
             return
         shipped = any(line.fulfilled_quantity for line in reservation.lines)
         self._stop_expiry(reservation)
@@ -926,9 +938,7 @@ class Ledger:
 
     def _expire_reservation(self, reservation: Reservation, now: float) -> None:
         for line in reservation.lines:
-            if line.open_quantity:
-                self._reduce_line(reservation, line, line.open_quantity)
-                line.released_quantity += line.open_quantity
+            self._release_units(reservation, line, line.open_quantity + line.backordered_quantity)
         self._stop_expiry(reservation)
         self._set_state(reservation, ReservationState.EXPIRED)
         self.expired_total += 1
@@ -1199,14 +1209,18 @@ def _wrong_state(reservation: Reservation, action: str, hint: str = "") -> Faile
 
 
 def _line_quantities(
-    reservation: Reservation, requested: tuple[c.LineQuantity, ...]
+    reservation: Reservation, requested: tuple[c.LineQuantity, ...], backordered_too: bool = False
 ) -> list[tuple[ReservationLine, int]]:
-    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit.
+    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit (and,
+    for a release, every backordered one: `backordered_too`).
 
-    A line the reservation lacks is a bad request; more units than a line has open is a
-    request the reservation's state refuses (FAILED_PRECONDITION, as for supply)."""
+    A line the reservation lacks is a bad request; more units than a line has is a request
+    the reservation's state refuses (FAILED_PRECONDITION, as for supply)."""
+    def most(line: ReservationLine) -> int:
+        return line.open_quantity + (line.backordered_quantity if backordered_too else 0)
+
     if not requested:
-        return [(line, line.open_quantity) for line in reservation.lines if line.open_quantity]
+        return [(line, most(line)) for line in reservation.lines if most(line)]
     violations = validation.Violations()
     result: list[tuple[ReservationLine, int]] = []
     for index, item in enumerate(requested):
@@ -1216,16 +1230,34 @@ def _line_quantities(
         else:
             result.append((line, item.quantity))
     violations.raise_if_any()
-    exceeding = [(line, quantity) for line, quantity in result if quantity > line.open_quantity]
+    exceeding = [(line, quantity) for line, quantity in result if quantity > most(line)]
     if exceeding:
         raise FailedPrecondition(
             QUANTITY_EXCEEDS_OPEN,
-            "; ".join(f"line {line.line_id!r} has {line.open_quantity} open units, got {quantity}"
+            "; ".join(f"line {line.line_id!r} has {line.open_quantity} open units"
+                      f"{_and_backordered(line) if backordered_too else ''}, got {quantity}"
                       for line, quantity in exceeding),
             {"reservation_id": reservation.reservation_id, "line_id": exceeding[0][0].line_id,
-             "open_quantity": str(exceeding[0][0].open_quantity)},
+             "open_quantity": str(exceeding[0][0].open_quantity),
+             "backordered_quantity": str(exceeding[0][0].backordered_quantity)},
         )
     return result
+
+
+def _and_backordered(line: ReservationLine) -> str:
+    return f" and {line.backordered_quantity} backordered" if line.backordered_quantity else ""
+
+
+def _nothing_to_ship(reservation: Reservation) -> FailedPrecondition:
+    """A whole Fulfill of a reservation whose every remaining unit waits on backorder."""
+    waiting = sum(line.backordered_quantity for line in reservation.lines)
+    return FailedPrecondition(
+        QUANTITY_EXCEEDS_OPEN,
+        f"reservation {reservation.reservation_id!r} has no open units to fulfil; {waiting} "
+        "units are backordered, waiting for supply (release them to cancel)",
+        {"reservation_id": reservation.reservation_id, "open_quantity": "0",
+         "backordered_quantity": str(waiting)},
+    )
 
 
 def _shortfall(

@@ -10,6 +10,7 @@ promise is read-only and deterministic: the same ledger and request give the sam
 from __future__ import annotations
 
 import datetime
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -296,8 +297,32 @@ class Planner:
                 break
         else:
             return []
-        return self._fill_from(line, [n for n in nodes if by_deadline.get(n.node_id)], used,
+        chosen = self._fewest_shipments(by_deadline, line.quantity, used)
+        return self._fill_from(line, [n for n in nodes if n.node_id in chosen], used,
                                lambda node: by_deadline[node.node_id])
+
+    def _fewest_shipments(self, units: dict[str, int], quantity: int, used: set[str]) -> set[str]:
+        """Nodes that together have `quantity` units: every node already shipping (no new
+        shipment), then the fewest new ones, the cheapest such set (then node ids) among those.
+        Filling from every node that has units would split a line more than its date needs."""
+        chosen = {node_id for node_id, most in units.items() if most and node_id in used}
+        need = quantity - sum(units[node_id] for node_id in chosen)
+        fresh = sorted(node_id for node_id, most in units.items() if most and node_id not in used)
+        if need <= 0 or not fresh:
+            return chosen
+        largest_first = sorted(fresh, key=lambda node_id: -units[node_id])
+        count = next((size for size in range(1, len(fresh) + 1)
+                      if sum(units[node_id] for node_id in largest_first[:size]) >= need),
+                     len(fresh))
+
+        def cost(group: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+            return sum(self.lanes[node_id].cost for node_id in group), group
+
+        best = cost(tuple(sorted(largest_first[:count])))
+        for group in itertools.islice(itertools.combinations(fresh, count), _COVER_SEARCH_STEPS):
+            if sum(units[node_id] for node_id in group) >= need and cost(group) < best:
+                best = cost(group)
+        return chosen | set(best[1])
 
     def _cheapest_cover_option(
         self, line: OrderLine, nodes: list[Node], used: set[str]

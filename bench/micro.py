@@ -122,6 +122,7 @@ def promise_server_side(promises: int, seed: int) -> None:
     serialise the response, one call at a time; prints the median and p99 per call.
     """
     ledger, orders = promise_network(promises, seed)
+    ledger.take_changes()  # as if committed: a read waits for whatever is not yet durable
     servicer = AvailabilityServicer(Writer(ledger, MemoryStore(), clock=lambda: NOW))
     payloads = promise_payloads(orders)
 

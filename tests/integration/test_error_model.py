@@ -556,12 +556,24 @@ def test_other_out_of_range_fields_are_refused(api: Api, unchanged: Unchanged) -
         Code.INVALID_ARGUMENT,
         fields=["page_size"],
     )
-    expect_error(
-        api.reservations.ListReservations,
-        reservations_pb2.ListReservationsRequest(page_token="%%% not a token"),
-        Code.INVALID_ARGUMENT,
-        fields=["page_token"],
-    )
+    # Found by a contract review against 01834d6: over-long filter ids were answered with
+    # an empty list, where every other call refuses them.
+    for call, request_type in ((api.reservations.ListReservations, reservations_pb2.ListReservationsRequest),
+                               (api.inventory.ListSupply, inventory_pb2.ListSupplyRequest),
+                               (api.inventory.ListHolds, inventory_pb2.ListHoldsRequest)):
+        expect_error(call, request_type(sku="x" * 129, node_id="y" * 129), Code.INVALID_ARGUMENT,
+                     fields=["sku", "node_id"])
+    # Found by a contract review against 01834d6: "!!!", "AAAA" and "Zm9v" restarted or
+    # ended the listing. A holds token is no reservations token either.
+    holds_token = api.inventory.ListHolds(
+        inventory_pb2.ListHoldsRequest(page_size=1), timeout=CALL_TIMEOUT).next_page_token
+    for token in ("%%% not a token", "!!!", "AAAA", "Zm9v", holds_token or "aG9sZHM6eA=="):
+        expect_error(
+            api.reservations.ListReservations,
+            reservations_pb2.ListReservationsRequest(page_token=token),
+            Code.INVALID_ARGUMENT,
+            fields=["page_token"],
+        )
     expect_error(
         api.inventory.AdjustStock,
         inventory_pb2.AdjustStockRequest(

@@ -390,6 +390,17 @@ def test_supply_create_slip_partial_receive_and_cancel_move_inbound_and_timeline
     assert_position(api, sku, node_id, on_hand=30, inbound=0, available=30)
     assert _timeline(api, sku, node_id) == [(today(), 30)]
 
+    # A retry of s1's creating upsert must not reopen it as 20 phantom inbound units (found
+    # by a contract review against 01834d6): received in full, it takes no change.
+    expect_error(
+        api.inventory.UpsertSupply,
+        inventory_pb2.UpsertSupplyRequest(supply=common_pb2.Supply(
+            supply_id=s1, sku=sku, node_id=node_id, quantity=20, expected_date=pb_date(day(5)))),
+        Code.FAILED_PRECONDITION,
+        "INVALID_STATE",
+    )
+    assert_position(api, sku, node_id, on_hand=30, inbound=0, available=30)
+
     open_only = api.inventory.ListSupply(
         inventory_pb2.ListSupplyRequest(sku=sku), timeout=CALL_TIMEOUT
     )
@@ -756,3 +767,16 @@ def test_an_inactive_node_has_nothing_available_and_the_network_total_leaves_it_
     assert [bucket.available for bucket in closed.timeline] == [7]  # the stock's ATP, for planners
     upsert_node(api, closed_node, active=True)
     assert_position(api, sku, closed_node, on_hand=7, available=7)
+
+
+def test_a_node_going_inactive_makes_its_positions_with_open_lines_short(api: Api) -> None:
+    """DESIGN.md §4: a position goes short when its node is deactivated; its lines go at risk."""
+    sku, node_id = stocked(api, 10)
+    idle_sku = uid("sku")
+    adjust(api, movement(idle_sku, node_id, Movement.RECEIPT, 4))
+    reserve(api, line("l1", sku, node_id, 6))
+    upsert_node(api, node_id, active=False)
+    assert_position(api, sku, node_id, short=True, at_risk_quantity=6, available=0)
+    assert_position(api, idle_sku, node_id, short=False, available=0)  # no lines, none at risk
+    upsert_node(api, node_id, active=True)
+    assert_position(api, sku, node_id, short=False, at_risk_quantity=0, available=4)

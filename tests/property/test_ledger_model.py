@@ -321,9 +321,13 @@ class LedgerMachine(RuleBasedStateMachine):
         if identity == "other":
             self.run_expecting(command, (InvalidArgument, None))
             return
+        unchanged = supply.quantity == quantity and supply.day == day
+        if supply.state == "RECEIVED" and not unchanged:  # received in full: takes no change
+            self.run_expecting(command, (FailedPrecondition, "INVALID_STATE"))
+            return
         outcome, changed = self.run(command)
         check_outcome(outcome, None, command)
-        if supply.quantity == quantity and supply.day == day:
+        if unchanged:
             assert not changed, "an upsert that changes nothing must record nothing"
             return
         supply.quantity, supply.day = quantity, day

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from atp.server.servicers import ReservationsServicer
@@ -85,3 +86,86 @@ def test_stream_whose_reading_fails_answers_what_was_applied_then_raises() -> No
         assert [r.reservation_id for r in results] == ["a"]
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+class _AbortingContext:
+    """Stands in for grpc's servicer context: abort() ends the call by raising."""
+
+    async def abort(self, code: grpc.StatusCode, message: str, **_: object) -> None:
+        raise _Aborted(code, message)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def test_a_read_answers_only_once_what_it_shows_is_durable() -> None:
+    """Found by a kill -9 review against 01834d6: GetReservation showed a reservation whose
+    batch was still committing, and a crash then took it back."""
+    async def scenario() -> None:
+        store = GatedStore()
+        servicer = await _stocked_servicer(store)
+        store.gate.clear()
+        reserving = asyncio.create_task(servicer.Reserve(_reserve("a"), None))
+        await asyncio.sleep(0.02)
+        reading = asyncio.create_task(servicer.GetReservation(
+            reservations_pb2.GetReservationRequest(reservation_id="a"), None))
+        await asyncio.sleep(0.1)
+        assert not reading.done(), "the read shows a reservation not yet on disk"
+        store.gate.set()
+        assert (await asyncio.wait_for(reading, 5)).reservation_id == "a"
+        await reserving
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_shows_the_state_its_own_command_made() -> None:
+    async def scenario() -> None:
+        store = GatedStore()
+        servicer = await _stocked_servicer(store)
+        store.gate.clear()
+        reserving = asyncio.create_task(servicer.Reserve(_reserve("a"), None))
+        await asyncio.sleep(0.05)  # the reserve's batch is committing, blocked at the gate
+        committing = asyncio.create_task(servicer.Commit(
+            reservations_pb2.CommitRequest(reservation_id="a", request_id="c1"), None))
+        await asyncio.sleep(0.02)
+        store.gate.set()
+        held, committed = await asyncio.wait_for(asyncio.gather(reserving, committing), 5)
+        assert held.state == held.HELD  # not the later, then undurable, COMMITTED
+        assert committed.state == committed.COMMITTED
+
+    asyncio.run(scenario())
+
+
+def test_reads_are_refused_once_storage_failed() -> None:
+    async def scenario() -> None:
+        store = GatedStore()
+        servicer = await _stocked_servicer(store)
+        store.fail = True
+        with pytest.raises(_Aborted, match="storage failed"):
+            await servicer.Reserve(_reserve("a"), _AbortingContext())
+        with pytest.raises(_Aborted, match="storage failed") as refused:
+            await servicer.GetReservation(
+                reservations_pb2.GetReservationRequest(reservation_id="a"), _AbortingContext())
+        assert refused.value.args[0] == grpc.StatusCode.UNAVAILABLE
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_counts_each_of_its_reservations_against_the_waiting_limit() -> None:
+    async def scenario() -> None:
+        store = GatedStore()
+        servicer = await _stocked_servicer(store)
+        servicer.writer.pending_max = 5
+        store.gate.clear()
+        batch = reservations_pb2.ReserveBatchRequest(requests=[_reserve(f"b{i}") for i in range(4)])
+        waiting = asyncio.create_task(servicer.ReserveBatch(batch, None))
+        await asyncio.sleep(0.05)
+        more = reservations_pb2.ReserveBatchRequest(requests=[_reserve("c0"), _reserve("c1")])
+        with pytest.raises(_Aborted) as refused:
+            await servicer.ReserveBatch(more, _AbortingContext())
+        assert refused.value.args[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        store.gate.set()
+        assert len((await asyncio.wait_for(waiting, 5)).results) == 4
+
+    asyncio.run(scenario())

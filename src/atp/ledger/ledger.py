@@ -403,6 +403,8 @@ class Ledger:
         _check_immutable(supply, command)
         if supply.quantity == command.quantity and supply.expected_day == expected_day:
             return supply
+        if supply.state is SupplyState.RECEIVED:
+            raise _received_in_full(supply)
         position = self.positions[(supply.sku, supply.node_id)]
         self._unapply_supply(position, supply)
         previous_day = supply.expected_day
@@ -1324,6 +1326,17 @@ def _check_immutable(supply: Supply, command: c.UpsertSupply) -> None:
         if given and given != getattr(supply, name):
             violations.add(f"supply.{name}", f"cannot change {name} of an existing supply")
     violations.raise_if_any()
+
+
+def _received_in_full(supply: Supply) -> FailedPrecondition:
+    """Reopening a received supply would count its units twice (a retried creating upsert
+    would add phantom inbound): a new shipment needs a supply id of its own."""
+    return FailedPrecondition(
+        INVALID_STATE,
+        f"supply {supply.supply_id!r} was received in full ({supply.received_quantity} units); "
+        "upsert new inbound under a new supply id",
+        {"supply_id": supply.supply_id, "state": SupplyState.RECEIVED.value},
+    )
 
 
 def _supply_state(supply: Supply, cancelled: bool) -> SupplyState:

@@ -198,8 +198,9 @@ def position_message(
     position: Position, today: Day, include_safety_stock: bool, include_timeline: bool,
     node_active: bool = True,
 ) -> common_pb2.Position:
-    """The position as clients read it; at an inactive node, which takes no new demand,
-    `available` is 0 (the timeline still shows the stock's ATP)."""
+    """The position as clients read it. At an inactive node, which takes no new demand,
+    `available` is 0 (the timeline still shows the stock's ATP), and the position is short
+    while lines are open there (each is at risk, NODE_INACTIVE: DESIGN.md §4)."""
     steps = timeline.atp_steps(position, today, include_safety_stock)
     message = common_pb2.Position(
         sku=position.sku,
@@ -211,7 +212,8 @@ def position_message(
         safety_stock=position.safety_stock,
         inbound=position.inbound,
         available=max(0, steps[0][1]) if node_active else 0,
-        short=timeline.is_short_in(steps, position, include_safety_stock),
+        short=(not node_active and bool(position.lines))
+        or timeline.is_short_in(steps, position, include_safety_stock),
         at_risk_quantity=sum(position.lines[key].open_quantity for key in position.at_risk)
         if position.at_risk else 0,
     )

@@ -1,7 +1,8 @@
 """gRPC servicers: protobuf to commands, commands to the writer, results back to protobuf.
 
-Reads run directly on the event loop: between awaits nothing else changes the ledger, so a
-read sees one consistent state. Mutations go through the writer and answer once durable.
+Every answer is built at once, from one consistent state (between awaits nothing else changes
+the ledger), and sent only once everything that state rests on is durable: a mutation's answer
+shows the state it made, not a later one, and a read never shows what a crash could take back.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from atp.v1 import (
 )
 
 T = TypeVar("T")
-# A stream message's reservation id, outcome (result or LedgerError), durability future.
-_StreamItem = tuple[str, Any, "asyncio.Future[None] | None"]
+# A stream message's answer and the durability future it waits for.
+_StreamItem = tuple[reservations_pb2.ReserveResult, "asyncio.Future[None] | None"]
 
 
 class _Base:
@@ -47,19 +48,28 @@ class _Base:
         self.writer = writer
         self.ledger: Ledger = writer.ledger
 
-    async def _mutate(self, context: grpc.aio.ServicerContext, build: Callable[[], c.Command]) -> Any:
-        """Builds the command (conversion errors are INVALID_ARGUMENT) and applies it durably."""
+    async def _mutate(
+        self, context: grpc.aio.ServicerContext, build: Callable[[], c.Command],
+        present: Callable[[Any], T],
+    ) -> T:
+        """Builds the command (conversion errors are INVALID_ARGUMENT), applies it, presents its
+        result at once and answers that once durable."""
         try:
-            return await self.writer.execute(build())
-        except LedgerError as error:
-            await abort(context, error)
-
-    async def _read(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
-        try:
-            return read()
+            return await self.writer.execute(build(), present)
         except LedgerError as error:
             await abort(context, error)
             raise  # unreachable: abort raises
+
+    async def _read(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
+        """Answers from memory as it is now, once all of it is durable (Watch likewise shows
+        only committed events): what a reader is shown, a crash cannot take back."""
+        try:
+            answer = read()
+            await self.writer.until_applied_durable()
+        except LedgerError as error:
+            await abort(context, error)
+            raise  # unreachable: abort raises
+        return answer
 
     def _today(self) -> int:
         return day_of(self.writer.clock())
@@ -74,36 +84,37 @@ class _Base:
 
 class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
     async def UpsertNode(self, request: inventory_pb2.UpsertNodeRequest, context: Any) -> common_pb2.Node:
-        node = await self._mutate(context, lambda: convert.upsert_node(request))
-        return convert.node_message(node)
+        return await self._mutate(context, lambda: convert.upsert_node(request), convert.node_message)
 
     async def ListNodes(self, request: inventory_pb2.ListNodesRequest, context: Any) -> inventory_pb2.ListNodesResponse:
-        return inventory_pb2.ListNodesResponse(
+        return await self._read(context, lambda: inventory_pb2.ListNodesResponse(
             nodes=[convert.node_message(node) for node in self.ledger.nodes.values()]
-        )
+        ))
 
     async def AdjustStock(self, request: inventory_pb2.AdjustStockRequest, context: Any) -> inventory_pb2.AdjustStockResponse:
-        positions = await self._mutate(context, lambda: convert.adjust_stock(request))
-        today = self._today()
-        return inventory_pb2.AdjustStockResponse(
-            positions=[self._position_message(p, today) for p in positions]
-        )
+        def present(positions: list[Position]) -> inventory_pb2.AdjustStockResponse:
+            today = self._today()
+            return inventory_pb2.AdjustStockResponse(
+                positions=[self._position_message(p, today) for p in positions]
+            )
+
+        return await self._mutate(context, lambda: convert.adjust_stock(request), present)
 
     async def SetSafetyStock(self, request: inventory_pb2.SetSafetyStockRequest, context: Any) -> common_pb2.Position:
-        position = await self._mutate(
-            context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity)
+        return await self._mutate(
+            context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity),
+            lambda position: self._position_message(position, self._today()),
         )
-        return self._position_message(position, self._today())
 
     async def UpsertSupply(self, request: inventory_pb2.UpsertSupplyRequest, context: Any) -> common_pb2.Supply:
-        supply = await self._mutate(context, lambda: convert.upsert_supply(request))
-        return convert.supply_message(supply)
+        return await self._mutate(
+            context, lambda: convert.upsert_supply(request), convert.supply_message)
 
     async def ReceiveSupply(self, request: inventory_pb2.ReceiveSupplyRequest, context: Any) -> common_pb2.Supply:
-        supply = await self._mutate(
-            context, lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity)
+        return await self._mutate(
+            context, lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity),
+            convert.supply_message,
         )
-        return convert.supply_message(supply)
 
     async def ListSupply(self, request: inventory_pb2.ListSupplyRequest, context: Any) -> inventory_pb2.ListSupplyResponse:
         def matches(supply: Any) -> bool:
@@ -113,20 +124,19 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
                 and (request.include_closed or supply.quantity > 0)
             )
 
-        page, token = await self._read(
-            context, lambda: paginate(self.ledger.supplies, matches, request.page_size, request.page_token)
-        )
-        return inventory_pb2.ListSupplyResponse(
-            supplies=[convert.supply_message(s) for s in page], next_page_token=token
-        )
+        def read() -> inventory_pb2.ListSupplyResponse:
+            page, token = paginate("supply", self.ledger.supplies, matches, request)
+            return inventory_pb2.ListSupplyResponse(
+                supplies=[convert.supply_message(s) for s in page], next_page_token=token
+            )
+
+        return await self._read(context, read)
 
     async def PlaceHold(self, request: inventory_pb2.PlaceHoldRequest, context: Any) -> common_pb2.Hold:
-        hold = await self._mutate(context, lambda: convert.place_hold(request))
-        return convert.hold_message(hold)
+        return await self._mutate(context, lambda: convert.place_hold(request), convert.hold_message)
 
     async def ReleaseHold(self, request: inventory_pb2.ReleaseHoldRequest, context: Any) -> common_pb2.Hold:
-        hold = await self._mutate(context, lambda: c.ReleaseHold(request.hold_id))
-        return convert.hold_message(hold)
+        return await self._mutate(context, lambda: c.ReleaseHold(request.hold_id), convert.hold_message)
 
     async def ListHolds(self, request: inventory_pb2.ListHoldsRequest, context: Any) -> inventory_pb2.ListHoldsResponse:
         def matches(hold: Any) -> bool:
@@ -136,12 +146,13 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
                 and (not request.node_id or hold.node_id == request.node_id)
             )
 
-        page, token = await self._read(
-            context, lambda: paginate(self.ledger.holds, matches, request.page_size, request.page_token)
-        )
-        return inventory_pb2.ListHoldsResponse(
-            holds=[convert.hold_message(h) for h in page], next_page_token=token
-        )
+        def read() -> inventory_pb2.ListHoldsResponse:
+            page, token = paginate("holds", self.ledger.holds, matches, request)
+            return inventory_pb2.ListHoldsResponse(
+                holds=[convert.hold_message(h) for h in page], next_page_token=token
+            )
+
+        return await self._read(context, read)
 
 
 class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
@@ -190,8 +201,8 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
 
 class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
     async def Reserve(self, request: reservations_pb2.ReserveRequest, context: Any) -> common_pb2.Reservation:
-        reservation = await self._mutate(context, lambda: convert.reserve(request))
-        return convert.reservation_message(reservation)
+        return await self._mutate(
+            context, lambda: convert.reserve(request), convert.reservation_message)
 
     async def ReserveBatch(
         self, request: reservations_pb2.ReserveBatchRequest, context: Any
@@ -203,13 +214,18 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         built = [reserve_command(item) for item in request.requests]
         commands = [item for item in built if not isinstance(item, LedgerError)]
         try:
-            outcomes = iter(await self.writer.execute_batch(commands))
+            applied, durable = self.writer.apply(commands)
         except LedgerError as error:
             await abort(context, error)
+        outcomes = iter(applied)
         response = reservations_pb2.ReserveBatchResponse()
         for item, item_built in zip(request.requests, built):
             outcome = item_built if isinstance(item_built, LedgerError) else next(outcomes)
             fill_reserve_result(response.results.add(), item.reservation_id, outcome)
+        try:
+            await self.writer.until_durable(durable, len(commands))
+        except LedgerError as error:  # storage failed: none of it is durable
+            await abort(context, error)
         return response
 
     async def ReserveStream(
@@ -234,45 +250,46 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         reader = asyncio.create_task(read_requests())
         try:
             while (item := await in_flight.get()) is not None:
-                reservation_id, outcome, durable = item
+                result, durable = item
                 await self.writer.until_durable(durable)
-                yield reserve_result(reservation_id, outcome)
+                yield result
             await reader
         finally:
             reader.cancel()
 
     def _apply_reserve(self, request: reservations_pb2.ReserveRequest | Undecodable) -> _StreamItem:
-        """Applies one stream message now (no task of its own); answered once durable."""
+        """Applies one stream message now (no task of its own) and builds its answer, which
+        goes out once durable."""
         if isinstance(request, Undecodable):  # fails this message only, as any bad message does
-            return "", request.error(), None
+            return reserve_result("", request.error()), None
         built = reserve_command(request)
         if isinstance(built, LedgerError):
-            return request.reservation_id, built, None
+            return reserve_result(request.reservation_id, built), None
         try:
             outcome, durable = self.writer.apply_one(built)
         except LedgerError as error:
-            return request.reservation_id, error, None
-        return request.reservation_id, outcome, durable
+            return reserve_result(request.reservation_id, error), None
+        return reserve_result(request.reservation_id, outcome), durable
 
     async def Commit(self, request: reservations_pb2.CommitRequest, context: Any) -> common_pb2.Reservation:
-        reservation = await self._mutate(
-            context, lambda: c.Commit(request.reservation_id, request.request_id)
+        return await self._mutate(
+            context, lambda: c.Commit(request.reservation_id, request.request_id),
+            convert.reservation_message,
         )
-        return convert.reservation_message(reservation)
 
     async def Release(self, request: reservations_pb2.ReleaseRequest, context: Any) -> common_pb2.Reservation:
-        reservation = await self._mutate(
+        return await self._mutate(
             context,
             lambda: c.Release(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+            convert.reservation_message,
         )
-        return convert.reservation_message(reservation)
 
     async def Fulfill(self, request: reservations_pb2.FulfillRequest, context: Any) -> common_pb2.Reservation:
-        reservation = await self._mutate(
+        return await self._mutate(
             context,
             lambda: c.Fulfill(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+            convert.reservation_message,
         )
-        return convert.reservation_message(reservation)
 
     async def GetReservation(self, request: reservations_pb2.GetReservationRequest, context: Any) -> common_pb2.Reservation:
         def read() -> common_pb2.Reservation:
@@ -286,10 +303,13 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
     async def ListReservations(
         self, request: reservations_pb2.ListReservationsRequest, context: Any
     ) -> reservations_pb2.ListReservationsResponse:
-        page, token = await self._read(context, lambda: self._list_reservations(request))
-        return reservations_pb2.ListReservationsResponse(
-            reservations=[convert.reservation_message(r) for r in page], next_page_token=token
-        )
+        def read() -> reservations_pb2.ListReservationsResponse:
+            page, token = self._list_reservations(request)
+            return reservations_pb2.ListReservationsResponse(
+                reservations=[convert.reservation_message(r) for r in page], next_page_token=token
+            )
+
+        return await self._read(context, read)
 
     def _list_reservations(self, request: reservations_pb2.ListReservationsRequest) -> tuple[list[Any], str]:
         states = common_pb2.Reservation.State
@@ -314,7 +334,7 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
                     return False
             return at_risk is None or any(line.at_risk for line in lines) == at_risk
 
-        return paginate(self.ledger.reservations, matches, request.page_size, request.page_token)
+        return paginate("reservations", self.ledger.reservations, matches, request)
 
 
     async def Reallocate(
@@ -322,16 +342,14 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
     ) -> reservations_pb2.ReallocateResponse:
         scope = Scope(request.node_id, request.sku, tuple(request.reservation_ids))
         if request.dry_run:
-            result = await self._read(
-                context, lambda: self.ledger.plan_reallocation(scope, self.writer.clock())
-            )
-        else:
-            result = await self._mutate(
-                context,
-                lambda: c.Reallocate(scope.node_id, scope.sku, scope.reservation_ids,
-                                     request.plan_sequence),
-            )
-        return convert.reallocate_response(result)
+            return await self._read(context, lambda: convert.reallocate_response(
+                self.ledger.plan_reallocation(scope, self.writer.clock())))
+        return await self._mutate(
+            context,
+            lambda: c.Reallocate(scope.node_id, scope.sku, scope.reservation_ids,
+                                 request.plan_sequence),
+            convert.reallocate_response,
+        )
 
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
@@ -412,12 +430,17 @@ def check_availability_request(request: availability_pb2.GetAvailabilityRequest)
     violations.raise_if_any()
 
 
-def paginate(items: Any, matches: Callable[[Any], bool], page_size: int, page_token: str) -> tuple[list[Any], str]:
-    """One page of a SortedDict's matching values after the token's key, and the next token."""
+def paginate(
+    listing: str, items: Any, matches: Callable[[Any], bool], request: Any
+) -> tuple[list[Any], str]:
+    """One page of a SortedDict's values that match the request's filters, after the token's
+    key, and the next token (which names the listing, so that any other refuses it)."""
+    check_list_filters(request)
+    page_size, page_token = request.page_size, request.page_token
     if page_size < 0 or page_size > limits.page_size_max:
         raise InvalidArgument.single("page_size", f"must be 0..{limits.page_size_max}")
     size = page_size or limits.page_size_default
-    start = items.bisect_right(_decode_token(page_token)) if page_token else 0
+    start = items.bisect_right(_decode_token(listing, page_token)) if page_token else 0
     page: list[Any] = []
     last_key = ""
     for key in items.islice(start):
@@ -425,19 +448,34 @@ def paginate(items: Any, matches: Callable[[Any], bool], page_size: int, page_to
         if not matches(value):
             continue
         if len(page) == size:
-            return page, _encode_token(last_key)
+            return page, _encode_token(listing, last_key)
         page.append(value)
         last_key = key
     return page, ""
 
 
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
+def check_list_filters(request: Any) -> None:
+    """The sku and node_id filters a List request may give: ids like any other, when set."""
+    violations = Violations()
+    for field_name in ("sku", "node_id"):
+        violations.identifier(field_name, getattr(request, field_name), required=False)
+    violations.raise_if_any()
 
 
-def _decode_token(token: str) -> str:
+def _encode_token(listing: str, key: str) -> str:
+    return base64.urlsafe_b64encode(f"{listing}:{key}".encode()).decode()
+
+
+def _decode_token(listing: str, token: str) -> str:
+    """The key a token of this listing resumes after; anything else is refused, so that a
+    mangled token cannot silently restart the listing or end it early."""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        text = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeError):
-        raise InvalidArgument.single("page_token", "not a token from a previous page") from None
+        text = ""
+    name, colon, key = text.partition(":")
+    if name != listing or not colon:
+        raise InvalidArgument.single(
+            "page_token", f"not a token from a previous {listing} page") from None
+    return key
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from atp import limits
 from atp.ledger import Changes, Ledger, codec, day_of
@@ -23,6 +23,11 @@ from atp.ledger.model import Event
 from atp.store import Store, WriteBatch
 
 log = logging.getLogger("atp.writer")
+T = TypeVar("T")
+
+
+def _as_is(result: Any) -> Any:
+    return result
 
 
 class Writer:
@@ -64,18 +69,22 @@ class Writer:
             asyncio.create_task(self._expiry_loop(), name="atp-expiry"),
         ]
 
-    async def execute(self, command: c.Command) -> Any:
-        """Applies one command; returns its result once durable or raises its LedgerError."""
+    async def execute(self, command: c.Command, present: Callable[[Any], T] = _as_is) -> T:
+        """Applies one command and presents its result at once, so that the answer shows the
+        state the command made and not a later one; returns that answer once durable, or
+        raises the command's LedgerError (also only once durable: a refusal may rest on
+        changes not yet on disk)."""
         outcome, durable = self.apply_one(command)
+        answer = None if isinstance(outcome, LedgerError) else present(outcome)
         await self.until_durable(durable)
         if isinstance(outcome, LedgerError):
             raise outcome
-        return outcome
+        return cast(T, answer)
 
     async def execute_batch(self, commands: Sequence[c.Command]) -> list[Any]:
         """Applies commands one by one in one step; each outcome is a result or a LedgerError."""
         outcomes, durable = self.apply(commands)
-        await self.until_durable(durable)
+        await self.until_durable(durable, len(commands))
         return outcomes
 
     def apply_one(self, command: c.Command) -> tuple[Any, asyncio.Future[None] | None]:
@@ -101,14 +110,25 @@ class Writer:
             raise Unavailable("internal invariant violated; the server is stopping") from None
         return outcomes, self._durability_future()
 
-    async def until_durable(self, durable: asyncio.Future[None] | None) -> None:
+    async def until_durable(self, durable: asyncio.Future[None] | None, mutations: int = 1) -> None:
+        """Waits for `mutations` applied commands' durability future (counted against the
+        limit of mutations waiting)."""
         if durable is None:
             return
-        self._waiting += 1
+        self._waiting += mutations
         try:
             await durable
         finally:
-            self._waiting -= 1
+            self._waiting -= mutations
+
+    async def until_applied_durable(self) -> None:
+        """Waits until everything applied so far is committed (reads, before they answer);
+        raises Unavailable if storage failed, as memory then holds what the disk does not."""
+        if self.failure is not None:
+            raise Unavailable("storage failed; the server is stopping")
+        durable = self._durability_future()
+        if durable is not None:
+            await durable
 
     async def close(self) -> None:
         """Refuses new commands, commits what was applied, stops the background tasks."""

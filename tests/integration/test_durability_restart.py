@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,3 +408,41 @@ def test_kill_9_keeps_every_acknowledged_change(server: AtpdProcess) -> None:
     finally:
         api.close()
     assert server.stop() == 0
+
+
+def test_a_second_atpd_on_the_same_data_dir_is_refused_and_the_first_keeps_serving(
+    server: AtpdProcess,
+) -> None:
+    """Found by a new-user review against 01834d6: a second atpd started on a data dir in use
+    served its own copy of the ledger, and its first write made the other one stop."""
+    server.start()
+    api = connect(server)
+    sku, node_id = stocked(api, 5)
+    second = subprocess.run(
+        [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
+         "--data-dir", str(server.data_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert second.returncode == 2, second
+    assert f"in use by another writer (pid {server.process.pid})" in second.stderr
+    adjust(api, movement(sku, node_id, Movement.RECEIPT, 1))
+    assert_position(api, sku, node_id, on_hand=6)
+    server.kill()  # kill -9 drops the lock with the process: a restart takes it over
+    server.start()
+    assert_position(connect(server), sku, node_id, on_hand=6)
+
+
+def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
+    """Found by a new-user review against 01834d6: a 20-line traceback, exit code 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        refused = subprocess.run(
+            [sys.executable, "-m", "atp.daemon", "--listen", address,
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert refused.returncode == 2, refused
+    assert f"atpd: cannot listen on {address}: the address is in use" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -102,9 +102,14 @@ class AtpServer:
             ]
         )
         self._add_services()
-        self.port = self.server.add_insecure_port(config.listen)
+        try:
+            self.port = self.server.add_insecure_port(config.listen)
+        except RuntimeError:  # grpc's "Failed to bind", with a hint about GRPC_VERBOSITY
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
+            self.store.close()
+            raise OSError(f"cannot listen on {config.listen}: the address is in use or not "
+                          "one of this machine's")
 
     def _add_services(self) -> None:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.

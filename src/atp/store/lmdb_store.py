@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import struct
@@ -98,9 +99,13 @@ class LmdbStore(Store):
         self._readonly = readonly
         self._gate = _OperationGate()
         self._environment = _open_environment(self._path, map_size, sync, readonly)
+        # LMDB lets several processes write one environment; two ledgers over one store would
+        # each miss the other's changes, so one writer owns a data directory.
+        self._owner = None if readonly else _claim_writer(self._path, self._environment)
         try:
             self._handles = _open_databases(self._environment, self._path, readonly)
         except BaseException:
+            self._release_writer()
             self._environment.close()
             raise
 
@@ -220,6 +225,12 @@ class LmdbStore(Store):
             raise StoreError(f"flushing {self._path} failed: {error}") from error
         finally:
             self._environment.close()
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._owner is not None:
+            os.close(self._owner)  # closing the descriptor drops its lock
+            self._owner = None
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[lmdb.Transaction[bytes]]:
@@ -266,6 +277,28 @@ class LmdbStore(Store):
         transaction.put(
             _TRIMMED_THROUGH_KEY, encode_sequence(highest), db=self._handles[_STATE_DATABASE]
         )
+
+
+WRITER_LOCK_FILE = "writer.lock"
+
+
+def _claim_writer(path: str, environment: lmdb.Environment) -> int:
+    """An exclusive lock on the data directory's writer lock file, held while the store is
+    open (the kernel drops it when the process dies, kill -9 included); the descriptor."""
+    lock_path = os.path.join(path, WRITER_LOCK_FILE)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        environment.close()
+        raise StoreError(
+            f"{path} is in use by another writer (pid {holder}); one atpd per data directory"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
 
 
 def _open_environment(path: str, map_size: int, sync: bool, readonly: bool) -> lmdb.Environment:

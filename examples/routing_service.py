@@ -63,22 +63,25 @@ def _date_text(date: Any) -> str | None:
 
 
 class StateFile:
-    """The last journal sequence handled, written atomically after each batch."""
+    """The last journal sequence handled and the reservations whose plans are held for
+    review, written atomically after each batch."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> int:
+    def load(self) -> tuple[int, list[str]]:
         try:
-            return int(json.loads(self.path.read_text())["last_sequence"])
+            saved = json.loads(self.path.read_text())
+            return int(saved["last_sequence"]), [str(item) for item in saved.get("held", [])]
         except FileNotFoundError:
-            return 0
-        except (ValueError, KeyError, TypeError) as error:
+            return 0, []
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise SystemExit(f"error: state file {self.path} is damaged ({error})") from None
 
-    def save(self, last_sequence: int) -> None:
+    def save(self, last_sequence: int, held: set[str]) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"last_sequence": last_sequence, "updated": _now()}))
+        temporary.write_text(json.dumps(
+            {"last_sequence": last_sequence, "held": sorted(held), "updated": _now()}))
         os.replace(temporary, self.path)
 
 
@@ -139,8 +142,12 @@ class RoutingService:
         rule: str,
         notices: IO[str],
         log: IO[str] = sys.stderr,
+        held: list[str] | None = None,
     ) -> None:
         self.client = client
+        # Reservations whose plans a rule held for review: planned again on the next run,
+        # because the journal will not bring their LINE_AT_RISK events back.
+        self.held: set[str] = set(held or ())
         self.rule = rule
         self.notices = notices
         self.log_stream = log
@@ -152,7 +159,16 @@ class RoutingService:
 
     def handle(self, events: list[Any]) -> None:
         """Plans (and by rule applies) a reallocation for the reservations of these events."""
-        reservation_ids = list(dict.fromkeys(event.reservation_id for event in events))
+        self.repair(list(dict.fromkeys(event.reservation_id for event in events)))
+
+    def review_held(self) -> None:
+        """Plans held for review by an earlier run, planned again under this run's rule."""
+        reservation_ids = sorted(self.held)
+        self.log("reviewing_held", reservations=reservation_ids)
+        self.repair(reservation_ids)
+
+    def repair(self, reservation_ids: list[str]) -> None:
+        """Plans (and by rule applies) a reallocation scoped to these reservations."""
         for attempt in range(1, STALE_RETRIES + 1):
             plan = self.client.reallocate(reservation_ids=reservation_ids, dry_run=True)
             if not plan.plans:
@@ -161,6 +177,7 @@ class RoutingService:
                     reservations=reservation_ids,
                     why="no line of these reservations is at risk any more",
                 )
+                self.held.difference_update(reservation_ids)
                 return
             slipped = [p.reservation_id for p in plan.plans if p.slipped]
             self.log(
@@ -175,6 +192,7 @@ class RoutingService:
                     plan_sequence=plan.plan_sequence,
                     slipped=slipped,
                 )
+                self.held.update(p.reservation_id for p in plan.plans)
                 return
             try:
                 applied = self.client.reallocate(
@@ -186,6 +204,7 @@ class RoutingService:
                 self.log("plan_stale", plan_sequence=plan.plan_sequence, attempt=attempt)
                 continue
             self.applied_plans += len(applied.plans)
+            self.held.difference_update(reservation_ids)
             self.log(
                 "applied",
                 plan_sequence=applied.plan_sequence,
@@ -257,12 +276,15 @@ def _plan_summary(plan: Any) -> dict[str, Any]:
 
 def run(arguments: argparse.Namespace, notices: IO[str]) -> int:
     state = StateFile(Path(arguments.state_file))
-    last_sequence = state.load()
+    last_sequence, held = state.load()
     deadline = time.monotonic() + arguments.timeout if arguments.timeout else None
     handled = 0
     with Client(arguments.target, timeout_s=arguments.call_timeout) as client:
-        service = RoutingService(client, rule=arguments.apply, notices=notices)
+        service = RoutingService(client, rule=arguments.apply, notices=notices, held=held)
         service.log("started", after_sequence=last_sequence, rule=arguments.apply)
+        if service.held:
+            service.review_held()
+            state.save(last_sequence, service.held)
         watcher = Watcher(
             arguments.target, last_sequence, arguments.once, arguments.sku, arguments.node
         )
@@ -296,7 +318,7 @@ def run(arguments: argparse.Namespace, notices: IO[str]) -> int:
                 service.handle(batch)
                 handled += len(batch)
                 last_sequence = batch[-1].sequence
-                state.save(last_sequence)
+                state.save(last_sequence, service.held)
         finally:
             watcher.close()
         service.log(

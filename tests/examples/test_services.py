@@ -174,23 +174,28 @@ def test_capture_then_routing(server: AtpdProcess, client: Client, tmp_path: Pat
     old_promise = client.get_reservation("o-2").promise_date
 
     # no-slip: the only plan moves o-2 to DC2, 2 days later, so it is held for review.
+    state_file, notices = tmp_path / "routing.state", tmp_path / "notices.jsonl"
     review = run_example("routing_service.py", server.target, "--once", "--idle", "0.5",
-                         "--apply", "no-slip", "--state-file", str(tmp_path / "review.state"))  # fmt: skip
+                         "--apply", "no-slip", "--state-file", str(state_file))  # fmt: skip
     assert review.returncode == 0, review.stderr
     assert review.stdout == ""  # no notice
     logs = [json.loads(line) for line in review.stderr.splitlines()]
     held = [entry for entry in logs if entry["log"] == "held_for_review"]
     assert held and held[0]["slipped"] == ["o-2"]
     assert nodes(client, "o-2") == [("DC1", 3), ("DC1", 1)]
+    assert json.loads(state_file.read_text())["held"] == ["o-2"]
 
-    # auto: applied; the customer of o-2 gets a notice with the new date.
-    state_file, notices = tmp_path / "routing.state", tmp_path / "notices.jsonl"
+    # auto, from the same state file (found by a new-user review against 01834d6: the held
+    # plan was forgotten, as the journal had moved past its event): the held plan is planned
+    # again and applied; the customer of o-2 gets a notice with the new date.
     routed = run_example("routing_service.py", server.target, "--once", "--idle", "0.5",
                          "--state-file", str(state_file), "--notices", str(notices))  # fmt: skip
     assert routed.returncode == 0, routed.stderr
     logs = [json.loads(line) for line in routed.stderr.splitlines()]
-    assert [entry["log"] for entry in logs] == ["started", "plan", "applied", "stopped"]
-    assert logs[2]["reservations"] == ["o-2"]
+    assert [entry["log"] for entry in logs] == [
+        "started", "reviewing_held", "plan", "applied", "stopped"]  # fmt: skip
+    assert logs[3]["reservations"] == ["o-2"]
+    assert json.loads(state_file.read_text())["held"] == []
     moved = client.get_reservation("o-2")
     assert [(line.sku, line.node_id, line.quantity) for line in moved.lines] == [
         ("SKU-1", "DC2", 3), ("SKU-2", "DC1", 1),

@@ -597,10 +597,9 @@ def _add_database_commands(tree: _CommandTree) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = _count(text)
-    if value == 0:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return int(text)
 
 
 def _count(text: str) -> int:

@@ -6,6 +6,7 @@ read counters the ledger keeps as it goes, so a scrape never walks the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -82,7 +83,8 @@ class _LedgerCollector(Collector):
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Counts and times unary RPCs by method and final status code."""
+    """Counts RPCs by method and final status code, and times the unary ones (a stream's
+    duration says nothing about latency)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -93,14 +95,21 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        return grpc.unary_unary_rpc_method_handler(
-            self._timed(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        codecs = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._timed(method, handler.unary_unary), **codecs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._counted_stream(method, handler.unary_stream), **codecs)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._counted_stream(method, handler.stream_stream), **codecs)
+        return handler
 
     def _timed(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         counter, latency = self.metrics.rpcs, self.metrics.rpc_latency.labels(method)
@@ -119,3 +128,23 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 counter.labels(method, code).inc()
 
         return timed
+
+    def _counted_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        counter = self.metrics.rpcs
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            code = "OK"
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"  # the client went away
+                raise
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                counter.labels(method, code).inc()
+
+        return counted

@@ -1,0 +1,75 @@
+"""`atpd --metrics-port`: the Prometheus metrics README names, scraped from a live server."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
+from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve, reserve_request, stocked
+from tests.support.atpd import AtpdProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def metered(tmp_path: Path) -> Iterator[tuple[AtpdProcess, int]]:
+    port = _free_port()
+    server = AtpdProcess(tmp_path / "data", "--metrics-port", str(port)).start()
+    try:
+        yield server, port
+    finally:
+        server.kill()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for sample in text.splitlines():
+        match = re.fullmatch(r"([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)", sample)
+        if match:
+            samples[match.group(1)] = float(match.group(2))
+    return samples
+
+
+def test_metrics_count_calls_streams_commits_and_reservations(
+    metered: tuple[AtpdProcess, int],
+) -> None:
+    server, port = metered
+    api = Api(server.channel())
+    sku, node_id = stocked(api, 10)
+    reserve(api, line("l1", sku, node_id, 2))
+    with pytest.raises(grpc.RpcError):
+        api.reservations.GetReservation(
+            reservations_pb2.GetReservationRequest(reservation_id="nobody"), timeout=CALL_TIMEOUT)
+    results = list(api.reservations.ReserveStream(
+        iter([reserve_request(None, [line("l1", sku, node_id, 1)])]), timeout=CALL_TIMEOUT))
+    assert results[0].WhichOneof("result") == "reservation"
+    events = events_pb2_grpc.EventsStub(api.channel)
+    assert list(events.Watch(events_pb2.WatchRequest(stop_at_head=True), timeout=CALL_TIMEOUT))
+
+    samples = _scrape(port)
+    assert samples['atp_rpc_total{code="OK",method="Reserve"}'] == 1
+    assert samples['atp_rpc_total{code="NOT_FOUND",method="GetReservation"}'] == 1
+    assert samples['atp_rpc_total{code="OK",method="ReserveStream"}'] == 1
+    assert samples['atp_rpc_total{code="OK",method="Watch"}'] == 1
+    assert samples['atp_rpc_latency_seconds_count{method="Reserve"}'] == 1
+    assert samples['atp_reservations{state="HELD"}'] == 2
+    assert samples["atp_commit_batches_total"] >= 3
+    assert samples["atp_commit_batch_records_count"] >= 3
+    assert samples["atp_commit_latency_seconds_count"] >= 3
+    for name in ("atp_at_risk_lines", "atp_reservations_expired_total", "atp_writer_waiting"):
+        assert name in samples, name

@@ -520,7 +520,8 @@ def _add_watch_command(tree: _CommandTree) -> None:
         type=_count,
         default=0,
         metavar="SEQ",
-        help="first sequence to show (default: the oldest retained event)",
+        help="first sequence to show; 0 (the default) or 1: the oldest retained event. A later "
+        "sequence no longer retained is an error naming the oldest",
     )
     watch.add_argument(
         "--type",
@@ -1052,7 +1053,19 @@ def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
         pass  # Ctrl-C is how a follow ends: quietly, with success.
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except AtpError as error:
+        raise _in_from_terms(error, arguments.from_sequence) from None
     return Outcome({"events": shown}, "", streamed=True)
+
+
+def _in_from_terms(error: AtpError, from_sequence: int) -> AtpError:
+    """OUT_OF_RANGE says "after N" (the API's after_sequence); --from counts from N."""
+    oldest = error.metadata.get("oldest_sequence")
+    if error.code != grpc.StatusCode.OUT_OF_RANGE or oldest is None:
+        return error
+    message = (f"events from {from_sequence} are no longer retained; the oldest is {oldest} "
+               f"(--from {oldest}, or --from 0 for the oldest)")
+    return AtpError(error.code, message, error.details)
 
 
 def event_line(event: kpi.JournalEvent) -> str:

@@ -598,15 +598,21 @@ def _add_database_commands(tree: _CommandTree) -> None:
 
 
 def _positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+    value = _whole_number(text)
+    if not value:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+    return value
 
 
 def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
+    value = _whole_number(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
+    return value
+
+
+def _whole_number(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _positive_float(text: str) -> float:

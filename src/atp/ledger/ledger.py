@@ -524,7 +524,7 @@ class Ledger:
             subject = f"hold {command.hold_id} ({command.sku} at {command.node_id})"
             raise InsufficientAvailability(
                 [Shortfall(subject, f"{subject}: requested {command.quantity}, available "
-                           f"{available} (force it to hold anyway: PlaceHold.force, atpctl hold place --force)", command.quantity, available)]
+                           f"{available} (a forced hold takes them anyway)", command.quantity, available)]
             )
 
     def _release_hold(self, command: c.ReleaseHold, now: float) -> Hold:

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from atp.ledger.errors import InvalidArgument
+from atp.server.handlers import Behaviour, rebuilt
 from atp.server.status import abort
 
 
@@ -44,16 +45,15 @@ def guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """The same handler with a tolerant deserializer; a request-unary behaviour refuses the
     marker before it runs (a request-streaming one gets markers among its messages)."""
     deserialize = tolerant(handler.request_deserializer, _type_name(handler.request_deserializer))
-    serialize = handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _refusing_unary(handler.unary_unary), deserialize, serialize)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _refusing_unary_stream(handler.unary_stream), deserialize, serialize)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
-    return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
+    return rebuilt(handler, _refusing, deserialize)
+
+
+def _refusing(kind: str, behaviour: Behaviour) -> Behaviour:
+    if kind == "unary_unary":
+        return _refusing_unary(behaviour)
+    if kind == "unary_stream":
+        return _refusing_unary_stream(behaviour)
+    return behaviour
 
 
 def _type_name(deserializer: Callable[[bytes], Any]) -> str:

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from atp.ledger.model import ReservationState
+from atp.server.handlers import Behaviour, rebuilt
 from atp.server.writer import Writer
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -98,18 +99,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        codecs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer}
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._timed(method, handler.unary_unary), **codecs)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._counted_stream(method, handler.unary_stream), **codecs)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._counted_stream(method, handler.stream_stream), **codecs)
-        return handler
+
+        def measured(kind: str, behaviour: Behaviour) -> Behaviour:
+            if kind == "unary_unary":
+                return self._timed(method, behaviour)
+            return self._counted_stream(method, behaviour) if kind.endswith("stream") else behaviour
+
+        return rebuilt(handler, measured)
 
     def _timed(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         counter, latency = self.metrics.rpcs, self.metrics.rpc_latency.labels(method)
@@ -120,8 +116,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             try:
                 return await behaviour(request, context)
             except BaseException:
-                status = context.code()
-                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                code = _final_code(context)
                 raise
             finally:
                 latency.observe(time.perf_counter() - started)
@@ -141,10 +136,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 code = "CANCELLED"  # the client went away
                 raise
             except BaseException:
-                status = context.code()
-                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                code = _final_code(context)
                 raise
             finally:
                 counter.labels(method, code).inc()
 
         return counted
+
+
+def _final_code(context: grpc.aio.ServicerContext) -> str:
+    """The status code a failed call ends with (UNKNOWN when it raised without one)."""
+    status = context.code()
+    return status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"

@@ -215,16 +215,13 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         commands = [item for item in built if not isinstance(item, LedgerError)]
         try:
             applied, durable = self.writer.apply(commands)
-        except LedgerError as error:
-            await abort(context, error)
-        outcomes = iter(applied)
-        response = reservations_pb2.ReserveBatchResponse()
-        for item, item_built in zip(request.requests, built):
-            outcome = item_built if isinstance(item_built, LedgerError) else next(outcomes)
-            fill_reserve_result(response.results.add(), item.reservation_id, outcome)
-        try:
+            outcomes = iter(applied)
+            response = reservations_pb2.ReserveBatchResponse()
+            for item, item_built in zip(request.requests, built):
+                outcome = item_built if isinstance(item_built, LedgerError) else next(outcomes)
+                fill_reserve_result(response.results.add(), item.reservation_id, outcome)
             await self.writer.until_durable(durable, len(commands))
-        except LedgerError as error:  # storage failed: none of it is durable
+        except LedgerError as error:  # overloaded or stopping; or storage failed meanwhile
             await abort(context, error)
         return response
 

@@ -99,10 +99,12 @@ class LmdbStore(Store):
         self._readonly = readonly
         self._gate = _OperationGate()
         self._environment = _open_environment(self._path, map_size, sync, readonly)
-        # LMDB lets several processes write one environment; two ledgers over one store would
-        # each miss the other's changes, so one writer owns a data directory.
-        self._owner = None if readonly else _claim_writer(self._path, self._environment)
+        self._owner: int | None = None
         try:
+            # LMDB lets several processes write one environment; two ledgers over one store
+            # would each miss the other's changes, so one writer owns a data directory.
+            if not readonly:
+                self._owner = _claim_writer(self._path)
             self._handles = _open_databases(self._environment, self._path, readonly)
         except BaseException:
             self._release_writer()
@@ -282,7 +284,7 @@ class LmdbStore(Store):
 WRITER_LOCK_FILE = "writer.lock"
 
 
-def _claim_writer(path: str, environment: lmdb.Environment) -> int:
+def _claim_writer(path: str) -> int:
     """An exclusive lock on the data directory's writer lock file, held while the store is
     open (the kernel drops it when the process dies, kill -9 included); the descriptor."""
     lock_path = os.path.join(path, WRITER_LOCK_FILE)
@@ -292,7 +294,6 @@ def _claim_writer(path: str, environment: lmdb.Environment) -> int:
     except BlockingIOError:
         holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
-        environment.close()
         raise StoreError(
             f"{path} is in use by another writer (pid {holder}); one atpd per data directory"
         ) from None

@@ -72,6 +72,15 @@ STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 # [0.5, 1] so that clients failed by one outage do not come back in lockstep.
 backoff_first_s = 0.05
 backoff_max_s = 1.0
+# A server's RetryInfo delay is waited at least, times a jitter in [1, 1.5]: the clients it
+# refused together then come back spread out rather than all at once.
+retry_hint_jitter_max = 1.5
+# A retry is made only if, after its wait, at least this much of the call's deadline is left:
+# an attempt with less would only end in DEADLINE_EXCEEDED, hiding why the last one failed.
+attempt_time_min_s = 0.01
+# The ErrorInfo reason of a RESOURCE_EXHAUSTED that means "busy now, come back later", unlike
+# a limit the request itself exceeds (a message too large), which no retry changes.
+OVERLOADED_REASON = "OVERLOADED"
 
 MessageT = TypeVar("MessageT", bound=Message)
 RequestT = TypeVar("RequestT", bound=Message)
@@ -164,6 +173,26 @@ class AtpError(Exception):
     def resource_info(self) -> error_details_pb2.ResourceInfo | None:
         """The resource a NOT_FOUND (or similar) error is about, or None."""
         return self.detail(error_details_pb2.ResourceInfo)
+
+    @property
+    def retry_delay_s(self) -> float | None:
+        """Seconds the server asks to wait before trying again (its RetryInfo), or None."""
+        retry_info = self.detail(error_details_pb2.RetryInfo)
+        if retry_info is None or not retry_info.HasField("retry_delay"):
+            return None
+        nanoseconds: int = retry_info.retry_delay.ToNanoseconds()
+        return nanoseconds / 1e9
+
+    @property
+    def transient(self) -> bool:
+        """True when the server did not act on the call and the same call later may succeed:
+        UNAVAILABLE, or RESOURCE_EXHAUSTED refusing it for overload (reason OVERLOADED or a
+        RetryInfo), not for a limit the request breaks."""
+        if self.code is grpc.StatusCode.UNAVAILABLE:
+            return True
+        return self.code is grpc.StatusCode.RESOURCE_EXHAUSTED and (
+            self.reason == OVERLOADED_REASON or self.retry_delay_s is not None
+        )
 
     def _one_line(self) -> str:
         # A reason that only repeats the code (NOT_FOUND NOT_FOUND) says nothing more.
@@ -596,7 +625,8 @@ def _watch_request(
 
 
 class Retry(enum.Enum):
-    """Whether a second attempt after UNAVAILABLE is safe, and why."""
+    """Whether a second attempt after a transient failure (UNAVAILABLE, an overload refusal)
+    is safe, and why."""
 
     IDEMPOTENCY_KEY = "carries an idempotency key"
     NATURALLY_IDEMPOTENT = "the same request twice has the effect of once"
@@ -616,10 +646,24 @@ class Rpc(Generic[Parameters, RequestT, ResponseT]):
     retry: Retry
 
     def retry_safe(self, request: Message) -> bool:
-        """True when retrying this request after UNAVAILABLE cannot apply it twice."""
+        """True when retrying this request after a transient failure cannot apply it twice."""
         if self.retry is Retry.WHEN_DRY_RUN:
             return bool(getattr(request, "dry_run", False))
+        if self.retry is Retry.IDEMPOTENCY_KEY:
+            return _carries_idempotency_key(request)
         return self.retry is not Retry.NEVER
+
+
+def _carries_idempotency_key(request: Message) -> bool:
+    """True when the server would know a repeat of `request` for the first one: by its
+    request_id, or for a reservation its reservation_id, or for a hold its hold_id."""
+    if isinstance(request, reservations_pb2.ReserveBatchRequest):
+        return all(_carries_idempotency_key(each) for each in request.requests)
+    if isinstance(request, reservations_pb2.ReserveRequest):
+        return bool(request.reservation_id)
+    if isinstance(request, inventory_pb2.PlaceHoldRequest):
+        return bool(request.hold.hold_id)
+    return bool(getattr(request, "request_id", ""))
 
 
 _Inventory = inventory_pb2_grpc.InventoryStub
@@ -773,10 +817,23 @@ def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int) -> int:
     return 1 + max(0, retries) if rpc.retry_safe(request) else 1
 
 
-def _should_retry(error: AtpError, attempt: int, attempts: int) -> bool:
-    # Only UNAVAILABLE says the server did not act (or will answer the same key the same way);
-    # any other code is an answer, and asking again would not change it.
-    return error.code is grpc.StatusCode.UNAVAILABLE and attempt < attempts
+def _retry_delay_s(error: AtpError, attempt: int, attempts: int, deadline: float) -> float | None:
+    """Seconds to wait before retrying after failed attempt number `attempt`, or None when the
+    call must fail now: the failure is an answer (only a transient one says the server did not
+    act), no attempt is left, or the wait would leave no time before the call's deadline."""
+    if not error.transient or attempt >= attempts:
+        return None
+    delay_s = _backoff_s(attempt)
+    hint_s = error.retry_delay_s
+    if hint_s is not None:
+        delay_s = max(delay_s, hint_s * random.uniform(1.0, retry_hint_jitter_max))
+    if _time_left_s(deadline) < delay_s + attempt_time_min_s:
+        return None
+    return delay_s
+
+
+def _time_left_s(deadline: float) -> float:
+    return deadline - time.monotonic()
 
 
 def _backoff_s(attempt: int) -> float:
@@ -851,8 +908,11 @@ class _ClientBase:
 class Client(_ClientBase):
     """Synchronous client: one method per RPC, each returning the protobuf response.
 
-    Every call has a deadline of timeout_s. A retry-safe call failing with UNAVAILABLE is
-    retried up to `retries` more times with exponential backoff; other failures raise AtpError.
+    Every call has a deadline of timeout_s, its retries included. A retry-safe call (reads,
+    naturally idempotent writes, writes carrying their idempotency key) failing with
+    UNAVAILABLE, or refused with RESOURCE_EXHAUSTED because the server is overloaded, is
+    retried up to `retries` more times with jittered exponential backoff, waiting at least the
+    server's RetryInfo delay and never past the deadline; other failures raise AtpError.
     """
 
     def __init__(
@@ -884,14 +944,17 @@ class Client(_ClientBase):
 
     def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
         attempts = _attempts(rpc, request, self.retries)
+        deadline = time.monotonic() + self.timeout_s  # for all the attempts together
         for attempt in range(1, attempts + 1):
             try:
-                return cast(ResponseT, self._callable(rpc)(request, timeout=self.timeout_s))
+                timeout_s = _time_left_s(deadline)
+                return cast(ResponseT, self._callable(rpc)(request, timeout=timeout_s))
             except grpc.RpcError as rpc_error:
                 error = _error_from_call(rpc_error)
-                if not _should_retry(error, attempt, attempts):
+                delay_s = _retry_delay_s(error, attempt, attempts, deadline)
+                if delay_s is None:
                     raise error from None
-            time.sleep(_backoff_s(attempt))
+            time.sleep(delay_s)
         raise AssertionError("the last attempt either returns or raises")
 
     upsert_node = _sync_method(UPSERT_NODE)
@@ -1003,14 +1066,17 @@ class AsyncClient(_ClientBase):
 
     async def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
         attempts = _attempts(rpc, request, self.retries)
+        deadline = time.monotonic() + self.timeout_s  # for all the attempts together
         for attempt in range(1, attempts + 1):
             try:
-                return cast(ResponseT, await self._callable(rpc)(request, timeout=self.timeout_s))
+                timeout_s = _time_left_s(deadline)
+                return cast(ResponseT, await self._callable(rpc)(request, timeout=timeout_s))
             except grpc.aio.AioRpcError as rpc_error:
                 error = _error_from_aio(rpc_error)
-                if not _should_retry(error, attempt, attempts):
+                delay_s = _retry_delay_s(error, attempt, attempts, deadline)
+                if delay_s is None:
                     raise error from None
-            await asyncio.sleep(_backoff_s(attempt))
+            await asyncio.sleep(delay_s)
         raise AssertionError("the last attempt either returns or raises")
 
     upsert_node = _async_method(UPSERT_NODE)

@@ -8,48 +8,68 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
+from atp import flags, limits
+from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
+from atp.ledger.errors import DamagedRecordError
 from atp.server.app import AtpServer, ServerConfig
 from atp.store import StoreError
+from atp.store.integrity import RESTORE_ADVICE
+
+# LMDB takes the map size as a C size_t: larger values overflow before it can refuse them.
+MAP_SIZE_MB_MAX = sys.maxsize >> 20
+# Priorities are int32 on the wire.
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"ATP_{name}", default)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="atpd",
+def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
+    """atpd's flags; each reads an ATP_* variable (from `environ`, else the process's)."""
+    parser = FlagParser(
+        prog="atpd", environ=environ,
         description="Serve the ATP engine. Every flag also reads an ATP_* environment variable.",
     )
-    parser.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:50051"),
-                        help="HOST:PORT to serve on (ATP_LISTEN; default %(default)s)")
-    parser.add_argument("--data-dir", default=_env("DATA_DIR", "./data"),
-                        help="LMDB data directory, created if missing (ATP_DATA_DIR)")
-    parser.add_argument("--default-ttl", type=int, default=int(_env("DEFAULT_TTL", "900")),
-                        help="seconds a HELD reservation lives without ttl_seconds (ATP_DEFAULT_TTL)")
-    parser.add_argument("--sync", choices=("on", "off"), default=_env("SYNC", "on"),
-                        help="on: every batch is fsynced before answering; off: survives a process "
-                        "crash but may lose the last batches on power loss (ATP_SYNC)")
-    parser.add_argument("--map-size-mb", type=int, default=int(_env("MAP_SIZE_MB", "8192")),
-                        help="LMDB map size in MiB, the most the data may grow to (ATP_MAP_SIZE_MB)")
-    parser.add_argument("--safety-stock-priority", type=int,
-                        default=int(_env("SAFETY_STOCK_PRIORITY", "100")),
-                        help="demand at or above this priority may use safety stock "
-                        "(ATP_SAFETY_STOCK_PRIORITY)")
-    parser.add_argument("--grace", type=float, default=float(_env("GRACE", "5")),
-                        help="seconds to drain in-flight calls on SIGTERM (ATP_GRACE)")
-    parser.add_argument("--journal-retention", type=int,
-                        default=int(_env("JOURNAL_RETENTION", "0")),
-                        help="newest journal events kept for Watch replay; 0 keeps all "
-                        "(ATP_JOURNAL_RETENTION)")
-    parser.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "0")),
-                        help="serve Prometheus metrics at http://HOST:PORT/metrics on the "
-                        "--listen host; 0 disables (ATP_METRICS_PORT)")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING, ERROR (ATP_LOG_LEVEL)")
-    return parser.parse_args(argv)
+    parser.add_flag("--listen", "ATP_LISTEN", flags.host_port, "127.0.0.1:50051",
+                    "HOST:PORT to serve on; port 0 picks a free one", metavar="HOST:PORT")
+    parser.add_flag("--data-dir", "ATP_DATA_DIR", flags.directory_path, "./data",
+                    "LMDB data directory, created if missing", metavar="DIR")
+    parser.add_flag("--default-ttl", "ATP_DEFAULT_TTL",
+                    flags.whole_seconds_in_range(1, limits.ttl_seconds_max), "900",
+                    "seconds a HELD reservation lives without ttl_seconds, 1s to 7d; "
+                    "a unit may follow: 15m, 24h", metavar="SECONDS")
+    parser.add_flag("--sync", "ATP_SYNC", flags.on_or_off, "on",
+                    "on: every batch is fsynced before answering; off: survives a process "
+                    "crash but may lose the last batches on power loss", metavar="{on,off}")
+    parser.add_flag("--map-size-mb", "ATP_MAP_SIZE_MB",
+                    flags.int_in_range(1, MAP_SIZE_MB_MAX), "8192",
+                    "LMDB map size in MiB, the most the data may grow to", metavar="MIB")
+    parser.add_flag("--safety-stock-priority", "ATP_SAFETY_STOCK_PRIORITY",
+                    flags.int_in_range(PRIORITY_MIN, PRIORITY_MAX), "100",
+                    "demand at or above this priority may use safety stock", metavar="PRIORITY")
+    parser.add_flag("--grace", "ATP_GRACE", flags.parse_duration, "5",
+                    "seconds to drain in-flight calls on SIGTERM; a unit may follow: 30s, 1m",
+                    metavar="SECONDS")
+    parser.add_flag("--journal-retention", "ATP_JOURNAL_RETENTION", flags.non_negative_int,
+                    "0", "newest journal events kept for Watch replay; 0 keeps all",
+                    metavar="EVENTS")
+    parser.add_flag("--metrics-port", "ATP_METRICS_PORT", flags.port, "0",
+                    "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics; 0 disables",
+                    metavar="PORT")
+    parser.add_flag("--metrics-host", "ATP_METRICS_HOST", flags.host, "127.0.0.1",
+                    "address to serve metrics on, whatever the --listen host", metavar="HOST")
+    parser.add_flag("--concurrent-rpcs-max", "ATP_CONCURRENT_RPCS_MAX", flags.int_in_range(1),
+                    str(limits.concurrent_rpcs_max), "unary calls served at once; more are "
+                    "refused with RESOURCE_EXHAUSTED and a retry hint", metavar="CALLS")
+    parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
+                    f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
+    return parser
+
+
+def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
+               ) -> argparse.Namespace:
+    """The flags, validated: a bad value ends the process with one line and exit code 2."""
+    return build_parser(environ).parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
@@ -64,8 +84,10 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         ),
         grace_seconds=args.grace,
         journal_retention_events=args.journal_retention,
+        concurrent_rpcs_max=args.concurrent_rpcs_max,
         metrics_listen=(
-            f"{args.listen.rsplit(':', 1)[0]}:{args.metrics_port}" if args.metrics_port else None
+            flags.join_host_port(args.metrics_host, args.metrics_port)
+            if args.metrics_port else None
         ),
     )
 
@@ -86,12 +108,15 @@ async def serve(config: ServerConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         code = asyncio.run(serve(config_from(args)))
     except (StoreError, OSError) as error:
         print(f"atpd: {error}", file=sys.stderr)
+        return 2
+    except DamagedRecordError as error:  # found while loading the ledger at start-up
+        print(f"atpd: {args.data_dir} is damaged: {error}; {RESTORE_ADVICE}", file=sys.stderr)
         return 2
     # Everything is committed and LMDB is closed: skip tearing down millions of ledger
     # objects one by one, which takes seconds on a large ledger and protects nothing.

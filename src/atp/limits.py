@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-# Bytes (UTF-8) in any id: reservation, line, request, hold, supply, node, SKU, region.
+# Bytes (UTF-8) in any id: reservation, line, request, hold, supply, node, SKU, region. An id
+# is printable characters only (spaces inside it are fine), neither blank nor with
+# whitespace at either end (validation.id_problem).
 id_bytes_max = 128
 # Bytes (UTF-8) in free text: movement and hold reasons.
 reason_bytes_max = 1024
 # Lines in one reservation or promise request; movements in one AdjustStock; SKUs asked for
 # in one GetAvailability; lanes of one node.
 lines_max = 500
-# Units in one quantity field (and on any position).
+# Units in one quantity field, and in each quantity of a position: on_hand (stock movements,
+# receipts) and open inbound (supply upserts) each stay within it.
 quantity_max = 10**12
 # A HELD reservation's time to live.
 ttl_seconds_max = 7 * 24 * 3600
@@ -17,9 +20,15 @@ ttl_seconds_max = 7 * 24 * 3600
 days_max = 365
 # Days ahead a requested ship date or expected supply date may lie.
 horizon_days_max = 3660
-# Requests in one ReserveBatch.
+# Requests in one ReserveBatch. The batch is bounded by message size too, long before
+# 1,000 x 500 lines (about 15 MB): with short ids (ORD-2026-00000001, line 1..500,
+# SKU-000123, DC-EU-01) a line takes ~31 bytes of request, so ~135,000 lines fit in
+# message_bytes_max (~10,000 with 128-byte ids); and each answered line takes ~49 bytes,
+# so a client with gRPC's default 4 MiB receive limit can read the answer of at most
+# ~85,000 such lines (a larger batch is applied, but its answer is refused on arrival).
 batch_requests_max = 1000
-# Bytes in one request message (the gRPC server refuses larger ones).
+# Bytes in one request message: gRPC refuses a larger one before the server's code sees it,
+# with RESOURCE_EXHAUSTED "Received message larger than max (N vs. 4194304)".
 message_bytes_max = 4 * 1024 * 1024
 # Items in one page of a List call, and the default when page_size is 0.
 page_size_max = 1000
@@ -30,3 +39,10 @@ node_kind_chars_max = 32
 pending_mutations_max = 20_000
 # Messages of one ReserveStream applied but not yet answered; the stream stops reading beyond.
 stream_in_flight_max = 1000
+# Unary calls in the server at once (taken up, not yet answered); more are refused with
+# RESOURCE_EXHAUSTED, reason OVERLOADED and a RetryInfo (atpd --concurrent-rpcs-max).
+concurrent_rpcs_max = 1000
+# Calls grpc core may hold before the event loop takes them up. Beyond it grpc drops calls
+# with a bare CANCELLED, as its default of 1,000 did under a burst of 2,000. Measured at
+# ~15 KB each: ~150 MB at the bound.
+rpc_backlog_max = 10_000

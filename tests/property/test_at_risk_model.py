@@ -42,7 +42,11 @@ NODES = {
     "N2": (0, (Lane("EU", 2, 1),)),
     "N3": (1, (Lane("EU", 1, 2), Lane("US", 3, 1))),
 }
-CONFIG = LedgerConfig(default_ttl_seconds=1800, safety_stock_priority_min=100)
+# Windows far longer than any run: the reference model keeps every reservation and request
+# id for good (the windows have unit tests of their own).
+FOREVER_S = 100 * 365 * 86400.0
+CONFIG = LedgerConfig(default_ttl_seconds=1800, safety_stock_priority_min=100,
+                      closed_retention_s=FOREVER_S, idempotency_window_s=FOREVER_S)
 # 2025-06-10 08:00 UTC: 16 hours of clock to spend before midnight.
 START = datetime.datetime(2025, 6, 10, 8, tzinfo=datetime.UTC).timestamp()
 END_OF_DAY = START + 16 * 3600 - 1
@@ -62,7 +66,7 @@ def date_of(day: int) -> tuple[int, int, int]:
 def naive_at_risk(ledger: Ledger, today: int, created: dict[str, int]) -> set[LineKey]:
     """Which open lines are at risk, recomputed from scratch over the whole ledger."""
     lines: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for reservation in ledger.reservations.values():
+    for reservation in ledger.known_reservations().values():
         if reservation.state not in (ReservationState.HELD, ReservationState.COMMITTED):
             continue
         for line in reservation.lines:
@@ -105,7 +109,7 @@ def naive_at_risk(ledger: Ledger, today: int, created: dict[str, int]) -> set[Li
 def marked_at_risk(ledger: Ledger) -> set[LineKey]:
     return {
         (reservation.reservation_id, line.line_id)
-        for reservation in ledger.reservations.values()
+        for reservation in ledger.known_reservations().values()
         for line in reservation.lines
         if line.at_risk
     }
@@ -116,7 +120,7 @@ def snapshot(ledger: Ledger) -> Any:
         {key: (p.on_hand, p.allocated, p.reserved, p.held, p.inbound, tuple(sorted(p.deltas.items())),
                tuple(sorted(p.lines)), tuple(sorted(p.at_risk)))
          for key, p in ledger.positions.items()},
-        {key: repr(r) for key, r in ledger.reservations.items()},
+        {key: repr(r) for key, r in ledger.known_reservations().items()},
         ledger.sequence,
         ledger.at_risk_count,
     )
@@ -281,7 +285,7 @@ class AtRiskMachine(RuleBasedStateMachine):
 
     def open_reservations(self, *states: ReservationState) -> list[str]:
         wanted = states or (ReservationState.HELD, ReservationState.COMMITTED)
-        return [rid for rid, r in self.ledger.reservations.items() if r.state in wanted]
+        return [rid for rid, r in self.ledger.known_reservations().items() if r.state in wanted]
 
     @precondition(lambda self: bool(self.open_reservations(ReservationState.HELD)))
     @rule(data=st.data())
@@ -291,7 +295,7 @@ class AtRiskMachine(RuleBasedStateMachine):
 
     def line_quantities(self, data: st.DataObject, reservation_id: str) -> tuple[c.LineQuantity, ...]:
         """Every open unit (empty), or some units of one open line."""
-        reservation = self.ledger.reservations[reservation_id]
+        reservation = self.ledger.reservation(reservation_id)
         open_lines = [line for line in reservation.lines if line.open_quantity]
         if not open_lines or data.draw(st.booleans(), label="whole"):
             return ()

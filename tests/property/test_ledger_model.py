@@ -43,6 +43,8 @@ from atp.ledger.errors import (
     NotFound,
 )
 from atp.ledger.model import Position
+from atp.ledger import codec
+from atp.server.archive import StoreArchive
 from atp.server.writer import encode_batch
 from atp.store import LmdbStore
 from tests.property.reference import (
@@ -65,7 +67,11 @@ from tests.property.reference import (
 
 SKUS = ("A", "B", "C")
 NODES = ("N1", "N2", "N3")
-CONFIG = LedgerConfig(default_ttl_seconds=1800, safety_stock_priority_min=100)
+# Windows far longer than any run: the reference model keeps every reservation and request
+# id for good (the windows have unit tests of their own).
+FOREVER_S = 100 * 365 * 86400.0
+CONFIG = LedgerConfig(default_ttl_seconds=1800, safety_stock_priority_min=100,
+                      closed_retention_s=FOREVER_S, idempotency_window_s=FOREVER_S)
 # 2024-03-01 10:00 UTC: a fixed start keeps failures reproducible.
 START = datetime.datetime(2024, 3, 1, 10, tzinfo=datetime.UTC).timestamp()
 MAP_SIZE = 32 << 20
@@ -77,8 +83,8 @@ skus = st.sampled_from(SKUS)
 nodes = st.sampled_from(NODES)
 
 
-def observe(ledger: Ledger) -> dict[str, Any]:
-    """Everything observable about a ledger, by value."""
+def observe(ledger: Ledger, store: LmdbStore | None = None) -> dict[str, Any]:
+    """Everything observable about a ledger, by value (with its store: what it archived)."""
     return {
         "nodes": {key: dataclasses.astuple(node) for key, node in ledger.nodes.items()},
         "positions": {
@@ -89,7 +95,8 @@ def observe(ledger: Ledger) -> dict[str, Any]:
             for key, p in ledger.positions.items()
         },
         "positions_by_sku": {sku: tuple(sorted(by_node)) for sku, by_node in ledger.positions_by_sku.items()},
-        "reservations": {key: dataclasses.astuple(r) for key, r in ledger.reservations.items()},
+        "reservations": {key: dataclasses.astuple(r) for key, r in ledger.known_reservations().items()},
+        "archived": archived(store) if store is not None else None,
         "holds": {key: dataclasses.astuple(h) for key, h in ledger.holds.items()},
         "supplies": {key: dataclasses.astuple(s) for key, s in ledger.supplies.items()},
         "requests": {key: dataclasses.astuple(r) for key, r in ledger.requests.items()},
@@ -99,6 +106,16 @@ def observe(ledger: Ledger) -> dict[str, Any]:
         "at_risk_count": getattr(ledger, "at_risk_count", None),
         "state_counts": {k: v for k, v in getattr(ledger, "state_counts", {}).items() if v},
         "backorders": repr(getattr(ledger, "backorders", None)),
+    }
+
+
+def archived(store: LmdbStore) -> dict[str, Any]:
+    """The closed reservations and idempotency records the store holds (the ledger reads
+    them from there once durable)."""
+    return {
+        database: {key: codec.decode_record(database, data)
+                   for key, data in store.scan(database, b"", 1_000_000)}
+        for database in ("closed", "requests")
     }
 
 
@@ -134,6 +151,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.directory = tempfile.mkdtemp(prefix="atp-model-")
         self.store = LmdbStore(self.directory, map_size=MAP_SIZE, sync=False)
         self.ledger = Ledger(CONFIG)
+        self.ledger.archive = StoreArchive(self.store)
         self.model = Model()
         self.now = START
         self.counter = 0
@@ -167,6 +185,7 @@ class LedgerMachine(RuleBasedStateMachine):
         changes = self.ledger.take_changes()
         if changes:
             self.store.commit(encode_batch(changes))
+            self.ledger.forget_durable(changes)  # as the writer does once a batch is durable
         return result, observe(self.ledger) != before or bool(changes)
 
     def run_expecting(self, command: Any, expected: Expected) -> Any:
@@ -685,15 +704,16 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         """Close LMDB, reopen it and rebuild the ledger from what was committed."""
-        before = observe(self.ledger)
+        before = observe(self.ledger, self.store)
         self.store.close()
         self.store = LmdbStore(self.directory, map_size=MAP_SIZE, sync=False)
         # As atpd does: with the clock, so that stock levels are known from the start.
         self.ledger = ledger_from_records(
             self.store.load(), self.store.last_sequence(), CONFIG, now=self.now
         )
+        self.ledger.archive = StoreArchive(self.store)
         self.restarts += 1
-        after = observe(self.ledger)
+        after = observe(self.ledger, self.store)
         differing = [name for name in before if before[name] != after[name]]
         assert not differing, f"state after restart differs in {differing}"
 
@@ -737,9 +757,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def records_match_the_model(self) -> None:
         ledger, model = self.ledger, self.model
-        assert set(ledger.reservations) == set(model.reservations)
+        open_ids = {rid for rid, r in model.reservations.items() if r.state in (HELD, COMMITTED)}
+        assert set(ledger.reservations) == open_ids, "open reservations in memory"
         for reservation_id, expected in model.reservations.items():
-            actual = ledger.reservations[reservation_id]
+            actual = ledger.reservation(reservation_id)
             assert actual.state.value == expected.state, reservation_id
             assert actual.expire_time == expected.expire_time, reservation_id
             assert [
@@ -754,6 +775,8 @@ class LedgerMachine(RuleBasedStateMachine):
             counted = {state.value: n for state, n in ledger.state_counts.items() if n}
             expected_counts: dict[str, int] = {}
             for reservation in model.reservations.values():
+                if reservation.state not in (HELD, COMMITTED):
+                    continue  # closed ones leave memory and its counts
                 expected_counts[reservation.state] = expected_counts.get(reservation.state, 0) + 1
             assert counted == expected_counts, "reservation counts by state"
         assert {k: h.active for k, h in ledger.holds.items()} == {

@@ -187,7 +187,7 @@ def state_of(ledger: Ledger) -> dict[str, Any]:
                   dict(p.deltas), sorted(p.lines))
             for key, p in ledger.positions.items()
         },
-        "reservations": sorted(ledger.reservations),
+        "reservations": sorted(ledger.known_reservations()),
         "holds": sorted(ledger.holds),
         "supplies": sorted(ledger.supplies),
         "sequence": ledger.sequence,

@@ -15,11 +15,14 @@ from atp.ledger.promising import OrderLine
 
 TODAY = 740_000
 
-# Ids near every edge: empty, the longest allowed and one longer, non-ASCII, unprintable.
+# Ids near every edge: empty, the longest allowed and one longer, non-ASCII, unprintable,
+# blank, with whitespace at an end or inside.
 ids = st.one_of(
     st.sampled_from(["", "a", "l1", "SKU-1", "x" * limits.id_bytes_max, "x" * (limits.id_bytes_max + 1),
-                     "é", "a\tb", "a\x00", "ü" * (limits.id_bytes_max // 2 + 1)]),
+                     "é", "a\tb", "a\x00", "ü" * (limits.id_bytes_max // 2 + 1),
+                     " ", "   ", "\t", " a", "a ", "a b", "é ", "\u3000", " " * (limits.id_bytes_max + 1)]),
     st.text(max_size=8),
+    st.text(" a\té\u3000", max_size=4),
 )
 quantities = st.sampled_from([-1, 0, 1, 7, limits.quantity_max, limits.quantity_max + 1])
 dates = st.sampled_from([None, (0, 0, 0), (2026, 12, 1), (2026, 2, 30)])
@@ -50,6 +53,29 @@ def test_fast_path_agrees_with_the_full_check(command: c.Reserve) -> None:
         assert raised.value.violations == expected.violations
     else:
         assert validation.check_reserve(command, TODAY) == expected
+
+
+@settings(max_examples=500)
+@given(ids)
+def test_plain_id_agrees_with_the_full_id_check(value: str) -> None:
+    """Violations.identifier's fast path accepts only ids the full check finds nothing wrong
+    with; and for printable ASCII (its domain) it accepts every one of those."""
+    if validation._is_plain_id(value):
+        assert validation.id_problem(value) == ""
+    elif value and value.isascii() and value.isprintable() and len(value) <= limits.id_bytes_max:
+        assert validation.id_problem(value) != ""
+    if value:
+        violations = validation.Violations()
+        violations.identifier("id", value)
+        assert [v.description for v in violations.items] == [p for p in [validation.id_problem(value)] if p]
+
+
+def test_blank_ids_and_edge_whitespace_leave_the_fast_path() -> None:
+    for value in (" ", "   ", " a", "a "):
+        assert not validation._is_plain_id(value)
+        assert not validation._is_plain_reserve(c.Reserve(value, (c.LineRequest("l1", "S1", 1),)))
+        assert not validation._is_plain_reserve(c.Reserve("r1", (c.LineRequest("l1", value, 1),)))
+        assert not validation._is_plain_promise([OrderLine(value, "S1", 1)], "EU", Policy())
 
 
 def test_plain_reserve_takes_the_fast_path() -> None:

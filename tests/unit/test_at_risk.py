@@ -74,7 +74,7 @@ def at_risk(ledger: Ledger) -> dict[tuple[str, str], str]:
     """(reservation_id, line_id) -> reason of every marked line, read from the reservations."""
     marked = {
         (reservation.reservation_id, line.line_id): line.at_risk_reason
-        for reservation in ledger.reservations.values()
+        for reservation in ledger.known_reservations().values()
         for line in reservation.lines
         if line.at_risk
     }
@@ -108,7 +108,7 @@ def state_of(ledger: Ledger) -> dict[str, Any]:
                   sorted(p.lines), sorted(p.at_risk))
             for key, p in ledger.positions.items()
         },
-        "reservations": {key: repr(r) for key, r in ledger.reservations.items()},
+        "reservations": {key: repr(r) for key, r in ledger.known_reservations().items()},
         "backorders": {sku: sorted(keys) for sku, keys in ledger.backorders.items()},
         "sequence": ledger.sequence,
         "at_risk_count": ledger.at_risk_count,
@@ -132,7 +132,7 @@ def test_shrinkage_puts_lowest_priority_newest_lines_at_risk_first(ledger: Ledge
     assert at_risk(ledger) == {("mid", "l1"): "SHORTAGE"}
     assert risk_events(ledger) == {("LINE_AT_RISK", "mid", "l1", "SHORTAGE", 4)}
     assert ledger.positions[("A", "DC1")].at_risk == {("mid", "l1")}
-    assert ledger.reservations["new"].lines[0].at_risk is False
+    assert ledger.reservation("new").lines[0].at_risk is False
 
     # on_hand 5: vip 1 (4), old 3 (1), mid 4 no, new 2 no.
     move(ledger, "A", "DC1", "SHRINKAGE", 2)
@@ -344,7 +344,7 @@ def test_reallocation_moves_at_risk_lines_to_the_next_best_node(ledger: Ledger) 
     assert (plan.old_promise_day, plan.new_promise_day) == (TODAY + 1, TODAY + 2)
     assert plan.slipped and plan.unfilled_quantity == 0
 
-    r1 = ledger.reservations["r1"]
+    r1 = ledger.reservation("r1")
     assert [(line.line_id, line.node_id, line.quantity, line.ship_day, line.delivery_day,
              line.at_risk) for line in r1.lines] == [("l1", "DC2", 4, TODAY, TODAY + 2, False)]
     dc1, dc2, dc3 = (ledger.positions[("A", node)] for node in ("DC1", "DC2", "DC3"))
@@ -371,7 +371,7 @@ def test_reallocation_splits_and_leaves_the_rest_unfilled(ledger: Ledger) -> Non
     [plan] = run(ledger, c.Reallocate(sku="A")).plans
     assert sorted((line.node_id, line.quantity) for line in plan.new_lines) == [("DC1", 1), ("DC2", 2)]
     assert plan.unfilled_quantity == 3 and plan.slipped
-    r1 = ledger.reservations["r1"]
+    r1 = ledger.reservation("r1")
     assert sum(line.quantity for line in r1.lines) == 3
     assert sum(line.backordered_quantity for line in r1.lines) == 3
     assert {line.line_id for line in r1.lines} == {"l1", "l1/2"}
@@ -385,7 +385,7 @@ def test_reallocation_splits_and_leaves_the_rest_unfilled(ledger: Ledger) -> Non
     assert filled.data["reservation_id"] == "r1" and filled.data["filled"] == 3
     assert filled.data["remaining"] == 0
     assert ledger.positions[("A", "DC3")].allocated == 3
-    assert sum(line.backordered_quantity for line in ledger.reservations["r1"].lines) == 0
+    assert sum(line.backordered_quantity for line in ledger.reservation("r1").lines) == 0
     assert ledger.check_invariants() == []
 
 
@@ -432,7 +432,7 @@ def test_apply_with_a_stale_plan_sequence_is_refused(ledger: Ledger) -> None:
     fresh = ledger.plan_reallocation(Scope(), NOW).plan_sequence
     assert fresh == ledger.sequence > stale
     assert run(ledger, c.Reallocate(plan_sequence=fresh)).applied
-    assert ledger.reservations["r1"].lines[0].node_id == "DC2"
+    assert ledger.reservation("r1").lines[0].node_id == "DC2"
 
 
 def test_reallocate_scope_by_reservation_ids(ledger: Ledger) -> None:
@@ -445,7 +445,7 @@ def test_reallocate_scope_by_reservation_ids(ledger: Ledger) -> None:
     [plan] = run(ledger, c.Reallocate(reservation_ids=("r2",))).plans
     assert plan.reservation_id == "r2"
     assert at_risk(ledger) == {("r1", "l1"): "NODE_INACTIVE"}
-    assert ledger.reservations["r2"].lines[0].node_id == "DC2"
+    assert ledger.reservation("r2").lines[0].node_id == "DC2"
     with pytest.raises(errors.NotFound):
         ledger.plan_reallocation(Scope(reservation_ids=("nope",)), NOW)
 
@@ -461,8 +461,8 @@ def test_node_deactivation_then_reallocation_by_node(ledger: Ledger) -> None:
     result = run(ledger, c.Reallocate(node_id="DC1"))
     # Policy order: hi first gets DC2 (earlier than DC3), lo then gets DC3.
     assert [p.reservation_id for p in result.plans] == ["hi", "lo"]
-    assert ledger.reservations["hi"].lines[0].node_id == "DC2"
-    assert ledger.reservations["lo"].lines[0].node_id == "DC3"
+    assert ledger.reservation("hi").lines[0].node_id == "DC2"
+    assert ledger.reservation("lo").lines[0].node_id == "DC3"
     assert ledger.positions[("A", "DC1")].reserved == 0
     assert at_risk(ledger) == {}
     assert [e.data["reservation_id"] for e in events(ledger, "RESERVATION_REALLOCATED")] == ["hi", "lo"]
@@ -478,7 +478,7 @@ def test_receipt_fills_backorders_in_priority_then_fifo_order(ledger: Ledger) ->
     reserve_sourced(ledger, "b2", "B", 2, priority=5, policy=partial)  # prio 5
     reserve_sourced(ledger, "b3", "B", 2, policy=partial)               # prio 0, newest
     for reservation_id in ("b1", "b2", "b3"):
-        [line] = ledger.reservations[reservation_id].lines
+        [line] = ledger.reservation(reservation_id).lines
         assert (line.node_id, line.quantity) == ("", 0) and line.backordered_quantity > 0
     events(ledger)
 
@@ -489,7 +489,7 @@ def test_receipt_fills_backorders_in_priority_then_fifo_order(ledger: Ledger) ->
         ("b2", 2, 0), ("b1", 3, 0), ("b3", 1, 1)]
     shape = {
         rid: [(line.line_id, line.node_id, line.quantity, line.backordered_quantity)
-              for line in ledger.reservations[rid].lines]
+              for line in ledger.reservation(rid).lines]
         for rid in ("b1", "b2", "b3")
     }
     # A wholly backordered sourced line is taken over in place.
@@ -503,7 +503,7 @@ def test_receipt_fills_backorders_in_priority_then_fifo_order(ledger: Ledger) ->
     [fill] = events(ledger, "BACKORDER_FILLED")
     assert (fill.data["reservation_id"], fill.data["filled"], fill.data["remaining"]) == ("b3", 1, 0)
     assert [(line.line_id, line.quantity, line.backordered_quantity)
-            for line in ledger.reservations["b3"].lines] == [("l1", 1, 0), ("l1/2", 1, 0)]
+            for line in ledger.reservation("b3").lines] == [("l1", 1, 0), ("l1/2", 1, 0)]
     assert not ledger.backorders["B"]
     assert at_risk(ledger) == {}
 
@@ -512,14 +512,14 @@ def test_backorder_at_a_named_node_fills_there_from_new_supply(ledger: Ledger) -
     move(ledger, "C", "DC1", "RECEIPT", 1)
     move(ledger, "C", "DC2", "RECEIPT", 10)  # another node: not for a reservation without region
     reserve_at(ledger, "n1", "C", "DC1", 3, policy=Policy(allow_partial=True), commit=True)
-    [line] = ledger.reservations["n1"].lines
+    [line] = ledger.reservation("n1").lines
     assert (line.quantity, line.backordered_quantity) == (1, 2)
     events(ledger)
     run(ledger, c.UpsertSupply("po-c", "C", "DC1", 5, date_after(2)))
     [fill] = events(ledger, "BACKORDER_FILLED")
     assert (fill.data["filled"], fill.data["remaining"]) == (2, 0)
     assert [(line.line_id, line.node_id, line.quantity, line.ship_day, line.backordered_quantity)
-            for line in ledger.reservations["n1"].lines] == [
+            for line in ledger.reservation("n1").lines] == [
         ("l1", "DC1", 1, TODAY, 0), ("l1/2", "DC1", 2, TODAY + 2, 0)]
     assert ledger.positions[("C", "DC1")].allocated == 3
     assert ledger.positions[("C", "DC2")].allocated == 0
@@ -529,19 +529,19 @@ def test_release_frees_units_for_a_backorder(ledger: Ledger) -> None:
     move(ledger, "B", "DC1", "RECEIPT", 2)
     reserve_sourced(ledger, "first", "B", 2)
     reserve_sourced(ledger, "waiting", "B", 2, policy=Policy(allow_partial=True))
-    assert ledger.reservations["waiting"].lines[0].backordered_quantity == 2
+    assert ledger.reservation("waiting").lines[0].backordered_quantity == 2
     events(ledger)
     run(ledger, c.Release("first", "rel-first"))
     [fill] = events(ledger, "BACKORDER_FILLED")
     assert fill.data["reservation_id"] == "waiting"
-    assert ledger.reservations["waiting"].lines[0].quantity == 2
+    assert ledger.reservation("waiting").lines[0].quantity == 2
 
 
 def test_reserve_does_not_fill_backorders_and_closed_reservations_are_not_filled(ledger: Ledger) -> None:
     move(ledger, "B", "DC1", "CYCLE_COUNT", 0)
     reserve_sourced(ledger, "gone", "B", 2, policy=Policy(allow_partial=True))
     run(ledger, c.Release("gone", "rel-gone"))
-    assert ledger.reservations["gone"].state is ReservationState.RELEASED
+    assert ledger.reservation("gone").state is ReservationState.RELEASED
     events(ledger)
     move(ledger, "B", "DC1", "RECEIPT", 5)
     assert events(ledger, "BACKORDER_FILLED") == []
@@ -574,7 +574,7 @@ def test_unfilled_line_without_destination_is_filled_when_stock_returns(ledger: 
     events(ledger)
     move(ledger, "A", "DC1", "RECEIPT", 10)
     assert [e.data["filled"] for e in events(ledger, "BACKORDER_FILLED")] == [4]
-    lines = ledger.reservations["r1"].lines
+    lines = ledger.reservation("r1").lines
     assert sum(line.quantity for line in lines if line.node_id == "DC1") == 4
     assert sum(line.backordered_quantity for line in lines) == 0
     assert ledger.positions[("A", "DC1")].allocated == 4

@@ -41,7 +41,7 @@ def test_multi_line_reserve_is_all_or_nothing(ledger: Ledger) -> None:
     assert refused.value.shortfalls[0].available == 3
     assert ledger.positions[("A", "DC1")].reserved == 0
     assert not ledger.has_changes
-    assert "o1" not in ledger.reservations
+    assert "o1" not in ledger.known_reservations()
 
 
 def test_lines_of_one_request_at_the_same_position_add_up(ledger: Ledger) -> None:
@@ -75,7 +75,7 @@ def test_held_reservation_expires_and_returns_its_units(ledger: Ledger) -> None:
     reserve(ledger, "o1", c.LineRequest("l1", "A", 4, "DC1"), ttl_seconds=60)
     assert ledger.execute(c.ExpireDue(), NOW + 59) == 0
     assert ledger.execute(c.ExpireDue(), NOW + 60) == 1
-    assert ledger.reservations["o1"].state is ReservationState.EXPIRED
+    assert ledger.reservation("o1").state is ReservationState.EXPIRED
     assert ledger.positions[("A", "DC1")].reserved == 0
     with pytest.raises(errors.FailedPrecondition) as refused:
         ledger.execute(c.Commit("o1", "commit-1"), NOW + 61)
@@ -88,14 +88,14 @@ def test_commit_makes_demand_firm_and_stops_expiry(ledger: Ledger) -> None:
     position = ledger.positions[("A", "DC1")]
     assert (position.reserved, position.allocated) == (0, 4)
     assert ledger.execute(c.ExpireDue(), NOW + 3600) == 0
-    assert ledger.reservations["o1"].expire_time is None
+    assert ledger.reservation("o1").expire_time is None
 
 
 def test_request_id_replays_and_conflicts(ledger: Ledger) -> None:
     reserve(ledger, "o1", c.LineRequest("l1", "A", 4, "DC1"), commit=True)
     ledger.execute(c.Fulfill("o1", "ship-1", (c.LineQuantity("l1", 1),)), NOW)
     ledger.execute(c.Fulfill("o1", "ship-1", (c.LineQuantity("l1", 1),)), NOW)
-    assert ledger.reservations["o1"].lines[0].fulfilled_quantity == 1
+    assert ledger.reservation("o1").lines[0].fulfilled_quantity == 1
     assert ledger.positions[("A", "DC1")].on_hand == 9
     with pytest.raises(errors.AlreadyExists):
         ledger.execute(c.Fulfill("o1", "ship-1", (c.LineQuantity("l1", 2),)), NOW)
@@ -105,7 +105,7 @@ def test_fulfilling_every_unit_closes_the_reservation(ledger: Ledger) -> None:
     reserve(ledger, "o1", c.LineRequest("l1", "A", 4, "DC1"), commit=True)
     ledger.execute(c.Release("o1", "cancel-part", (c.LineQuantity("l1", 1),)), NOW)
     ledger.execute(c.Fulfill("o1", "ship-rest"), NOW)
-    reservation = ledger.reservations["o1"]
+    reservation = ledger.reservation("o1")
     assert reservation.state is ReservationState.FULFILLED
     position = ledger.positions[("A", "DC1")]
     assert (position.on_hand, position.allocated) == (7, 0)
@@ -172,7 +172,7 @@ def test_shipping_the_held_units_keeps_the_backordered_ones_waiting(ledger: Ledg
     assert shipped.state is ReservationState.COMMITTED  # 2 units still wait for supply
     assert (shipped.lines[0].fulfilled_quantity, shipped.lines[0].backordered_quantity) == (3, 2)
     ledger.execute(c.AdjustStock("more", (c.Movement("B", "DC1", "RECEIPT", 5),)), NOW)
-    filled = ledger.reservations["o1"]
+    filled = ledger.reservation("o1")
     assert [(line.quantity, line.backordered_quantity) for line in filled.lines] == [(3, 0), (2, 0)]
     ledger.execute(c.Fulfill("o1", "ship-2"), NOW)
     assert filled.state is ReservationState.FULFILLED
@@ -186,7 +186,7 @@ def test_a_wholly_backordered_reservation_has_nothing_to_ship(ledger: Ledger) ->
         ledger.execute(c.Fulfill("o2", "ship-1"), NOW)
     assert refused.value.reason == "QUANTITY_EXCEEDS_OPEN"
     assert "3 units are backordered" in refused.value.message
-    assert ledger.reservations["o2"].state is ReservationState.COMMITTED
+    assert ledger.reservation("o2").state is ReservationState.COMMITTED
 
 
 def test_release_cancels_backordered_units_before_held_ones(ledger: Ledger) -> None:
@@ -207,7 +207,7 @@ def test_release_cancels_backordered_units_before_held_ones(ledger: Ledger) -> N
 def test_expiry_ends_the_backorder_too(ledger: Ledger) -> None:
     reserve(ledger, "o1", c.LineRequest("l1", "B", 5, "DC1"), policy=Policy(allow_partial=True))
     ledger.execute(c.ExpireDue(), NOW + 601)
-    expired = ledger.reservations["o1"]
+    expired = ledger.reservation("o1")
     assert expired.state is ReservationState.EXPIRED
     assert expired.lines[0].backordered_quantity == 0 and not ledger.backorders.get("B")
     ledger.execute(c.AdjustStock("more", (c.Movement("B", "DC1", "RECEIPT", 5),)), NOW + 602)

@@ -141,7 +141,7 @@ def state_of(ledger: Ledger) -> dict[str, Any]:
                   dict(p.deltas), sorted(p.lines))
             for key, p in ledger.positions.items()
         },
-        "reservations": sorted(ledger.reservations),
+        "reservations": sorted(ledger.known_reservations()),
         "holds": sorted(ledger.holds),
         "supplies": sorted(ledger.supplies),
         "sequence": ledger.sequence,
@@ -771,7 +771,7 @@ def test_reserve_of_an_unfillable_order_changes_nothing(case: Case) -> None:
         reserve_sourced(ledger, case)
     assert [s.subject for s in refused.value.shortfalls] == [f"line {lid}" for lid, _, _ in case.lines]
     assert_unchanged(ledger, before)
-    assert "order-1" not in ledger.reservations
+    assert "order-1" not in ledger.known_reservations()
 
 
 def test_reserve_sources_lines_after_placing_named_ones() -> None:

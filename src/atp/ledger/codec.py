@@ -116,6 +116,7 @@ def _reservation(reservation: Reservation) -> dict[str, Any]:
                    policy.objective._value_],
         "digest": reservation.request_digest,
         "seq": reservation.create_sequence,
+        "closed": reservation.close_time,
     }
 
 
@@ -134,6 +135,7 @@ def _reservation_back(raw: dict[str, Any]) -> Reservation:
         policy=Policy(ship_complete, max_nodes, allow_partial, Objective(objective)),
         request_digest=raw["digest"],
         create_sequence=raw["seq"],
+        close_time=raw.get("closed"),  # absent in records written before retention existed
     )
 
 
@@ -145,6 +147,10 @@ def _request_back(raw: list[Any]) -> RequestRecord:
     return RequestRecord(*raw)
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
 _ENCODERS: dict[str, Any] = {
     "nodes": _node,
     "positions": _position,
@@ -152,6 +158,10 @@ _ENCODERS: dict[str, Any] = {
     "holds": _hold,
     "reservations": _reservation,
     "requests": _request,
+    "closed": _reservation,
+    # Purge indexes: key "<time in ms, 15 digits>\x1f<id>", value the id.
+    "closed_by_time": _as_is,
+    "requests_by_time": _as_is,
 }
 _DECODERS: dict[str, Any] = {
     "nodes": _node_back,
@@ -160,5 +170,21 @@ _DECODERS: dict[str, Any] = {
     "holds": _hold_back,
     "reservations": _reservation_back,
     "requests": _request_back,
+    "closed": _reservation_back,
+    "closed_by_time": _as_is,
+    "requests_by_time": _as_is,
 }
 RECORD_DATABASES = tuple(_ENCODERS)
+# What a restart loads into memory: live state. The rest is read from the store on demand
+# (closed reservations, idempotency records) or only by the purge (its indexes).
+LIVE_DATABASES = ("nodes", "positions", "supply", "holds", "reservations")
+
+
+def time_key(instant: float, item_id: str) -> str:
+    """A purge index key: ordered by time (to the millisecond), then id."""
+    return f"{int(instant * 1000):015d}\x1f{item_id}"
+
+
+def time_key_bound(instant: float) -> str:
+    """The first key of any item at or after `instant`: purge keys below it."""
+    return f"{int(instant * 1000):015d}"

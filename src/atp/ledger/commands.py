@@ -141,7 +141,11 @@ class Reallocate:
 
 @dataclass(frozen=True)
 class ExpireDue:
-    """Expires HELD reservations and holds whose expire_time has passed (issued by the clock)."""
+    """Expires HELD reservations and holds whose expire_time has passed (issued by the clock),
+    the earliest first, at most `limit` of them (0: all) so that a large backlog (after a
+    clock step, say) is worked off in slices between other commands."""
+
+    limit: int = 0
 
 
 Command = (

@@ -119,3 +119,26 @@ class ResourceExhausted(LedgerError):
 
 class InvariantViolation(AssertionError):
     """A bug: the ledger reached a state that must never exist. The process must stop."""
+
+
+# What decoding arbitrary stored bytes can raise: orjson's JSONDecodeError is a ValueError;
+# well-formed JSON of the wrong shape fails on unpacking, indexing or an unknown enum value.
+DECODE_FAILURES: tuple[type[Exception], ...] = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError,
+)
+
+
+class DamagedRecordError(Exception):
+    """A stored record does not decode: the data is damaged, not the command (no LedgerError).
+
+    Raised while rebuilding a ledger, so that a start-up names the record instead of dying
+    with a traceback.
+    """
+
+    def __init__(self, database: str, key: bytes, reason: BaseException) -> None:
+        shown_key = key.decode(errors="backslashreplace")
+        super().__init__(
+            f"the stored {database} record {shown_key!r} does not decode ({reason})"
+        )
+        self.database = database
+        self.key = key

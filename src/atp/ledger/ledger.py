@@ -19,8 +19,9 @@ from typing import Any
 from sortedcontainers import SortedDict, SortedList
 
 from atp import limits
+from atp.ledger import codec, risk, timeline, validation
 from atp.ledger import commands as c
-from atp.ledger import risk, timeline, validation
+from atp.ledger.archive import Archive, NoArchive
 from atp.ledger.errors import (
     INVALID_STATE,
     NODE_INACTIVE,
@@ -66,7 +67,7 @@ from atp.ledger.reallocation import (
     free_part_id,
     line_from,
 )
-from atp.ledger.sortedkeys import LazySortedDict
+from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
 MOVEMENT_TYPES = {member.value for member in MovementType}
@@ -83,6 +84,10 @@ class LedgerConfig:
     default_ttl_seconds: int = 900
     # Demand with priority at or above this may consume safety stock.
     safety_stock_priority_min: int = 100
+    # Seconds a closed reservation stays readable and guards its id (then it is purged).
+    closed_retention_s: float = 7 * 86400
+    # Seconds an idempotency record (a request_id, a Reserve's content) is honoured.
+    idempotency_window_s: float = 86400
 
 
 @dataclass
@@ -111,8 +116,21 @@ class Ledger:
         self.positions_by_sku: dict[str, dict[str, Position]] = {}  # sku -> node_id -> Position
         self.supplies: dict[str, Supply] = SortedDict()
         self.holds: dict[str, Hold] = SortedDict()
+        # Open reservations (HELD, COMMITTED): live state.
         self.reservations: dict[str, Reservation] = LazySortedDict()
+        # Closed reservations and idempotency records not yet durable (then the archive has
+        # them and forget_durable() drops them here).
+        self.closed: dict[str, Reservation] = {}
         self.requests: dict[str, RequestRecord] = {}
+        self.archive: Archive = NoArchive()
+        # Indexes for listing without scanning: open reservation ids by state, and the
+        # positions with lines at risk.
+        self.open_ids_by_state: dict[ReservationState, LazySortedSet[str]] = {
+            state: LazySortedSet() for state in OPEN_RESERVATION_STATES
+        }
+        self.positions_at_risk: set[tuple[str, str]] = set()
+        # Reservations closed since start, by state (closed ones leave memory).
+        self.closed_counts: collections.Counter[ReservationState] = collections.Counter()
         # (expire_time, kind, id) of HELD reservations and holds that expire.
         self.expiries: SortedList = SortedList()
         self.sequence = 0
@@ -130,6 +148,8 @@ class Ledger:
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
         self._changes = Changes()
+        # The instant of the command being applied (closing stamps it on reservations).
+        self._now = 0.0
         self._handlers: dict[type, Callable[[Any, float], Any]] = {
             c.UpsertNode: self._upsert_node,
             c.AdjustStock: self._adjust_stock,
@@ -153,7 +173,9 @@ class Ledger:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")
+        self._now = now
         self._note_day(day_of(now))
+        self._expire_if_overdue(command, now)
         try:
             result = handler(command, now)
         except LedgerError:
@@ -162,6 +184,15 @@ class Ledger:
         if self._touched:
             self._settle(command, now)
         return result
+
+    def _expire_if_overdue(self, command: c.Command, now: float) -> None:
+        """Expires the command's reservation first, as a step of its own, when its time has
+        passed: expiry works through a backlog in slices and may not have reached it yet."""
+        reservation = self.reservations.get(getattr(command, "reservation_id", ""))
+        if reservation is None or reservation.expire_time is None or reservation.expire_time > now:
+            return
+        self._expire_reservation(reservation, now)
+        self._settle(EXPIRY, now)
 
     def execute_batch(self, commands: Iterable[c.Command], now: float) -> list[Any]:
         """Applies each command on its own; a refused one yields its LedgerError in its place."""
@@ -177,6 +208,16 @@ class Ledger:
         """Hands over what changed since the last call (for one durable batch)."""
         changes, self._changes = self._changes, Changes()
         return changes
+
+    def forget_durable(self, changes: Changes) -> None:
+        """The batch of `changes` is durable: its closed reservations and idempotency records
+        leave memory (the archive answers for them from now on)."""
+        for (database, key), value in changes.records.items():
+            if database == "closed":
+                if self.closed.get(key) is value:
+                    del self.closed[key]
+            elif database == "requests" and self.requests.get(key) is value:
+                del self.requests[key]
 
     @property
     def has_changes(self) -> bool:
@@ -220,9 +261,33 @@ class Ledger:
         return by_node
 
     def reservation(self, reservation_id: str) -> Reservation:
-        reservation = self.reservations.get(reservation_id)
+        """An open reservation, or a closed one still retained."""
+        reservation = self.find_reservation(reservation_id)
         if reservation is None:
             raise NotFound("reservation", reservation_id)
+        return reservation
+
+    def find_reservation(self, reservation_id: str) -> Reservation | None:
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            reservation = self.closed.get(reservation_id)
+            if reservation is None:
+                reservation = self.archive.reservation(reservation_id)
+        return reservation
+
+    def known_reservations(self) -> dict[str, Reservation]:
+        """Every reservation memory holds: open ones and closed ones not yet handed to the
+        archive (all of them, for a ledger without a store)."""
+        return {**self.closed, **self.reservations}
+
+    def _retained_reservation(self, reservation_id: str, now: float) -> Reservation | None:
+        """The reservation guarding this id now: closed ones only within closed retention
+        (the purge may lag behind the window by a slice or two)."""
+        reservation = self.find_reservation(reservation_id)
+        if reservation is not None and reservation.close_time is not None and (
+            reservation.close_time < now - self.config.closed_retention_s
+        ):
+            return None
         return reservation
 
     def position(self, sku: str, node_id: str) -> Position | None:
@@ -299,7 +364,7 @@ class Ledger:
             position = self._touch(movement.sku, movement.node_id, touched, created)
         before = position.on_hand
         if kind in (MovementType.RECEIPT, MovementType.RETURN):
-            self._check_on_hand_limit(path, position.on_hand + movement.quantity)
+            self._check_on_hand_limit(f"{path}.quantity", position.on_hand + movement.quantity)
             position.on_hand += movement.quantity
         elif kind in (MovementType.SHRINKAGE, MovementType.DAMAGE):
             if movement.quantity > position.on_hand:
@@ -331,7 +396,7 @@ class Ledger:
                 [_shortfall(path, source, movement.quantity, free, "available to transfer")]
             )
         target = self._touch(movement.sku, movement.to_node_id, touched, created)
-        self._check_on_hand_limit(path, target.on_hand + movement.quantity)
+        self._check_on_hand_limit(f"{path}.quantity", target.on_hand + movement.quantity)
         source.on_hand -= movement.quantity
         target.on_hand += movement.quantity
         events.append(
@@ -371,10 +436,19 @@ class Ledger:
         return [self.positions[key] for key in keys if key in self.positions]
 
     @staticmethod
-    def _check_on_hand_limit(path: str, on_hand: int) -> None:
+    def _check_on_hand_limit(field_path: str, on_hand: int) -> None:
         if on_hand > limits.quantity_max:
+            raise InvalidArgument.single(field_path, f"on_hand would exceed {limits.quantity_max}")
+
+    @staticmethod
+    def _check_inbound_limit(position: Position | None, added: int) -> None:
+        """An upsert may not take a position's open inbound over quantity_max, as no stock
+        movement may take its on_hand over it (a receipt only moves inbound to on_hand)."""
+        already = position.inbound if position is not None else 0
+        if already + added > limits.quantity_max:
             raise InvalidArgument.single(
-                f"{path}.quantity", f"on_hand would exceed {limits.quantity_max}"
+                "supply.quantity",
+                f"inbound would exceed {limits.quantity_max} ({already} open at this SKU and node)",
             )
 
     def _set_safety_stock(self, command: c.SetSafetyStock, now: float) -> Position:
@@ -406,6 +480,7 @@ class Ledger:
         if supply.state is SupplyState.RECEIVED:
             raise _received_in_full(supply)
         position = self.positions[(supply.sku, supply.node_id)]
+        self._check_inbound_limit(position, command.quantity - supply.quantity)
         self._unapply_supply(position, supply)
         previous_day = supply.expected_day
         supply.quantity = command.quantity
@@ -429,6 +504,7 @@ class Ledger:
             raise InvalidArgument(missing)
         self.node(command.node_id)
         position = self.positions.get((command.sku, command.node_id))
+        self._check_inbound_limit(position, command.quantity)
         if position is None:
             position = self._new_position(command.sku, command.node_id)
         supply = Supply(
@@ -553,7 +629,7 @@ class Ledger:
     def _reserve(self, command: c.Reserve, now: float) -> Reservation:
         today = day_of(now)
         request_digest = c.digest(command)
-        existing = self.reservations.get(command.reservation_id)
+        existing = self._retained_reservation(command.reservation_id, now)
         if existing is not None and existing.request_digest == request_digest:
             return existing  # a replay: answered even if its ship dates have since passed
         requested_days = validation.check_reserve(command, today)
@@ -600,9 +676,10 @@ class Ledger:
                 self._count_line(reservation.reservation_id, held, position, line)
         self.reservations[reservation.reservation_id] = reservation
         self.state_counts[reservation.state] += 1
+        self.open_ids_by_state[reservation.state].add(reservation.reservation_id)
         if reservation.expire_time is not None:
             self.expiries.add((reservation.expire_time, "reservation", reservation.reservation_id))
-        self._record("reservations", reservation.reservation_id, reservation)
+        self._record_reservation(reservation)
 
     def _place_lines(
         self, command: c.Reserve, requested_days: list[Day | None], today: Day
@@ -774,7 +851,7 @@ class Ledger:
             return reservation
         if reservation.state is ReservationState.HELD:
             self._firm_up(reservation)
-            self._record("reservations", reservation.reservation_id, reservation)
+            self._record_reservation(reservation)
             self._emit(now, "RESERVATION_COMMITTED", reservation_id=reservation.reservation_id,
                        lines=[_line_event(line) for line in reservation.lines])
         elif reservation.state is not ReservationState.COMMITTED:
@@ -844,7 +921,7 @@ class Ledger:
         """After a release or shipment: close if nothing is open, remember, write, announce."""
         self._close_if_done(reservation)
         self._remember_request(command.request_id, command, now)
-        self._record("reservations", reservation.reservation_id, reservation)
+        self._record_reservation(reservation)
         self._emit(
             now, event_type, reservation_id=reservation.reservation_id,
             state=reservation.state.value,
@@ -897,6 +974,8 @@ class Ledger:
             if key in position.at_risk:
                 position.at_risk = position.at_risk - {key}
                 self.at_risk_count -= 1
+                if not position.at_risk:
+                    self.positions_at_risk.discard(position.key)
             line.at_risk, line.at_risk_reason = False, ""
         self._touch_position(position)
         return position
@@ -912,12 +991,34 @@ class Ledger:
         )
 
     def _set_state(self, reservation: Reservation, state: ReservationState) -> None:
-        if state not in OPEN_RESERVATION_STATES:
-            for line in reservation.lines:
-                self.backorders.get(line.sku, set()).discard((reservation.reservation_id, line.line_id))
         self.state_counts[reservation.state] -= 1
-        self.state_counts[state] += 1
+        self.open_ids_by_state[reservation.state].discard(reservation.reservation_id)
         reservation.state = state
+        if state in OPEN_RESERVATION_STATES:
+            self.state_counts[state] += 1
+            self.open_ids_by_state[state].add(reservation.reservation_id)
+        else:
+            self._retire(reservation)
+
+    def _retire(self, reservation: Reservation) -> None:
+        """A closed reservation leaves live state: out of the open ones (and their indexes),
+        into `closed` until durable, then only in the store (its closed record is written by
+        the caller's _record_reservation, its purge index entry here)."""
+        reservation_id = reservation.reservation_id
+        for line in reservation.lines:
+            self.backorders.get(line.sku, set()).discard((reservation_id, line.line_id))
+        self.closed_counts[reservation.state] += 1
+        reservation.close_time = self._now
+        del self.reservations[reservation_id]
+        self.closed[reservation_id] = reservation
+        self._record("reservations", reservation_id, None)
+        self._record("closed_by_time", codec.time_key(self._now, reservation_id), reservation_id)
+
+    def _record_reservation(self, reservation: Reservation) -> None:
+        if reservation.close_time is None:
+            self._record("reservations", reservation.reservation_id, reservation)
+        else:
+            self._record("closed", reservation.reservation_id, reservation)
 
     def _stop_expiry(self, reservation: Reservation) -> None:
         if reservation.expire_time is not None:
@@ -929,7 +1030,7 @@ class Ledger:
     def _expire_due(self, command: c.ExpireDue, now: float) -> int:
         """Expires every HELD reservation and hold whose time has come; returns how many."""
         expired = 0
-        while self.expiries and self.expiries[0][0] <= now:
+        while self.expiries and self.expiries[0][0] <= now and expired != (command.limit or -1):
             _, kind, item_id = self.expiries[0]
             if kind == "hold":
                 self._end_hold(self.holds[item_id], now, "HOLD_EXPIRED")
@@ -944,7 +1045,7 @@ class Ledger:
         self._stop_expiry(reservation)
         self._set_state(reservation, ReservationState.EXPIRED)
         self.expired_total += 1
-        self._record("reservations", reservation.reservation_id, reservation)
+        self._record_reservation(reservation)
         self._emit(now, "RESERVATION_EXPIRED", reservation_id=reservation.reservation_id,
                    lines=[_line_event(line) for line in reservation.lines])
 
@@ -988,7 +1089,7 @@ class Ledger:
                 self._hold_new_line(reservation.reservation_id, held, new)
                 lines.append(new)
         reservation.lines = lines
-        self._record("reservations", reservation.reservation_id, reservation)
+        self._record_reservation(reservation)
         self._emit(
             now, "RESERVATION_REALLOCATED", reservation_id=reservation.reservation_id,
             old_promise_date=_iso_or_none(plan.old_promise_day),
@@ -1027,7 +1128,7 @@ class Ledger:
                                  bool(reservation.destination_region))
                 reservation.lines.append(part)
                 self._hold_new_line(reservation.reservation_id, held, part)
-            self._record("reservations", reservation.reservation_id, reservation)
+            self._record_reservation(reservation)
             self._emit(
                 now, "BACKORDER_FILLED", reservation_id=reservation.reservation_id,
                 line_id=line.line_id, sku=sku, filled=filled, remaining=remaining,
@@ -1036,17 +1137,21 @@ class Ledger:
     # ----- idempotency keys ---------------------------------------------------------------
 
     def _is_replay(self, request_id: str, command: c.Command) -> bool:
-        """True when this request id already did exactly this; AlreadyExists when it did else."""
+        """True when this request id already did exactly this; AlreadyExists when it did else.
+        A record older than the idempotency window is forgotten: the request is new."""
         record = self.requests.get(request_id)
         if record is None:
+            record = self.archive.request(request_id)
+        if record is None or record.time < self._now - self.config.idempotency_window_s:
             return False
         if record.digest != c.digest(command):
             raise AlreadyExists("request", request_id)
         return True
 
     def _remember_request(self, request_id: str, command: c.Command, now: float) -> None:
-        self.requests[request_id] = RequestRecord(c.digest(command), now)
-        self._record("requests", request_id, self.requests[request_id])
+        record = self.requests[request_id] = RequestRecord(c.digest(command), now)
+        self._record("requests", request_id, record)
+        self._record("requests_by_time", codec.time_key(now, request_id), request_id)
 
     # ----- positions and bookkeeping ------------------------------------------------------
 
@@ -1122,12 +1227,16 @@ class Ledger:
                 self._mark_line(position, key, reason, now)
         self.at_risk_count += len(risky) - len(position.at_risk)
         position.at_risk = frozenset(risky)
+        if risky:
+            self.positions_at_risk.add(position.key)
+        else:
+            self.positions_at_risk.discard(position.key)
 
     def _mark_line(self, position: Position, key: tuple[str, str], reason: str, now: float) -> None:
         line = position.lines[key]
         line.at_risk = bool(reason)
         line.at_risk_reason = reason
-        self._record("reservations", key[0], self.reservations[key[0]])
+        self._record_reservation(self.reservations[key[0]])
         self._emit(
             now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", reservation_id=key[0],
             line_id=key[1], sku=line.sku, node_id=line.node_id, quantity=line.open_quantity,
@@ -1169,6 +1278,7 @@ class Ledger:
 # Commands that only add demand within ATP or take demand away: they cannot make a position
 # short, only let at-risk lines fit again.
 DEMAND_ONLY_COMMANDS = (c.Reserve, c.Commit, c.Release, c.ExpireDue)
+EXPIRY = c.ExpireDue()
 SHORTAGE = "SHORTAGE"
 SUPPLY_SLIPPED = "SUPPLY_SLIPPED"
 # Why newly at-risk lines are at risk, by the kind of command that put them there.

@@ -108,6 +108,8 @@ class Reservation:
     policy: Policy = Policy()
     request_digest: str = ""
     create_sequence: int = 0
+    # When it closed (FULFILLED, RELEASED, EXPIRED): its closed-retention window starts then.
+    close_time: float | None = None
 
     @property
     def is_open(self) -> bool:

@@ -116,7 +116,7 @@ class Reallocator:
             wanted = {
                 (line.sku, line.node_id)
                 for rid in scope.reservation_ids
-                for line in ledger.reservations[rid].lines
+                for line in ledger.reservation(rid).lines
                 if line.at_risk
             }
             return [ledger.positions[key] for key in sorted(wanted)]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atp.ledger import codec
+from atp.ledger.errors import DECODE_FAILURES, DamagedRecordError
 from atp.ledger.model import Position, ReservationState, SupplyState
 
 if TYPE_CHECKING:
@@ -51,16 +52,13 @@ def _rebuild(
     ledger = Ledger(config)
     read = _reader(records)
     decoded = {
-        database: [codec.decode_record(database, value) for _, value in read(database)]
-        for database in codec.RECORD_DATABASES
-        if database != "requests"
+        database: _decoded(database, read(database))
+        for database in codec.LIVE_DATABASES
     }
     for node in decoded["nodes"]:
         ledger.nodes[node.node_id] = node
     for position in decoded["positions"]:
         ledger._register_position(position)
-    for raw_key, value in read("requests"):
-        ledger.requests[raw_key.decode()] = codec.decode_record("requests", value)
     for supply in decoded["supply"]:
         ledger.supplies[supply.supply_id] = supply
     for hold in decoded["holds"]:
@@ -68,11 +66,44 @@ def _rebuild(
     for reservation in decoded["reservations"]:
         ledger.reservations[reservation.reservation_id] = reservation
         ledger.state_counts[reservation.state] += 1
+        if reservation.is_open:
+            ledger.open_ids_by_state[reservation.state].add(reservation.reservation_id)
+            for line in reservation.lines:
+                if line.backordered_quantity:  # receipts fill these: index them again
+                    ledger._note_backorder(reservation.reservation_id, line)
+    _move_closed_out(ledger, now)
     _derive(ledger, ledger.positions)
     ledger.sequence = last_sequence
     _index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)
     return ledger
+
+
+def _move_closed_out(ledger: Ledger, now: float | None) -> None:
+    """Data written before closed reservations left live state keeps them among the open
+    ones: retire them now (their retention counts from here), so that the first commit
+    moves them to the closed records and restarts load live state only."""
+    closed = [r for r in ledger.reservations.values() if not r.is_open]
+    if not closed:
+        return
+    ledger._now = now if now is not None else max(r.create_time for r in closed)
+    for reservation in closed:
+        ledger.state_counts[reservation.state] -= 1
+        ledger._retire(reservation)
+        ledger._record_reservation(reservation)
+
+
+def _decoded(database: str, records: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+    """The records of `database` decoded; DamagedRecordError names the first that is not."""
+    decoded: list[Any] = []
+    key = b""
+    # One try around the loop, not a call per record: a restart decodes millions of them.
+    try:
+        for key, value in records:
+            decoded.append(codec.decode_record(database, value))
+    except DECODE_FAILURES as error:
+        raise DamagedRecordError(database, key, error) from error
+    return decoded
 
 
 def _reader(
@@ -93,6 +124,7 @@ def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:
         marked = frozenset(key for key, line in position.lines.items() if line.at_risk)
         if marked:
             position.at_risk = marked
+            ledger.positions_at_risk.add(position.key)
         ledger.at_risk_count += len(position.at_risk)
         if today is not None:
             position.stock_flags = stock_flags(position, today)
@@ -122,6 +154,29 @@ def derived_problems(ledger: Ledger) -> list[str]:
             if getattr(actual, name) < 0:
                 problems.append(f"{name} of {key[0]} at {key[1]} is negative")
     problems += _expiry_problems(ledger)
+    problems += _index_problems(ledger)
+    return problems
+
+
+def _index_problems(ledger: Ledger) -> list[str]:
+    """The listing indexes against what they index."""
+    problems = []
+    for state, ids in ledger.open_ids_by_state.items():
+        expected = {r.reservation_id for r in ledger.reservations.values() if r.state is state}
+        if set(ids.after("")) != expected or len(ids) != len(expected):
+            problems.append(f"index of {state.value} reservations disagrees with them")
+    at_risk = {key for key, position in ledger.positions.items() if position.at_risk}
+    if ledger.positions_at_risk != at_risk:
+        problems.append("index of positions at risk disagrees with them")
+    if any(not r.is_open for r in ledger.reservations.values()):
+        problems.append("a closed reservation is among the open ones")
+    backordered = {
+        (line.sku, r.reservation_id, line.line_id)
+        for r in ledger.reservations.values() for line in r.lines if line.backordered_quantity
+    }
+    indexed = {(sku, *key) for sku, keys in ledger.backorders.items() for key in keys}
+    if backordered != indexed:
+        problems.append("backorder index disagrees with the backordered lines")
     return problems
 
 

@@ -52,3 +52,51 @@ class LazySortedDict(dict[K, V], Generic[K, V]):
         raise TypeError("LazySortedDict supports item assignment and deletion only")
 
     pop = popitem = setdefault = update = clear = _refused
+
+
+class LazySortedSet(Generic[K]):
+    """A set whose members can also be walked in sorted order, for listing with page tokens.
+
+    Adding and discarding cost a plain set's operation (the hot path: every reservation
+    changes state); the sorted order catches up on the next ordered walk, at a cost in
+    proportion to what changed since the last one.
+    """
+
+    def __init__(self) -> None:
+        self._members: set[K] = set()
+        self._ordered: SortedList = SortedList()
+        self._added: list[K] = []  # members not yet in _ordered
+        self._removed: set[K] = set()  # in _ordered (or _added) but no longer members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+    def add(self, key: K) -> None:
+        if key in self._members:
+            return
+        self._members.add(key)
+        if key in self._removed:
+            self._removed.discard(key)  # still physically present: it simply stays
+        else:
+            self._added.append(key)
+
+    def discard(self, key: K) -> None:
+        if key in self._members:
+            self._members.discard(key)
+            self._removed.add(key)
+
+    def after(self, key: K) -> Iterator[K]:
+        """Members greater than `key`, ascending (do not change the set while walking)."""
+        self._catch_up()
+        return iter(self._ordered.islice(self._ordered.bisect_right(key)))
+
+    def _catch_up(self) -> None:
+        if self._added:
+            self._ordered.update(self._added)
+            self._added = []
+        for key in self._removed:
+            self._ordered.remove(key)
+        self._removed.clear()

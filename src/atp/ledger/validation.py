@@ -32,11 +32,9 @@ class Violations:
             return
         if _is_plain_id(value):
             return  # the common case, without encoding
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > limits.id_bytes_max:
-            self.add(field_path, f"{size} bytes; at most {limits.id_bytes_max}")
-        elif not value.isprintable():
-            self.add(field_path, "must contain printable characters only")
+        problem = id_problem(value)
+        if problem:
+            self.add(field_path, problem)
 
     def text(self, field_path: str, value: str) -> None:
         size = len(value.encode("utf-8", "surrogatepass"))
@@ -222,13 +220,14 @@ def _is_plain_reserve(command: c.Reserve) -> bool:
 def _is_plain_line(line_id: str, sku: str, node_id: str, quantity: int) -> bool:
     """A line's ids (node_id optional) and quantity pass their checks, in their common form."""
     most = limits.id_bytes_max
-    ids = line_id + sku + node_id  # one ASCII/printable test for all three
+    ids = line_id + sku + node_id  # one ASCII/printable/no-space test for all three
     return (
         0 < len(line_id) <= most
         and 0 < len(sku) <= most
         and len(node_id) <= most
         and ids.isascii()
         and ids.isprintable()
+        and " " not in ids  # ids with spaces inside (valid) take the full check
         and 1 <= quantity <= limits.quantity_max
     )
 
@@ -239,8 +238,33 @@ def _are_distinct_lines(lines: Sequence[Any]) -> bool:
 
 
 def _is_plain_id(value: str) -> bool:
-    """A valid identifier in its common form (the fast path of Violations.identifier)."""
-    return 0 < len(value) <= limits.id_bytes_max and value.isascii() and value.isprintable()
+    """A valid identifier in its common form (the fast path of Violations.identifier): printable
+    ASCII, whose only whitespace is the space, which may not begin or end it."""
+    return (
+        0 < len(value) <= limits.id_bytes_max
+        and value.isascii()
+        and value.isprintable()
+        and value[0] != " "
+        and value[-1] != " "
+    )
+
+
+def id_problem(value: str) -> str:
+    """What is wrong with a non-empty identifier, or "" (the full check behind _is_plain_id).
+
+    An id is at most id_bytes_max bytes of UTF-8, of printable characters only (no control,
+    format or separator characters but the space), not blank and without whitespace at
+    either end: "A1" and "A1 " would be two ids that print the same."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limits.id_bytes_max:
+        return f"{size} bytes; at most {limits.id_bytes_max}"
+    if value.isspace():
+        return "must not be blank (whitespace only)"
+    if not value.isprintable():
+        return "must contain printable characters only"
+    if value[0].isspace() or value[-1].isspace():
+        return "must not begin or end with whitespace"
+    return ""
 
 
 def _check_line(v: Violations, path: str, line: c.LineRequest, today: Day) -> Day | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import time
@@ -15,7 +16,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from atp import limits
-from atp.ledger import LedgerConfig, ledger_from_records
+from atp.ledger import LedgerConfig, codec, ledger_from_records
+from atp.server.admission import AdmissionGate, backlog_options
+from atp.server.archive import StoreArchive
+from atp.server.clock import SteadyClock
 from atp.server.decoding import GuardingRegistrar
 from atp.server.events import EventHub
 from atp.server.metrics import Metrics, MetricsInterceptor
@@ -67,6 +71,13 @@ class ServerConfig:
     # HOST:PORT for the Prometheus /metrics endpoint; None serves no metrics.
     metrics_listen: str | None = None
     clock: Callable[[], float] = time.time
+    # The monotonic clock that measures elapsed time while the wall clock is behind (after a
+    # step back); None: time.monotonic with the real wall clock, none with an injected one.
+    monotonic: Callable[[], float] | None = None
+    # A forward step of the wall clock larger than this is logged as an error and counted.
+    clock_step_max_s: float = 60.0
+    # Unary calls in the server at once; more are refused with RESOURCE_EXHAUSTED + RetryInfo.
+    concurrent_rpcs_max: int = limits.concurrent_rpcs_max
 
 
 class AtpServer:
@@ -77,12 +88,14 @@ class AtpServer:
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
         self.store: Store = open_store(config)
+        self.clock = steady_clock(config, last_event_time(self.store))
         started = time.monotonic()
         ledger = ledger_from_records(
-            self.store.iter_records, self.store.last_sequence(), config.ledger, config.clock()
+            self.store.iter_records, self.store.last_sequence(), config.ledger, self.clock()
         )
+        ledger.archive = StoreArchive(self.store)
         self.writer = Writer(
-            ledger, self.store, clock=config.clock, on_fatal=self._on_fatal,
+            ledger, self.store, clock=self.clock, on_fatal=self._on_fatal,
             journal_retention_events=config.journal_retention_events,
         )
         self.events = EventHub(self.store)
@@ -92,13 +105,16 @@ class AtpServer:
         # rescanning its millions of objects on every full collection (latency spikes).
         gc.freeze()
         self.health = health_aio.HealthServicer()
-        self.metrics = Metrics(self.writer) if config.metrics_listen else None
+        self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
+        self.metrics = Metrics(self.writer, self.admission) if config.metrics_listen else None
         interceptors = [MetricsInterceptor(self.metrics)] if self.metrics else []
         self.server = grpc.aio.server(
-            interceptors=interceptors,
+            # The gate innermost: the metrics interceptor counts its refusals like any answer.
+            interceptors=[*interceptors, self.admission],
             options=[
                 ("grpc.max_receive_message_length", limits.message_bytes_max),
                 ("grpc.so_reuseport", 0),
+                *backlog_options(limits.rpc_backlog_max),
             ]
         )
         self._add_services()
@@ -124,14 +140,13 @@ class AtpServer:
         reflection.enable_server_reflection(names, self.server)
 
     async def start(self) -> None:
+        # Metrics first: a metrics port that cannot be bound stops atpd before anything runs.
+        self._serve_metrics()
         self.writer.start()
         self._freezer = asyncio.create_task(freeze_survivors())
         # Expire what fell due while the server was down before taking any call.
-        await self.writer.execute_batch([])
+        await self.writer.expire_backlog()
         await self.server.start()
-        if self.metrics is not None and self.config.metrics_listen:
-            host, port = self.config.metrics_listen.rsplit(":", 1)
-            self.metrics.serve(host, int(port))
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -139,6 +154,17 @@ class AtpServer:
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
             self.load_seconds,
         )
+
+    def _serve_metrics(self) -> None:
+        if self.metrics is None or not self.config.metrics_listen:
+            return
+        host, port = self.config.metrics_listen.rsplit(":", 1)
+        try:
+            self.metrics.serve(host.strip("[]"), int(port))  # [::1] is written for IPv6
+        except OSError as error:
+            self.store.close()
+            raise OSError(f"cannot serve metrics on {self.config.metrics_listen}: "
+                          f"{_bind_failure(error)}") from error
 
     async def stop(self) -> None:
         """Health NOT_SERVING, drain calls, final commit, close the store."""
@@ -155,6 +181,34 @@ class AtpServer:
     def _on_fatal(self, error: BaseException) -> None:
         self.fatal_error = error
         asyncio.get_running_loop().create_task(self.stop())
+
+
+def steady_clock(config: ServerConfig, floor: float) -> SteadyClock:
+    """The engine's clock; with the real wall clock it also starts no earlier than `floor`
+    (the last instant the ledger used), so that a clock stepped back while atpd was down
+    cannot date new demand before what is already on the books."""
+    monotonic = config.monotonic
+    if monotonic is None and config.clock is time.time:
+        monotonic = time.monotonic
+    return SteadyClock(config.clock, monotonic, forward_step_max_s=config.clock_step_max_s,
+                       floor=floor if monotonic is not None else 0.0)
+
+
+def last_event_time(store: Store) -> float:
+    """The instant of the newest journal event, 0.0 if none is retained."""
+    last = store.last_sequence()
+    newest = store.read_journal(last - 1, 1) if last else []
+    return codec.decode_event(newest[0][1]).time if newest else 0.0
+
+
+def _bind_failure(error: OSError) -> str:
+    """Why a port could not be bound, in words a user can act on."""
+    reasons = {
+        errno.EADDRINUSE: "the address is in use",
+        errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }
+    return reasons.get(error.errno or 0, error.strerror or str(error))
 
 
 def open_store(config: ServerConfig) -> Store:

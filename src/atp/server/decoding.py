@@ -9,15 +9,15 @@ server-streaming call fails with INVALID_ARGUMENT; in ReserveStream only that me
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+import inspect
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from atp.ledger.errors import InvalidArgument
-from atp.server.handlers import Behaviour, rebuilt
+from atp.server.handlers import Behaviour, rebuilt, written
 from atp.server.status import abort
 
 
@@ -53,7 +53,7 @@ def _refusing(kind: str, behaviour: Behaviour) -> Behaviour:
         return _refusing_unary(behaviour)
     if kind == "unary_stream":
         return _refusing_unary_stream(behaviour)
-    return behaviour
+    return _writing_stream(behaviour)
 
 
 def _type_name(deserializer: Callable[[bytes], Any]) -> str:
@@ -72,14 +72,23 @@ def _refusing_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _refusing_unary_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    async def refusing(request: Any, context: Any) -> AsyncIterator[Any]:
+    async def refusing(request: Any, context: Any) -> bool:
         if type(request) is Undecodable:
             await abort(context, request.error())
-        async with aclosing(behaviour(request, context)) as items:  # a cancelled call closes it now
-            async for item in items:
-                yield item
+        return bool(await written(behaviour(request, context), context))
 
     return refusing
+
+
+def _writing_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """A request-streaming behaviour whose responses are written (see handlers.written)."""
+    if not inspect.isasyncgenfunction(behaviour):
+        return behaviour
+
+    async def writing(requests: Any, context: Any) -> bool:
+        return bool(await written(behaviour(requests, context), context))
+
+    return writing
 
 
 class GuardingRegistrar:

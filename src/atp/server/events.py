@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from atp.ledger import codec
-from atp.ledger.errors import LedgerError
+from atp.ledger.errors import LedgerError, Unavailable
 from atp.ledger.model import Event
-from atp.store import Store
+from atp.store import Store, StoreError
 
 REPLAY_PAGE_EVENTS = 1000
 
@@ -109,8 +109,9 @@ class EventHub:
     async def watch(
         self, after_sequence: int, event_filter: EventFilter, stop_at_head: bool
     ) -> AsyncIterator[Event]:
-        """Replays the retained journal after `after_sequence`, then follows live events."""
-        oldest = self.store.oldest_sequence()
+        """Replays the retained journal after `after_sequence`, then follows live events:
+        every event in order, or an error saying where to resume; never a silent gap."""
+        oldest = await self._oldest_retained()
         if after_sequence and oldest and after_sequence + 1 < oldest:
             raise OutOfRange(after_sequence, oldest)
         watcher = _Watcher(self.queue_capacity)
@@ -139,16 +140,34 @@ class EventHub:
             self._watchers.discard(watcher)
 
     async def _replay(self, after_sequence: int, head: int) -> AsyncIterator[Event]:
-        loop = asyncio.get_running_loop()
+        """The journal from `after_sequence` (0: the oldest retained) up to `head`, checked
+        to be contiguous: the trim may pass a slow replay, and a page that no longer starts
+        right after the last event sent is a gap, refused with where to resume."""
         position = after_sequence
         while position < head:
-            page = await loop.run_in_executor(
-                None, self.store.read_journal, position, REPLAY_PAGE_EVENTS
-            )
+            page = await self._read_journal(position)
             if not page:
                 return
+            if position and page[0][0] != position + 1:
+                raise OutOfRange(position, page[0][0])
             for sequence, data in page:
                 if sequence > head:
                     return
                 position = sequence
                 yield codec.decode_event(data)
+
+    async def _read_journal(self, after: int) -> list[tuple[int, bytes]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                None, self.store.read_journal, after, REPLAY_PAGE_EVENTS
+            )
+        except StoreError as error:
+            raise Unavailable(f"reading the journal failed: {error}") from error
+
+    async def _oldest_retained(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self.store.oldest_sequence)
+        except StoreError as error:
+            raise Unavailable(f"reading the journal failed: {error}") from error

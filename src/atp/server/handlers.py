@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
+from grpc._cython import cygrpc  # the one error type a write to a vanished peer raises
+
+log = logging.getLogger("atp.server")
 
 Behaviour = Callable[..., Any]
 # A handler's kinds, each with the attribute holding its behaviour and the factory making one.
@@ -31,3 +37,31 @@ def rebuilt(
                         request_deserializer or handler.request_deserializer,
                         handler.response_serializer)
     return handler
+
+
+def written(responses: AsyncGenerator[Any, None], context: grpc.aio.ServicerContext) -> Any:
+    """Sends a stream's responses with context.write, so that a write to a client that went
+    away ends the call quietly: when grpc writes what a handler yields, that failure is logged
+    by grpc itself as an ERROR with a traceback (one per vanished watcher). The coroutine
+    returns False when the client went away."""
+
+    async def write_all() -> bool:
+        async with aclosing(responses) as items:  # a cancelled call closes the generator now
+            async for item in items:
+                try:
+                    await context.write(item)
+                except cygrpc.ExecuteBatchError:
+                    log.debug("a stream's client went away; ending its call")
+                    return False
+        return True
+
+    return write_all()
+
+
+async def responses_of(behaviour: Behaviour, request: Any, context: Any) -> bool:
+    """Runs a streaming behaviour of either style to its end: one that writes (a coroutine)
+    or one that yields (an async generator, whose responses are then written here); False
+    when the client went away."""
+    if inspect.iscoroutinefunction(behaviour):
+        return await behaviour(request, context) is not False
+    return bool(await written(behaviour(request, context), context))

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from atp.ledger.model import ReservationState
-from atp.server.handlers import Behaviour, rebuilt
+from atp.server.admission import AdmissionGate
+from atp.server.clock import SteadyClock
+from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.writer import Writer
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -25,7 +27,7 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
 
 
 class Metrics:
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, admission: AdmissionGate | None = None) -> None:
         self.registry = CollectorRegistry()
         self.rpcs = Counter(
             "atp_rpc", "RPCs answered, by method and status code", ["method", "code"],
@@ -45,6 +47,22 @@ class Metrics:
         )
         self.registry.register(_LedgerCollector(writer))
         writer.on_commit = self.observe_commit
+        if admission is not None:
+            self._watch(admission)
+
+    def _watch(self, admission: AdmissionGate) -> None:
+        """Counts the calls the gate refuses (atp_rpc counts them too, as RESOURCE_EXHAUSTED,
+        among other causes) and shows how many it holds."""
+        refused = Counter(
+            "atp_rpc_refused_overload", "Unary calls refused with RESOURCE_EXHAUSTED (OVERLOADED) "
+            "because concurrent_rpcs_max calls were in the server, by method", ["method"],
+            registry=self.registry,
+        )
+        admission.on_refused = lambda method: refused.labels(method).inc()
+        Gauge(
+            "atp_rpc_in_flight", "Unary calls in the server now (taken up, not yet answered)",
+            registry=self.registry,
+        ).set_function(lambda: admission.in_flight)
 
     def observe_commit(self, records: int, seconds: float) -> None:
         self.commit_records.observe(records)
@@ -81,6 +99,23 @@ class _LedgerCollector(Collector):
         yield CounterMetricFamily(
             "atp_commit_batches", "Group commits written", value=self.writer.batches_committed
         )
+        yield CounterMetricFamily(
+            "atp_housekeeping_failures", "Journal trims that failed and were retried later",
+            value=self.writer.housekeeping_failures,
+        )
+        yield from _clock_steps(self.writer.clock)
+
+
+def _clock_steps(clock: object) -> Iterator[Any]:
+    if not isinstance(clock, SteadyClock):
+        return
+    steps = CounterMetricFamily(
+        "atp_clock_steps", "Steps of the wall clock: back (the engine's clock held its course) "
+        "or forward beyond --clock-step-max (followed)", labels=["direction"],
+    )
+    steps.add_metric(["backward"], clock.backward_steps)
+    steps.add_metric(["forward"], clock.forward_steps)
+    yield steps
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
@@ -127,11 +162,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     def _counted_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         counter = self.metrics.rpcs
 
-        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> None:
             code = "OK"
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                if not await responses_of(behaviour, request, context):
+                    code = "CANCELLED"  # the client went away
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"  # the client went away
                 raise

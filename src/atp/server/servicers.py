@@ -18,12 +18,14 @@ from atp import limits
 from atp.ledger import Ledger, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
-from atp.ledger.model import EVENT_TYPES, Position, Reservation, ReservationState
+from atp.ledger.model import EVENT_TYPES, Position, ReservationState
 from atp.ledger.reallocation import Scope
 from atp.ledger.validation import Violations
 from atp.server import convert, status
+from atp.server.archive import StoreArchive
 from atp.server.decoding import Undecodable
-from atp.server.events import EventFilter, EventHub, OutOfRange, WatcherLagging
+from atp.server.events import EventFilter, EventHub
+from atp.server.listing import ReservationFilter, list_reservations
 from atp.server.status import abort
 from atp.server.writer import Writer
 from atp.v1 import (
@@ -47,6 +49,8 @@ class _Base:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.ledger: Ledger = writer.ledger
+        archive = writer.ledger.archive
+        self.archive = archive if isinstance(archive, StoreArchive) else None
 
     async def _mutate(
         self, context: grpc.aio.ServicerContext, build: Callable[[], c.Command],
@@ -312,27 +316,17 @@ class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
         states = common_pb2.Reservation.State
         if request.state not in states.values():
             raise InvalidArgument.single("state", "unknown state")
-        wanted_state = (
-            ReservationState(states.Name(request.state)) if request.state else None
+        check_list_filters(request)
+        size = page_size_of(request)
+        wanted = ReservationFilter(
+            state=ReservationState(states.Name(request.state)) if request.state else None,
+            sku=request.sku, node_id=request.node_id,
+            at_risk=request.at_risk if request.HasField("at_risk") else None,
         )
-        at_risk = request.at_risk if request.HasField("at_risk") else None
-
-        def matches(reservation: Reservation) -> bool:
-            if wanted_state is not None and reservation.state is not wanted_state:
-                return False
-            lines = reservation.lines
-            if request.sku or request.node_id:
-                lines = [
-                    line for line in lines
-                    if (not request.sku or line.sku == request.sku)
-                    and (not request.node_id or line.node_id == request.node_id)
-                ]
-                if not lines:
-                    return False
-            return at_risk is None or any(line.at_risk for line in lines) == at_risk
-
-        return paginate("reservations", self.ledger.reservations, matches, request)
-
+        after = _decode_token("reservations", request.page_token) if request.page_token else ""
+        page, resume_after = list_reservations(self.ledger, self.archive, wanted, after, size)
+        token = "" if resume_after is None else _encode_token("reservations", resume_after)
+        return page, token
 
     async def Reallocate(
         self, request: reservations_pb2.ReallocateRequest, context: Any
@@ -368,14 +362,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
                 request.after_sequence, event_filter, request.stop_at_head
             ):
                 yield convert.event_message(event)
-        except OutOfRange as error:
-            rich = status.rich_status(error)
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, rich.message,
-                                trailing_metadata=status.trailing_metadata(rich))
-        except WatcherLagging as error:
-            rich = status.rich_status(error)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, rich.message,
-                                trailing_metadata=status.trailing_metadata(rich))
+        except LedgerError as error:  # OutOfRange, WatcherLagging, or the journal unreadable
+            await abort(context, error)
 
 
 def check_watch_request(request: events_pb2.WatchRequest) -> None:
@@ -433,10 +421,7 @@ def paginate(
     """One page of a SortedDict's values that match the request's filters, after the token's
     key, and the next token (which names the listing, so that any other refuses it)."""
     check_list_filters(request)
-    page_size, page_token = request.page_size, request.page_token
-    if page_size < 0 or page_size > limits.page_size_max:
-        raise InvalidArgument.single("page_size", f"must be 0..{limits.page_size_max}")
-    size = page_size or limits.page_size_default
+    size, page_token = page_size_of(request), request.page_token
     start = items.bisect_right(_decode_token(listing, page_token)) if page_token else 0
     page: list[Any] = []
     last_key = ""
@@ -449,6 +434,13 @@ def paginate(
         page.append(value)
         last_key = key
     return page, ""
+
+
+def page_size_of(request: Any) -> int:
+    page_size = request.page_size
+    if page_size < 0 or page_size > limits.page_size_max:
+        raise InvalidArgument.single("page_size", f"must be 0..{limits.page_size_max}")
+    return int(page_size or limits.page_size_default)
 
 
 def check_list_filters(request: Any) -> None:

@@ -20,9 +20,13 @@ from atp.ledger import Changes, Ledger, codec, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvariantViolation, LedgerError, ResourceExhausted, Unavailable
 from atp.ledger.model import Event
-from atp.store import Store, WriteBatch
+from atp.store import Store, StoreError, WriteBatch
 
 log = logging.getLogger("atp.writer")
+# Expiries per ledger step: before each command (a handful keeps reads exact in normal
+# running), and per step of the expiry loop (~20 ms of work at most, then other calls run).
+EXPIRE_BEFORE_COMMAND = c.ExpireDue(limit=16)
+EXPIRE_SLICE = c.ExpireDue(limit=500)
 T = TypeVar("T")
 
 
@@ -53,6 +57,10 @@ class Writer:
         # Keep at least this many newest journal events (0 keeps all); older ones are trimmed.
         self.journal_retention_events = journal_retention_events
         self.closing = False
+        # Seconds between checks for reader slots left by killed processes.
+        self.maintenance_interval_s = 30.0
+        # Journal trims that failed (and were retried after a later commit).
+        self.housekeeping_failures = 0
         self.batches_committed = 0
         self.records_committed = 0
         self._waiting = 0
@@ -67,7 +75,20 @@ class Writer:
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="atp-commit"),
             asyncio.create_task(self._expiry_loop(), name="atp-expiry"),
+            asyncio.create_task(self._maintenance_loop(), name="atp-maintenance"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """A background task must never end on its own: if one dies, the server fails visibly
+        (health NOT_SERVING, calls UNAVAILABLE, a clean exit) instead of hanging every call."""
+        if task.cancelled() or self.failure is not None:
+            return  # stopped by close(), or ended after failing the writer itself
+        error = task.exception() or RuntimeError(f"{task.get_name()} ended unexpectedly")
+        if not self.closing:
+            log.critical("background task %s died", task.get_name(), exc_info=error)
+            self._fail(error)
 
     async def execute(self, command: c.Command, present: Callable[[Any], T] = _as_is) -> T:
         """Applies one command and presents its result at once, so that the answer shows the
@@ -133,7 +154,8 @@ class Writer:
     async def close(self) -> None:
         """Refuses new commands, commits what was applied, stops the background tasks."""
         self.closing = True
-        if self.failure is None:
+        committing = bool(self._tasks) and not self._tasks[0].done()
+        if self.failure is None and committing:
             await self._durable()
         for task in self._tasks:
             task.cancel()
@@ -155,9 +177,11 @@ class Writer:
             )
 
     def _expire_due(self, now: float) -> None:
+        """Expires what fell due before a command sees the ledger; a few only (a backlog is
+        the expiry loop's, in slices): a call never pays for a clock step's pile-up."""
         due = self.ledger.next_expiry()
         if due is not None and due <= now:
-            self.ledger.execute(c.ExpireDue(), now)
+            self.ledger.execute(EXPIRE_BEFORE_COMMAND, now)
 
     def _durability_future(self) -> asyncio.Future[None] | None:
         """A future of its own (a cancelled caller cancels only its own) that resolves once
@@ -185,26 +209,37 @@ class Writer:
             if not self.ledger.has_changes:
                 continue
             waiters, self._open_waiters = self._open_waiters, []
-            changes = self.ledger.take_changes()
-            batch = encode_batch(changes)
             self._inflight_waiters = waiters
-            started = time.perf_counter()
             try:
+                changes = self.ledger.take_changes()
+                batch = encode_batch(changes)
+                started = time.perf_counter()
                 await loop.run_in_executor(self._executor, self.store.commit, batch)
-            except Exception as error:  # noqa: BLE001 - any storage failure is fatal here
+            except Exception as error:  # noqa: BLE001 - any failure to commit is fatal here
                 self._fail(error)
                 return
+            self.ledger.forget_durable(changes)
+            self._inflight_waiters = None
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+            # The batch is durable and answered; what follows only reports and tidies.
             self.batches_committed += 1
             self.records_committed += len(batch)
             if self.on_commit is not None:
                 self.on_commit(len(batch), time.perf_counter() - started)
             if self.on_durable_events is not None and changes.events:
                 self.on_durable_events(changes.events)
+            await self._housekeep(loop)
+
+    async def _housekeep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Trims the journal; a failure here loses nothing (the batch is durable), so it is
+        logged, counted and tried again after a later commit rather than stopping the server."""
+        try:
             await self._trim_journal(loop)
-            self._inflight_waiters = None
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+        except StoreError as error:
+            self.housekeeping_failures += 1
+            log.error("journal trim failed (will retry): %s", error)
 
     async def _trim_journal(self, loop: asyncio.AbstractEventLoop) -> None:
         """Drops journal events beyond retention, in slices of 10% so trims stay rare."""
@@ -212,9 +247,23 @@ class Writer:
         if not keep:
             return
         last = self.ledger.sequence
-        oldest = self.store.oldest_sequence()
+        oldest = await loop.run_in_executor(self._executor, self.store.oldest_sequence)
         if oldest and last - oldest + 1 > keep + max(1, keep // 10):
             await loop.run_in_executor(self._executor, self.store.trim_journal, last - keep)
+
+    async def _maintenance_loop(self) -> None:
+        """Clears LMDB reader slots left by killed readers (an `atpctl db` killed with -9):
+        enough of them would make every read fail with MDB_READERS_FULL."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.maintenance_interval_s)
+            try:
+                cleared = await loop.run_in_executor(None, self.store.clear_stale_readers)
+            except StoreError as error:
+                log.error("clearing stale readers failed: %s", error)
+                continue
+            if cleared:
+                log.warning("cleared %d stale LMDB reader slots", cleared)
 
     async def _expiry_loop(self) -> None:
         while True:
@@ -225,10 +274,20 @@ class Writer:
             new_day = day_of(self.clock()) != self.ledger.risk_day
             expiring = due is not None and due <= self.clock()
             if (expiring or new_day) and not self.closing and self.failure is None:
-                try:
-                    await self.execute(c.ExpireDue())
-                except LedgerError as error:
-                    log.warning("expiry sweep refused: %s", error)
+                await self.expire_backlog()
+
+    async def expire_backlog(self) -> None:
+        """Expires everything due, one slice per step, letting other calls run in between."""
+        while True:
+            try:
+                expired: int = await self.execute(EXPIRE_SLICE)
+            except LedgerError as error:
+                log.warning("expiry sweep refused: %s", error)
+                return
+            due = self.ledger.next_expiry()
+            if expired < EXPIRE_SLICE.limit or due is None or due > self.clock():
+                return
+            await asyncio.sleep(0)
 
     def _fail(self, error: BaseException) -> None:
         """Memory now holds changes the disk does not: stop taking commands and stop the server."""

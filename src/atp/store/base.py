@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -17,6 +17,11 @@ DATABASES: tuple[str, ...] = (
     "reservations",
     "holds",
     "requests",
+    # Closed reservations (read on demand, purged after closed retention) and the purge
+    # indexes by time of closed reservations and idempotency records.
+    "closed",
+    "closed_by_time",
+    "requests_by_time",
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"
@@ -73,6 +78,24 @@ class Store(abc.ABC):
         yield from sorted(self.load()[database].items())
 
     @abc.abstractmethod
+    def get(self, database: str, key: bytes) -> bytes | None:
+        """One record's value, None if absent (a point read, cheap enough for the event loop)."""
+
+    @abc.abstractmethod
+    def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` records of one database with keys after `after_key`, in key order."""
+
+    @abc.abstractmethod
+    def purge(
+        self, index: str, target: str, below_key: bytes, limit: int,
+        still_due: Callable[[bytes, bytes], bool],
+    ) -> int:
+        """In one transaction, removes up to `limit` entries of the `index` database with keys
+        below `below_key`, and for each the `target` record its value names, if
+        still_due(index key, target value) says the record is the one that entry indexed (an
+        id reused since has a newer record, kept). Returns how many index entries went."""
+
+    @abc.abstractmethod
     def last_sequence(self) -> int:
         """Highest journal sequence ever written (trimming does not lower it), 0 if none."""
 
@@ -91,6 +114,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def trim_journal(self, keep_after: int) -> int:
         """Delete journal entries with sequence <= `keep_after`; return how many were deleted."""
+
+    def clear_stale_readers(self) -> int:
+        """Frees reader slots held by processes that died; how many were freed."""
+        return 0
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -8,7 +8,7 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -30,6 +30,9 @@ from atp.store.base import (
 _STATE_DATABASE = "store_state"
 _TRIMMED_THROUGH_KEY = b"journal_trimmed_through"
 _DATABASES_MAX = 16
+# Databases that data directories written by earlier versions lack (created on their first
+# open for writing).
+_ADDED_LATER = frozenset({"closed", "closed_by_time", "requests_by_time"})
 
 # Big-endian so that LMDB's byte order of keys is the numeric order of sequences.
 _SEQUENCE = struct.Struct(">Q")
@@ -106,6 +109,8 @@ class LmdbStore(Store):
             if not readonly:
                 self._owner = _claim_writer(self._path)
             self._handles = _open_databases(self._environment, self._path, readonly)
+            if not readonly:
+                self._environment.reader_check()  # slots left by readers that died meanwhile
         except BaseException:
             self._release_writer()
             self._environment.close()
@@ -119,16 +124,63 @@ class LmdbStore(Store):
     def load(self) -> dict[str, dict[bytes, bytes]]:
         with self._reading() as transaction:
             return {
-                name: dict(transaction.cursor(db=self._handles[name]).iternext())
+                name: dict(transaction.cursor(db=handle).iternext()) if handle else {}
                 for name in DATABASES
+                for handle in (self._handles.get(name),)
             }
 
     def iter_records(self, database: str) -> Iterator[tuple[bytes, bytes]]:
         """Streams one database from one read transaction (a restart decodes as it reads)."""
+        handle = self._handle(database)
+        if handle is None:
+            return
+        with self._reading() as transaction:
+            yield from transaction.cursor(db=handle).iternext()
+
+    def _handle(self, database: str) -> lmdb._Database | None:
+        """A database's handle; None for one an older data directory opened read-only lacks."""
         if database not in DATABASES:
             raise StoreError(f"unknown database {database!r}")
+        return self._handles.get(database)
+
+    def get(self, database: str, key: bytes) -> bytes | None:
+        handle = self._handle(database)
+        if handle is None:
+            return None
         with self._reading() as transaction:
-            yield from transaction.cursor(db=self._handles[database]).iternext()
+            value: bytes | None = transaction.get(key, db=handle)
+            return value
+
+    def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        validate_limit(limit)
+        handle = self._handle(database)
+        if handle is None or limit == 0:
+            return []
+        with self._reading() as transaction:
+            cursor = transaction.cursor(db=handle)
+            if not cursor.set_range(after_key):
+                return []
+            if cursor.key() == after_key and not cursor.next():
+                return []
+            return list(itertools.islice(cursor.iternext(), limit))
+
+    def purge(
+        self, index: str, target: str, below_key: bytes, limit: int,
+        still_due: Callable[[bytes, bytes], bool],
+    ) -> int:
+        index_handle, target_handle = self._handles[index], self._handles[target]
+        with self._writing() as transaction:
+            cursor = transaction.cursor(db=index_handle)
+            removed = 0
+            cursor.first()
+            while removed < limit and (key := cursor.key()) and key < below_key:
+                item_key = cursor.value()
+                value = transaction.get(item_key, db=target_handle)
+                if value is not None and still_due(key, value):
+                    transaction.delete(item_key, db=target_handle)
+                cursor.delete()  # moves the cursor to the next entry
+                removed += 1
+            return removed
 
     def last_sequence(self) -> int:
         with self._reading() as transaction:
@@ -200,7 +252,9 @@ class LmdbStore(Store):
                 "last_transaction_id": info["last_txnid"],
                 "readers": info["num_readers"],
                 "entries": {
-                    name: transaction.stat(self._handles[name])["entries"] for name in names
+                    name: transaction.stat(self._handles[name])["entries"]
+                    if name in self._handles else 0
+                    for name in names
                 },
                 "journal_oldest_sequence": self._oldest_sequence_in(transaction),
                 "journal_last_sequence": self._last_sequence_in(transaction),
@@ -215,6 +269,17 @@ class LmdbStore(Store):
                 raise StoreError(
                     f"copying {self._path} to {destination_dir} failed: {error}"
                 ) from error
+
+    def clear_stale_readers(self) -> int:
+        """LMDB keeps a reader slot per open read transaction in lock.mdb; a reader killed with
+        -9 (an `atpctl db verify`, say) leaves its slot taken until someone checks for it, and
+        once all slots are taken every read fails with MDB_READERS_FULL."""
+        with self._gate.enter():
+            try:
+                cleared: int = self._environment.reader_check()
+            except lmdb.Error as error:
+                raise StoreError(f"checking reader slots of {self._path} failed: {error}") from error
+            return cleared
 
     def close(self) -> None:
         if not self._gate.close():
@@ -239,10 +304,19 @@ class LmdbStore(Store):
         """A read transaction of the calling thread; lmdb errors become StoreError."""
         with self._gate.enter():
             try:
-                with self._environment.begin() as transaction:
+                with self._begin_read() as transaction:
                     yield transaction
             except lmdb.Error as error:
                 raise StoreError(f"reading {self._path} failed: {error}") from error
+
+    def _begin_read(self) -> lmdb.Transaction[bytes]:
+        """A read transaction; when every reader slot is taken, frees the slots of dead
+        processes and tries once more."""
+        try:
+            return self._environment.begin()
+        except lmdb.ReadersFullError:
+            self._environment.reader_check()
+            return self._environment.begin()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[lmdb.Transaction[bytes]]:
@@ -314,6 +388,9 @@ def _open_environment(path: str, map_size: int, sync: bool, readonly: bool) -> l
             os.makedirs(path, exist_ok=True)
         except OSError as error:
             raise StoreError(f"{path}: cannot create data directory: {error.strerror}") from error
+    from atp.store.integrity import check_data_file  # a damaged file would crash LMDB (SIGBUS)
+
+    check_data_file(path)
     try:
         return lmdb.open(
             path,
@@ -340,6 +417,8 @@ def _open_databases(
         try:
             handles[name] = environment.open_db(name.encode(), create=not readonly)
         except lmdb.NotFoundError as error:
+            if name in _ADDED_LATER:
+                continue  # an older data directory, opened read-only: nothing stored there yet
             raise StoreError(f"{path}: not an atp data directory (no {name!r} database)") from error
         except lmdb.Error as error:
             raise StoreError(f"{path}: cannot open database {name!r}: {error}") from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Callable
 
 from atp.store.base import (
     DATABASES,
@@ -32,6 +33,34 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             return {name: dict(records) for name, records in self._records.items()}
+
+    def get(self, database: str, key: bytes) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._records[database].get(key)
+
+    def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        validate_limit(limit)
+        with self._lock:
+            self._check_open()
+            records = self._records[database]
+            keys = sorted(key for key in records if key > after_key)[:limit]
+            return [(key, records[key]) for key in keys]
+
+    def purge(
+        self, index: str, target: str, below_key: bytes, limit: int,
+        still_due: Callable[[bytes, bytes], bool],
+    ) -> int:
+        with self._lock:
+            self._check_open()
+            entries = self._records[index]
+            due = sorted(key for key in entries if key < below_key)[:limit]
+            for key in due:
+                item_key = entries.pop(key)
+                value = self._records[target].get(item_key)
+                if value is not None and still_due(key, value):
+                    del self._records[target][item_key]
+            return len(due)
 
     def last_sequence(self) -> int:
         with self._lock:

@@ -42,17 +42,36 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "on: every batch is fsynced before answering; off: survives a process "
                     "crash but may lose the last batches on power loss", metavar="{on,off}")
     parser.add_flag("--map-size-mb", "ATP_MAP_SIZE_MB",
-                    flags.int_in_range(1, MAP_SIZE_MB_MAX), "8192",
-                    "LMDB map size in MiB, the most the data may grow to", metavar="MIB")
+                    flags.int_in_range(1, MAP_SIZE_MB_MAX), "1024",
+                    "LMDB map size in MiB at start; it grows by itself as the data nears it, "
+                    "up to --max-data-mb", metavar="MIB")
+    parser.add_flag("--max-data-mb", "ATP_MAX_DATA_MB",
+                    flags.int_in_range(1, MAP_SIZE_MB_MAX), "16384",
+                    "the most the data may take, in MiB: near it, writes that add data are "
+                    "refused (RESOURCE_EXHAUSTED, STORAGE_FULL) until retention frees space",
+                    metavar="MIB")
     parser.add_flag("--safety-stock-priority", "ATP_SAFETY_STOCK_PRIORITY",
                     flags.int_in_range(PRIORITY_MIN, PRIORITY_MAX), "100",
                     "demand at or above this priority may use safety stock", metavar="PRIORITY")
     parser.add_flag("--grace", "ATP_GRACE", flags.parse_duration, "5",
                     "seconds to drain in-flight calls on SIGTERM; a unit may follow: 30s, 1m",
                     metavar="SECONDS")
-    parser.add_flag("--journal-retention", "ATP_JOURNAL_RETENTION", flags.non_negative_int,
-                    "0", "newest journal events kept for Watch replay; 0 keeps all",
+    parser.add_flag("--journal-retention", "ATP_JOURNAL_RETENTION", flags.parse_duration,
+                    "7d", "how long journal events are kept for Watch replay (and KPIs), "
+                    "e.g. 7d, 24h; 0 sets no age limit", metavar="DURATION")
+    parser.add_flag("--journal-retention-events", "ATP_JOURNAL_RETENTION_EVENTS",
+                    flags.non_negative_int, "0",
+                    "at most this many newest journal events are kept; 0 sets no count limit",
                     metavar="EVENTS")
+    parser.add_flag("--closed-retention", "ATP_CLOSED_RETENTION", flags.parse_duration, "7d",
+                    "how long a closed reservation stays readable and guards its id",
+                    metavar="DURATION")
+    parser.add_flag("--idempotency-window", "ATP_IDEMPOTENCY_WINDOW", flags.parse_duration,
+                    "24h", "how long a request_id (and a Reserve's reservation_id replay) is "
+                    "honoured", metavar="DURATION")
+    parser.add_flag("--clock-step-max", "ATP_CLOCK_STEP_MAX", flags.parse_duration, "60s",
+                    "a forward step of the wall clock larger than this is logged as an error "
+                    "and counted (atp_clock_steps_total)", metavar="DURATION")
     parser.add_flag("--metrics-port", "ATP_METRICS_PORT", flags.port, "0",
                     "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics; 0 disables",
                     metavar="PORT")
@@ -78,12 +97,17 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         data_dir=args.data_dir,
         sync=args.sync == "on",
         map_size_bytes=args.map_size_mb << 20,
+        max_data_bytes=args.max_data_mb << 20,
         ledger=LedgerConfig(
             default_ttl_seconds=args.default_ttl,
             safety_stock_priority_min=args.safety_stock_priority,
+            closed_retention_s=args.closed_retention,
+            idempotency_window_s=args.idempotency_window,
         ),
+        journal_retention_s=args.journal_retention,
+        clock_step_max_s=args.clock_step_max,
         grace_seconds=args.grace,
-        journal_retention_events=args.journal_retention,
+        journal_retention_events=args.journal_retention_events,
         concurrent_rpcs_max=args.concurrent_rpcs_max,
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)

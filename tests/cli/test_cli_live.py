@@ -344,7 +344,7 @@ def test_watch_follows_live_events_until_ctrl_c(atpd: AtpdProcess, client: Clien
 
 
 def test_watch_from_a_sequence_no_longer_retained_is_a_clear_error(tmp_path: Path) -> None:
-    with AtpdProcess(tmp_path / "data", "--journal-retention", "2", "--sync", "off") as server:
+    with AtpdProcess(tmp_path / "data", "--journal-retention-events", "2", "--sync", "off") as server:
         with Client(server.target) as client:
             client.upsert_node(node_id="DC1")
             for quantity in (1, 2, 3):

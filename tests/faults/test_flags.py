@@ -57,7 +57,10 @@ def assert_refused(result: subprocess.CompletedProcess[str], *names: str) -> str
         ("--default-ttl", "1000000000", "1s to 7d"),
         ("--default-ttl", "8d", "1s to 7d"),
         ("--default-ttl", "abc", "1s to 7d"),
-        ("--journal-retention", "-1", "at least 0"),
+        ("--journal-retention", "-1", "negative"),
+        ("--journal-retention-events", "-1", "at least 0"),
+        ("--closed-retention", "7x", "unknown unit"),
+        ("--idempotency-window", "0.5.1", "not a duration"),
         ("--map-size-mb", "-1", "from 1"),
         ("--map-size-mb", "0", "from 1"),
         ("--map-size-mb", str(2**70), "from 1"),
@@ -148,7 +151,7 @@ def test_good_values_from_flags_and_variables_start_atpd(tmp_path: Path) -> None
     metrics_port = _free_port()
     server = AtpdProcess(
         tmp_path / "data",
-        "--default-ttl", "15m", "--grace", "1.5", "--journal-retention", "10",
+        "--default-ttl", "15m", "--grace", "1.5", "--journal-retention", "10m", "--journal-retention-events", "10",
         "--map-size-mb", "64", "--sync", "OFF", "--log-level", "warning",
         "--metrics-port", str(metrics_port),
         env={"ATP_SAFETY_STOCK_PRIORITY": "50", "ATP_METRICS_HOST": "127.0.0.1",

@@ -132,9 +132,9 @@ def test_a_filtered_replay_is_refused_too_when_the_trim_passes_it() -> None:
 
 # ----- integration: a slow watcher against a live atpd whose journal is being trimmed --------
 
-RETENTION = 3 * REPLAY_PAGE_EVENTS // 2  # more than a page, so a replay reads several
+RETENTION_EVENTS = 3 * REPLAY_PAGE_EVENTS // 2  # more than a page: a replay reads several
 EVENTS_PER_BURST = 100
-PRELOADED_BURSTS = 20  # the journal holds more than RETENTION events when the watch starts
+PRELOADED_BURSTS = 20  # more than RETENTION_EVENTS are journaled when the watch starts
 BURSTS_MAX = 60
 WRITING_S_MAX = 8.0
 WATCHER_PAUSE_S = 0.003  # per event: the watcher reads ~300 events a second
@@ -152,7 +152,7 @@ def test_a_slow_watcher_over_a_trimmed_journal_sees_every_event_or_out_of_range(
     tmp_path: Path,
 ) -> None:
     with AtpdProcess(
-        tmp_path / "data", "--journal-retention", str(RETENTION), "--sync", "off"
+        tmp_path / "data", "--journal-retention-events", str(RETENTION_EVENTS), "--sync", "off"
     ) as server, server.channel() as channel:
         inventory = inventory_pb2_grpc.InventoryStub(channel)
         inventory.UpsertNode(

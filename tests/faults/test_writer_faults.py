@@ -15,6 +15,7 @@ Every wait is bounded: a regression fails on a timeout instead of hanging the ru
 from __future__ import annotations
 
 import asyncio
+import gc
 import select
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from atp.ledger import commands as c
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Event
 from atp.server import writer as writer_module
+from atp.server.app import AtpServer, ServerConfig
 from atp.server.events import EventHub
 from atp.server.servicers import EventsServicer
 from atp.server.writer import Writer
@@ -93,7 +95,7 @@ class FaultyStore(MemoryStore):
 
 
 def receipt(request_id: str) -> c.AdjustStock:
-    """One STOCK_MOVED event, one record."""
+    """One unit received at A@DC1: a commit with journal events."""
     return c.AdjustStock(request_id, (c.Movement("A", "DC1", "RECEIPT", 1),))
 
 
@@ -109,28 +111,32 @@ async def started_writer(store: FaultyStore, **options: Any) -> Writer:
     return writer
 
 
-def test_a_failing_journal_trim_answers_every_command_and_is_retried_once_the_store_heals(
-) -> None:
+def test_a_failing_journal_trim_answers_every_command_and_is_retried_after_healing() -> None:
     async def scenario() -> None:
         store = FaultyStore()
         store.readers_full = True
         writer = await started_writer(store, journal_retention_events=5)
-        for index in range(12):
+        await answered(writer.execute(receipt("broken-0")))
+        failed_at_first = writer.housekeeping_failures
+        assert failed_at_first > 0, "the failed trim is counted"
+        for index in range(1, 12):
             await answered(writer.execute(receipt(f"broken-{index}")))
         assert writer.failure is None
-        failures = writer.housekeeping_failures
-        assert failures >= 12, "every commit's trim failed and was counted"
+        assert writer.housekeeping_failures > failed_at_first, "and retried after later commits"
         everything = list(range(1, writer.ledger.sequence + 1))
         assert store.journal_sequences() == everything, "nothing could be trimmed meanwhile"
 
         store.readers_full = False
-        for index in range(3):
+        await answered(writer.execute(receipt("healed-0")))
+        failures = writer.housekeeping_failures  # a retry under way has ended by now
+        for index in range(1, 3):
             await answered(writer.execute(receipt(f"healed-{index}")))
+        await answered(until(lambda: len(store.journal_sequences()) <= 6))
         assert writer.housekeeping_failures == failures, "trims succeed again"
         retained = store.journal_sequences()
-        last = writer.ledger.sequence
-        assert retained == list(range(retained[0], last + 1)) and len(retained) <= 6, retained
+        assert retained == list(range(retained[0], writer.ledger.sequence + 1)), retained
         assert writer.ledger.positions[("A", "DC1")].on_hand == 15
+        assert writer.failure is None
         await answered(writer.close())
 
     asyncio.run(scenario())
@@ -221,6 +227,29 @@ def test_stale_reader_slots_are_cleared_periodically_and_a_failed_check_is_not_f
     asyncio.run(scenario())
 
 
+def test_a_writer_that_fails_stops_the_server_as_a_fatal_error() -> None:
+    """What atpd turns into health NOT_SERVING, a stop and exit code 1 (daemon.serve)."""
+
+    async def scenario() -> AtpServer:
+        config = ServerConfig(listen="127.0.0.1:0", data_dir=None, grace_seconds=1)
+        server = AtpServer(config)
+        await server.start()
+        try:
+            server.writer.on_durable_events = publish_fails
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                inventory = inventory_pb2_grpc.InventoryStub(channel)
+                node = inventory_pb2.UpsertNodeRequest(node=common_pb2.Node(node_id="DC1"))
+                await inventory.UpsertNode(node, timeout=ANSWER_TIMEOUT_S)  # it is durable
+                await answered(server.stopped.wait())
+        finally:
+            await answered(server.stop())
+            gc.unfreeze()
+        return server
+
+    server = asyncio.run(scenario())
+    assert server.fatal_error is not None and "publishing failed" in str(server.fatal_error)
+
+
 async def until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.005)
@@ -296,7 +325,7 @@ async def drain(call: Any) -> list[Any]:
 
 # ----- integration: LMDB reader slots used up by killed readers ------------------------------
 
-RETENTION = "50"
+RETENTION_EVENTS = "50"
 DEADLINE_S = 5.0  # every call against atpd; a healthy one answers in milliseconds
 STOP_WITHIN_S = 5.0
 READER_SLOTS_MAX = 126  # py-lmdb's default max_readers, which atpd keeps
@@ -318,7 +347,9 @@ time.sleep(60)
 
 @pytest.mark.integration
 def test_reader_slots_left_by_killed_readers_never_hang_atpd(tmp_path: Path) -> None:
-    server = AtpdProcess(tmp_path / "data", "--journal-retention", RETENTION).start()
+    server = AtpdProcess(
+        tmp_path / "data", "--journal-retention-events", RETENTION_EVENTS
+    ).start()
     try:
         with server.channel() as channel:
             stubs = Stubs(channel)

@@ -369,7 +369,7 @@ def test_resume_after_kill_9_keeps_every_acknowledged_event(own_server: Any) -> 
 
 
 def test_out_of_range_when_the_journal_no_longer_holds_the_sequence(own_server: Any) -> None:
-    server: AtpdProcess = own_server("--journal-retention", "20")
+    server: AtpdProcess = own_server("--journal-retention-events", "20")
     api = Api(server.channel())
     try:
         sku, node = stocked(api, 0)
@@ -379,7 +379,7 @@ def test_out_of_range_when_the_journal_no_longer_holds_the_sequence(own_server: 
         oldest = retained[0].sequence
         newest = retained[-1].sequence
         assert newest >= 61 and oldest > 1
-        assert len(retained) >= 20, "fewer events retained than --journal-retention"
+        assert len(retained) >= 20, "fewer events retained than --journal-retention-events"
         assert_contiguous(retained, oldest - 1)
 
         with pytest.raises(grpc.RpcError) as refused:

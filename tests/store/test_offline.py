@@ -137,7 +137,7 @@ def test_directory_without_lmdb_files_is_a_store_error(tmp_path: Path) -> None:
 def test_corrupt_data_file_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "data.mdb").write_bytes(b"this is not an LMDB file" * 1000)
 
-    with pytest.raises(StoreError, match="cannot open LMDB environment") as raised:
+    with pytest.raises(StoreError, match="not an LMDB data file") as raised:
         stat(tmp_path)
 
     assert "\n" not in str(raised.value)

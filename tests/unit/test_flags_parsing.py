@@ -204,9 +204,12 @@ def test_defaults_are_unchanged() -> None:
     args = parse_args([], {})
     assert (args.listen, args.data_dir, args.default_ttl, args.sync) == (
         "127.0.0.1:50051", "./data", 900, "on")
-    assert (args.map_size_mb, args.safety_stock_priority, args.grace) == (8192, 100, 5.0)
+    assert (args.map_size_mb, args.safety_stock_priority, args.grace) == (1024, 100, 5.0)
+    assert args.max_data_mb == 16384
     assert (args.journal_retention, args.metrics_port, args.metrics_host, args.log_level) == (
-        0, 0, "127.0.0.1", "INFO")
+        7 * 86400, 0, "127.0.0.1", "INFO")
+    assert (args.journal_retention_events, args.closed_retention, args.idempotency_window) == (
+        0, 7 * 86400, 86400)
 
 
 def test_variables_go_through_the_same_validators() -> None:
@@ -234,8 +237,9 @@ def test_a_bad_variable_names_the_variable(capsys: pytest.CaptureFixture[str]) -
 def test_a_bad_variable_is_reported_even_under_its_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    line = refusal(capsys, ["--journal-retention", "5"], {"ATP_JOURNAL_RETENTION": "-1"})
-    assert line.startswith("atpd: ATP_JOURNAL_RETENTION=-1: '-1' is out of range")
+    line = refusal(capsys, ["--journal-retention-events", "5"],
+                   {"ATP_JOURNAL_RETENTION_EVENTS": "-1"})
+    assert line.startswith("atpd: ATP_JOURNAL_RETENTION_EVENTS=-1: '-1' is out of range")
 
 
 def test_an_unprintable_variable_stays_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,8 +269,12 @@ def test_metrics_port_0_serves_no_metrics() -> None:
 def test_config_carries_the_parsed_values() -> None:
     config = config_from(parse_args(
         ["--default-ttl", "1h", "--map-size-mb", "64", "--sync", "off", "--grace", "2s",
-         "--journal-retention", "10", "--safety-stock-priority", "-3"], {}))
+         "--journal-retention-events", "10", "--journal-retention", "36h",
+         "--closed-retention", "30s", "--idempotency-window", "15m",
+         "--safety-stock-priority", "-3"], {}))
     assert config.ledger.default_ttl_seconds == 3600
     assert config.ledger.safety_stock_priority_min == -3
     assert (config.map_size_bytes, config.sync, config.grace_seconds) == (64 << 20, False, 2.0)
     assert config.journal_retention_events == 10
+    assert config.journal_retention_s == 36 * 3600
+    assert (config.ledger.closed_retention_s, config.ledger.idempotency_window_s) == (30, 900)

@@ -188,3 +188,18 @@ def time_key(instant: float, item_id: str) -> str:
 def time_key_bound(instant: float) -> str:
     """The first key of any item at or after `instant`: purge keys below it."""
     return f"{int(instant * 1000):015d}"
+
+
+def indexes_closed_record(index_key: bytes, data: bytes) -> bool:
+    """Whether a closed-reservation record is the one this purge index entry was made for
+    (an id reused since closed again later, under a newer entry)."""
+    raw = orjson.loads(data)
+    return raw.get("closed") is not None and (
+        time_key(raw["closed"], raw["id"]).encode() == index_key
+    )
+
+
+def indexes_request_record(index_key: bytes, data: bytes) -> bool:
+    """Whether an idempotency record is the one this purge index entry was made for."""
+    request_id = index_key.split(b"\x1f", 1)[1].decode()
+    return time_key(orjson.loads(data)[1], request_id).encode() == index_key

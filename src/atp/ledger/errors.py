@@ -117,6 +117,13 @@ class ResourceExhausted(LedgerError):
     reason = "OVERLOADED"
 
 
+class StorageFull(ResourceExhausted):
+    """The data reached its size cap (or the filesystem is full): writes that add data are
+    refused until retention or the operator frees space; nothing acknowledged is lost."""
+
+    reason = "STORAGE_FULL"
+
+
 class InvariantViolation(AssertionError):
     """A bug: the ledger reached a state that must never exist. The process must stop."""
 

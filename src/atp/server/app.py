@@ -22,6 +22,7 @@ from atp.server.archive import StoreArchive
 from atp.server.clock import SteadyClock
 from atp.server.decoding import GuardingRegistrar
 from atp.server.events import EventHub
+from atp.server.housekeeping import Retention
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.servicers import (
     AvailabilityServicer,
@@ -29,6 +30,7 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
+from atp.server.storage import StorageLimits
 from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
 from atp.v1 import (
@@ -49,6 +51,10 @@ GC_FREEZE_INTERVAL_S = 1.0
 # without one: never, in practice.
 AUTOMATIC_FULL_COLLECTIONS_OFF = 2**30
 
+# A health "service" that says whether writes that add data are accepted (not while storage
+# is full).
+WRITES_HEALTH_NAME = "atp.v1.Writes"
+
 SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
     availability_pb2.DESCRIPTOR.services_by_name["Availability"].full_name,
@@ -63,10 +69,16 @@ class ServerConfig:
     # None keeps everything in memory (tests only): nothing survives a restart.
     data_dir: str | None = "./data"
     sync: bool = True
-    map_size_bytes: int = 8 << 30
+    # The LMDB map at start, grown as the data nears it up to max_data_bytes; past that
+    # (less `StorageLimits.headroom_bytes`) writes that add data are refused STORAGE_FULL.
+    map_size_bytes: int = 1 << 30
+    max_data_bytes: int = 16 << 30
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     grace_seconds: float = 5.0
-    # Newest journal events kept for Watch replay; 0 keeps every event.
+    # Seconds of journal kept for Watch replay (0: no age limit), and the newest events kept
+    # whatever their age (0: no count limit). The closed-retention and idempotency windows
+    # are in `ledger` (the ledger honours them; the housekeeper purges by them).
+    journal_retention_s: float = 7 * 86400.0
     journal_retention_events: int = 0
     # HOST:PORT for the Prometheus /metrics endpoint; None serves no metrics.
     metrics_listen: str | None = None
@@ -96,7 +108,13 @@ class AtpServer:
         ledger.archive = StoreArchive(self.store)
         self.writer = Writer(
             ledger, self.store, clock=self.clock, on_fatal=self._on_fatal,
-            journal_retention_events=config.journal_retention_events,
+            storage_limits=StorageLimits(config.max_data_bytes),
+            retention=Retention(
+                closed_s=config.ledger.closed_retention_s,
+                idempotency_s=config.ledger.idempotency_window_s,
+                journal_s=config.journal_retention_s,
+                journal_events=config.journal_retention_events,
+            ),
         )
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
@@ -142,13 +160,16 @@ class AtpServer:
     async def start(self) -> None:
         # Metrics first: a metrics port that cannot be bound stops atpd before anything runs.
         self._serve_metrics()
+        self.writer.on_storage_state = self._storage_state_changed
         self.writer.start()
         self._freezer = asyncio.create_task(freeze_survivors())
+        await self.writer.check_storage()  # grows the map, or starts refusing, as data needs
         # Expire what fell due while the server was down before taking any call.
         await self.writer.expire_backlog()
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._storage_state_changed(self.writer.storage.full_reason is None)
         log.info(
             "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs)",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
@@ -177,6 +198,13 @@ class AtpServer:
         self._freezer.cancel()
         self.store.close()
         self.stopped.set()
+
+    def _storage_state_changed(self, has_room: bool) -> None:
+        """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
+        overall status, stay SERVING: the server still answers and ends demand)."""
+        status = health_pb2.HealthCheckResponse
+        asyncio.get_running_loop().create_task(self.health.set(
+            WRITES_HEALTH_NAME, status.SERVING if has_room else status.NOT_SERVING))
 
     def _on_fatal(self, error: BaseException) -> None:
         self.fatal_error = error
@@ -214,7 +242,8 @@ def _bind_failure(error: OSError) -> str:
 def open_store(config: ServerConfig) -> Store:
     if config.data_dir is None:
         return MemoryStore()
-    return LmdbStore(config.data_dir, map_size=config.map_size_bytes, sync=config.sync)
+    return LmdbStore(config.data_dir, map_size=min(config.map_size_bytes, config.max_data_bytes),
+                     sync=config.sync)
 
 
 async def freeze_survivors(interval_s: float = GC_FREEZE_INTERVAL_S) -> None:

@@ -12,15 +12,23 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from atp.ledger.model import ReservationState
+from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.clock import SteadyClock
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.writer import Writer
+from atp.store import StoreError
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
@@ -46,6 +54,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S, registry=self.registry,
         )
         self.registry.register(_LedgerCollector(writer))
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds...: the
+        # process's own use, which retention keeps bounded.
+        ProcessCollector(registry=self.registry)
         writer.on_commit = self.observe_commit
         if admission is not None:
             self._watch(admission)
@@ -79,12 +90,21 @@ class _LedgerCollector(Collector):
     def collect(self) -> Iterator[Any]:
         ledger = self.writer.ledger
         by_state = GaugeMetricFamily(
-            "atp_reservations", "Reservations by state", labels=["state"]
+            "atp_reservations", "Open reservations (in memory) by state", labels=["state"]
         )
-        counts = dict(ledger.state_counts)
-        for state in ReservationState:
-            by_state.add_metric([state.value], counts.get(state, 0))
+        for state in OPEN_RESERVATION_STATES:
+            by_state.add_metric([state.value], ledger.state_counts.get(state, 0))
         yield by_state
+        closed = CounterMetricFamily(
+            "atp_reservations_closed", "Reservations closed since start, by final state",
+            labels=["state"],
+        )
+        for state in ReservationState:
+            if state not in OPEN_RESERVATION_STATES:
+                closed.add_metric([state.value], ledger.closed_counts.get(state, 0))
+        yield closed
+        yield from _retention_metrics(self.writer)
+        yield from _storage_metrics(self.writer)
         yield GaugeMetricFamily(
             "atp_at_risk_lines", "Open reservation lines marked at risk",
             value=ledger.at_risk_lines,
@@ -104,6 +124,64 @@ class _LedgerCollector(Collector):
             value=self.writer.housekeeping_failures,
         )
         yield from _clock_steps(self.writer.clock)
+
+
+def _retention_metrics(writer: Writer) -> Iterator[Any]:
+    """What the retention windows hold now, and what the housekeeper purged."""
+    ledger, store, housekeeper = writer.ledger, writer.store, writer.housekeeper
+    entries = _entries(store)
+    yield GaugeMetricFamily(
+        "atp_reservations_closed_retained",
+        "Closed reservations still readable (closed retention window)",
+        value=entries.get("closed", 0) + len(ledger.closed),
+    )
+    yield GaugeMetricFamily(
+        "atp_idempotency_records", "Idempotency records honoured (idempotency window)",
+        value=entries.get("requests", 0) + len(ledger.requests),
+    )
+    yield GaugeMetricFamily(
+        "atp_journal_events_retained", "Journal events kept for Watch replay",
+        value=entries.get("journal", 0),
+    )
+    purged = CounterMetricFamily(
+        "atp_retention_purged", "Records purged by retention, by kind", labels=["kind"]
+    )
+    for kind, count in housekeeper.purged.items():
+        purged.add_metric([kind], count)
+    yield purged
+    yield GaugeMetricFamily(
+        "atp_retention_slice_longest_seconds",
+        "The longest single purge slice since start (it holds back commits that long)",
+        value=housekeeper.longest_slice_s,
+    )
+
+
+def _entries(store: Any) -> dict[str, int]:
+    info = getattr(store, "environment_info", None)
+    if info is None:
+        return {}
+    try:
+        entries: dict[str, int] = info()["entries"]
+    except StoreError:
+        return {}
+    return entries
+
+
+def _storage_metrics(writer: Writer) -> Iterator[Any]:
+    usage, limits = writer.storage.usage, writer.storage.limits
+    if usage is not None:
+        yield GaugeMetricFamily("atp_map_used_bytes", "Bytes of the LMDB map holding data",
+                                value=usage.used)
+        yield GaugeMetricFamily("atp_map_size_bytes", "The LMDB map size now (it grows)",
+                                value=usage.map_size)
+        yield GaugeMetricFamily("atp_data_file_bytes", "Bytes the data file takes on disk",
+                                value=usage.file_allocated)
+    yield GaugeMetricFamily("atp_max_data_bytes", "The cap on the data (--max-data-mb)",
+                            value=limits.max_bytes)
+    yield GaugeMetricFamily(
+        "atp_storage_full", "1 while writes that add data are refused (STORAGE_FULL)",
+        value=1 if writer.storage.full_reason is not None else 0,
+    )
 
 
 def _clock_steps(clock: object) -> Iterator[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,15 +19,28 @@ from typing import Any, TypeVar, cast
 from atp import limits
 from atp.ledger import Changes, Ledger, codec, day_of
 from atp.ledger import commands as c
-from atp.ledger.errors import InvariantViolation, LedgerError, ResourceExhausted, Unavailable
+from atp.ledger.errors import (
+    InvariantViolation,
+    LedgerError,
+    ResourceExhausted,
+    StorageFull,
+    Unavailable,
+)
 from atp.ledger.model import Event
-from atp.store import Store, StoreError, WriteBatch
+from atp.server.housekeeping import Housekeeper, Retention
+from atp.server.storage import StorageGuard, StorageLimits
+from atp.store import Store, StoreError, StoreFullError, WriteBatch
 
 log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
 # running), and per step of the expiry loop (~20 ms of work at most, then other calls run).
 EXPIRE_BEFORE_COMMAND = c.ExpireDue(limit=16)
 EXPIRE_SLICE = c.ExpireDue(limit=500)
+# What storage-full still admits: the commands that end demand (they write a little, on the
+# headroom kept for them) and expiry.
+ENDING_DEMAND = (c.Release, c.Fulfill, c.Commit, c.ReleaseHold, c.ExpireDue)
+# Seconds between attempts to commit a batch that found storage full.
+STORAGE_RETRY_S = 0.5
 T = TypeVar("T")
 
 
@@ -44,6 +58,8 @@ class Writer:
         pending_max: int = limits.pending_mutations_max,
         on_fatal: Callable[[BaseException], None] | None = None,
         journal_retention_events: int = 0,
+        retention: Retention | None = None,
+        storage_limits: StorageLimits | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -51,16 +67,23 @@ class Writer:
         self.pending_max = pending_max
         self.on_fatal = on_fatal
         self.on_commit: Callable[[int, float], None] | None = None
+        # Called with False when storage fills (writes that add data refused), True when it
+        # has room again.
+        self.on_storage_state: Callable[[bool], None] | None = None
         # Called with each batch's events once the batch is durable (the event stream).
         self.on_durable_events: Callable[[list[Event]], None] | None = None
         self.failure: BaseException | None = None
-        # Keep at least this many newest journal events (0 keeps all); older ones are trimmed.
-        self.journal_retention_events = journal_retention_events
+        self.storage = StorageGuard(store, storage_limits or StorageLimits())
+        if retention is None:  # tests give a count alone: no age or window limits then
+            retention = Retention(closed_s=math.inf, idempotency_s=math.inf, journal_s=0,
+                                  journal_events=journal_retention_events)
+        self.housekeeper = Housekeeper(store, retention, lambda: self.clock(),
+                                       lambda: self.ledger.sequence, self._on_commit_thread)
         self.closing = False
         # Seconds between checks for reader slots left by killed processes.
         self.maintenance_interval_s = 30.0
-        # Journal trims that failed (and were retried after a later commit).
-        self.housekeeping_failures = 0
+        # Seconds between retention purges when idle.
+        self.housekeeping_interval_s = 1.0
         self.batches_committed = 0
         self.records_committed = 0
         self._waiting = 0
@@ -121,7 +144,7 @@ class Writer:
         rest on changes not yet on disk. Raises Unavailable/ResourceExhausted, having applied
         nothing, when the writer cannot take commands.
         """
-        self._admit(len(commands))
+        self._admit(commands)
         now = self.clock()
         try:
             self._expire_due(now)
@@ -166,15 +189,20 @@ class Writer:
     def queue_depth(self) -> int:
         return self._waiting
 
-    def _admit(self, count: int) -> None:
+    def _admit(self, commands: Sequence[c.Command]) -> None:
         if self.failure is not None:
             raise Unavailable("storage failed; the server is stopping")
         if self.closing:
             raise Unavailable("the server is shutting down")
-        if self._waiting + count > self.pending_max:
+        if self._waiting + len(commands) > self.pending_max:
             raise ResourceExhausted(
                 f"{self._waiting} mutations are waiting for durability; retry with backoff"
             )
+        full = self.storage.full_reason
+        if full is not None and not all(isinstance(cmd, ENDING_DEMAND) for cmd in commands):
+            raise StorageFull(f"{full}; writes that add data are refused until retention "
+                              "or the operator frees space (releases, fulfilments and reads "
+                              "still work)")
 
     def _expire_due(self, now: float) -> None:
         """Expires what fell due before a command sees the ledger; a few only (a backlog is
@@ -202,7 +230,6 @@ class Writer:
         await self.until_durable(self._durability_future())
 
     async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -214,8 +241,9 @@ class Writer:
                 changes = self.ledger.take_changes()
                 batch = encode_batch(changes)
                 started = time.perf_counter()
-                await loop.run_in_executor(self._executor, self.store.commit, batch)
-            except Exception as error:  # noqa: BLE001 - any failure to commit is fatal here
+                await self._commit_until_room(batch)
+                await self.check_storage()
+            except Exception as error:  # noqa: BLE001 - any other failure to commit is fatal
                 self._fail(error)
                 return
             self.ledger.forget_durable(changes)
@@ -230,33 +258,64 @@ class Writer:
                 self.on_commit(len(batch), time.perf_counter() - started)
             if self.on_durable_events is not None and changes.events:
                 self.on_durable_events(changes.events)
-            await self._housekeep(loop)
+            # One slice of retention purges: a failure there loses nothing (the batch is
+            # durable), so it is logged, counted and tried again rather than fatal.
+            await self.housekeeper.tidy()
 
-    async def _housekeep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Trims the journal; a failure here loses nothing (the batch is durable), so it is
-        logged, counted and tried again after a later commit rather than stopping the server."""
+    async def _commit_until_room(self, batch: WriteBatch) -> None:
+        """Commits the batch; when storage is full it stays pending (its callers wait,
+        nothing is lost or acknowledged early) and is tried again as purges or the operator
+        free space, while new writes that add data are refused."""
+        while True:
+            try:
+                await self._on_commit_thread(self.store.commit, batch)
+                return
+            except StoreFullError as error:
+                self.storage.note_failed_commit(error)
+                self._storage_changed(has_room=False)
+                await self.check_storage()  # grows the map if it can
+                if self.storage.full_reason is not None:
+                    await asyncio.sleep(STORAGE_RETRY_S)
+
+    async def check_storage(self) -> None:
+        """Measures the store (growing its map if due) and reports a change of state; a
+        failure to measure changes nothing (it is logged, and the next check tries again)."""
+        was_full = self.storage.full_reason is not None
         try:
-            await self._trim_journal(loop)
-        except StoreError as error:
-            self.housekeeping_failures += 1
-            log.error("journal trim failed (will retry): %s", error)
-
-    async def _trim_journal(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Drops journal events beyond retention, in slices of 10% so trims stay rare."""
-        keep = self.journal_retention_events
-        if not keep:
+            await self._on_commit_thread(self.storage.check)
+        except (StoreError, OSError) as error:
+            log.error("measuring storage failed: %s", error)
             return
-        last = self.ledger.sequence
-        oldest = await loop.run_in_executor(self._executor, self.store.oldest_sequence)
-        if oldest and last - oldest + 1 > keep + max(1, keep // 10):
-            await loop.run_in_executor(self._executor, self.store.trim_journal, last - keep)
+        if was_full != (self.storage.full_reason is not None):
+            self._storage_changed(has_room=was_full)
+
+    def _storage_changed(self, has_room: bool) -> None:
+        if self.on_storage_state is not None:
+            self.on_storage_state(has_room)
+
+    async def _on_commit_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Runs a store call on the commit thread, between group commits."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    @property
+    def housekeeping_failures(self) -> int:
+        return self.housekeeper.failures
 
     async def _maintenance_loop(self) -> None:
-        """Clears LMDB reader slots left by killed readers (an `atpctl db` killed with -9):
-        enough of them would make every read fail with MDB_READERS_FULL."""
+        """Purges what retention lets go while no commits come (a slice per tick, back to
+        back while a backlog lasts), and clears LMDB reader slots left by killed readers (an
+        `atpctl db` killed with -9): enough of them make every read fail MDB_READERS_FULL."""
         loop = asyncio.get_running_loop()
+        last_reader_check = time.monotonic()
         while True:
-            await asyncio.sleep(self.maintenance_interval_s)
+            more = await self.housekeeper.tidy()
+            if self.storage.full_reason is not None:
+                await self.check_storage()  # purges may have made room
+            idle = min(self.housekeeping_interval_s, self.maintenance_interval_s)
+            await asyncio.sleep(0 if more else idle)
+            if time.monotonic() - last_reader_check < self.maintenance_interval_s:
+                continue
+            last_reader_check = time.monotonic()
             try:
                 cleared = await loop.run_in_executor(None, self.store.clear_stale_readers)
             except StoreError as error:

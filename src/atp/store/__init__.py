@@ -8,6 +8,7 @@ from atp.store.base import (
     Store,
     StoreError,
     StoreFullError,
+    StoreUsage,
     WriteBatch,
 )
 from atp.store.lmdb_store import LmdbStore
@@ -23,5 +24,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreFullError",
+    "StoreUsage",
     "WriteBatch",
 ]

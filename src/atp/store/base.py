@@ -38,7 +38,20 @@ class StoreError(Exception):
 
 
 class StoreFullError(StoreError):
-    """The LMDB map is full (raise map size); nothing was written."""
+    """The LMDB map or the filesystem is full; nothing was written."""
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """How much of its space the store uses, in bytes."""
+
+    # Pages holding records and the journal (free pages, reused by later writes, excluded).
+    used: int
+    # The map: the most the data file may grow to now (the store can grow it up to a cap).
+    map_size: int
+    # Bytes the data file takes on disk, and what the filesystem has left for it.
+    file_allocated: int = 0
+    filesystem_free: int = 2**62
 
 
 @dataclass
@@ -114,6 +127,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def trim_journal(self, keep_after: int) -> int:
         """Delete journal entries with sequence <= `keep_after`; return how many were deleted."""
+
+    def usage(self) -> StoreUsage:
+        """The space in use; a store without limits reports none used."""
+        return StoreUsage(used=0, map_size=2**62)
+
+    def grow_map(self, map_size: int) -> None:
+        """Raises the map to `map_size` bytes (no-op for stores without a map)."""
 
     def clear_stale_readers(self) -> int:
         """Frees reader slots held by processes that died; how many were freed."""

@@ -20,6 +20,7 @@ from atp.store.base import (
     Store,
     StoreError,
     StoreFullError,
+    StoreUsage,
     WriteBatch,
     validate_batch,
     validate_limit,
@@ -56,11 +57,13 @@ class _OperationGate:
         self._condition = threading.Condition()
         self._in_flight = 0
         self._closed = False
+        self._exclusive = False
 
     @contextlib.contextmanager
     def enter(self) -> Iterator[None]:
         """Hold the store open for the duration of one call; StoreError once it is closed."""
         with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive)
             if self._closed:
                 raise StoreError("the store is closed")
             self._in_flight += 1
@@ -71,6 +74,21 @@ class _OperationGate:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold new calls back and wait for running ones, for an operation that needs no
+        transaction open in the process (resizing the map)."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._condition.wait_for(lambda: self._in_flight == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
 
     def close(self) -> bool:
         """Refuse new calls and wait for running ones; False if it was already closed."""
@@ -270,6 +288,30 @@ class LmdbStore(Store):
                     f"copying {self._path} to {destination_dir} failed: {error}"
                 ) from error
 
+    def usage(self) -> StoreUsage:
+        """Pages of every B-tree (records, journal, bookkeeping) and the two meta pages; the
+        map; the data file's allocated bytes and the filesystem's free bytes."""
+        with self._reading() as transaction:
+            stat = self._environment.stat()
+            pages = sum(_pages(transaction.stat(handle)) for handle in self._handles.values())
+            used = (pages + _pages(stat) + 2) * stat["psize"]
+            map_size = self._environment.info()["map_size"]
+        data_file = os.path.join(self._path, "data.mdb")
+        filesystem = os.statvfs(self._path)
+        return StoreUsage(
+            used=used, map_size=map_size,
+            file_allocated=os.stat(data_file).st_blocks * 512,
+            filesystem_free=filesystem.f_bavail * filesystem.f_frsize,
+        )
+
+    def grow_map(self, map_size: int) -> None:
+        """Raises the map size; LMDB needs no transaction open in the process meanwhile."""
+        with self._gate.exclusive():
+            try:
+                self._environment.set_mapsize(map_size)
+            except lmdb.Error as error:
+                raise StoreError(f"growing the map of {self._path} failed: {error}") from error
+
     def clear_stale_readers(self) -> int:
         """LMDB keeps a reader slot per open read transaction in lock.mdb; a reader killed with
         -9 (an `atpctl db verify`, say) leaves its slot taken until someone checks for it, and
@@ -330,9 +372,11 @@ class LmdbStore(Store):
             except lmdb.MapFullError as error:
                 raise StoreFullError(
                     f"the LMDB map of {self._path} is full "
-                    f"({self._environment.info()['map_size']} bytes): raise the map size"
+                    f"({self._environment.info()['map_size']} bytes)"
                 ) from error
             except lmdb.Error as error:
+                if any(text in str(error) for text in _NO_SPACE):
+                    raise StoreFullError(f"the filesystem of {self._path} is full: {error}") from error
                 raise StoreError(f"writing {self._path} failed: {error}") from error
 
     def _last_sequence_in(self, transaction: lmdb.Transaction[bytes]) -> int:
@@ -353,6 +397,14 @@ class LmdbStore(Store):
         transaction.put(
             _TRIMMED_THROUGH_KEY, encode_sequence(highest), db=self._handles[_STATE_DATABASE]
         )
+
+
+# How LMDB reports a full filesystem (it passes the system's error text through).
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def _pages(stat: Any) -> int:
+    return int(stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])
 
 
 WRITER_LOCK_FILE = "writer.lock"

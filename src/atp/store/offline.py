@@ -1,19 +1,32 @@
-"""Offline tools for `atpctl db`: inspect and back up a data directory, safe while atpd runs."""
+"""Offline tools for `atpctl db`: inspect, back up and compact a data directory.
+
+stat, verify, backup and compact-to-a-new-directory only read and are safe while atpd runs;
+compacting in place replaces the directory and refuses to run while atpd holds it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import itertools
 import os
+import shlex
 import shutil
+import stat as file_stat
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from atp.store.base import StoreError
 from atp.store.integrity import DamagedDataFileError
-from atp.store.lmdb_store import LmdbStore
+from atp.store.lmdb_store import WRITER_LOCK_FILE, LmdbStore, _claim_writer
 
 _DATA_FILE = "data.mdb"
+_LOCK_FILE = "lock.mdb"  # LMDB's reader table, rebuilt by whoever opens the environment next
+_OLD_COPY_SUFFIX = ".before-compact"
 _JOURNAL_PAGE_ENTRIES = 1_000
 _PROBLEMS_LISTED_MAX = 20
 
@@ -31,37 +44,69 @@ def backup(
 ) -> dict[str, Any]:
     """Write a compacted, consistent copy of `data_dir` into a new or empty `destination_dir`."""
     destination = os.fspath(destination_dir)
-    created = _prepare_destination(destination)
-    try:
-        with LmdbStore(data_dir, readonly=True) as source:
-            source_info = source.environment_info()
-            source.copy_to(destination, compact=True)
-        # Opening the copy proves it is a usable environment before we report success.
-        with LmdbStore(destination, readonly=True) as copy:
-            backup_info = copy.environment_info()
-    except BaseException:
-        _discard_destination(destination, created)
-        raise
+    copy = _compacting_copy(os.fspath(data_dir), destination, "backup")
     return {
-        "source": source_info,
-        "backup": backup_info,
+        "source": copy.source_info,
+        "backup": copy.copy_info,
         "backup_file_bytes": os.path.getsize(os.path.join(destination, _DATA_FILE)),
     }
 
 
-def _prepare_destination(destination: str) -> bool:
+@dataclass(frozen=True)
+class _Copy:
+    """The environment info of a source and of its verified compacted copy."""
+
+    source_info: dict[str, Any]
+    copy_info: dict[str, Any]
+
+
+def _compacting_copy(
+    data_dir: str, destination: str, role: str, *, source_is_still: bool = False
+) -> _Copy:
+    """Copy `data_dir` compacted into the new or empty `destination` (the `role` destination,
+    in errors), then open the copy to prove it is a usable environment. With `source_is_still`
+    (no writer can commit meanwhile) the copy must also hold as many entries as the source.
+    On any failure the destination is left as it was found."""
+    created = _prepare_destination(destination, role)
+    try:
+        with LmdbStore(data_dir, readonly=True) as source:
+            source_info = source.environment_info()
+            source.copy_to(destination, compact=True)
+        with LmdbStore(destination, readonly=True) as copy:
+            copy_info = copy.environment_info()
+        if source_is_still and _contents(copy_info) != _contents(source_info):
+            raise StoreError(
+                f"the compacted copy in {destination} does not hold what {data_dir} holds "
+                f"(copy {_contents(copy_info)}, source {_contents(source_info)})"
+            )
+    except BaseException:
+        _discard_destination(destination, created)
+        raise
+    return _Copy(source_info, copy_info)
+
+
+def _contents(info: dict[str, Any]) -> dict[str, Any]:
+    """What a compacting copy must preserve: entries per database and the journal range."""
+    return {
+        "entries": info["entries"],
+        "journal_oldest_sequence": info["journal_oldest_sequence"],
+        "journal_last_sequence": info["journal_last_sequence"],
+    }
+
+
+def _prepare_destination(destination: str, role: str = "backup") -> bool:
     """Create the destination directory or check it is empty; True if it was created here."""
     if os.path.lexists(destination):
         if not os.path.isdir(destination):
-            raise StoreError(f"{destination}: backup destination exists and is not a directory")
+            raise StoreError(f"{destination}: {role} destination exists and is not a directory")
         if os.listdir(destination):
-            raise StoreError(f"{destination}: backup destination is not empty")
+            raise StoreError(f"{destination}: {role} destination is not empty")
         return False
     try:
         os.makedirs(destination)
     except OSError as error:
         raise StoreError(
-            f"{destination}: cannot create backup directory: {error.strerror}"
+            f"{destination}: cannot create {role} directory: {error.strerror}"
         ) from error
     return True
 
@@ -71,7 +116,7 @@ def _discard_destination(destination: str, created: bool) -> None:
     if created:
         shutil.rmtree(destination, ignore_errors=True)
         return
-    for name in (_DATA_FILE, "lock.mdb"):
+    for name in (_DATA_FILE, _LOCK_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(destination, name))
 

@@ -1,0 +1,148 @@
+"""Retention: what the windows let go leaves the store, a slice at a time.
+
+Closed reservations are purged `closed_retention_s` after they closed, idempotency records
+`idempotency_window_s` after their request, and journal events beyond `journal_retention_s`
+of age or `journal_retention_events` of count. Each slice is one store transaction of at
+most `slice_records` deletions, run on the commit thread between group commits, so a purge
+delays a commit by one short slice at most, and a crash in one leaves a consistent store
+(every deletion of a record and of its index entry is in the same transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from atp.ledger import codec
+from atp.store import Store, StoreError
+
+log = logging.getLogger("atp.housekeeping")
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    # Seconds a closed reservation stays readable (and guards its id) after it closed.
+    closed_s: float = 7 * DAY_S
+    # Seconds an idempotency record is honoured.
+    idempotency_s: float = DAY_S
+    # Seconds of journal kept for Watch replay (0: no age limit).
+    journal_s: float = 7 * DAY_S
+    # Newest journal events kept whatever their age (0: no count limit).
+    journal_events: int = 0
+
+
+# Deletions per store transaction: a few milliseconds of the commit thread.
+SLICE_RECORDS = 500
+
+
+class Housekeeper:
+    """Purges in slices; `run_on_commit_thread` serialises each slice with group commits."""
+
+    def __init__(
+        self,
+        store: Store,
+        retention: Retention,
+        clock: Callable[[], float],
+        last_sequence: Callable[[], int],
+        run_on_commit_thread: Callable[..., Awaitable[Any]],
+        slice_records: int = SLICE_RECORDS,
+    ) -> None:
+        self.store = store
+        self.retention = retention
+        self.clock = clock
+        self.last_sequence = last_sequence
+        self.run_on_commit_thread = run_on_commit_thread
+        self.slice_records = slice_records
+        self.purged = {"closed": 0, "requests": 0, "journal": 0}
+        self.failures = 0
+        self.longest_slice_s = 0.0
+        self._busy = asyncio.Lock()
+
+    async def tidy(self) -> bool:
+        """One slice of each kind that has work; True if any slice was full (more is due).
+        A failure loses nothing (the data stays until a later slice removes it): it is
+        logged, counted and tried again next time."""
+        if self._busy.locked():
+            return False
+        async with self._busy:
+            try:
+                return any([
+                    await self._slice(self._purge_closed),
+                    await self._slice(self._purge_requests),
+                    await self._slice(self._trim_journal),
+                ])
+            except StoreError as error:
+                self.failures += 1
+                log.error("retention purge failed (will retry): %s", error)
+                return False
+
+    async def _slice(self, step: Callable[[float], int]) -> bool:
+        now = self.clock()
+        started = time.perf_counter()
+        removed: int = await self.run_on_commit_thread(step, now)
+        self.longest_slice_s = max(self.longest_slice_s, time.perf_counter() - started)
+        return removed >= self.slice_records
+
+    def _purge_closed(self, now: float) -> int:
+        if not math.isfinite(self.retention.closed_s):
+            return 0
+        bound = codec.time_key_bound(now - self.retention.closed_s).encode()
+        removed = self.store.purge("closed_by_time", "closed", bound, self.slice_records,
+                                   codec.indexes_closed_record)
+        self.purged["closed"] += removed
+        return removed
+
+    def _purge_requests(self, now: float) -> int:
+        if not math.isfinite(self.retention.idempotency_s):
+            return 0
+        bound = codec.time_key_bound(now - self.retention.idempotency_s).encode()
+        removed = self.store.purge("requests_by_time", "requests", bound, self.slice_records,
+                                   codec.indexes_request_record)
+        self.purged["requests"] += removed
+        return removed
+
+    def _trim_journal(self, now: float) -> int:
+        """Trims the oldest events that either limit lets go, up to a slice of them."""
+        oldest = self.store.oldest_sequence()
+        if not oldest:
+            return 0
+        last = self.last_sequence()
+        through = min(oldest + self.slice_records - 1, last)
+        if self.retention.journal_events:
+            by_count = last - self.retention.journal_events
+        else:
+            by_count = 0
+        by_age = self._last_older_than(now - self.retention.journal_s, oldest, through) \
+            if self.retention.journal_s else 0
+        through = min(through, max(by_count, by_age))
+        if through < oldest:
+            return 0
+        removed = self.store.trim_journal(through)
+        self.purged["journal"] += removed
+        return removed
+
+    def _last_older_than(self, cutoff: float, low: int, high: int) -> int:
+        """The highest sequence in low..high whose event is older than `cutoff` (events are
+        in time order: the engine's clock never runs backwards), low - 1 if none."""
+        if self._event_time(low) >= cutoff:
+            return low - 1
+        while low < high:  # invariant: the event at `low` is older than cutoff
+            middle = (low + high + 1) // 2
+            if self._event_time(middle) < cutoff:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def _event_time(self, sequence: int) -> float:
+        entries = self.store.read_journal(sequence - 1, 1)
+        if not entries:
+            return float("inf")
+        return codec.decode_event(entries[0][1]).time

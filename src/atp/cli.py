@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from atp import kpi, limits
-from atp.client import DEFAULT_TARGET, AtpError, Client
+from atp.client import CHANNEL_OPTIONS, DEFAULT_TARGET, AtpError, Client
 from atp.v1 import (
     availability_pb2,
     common_pb2,
@@ -111,7 +111,7 @@ def _run(arguments: argparse.Namespace) -> Outcome:
     client_command: ClientCommand = arguments.command
     # The channel is ours, so that streaming commands (watch, kpi) can open Events.Watch with
     # every filter the server has on the same connection.
-    channel = grpc.insecure_channel(arguments.target)
+    channel = grpc.insecure_channel(arguments.target, CHANNEL_OPTIONS)
     try:
         with Client(arguments.target, timeout_s=arguments.timeout, channel=channel) as client:
             arguments.grpc_channel = channel
@@ -580,6 +580,7 @@ def _add_database_commands(tree: _CommandTree) -> None:
         ("stat", "show the size and record counts of a data directory", _database_stat),
         ("verify", "check a data directory's invariants (exit 1 on problems)", _database_verify),
         ("backup", "write a compacted copy of a data directory", _database_backup),
+        ("compact", "shrink a data directory and report the space saved", _database_compact),
     ):
         command = database.command(name, help_text, run, offline=True)
         command.add_argument(
@@ -591,6 +592,28 @@ def _add_database_commands(tree: _CommandTree) -> None:
         )
         if name == "backup":
             command.add_argument("destination", metavar="DEST", help="directory for the copy")
+        if name == "compact":
+            _add_compact_arguments(command)
+
+
+def _add_compact_arguments(command: argparse.ArgumentParser) -> None:
+    where = command.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--to",
+        dest="destination",
+        metavar="NEWDIR",
+        help="new or empty directory for the compacted copy (may run beside atpd, but only a "
+        "copy taken with atpd stopped may replace the data directory: follow the printed steps)",
+    )
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help="compact beside the data directory and swap the two (refused while atpd runs); "
+        "the old one is kept as DIR.before-compact",
+    )
+    command.add_argument(
+        "--discard-old", action="store_true", help="with --in-place: delete the old directory"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1177,17 +1200,64 @@ def _database_backup(arguments: argparse.Namespace) -> Outcome:
     return Outcome(document, f"backup written to {arguments.destination}{size_text}")
 
 
+def _database_compact(arguments: argparse.Namespace) -> Outcome:
+    if arguments.discard_old and not arguments.in_place:
+        raise ValueError("--discard-old goes with --in-place")
+    if arguments.in_place:
+        report = _offline_store_call(
+            "compact_in_place", arguments.data_dir, discard_old=arguments.discard_old
+        )
+        old_copy = report["old_copy"]
+        heading = f"compacted {report['data_dir']} in place; " + (
+            f"the old directory is {old_copy}" if old_copy else "the old directory was deleted"
+        )
+        notes = []
+        if report["not_carried_over"]:
+            others = ", ".join(report["not_carried_over"])
+            notes.append(f"not carried over (still in {old_copy}): {others}")
+    else:
+        report = _offline_store_call("compact", arguments.data_dir, arguments.destination)
+        heading = f"compacted copy of {report['data_dir']} written to {report['compacted_dir']}"
+        notes = []
+        if report["atpd_running"]:
+            notes.append(
+                f"warning: atpd was running during the copy ({report['writer_lock']}): the copy "
+                "lacks what atpd commits after it, so do not swap it in as it is. To compact "
+                "for service:"
+            )
+        else:
+            notes.append("to put it in service:")
+        notes += [f"  {number}. {step}" for number, step in enumerate(report["next_steps"], 1)]
+    parts = [heading, _compaction_table(report), "\n".join(notes)]
+    return Outcome(_jsonable(report), "\n\n".join(part for part in parts if part))
+
+
+def _compaction_table(report: Mapping[str, Any]) -> str:
+    """data.mdb before and after: length, disk space and LMDB's pages in use, and the saving."""
+    before, after, saved = report["before"], report["after"], report["saved"]
+    rows = [
+        (f"data.mdb {label}", before[key], after[key], saved[key])
+        for label, key in (
+            ("file bytes", "file_bytes"),
+            ("allocated bytes", "allocated_bytes"),
+            ("used bytes", "used_bytes"),
+        )
+    ]
+    table = format_table(("SIZE", "BEFORE", "AFTER", "SAVED"), rows)
+    return f"{table}\nsaved {saved['percent']}% of the file"
+
+
 class OfflineStoreError(Exception):
     """An expected failure of an offline store tool (missing, locked or damaged data)."""
 
 
-def _offline_store_call(function_name: str, *arguments: str) -> Any:
+def _offline_store_call(function_name: str, *arguments: str, **options: Any) -> Any:
     try:
         from atp.store import offline
     except ImportError as error:
         raise OfflineStoreError(f"offline store tools are not available ({error})") from None
     try:
-        return getattr(offline, function_name)(*arguments)
+        return getattr(offline, function_name)(*arguments, **options)
     except Exception as error:
         if _is_expected_store_failure(error):
             raise OfflineStoreError(f"{type(error).__name__}: {error}") from None

@@ -115,6 +115,12 @@ _STATUS_CODES_BY_NUMBER: dict[int, grpc.StatusCode] = {
 }
 
 
+# A ReserveBatch answer is larger than its request (~49 bytes a line): gRPC's default 4 MiB
+# receive limit would leave a committed batch's answer unreadable.
+RECEIVE_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", RECEIVE_MESSAGE_BYTES_MAX)]
+
+
 class AtpError(Exception):
     """A failed call: the gRPC status code, message and decoded google.rpc details."""
 
@@ -924,7 +930,7 @@ class Client(_ClientBase):
         channel: grpc.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(target, timeout_s, retries, channel or grpc.insecure_channel(target))
+        super().__init__(target, timeout_s, retries, channel or grpc.insecure_channel(target, CHANNEL_OPTIONS))
 
     def close(self) -> None:
         """Closes the channel (unless it was passed in by the caller)."""
@@ -1046,7 +1052,7 @@ class AsyncClient(_ClientBase):
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(target, timeout_s, retries, channel or grpc.aio.insecure_channel(target))
+        super().__init__(target, timeout_s, retries, channel or grpc.aio.insecure_channel(target, CHANNEL_OPTIONS))
 
     async def close(self) -> None:
         """Closes the channel (unless it was passed in by the caller)."""

@@ -174,6 +174,9 @@ class KpiReport:
     as_of: datetime.datetime | None  # `until`, else the time of the last event read
     events_read: int = 0
     first_sequence: int = 0
+    # When the first event read happened: the journal keeps a retention window
+    # (--journal-retention), so the KPIs cover nothing before it.
+    first_event_time: datetime.datetime | None = None
     last_sequence: int = 0
     reservations_created: int = 0
     units_requested: int = 0
@@ -225,6 +228,16 @@ class KpiReport:
         closed = self.at_risk_episodes_closed
         return self.at_risk_seconds_total / closed if closed else None
 
+    @property
+    def covered_since(self) -> datetime.datetime | None:
+        """The start of what the retained journal covers of the window: the later of
+        `since` and the first event read (None: no event)."""
+        if self.first_event_time is None:
+            return None
+        if self.since is None or self.since < self.first_event_time:
+            return self.first_event_time
+        return self.since
+
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (`atpctl kpi --json`)."""
 
@@ -240,6 +253,9 @@ class KpiReport:
             "journal": {
                 "events_read": self.events_read,
                 "first_sequence": self.first_sequence,
+                "first_event_time": instant(self.first_event_time),
+                # What the KPIs can cover: from the oldest retained event read to until/now.
+                "covers_since": instant(self.covered_since),
                 "last_sequence": self.last_sequence,
             },
             "reservations_created": self.reservations_created,
@@ -322,6 +338,7 @@ class _Calculator:
         report = self.report
         report.events_read += 1
         report.first_sequence = report.first_sequence or event.sequence
+        report.first_event_time = report.first_event_time or event.time
         report.last_sequence = event.sequence
         self.last_time = event.time if self.last_time is None else max(self.last_time, event.time)
         handler = getattr(self, f"on_{event.type.lower()}", None)
@@ -555,7 +572,8 @@ def report_rows(report: KpiReport) -> list[tuple[str, str]]:
     if report.events_read:
         journal = (
             f"{report.events_read} events read, sequences {report.first_sequence}.."
-            f"{report.last_sequence}"
+            f"{report.last_sequence}; covers from {instant(report.covered_since, '-')} "
+            "(the journal keeps --journal-retention)"
         )
     else:
         journal = "no events"

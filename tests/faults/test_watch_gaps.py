@@ -133,11 +133,15 @@ def test_a_filtered_replay_is_refused_too_when_the_trim_passes_it() -> None:
 # ----- integration: a slow watcher against a live atpd whose journal is being trimmed --------
 
 RETENTION_EVENTS = 3 * REPLAY_PAGE_EVENTS // 2  # more than a page: a replay reads several
-EVENTS_PER_BURST = 100
+EVENTS_PER_BURST = 100  # one per movement, at least
 PRELOADED_BURSTS = 20  # more than RETENTION_EVENTS are journaled when the watch starts
-BURSTS_MAX = 60
-WRITING_S_MAX = 8.0
-WATCHER_PAUSE_S = 0.003  # per event: the watcher reads ~300 events a second
+# Written while the watcher lags: the trim passes the end of the replay's first page
+# (RETENTION_EVENTS - REPLAY_PAGE_EVENTS events past its start) but stays below its head.
+LAGGING_BURSTS = 13
+WATCHER_PAUSE_S = 0.002  # per event, once it reads on
+# The watcher's channel keeps HTTP/2's initial flow-control window (64 KiB, a few hundred
+# events): atpd's replay stalls inside its first page while the watcher does not read.
+SMALL_WINDOW = [("grpc.http2.bdp_probe", 0)]
 
 
 @dataclass
@@ -145,6 +149,7 @@ class WatchOutcome:
     sequences: list[int] = field(default_factory=list)
     error: grpc.RpcError | None = None
     started: threading.Event = field(default_factory=threading.Event)
+    read_on: threading.Event = field(default_factory=threading.Event)
 
 
 @pytest.mark.integration
@@ -162,10 +167,15 @@ def test_a_slow_watcher_over_a_trimmed_journal_sees_every_event_or_out_of_range(
             receive_burst(inventory, f"preload-{burst}")
         head = newest_sequence(channel)  # nothing is written until the slow watch has begun
         outcome = WatchOutcome()
-        watcher = threading.Thread(target=watch_slowly, args=(channel, outcome), daemon=True)
+        watcher = threading.Thread(target=watch_slowly, args=(server.target, outcome),
+                                   daemon=True)
         watcher.start()
-        assert outcome.started.wait(10), "the watch never started"
-        write_while(watcher, inventory)
+        try:
+            assert outcome.started.wait(10), "the watch never started"
+            for burst in range(LAGGING_BURSTS):  # each commit trims the journal
+                receive_burst(inventory, f"while-lagging-{burst}")
+        finally:
+            outcome.read_on.set()
         watcher.join(30)
         assert not watcher.is_alive(), "the watch never ended"
 
@@ -190,28 +200,21 @@ def receive_burst(inventory: inventory_pb2_grpc.InventoryStub, request_id: str) 
     inventory.AdjustStock(request, timeout=10)
 
 
-def watch_slowly(channel: grpc.Channel, outcome: WatchOutcome) -> None:
-    """From the oldest retained event up to the head as of the call, a few ms per event."""
+def watch_slowly(target: str, outcome: WatchOutcome) -> None:
+    """From the oldest retained event up to the head as of the call: it lags after the first
+    event until told to read on, then takes a few ms per event."""
     request = events_pb2.WatchRequest(after_sequence=0, stop_at_head=True)
     try:
-        for event in events_pb2_grpc.EventsStub(channel).Watch(request, timeout=30):
-            outcome.sequences.append(event.sequence)
-            outcome.started.set()
-            time.sleep(WATCHER_PAUSE_S)
+        with grpc.insecure_channel(target, options=SMALL_WINDOW) as channel:
+            for event in events_pb2_grpc.EventsStub(channel).Watch(request, timeout=30):
+                outcome.sequences.append(event.sequence)
+                outcome.started.set()
+                outcome.read_on.wait(30)
+                time.sleep(WATCHER_PAUSE_S)
     except grpc.RpcError as error:
         outcome.error = error
     finally:
         outcome.started.set()
-
-
-def write_while(watcher: threading.Thread, inventory: inventory_pb2_grpc.InventoryStub) -> None:
-    """Bursts of events, each commit trimming the journal, while the watcher reads (bounded)."""
-    deadline = time.monotonic() + WRITING_S_MAX
-    for burst in range(BURSTS_MAX):
-        if not watcher.is_alive() or time.monotonic() > deadline:
-            return
-        receive_burst(inventory, f"live-{burst}")
-        time.sleep(0.01)
 
 
 def assert_no_silent_gap(outcome: WatchOutcome, head: int) -> None:

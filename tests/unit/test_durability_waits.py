@@ -142,9 +142,9 @@ def test_reads_are_refused_once_storage_failed() -> None:
         store = GatedStore()
         servicer = await _stocked_servicer(store)
         store.fail = True
-        with pytest.raises(_Aborted, match="storage failed"):
+        with pytest.raises(_Aborted, match="failed and is stopping"):
             await servicer.Reserve(_reserve("a"), _AbortingContext())
-        with pytest.raises(_Aborted, match="storage failed") as refused:
+        with pytest.raises(_Aborted, match="failed and is stopping") as refused:
             await servicer.GetReservation(
                 reservations_pb2.GetReservationRequest(reservation_id="a"), _AbortingContext())
         assert refused.value.args[0] == grpc.StatusCode.UNAVAILABLE

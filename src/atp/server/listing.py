@@ -73,7 +73,8 @@ def _candidates(
     sources: list[Iterable[tuple[Reservation, int]]] = []
     if wanted.state is None or wanted.state in OPEN_RESERVATION_STATES:
         sources.append((r, 1) for r in _open(ledger, wanted, after))
-    if wanted.state is None or wanted.state not in OPEN_RESERVATION_STATES:
+    closed_may_match = not wanted.at_risk  # a closed reservation has no line at risk
+    if closed_may_match and (wanted.state is None or wanted.state not in OPEN_RESERVATION_STATES):
         sources.append((r, 1) for r in _sorted_after(ledger.closed, after))
         if archive is not None:
             sources.append((r, CLOSED_COST) for r in _archived(archive, after))

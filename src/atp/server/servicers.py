@@ -25,7 +25,7 @@ from atp.server import convert, status
 from atp.server.archive import StoreArchive
 from atp.server.decoding import Undecodable
 from atp.server.events import EventFilter, EventHub
-from atp.server.listing import ReservationFilter, list_reservations
+from atp.server.listing import SCAN_BUDGET, ReservationFilter, list_reservations
 from atp.server.status import abort
 from atp.server.writer import Writer
 from atp.v1 import (
@@ -425,13 +425,13 @@ def paginate(
     start = items.bisect_right(_decode_token(listing, page_token)) if page_token else 0
     page: list[Any] = []
     last_key = ""
-    for key in items.islice(start):
-        value = items[key]
-        if not matches(value):
-            continue
-        if len(page) == size:
+    # Bounded work, as for reservations (listing.py): a short page and a token to go on.
+    for examined, key in enumerate(items.islice(start)):
+        if len(page) == size or examined == SCAN_BUDGET:
             return page, _encode_token(listing, last_key)
-        page.append(value)
+        value = items[key]
+        if matches(value):
+            page.append(value)
         last_key = key
     return page, ""
 

@@ -33,7 +33,7 @@ from atp.store import Store, StoreError, StoreFullError, WriteBatch
 
 log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
-# running), and per step of the expiry loop (~20 ms of work at most, then other calls run).
+# running), and per step of the expiry loop (a few tens of ms at most, then other calls run).
 EXPIRE_BEFORE_COMMAND = c.ExpireDue(limit=16)
 EXPIRE_SLICE = c.ExpireDue(limit=500)
 # What storage-full still admits: the commands that end demand (they write a little, on the
@@ -169,7 +169,7 @@ class Writer:
         """Waits until everything applied so far is committed (reads, before they answer);
         raises Unavailable if storage failed, as memory then holds what the disk does not."""
         if self.failure is not None:
-            raise Unavailable("storage failed; the server is stopping")
+            raise self._stopping()
         durable = self._durability_future()
         if durable is not None:
             await durable
@@ -179,7 +179,10 @@ class Writer:
         self.closing = True
         committing = bool(self._tasks) and not self._tasks[0].done()
         if self.failure is None and committing:
-            await self._durable()
+            try:
+                await self._durable()
+            except LedgerError:
+                pass  # the final commit failed: _fail() has reported it; still stop the rest
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -191,7 +194,7 @@ class Writer:
 
     def _admit(self, commands: Sequence[c.Command]) -> None:
         if self.failure is not None:
-            raise Unavailable("storage failed; the server is stopping")
+            raise self._stopping()
         if self.closing:
             raise Unavailable("the server is shutting down")
         if self._waiting + len(commands) > self.pending_max:
@@ -348,11 +351,14 @@ class Writer:
                 return
             await asyncio.sleep(0)
 
+    def _stopping(self) -> Unavailable:
+        return Unavailable(f"the server failed and is stopping: {self.failure}")
+
     def _fail(self, error: BaseException) -> None:
         """Memory now holds changes the disk does not: stop taking commands and stop the server."""
         log.critical("fatal: %s; refusing further mutations", error)
         self.failure = error
-        unavailable = Unavailable("storage failed; the server is stopping")
+        unavailable = self._stopping()
         for future in [*(self._inflight_waiters or ()), *self._open_waiters]:
             if not future.done():
                 future.set_exception(unavailable)

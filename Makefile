@@ -54,5 +54,11 @@ bench: $(BENCH_INSTALLED)
 bench-smoke: $(INSTALLED)
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
+.PHONY: soak
+## Soak on a fresh atpd: a long mixed lifecycle load; RSS, disk and restart time must stay
+## bounded. Results in bench/results/soak-*. Flags: SOAK_ARGS="--lifecycles 200000 --sync off".
+soak: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

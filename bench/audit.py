@@ -55,6 +55,8 @@ def audit(
         records = store.load()
         last_sequence = store.last_sequence()
     ledger = ledger_from_records(records, last_sequence, None)
+    # Closed reservations live in their own records (within closed retention), not in memory.
+    closed_stored = len(records.get("closed", {})) + len(ledger.closed)
     del records
     report["journal_last_sequence"] = last_sequence
     report["positions_stored"] = len(ledger.positions)
@@ -86,7 +88,7 @@ def audit(
             )
     report["positions_oversold"] = oversold
 
-    reservations_stored = len(ledger.reservations)
+    reservations_stored = len(ledger.reservations) + closed_stored
     report["reservations_acked"] = acked.get("reservations_acked", 0)
     report["reservations_stored"] = reservations_stored
     if reservations_stored < report["reservations_acked"]:

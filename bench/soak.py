@@ -56,7 +56,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +83,7 @@ MIB = 1 << 20
 # name: (default, smoke default)
 DEFAULTS: dict[str, tuple[Any, Any]] = {
     "lifecycles": (2_000_000, 3_000),
-    "workers": (4, 2),
+    "workers": (8, 2),
     "batch_size": (32, 16),
     "skus": (2_000, 100),
     "nodes": (5, 3),
@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--lifecycles", type=int, help="reservation lifecycles to drive (2,000,000; smoke 3,000)")
-    add("--workers", type=int, help="concurrent asyncio workers (4; smoke 2)")
+    add("--workers", type=int, help="concurrent asyncio workers (8; smoke 2)")
     add("--batch-size", type=int, dest="batch_size",
         help="reservations per ReserveBatch round of a worker, 1-150 (32; smoke 16)")
     add("--skus", type=int, help="SKUs stocked at every node (2,000; smoke 100)")
@@ -369,21 +369,25 @@ class Load:
             await self._replenish(inventory, fulfilled)
 
     def _plan(self) -> Planned:
+        """A reservation of 1-3 lines (distinct SKUs, explicit nodes, 1-3 units) and its end;
+        the ones left to expire get the short ttl, the others the server's default."""
         outcome = self.rng.choices(self._outcomes, self._weights)[0]
-        lines = [
+        request = reservations_pb2.ReserveRequest(
+            reservation_id=self.next_id("r"), lines=self._lines(), channel="soak",
+            ttl_seconds=self.args.expire_ttl if outcome == "expire" else 0,
+        )
+        return Planned(outcome, request)
+
+    def _lines(self) -> list[common_pb2.ReservationLine]:
+        skus = self.rng.sample(range(self.args.skus), min(self.args.skus, self.rng.randint(1, 3)))
+        return [
             common_pb2.ReservationLine(
                 line_id=f"l{index}", sku=sku_name(sku),
                 node_id=node_name(self.rng.randrange(self.args.nodes)),
                 quantity=self.rng.randint(1, 3),
             )
-            for index, sku in enumerate(self.rng.sample(range(self.args.skus),
-                                                        min(self.args.skus, self.rng.randint(1, 3))))
+            for index, sku in enumerate(skus)
         ]
-        request = reservations_pb2.ReserveRequest(
-            reservation_id=self.next_id("r"), lines=lines, channel="soak",
-            ttl_seconds=self.args.expire_ttl if outcome == "expire" else 0,
-        )
-        return Planned(outcome, request)
 
     async def _round(self, stub: Any, count: int,
                      fulfilled: collections.Counter[tuple[str, str]]) -> None:
@@ -532,9 +536,9 @@ class Sampler:
         now, done = time.monotonic(), self.tally.done
         sample: dict[str, Any] = {
             "elapsed_s": round(now - self.started, 2), "phase": phase, "lifecycles": done,
-            "lifecycles_failed": self.tally.failed, "lifecycles_per_s": None,
+            "lifecycles_failed": self.tally.failed, "lifecycles_per_s": None, "edge": edge,
         }
-        if self._last is not None and not edge and now > self._last[0]:
+        if self._last is not None and now > self._last[0]:
             sample["lifecycles_per_s"] = round((done - self._last[1]) / (now - self._last[0]), 1)
         self._last = (now, done)
         sample.update(await asyncio.to_thread(self._server_figures, server))
@@ -616,7 +620,7 @@ class Soak:
             sampling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampling
-        await self.sampler.take(self.server, name)
+        await self.sampler.take(self.server, name, edge=True)
         self.sampler.end_phase()
 
     async def drive(self) -> None:
@@ -630,9 +634,9 @@ class Soak:
     def restart(self, which: str) -> dict[str, Any]:
         print(f"soak: {which} restart ({self.args.restart_repeats}x) after "
               f"{self.tally.done:,} lifecycles", flush=True)
+        at_elapsed_s = round(time.monotonic() - self.sampler.started, 2)
         outcome = restart(self.server, self.args.restart_repeats)
-        outcome["after_lifecycles"] = self.tally.done
-        outcome["at_elapsed_s"] = round(time.monotonic() - self.sampler.started, 2)
+        outcome.update(after_lifecycles=self.tally.done, at_elapsed_s=at_elapsed_s)
         print(f"soak: {which} restart to serving {outcome['seconds']} s", flush=True)
         return outcome
 
@@ -648,17 +652,29 @@ def run(args: argparse.Namespace, result: dict[str, Any], data_dir: str, log_pat
         server.process.kill()
         return 2
     soak = Soak(args, server, data_dir, result)
+    code = 0
     try:
         asyncio.run(soak.drive())
+    except RuntimeError as error:  # a restart found atpd not starting or not serving
+        result["error"] = str(error)
+        print(f"soak: {error}", file=sys.stderr)
+        code = 1
     finally:
         result["samples"] = soak.sampler.samples
         result["tally"] = soak.tally.as_dict()
         result["final_stop"] = server.stop()
         result["capped_by_max_seconds"] = soak.tally.done < args.lifecycles
-    return 0
+    return code
 
 
 # -- judging ---------------------------------------------------------------------------------
+
+
+def value_of(sample: dict[str, Any], key: str) -> Any:
+    """A sample's figure, or a gauge of its scrape, or an LMDB entry count ("entries:holds")."""
+    if key.startswith("entries:"):
+        return sample.get("lmdb", {}).get("entries", {}).get(key.split(":", 1)[1])
+    return sample[key] if key in sample else sample.get("metrics", {}).get(key)
 
 
 def in_window(samples: list[dict[str, Any]], window: tuple[float, float],
@@ -674,15 +690,16 @@ def in_window(samples: list[dict[str, Any]], window: tuple[float, float],
 
 
 def median_of(samples: Iterable[dict[str, Any]], key: str) -> float | None:
-    values = [s[key] for s in samples if s.get(key) is not None]
+    values = [value for s in samples if (value := value_of(s, key)) is not None]
     return statistics.median(values) if values else None
 
 
 def rate_over(samples: list[dict[str, Any]], window: tuple[float, float],
               total: int) -> float | None:
-    """Lifecycles per second between the first and last sample of the window, provided no
-    restart lies between them (the samples are of one phase)."""
-    inside = in_window(samples, window, total)
+    """Lifecycles per second between the first and last periodic sample of the window,
+    provided no restart lies between them (the samples are of one phase). The samples at a
+    phase's edges are left out: the last one ends on the workers' tail of rounds."""
+    inside = in_window([s for s in samples if not s["edge"]], window, total)
     if len(inside) < 2 or inside[0]["phase"] != inside[-1]["phase"]:
         return None
     elapsed = inside[-1]["elapsed_s"] - inside[0]["elapsed_s"]
@@ -690,62 +707,90 @@ def rate_over(samples: list[dict[str, Any]], window: tuple[float, float],
 
 
 def ratio(later: float | None, earlier: float | None) -> float | None:
-    return round(later / earlier, 4) if later is not None and earlier else None
+    return round(later / earlier, 3) if later is not None and earlier else None
 
 
-def target(name: str, value: float | None, passes: Callable[[float], bool], text: str,
-           **figures: Any) -> dict[str, Any]:
-    status = "n/a" if value is None else ("PASS" if passes(value) else "FAIL")
-    return {"target": name, "status": status, "value": value, "text": text, **figures}
-
-
-def state_target(samples: list[dict[str, Any]], key: str, total: int, what: str) -> dict[str, Any]:
+def drift(samples: list[dict[str, Any]], key: str, total: int) -> dict[str, Any]:
+    """A figure's median over the reference window and over the end window, and their ratio."""
     reference = median_of(in_window(samples, REFERENCE_WINDOW, total), key)
     end = median_of(in_window(samples, END_WINDOW, total), key)
-    value = ratio(end, reference)
-    return target(
-        f"{what} bounded", value, lambda v: abs(v - 1) <= STATE_TOLERANCE,
-        f"{what}: median over {_window_text(END_WINDOW)} of the lifecycles within "
-        f"+-{STATE_TOLERANCE:.0%} of the median over {_window_text(REFERENCE_WINDOW)}",
-        reference=reference, end=end,
-    )
+    return {"reference": reference, "end": end, "ratio": ratio(end, reference)}
 
 
 def _window_text(window: tuple[float, float]) -> str:
     return f"{window[0]:.0%}-{window[1]:.0%}"
 
 
+def state_target(samples: list[dict[str, Any]], key: str, total: int, what: str) -> dict[str, Any]:
+    figures = drift(samples, key, total)
+    value = figures["ratio"]
+    return {
+        "status": _status(value, abs(value - 1) <= STATE_TOLERANCE if value else False),
+        "target": f"{what} at {_window_text(END_WINDOW)} of the lifecycles within "
+                  f"+-{STATE_TOLERANCE:.0%} of {_window_text(REFERENCE_WINDOW)} (medians)",
+        "shown": f"{_mib(figures['reference'])} -> {_mib(figures['end'])} = x{value}",
+        **figures,
+    }
+
+
 def throughput_target(samples: list[dict[str, Any]], total: int, warmup: float) -> dict[str, Any]:
     tenth = (1 - warmup) / 10
     first_window, last_window = (warmup, warmup + tenth), (1 - tenth, 1.0)
     first, last = rate_over(samples, first_window, total), rate_over(samples, last_window, total)
-    return target(
-        "throughput steady", ratio(last, first), lambda v: v >= THROUGHPUT_FLOOR,
-        f"lifecycles/s over {_window_text(last_window)} >= {THROUGHPUT_FLOOR} x over "
-        f"{_window_text(first_window)} (after a {warmup:.0%} warm-up)",
-        first_per_s=None if first is None else round(first, 1),
-        last_per_s=None if last is None else round(last, 1),
-    )
+    value = ratio(last, first)
+    return {
+        "status": _status(value, value is not None and value >= THROUGHPUT_FLOOR),
+        "target": f"lifecycles/s over {_window_text(last_window)} >= {THROUGHPUT_FLOOR} x over "
+                  f"{_window_text(first_window)} (the first and last tenth after a "
+                  f"{warmup:.0%} warm-up)",
+        "shown": f"{_count(first)}/s -> {_count(last)}/s = x{value}",
+        "first_per_s": None if first is None else round(first, 1),
+        "last_per_s": None if last is None else round(last, 1),
+        "ratio": value,
+    }
 
 
 def restart_target(restarts: dict[str, Any]) -> dict[str, Any]:
     first = restarts.get("first", {}).get("median_s")
     last = restarts.get("last", {}).get("median_s")
-    return target(
-        "restart bounded", ratio(last, first), lambda v: v <= RESTART_CEILING,
-        f"final restart to serving <= {RESTART_CEILING} x the first (medians)",
-        first_s=first, last_s=last,
-    )
+    value = ratio(last, first)
+    return {
+        "status": _status(value, value is not None and value <= RESTART_CEILING),
+        "target": f"final restart to serving <= {RESTART_CEILING} x the first (medians)",
+        "shown": f"{first} s -> {last} s = x{value}",
+        "first_s": first, "last_s": last, "ratio": value,
+    }
+
+
+def _status(value: float | None, passed: bool) -> str:
+    if value is None:
+        return "n/a"
+    return "PASS" if passed else "FAIL"
 
 
 def judge(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     samples, done = result.get("samples", []), result.get("tally", {}).get("lifecycles_done", 0)
     return {
-        "rss": state_target(samples, "rss_bytes", done, "RSS"),
+        "rss": state_target(samples, "rss_bytes", done, "RSS (VmRSS)"),
         "map_used": state_target(samples, "map_used_bytes", done, "map used bytes"),
         "throughput": throughput_target(samples, done, result["config"]["warmup"]),
         "restart": restart_target(result.get("restarts", {})),
     }
+
+
+# Figures not judged, shown beside the targets: where growth is, when there is some.
+INFORMATIONAL = (
+    "rss_anon_bytes", "rss_file_bytes", "data_file_allocated_bytes",
+    "atp_reservations_closed_retained", "atp_idempotency_records",
+    "atp_journal_events_retained", HELD_GAUGE, 'atp_reservations{state="COMMITTED"}',
+    "entries:closed", "entries:requests", "entries:journal", "entries:holds",
+    "entries:reservations",
+)
+
+
+def informational(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    samples, done = result.get("samples", []), result.get("tally", {}).get("lifecycles_done", 0)
+    return {key: drift(samples, key, done) for key in INFORMATIONAL}
 
 
 def sanity(result: dict[str, Any]) -> list[str]:
@@ -849,10 +894,15 @@ def print_summary(result: dict[str, Any]) -> None:
           f"peak RSS {_mib(figures['peak_rss_bytes'])}, final {_mib(figures['final_rss_bytes'])}; "
           f"map used {_mib(figures['final_map_used_bytes'])}; data.mdb allocated "
           f"{_mib(figures['final_data_file_allocated_bytes'])}", flush=True)
+    if result["config"]["smoke"]:
+        print("  (smoke: the targets are shown, not judged)", flush=True)
     for entry in result["targets"].values():
-        figures_text = ", ".join(f"{key} {value}" for key, value in entry.items()
-                                 if key not in ("target", "status", "text"))
-        print(f"  {entry['status']:<4} {entry['text']} ({figures_text})", flush=True)
+        print(f"  {entry['status']:<4} {entry['target']}: {entry['shown']}", flush=True)
+    growing = {key: entry["ratio"] for key, entry in result["informational"].items()
+               if entry["ratio"] is not None and abs(entry["ratio"] - 1) > STATE_TOLERANCE}
+    if growing:
+        print(f"  not judged, moved beyond +-{STATE_TOLERANCE:.0%} (end / reference): "
+              + ", ".join(f"{key} x{value}" for key, value in growing.items()), flush=True)
     for problem in result["sanity_problems"]:
         print(f"  PROBLEM: {problem}", flush=True)
 
@@ -902,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     result["src_changed_during_run"] = _src_changes() != result["src_changes"]
     result["summary"] = summary(result)
     result["targets"] = judge(result)
+    result["informational"] = informational(result)
     result["sanity_problems"] = sanity(result)
     result["exit_code"] = exit_code(result, code)
     note = plot(paths["png"], result) if result.get("samples") else "no samples: no plot"

@@ -1215,6 +1215,7 @@ def _database_compact(arguments: argparse.Namespace) -> Outcome:
         if report["not_carried_over"]:
             others = ", ".join(report["not_carried_over"])
             notes.append(f"not carried over (still in {old_copy}): {others}")
+        notes.append("then:")
     else:
         report = _offline_store_call("compact", arguments.data_dir, arguments.destination)
         heading = f"compacted copy of {report['data_dir']} written to {report['compacted_dir']}"
@@ -1227,21 +1228,17 @@ def _database_compact(arguments: argparse.Namespace) -> Outcome:
             )
         else:
             notes.append("to put it in service:")
-        notes += [f"  {number}. {step}" for number, step in enumerate(report["next_steps"], 1)]
+    notes += [f"  {number}. {step}" for number, step in enumerate(report["next_steps"], 1)]
     parts = [heading, _compaction_table(report), "\n".join(notes)]
     return Outcome(_jsonable(report), "\n\n".join(part for part in parts if part))
 
 
 def _compaction_table(report: Mapping[str, Any]) -> str:
-    """data.mdb before and after: length, disk space and LMDB's pages in use, and the saving."""
+    """data.mdb before and after, its length and the disk space it takes, and the saving."""
     before, after, saved = report["before"], report["after"], report["saved"]
     rows = [
         (f"data.mdb {label}", before[key], after[key], saved[key])
-        for label, key in (
-            ("file bytes", "file_bytes"),
-            ("allocated bytes", "allocated_bytes"),
-            ("used bytes", "used_bytes"),
-        )
+        for label, key in (("file bytes", "file_bytes"), ("allocated bytes", "allocated_bytes"))
     ]
     table = format_table(("SIZE", "BEFORE", "AFTER", "SAVED"), rows)
     return f"{table}\nsaved {saved['percent']}% of the file"

@@ -315,9 +315,13 @@ def test_in_place_swaps_in_the_compacted_copy_and_keeps_the_old_one(
     result = atpctl("db", "compact", "--data-dir", str(store_dir), "--in-place")
 
     old_copy = tmp_path / "data.before-compact"
-    assert result.stdout.splitlines()[0] == (
-        f"compacted {store_dir} in place; the old directory is {old_copy}"
-    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"compacted {store_dir} in place; the old directory is {old_copy}"
+    assert lines[-3:] == [
+        "then:",
+        "  1. start atpd",
+        f"  2. once it serves, free the space of the old copy: rm -r {old_copy}",
+    ]
     # Only the data file: atpd makes its own lock files.
     assert sorted(p.name for p in store_dir.iterdir()) == ["data.mdb"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.before-compact"]
@@ -400,3 +404,65 @@ def test_discard_old_without_in_place_is_a_usage_error(
     assert capsys.readouterr().err == "error: --discard-old goes with --in-place\n"
     assert main([*arguments, "--in-place"]) == 2  # --to and --in-place exclude each other
     assert not (tmp_path / "new").exists()
+
+
+def test_in_place_without_an_atomic_exchange_falls_back_to_renames(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atp.store import offline
+
+    before = contents(store_dir)
+    monkeypatch.setattr(offline, "_renameat2_exchange", lambda first, second: False)
+
+    compact_in_place(store_dir)
+
+    assert contents(store_dir) == before
+    assert file_bytes(store_dir) < file_bytes(tmp_path / "data.before-compact") // 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.before-compact"]
+
+
+def test_in_place_through_a_symlink_compacts_the_directory_it_names(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "current"
+    link.symlink_to(store_dir)
+    before = contents(store_dir)
+
+    report = compact_in_place(link, discard_old=True)
+
+    assert link.is_symlink() and link.resolve() == store_dir
+    assert report["data_dir"] == str(store_dir)
+    assert contents(link) == before
+    assert file_bytes(store_dir) < report["before"]["file_bytes"] // 4
+
+
+def test_in_place_refuses_a_mount_point(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os.path, "ismount", lambda path: path == str(store_dir))
+
+    with pytest.raises(StoreError, match="is a mount point"):
+        compact_in_place(store_dir)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.integration
+def test_beside_a_real_atpd_a_copy_is_taken_and_in_place_is_refused(
+    ledger_dir: Path, tmp_path: Path
+) -> None:
+    with AtpdProcess(ledger_dir, "--sync", "off") as server, Client(server.target) as client:
+        copied = atpctl(
+            "--json", "db", "compact", "--data-dir", str(ledger_dir), "--to", str(tmp_path / "hot")
+        )
+        refused = atpctl("db", "compact", "--data-dir", str(ledger_dir), "--in-place", expect=1)
+        assert client.health() == "SERVING"
+        assert server.process is not None
+        atpd_pid = server.process.pid
+
+    report = json.loads(copied.stdout)
+    assert (report["atpd_running"], report["swap_safe"]) == (True, False)
+    assert f"(pid {atpd_pid})" in report["writer_lock"]
+    assert "in use by another writer" in refused.stderr
+    assert not (tmp_path / "data.before-compact").exists()
+    assert "no problems" in atpctl("db", "verify", "--data-dir", str(tmp_path / "hot")).stdout

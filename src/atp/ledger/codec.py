@@ -28,11 +28,17 @@ def encode_record(database: str, value: Any) -> bytes | None:
     """The stored bytes of a record; None means delete."""
     if value is None:
         return None
-    return orjson.dumps(_ENCODERS[database](value))
+    encoder = _ENCODERS[database]
+    if encoder is _key_of:
+        return value.encode()  # type: ignore[no-any-return]
+    return orjson.dumps(encoder(value))
 
 
 def decode_record(database: str, data: bytes) -> Any:
-    return _DECODERS[database](orjson.loads(data))
+    decoder = _DECODERS[database]
+    if decoder is _key_of:
+        return data.decode()
+    return decoder(orjson.loads(data))
 
 
 def encode_event(event: Event) -> bytes:
@@ -147,7 +153,9 @@ def _request_back(raw: list[Any]) -> RequestRecord:
     return RequestRecord(*raw)
 
 
-def _as_is(value: Any) -> Any:
+def _key_of(value: Any) -> Any:
+    """The purge indexes' values: the key of the record they index, stored as it is (the
+    store deletes that key), not as JSON."""
     return value
 
 
@@ -160,8 +168,8 @@ _ENCODERS: dict[str, Any] = {
     "requests": _request,
     "closed": _reservation,
     # Purge indexes: key "<time in ms, 15 digits>\x1f<id>", value the id.
-    "closed_by_time": _as_is,
-    "requests_by_time": _as_is,
+    "closed_by_time": _key_of,
+    "requests_by_time": _key_of,
 }
 _DECODERS: dict[str, Any] = {
     "nodes": _node_back,
@@ -171,8 +179,8 @@ _DECODERS: dict[str, Any] = {
     "reservations": _reservation_back,
     "requests": _request_back,
     "closed": _reservation_back,
-    "closed_by_time": _as_is,
-    "requests_by_time": _as_is,
+    "closed_by_time": _key_of,
+    "requests_by_time": _key_of,
 }
 RECORD_DATABASES = tuple(_ENCODERS)
 # What a restart loads into memory: live state. The rest is read from the store on demand

@@ -82,11 +82,19 @@ class LazySortedSet(Generic[K]):
             self._removed.discard(key)  # still physically present: it simply stays
         else:
             self._added.append(key)
+            self._bound_pending()
 
     def discard(self, key: K) -> None:
         if key in self._members:
             self._members.discard(key)
             self._removed.add(key)
+            self._bound_pending()
+
+    def _bound_pending(self) -> None:
+        """Catches up once the pending changes outnumber the members: memory stays in
+        proportion to the members even if nobody ever walks the set."""
+        if len(self._added) + len(self._removed) > max(1024, len(self._members)):
+            self._catch_up()
 
     def after(self, key: K) -> Iterator[K]:
         """Members greater than `key`, ascending (do not change the set while walking)."""

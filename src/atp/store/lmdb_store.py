@@ -125,7 +125,7 @@ class LmdbStore(Store):
             # LMDB lets several processes write one environment; two ledgers over one store
             # would each miss the other's changes, so one writer owns a data directory.
             if not readonly:
-                self._owner = _claim_writer(self._path)
+                self._owner = claim_writer(self._path)
             self._handles = _open_databases(self._environment, self._path, readonly)
             if not readonly:
                 self._environment.reader_check()  # slots left by readers that died meanwhile
@@ -410,7 +410,7 @@ def _pages(stat: Any) -> int:
 WRITER_LOCK_FILE = "writer.lock"
 
 
-def _claim_writer(path: str) -> int:
+def claim_writer(path: str) -> int:
     """An exclusive lock on the data directory's writer lock file, held while the store is
     open (the kernel drops it when the process dies, kill -9 included); the descriptor."""
     lock_path = os.path.join(path, WRITER_LOCK_FILE)

@@ -22,7 +22,7 @@ from typing import Any
 
 from atp.store.base import StoreError
 from atp.store.integrity import DamagedDataFileError
-from atp.store.lmdb_store import WRITER_LOCK_FILE, LmdbStore, _claim_writer
+from atp.store.lmdb_store import WRITER_LOCK_FILE, LmdbStore, claim_writer
 
 _DATA_FILE = "data.mdb"
 _LOCK_FILE = "lock.mdb"  # LMDB's reader table, rebuilt by whoever opens the environment next
@@ -131,9 +131,9 @@ def compact(
     copy misses what atpd commits after it, so the report then says not to swap it in
     (`swap_safe` false). With atpd stopped, the writer lock is held during the copy so that no
     atpd can start and commit meanwhile."""
-    source = os.path.abspath(data_dir)
+    source = os.path.realpath(data_dir)  # through a symlink, the steps move the real directory
     destination = os.path.abspath(destination_dir)
-    if os.path.commonpath([source, destination]) == source:
+    if os.path.commonpath([source, os.path.realpath(destination)]) == source:
         raise StoreError(f"{destination}: the compacted copy must be outside {source}")
     with _writer_lock(source) as in_use:
         before = _data_file_size(source)
@@ -154,8 +154,13 @@ def compact_in_place(
     `<data_dir>.before-compact` unless `discard_old`. Refused while atpd holds the directory
     (its writer lock); the lock is held from the copy to the swap, so no atpd starts meanwhile
     and none can ever open a half-built directory."""
-    target = os.path.abspath(data_dir)
+    target = os.path.realpath(data_dir)  # a symlink to the data directory stays one
     old_copy = target + _OLD_COPY_SUFFIX
+    if os.path.ismount(target):
+        raise StoreError(
+            f"{target} is a mount point, which cannot be swapped with a directory beside it: "
+            "compact with --to NEWDIR, then with atpd stopped put NEWDIR/data.mdb in its place"
+        )
     if not discard_old and os.path.lexists(old_copy):
         raise StoreError(
             f"{old_copy} exists (an earlier compaction's old copy?): move it away or remove "
@@ -192,6 +197,11 @@ def compact_in_place(
     report["in_place"] = True
     report["old_copy"] = None if discard_old else old_copy
     report["not_carried_over"] = others
+    report["next_steps"] = ["start atpd"]
+    if not discard_old:
+        report["next_steps"].append(
+            f"once it serves, free the space of the old copy: rm -r {shlex.quote(old_copy)}"
+        )
     return report
 
 
@@ -216,7 +226,7 @@ def _writer_lock(data_dir: str) -> Iterator[str]:
     if not os.path.isfile(os.path.join(data_dir, _DATA_FILE)):
         raise StoreError(f"{data_dir}: not an LMDB data directory (no {_DATA_FILE})")
     try:
-        descriptor = _claim_writer(data_dir)
+        descriptor = claim_writer(data_dir)
     except StoreError as held:
         holder = str(held)
     except OSError as error:

@@ -285,13 +285,20 @@ def test_a_watch_below_the_journal_trimmed_by_age_is_out_of_range_naming_the_old
         oldest = out_of_range(api, first - 1)
     assert oldest is not None, "the journal was never trimmed"
     assert oldest > first
-    # The sequence named is where a watch may resume: from just before it, it replays from
-    # it (retried if the trim moved on meanwhile: it may, by age).
+    # The sequence named is where a watch may resume: from just before it, the replay starts
+    # with it (the trim may move on meanwhile, by age: then the newer oldest is named).
+    events: list[events_pb2.Event] = []
     for _ in range(5):
-        events = [] if out_of_range(api, oldest - 1) else watch(api, oldest - 1)
-        if events:
+        try:
+            events = watch(api, oldest - 1)
             break
-        oldest = out_of_range(api, oldest - 1) or oldest
+        except grpc.RpcError as error:
+            failure = failure_of(error)
+            assert failure.code == Code.OUT_OF_RANGE, failure
+            assert failure.error_info is not None
+            newer = int(failure.error_info.metadata["oldest_sequence"])
+            assert newer > oldest, failure
+            oldest = newer
     assert events and events[0].sequence == oldest
     sequences = [event.sequence for event in events]
     assert sequences == list(range(oldest, oldest + len(sequences)))

@@ -125,9 +125,8 @@ class Ledger:
         self.archive: Archive = NoArchive()
         # Indexes for listing without scanning: open reservation ids by state, and the
         # positions with lines at risk.
-        self.open_ids_by_state: dict[ReservationState, LazySortedSet[str]] = {
-            state: LazySortedSet() for state in OPEN_RESERVATION_STATES
-        }
+        self.held_ids: LazySortedSet[str] = LazySortedSet()
+        self.committed_ids: LazySortedSet[str] = LazySortedSet()
         self.positions_at_risk: set[tuple[str, str]] = set()
         # Reservations closed since start, by state (closed ones leave memory).
         self.closed_counts: collections.Counter[ReservationState] = collections.Counter()
@@ -175,7 +174,11 @@ class Ledger:
             raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")
         self._now = now
         self._note_day(day_of(now))
-        self._expire_if_overdue(command, now)
+        # A HELD reservation the command names whose time has passed expires first (expiry
+        # works through a backlog in slices and may not have reached it yet).
+        named = self.reservations.get(getattr(command, "reservation_id", ""))
+        if named is not None and named.expire_time is not None and named.expire_time <= now:
+            self._expire_overdue(named, now)
         try:
             result = handler(command, now)
         except LedgerError:
@@ -185,12 +188,8 @@ class Ledger:
             self._settle(command, now)
         return result
 
-    def _expire_if_overdue(self, command: c.Command, now: float) -> None:
-        """Expires the command's reservation first, as a step of its own, when its time has
-        passed: expiry works through a backlog in slices and may not have reached it yet."""
-        reservation = self.reservations.get(getattr(command, "reservation_id", ""))
-        if reservation is None or reservation.expire_time is None or reservation.expire_time > now:
-            return
+    def _expire_overdue(self, reservation: Reservation, now: float) -> None:
+        """Expires a reservation a command names, as a step of its own before the command."""
         self._expire_reservation(reservation, now)
         self._settle(EXPIRY, now)
 
@@ -275,6 +274,11 @@ class Ledger:
                 reservation = self.archive.reservation(reservation_id)
         return reservation
 
+    def open_ids(self, state: ReservationState) -> LazySortedSet[str]:
+        """The index of open reservation ids in `state` (HELD or COMMITTED); an `is` test,
+        not a dict keyed by the enum, whose __hash__ is a Python call on the reserve path."""
+        return self.held_ids if state is ReservationState.HELD else self.committed_ids
+
     def known_reservations(self) -> dict[str, Reservation]:
         """Every reservation memory holds: open ones and closed ones not yet handed to the
         archive (all of them, for a ledger without a store)."""
@@ -283,7 +287,10 @@ class Ledger:
     def _retained_reservation(self, reservation_id: str, now: float) -> Reservation | None:
         """The reservation guarding this id now: closed ones only within closed retention
         (the purge may lag behind the window by a slice or two)."""
-        reservation = self.find_reservation(reservation_id)
+        reservation = self.reservations.get(reservation_id)
+        if reservation is not None:
+            return reservation
+        reservation = self.closed.get(reservation_id) or self.archive.reservation(reservation_id)
         if reservation is not None and reservation.close_time is not None and (
             reservation.close_time < now - self.config.closed_retention_s
         ):
@@ -676,7 +683,7 @@ class Ledger:
                 self._count_line(reservation.reservation_id, held, position, line)
         self.reservations[reservation.reservation_id] = reservation
         self.state_counts[reservation.state] += 1
-        self.open_ids_by_state[reservation.state].add(reservation.reservation_id)
+        self.open_ids(reservation.state).add(reservation.reservation_id)
         if reservation.expire_time is not None:
             self.expiries.add((reservation.expire_time, "reservation", reservation.reservation_id))
         self._record_reservation(reservation)
@@ -992,11 +999,11 @@ class Ledger:
 
     def _set_state(self, reservation: Reservation, state: ReservationState) -> None:
         self.state_counts[reservation.state] -= 1
-        self.open_ids_by_state[reservation.state].discard(reservation.reservation_id)
+        self.open_ids(reservation.state).discard(reservation.reservation_id)
         reservation.state = state
         if state in OPEN_RESERVATION_STATES:
             self.state_counts[state] += 1
-            self.open_ids_by_state[state].add(reservation.reservation_id)
+            self.open_ids(state).add(reservation.reservation_id)
         else:
             self._retire(reservation)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from atp.ledger import codec
 from atp.ledger.errors import DECODE_FAILURES, DamagedRecordError
-from atp.ledger.model import Position, ReservationState, SupplyState
+from atp.ledger.model import OPEN_RESERVATION_STATES, Position, ReservationState, SupplyState
 
 if TYPE_CHECKING:
     from atp.ledger.ledger import Ledger, LedgerConfig
@@ -67,7 +67,7 @@ def _rebuild(
         ledger.reservations[reservation.reservation_id] = reservation
         ledger.state_counts[reservation.state] += 1
         if reservation.is_open:
-            ledger.open_ids_by_state[reservation.state].add(reservation.reservation_id)
+            ledger.open_ids(reservation.state).add(reservation.reservation_id)
             for line in reservation.lines:
                 if line.backordered_quantity:  # receipts fill these: index them again
                     ledger._note_backorder(reservation.reservation_id, line)
@@ -161,7 +161,8 @@ def derived_problems(ledger: Ledger) -> list[str]:
 def _index_problems(ledger: Ledger) -> list[str]:
     """The listing indexes against what they index."""
     problems = []
-    for state, ids in ledger.open_ids_by_state.items():
+    for state in OPEN_RESERVATION_STATES:
+        ids = ledger.open_ids(state)
         expected = {r.reservation_id for r in ledger.reservations.values() if r.state is state}
         if set(ids.after("")) != expected or len(ids) != len(expected):
             problems.append(f"index of {state.value} reservations disagrees with them")

@@ -54,6 +54,9 @@ class LazySortedDict(dict[K, V], Generic[K, V]):
     pop = popitem = setdefault = update = clear = _refused
 
 
+PENDING_MIN = 1024
+
+
 class LazySortedSet(Generic[K]):
     """A set whose members can also be walked in sorted order, for listing with page tokens.
 
@@ -67,6 +70,9 @@ class LazySortedSet(Generic[K]):
         self._ordered: SortedList = SortedList()
         self._added: list[K] = []  # members not yet in _ordered
         self._removed: set[K] = set()  # in _ordered (or _added) but no longer members
+        # Catch up once this many changes are pending: memory stays in proportion to the
+        # members even if nobody ever walks the set.
+        self._pending_max = PENDING_MIN
 
     def __len__(self) -> int:
         return len(self._members)
@@ -82,19 +88,15 @@ class LazySortedSet(Generic[K]):
             self._removed.discard(key)  # still physically present: it simply stays
         else:
             self._added.append(key)
-            self._bound_pending()
+            if len(self._added) > self._pending_max:
+                self._catch_up()
 
     def discard(self, key: K) -> None:
         if key in self._members:
             self._members.discard(key)
             self._removed.add(key)
-            self._bound_pending()
-
-    def _bound_pending(self) -> None:
-        """Catches up once the pending changes outnumber the members: memory stays in
-        proportion to the members even if nobody ever walks the set."""
-        if len(self._added) + len(self._removed) > max(1024, len(self._members)):
-            self._catch_up()
+            if len(self._removed) > self._pending_max:
+                self._catch_up()
 
     def after(self, key: K) -> Iterator[K]:
         """Members greater than `key`, ascending (do not change the set while walking)."""
@@ -108,3 +110,4 @@ class LazySortedSet(Generic[K]):
         for key in self._removed:
             self._ordered.remove(key)
         self._removed.clear()
+        self._pending_max = max(PENDING_MIN, len(self._members))

@@ -111,9 +111,11 @@ class EventHub:
     ) -> AsyncIterator[Event]:
         """Replays the retained journal after `after_sequence`, then follows live events:
         every event in order, or an error saying where to resume; never a silent gap."""
+        head = self.committed_sequence  # first: events committed after it may follow
         oldest = await self._oldest_retained()
-        if after_sequence and oldest and after_sequence + 1 < oldest:
-            raise OutOfRange(after_sequence, oldest)
+        if after_sequence and after_sequence < head and (not oldest or after_sequence + 1 < oldest):
+            # Events after it were written and are gone (a journal trimmed empty, say).
+            raise OutOfRange(after_sequence, oldest or head + 1)
         watcher = _Watcher(self.queue_capacity)
         self._watchers.add(watcher)
         try:
@@ -147,6 +149,8 @@ class EventHub:
         while position < head:
             page = await self._read_journal(position)
             if not page:
+                if position:  # events up to head were written: the trim took them
+                    raise OutOfRange(position, head + 1)
                 return
             if position and page[0][0] != position + 1:
                 raise OutOfRange(position, page[0][0])

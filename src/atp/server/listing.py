@@ -93,7 +93,7 @@ def _open(ledger: Ledger, wanted: ReservationFilter, after: str) -> Iterator[Res
     elif wanted.sku:
         ids = _ids_after(_ids_with_sku(ledger, wanted.sku, wanted.node_id), after)
     elif wanted.state is not None:
-        ids = ledger.open_ids_by_state[wanted.state].after(after)
+        ids = ledger.open_ids(wanted.state).after(after)
     else:
         ids = ledger.reservations.islice(ledger.reservations.bisect_right(after))  # type: ignore[attr-defined]
     reservations = ledger.reservations

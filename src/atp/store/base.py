@@ -192,6 +192,12 @@ def validate_key(key: bytes, database: str) -> None:
         )
 
 
+def indexed_key(index_key: bytes) -> bytes:
+    """The key of the record a purge index entry indexes: a purge index key is
+    "<time>\x1f<record key>", so the entry names its record whatever its value holds."""
+    return index_key.split(b"\x1f", 1)[1]
+
+
 def validate_limit(limit: int) -> None:
     """Raise ValueError for a negative page size: a bug in the caller, not a storage fault."""
     if limit < 0:

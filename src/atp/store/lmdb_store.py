@@ -22,6 +22,7 @@ from atp.store.base import (
     StoreFullError,
     StoreUsage,
     WriteBatch,
+    indexed_key,
     validate_batch,
     validate_limit,
 )
@@ -192,7 +193,7 @@ class LmdbStore(Store):
             removed = 0
             cursor.first()
             while removed < limit and (key := cursor.key()) and key < below_key:
-                item_key = cursor.value()
+                item_key = indexed_key(key)
                 value = transaction.get(item_key, db=target_handle)
                 if value is not None and still_due(key, value):
                     transaction.delete(item_key, db=target_handle)

@@ -11,6 +11,7 @@ from atp.store.base import (
     Store,
     StoreError,
     WriteBatch,
+    indexed_key,
     validate_batch,
     validate_limit,
 )
@@ -56,7 +57,8 @@ class MemoryStore(Store):
             entries = self._records[index]
             due = sorted(key for key in entries if key < below_key)[:limit]
             for key in due:
-                item_key = entries.pop(key)
+                del entries[key]
+                item_key = indexed_key(key)
                 value = self._records[target].get(item_key)
                 if value is not None and still_due(key, value):
                     del self._records[target][item_key]

@@ -35,7 +35,7 @@ log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
 # running), and per step of the expiry loop (a few tens of ms at most, then other calls run).
 EXPIRE_BEFORE_COMMAND = c.ExpireDue(limit=16)
-EXPIRE_SLICE = c.ExpireDue(limit=500)
+EXPIRE_SLICE = c.ExpireDue(limit=200)
 # What storage-full still admits: the commands that end demand (they write a little, on the
 # headroom kept for them) and expiry.
 ENDING_DEMAND = (c.Release, c.Fulfill, c.Commit, c.ReleaseHold, c.ExpireDue)

@@ -204,9 +204,10 @@ def indexes_closed_record(index_key: bytes, data: bytes) -> bool:
     # "closed" is the record's last field: read it from the tail rather than decode the whole
     # reservation (the purge checks hundreds per slice on the commit thread).
     _, marker, tail = data.rpartition(b'"closed":')
-    if not marker:
-        return False
-    close_time = orjson.loads(tail[:-1])
+    try:
+        close_time = orjson.loads(tail[:-1]) if marker else None
+    except orjson.JSONDecodeError:  # not the last field after all: decode the whole record
+        close_time = orjson.loads(data).get("closed")
     reservation_id = index_key.split(b"\x1f", 1)[1].decode()
     return close_time is not None and time_key(close_time, reservation_id).encode() == index_key
 

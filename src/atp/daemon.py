@@ -67,8 +67,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "how long a closed reservation stays readable and guards its id",
                     metavar="DURATION")
     parser.add_flag("--idempotency-window", "ATP_IDEMPOTENCY_WINDOW", flags.parse_duration,
-                    "24h", "how long a request_id (and a Reserve's reservation_id replay) is "
-                    "honoured", metavar="DURATION")
+                    "24h", "how long the request_id of AdjustStock, ReceiveSupply, Commit, "
+                    "Release and Fulfill is honoured (a Reserve's reservation_id guards it "
+                    "while open and for --closed-retention after)", metavar="DURATION")
     parser.add_flag("--clock-step-max", "ATP_CLOCK_STEP_MAX", flags.parse_duration, "60s",
                     "a forward step of the wall clock larger than this is logged as an error "
                     "and counted (atp_clock_steps_total)", metavar="DURATION")

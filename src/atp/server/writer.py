@@ -41,6 +41,9 @@ EXPIRE_SLICE = c.ExpireDue(limit=200)
 ENDING_DEMAND = (c.Release, c.Fulfill, c.Commit, c.ReleaseHold, c.ExpireDue)
 # Seconds between attempts to commit a batch that found storage full.
 STORAGE_RETRY_S = 0.5
+# Storage is measured after a commit at most this often (a batch that outruns the measure
+# meets a full map, grows it and is committed again).
+STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
 
 
@@ -74,6 +77,7 @@ class Writer:
         self.on_durable_events: Callable[[list[Event]], None] | None = None
         self.failure: BaseException | None = None
         self.storage = StorageGuard(store, storage_limits or StorageLimits())
+        self._storage_checked = 0.0
         if retention is None:  # tests give a count alone: no age or window limits then
             retention = Retention(closed_s=math.inf, idempotency_s=math.inf, journal_s=0,
                                   journal_events=journal_retention_events)
@@ -245,7 +249,8 @@ class Writer:
                 batch = encode_batch(changes)
                 started = time.perf_counter()
                 await self._commit_until_room(batch)
-                await self.check_storage()
+                if time.monotonic() - self._storage_checked >= STORAGE_CHECK_INTERVAL_S:
+                    await self.check_storage()
             except Exception as error:  # noqa: BLE001 - any other failure to commit is fatal
                 self._fail(error)
                 return
@@ -284,6 +289,7 @@ class Writer:
         """Measures the store (growing its map if due) and reports a change of state; a
         failure to measure changes nothing (it is logged, and the next check tries again)."""
         was_full = self.storage.full_reason is not None
+        self._storage_checked = time.monotonic()
         try:
             await self._on_commit_thread(self.storage.check)
         except (StoreError, OSError) as error:

@@ -115,7 +115,7 @@ def archived(store: LmdbStore) -> dict[str, Any]:
     return {
         database: {key: codec.decode_record(database, data)
                    for key, data in store.scan(database, b"", 1_000_000)}
-        for database in ("closed", "requests")
+        for database in ("closed", "requests", "ended_holds")
     }
 
 
@@ -779,9 +779,10 @@ class LedgerMachine(RuleBasedStateMachine):
                     continue  # closed ones leave memory and its counts
                 expected_counts[reservation.state] = expected_counts.get(reservation.state, 0) + 1
             assert counted == expected_counts, "reservation counts by state"
-        assert {k: h.active for k, h in ledger.holds.items()} == {
-            k: h.active for k, h in model.holds.items()
-        }
+        assert set(ledger.holds) == {k for k, h in model.holds.items() if h.active}
+        for hold_id, expected in model.holds.items():  # ended ones from the store
+            found = ledger._retained_hold(hold_id, self.now)
+            assert found is not None and found.active == expected.active, hold_id
         assert {
             k: (s.quantity, s.expected_day, s.received_quantity, s.state.value)
             for k, s in ledger.supplies.items()

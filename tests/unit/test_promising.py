@@ -142,7 +142,7 @@ def state_of(ledger: Ledger) -> dict[str, Any]:
             for key, p in ledger.positions.items()
         },
         "reservations": sorted(ledger.known_reservations()),
-        "holds": sorted(ledger.holds),
+        "holds": sorted(ledger.known_holds()),
         "supplies": sorted(ledger.supplies),
         "sequence": ledger.sequence,
     }

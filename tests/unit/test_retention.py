@@ -349,7 +349,7 @@ async def started(
                                      closed_retention_s=retention.closed_s,
                                      idempotency_window_s=retention.idempotency_s))
     ledger.archive = StoreArchive(store)  # as app.py does
-    slices = Slices({"closed_by_time": [], "requests_by_time": []}, [])
+    slices = Slices({"closed_by_time": [], "requests_by_time": [], "ended_holds_by_time": []}, [])
     purge, trim = store.purge, store.trim_journal
 
     def purge_recorded(index: str, *args: Any) -> int:
@@ -557,7 +557,7 @@ def test_purges_run_in_slices_no_larger_than_the_slice(make_store: Callable[[], 
             assert h.keys(database) == set(), database
         assert h.journal() == [] and h.store.last_sequence() == h.ledger.sequence
         assert h.writer.housekeeper.purged == {"closed": count, "requests": count + 1,
-                                               "journal": events}
+                                               "holds": 0, "journal": events}
         assert h.writer.housekeeper.longest_slice_s > 0
         await h.writer.close()
 
@@ -821,5 +821,31 @@ def test_an_old_data_dir_with_closed_reservations_among_the_open_ones_is_migrate
                 again.reservation("gone-released")
             assert h.keys("reservations") == open_ids
             await h.writer.close()
+
+    scenario(body)
+
+
+def test_an_ended_hold_leaves_memory_guards_its_id_through_retention_then_is_purged(
+    make_store: Callable[[], Store],
+) -> None:
+    async def body() -> None:
+        h = await started(make_store(), windows())
+        placed = c.PlaceHold("qa-1", "A", "DC1", 3, reason="quality")
+        await h.run(placed)
+        await h.run(c.ReleaseHold("qa-1"))
+        assert "qa-1" not in h.ledger.holds and h.ledger.ended_holds == {}
+        assert h.keys("holds") == set() and h.keys("ended_holds") == {"qa-1"}
+        replayed = await h.run(placed)  # same id, same request: the ended hold, no change
+        assert replayed.active is False and h.ledger.positions[("A", "DC1")].held == 0
+        with pytest.raises(errors.AlreadyExists):
+            await h.run(c.PlaceHold("qa-1", "A", "DC1", 4))
+        await h.advance_to(NOW + CLOSED_S + 1)
+        await h.tidy()
+        assert h.keys("ended_holds") == set() and h.keys("ended_holds_by_time") == set()
+        with pytest.raises(errors.NotFound):
+            await h.run(c.ReleaseHold("qa-1"))
+        again = await h.run(c.PlaceHold("qa-1", "A", "DC1", 4))  # the id is free again
+        assert again.active and h.ledger.positions[("A", "DC1")].held == 4
+        await h.writer.close()
 
     scenario(body)

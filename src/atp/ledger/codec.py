@@ -84,7 +84,7 @@ def _supply_back(raw: list[Any]) -> Supply:
 def _hold(hold: Hold) -> list[Any]:
     return [
         hold.hold_id, hold.sku, hold.node_id, hold.quantity, hold.reason, hold.expire_time,
-        hold.force, hold.create_time, hold.active, hold.request_digest,
+        hold.force, hold.create_time, hold.active, hold.request_digest, hold.end_time,
     ]
 
 
@@ -167,9 +167,11 @@ _ENCODERS: dict[str, Any] = {
     "reservations": _reservation,
     "requests": _request,
     "closed": _reservation,
+    "ended_holds": _hold,
     # Purge indexes: key "<time in ms, 15 digits>\x1f<id>", value the id.
     "closed_by_time": _key_of,
     "requests_by_time": _key_of,
+    "ended_holds_by_time": _key_of,
 }
 _DECODERS: dict[str, Any] = {
     "nodes": _node_back,
@@ -179,8 +181,10 @@ _DECODERS: dict[str, Any] = {
     "reservations": _reservation_back,
     "requests": _request_back,
     "closed": _reservation_back,
+    "ended_holds": _hold_back,
     "closed_by_time": _key_of,
     "requests_by_time": _key_of,
+    "ended_holds_by_time": _key_of,
 }
 RECORD_DATABASES = tuple(_ENCODERS)
 # What a restart loads into memory: live state. The rest is read from the store on demand
@@ -210,6 +214,14 @@ def indexes_closed_record(index_key: bytes, data: bytes) -> bool:
         close_time = orjson.loads(data).get("closed")
     reservation_id = index_key.split(b"\x1f", 1)[1].decode()
     return close_time is not None and time_key(close_time, reservation_id).encode() == index_key
+
+
+def indexes_ended_hold_record(index_key: bytes, data: bytes) -> bool:
+    """Whether an ended hold's record is the one this purge index entry was made for."""
+    raw = orjson.loads(data)
+    end_time = raw[10] if len(raw) > 10 else None
+    hold_id = index_key.split(b"\x1f", 1)[1].decode()
+    return end_time is not None and time_key(end_time, hold_id).encode() == index_key
 
 
 def indexes_request_record(index_key: bytes, data: bytes) -> bool:

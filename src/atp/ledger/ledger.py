@@ -121,6 +121,7 @@ class Ledger:
         # Closed reservations and idempotency records not yet durable (then the archive has
         # them and forget_durable() drops them here).
         self.closed: dict[str, Reservation] = {}
+        self.ended_holds: dict[str, Hold] = {}
         self.requests: dict[str, RequestRecord] = {}
         self.archive: Archive = NoArchive()
         # Indexes for listing without scanning: open reservation ids by state, and the
@@ -215,6 +216,9 @@ class Ledger:
             if database == "closed":
                 if self.closed.get(key) is value:
                     del self.closed[key]
+            elif database == "ended_holds":
+                if self.ended_holds.get(key) is value:
+                    del self.ended_holds[key]
             elif database == "requests" and self.requests.get(key) is value:
                 del self.requests[key]
 
@@ -283,6 +287,10 @@ class Ledger:
         """Every reservation memory holds: open ones and closed ones not yet handed to the
         archive (all of them, for a ledger without a store)."""
         return {**self.closed, **self.reservations}
+
+    def known_holds(self) -> dict[str, Hold]:
+        """Every hold memory holds: active ones and ended ones not yet handed to the archive."""
+        return {**self.ended_holds, **self.holds}
 
     def _retained_reservation(self, reservation_id: str, now: float) -> Reservation | None:
         """The reservation guarding this id now: closed ones only within closed retention
@@ -572,7 +580,7 @@ class Ledger:
 
     def _place_hold(self, command: c.PlaceHold, now: float) -> Hold:
         request_digest = c.digest(command)
-        existing = self.holds.get(command.hold_id)
+        existing = self._retained_hold(command.hold_id, now)
         if existing is not None and existing.request_digest == request_digest:
             return existing  # a replay: answered even if its expire_time has since passed
         validation.check_hold(command, now)
@@ -614,11 +622,24 @@ class Ledger:
         violations = validation.Violations()
         violations.identifier("hold_id", command.hold_id)
         violations.raise_if_any()
-        hold = self.holds.get(command.hold_id)
+        hold = self._retained_hold(command.hold_id, now)
         if hold is None:
             raise NotFound("hold", command.hold_id)
         if hold.active:
             self._end_hold(hold, now, "HOLD_RELEASED")
+        return hold
+
+    def _retained_hold(self, hold_id: str, now: float) -> Hold | None:
+        """The hold guarding this id now: an active one, or an ended one within closed
+        retention (then it is purged)."""
+        hold = self.holds.get(hold_id)
+        if hold is not None:
+            return hold
+        hold = self.ended_holds.get(hold_id) or self.archive.hold(hold_id)
+        if hold is not None and hold.end_time is not None and (
+            hold.end_time < now - self.config.closed_retention_s
+        ):
+            return None
         return hold
 
     def _end_hold(self, hold: Hold, now: float, event_type: str) -> None:
@@ -627,7 +648,7 @@ class Ledger:
         position.held -= hold.quantity
         if hold.expire_time is not None:
             self.expiries.discard((hold.expire_time, "hold", hold.hold_id))
-        self._record("holds", hold.hold_id, hold)
+        self._retire_hold(hold, now)
         self._record_position(position)
         self._emit(now, event_type, **_hold_event(hold))
 
@@ -1020,6 +1041,15 @@ class Ledger:
         self.closed[reservation_id] = reservation
         self._record("reservations", reservation_id, None)
         self._record("closed_by_time", codec.time_key(self._now, reservation_id), reservation_id)
+
+    def _retire_hold(self, hold: Hold, now: float) -> None:
+        """An ended hold leaves live state as a closed reservation does (see _retire)."""
+        hold.end_time = now
+        del self.holds[hold.hold_id]
+        self.ended_holds[hold.hold_id] = hold
+        self._record("holds", hold.hold_id, None)
+        self._record("ended_holds", hold.hold_id, hold)
+        self._record("ended_holds_by_time", codec.time_key(now, hold.hold_id), hold.hold_id)
 
     def _record_reservation(self, reservation: Reservation) -> None:
         if reservation.close_time is None:

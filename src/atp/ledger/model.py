@@ -159,6 +159,8 @@ class Hold:
     create_time: float
     active: bool = True
     request_digest: str = ""
+    # When it was released or expired: its closed-retention window starts then.
+    end_time: float | None = None
 
 
 @dataclass(slots=True)

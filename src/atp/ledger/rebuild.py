@@ -72,6 +72,7 @@ def _rebuild(
                 if line.backordered_quantity:  # receipts fill these: index them again
                     ledger._note_backorder(reservation.reservation_id, line)
     _move_closed_out(ledger, now)
+    _move_ended_holds_out(ledger, now)
     _derive(ledger, ledger.positions)
     ledger.sequence = last_sequence
     _index_expiries(ledger)
@@ -104,6 +105,13 @@ def _decoded(database: str, records: Iterable[tuple[bytes, bytes]]) -> list[Any]
     except DECODE_FAILURES as error:
         raise DamagedRecordError(database, key, error) from error
     return decoded
+
+
+def _move_ended_holds_out(ledger: Ledger, now: float | None) -> None:
+    """Ended holds written before they left live state: retire them now (see above)."""
+    ended = [hold for hold in ledger.holds.values() if not hold.active]
+    for hold in ended:
+        ledger._retire_hold(hold, now if now is not None else hold.create_time)
 
 
 def _reader(

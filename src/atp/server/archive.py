@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from atp.ledger import codec
 from atp.ledger.errors import Unavailable
-from atp.ledger.model import RequestRecord, Reservation
+from atp.ledger.model import Hold, RequestRecord, Reservation
 from atp.store import KEY_BYTES_MAX, Store, StoreError
 
 
@@ -20,6 +20,10 @@ class StoreArchive:
     def request(self, request_id: str) -> RequestRecord | None:
         data = self._get("requests", request_id)
         return None if data is None else codec.decode_record("requests", data)
+
+    def hold(self, hold_id: str) -> Hold | None:
+        data = self._get("ended_holds", hold_id)
+        return None if data is None else codec.decode_record("ended_holds", data)
 
     def closed_after(self, after_id: str, limit: int) -> list[Reservation]:
         """Up to `limit` closed reservations with ids after `after_id`, in id order."""

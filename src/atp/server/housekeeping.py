@@ -60,7 +60,7 @@ class Housekeeper:
         self.last_sequence = last_sequence
         self.run_on_commit_thread = run_on_commit_thread
         self.slice_records = slice_records
-        self.purged = {"closed": 0, "requests": 0, "journal": 0}
+        self.purged = {"closed": 0, "requests": 0, "holds": 0, "journal": 0}
         self.failures = 0
         self.longest_slice_s = 0.0
         self._busy = asyncio.Lock()
@@ -71,24 +71,23 @@ class Housekeeper:
         logged, counted and tried again next time."""
         if self._busy.locked():
             return False
+        steps = (self._purge_closed, self._purge_requests, self._purge_ended_holds,
+                 self._trim_journal)
         async with self._busy:
-            try:
-                return any([
-                    await self._slice(self._purge_closed),
-                    await self._slice(self._purge_requests),
-                    await self._slice(self._trim_journal),
-                ])
-            except StoreError as error:
-                self.failures += 1
-                log.error("retention purge failed (will retry): %s", error)
-                return False
-            except Exception:  # a bug in a purge: its transaction aborted, nothing changed
-                self.failures += 1
-                log.exception("retention purge failed (will retry)")
-                return False
+            return any([await self._slice(step) for step in steps])
 
     async def _slice(self, step: Callable[[float], int]) -> bool:
-        removed: int = await self.run_on_commit_thread(self._timed, step, self.clock())
+        """One slice; True if it was full. A failing one does not hold the others back."""
+        try:
+            removed: int = await self.run_on_commit_thread(self._timed, step, self.clock())
+        except StoreError as error:
+            self.failures += 1
+            log.error("retention purge failed (will retry): %s", error)
+            return False
+        except Exception:  # a bug in a purge: its transaction aborted, nothing changed
+            self.failures += 1
+            log.exception("retention purge failed (will retry)")
+            return False
         return removed >= self.slice_records
 
     def _timed(self, step: Callable[[float], int], now: float) -> int:
@@ -107,6 +106,15 @@ class Housekeeper:
         removed = self.store.purge("closed_by_time", "closed", bound, self.slice_records,
                                    codec.indexes_closed_record)
         self.purged["closed"] += removed
+        return removed
+
+    def _purge_ended_holds(self, now: float) -> int:
+        if not math.isfinite(self.retention.closed_s):
+            return 0
+        bound = codec.time_key_bound(now - self.retention.closed_s).encode()
+        removed = self.store.purge("ended_holds_by_time", "ended_holds", bound,
+                                   self.slice_records, codec.indexes_ended_hold_record)
+        self.purged["holds"] += removed
         return removed
 
     def _purge_requests(self, now: float) -> int:

@@ -22,6 +22,9 @@ DATABASES: tuple[str, ...] = (
     "closed",
     "closed_by_time",
     "requests_by_time",
+    # Ended holds (released, expired), kept like closed reservations, and their purge index.
+    "ended_holds",
+    "ended_holds_by_time",
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"

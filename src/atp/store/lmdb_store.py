@@ -34,7 +34,9 @@ _TRIMMED_THROUGH_KEY = b"journal_trimmed_through"
 _DATABASES_MAX = 16
 # Databases that data directories written by earlier versions lack (created on their first
 # open for writing).
-_ADDED_LATER = frozenset({"closed", "closed_by_time", "requests_by_time"})
+_ADDED_LATER = frozenset({
+    "closed", "closed_by_time", "requests_by_time", "ended_holds", "ended_holds_by_time",
+})
 
 # Big-endian so that LMDB's byte order of keys is the numeric order of sequences.
 _SEQUENCE = struct.Struct(">Q")

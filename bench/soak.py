@@ -25,15 +25,20 @@ time from starting the process to Health SERVING.
 
 Targets (judged unless --smoke), lifecycles counted from the start:
 - RSS and map used bytes: the median over the end window (95-100% of the lifecycles) within
-  +-10% of the median over the reference window (10-15%: tenfold growth in lifecycles,
-  after the first restart at 5%, so both windows are the same process);
+  +-10% of the median over the reference window (`--reference-at` 10% to 15%: tenfold growth
+  in lifecycles, after the first restart at 5%, so both windows are the same process). The
+  retained state levels off after a few retention windows (~2 min with 30s): a run whose
+  reference window starts earlier gets a note, and `--rejudge JSON --reference-at 0.2`
+  judges its samples again from a later window;
 - throughput: after `--warmup` (20%) of the lifecycles, the last tenth of the rest runs at
-  >= 0.9 x the first tenth's lifecycles/s;
+  >= 0.9 x the first tenth's lifecycles/s (atpd's CPU ms per lifecycle and the cores it got
+  are shown beside: on a shared machine a busier host slows the run, not atpd);
 - restart: the median final restart <= 1.2 x the median first restart.
 
 Exit code: 0 the run completed and every target passed (in --smoke: the run is sane); 1 a
 target failed, or the run is not sane (a server stop was not exit 0, lifecycles failed
-beyond 1%, no samples); 2 the server could not be started or seeded.
+beyond 1%, no samples); 2 the server could not be started or seeded; 130 interrupted
+(Ctrl-C or SIGTERM: atpd is stopped and what was measured is written).
 Results: <results-dir>/soak-<timestamp>.json and .png (the PNG needs matplotlib); the last
 stdout line is `results: <path of the JSON>`.
 """
@@ -45,6 +50,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import json
 import os
 import random
 import shutil
@@ -66,6 +72,7 @@ import lmdb
 from prometheus_client.parser import text_string_to_metric_families
 
 import bench
+from atp.flags import parse_duration
 from atp.v1 import (
     common_pb2,
     inventory_pb2,
@@ -99,8 +106,10 @@ STOCK_PER_POSITION = 1_000_000
 # Lifecycle fractions of the judged windows: the reference window starts where the count
 # still has to grow tenfold; the first restart comes before it, so that both windows are
 # measured on the same (restarted) process.
-REFERENCE_WINDOW = (0.10, 0.15)
+REFERENCE_WIDTH = 0.05
 END_WINDOW = (0.95, 1.00)
+# Retention windows after which the retained state has levelled off (measured: ~3.7).
+SETTLE_RETENTIONS = 4
 STATE_TOLERANCE = 0.10
 THROUGHPUT_FLOOR = 0.90
 RESTART_CEILING = 1.20
@@ -152,6 +161,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="back-to-back restarts at each point; the median is judged (3; smoke 1)")
     add("--warmup", type=float, default=0.2,
         help="share of the lifecycles left out of the throughput target (0.2)")
+    add("--reference-at", type=float, default=0.10, dest="reference_at",
+        help="share of the lifecycles where the reference window of RSS and map used begins; "
+        "it spans 5%% and the end window is 95-100%% (0.10: tenfold growth)")
     add("--sync", choices=("on", "off"), default="on", help="atpd --sync (on)")
     add("--call-timeout", type=float, default=30.0, dest="call_timeout",
         help="deadline of every call in seconds (30)")
@@ -164,6 +176,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.path.join(bench.REPO_ROOT, "bench", "results"),
         help="where the JSON and PNG go (bench/results)")
     add("--smoke", action="store_true", help="tiny sizes, targets not judged (the test)")
+    add("--rejudge", metavar="JSON",
+        help="run nothing: judge the samples of an earlier run's JSON again with this "
+        "--reference-at and --warmup, and print the summary")
     args = parser.parse_args(argv)
     for name, (default, smoke_default) in DEFAULTS.items():
         if getattr(args, name) is None:
@@ -184,6 +199,8 @@ def _problems(args: argparse.Namespace) -> list[str]:
     if args.batch_size > 150:
         problems.append("--batch-size must be at most 150 (a round's receipt takes 3 "
                         "movements per reservation, at most 500)")
+    if not 0.0 <= args.reference_at <= 1.0 - REFERENCE_WIDTH:
+        problems.append(f"--reference-at must be within 0..{1.0 - REFERENCE_WIDTH}")
     for name in ("hold_share", "restart_at", "warmup"):
         if not 0.0 <= getattr(args, name) < 1.0:
             problems.append(f"--{name.replace('_', '-')} must be within 0..1")
@@ -677,16 +694,50 @@ def value_of(sample: dict[str, Any], key: str) -> Any:
     return sample[key] if key in sample else sample.get("metrics", {}).get(key)
 
 
-def in_window(samples: list[dict[str, Any]], window: tuple[float, float],
-              total: int) -> list[dict[str, Any]]:
-    """Samples whose lifecycle count lies in the window (fractions of `total`); the nearest
-    sample when none does (short runs)."""
-    low, high = window[0] * total, window[1] * total
-    inside = [s for s in samples if low <= s["lifecycles"] <= high]
-    if inside or not samples:
-        return inside
-    middle = (low + high) / 2
-    return [min(samples, key=lambda s: abs(s["lifecycles"] - middle))]
+class Timeline:
+    """A run's samples seen by lifecycle count: the windows the targets compare, medians
+    and rates over them."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.samples: list[dict[str, Any]] = result.get("samples", [])
+        self.total: int = result.get("tally", {}).get("lifecycles_done", 0)
+        reference_at = result["config"]["reference_at"]
+        self.reference = (reference_at, reference_at + REFERENCE_WIDTH)
+        self.end = END_WINDOW
+
+    def window(self, window: tuple[float, float], periodic: bool = False) -> list[dict[str, Any]]:
+        """Samples whose lifecycle count lies in the window (fractions of the lifecycles
+        done), only the periodic ones if asked; the nearest sample when none does."""
+        samples = [s for s in self.samples if not (periodic and s["edge"])]
+        low, high = window[0] * self.total, window[1] * self.total
+        inside = [s for s in samples if low <= s["lifecycles"] <= high]
+        if inside or not samples:
+            return inside
+        middle = (low + high) / 2
+        return [min(samples, key=lambda s: abs(s["lifecycles"] - middle))]
+
+    def drift(self, key: str) -> dict[str, Any]:
+        """A figure's median over the reference window and over the end window, their ratio."""
+        reference = median_of(self.window(self.reference), key)
+        end = median_of(self.window(self.end), key)
+        return {"reference": reference, "end": end, "ratio": ratio(end, reference)}
+
+    def pace(self, window: tuple[float, float]) -> dict[str, float] | None:
+        """Lifecycles/s, atpd's CPU ms per lifecycle and the cores it got, between the first
+        and last periodic sample of the window (left out: a phase's edge samples, as the last
+        one ends on the workers' tail of rounds); None across a restart."""
+        inside = self.window(window, periodic=True)
+        if len(inside) < 2 or inside[0]["phase"] != inside[-1]["phase"]:
+            return None
+        first, last = inside[0], inside[-1]
+        seconds = last["elapsed_s"] - first["elapsed_s"]
+        lifecycles = last["lifecycles"] - first["lifecycles"]
+        cpu = (last.get("server_cpu_s") or 0.0) - (first.get("server_cpu_s") or 0.0)
+        if seconds <= 0 or lifecycles <= 0:
+            return None
+        return {"per_s": round(lifecycles / seconds, 1),
+                "server_cpu_ms_per_lifecycle": round(1000 * cpu / lifecycles, 3),
+                "server_cores": round(cpu / seconds, 3)}
 
 
 def median_of(samples: Iterable[dict[str, Any]], key: str) -> float | None:
@@ -694,60 +745,48 @@ def median_of(samples: Iterable[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def rate_over(samples: list[dict[str, Any]], window: tuple[float, float],
-              total: int) -> float | None:
-    """Lifecycles per second between the first and last periodic sample of the window,
-    provided no restart lies between them (the samples are of one phase). The samples at a
-    phase's edges are left out: the last one ends on the workers' tail of rounds."""
-    inside = in_window([s for s in samples if not s["edge"]], window, total)
-    if len(inside) < 2 or inside[0]["phase"] != inside[-1]["phase"]:
-        return None
-    elapsed = inside[-1]["elapsed_s"] - inside[0]["elapsed_s"]
-    return (inside[-1]["lifecycles"] - inside[0]["lifecycles"]) / elapsed if elapsed > 0 else None
-
-
 def ratio(later: float | None, earlier: float | None) -> float | None:
     return round(later / earlier, 3) if later is not None and earlier else None
-
-
-def drift(samples: list[dict[str, Any]], key: str, total: int) -> dict[str, Any]:
-    """A figure's median over the reference window and over the end window, and their ratio."""
-    reference = median_of(in_window(samples, REFERENCE_WINDOW, total), key)
-    end = median_of(in_window(samples, END_WINDOW, total), key)
-    return {"reference": reference, "end": end, "ratio": ratio(end, reference)}
 
 
 def _window_text(window: tuple[float, float]) -> str:
     return f"{window[0]:.0%}-{window[1]:.0%}"
 
 
-def state_target(samples: list[dict[str, Any]], key: str, total: int, what: str) -> dict[str, Any]:
-    figures = drift(samples, key, total)
+def state_target(timeline: Timeline, key: str, what: str) -> dict[str, Any]:
+    figures = timeline.drift(key)
     value = figures["ratio"]
     return {
-        "status": _status(value, abs(value - 1) <= STATE_TOLERANCE if value else False),
-        "target": f"{what} at {_window_text(END_WINDOW)} of the lifecycles within "
-                  f"+-{STATE_TOLERANCE:.0%} of {_window_text(REFERENCE_WINDOW)} (medians)",
+        "status": _status(value, value is not None and abs(value - 1) <= STATE_TOLERANCE),
+        "target": f"{what} at {_window_text(timeline.end)} of the lifecycles within "
+                  f"+-{STATE_TOLERANCE:.0%} of {_window_text(timeline.reference)} (medians)",
         "shown": f"{_mib(figures['reference'])} -> {_mib(figures['end'])} = x{value}",
         **figures,
     }
 
 
-def throughput_target(samples: list[dict[str, Any]], total: int, warmup: float) -> dict[str, Any]:
+def throughput_target(timeline: Timeline, warmup: float) -> dict[str, Any]:
+    """The last tenth after the warm-up against the first; atpd's CPU per lifecycle and the
+    cores it got are shown beside, to tell a slower atpd from a busier machine."""
     tenth = (1 - warmup) / 10
     first_window, last_window = (warmup, warmup + tenth), (1 - tenth, 1.0)
-    first, last = rate_over(samples, first_window, total), rate_over(samples, last_window, total)
-    value = ratio(last, first)
+    first, last = timeline.pace(first_window), timeline.pace(last_window)
+    value = ratio(last and last["per_s"], first and first["per_s"])
     return {
         "status": _status(value, value is not None and value >= THROUGHPUT_FLOOR),
         "target": f"lifecycles/s over {_window_text(last_window)} >= {THROUGHPUT_FLOOR} x over "
                   f"{_window_text(first_window)} (the first and last tenth after a "
                   f"{warmup:.0%} warm-up)",
-        "shown": f"{_count(first)}/s -> {_count(last)}/s = x{value}",
-        "first_per_s": None if first is None else round(first, 1),
-        "last_per_s": None if last is None else round(last, 1),
-        "ratio": value,
+        "shown": f"{_pace_text(first)} -> {_pace_text(last)} = x{value}",
+        "first": first, "last": last, "ratio": value,
     }
+
+
+def _pace_text(pace: dict[str, float] | None) -> str:
+    if pace is None:
+        return "n/a"
+    return (f"{pace['per_s']:,.0f}/s ({pace['server_cpu_ms_per_lifecycle']:.2f} ms atpd CPU per "
+            f"lifecycle, {pace['server_cores']:.2f} cores)")
 
 
 def restart_target(restarts: dict[str, Any]) -> dict[str, Any]:
@@ -769,11 +808,11 @@ def _status(value: float | None, passed: bool) -> str:
 
 
 def judge(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    samples, done = result.get("samples", []), result.get("tally", {}).get("lifecycles_done", 0)
+    timeline = Timeline(result)
     return {
-        "rss": state_target(samples, "rss_bytes", done, "RSS (VmRSS)"),
-        "map_used": state_target(samples, "map_used_bytes", done, "map used bytes"),
-        "throughput": throughput_target(samples, done, result["config"]["warmup"]),
+        "rss": state_target(timeline, "rss_bytes", "RSS (VmRSS)"),
+        "map_used": state_target(timeline, "map_used_bytes", "map used bytes"),
+        "throughput": throughput_target(timeline, result["config"]["warmup"]),
         "restart": restart_target(result.get("restarts", {})),
     }
 
@@ -789,8 +828,23 @@ INFORMATIONAL = (
 
 
 def informational(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    samples, done = result.get("samples", []), result.get("tally", {}).get("lifecycles_done", 0)
-    return {key: drift(samples, key, done) for key in INFORMATIONAL}
+    timeline = Timeline(result)
+    return {key: timeline.drift(key) for key in INFORMATIONAL}
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """Caveats on the judging: a reference window taken before the retained state can have
+    levelled off (it takes a few retention windows)."""
+    timeline = Timeline(result)
+    reference = timeline.window(timeline.reference)
+    settle_s = SETTLE_RETENTIONS * parse_duration(result["config"]["retention"])
+    if reference and reference[0]["elapsed_s"] < settle_s:
+        started_s = reference[0]["elapsed_s"]
+        note = (f"the reference window starts {started_s:.0f} s into the run, before "
+                f"{SETTLE_RETENTIONS} x the retention ({settle_s:.0f} s): the retained state "
+                f"may not have levelled off yet (run longer, or pass a later --reference-at)")
+        return [note]
+    return []
 
 
 def sanity(result: dict[str, Any]) -> list[str]:
@@ -903,8 +957,30 @@ def print_summary(result: dict[str, Any]) -> None:
     if growing:
         print(f"  not judged, moved beyond +-{STATE_TOLERANCE:.0%} (end / reference): "
               + ", ".join(f"{key} x{value}" for key, value in growing.items()), flush=True)
+    for note in result["notes"]:
+        print(f"  note: {note}", flush=True)
     for problem in result["sanity_problems"]:
         print(f"  PROBLEM: {problem}", flush=True)
+
+
+def assess(result: dict[str, Any]) -> None:
+    result["summary"] = summary(result)
+    result["targets"] = judge(result)
+    result["informational"] = informational(result)
+    result["notes"] = notes(result)
+    result["sanity_problems"] = sanity(result)
+
+
+def rejudge(args: argparse.Namespace) -> int:
+    """Judges an earlier run's samples again with this run's windows; writes nothing."""
+    with open(args.rejudge, encoding="utf-8") as source:
+        result = json.load(source)
+    result["config"].update(reference_at=args.reference_at, warmup=args.warmup)
+    assess(result)
+    print(f"soak: {args.rejudge} judged again with --reference-at {args.reference_at} "
+          f"--warmup {args.warmup}", flush=True)
+    print_summary(result)
+    return exit_code(result, 0)
 
 
 def exit_code(result: dict[str, Any], setup_code: int) -> int:
@@ -920,14 +996,25 @@ def exit_code(result: dict[str, Any], setup_code: int) -> int:
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("lifecycles", "workers", "batch_size", "skus", "nodes", "hold_share", "expire_ttl",
             "sample_seconds", "max_seconds", "retention", "journal_retention_events",
-            "restart_at", "restart_repeats", "warmup", "sync", "call_timeout", "seed", "smoke")
+            "restart_at", "restart_repeats", "warmup", "reference_at", "sync", "call_timeout",
+            "seed", "smoke")
     config = {key: getattr(args, key) for key in keys}
     config["outcomes"] = dict(OUTCOMES)
     return config
 
 
+def _interrupt(signal_number: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rejudge:
+        return rejudge(args)
+    # SIGTERM, or SIGINT even when started in the background (which ignores it), ends the
+    # run as Ctrl-C does: atpd is stopped and what was measured is written.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     started_at = datetime.datetime.now().astimezone()
     paths = result_paths(args.results_dir, started_at.strftime("%Y%m%d-%H%M%S"))
     result: dict[str, Any] = {
@@ -946,14 +1033,18 @@ def main(argv: list[str] | None = None) -> int:
         code = run(args, result, data_dir, os.path.join(work_dir, "atpd.log"))
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("soak: interrupted", file=sys.stderr)
         code = 130
     result["finished_at"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    result["src_changed_during_run"] = _src_changes() != result["src_changes"]
-    result["summary"] = summary(result)
-    result["targets"] = judge(result)
-    result["informational"] = informational(result)
-    result["sanity_problems"] = sanity(result)
+    result["git_commit_at_end"], result["src_changes_at_end"] = _git_commit(), _src_changes()
+    result["src_changed_during_run"] = (
+        (result["git_commit_at_end"], result["src_changes_at_end"])
+        != (result["git_commit"], result["src_changes"]))
+    if result["src_changed_during_run"]:
+        print("soak: WARNING: the code under src/ changed during the run (commit or working "
+              "tree): the restarted servers may have run other code", file=sys.stderr)
+    assess(result)
     result["exit_code"] = exit_code(result, code)
     note = plot(paths["png"], result) if result.get("samples") else "no samples: no plot"
     if note:

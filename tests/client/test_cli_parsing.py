@@ -82,7 +82,7 @@ def reservation_answer(request: Any = None, context: Any = None) -> common_pb2.R
 
 
 def test_reservation_line_with_node_and_ship_date() -> None:
-    assert cli._reservation_line("l1:SKU-9:5@DC1/2026-03-01") == {
+    assert cli.reservation_line("l1:SKU-9:5@DC1/2026-03-01") == {
         "line_id": "l1",
         "sku": "SKU-9",
         "quantity": 5,
@@ -92,8 +92,8 @@ def test_reservation_line_with_node_and_ship_date() -> None:
 
 
 def test_reservation_line_without_node_is_left_to_sourcing() -> None:
-    assert cli._reservation_line("l2:B:1") == {"line_id": "l2", "sku": "B", "quantity": 1}
-    assert cli._reservation_line("l3:B:2/2026-12-24")["ship_date"] == datetime.date(2026, 12, 24)
+    assert cli.reservation_line("l2:B:1") == {"line_id": "l2", "sku": "B", "quantity": 1}
+    assert cli.reservation_line("l3:B:2/2026-12-24")["ship_date"] == datetime.date(2026, 12, 24)
 
 
 @pytest.mark.parametrize(
@@ -101,18 +101,18 @@ def test_reservation_line_without_node_is_left_to_sourcing() -> None:
 )
 def test_malformed_reservation_lines_are_rejected(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli._reservation_line(text)
+        cli.reservation_line(text)
 
 
 def test_lanes_and_line_quantities() -> None:
-    assert cli._lane("EAST:2") == {"region": "EAST", "transit_days": 2, "cost": 0}
-    assert cli._lane("WEST:3:40") == {"region": "WEST", "transit_days": 3, "cost": 40}
-    assert cli._line_quantity("l1=3") == {"line_id": "l1", "quantity": 3}
+    assert cli.lane("EAST:2") == {"region": "EAST", "transit_days": 2, "cost": 0}
+    assert cli.lane("WEST:3:40") == {"region": "WEST", "transit_days": 3, "cost": 40}
+    assert cli.line_quantity("l1=3") == {"line_id": "l1", "quantity": 3}
     for bad in ("EAST", "EAST:x", "EAST:1:2:3"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli._lane(bad)
+            cli.lane(bad)
     with pytest.raises(argparse.ArgumentTypeError):
-        cli._line_quantity("l1=0")
+        cli.line_quantity("l1=0")
 
 
 def test_help_exits_zero_with_one_line_descriptions(capsys: pytest.CaptureFixture[str]) -> None:

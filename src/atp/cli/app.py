@@ -1,0 +1,159 @@
+"""The entry point: the parser, running a command, printing its outcome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import grpc
+
+from atp.cli.arguments import positive_float
+from atp.cli.database import OfflineStoreError, add_database_commands
+from atp.cli.events import add_health_command, add_kpi_command, add_watch_command
+from atp.cli.inventory import (
+    add_hold_commands,
+    add_node_commands,
+    add_safety_stock_commands,
+    add_stock_commands,
+    add_supply_commands,
+)
+from atp.cli.outcome import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ClientCommand,
+    CommandTree,
+    OfflineCommand,
+    Outcome,
+    json_document,
+)
+from atp.cli.reservations import (
+    add_at_risk_command,
+    add_promise_command,
+    add_reallocate_command,
+    add_reservation_commands,
+    add_reserve_command,
+)
+from atp.client import CHANNEL_OPTIONS, DEFAULT_TARGET, AtpError, Client
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one atpctl command; returns the exit code (0 ok, 1 failure, 2 usage)."""
+    parser = build_parser()
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse exits on --help (0) and on bad usage (2).
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+    if getattr(arguments, "command", None) is None:
+        usage_parser = getattr(arguments, "group_parser", parser)
+        usage_parser.print_usage(sys.stderr)
+        return _fail("a command is required (see --help)", EXIT_USAGE)
+    try:
+        outcome = _run(arguments)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except AtpError as error:
+        return _fail(_describe_atp_error(error, arguments.target), EXIT_FAILURE)
+    except OfflineStoreError as error:
+        return _fail(str(error), EXIT_FAILURE)
+    except grpc.RpcError as error:  # Only if something bypassed the client's translation.
+        return _fail(f"{error}", EXIT_FAILURE)
+    except ValueError as error:  # A value the request cannot carry, e.g. an int32 overflow.
+        return _fail(str(error), EXIT_USAGE)
+    try:
+        _print_outcome(outcome, as_json=arguments.json)
+    except BrokenPipeError:
+        # The reader went away (`atpctl ... | head`): say nothing more, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    return outcome.exit_code
+
+def _run(arguments: argparse.Namespace) -> Outcome:
+    if arguments.offline:
+        offline_command: OfflineCommand = arguments.command
+        return offline_command(arguments)
+    client_command: ClientCommand = arguments.command
+    # The channel is ours, so that streaming commands (watch, kpi) can open Events.Watch with
+    # every filter the server has on the same connection.
+    channel = grpc.insecure_channel(arguments.target, CHANNEL_OPTIONS)
+    try:
+        with Client(arguments.target, timeout_s=arguments.timeout, channel=channel) as client:
+            arguments.grpc_channel = channel
+            return client_command(client, arguments)
+    finally:
+        channel.close()
+
+def _fail(message: str, exit_code: int) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return exit_code
+
+def _describe_atp_error(error: AtpError, target: str) -> str:
+    # A connection failure is raised by the channel itself, without any detail from a server.
+    if error.code is grpc.StatusCode.UNAVAILABLE and not error.details:
+        return f"cannot reach atpd at {target} (UNAVAILABLE)"
+    return str(error)
+
+def _print_outcome(outcome: Outcome, *, as_json: bool) -> None:
+    if outcome.streamed:
+        pass
+    elif as_json:
+        print(json.dumps(json_document(outcome.document), indent=2, sort_keys=False))
+    elif outcome.text:
+        print(outcome.text)
+    if outcome.error:
+        sys.stdout.flush()
+        _fail(outcome.error, outcome.exit_code)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole atpctl command tree."""
+    parser = argparse.ArgumentParser(
+        prog="atpctl", description="Operate an ATP engine (atpd): stock, holds, reservations."
+    )
+    _add_global_options(parser, defaults=True)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    global_options = argparse.ArgumentParser(add_help=False)
+    _add_global_options(global_options, defaults=False)
+    tree = CommandTree(commands, global_options)
+    add_node_commands(tree)
+    add_stock_commands(tree)
+    add_safety_stock_commands(tree)
+    add_supply_commands(tree)
+    add_hold_commands(tree)
+    add_reservation_commands(tree)
+    add_reserve_command(tree)
+    add_promise_command(tree)
+    add_at_risk_command(tree)
+    add_reallocate_command(tree)
+    add_watch_command(tree)
+    add_kpi_command(tree)
+    add_health_command(tree)
+    add_database_commands(tree)
+    return parser
+
+def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    # The subcommands repeat the global options without defaults, so that they may be given
+    # after the subcommand too (`atpctl stock get A --json`) without resetting earlier ones.
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--target",
+        default=default(os.environ.get("ATP_TARGET", DEFAULT_TARGET)),
+        help=f"atpd address host:port (default: $ATP_TARGET, else {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document (protobuf field names) instead of tables",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default(5.0),
+        metavar="SECONDS",
+        help="deadline of each call (default: 5)",
+    )

@@ -299,11 +299,14 @@ class Ledger:
         if reservation is not None:
             return reservation
         reservation = self.closed.get(reservation_id) or self.archive.reservation(reservation_id)
-        if reservation is not None and reservation.close_time is not None and (
-            reservation.close_time < now - self.config.closed_retention_s
-        ):
+        if reservation is None or self._past_retention(reservation.close_time, now):
             return None
         return reservation
+
+    def _past_retention(self, end_time: float | None, now: float) -> bool:
+        """Whether something that ended at `end_time` no longer guards its id (its record
+        may still wait for the purge, which runs in slices)."""
+        return end_time is not None and end_time < now - self.config.closed_retention_s
 
     def position(self, sku: str, node_id: str) -> Position | None:
         return self.positions.get((sku, node_id))
@@ -636,9 +639,7 @@ class Ledger:
         if hold is not None:
             return hold
         hold = self.ended_holds.get(hold_id) or self.archive.hold(hold_id)
-        if hold is not None and hold.end_time is not None and (
-            hold.end_time < now - self.config.closed_retention_s
-        ):
+        if hold is None or self._past_retention(hold.end_time, now):
             return None
         return hold
 

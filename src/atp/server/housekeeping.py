@@ -38,6 +38,23 @@ class Retention:
     journal_events: int = 0
 
 
+@dataclass(frozen=True)
+class PurgeKind:
+    """Records purged by time: their database, its index by time, and the check that an
+    index entry still names the record it was made for (an id may have been reused)."""
+
+    name: str
+    target: str
+    index: str
+    still_due: Callable[[bytes, bytes], bool]
+
+
+PURGE_CLOSED = PurgeKind("closed", "closed", "closed_by_time", codec.indexes_closed_record)
+PURGE_ENDED_HOLDS = PurgeKind("holds", "ended_holds", "ended_holds_by_time",
+                              codec.indexes_ended_hold_record)
+PURGE_REQUESTS = PurgeKind("requests", "requests", "requests_by_time",
+                           codec.indexes_request_record)
+
 # Deletions per store transaction: about 10 ms of the commit thread at most (measured).
 SLICE_RECORDS = 200
 
@@ -100,30 +117,22 @@ class Housekeeper:
             self.longest_slice_s = max(self.longest_slice_s, time.perf_counter() - started)
 
     def _purge_closed(self, now: float) -> int:
-        if not math.isfinite(self.retention.closed_s):
-            return 0
-        bound = codec.time_key_bound(now - self.retention.closed_s).encode()
-        removed = self.store.purge("closed_by_time", "closed", bound, self.slice_records,
-                                   codec.indexes_closed_record)
-        self.purged["closed"] += removed
-        return removed
+        return self._purge(PURGE_CLOSED, self.retention.closed_s, now)
 
     def _purge_ended_holds(self, now: float) -> int:
-        if not math.isfinite(self.retention.closed_s):
-            return 0
-        bound = codec.time_key_bound(now - self.retention.closed_s).encode()
-        removed = self.store.purge("ended_holds_by_time", "ended_holds", bound,
-                                   self.slice_records, codec.indexes_ended_hold_record)
-        self.purged["holds"] += removed
-        return removed
+        return self._purge(PURGE_ENDED_HOLDS, self.retention.closed_s, now)
 
     def _purge_requests(self, now: float) -> int:
-        if not math.isfinite(self.retention.idempotency_s):
+        return self._purge(PURGE_REQUESTS, self.retention.idempotency_s, now)
+
+    def _purge(self, kind: PurgeKind, window_s: float, now: float) -> int:
+        """Removes up to a slice of the records of one kind whose window has passed."""
+        if not math.isfinite(window_s):
             return 0
-        bound = codec.time_key_bound(now - self.retention.idempotency_s).encode()
-        removed = self.store.purge("requests_by_time", "requests", bound, self.slice_records,
-                                   codec.indexes_request_record)
-        self.purged["requests"] += removed
+        bound = codec.time_key_bound(now - window_s).encode()
+        removed = self.store.purge(kind.index, kind.target, bound, self.slice_records,
+                                   kind.still_due)
+        self.purged[kind.name] += removed
         return removed
 
     def _trim_journal(self, now: float) -> int:

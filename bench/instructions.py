@@ -35,11 +35,11 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from atp.engine.writer import Writer, encode_batch
 from atp.ledger import Ledger
 from atp.ledger.errors import LedgerError
 from atp.server import convert
 from atp.server.servicers import ReservationsServicer, fill_reserve_result, reserve_command
-from atp.server.writer import Writer, encode_batch
 from atp.store import LmdbStore
 from atp.v1 import availability_pb2, reservations_pb2
 from bench.micro import NOW, promise_network, promise_payloads, stocked_ledger

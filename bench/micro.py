@@ -18,13 +18,13 @@ import random
 import time
 from collections.abc import Callable
 
+from atp.engine.writer import Writer, encode_batch
 from atp.ledger import Ledger
 from atp.ledger import commands as c
 from atp.ledger.model import Lane, Policy
 from atp.ledger.promising import OrderLine
 from atp.server import convert
 from atp.server.servicers import AvailabilityServicer
-from atp.server.writer import Writer, encode_batch
 from atp.store import MemoryStore
 from atp.v1 import availability_pb2
 

@@ -21,8 +21,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 
+from atp.engine.writer import Writer
 from atp.server.servicers import ReservationsServicer
-from atp.server.writer import Writer
 from atp.store import LmdbStore
 from atp.v1 import reservations_pb2
 from bench.micro import stocked_ledger

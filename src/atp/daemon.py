@@ -11,10 +11,10 @@ import sys
 from collections.abc import Mapping
 
 from atp import flags, limits
+from atp.bootstrap import AtpServer, ServerConfig
 from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
 from atp.ledger.errors import DamagedRecordError
-from atp.server.app import AtpServer, ServerConfig
 from atp.store import StoreError
 from atp.store.integrity import RESTORE_ADVICE
 

@@ -24,13 +24,13 @@ import grpc
 import pytest
 from prometheus_client import generate_latest
 
+from atp.bootstrap import AtpServer, ServerConfig, last_event_time, steady_clock
+from atp.engine.clock import SteadyClock
+from atp.engine.writer import EXPIRE_BEFORE_COMMAND, EXPIRE_SLICE, Writer
 from atp.ledger import Ledger, LedgerConfig, codec, day_of, errors
 from atp.ledger import commands as c
 from atp.ledger.model import Event, ReservationState
-from atp.server.app import AtpServer, ServerConfig, last_event_time, steady_clock
-from atp.server.clock import SteadyClock
 from atp.server.metrics import Metrics
-from atp.server.writer import EXPIRE_BEFORE_COMMAND, EXPIRE_SLICE, Writer
 from atp.store import MemoryStore, WriteBatch
 from atp.v1 import (
     common_pb2,

@@ -30,15 +30,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from atp.bootstrap import AtpServer, ServerConfig
+from atp.engine import writer as writer_module
+from atp.engine.events import EventHub
+from atp.engine.writer import Writer
 from atp.ledger import Ledger, codec
 from atp.ledger import commands as c
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Event
-from atp.server import writer as writer_module
-from atp.server.app import AtpServer, ServerConfig
-from atp.server.events import EventHub
 from atp.server.servicers import EventsServicer
-from atp.server.writer import Writer
 from atp.store import MemoryStore, StoreError, WriteBatch
 from atp.v1 import (
     availability_pb2,

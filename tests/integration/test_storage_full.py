@@ -17,7 +17,13 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from atp.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, reservations_pb2, reservations_pb2_grpc
+from atp.v1 import (
+    common_pb2,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    reservations_pb2_grpc,
+)
 from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from atp.ledger import Ledger, LedgerConfig, day_of, ledger_from_records, timeline
+from atp.engine.archive import StoreArchive
+from atp.engine.writer import encode_batch
+from atp.ledger import Ledger, LedgerConfig, codec, day_of, ledger_from_records, timeline
 from atp.ledger import commands as c
 from atp.ledger.errors import (
     AlreadyExists,
@@ -43,9 +45,6 @@ from atp.ledger.errors import (
     NotFound,
 )
 from atp.ledger.model import Position
-from atp.ledger import codec
-from atp.server.archive import StoreArchive
-from atp.server.writer import encode_batch
 from atp.store import LmdbStore
 from tests.property.reference import (
     COMMITTED,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from atp.server.app import freeze_survivors
+from atp.bootstrap import freeze_survivors
 
 ROUNDS = 40
 CYCLES_PER_ROUND = 300

@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 import pytest
 
+from atp.engine.archive import StoreArchive
+from atp.engine.events import EventFilter, EventHub, OutOfRange
+from atp.engine.housekeeping import SLICE_RECORDS, Retention
+from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, codec, day_of, errors, ledger_from_records
 from atp.ledger import commands as c
 from atp.ledger.model import Reservation, ReservationState
-from atp.server.archive import StoreArchive
-from atp.server.events import EventFilter, EventHub, OutOfRange
-from atp.server.housekeeping import SLICE_RECORDS, Retention
-from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store, WriteBatch
 from atp.store.offline import verify
 

@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
+from atp.engine.storage import MIB, StorageGuard, StorageLimits
+from atp.engine.writer import Writer
 from atp.ledger import Ledger
 from atp.ledger import commands as c
 from atp.ledger.errors import StorageFull
-from atp.server.storage import MIB, StorageGuard, StorageLimits
-from atp.server.writer import Writer
 from atp.store import MemoryStore, StoreFullError, StoreUsage, WriteBatch
 
 NOW = 1_795_000_000.0

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
+from atp.engine.writer import Writer
 from atp.ledger import Ledger
 from atp.ledger import commands as c
 from atp.ledger.errors import Unavailable
-from atp.server.writer import Writer
 from atp.store import MemoryStore, StoreError, WriteBatch
 
 NOW = 1_795_000_000.0

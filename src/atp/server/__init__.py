@@ -1,1 +1,2 @@
-"""The gRPC transport: servicers, status mapping, the group-commit writer and the composition root."""
+"""The gRPC transport: servicers, protobuf conversion, the status mapping, request decoding,
+admission and metrics. It calls the application layer (atp.engine); atp.bootstrap wires it."""

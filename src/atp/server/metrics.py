@@ -23,11 +23,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from atp.engine.clock import SteadyClock
+from atp.engine.writer import Writer
 from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
-from atp.server.clock import SteadyClock
 from atp.server.handlers import Behaviour, rebuilt, responses_of
-from atp.server.writer import Writer
 from atp.store import StoreError
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

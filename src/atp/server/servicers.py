@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 import grpc
 
 from atp import limits
+from atp.engine.archive import StoreArchive
+from atp.engine.events import EventFilter, EventHub
+from atp.engine.listing import SCAN_BUDGET, ReservationFilter, list_reservations
+from atp.engine.writer import Writer
 from atp.ledger import Ledger, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import InvalidArgument, LedgerError
@@ -22,12 +26,8 @@ from atp.ledger.model import EVENT_TYPES, Position, ReservationState
 from atp.ledger.reallocation import Scope
 from atp.ledger.validation import Violations
 from atp.server import convert, status
-from atp.server.archive import StoreArchive
 from atp.server.decoding import Undecodable
-from atp.server.events import EventFilter, EventHub
-from atp.server.listing import SCAN_BUDGET, ReservationFilter, list_reservations
 from atp.server.status import abort
-from atp.server.writer import Writer
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,

@@ -32,7 +32,7 @@ _CODES: list[tuple[type[LedgerError], grpc.StatusCode]] = [
 
 
 def status_code(error: LedgerError) -> grpc.StatusCode:
-    from atp.server.events import OutOfRange, WatcherLagging
+    from atp.engine.events import OutOfRange, WatcherLagging
 
     if isinstance(error, OutOfRange):
         return grpc.StatusCode.OUT_OF_RANGE

@@ -16,13 +16,15 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from atp import limits
+from atp.engine.archive import StoreArchive
+from atp.engine.clock import SteadyClock
+from atp.engine.events import EventHub
+from atp.engine.housekeeping import Retention
+from atp.engine.storage import StorageLimits
+from atp.engine.writer import Writer
 from atp.ledger import LedgerConfig, codec, ledger_from_records
 from atp.server.admission import AdmissionGate, backlog_options
-from atp.server.archive import StoreArchive
-from atp.server.clock import SteadyClock
 from atp.server.decoding import GuardingRegistrar
-from atp.server.events import EventHub
-from atp.server.housekeeping import Retention
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.servicers import (
     AvailabilityServicer,
@@ -30,8 +32,6 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
-from atp.server.storage import StorageLimits
-from atp.server.writer import Writer
 from atp.store import LmdbStore, MemoryStore, Store
 from atp.v1 import (
     availability_pb2,

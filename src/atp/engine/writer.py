@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from atp import limits
+from atp.engine.housekeeping import Housekeeper, Retention
+from atp.engine.storage import StorageGuard, StorageLimits
 from atp.ledger import Changes, Ledger, codec, day_of
 from atp.ledger import commands as c
 from atp.ledger.errors import (
@@ -27,8 +29,6 @@ from atp.ledger.errors import (
     Unavailable,
 )
 from atp.ledger.model import Event
-from atp.server.housekeeping import Housekeeper, Retention
-from atp.server.storage import StorageGuard, StorageLimits
 from atp.store import Store, StoreError, StoreFullError, WriteBatch
 
 log = logging.getLogger("atp.writer")

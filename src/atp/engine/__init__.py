@@ -1,0 +1,6 @@
+"""The application layer: the single writer and its group commit, the event hub, retention
+and storage limits, the engine's clock, and the read queries (listing) over the ledger.
+
+It drives the domain core (atp.ledger) and the storage (atp.store); it knows nothing of gRPC
+(atp.server, the transport, calls it) and is wired together by atp.bootstrap.
+"""

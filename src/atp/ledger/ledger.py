@@ -39,6 +39,7 @@ from atp.ledger.errors import (
     NotFound,
     Shortfall,
 )
+from atp.ledger.invariants import derived_problems
 from atp.ledger.model import (
     EVENT_TYPES,
     OPEN_RESERVATION_STATES,
@@ -1308,8 +1309,6 @@ class Ledger:
 
     def check_invariants(self) -> list[str]:
         """Recomputes every derived quantity from the records; returns each disagreement."""
-        from atp.ledger.rebuild import derived_problems
-
         return derived_problems(self)
 
 

@@ -13,14 +13,12 @@ import datetime
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import Day, Node, Objective, Policy, Position
-
-if TYPE_CHECKING:
-    from atp.ledger.ledger import Ledger
+from atp.ledger.view import LedgerView
 
 NEVER = 10**9  # a day later than any real day: sorts unpromisable plans last
 # Most steps of the exact cheapest-cover search per line (a SKU stocked at a few dozen nodes
@@ -102,7 +100,7 @@ class Planner:
     """Plans one order against the ledger as it is now."""
 
     def __init__(
-        self, ledger: Ledger, today: Day, region: str, policy: Policy, priority: int
+        self, ledger: LedgerView, today: Day, region: str, policy: Policy, priority: int
     ) -> None:
         if not region:
             raise InvalidArgument.single("destination_region", "required to source lines")

@@ -10,15 +10,12 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from atp.ledger import timeline
 from atp.ledger.model import Day, Position, Reservation, ReservationLine, promise_day_of
 from atp.ledger.promising import Allocation, OrderLine, Planner
 from atp.ledger.risk import policy_order
-
-if TYPE_CHECKING:
-    from atp.ledger.ledger import Ledger
+from atp.ledger.view import LedgerView
 
 PLAN_STALE = "PLAN_STALE"
 LineKey = tuple[str, str]
@@ -61,7 +58,7 @@ class ReallocationResult:
 
 
 class Reallocator:
-    def __init__(self, ledger: Ledger, today: Day) -> None:
+    def __init__(self, ledger: LedgerView, today: Day) -> None:
         self.ledger = ledger
         self.today = today
         self._undo: list[tuple[Position, Day, int]] = []

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atp.ledger import codec
 from atp.ledger.errors import DECODE_FAILURES, DamagedRecordError
-from atp.ledger.model import OPEN_RESERVATION_STATES, Position, ReservationState, SupplyState
-
-if TYPE_CHECKING:
-    from atp.ledger.ledger import Ledger, LedgerConfig
+from atp.ledger.invariants import derive_from_records, index_expiries
+from atp.ledger.ledger import Ledger, LedgerConfig, day_of, stock_flags
 
 
 def ledger_from_records(
@@ -47,8 +45,6 @@ def _rebuild(
     config: LedgerConfig | None,
     now: float | None,
 ) -> Ledger:
-    from atp.ledger.ledger import Ledger
-
     ledger = Ledger(config)
     read = _reader(records)
     decoded = {
@@ -73,9 +69,9 @@ def _rebuild(
                     ledger._note_backorder(reservation.reservation_id, line)
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
-    _derive(ledger, ledger.positions)
+    derive_from_records(ledger, ledger.positions)
     ledger.sequence = last_sequence
-    _index_expiries(ledger)
+    index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)
     return ledger
 
@@ -125,8 +121,6 @@ def _reader(
 
 
 def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:
-    from atp.ledger.ledger import day_of, stock_flags
-
     today = day_of(now) if now is not None else None
     for position in ledger.positions.values():
         marked = frozenset(key for key, line in position.lines.items() if line.at_risk)
@@ -138,114 +132,4 @@ def _index_risk_and_stock_levels(ledger: Ledger, now: float | None) -> None:
             position.stock_flags = stock_flags(position, today)
 
 
-def derived_problems(ledger: Ledger) -> list[str]:
-    """Every disagreement between the live derived quantities and a recomputation."""
-    fresh = {key: Position(pos.sku, pos.node_id, pos.on_hand, pos.safety_stock)
-             for key, pos in ledger.positions.items()}
-    problems = _derive(ledger, fresh)
-    for key, expected in fresh.items():
-        actual = ledger.positions[key]
-        for name in ("allocated", "reserved", "held", "inbound"):
-            if getattr(actual, name) != getattr(expected, name):
-                problems.append(
-                    f"{name} of {key[0]} at {key[1]} is {getattr(actual, name)}, "
-                    f"records say {getattr(expected, name)}"
-                )
-        if actual.deltas != expected.deltas or actual.supply_days != expected.supply_days:
-            problems.append(f"timeline of {key[0]} at {key[1]} disagrees with its records")
-        if set(actual.lines) != set(expected.lines):
-            problems.append(f"line index of {key[0]} at {key[1]} disagrees with its records")
-        marked = {k for k, line in actual.lines.items() if line.at_risk}
-        if actual.at_risk != marked:
-            problems.append(f"at-risk set of {key[0]} at {key[1]} disagrees with its lines")
-        for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock"):
-            if getattr(actual, name) < 0:
-                problems.append(f"{name} of {key[0]} at {key[1]} is negative")
-    problems += _expiry_problems(ledger)
-    problems += _index_problems(ledger)
-    return problems
-
-
-def _index_problems(ledger: Ledger) -> list[str]:
-    """The listing indexes against what they index."""
-    problems = []
-    for state in OPEN_RESERVATION_STATES:
-        ids = ledger.open_ids(state)
-        expected = {r.reservation_id for r in ledger.reservations.values() if r.state is state}
-        if set(ids.after("")) != expected or len(ids) != len(expected):
-            problems.append(f"index of {state.value} reservations disagrees with them")
-    at_risk = {key for key, position in ledger.positions.items() if position.at_risk}
-    if ledger.positions_at_risk != at_risk:
-        problems.append("index of positions at risk disagrees with them")
-    if any(not r.is_open for r in ledger.reservations.values()):
-        problems.append("a closed reservation is among the open ones")
-    backordered = {
-        (line.sku, r.reservation_id, line.line_id)
-        for r in ledger.reservations.values() for line in r.lines if line.backordered_quantity
-    }
-    indexed = {(sku, *key) for sku, keys in ledger.backorders.items() for key in keys}
-    if backordered != indexed:
-        problems.append("backorder index disagrees with the backordered lines")
-    return problems
-
-
-def _derive(ledger: Ledger, positions: dict[tuple[str, str], Position]) -> list[str]:
-    """Adds every record's contribution to `positions`; returns references to missing ones."""
-    problems: list[str] = []
-
-    def position_of(sku: str, node_id: str, what: str) -> Position | None:
-        position = positions.get((sku, node_id))
-        if position is None:
-            problems.append(f"{what} refers to missing position {sku} at {node_id}")
-        return position
-
-    for supply in ledger.supplies.values():
-        position = position_of(supply.sku, supply.node_id, f"supply {supply.supply_id}")
-        if position is not None and supply.state is SupplyState.OPEN:
-            position.add_supply(supply.expected_day, supply.quantity)
-    for hold in ledger.holds.values():
-        position = position_of(hold.sku, hold.node_id, f"hold {hold.hold_id}")
-        if position is not None and hold.active:
-            position.held += hold.quantity
-    for reservation in ledger.reservations.values():
-        if reservation.is_open:
-            _derive_reservation(reservation, position_of)
-    return problems
-
-
-def _derive_reservation(reservation: Any, position_of: Any) -> None:
-    held = reservation.state is ReservationState.HELD
-    for line in reservation.lines:
-        if not line.open_quantity:
-            continue
-        position = position_of(line.sku, line.node_id, f"reservation {reservation.reservation_id}")
-        if position is None:
-            continue
-        if held:
-            position.reserved += line.open_quantity
-        else:
-            position.allocated += line.open_quantity
-        position.add_delta(line.ship_day, -line.open_quantity)
-        position.lines[(reservation.reservation_id, line.line_id)] = line
-
-
-def _expected_expiries(ledger: Ledger) -> Iterable[tuple[float, str, str]]:
-    for reservation in ledger.reservations.values():
-        if reservation.state is ReservationState.HELD and reservation.expire_time is not None:
-            yield (reservation.expire_time, "reservation", reservation.reservation_id)
-    for hold in ledger.holds.values():
-        if hold.active and hold.expire_time is not None:
-            yield (hold.expire_time, "hold", hold.hold_id)
-
-
-def _index_expiries(ledger: Ledger) -> None:
-    ledger.expiries.update(_expected_expiries(ledger))
-
-
-def _expiry_problems(ledger: Ledger) -> list[str]:
-    if sorted(_expected_expiries(ledger)) != list(ledger.expiries):
-        return ["expiry queue disagrees with HELD reservations and holds"]
-    return []
-
-
-__all__ = ["derived_problems", "ledger_from_records"]
+__all__ = ["ledger_from_records"]

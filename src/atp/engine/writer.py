@@ -47,7 +47,8 @@ STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
 
 
-def _as_is(result: Any) -> Any:
+def unchanged(result: Any) -> Any:
+    """Presents a command's result as the command returned it (execute's default)."""
     return result
 
 
@@ -117,7 +118,7 @@ class Writer:
             log.critical("background task %s died", task.get_name(), exc_info=error)
             self._fail(error)
 
-    async def execute(self, command: c.Command, present: Callable[[Any], T] = _as_is) -> T:
+    async def execute(self, command: c.Command, present: Callable[[Any], T] = unchanged) -> T:
         """Applies one command and presents its result at once, so that the answer shows the
         state the command made and not a later one; returns that answer once durable, or
         raises the command's LedgerError (also only once durable: a refusal may rest on

@@ -45,7 +45,10 @@ T = TypeVar("T")
 _StreamItem = tuple[reservations_pb2.ReserveResult, "asyncio.Future[None] | None"]
 
 
-class _Base:
+class LedgerServicer:
+    """What the three ledger services share: the writer, how a mutation is applied and
+    answered, how a read is answered once durable, and the position message."""
+
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.ledger: Ledger = writer.ledger
@@ -86,7 +89,7 @@ class _Base:
                                         node_active=node is None or node.active)
 
 
-class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
+class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
     async def UpsertNode(self, request: inventory_pb2.UpsertNodeRequest, context: Any) -> common_pb2.Node:
         return await self._mutate(context, lambda: convert.upsert_node(request), convert.node_message)
 
@@ -159,7 +162,7 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServicer):
         return await self._read(context, read)
 
 
-class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
+class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilityServicer):
     async def GetAvailability(
         self, request: availability_pb2.GetAvailabilityRequest, context: Any
     ) -> availability_pb2.GetAvailabilityResponse:
@@ -203,7 +206,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServicer):
         return await self._read(context, read)
 
 
-class ReservationsServicer(_Base, reservations_pb2_grpc.ReservationsServicer):
+class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsServicer):
     async def Reserve(self, request: reservations_pb2.ReserveRequest, context: Any) -> common_pb2.Reservation:
         return await self._mutate(
             context, lambda: convert.reserve(request), convert.reservation_message)

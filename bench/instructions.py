@@ -58,7 +58,9 @@ def run_reserves(reservations: int) -> int:
     ledger = stocked_ledger(NOW, skus=2_000)  # the requests use S0..S1999
     requests = reserve_requests(reservations, seed=1)
     batches = [
-        reservations_pb2.ReserveBatchRequest(requests=requests[start:start + BATCH]).SerializeToString()
+        reservations_pb2.ReserveBatchRequest(
+            requests=requests[start:start + BATCH]
+        ).SerializeToString()
         for start in range(0, reservations, BATCH)
     ]
     gc.collect()
@@ -69,7 +71,9 @@ def run_reserves(reservations: int) -> int:
         store = LmdbStore(data_dir, sync=False)
         for wire in batches:
             request = reservations_pb2.ReserveBatchRequest.FromString(wire)
-            outcomes = ledger.execute_batch([reserve_command(item) for item in request.requests], NOW)
+            outcomes = ledger.execute_batch(
+                [reserve_command(item) for item in request.requests], NOW
+            )
             store.commit(encode_batch(ledger.take_changes()))
             response = reservations_pb2.ReserveBatchResponse()
             for item, outcome in zip(request.requests, outcomes):
@@ -161,11 +165,16 @@ def main() -> None:
     args = parser.parse_args()
     unknown = set(args.paths) - set(WORKLOADS)
     if unknown:
-        parser.error(f"unknown path {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
+        parser.error(
+            f"unknown path {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}"
+        )
     paths = args.paths or list(WORKLOADS)
     if args.workload is not None:
         for path in paths:
-            print(f"{path}: {WORKLOADS[path](args.workload):,} of {args.workload:,} answered in full")
+            print(
+                f"{path}: {WORKLOADS[path](args.workload):,} of {args.workload:,} "
+                "answered in full"
+            )
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: install it (Debian: apt-get install valgrind)")

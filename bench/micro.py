@@ -84,7 +84,8 @@ def promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[O
     for start in range(0, len(movements), 500):
         ledger.execute(c.AdjustStock(f"seed-{start}", tuple(movements[start:start + 500])), NOW)
     orders = [
-        ([OrderLine(f"l{line}", f"K{rng.randrange(1000)}", rng.randint(1, 20)) for line in range(5)],
+        ([OrderLine(f"l{line}", f"K{rng.randrange(1000)}", rng.randint(1, 20))
+          for line in range(5)],
          f"R{rng.randrange(10)}")
         for _ in range(promises)
     ]

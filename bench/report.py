@@ -104,7 +104,9 @@ def add_ratios(workloads: dict[str, dict[str, Any]], baseline_runs: list[float])
         figures["ratio_to_baseline"] = (
             round(figures["throughput_per_s"] / base, 3) if base else None
         )
-        figures["calls_ratio_to_baseline"] = round(figures["calls_per_s"] / base, 3) if base else None
+        figures["calls_ratio_to_baseline"] = (
+            round(figures["calls_per_s"] / base, 3) if base else None
+        )
     return round(mean, 1)
 
 

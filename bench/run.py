@@ -382,7 +382,9 @@ def _schedule(args: argparse.Namespace) -> list[str]:
     return [run for name in workloads for run in ("baseline", name)] + ["baseline"]
 
 
-def _rate_against_adjacent(workloads: dict[str, dict[str, Any]], baseline_runs: list[float]) -> None:
+def _rate_against_adjacent(
+    workloads: dict[str, dict[str, Any]], baseline_runs: list[float]
+) -> None:
     """Sets each workload's baseline_calls_per_s: the mean of the baseline run just before it
     and the one just after it (only the one before when the run stopped early)."""
     for figures in workloads.values():

@@ -789,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{_gib(figures['peak_after_restart_bytes'])})", flush=True)
     print(f"  reserve small {figures['reserve_small_per_s']} / big {figures['reserve_big_per_s']} "
           f"calls/s = {figures['reserve_ratio']} (baseline-normalized "
-          f"{figures['reserve_ratio_baseline_normalized']}); verify {figures['verify_problems']} problems "
+          f"{figures['reserve_ratio_baseline_normalized']}); "
+          f"verify {figures['verify_problems']} problems "
           f"in {figures['verify_seconds']} s", flush=True)
     for entry in targets.values():
         print(f"  {entry['status']:<4} {entry['target']}", flush=True)

@@ -514,7 +514,7 @@ def lmdb_trees(data_dir: str) -> dict[str, Any]:
         environment.close()
 
 
-def _pages(stat: dict[str, int]) -> int:
+def _pages(stat: Any) -> int:
     return int(stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])
 
 
@@ -688,10 +688,36 @@ def run(args: argparse.Namespace, result: dict[str, Any], data_dir: str, log_pat
 
 
 def value_of(sample: dict[str, Any], key: str) -> Any:
-    """A sample's figure, or a gauge of its scrape, or an LMDB entry count ("entries:holds")."""
+    """A sample's figure, a gauge of its scrape, an LMDB entry count ("entries:holds") or a
+    figure derived from them (DERIVED)."""
+    if key in DERIVED:
+        return DERIVED[key](sample)
     if key.startswith("entries:"):
         return sample.get("lmdb", {}).get("entries", {}).get(key.split(":", 1)[1])
     return sample[key] if key in sample else sample.get("metrics", {}).get(key)
+
+
+# What the retention windows keep: ~ the load's rate x the window, so it follows the rate.
+RETAINED_GAUGES = ("atp_reservations_closed_retained", "atp_idempotency_records",
+                   "atp_journal_events_retained")
+
+
+def retained_records(sample: dict[str, Any]) -> float | None:
+    counts = [value_of(sample, name) for name in RETAINED_GAUGES]
+    return None if None in counts else sum(counts)
+
+
+def map_used_per_retained_record(sample: dict[str, Any]) -> float | None:
+    """Map used bytes over the retained records: flat when the data in use grows only with
+    what the windows keep (the load's recent rate), rising when something else piles up."""
+    retained, used = retained_records(sample), sample.get("map_used_bytes")
+    return round(used / retained, 1) if retained and used is not None else None
+
+
+DERIVED = {
+    "retained_records": retained_records,
+    "map_used_bytes_per_retained_record": map_used_per_retained_record,
+}
 
 
 class Timeline:
@@ -754,13 +780,19 @@ def _window_text(window: tuple[float, float]) -> str:
 
 
 def state_target(timeline: Timeline, key: str, what: str) -> dict[str, Any]:
+    """The figure's end median against its reference median; the rate of each window is
+    shown beside (the retained state follows the rate of the last retention window)."""
     figures = timeline.drift(key)
     value = figures["ratio"]
+    reference_pace, end_pace = timeline.pace(timeline.reference), timeline.pace(timeline.end)
+    rates = (_count(_per_s(reference_pace)), _count(_per_s(end_pace)))
     return {
         "status": _status(value, value is not None and abs(value - 1) <= STATE_TOLERANCE),
         "target": f"{what} at {_window_text(timeline.end)} of the lifecycles within "
                   f"+-{STATE_TOLERANCE:.0%} of {_window_text(timeline.reference)} (medians)",
-        "shown": f"{_mib(figures['reference'])} -> {_mib(figures['end'])} = x{value}",
+        "shown": f"{_mib(figures['reference'])} -> {_mib(figures['end'])} = x{value} "
+                 f"(at {rates[0]} -> {rates[1]} lifecycles/s)",
+        "reference_pace": reference_pace, "end_pace": end_pace,
         **figures,
     }
 
@@ -771,7 +803,7 @@ def throughput_target(timeline: Timeline, warmup: float) -> dict[str, Any]:
     tenth = (1 - warmup) / 10
     first_window, last_window = (warmup, warmup + tenth), (1 - tenth, 1.0)
     first, last = timeline.pace(first_window), timeline.pace(last_window)
-    value = ratio(last and last["per_s"], first and first["per_s"])
+    value = ratio(_per_s(last), _per_s(first))
     return {
         "status": _status(value, value is not None and value >= THROUGHPUT_FLOOR),
         "target": f"lifecycles/s over {_window_text(last_window)} >= {THROUGHPUT_FLOOR} x over "
@@ -780,6 +812,10 @@ def throughput_target(timeline: Timeline, warmup: float) -> dict[str, Any]:
         "shown": f"{_pace_text(first)} -> {_pace_text(last)} = x{value}",
         "first": first, "last": last, "ratio": value,
     }
+
+
+def _per_s(pace: dict[str, float] | None) -> float | None:
+    return None if pace is None else pace["per_s"]
 
 
 def _pace_text(pace: dict[str, float] | None) -> str:
@@ -823,7 +859,8 @@ INFORMATIONAL = (
     "atp_reservations_closed_retained", "atp_idempotency_records",
     "atp_journal_events_retained", HELD_GAUGE, 'atp_reservations{state="COMMITTED"}',
     "entries:closed", "entries:requests", "entries:journal", "entries:holds",
-    "entries:reservations",
+    "entries:ended_holds", "entries:reservations", "retained_records",
+    "map_used_bytes_per_retained_record",
 )
 
 
@@ -952,6 +989,10 @@ def print_summary(result: dict[str, Any]) -> None:
         print("  (smoke: the targets are shown, not judged)", flush=True)
     for entry in result["targets"].values():
         print(f"  {entry['status']:<4} {entry['target']}: {entry['shown']}", flush=True)
+    per_record = result["informational"]["map_used_bytes_per_retained_record"]
+    print(f"  not judged: map used bytes per retained record (closed reservations + "
+          f"idempotency records + journal events) {_count(per_record['reference'])} -> "
+          f"{_count(per_record['end'])} = x{per_record['ratio']}", flush=True)
     growing = {key: entry["ratio"] for key, entry in result["informational"].items()
                if entry["ratio"] is not None and abs(entry["ratio"] - 1) > STATE_TOLERANCE}
     if growing:

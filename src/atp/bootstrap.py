@@ -149,8 +149,12 @@ class AtpServer:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.
         ours = GuardingRegistrar(self.server)
         inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(self.writer), ours)
-        availability_pb2_grpc.add_AvailabilityServicer_to_server(AvailabilityServicer(self.writer), ours)
-        reservations_pb2_grpc.add_ReservationsServicer_to_server(ReservationsServicer(self.writer), ours)
+        availability_pb2_grpc.add_AvailabilityServicer_to_server(
+            AvailabilityServicer(self.writer), ours
+        )
+        reservations_pb2_grpc.add_ReservationsServicer_to_server(
+            ReservationsServicer(self.writer), ours
+        )
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -930,7 +930,9 @@ class Client(_ClientBase):
         channel: grpc.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(target, timeout_s, retries, channel or grpc.insecure_channel(target, CHANNEL_OPTIONS))
+        super().__init__(
+            target, timeout_s, retries, channel or grpc.insecure_channel(target, CHANNEL_OPTIONS)
+        )
 
     def close(self) -> None:
         """Closes the channel (unless it was passed in by the caller)."""
@@ -1052,7 +1054,10 @@ class AsyncClient(_ClientBase):
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(target, timeout_s, retries, channel or grpc.aio.insecure_channel(target, CHANNEL_OPTIONS))
+        super().__init__(
+            target, timeout_s, retries,
+            channel or grpc.aio.insecure_channel(target, CHANNEL_OPTIONS),
+        )
 
     async def close(self) -> None:
         """Closes the channel (unless it was passed in by the caller)."""

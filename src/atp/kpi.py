@@ -621,7 +621,10 @@ def report_rows(report: KpiReport) -> list[tuple[str, str]]:
     rows.append(
         (
             "reallocated",
-            f"{report.reservations_reallocated} reservations ({report.reservations_slipped} slipped)",
+            (
+                f"{report.reservations_reallocated} reservations "
+                f"({report.reservations_slipped} slipped)"
+            ),
         )
     )
     rows += [(f"outcome {state}", str(count)) for state, count in report.outcomes.items()]

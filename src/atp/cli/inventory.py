@@ -37,7 +37,9 @@ def add_node_commands(tree: CommandTree) -> None:
     upsert.add_argument("node_id", help="node id")
     upsert.add_argument("--kind", default="", help="DC, STORE, 3PL, ... (default: DC)")
     upsert.add_argument("--region", default="", help="region the node sits in")
-    upsert.add_argument("--handling-days", type=whole_count, default=0, help="days from order to ship")
+    upsert.add_argument(
+        "--handling-days", type=whole_count, default=0, help="days from order to ship"
+    )
     upsert.add_argument("--inactive", action="store_true", help="take no new reservations")
     upsert.add_argument(
         "--lane",

@@ -68,7 +68,9 @@ def _positions_of(data: dict[str, object]) -> list[tuple[object, object]]:
         pairs.append((data.get("sku"), data.get("to_node_id")))
     lines = data.get("lines")
     if isinstance(lines, list):
-        pairs += [(line.get("sku"), line.get("node_id")) for line in lines if isinstance(line, dict)]
+        pairs += [
+            (line.get("sku"), line.get("node_id")) for line in lines if isinstance(line, dict)
+        ]
     return pairs
 
 

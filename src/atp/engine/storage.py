@@ -72,8 +72,8 @@ class StorageGuard:
         left_in_cap = self.limits.max_bytes - usage.used
         reason = None
         if left_in_cap < headroom:
-            reason = (f"the data uses {usage.used // MIB} MiB of its {self.limits.max_bytes // MIB} "
-                      "MiB cap (--max-data-mb)")
+            reason = (f"the data uses {usage.used // MIB} MiB of its "
+                      f"{self.limits.max_bytes // MIB} MiB cap (--max-data-mb)")
         elif usage.filesystem_free < headroom:
             reason = f"the filesystem has {usage.filesystem_free // MIB} MiB left"
         if reason is not None and self.full_reason is None:

@@ -375,7 +375,8 @@ class Writer:
 
 
 def encode_batch(changes: Changes) -> WriteBatch:
-    """The store batch of a ledger change set, encoded now (on the loop) as a consistent snapshot."""
+    """The store batch of a ledger change set, encoded now (on the loop) as a consistent
+    snapshot."""
     batch = WriteBatch()
     for (database, key), value in changes.records.items():
         batch.put(database, key.encode(), codec.encode_record(database, value))

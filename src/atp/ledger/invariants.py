@@ -66,7 +66,9 @@ def _index_problems(ledger: LedgerView) -> list[str]:
     return problems
 
 
-def derive_from_records(ledger: LedgerView, positions: dict[tuple[str, str], Position]) -> list[str]:
+def derive_from_records(
+    ledger: LedgerView, positions: dict[tuple[str, str], Position]
+) -> list[str]:
     """Adds every record's contribution to `positions`; returns references to missing ones."""
     problems: list[str] = []
 

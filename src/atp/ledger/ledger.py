@@ -619,7 +619,8 @@ class Ledger:
             subject = f"hold {command.hold_id} ({command.sku} at {command.node_id})"
             raise InsufficientAvailability(
                 [Shortfall(subject, f"{subject}: requested {command.quantity}, available "
-                           f"{available} (a forced hold takes them anyway)", command.quantity, available)]
+                           f"{available} (a forced hold takes them anyway)",
+                           command.quantity, available)]
             )
 
     def _release_hold(self, command: c.ReleaseHold, now: float) -> Hold:
@@ -684,7 +685,8 @@ class Ledger:
         self._emit(
             now, "RESERVATION_CREATED", reservation_id=reservation.reservation_id,
             # _value_: the same as .value, which is a slow descriptor on Python 3.11 enums
-            state=reservation.state._value_, lines=[_line_event(line) for line in reservation.lines],
+            state=reservation.state._value_,
+            lines=[_line_event(line) for line in reservation.lines],
         )
         return reservation
 
@@ -755,7 +757,9 @@ class Ledger:
                     f"lines[{index}].ship_date", "only for lines that name a node"
                 )
         planner = Planner(self, today, command.destination_region, command.policy, command.priority)
-        plan = planner.plan([OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed])
+        plan = planner.plan(
+            [OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed]
+        )
         if not plan.complete and not command.policy.allow_partial:
             raise InsufficientAvailability(
                 [self._network_shortfall(planner, line, index) for index, line in indexed]
@@ -765,7 +769,9 @@ class Ledger:
         return [
             placement
             for line_plan in plan.lines
-            for placement in self._placements_of(line_plan, command.destination_region, today, taken_ids)
+            for placement in self._placements_of(
+                line_plan, command.destination_region, today, taken_ids
+            )
         ]
 
     def _network_shortfall(self, planner: Planner, line: c.LineRequest, index: int) -> Shortfall:
@@ -909,9 +915,13 @@ class Ledger:
         quantities = _line_quantities(reservation, command.lines, backordered_too=True)
         for line, quantity in quantities:
             self._release_units(reservation, line, quantity)
-        return self._finish_line_change(reservation, command, now, "RESERVATION_RELEASED", quantities)
+        return self._finish_line_change(
+            reservation, command, now, "RESERVATION_RELEASED", quantities
+        )
 
-    def _release_units(self, reservation: Reservation, line: ReservationLine, quantity: int) -> None:
+    def _release_units(
+        self, reservation: Reservation, line: ReservationLine, quantity: int
+    ) -> None:
         """Cancels backordered units first (nothing holds them yet), then returns held ones."""
         cancelled = min(quantity, line.backordered_quantity)
         if cancelled:
@@ -938,7 +948,9 @@ class Ledger:
             position.on_hand -= quantity
             self._record_position(position)
             line.fulfilled_quantity += quantity
-        return self._finish_line_change(reservation, command, now, "RESERVATION_FULFILLED", quantities)
+        return self._finish_line_change(
+            reservation, command, now, "RESERVATION_FULFILLED", quantities
+        )
 
     def _finish_line_change(
         self,
@@ -990,7 +1002,9 @@ class Ledger:
         elif line.sku in self.backorders:
             self.backorders[line.sku].discard((reservation_id, line.line_id))
 
-    def _reduce_line(self, reservation: Reservation, line: ReservationLine, quantity: int) -> Position:
+    def _reduce_line(
+        self, reservation: Reservation, line: ReservationLine, quantity: int
+    ) -> Position:
         """Removes `quantity` open units of a line from its position's demand."""
         position = self.positions[(line.sku, line.node_id)]
         position.add_delta(line.ship_day, quantity)
@@ -1156,7 +1170,9 @@ class Ledger:
             line.backordered_quantity = remaining
             if line.quantity == 0:  # a placeholder: the first allocation takes it over
                 first, allocations = allocations[0], allocations[1:]
-                line.node_id, line.quantity, line.ship_day = first.node_id, first.quantity, first.ship_day
+                line.node_id, line.quantity, line.ship_day = (
+                    first.node_id, first.quantity, first.ship_day
+                )
                 line.delivery_day = first.delivery_day if reservation.destination_region else None
                 line.from_inbound = first.from_inbound
                 self._hold_new_line(reservation.reservation_id, held, line)
@@ -1218,7 +1234,8 @@ class Ledger:
         self._record("positions", position_key(position.sku, position.node_id), position)
 
     def _touch_position(self, position: Position) -> None:
-        """Only derived quantities changed: nothing to write, but re-examine it after the command."""
+        """Only derived quantities changed: nothing to write, but re-examine it after the
+        command."""
         _assert_position(position)
         self._touched[position.key] = position
 
@@ -1325,7 +1342,10 @@ RISK_TRIGGERS: dict[type, str] = {c.UpsertSupply: SUPPLY_SLIPPED}
 def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
     """(anything available to normal demand, free units below the safety stock)."""
     free = timeline.atp_on(position, today, today, include_safety_stock=True)
-    return (free - position.safety_stock > 0, position.safety_stock > 0 and free < position.safety_stock)
+    return (
+        free - position.safety_stock > 0,
+        position.safety_stock > 0 and free < position.safety_stock,
+    )
 
 
 def position_key(sku: str, node_id: str) -> str:

@@ -164,7 +164,8 @@ class Planner:
         return self.policy.max_nodes == 0 or len(plan.node_ids) <= self.policy.max_nodes
 
     def _simulate(self, lines: list[OrderLine], nodes: list[Node], split: bool) -> OrderPlan:
-        """Fills lines in order from `nodes`, preferring nodes already used; undone before return."""
+        """Fills lines in order from `nodes`, preferring nodes already used; undone before
+        return."""
         plans: list[LinePlan] = []
         used: set[str] = set()
         try:
@@ -177,7 +178,9 @@ class Planner:
             self._undo()
         return OrderPlan(plans)
 
-    def _fill_line(self, line_plan: LinePlan, nodes: list[Node], used: set[str], split: bool) -> None:
+    def _fill_line(
+        self, line_plan: LinePlan, nodes: list[Node], used: set[str], split: bool
+    ) -> None:
         """Fills one line: from one node, or (when allowed) split where that scores better."""
         line = line_plan.line
         if len(nodes) > 1:
@@ -190,7 +193,9 @@ class Planner:
             if split and self._unbeatable(whole, nodes, used):
                 split = False
         if split:
-            options.append(self._split_option(line, nodes, used, (self._units_at_earliest, self._most)))
+            options.append(
+                self._split_option(line, nodes, used, (self._units_at_earliest, self._most))
+            )
             options.append(self._split_option(line, nodes, used, (self._most,)))
             if self.policy.objective is Objective.CHEAPEST:
                 options.append(self._cheapest_cover_option(line, nodes, used))
@@ -269,7 +274,9 @@ class Planner:
                 self._shift_demand(line.sku, allocation, -allocation.quantity)
         return _merge_same_node(chosen)
 
-    def _deadline_option(self, line: OrderLine, nodes: list[Node], used: set[str]) -> list[Allocation]:
+    def _deadline_option(
+        self, line: OrderLine, nodes: list[Node], used: set[str]
+    ) -> list[Allocation]:
         """The split with the earliest delivery: the first day D by which the nodes together
         can deliver the line (each node ATP(D - its transit), from its earliest ship day on),
         filled from the nodes in preference order. The greedy splits can miss D when a node's
@@ -329,7 +336,8 @@ class Planner:
         promisable units cover the line (an exact search over the SKU's few stocking nodes,
         cheapest first, pruned by cost), filled in preference order."""
         offers = sorted(
-            ((0 if node.node_id in used else self.lanes[node.node_id].cost, most, node.node_id, node)
+            ((0 if node.node_id in used else self.lanes[node.node_id].cost,
+              most, node.node_id, node)
              for node in nodes if (most := self._most(node, line.sku)) > 0),
             key=lambda offer: offer[:3],
         )
@@ -428,7 +436,9 @@ class Planner:
         position.add_delta(allocation.ship_day, -quantity)
 
     def _preference(self, allocation: Allocation, used: set[str]) -> tuple[object, ...]:
-        return self._preference_key(allocation.node_id, allocation.delivery_day, allocation.cost, used)
+        return self._preference_key(
+            allocation.node_id, allocation.delivery_day, allocation.cost, used
+        )
 
     def _preference_key(
         self, node_id: str, delivery_day: Day, cost: int, used: set[str]
@@ -471,7 +481,9 @@ class Planner:
             return None
         lane = self.lanes[node.node_id]
         from_inbound = stock_atp < quantity
-        return Allocation(node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost)
+        return Allocation(
+            node.node_id, quantity, day, day + lane.transit_days, from_inbound, lane.cost
+        )
 
     def most_at(self, node: Node, sku: str) -> int:
         """The most units of sku the node can promise on any day."""
@@ -523,7 +535,10 @@ class Planner:
             chosen = {a.node_id: a for a in line_plan.allocations}
             winner = line_plan.allocations[0] if line_plan.allocations else None
             line_plan.candidates = [
-                (node.node_id, self._outcome(node, line_plan.line, chosen.get(node.node_id), winner))
+                (
+                    node.node_id,
+                    self._outcome(node, line_plan.line, chosen.get(node.node_id), winner),
+                )
                 for node in self.ledger.nodes.values()
             ]
 

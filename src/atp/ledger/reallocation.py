@@ -144,8 +144,11 @@ class Reallocator:
         plan.new_promise_day = promise_day_of(plan.new_lines)
         return plan
 
-    def _resource(self, reservation: Reservation, sku: str, node_id: str, quantity: int) -> list[Allocation]:
-        """Where the units can go now: any node by the reservation's policy, or later at its node."""
+    def _resource(
+        self, reservation: Reservation, sku: str, node_id: str, quantity: int
+    ) -> list[Allocation]:
+        """Where the units can go now: any node by the reservation's policy, or later at its
+        node."""
         if reservation.destination_region:
             policy = replace(reservation.policy, allow_partial=True)
             planner = Planner(self.ledger, self.today, reservation.destination_region, policy,
@@ -154,7 +157,9 @@ class Reallocator:
             return line_plan.allocations
         return self._same_node(reservation, sku, node_id, quantity)
 
-    def _same_node(self, reservation: Reservation, sku: str, node_id: str, quantity: int) -> list[Allocation]:
+    def _same_node(
+        self, reservation: Reservation, sku: str, node_id: str, quantity: int
+    ) -> list[Allocation]:
         node = self.ledger.nodes[node_id]
         position = self.ledger.positions[(sku, node_id)]
         if not node.active:
@@ -180,7 +185,9 @@ class Reallocator:
 
     # ----- backorder fill -------------------------------------------------------------------
 
-    def backorder_fills(self, sku: str) -> list[tuple[Reservation, ReservationLine, list[Allocation]]]:
+    def backorder_fills(
+        self, sku: str
+    ) -> list[tuple[Reservation, ReservationLine, list[Allocation]]]:
         """What open supply can give the backordered lines of a sku, in policy order (undone)."""
         ledger = self.ledger
         keys = sorted(
@@ -203,7 +210,9 @@ class Reallocator:
             self._rollback()
         return fills
 
-    def _fill_allocations(self, reservation: Reservation, line: ReservationLine) -> list[Allocation]:
+    def _fill_allocations(
+        self, reservation: Reservation, line: ReservationLine
+    ) -> list[Allocation]:
         if reservation.destination_region:
             return self._resource(reservation, line.sku, line.node_id, line.backordered_quantity)
         if line.node_id:
@@ -260,7 +269,9 @@ def replacement_lines(
     return result + new_lines
 
 
-def line_from(allocation: Allocation, line_id: str, sku: str, has_destination: bool) -> ReservationLine:
+def line_from(
+    allocation: Allocation, line_id: str, sku: str, has_destination: bool
+) -> ReservationLine:
     """A reservation line holding one allocation."""
     return ReservationLine(
         line_id=sys.intern(line_id),

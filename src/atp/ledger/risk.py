@@ -16,7 +16,9 @@ from atp.ledger.model import Day, Position, Reservation
 LineKey = tuple[str, str]  # (reservation_id, line_id)
 
 
-def lines_at_risk(position: Position, reservations: Mapping[str, Reservation], today: Day) -> set[LineKey]:
+def lines_at_risk(
+    position: Position, reservations: Mapping[str, Reservation], today: Day
+) -> set[LineKey]:
     """The open lines of the position that do not fit when placed in policy order."""
     supply = _supply_deltas(position)
     days = sorted({today, *(max(day, today) for day in supply), *(

@@ -143,7 +143,9 @@ def is_short(position: Position, today: Day) -> bool:
     return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))
 
 
-def is_short_in(steps: list[tuple[Day, int]], position: Position, include_safety_stock: bool) -> bool:
+def is_short_in(
+    steps: list[tuple[Day, int]], position: Position, include_safety_stock: bool
+) -> bool:
     """is_short read from atp_steps already computed with include_safety_stock: their first
     value is the lowest net of the whole timeline; safety stock counts as available here."""
     return steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0

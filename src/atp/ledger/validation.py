@@ -71,7 +71,9 @@ class Violations:
         try:
             return datetime.date(*value).toordinal()
         except ValueError:
-            self.add(field_path, f"not a calendar date: {value[0]:04d}-{value[1]:02d}-{value[2]:02d}")
+            self.add(
+                field_path, f"not a calendar date: {value[0]:04d}-{value[1]:02d}-{value[2]:02d}"
+            )
             return None
 
     def unique(self, collection: str, field_name: str, values: list[str]) -> None:
@@ -88,7 +90,9 @@ def check_node(command: c.UpsertNode) -> None:
     v.identifier("node.node_id", command.node_id)
     kind = command.kind
     if kind and not (
-        len(kind) <= limits.node_kind_chars_max and kind.replace("_", "").isalnum() and kind.isascii()
+        len(kind) <= limits.node_kind_chars_max
+        and kind.replace("_", "").isalnum()
+        and kind.isascii()
     ):
         v.add("node.kind", f"1..{limits.node_kind_chars_max} characters of A-Z, 0-9 and _")
     v.identifier("node.region", command.region, required=False)
@@ -234,7 +238,10 @@ def _is_plain_line(line_id: str, sku: str, node_id: str, quantity: int) -> bool:
 
 def _are_distinct_lines(lines: Sequence[Any]) -> bool:
     """1..lines_max lines with distinct line ids."""
-    return 1 <= len(lines) <= limits.lines_max and len({line.line_id for line in lines}) == len(lines)
+    return (
+        1 <= len(lines) <= limits.lines_max
+        and len({line.line_id for line in lines}) == len(lines)
+    )
 
 
 def _is_plain_id(value: str) -> bool:

@@ -136,7 +136,9 @@ def policy(message: common_pb2.FulfillmentPolicy) -> Policy:
     objective = _OBJECTIVES.get(message.objective)
     if objective is None:
         raise InvalidArgument.single("policy.objective", "unknown objective")
-    return _shared_policy(message.ship_complete, message.max_nodes, message.allow_partial, objective)
+    return _shared_policy(
+        message.ship_complete, message.max_nodes, message.allow_partial, objective
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -340,7 +342,9 @@ def _set_timestamp(message: Timestamp, instant: float) -> None:
     message.nanos = micros * 1000
 
 
-def network_total(sku: str, positions: list[common_pb2.Position]) -> availability_pb2.NetworkAvailability:
+def network_total(
+    sku: str, positions: list[common_pb2.Position]
+) -> availability_pb2.NetworkAvailability:
     return availability_pb2.NetworkAvailability(
         sku=sku,
         on_hand=sum(p.on_hand for p in positions),

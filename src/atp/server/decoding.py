@@ -105,5 +105,7 @@ class GuardingRegistrar:
         self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         guarded = {name: guard(handler) for name, handler in handlers.items()}
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, guarded),))
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service_name, guarded),)
+        )
         self.server.add_registered_method_handlers(service_name, guarded)

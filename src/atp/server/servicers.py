@@ -90,15 +90,23 @@ class LedgerServicer:
 
 
 class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
-    async def UpsertNode(self, request: inventory_pb2.UpsertNodeRequest, context: Any) -> common_pb2.Node:
-        return await self._mutate(context, lambda: convert.upsert_node(request), convert.node_message)
+    async def UpsertNode(
+        self, request: inventory_pb2.UpsertNodeRequest, context: Any
+    ) -> common_pb2.Node:
+        return await self._mutate(
+            context, lambda: convert.upsert_node(request), convert.node_message
+        )
 
-    async def ListNodes(self, request: inventory_pb2.ListNodesRequest, context: Any) -> inventory_pb2.ListNodesResponse:
+    async def ListNodes(
+        self, request: inventory_pb2.ListNodesRequest, context: Any
+    ) -> inventory_pb2.ListNodesResponse:
         return await self._read(context, lambda: inventory_pb2.ListNodesResponse(
             nodes=[convert.node_message(node) for node in self.ledger.nodes.values()]
         ))
 
-    async def AdjustStock(self, request: inventory_pb2.AdjustStockRequest, context: Any) -> inventory_pb2.AdjustStockResponse:
+    async def AdjustStock(
+        self, request: inventory_pb2.AdjustStockRequest, context: Any
+    ) -> inventory_pb2.AdjustStockResponse:
         def present(positions: list[Position]) -> inventory_pb2.AdjustStockResponse:
             today = self._today()
             return inventory_pb2.AdjustStockResponse(
@@ -107,23 +115,32 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
 
         return await self._mutate(context, lambda: convert.adjust_stock(request), present)
 
-    async def SetSafetyStock(self, request: inventory_pb2.SetSafetyStockRequest, context: Any) -> common_pb2.Position:
+    async def SetSafetyStock(
+        self, request: inventory_pb2.SetSafetyStockRequest, context: Any
+    ) -> common_pb2.Position:
         return await self._mutate(
             context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity),
             lambda position: self._position_message(position, self._today()),
         )
 
-    async def UpsertSupply(self, request: inventory_pb2.UpsertSupplyRequest, context: Any) -> common_pb2.Supply:
+    async def UpsertSupply(
+        self, request: inventory_pb2.UpsertSupplyRequest, context: Any
+    ) -> common_pb2.Supply:
         return await self._mutate(
             context, lambda: convert.upsert_supply(request), convert.supply_message)
 
-    async def ReceiveSupply(self, request: inventory_pb2.ReceiveSupplyRequest, context: Any) -> common_pb2.Supply:
+    async def ReceiveSupply(
+        self, request: inventory_pb2.ReceiveSupplyRequest, context: Any
+    ) -> common_pb2.Supply:
         return await self._mutate(
-            context, lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity),
+            context,
+            lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity),
             convert.supply_message,
         )
 
-    async def ListSupply(self, request: inventory_pb2.ListSupplyRequest, context: Any) -> inventory_pb2.ListSupplyResponse:
+    async def ListSupply(
+        self, request: inventory_pb2.ListSupplyRequest, context: Any
+    ) -> inventory_pb2.ListSupplyResponse:
         def matches(supply: Any) -> bool:
             return (
                 (not request.sku or supply.sku == request.sku)
@@ -139,13 +156,23 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
 
         return await self._read(context, read)
 
-    async def PlaceHold(self, request: inventory_pb2.PlaceHoldRequest, context: Any) -> common_pb2.Hold:
-        return await self._mutate(context, lambda: convert.place_hold(request), convert.hold_message)
+    async def PlaceHold(
+        self, request: inventory_pb2.PlaceHoldRequest, context: Any
+    ) -> common_pb2.Hold:
+        return await self._mutate(
+            context, lambda: convert.place_hold(request), convert.hold_message
+        )
 
-    async def ReleaseHold(self, request: inventory_pb2.ReleaseHoldRequest, context: Any) -> common_pb2.Hold:
-        return await self._mutate(context, lambda: c.ReleaseHold(request.hold_id), convert.hold_message)
+    async def ReleaseHold(
+        self, request: inventory_pb2.ReleaseHoldRequest, context: Any
+    ) -> common_pb2.Hold:
+        return await self._mutate(
+            context, lambda: c.ReleaseHold(request.hold_id), convert.hold_message
+        )
 
-    async def ListHolds(self, request: inventory_pb2.ListHoldsRequest, context: Any) -> inventory_pb2.ListHoldsResponse:
+    async def ListHolds(
+        self, request: inventory_pb2.ListHoldsRequest, context: Any
+    ) -> inventory_pb2.ListHoldsResponse:
         def matches(hold: Any) -> bool:
             return (
                 hold.active
@@ -168,7 +195,9 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
     ) -> availability_pb2.GetAvailabilityResponse:
         return await self._read(context, lambda: self._availability(request))
 
-    def _availability(self, request: availability_pb2.GetAvailabilityRequest) -> availability_pb2.GetAvailabilityResponse:
+    def _availability(
+        self, request: availability_pb2.GetAvailabilityRequest
+    ) -> availability_pb2.GetAvailabilityResponse:
         check_availability_request(request)
         for node_id in request.node_ids:
             self.ledger.node(node_id)
@@ -207,7 +236,9 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
 
 
 class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsServicer):
-    async def Reserve(self, request: reservations_pb2.ReserveRequest, context: Any) -> common_pb2.Reservation:
+    async def Reserve(
+        self, request: reservations_pb2.ReserveRequest, context: Any
+    ) -> common_pb2.Reservation:
         return await self._mutate(
             context, lambda: convert.reserve(request), convert.reservation_message)
 
@@ -275,27 +306,41 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             return reserve_result(request.reservation_id, error), None
         return reserve_result(request.reservation_id, outcome), durable
 
-    async def Commit(self, request: reservations_pb2.CommitRequest, context: Any) -> common_pb2.Reservation:
+    async def Commit(
+        self, request: reservations_pb2.CommitRequest, context: Any
+    ) -> common_pb2.Reservation:
         return await self._mutate(
             context, lambda: c.Commit(request.reservation_id, request.request_id),
             convert.reservation_message,
         )
 
-    async def Release(self, request: reservations_pb2.ReleaseRequest, context: Any) -> common_pb2.Reservation:
+    async def Release(
+        self, request: reservations_pb2.ReleaseRequest, context: Any
+    ) -> common_pb2.Reservation:
         return await self._mutate(
             context,
-            lambda: c.Release(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+            lambda: c.Release(
+                request.reservation_id, request.request_id,
+                convert.line_quantities(request.lines),
+            ),
             convert.reservation_message,
         )
 
-    async def Fulfill(self, request: reservations_pb2.FulfillRequest, context: Any) -> common_pb2.Reservation:
+    async def Fulfill(
+        self, request: reservations_pb2.FulfillRequest, context: Any
+    ) -> common_pb2.Reservation:
         return await self._mutate(
             context,
-            lambda: c.Fulfill(request.reservation_id, request.request_id, convert.line_quantities(request.lines)),
+            lambda: c.Fulfill(
+                request.reservation_id, request.request_id,
+                convert.line_quantities(request.lines),
+            ),
             convert.reservation_message,
         )
 
-    async def GetReservation(self, request: reservations_pb2.GetReservationRequest, context: Any) -> common_pb2.Reservation:
+    async def GetReservation(
+        self, request: reservations_pb2.GetReservationRequest, context: Any
+    ) -> common_pb2.Reservation:
         def read() -> common_pb2.Reservation:
             violations = Violations()
             violations.identifier("reservation_id", request.reservation_id)
@@ -315,7 +360,9 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
 
         return await self._read(context, read)
 
-    def _list_reservations(self, request: reservations_pb2.ListReservationsRequest) -> tuple[list[Any], str]:
+    def _list_reservations(
+        self, request: reservations_pb2.ListReservationsRequest
+    ) -> tuple[list[Any], str]:
         states = common_pb2.Reservation.State
         if request.state not in states.values():
             raise InvalidArgument.single("state", "unknown state")

@@ -74,7 +74,9 @@ def _details(error: LedgerError) -> list[Message]:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in error.violations
                 ]
             )
@@ -91,7 +93,9 @@ def _details(error: LedgerError) -> list[Message]:
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=error.reason, subject=shortfall.subject, description=shortfall.description
+                        type=error.reason,
+                        subject=shortfall.subject,
+                        description=shortfall.description,
                     )
                     for shortfall in error.shortfalls
                 ]

@@ -323,7 +323,9 @@ class LmdbStore(Store):
             try:
                 cleared: int = self._environment.reader_check()
             except lmdb.Error as error:
-                raise StoreError(f"checking reader slots of {self._path} failed: {error}") from error
+                raise StoreError(
+                    f"checking reader slots of {self._path} failed: {error}"
+                ) from error
             return cleared
 
     def close(self) -> None:
@@ -379,7 +381,9 @@ class LmdbStore(Store):
                 ) from error
             except lmdb.Error as error:
                 if any(text in str(error) for text in _NO_SPACE):
-                    raise StoreFullError(f"the filesystem of {self._path} is full: {error}") from error
+                    raise StoreFullError(
+                        f"the filesystem of {self._path} is full: {error}"
+                    ) from error
                 raise StoreError(f"writing {self._path} failed: {error}") from error
 
     def _last_sequence_in(self, transaction: lmdb.Transaction[bytes]) -> int:

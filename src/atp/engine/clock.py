@@ -43,8 +43,9 @@ class SteadyClock:
         self._behind = False
         self._last = wall()
         self._last_monotonic = monotonic() if monotonic is not None else 0.0
-        if floor > self._last + STEP_NOISE_S:
-            self._note_backward(floor - self._last)
+        if floor > self._last:  # never start before an instant already used
+            if floor > self._last + STEP_NOISE_S:
+                self._note_backward(floor - self._last)
             self._last = floor
 
     def __call__(self) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from atp.engine.archive import StoreArchive
 from atp.ledger import Ledger
-from atp.ledger.model import OPEN_RESERVATION_STATES, Reservation, ReservationState
+from atp.ledger.model import OPEN_RESERVATION_STATES, Position, Reservation, ReservationState
 
 # Work units one call may spend: examining an open reservation costs 1, decoding a closed
 # one from the store costs CLOSED_COST (~10 µs against ~0.4 µs): a few milliseconds a call.
@@ -86,18 +86,35 @@ def _candidates(
 
 
 def _open(ledger: Ledger, wanted: ReservationFilter, after: str) -> Iterator[Reservation]:
-    """Open reservations after `after` from the narrowest index the filter allows."""
+    """Open reservations after `after` from the narrowest index the filter allows. The
+    at-risk and SKU indexes are unordered: they are gathered and sorted only while small
+    (SCAN_BUDGET lines at most); a large one falls back to the ordered walk, which the
+    budget bounds."""
     ids: Iterable[str]
-    if wanted.at_risk:
+    if wanted.at_risk and ledger.at_risk_count <= SCAN_BUDGET:
         ids = _ids_after({key[0] for key in _at_risk_lines(ledger)}, after)
-    elif wanted.sku:
+    elif wanted.sku and _lines_with_sku(ledger, wanted.sku, wanted.node_id) <= SCAN_BUDGET:
         ids = _ids_after(_ids_with_sku(ledger, wanted.sku, wanted.node_id), after)
     elif wanted.state is not None:
         ids = ledger.open_ids(wanted.state).after(after)
     else:
-        ids = ledger.reservations.islice(ledger.reservations.bisect_right(after))  # type: ignore[attr-defined]
+        reservations = ledger.reservations
+        ids = reservations.islice(reservations.bisect_right(after))  # type: ignore[attr-defined]
     reservations = ledger.reservations
     return (reservations[rid] for rid in ids if rid in reservations)
+
+
+def _positions_with_sku(ledger: Ledger, sku: str, node_id: str) -> Iterable[Position]:
+    by_node = ledger.positions_by_sku.get(sku, {})
+    if node_id:
+        return [by_node[node_id]] if node_id in by_node else []
+    return by_node.values()
+
+
+def _lines_with_sku(ledger: Ledger, sku: str, node_id: str) -> int:
+    """How many entries gathering the SKU index would read (a count per position: cheap)."""
+    lines = sum(len(position.lines) for position in _positions_with_sku(ledger, sku, node_id))
+    return lines + (0 if node_id else len(ledger.backorders.get(sku, ())))
 
 
 def _at_risk_lines(ledger: Ledger) -> Iterator[tuple[str, str]]:
@@ -108,8 +125,7 @@ def _at_risk_lines(ledger: Ledger) -> Iterator[tuple[str, str]]:
 def _ids_with_sku(ledger: Ledger, sku: str, node_id: str) -> set[str]:
     """Open reservations with a line of the SKU (at the node): the positions' line index,
     and the backorder index for lines that no node holds yet."""
-    by_node = ledger.positions_by_sku.get(sku, {})
-    positions = [by_node[node_id]] if node_id in by_node else [] if node_id else by_node.values()
+    positions = _positions_with_sku(ledger, sku, node_id)
     ids = {key[0] for position in positions for key in position.lines}
     if not node_id:
         ids.update(key[0] for key in ledger.backorders.get(sku, ()))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from atp.store import Store, StoreUsage
+from atp.store import Store, StoreFullError, StoreUsage
 
 log = logging.getLogger("atp.storage")
 
@@ -42,6 +42,9 @@ class StorageGuard:
         self.usage: StoreUsage | None = None
         # Why writes are refused now; None while there is room.
         self.full_reason: str | None = None
+        # A commit failed for want of space and none has succeeded since: the measure alone
+        # (data committed so far) cannot say the pending batch fits, so the state holds.
+        self.commit_failed = False
 
     def check(self) -> None:
         """Measures, grows the map if due, and enters or leaves the storage-full state.
@@ -55,11 +58,29 @@ class StorageGuard:
         self.usage = usage
         self._update_state(usage)
 
+    def grow_for(self, error: StoreFullError) -> bool:
+        """A batch found the map full: double the map (up to the cap) whatever the data
+        committed so far uses, since one batch may be larger than the map's free part; False
+        when that cannot help (the cap is reached, or it is the filesystem that is full)."""
+        map_size = self.store.usage().map_size
+        if not error.map_full or map_size >= self.limits.max_bytes:
+            return False
+        wanted = min(self.limits.max_bytes, map_size * 2)
+        self.store.grow_map(wanted)
+        log.info("grew the LMDB map from %d to %d MiB for a large batch", map_size // MIB,
+                 wanted // MIB)
+        return True
+
     def note_failed_commit(self, error: Exception) -> None:
-        """A commit found no space although the guard thought there was (one batch larger
-        than the headroom, or the filesystem filled from outside): refuse until it clears."""
+        """A commit found no space although the guard thought there was (a batch larger than
+        the headroom, or the filesystem filled from outside): refuse until a commit succeeds
+        and the measure shows room."""
         self.full_reason = f"storage is full: {error}"
+        self.commit_failed = True
         log.error("%s; refusing writes that add data until space frees", self.full_reason)
+
+    def note_commit(self) -> None:
+        self.commit_failed = False
 
     def _map_size_for(self, usage: StoreUsage) -> int:
         size = usage.map_size
@@ -80,7 +101,7 @@ class StorageGuard:
             self.full_reason = f"storage is full: {reason}"
             log.error("%s; refusing writes that add data until retention or the operator "
                       "frees space", self.full_reason)
-        elif reason is None and self.full_reason is not None and (
+        elif reason is None and self.full_reason is not None and not self.commit_failed and (
             left_in_cap > 2 * headroom and usage.filesystem_free > 2 * headroom
         ):
             self.full_reason = None

@@ -278,13 +278,19 @@ class Writer:
         while True:
             try:
                 await self._on_commit_thread(self.store.commit, batch)
-                return
             except StoreFullError as error:
+                if await self._on_commit_thread(self.storage.grow_for, error):
+                    continue  # a bigger map may take it: try again at once
+                was_full = self.storage.full_reason is not None
                 self.storage.note_failed_commit(error)
-                self._storage_changed(has_room=False)
-                await self.check_storage()  # grows the map if it can
-                if self.storage.full_reason is not None:
-                    await asyncio.sleep(STORAGE_RETRY_S)
+                if not was_full:
+                    self._storage_changed(has_room=False)
+                await asyncio.sleep(STORAGE_RETRY_S)
+                continue
+            if self.storage.commit_failed:
+                self.storage.note_commit()
+                await self.check_storage()  # the state may clear now that it committed
+            return
 
     async def check_storage(self) -> None:
         """Measures the store (growing its map if due) and reports a change of state; a

@@ -69,6 +69,7 @@ def _rebuild(
                     ledger._note_backorder(reservation.reservation_id, line)
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
+    _index_old_requests(ledger, read)
     derive_from_records(ledger, ledger.positions)
     ledger.sequence = last_sequence
     index_expiries(ledger)
@@ -108,6 +109,19 @@ def _move_ended_holds_out(ledger: Ledger, now: float | None) -> None:
     ended = [hold for hold in ledger.holds.values() if not hold.active]
     for hold in ended:
         ledger._retire_hold(hold, now if now is not None else hold.create_time)
+
+
+def _index_old_requests(
+    ledger: Ledger, read: Callable[[str], Iterable[tuple[bytes, bytes]]]
+) -> None:
+    """Idempotency records written before they had a purge index get their entry now (from
+    their own time), so that the idempotency window purges them too."""
+    if next(iter(read("requests_by_time")), None) is not None:
+        return
+    for raw_key, value in read("requests"):
+        request_id = raw_key.decode()
+        record = codec.decode_record("requests", value)
+        ledger._record("requests_by_time", codec.time_key(record.time, request_id), request_id)
 
 
 def _reader(

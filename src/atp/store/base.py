@@ -43,6 +43,11 @@ class StoreError(Exception):
 class StoreFullError(StoreError):
     """The LMDB map or the filesystem is full; nothing was written."""
 
+    def __init__(self, message: str, *, map_full: bool = False) -> None:
+        super().__init__(message)
+        # The map was full (a bigger map may take the batch), not the filesystem.
+        self.map_full = map_full
+
 
 @dataclass(frozen=True)
 class StoreUsage:

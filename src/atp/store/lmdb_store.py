@@ -377,7 +377,7 @@ class LmdbStore(Store):
             except lmdb.MapFullError as error:
                 raise StoreFullError(
                     f"the LMDB map of {self._path} is full "
-                    f"({self._environment.info()['map_size']} bytes)"
+                    f"({self._environment.info()['map_size']} bytes)", map_full=True,
                 ) from error
             except lmdb.Error as error:
                 if any(text in str(error) for text in _NO_SPACE):

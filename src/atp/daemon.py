@@ -117,6 +117,21 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def warn_of_bare_journal_retention(argv: list[str], environ: Mapping[str, str]) -> None:
+    """--journal-retention counted events before it became a duration: a bare number is now
+    seconds, which an old setting would silently shorten or lengthen."""
+    given = environ.get("ATP_JOURNAL_RETENTION", "")
+    for index, word in enumerate(argv):
+        if word == "--journal-retention" and index + 1 < len(argv):
+            given = argv[index + 1]
+        elif word.startswith("--journal-retention="):
+            given = word.partition("=")[2]
+    if given.strip().isdigit() and int(given) != 0:
+        logging.getLogger("atp.server").warning(
+            "--journal-retention %s is read as %s seconds (it used to count events: for a "
+            "count, use --journal-retention-events)", given.strip(), int(given))
+
+
 async def serve(config: ServerConfig) -> int:
     server = AtpServer(config)
     loop = asyncio.get_running_loop()
@@ -135,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warn_of_bare_journal_retention(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         code = asyncio.run(serve(config_from(args)))
     except (StoreError, OSError) as error:

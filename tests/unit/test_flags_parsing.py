@@ -278,3 +278,15 @@ def test_config_carries_the_parsed_values() -> None:
     assert config.journal_retention_events == 10
     assert config.journal_retention_s == 36 * 3600
     assert (config.ledger.closed_retention_s, config.ledger.idempotency_window_s) == (30, 900)
+
+
+def test_a_bare_journal_retention_number_is_read_as_seconds_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from atp.daemon import warn_of_bare_journal_retention
+
+    warn_of_bare_journal_retention(["--journal-retention", "100000"], {})
+    warn_of_bare_journal_retention(["--journal-retention=7d"], {"ATP_JOURNAL_RETENTION": "0"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "--journal-retention-events" in warnings[0]
+    assert parse_args(["--journal-retention", "100000"], {}).journal_retention == 100000

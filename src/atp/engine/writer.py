@@ -41,6 +41,8 @@ EXPIRE_SLICE = c.ExpireDue(limit=200)
 ENDING_DEMAND = (c.Release, c.Fulfill, c.Commit, c.ReleaseHold, c.ExpireDue)
 # Seconds between attempts to commit a batch that found storage full.
 STORAGE_RETRY_S = 0.5
+# Seconds a stopping writer waits for its last batch (it may wait on full storage).
+CLOSE_COMMIT_WAIT_S = 30.0
 # Storage is measured after a commit at most this often (a batch that outruns the measure
 # meets a full map, grows it and is committed again).
 STORAGE_CHECK_INTERVAL_S = 0.1
@@ -185,9 +187,13 @@ class Writer:
         committing = bool(self._tasks) and not self._tasks[0].done()
         if self.failure is None and committing:
             try:
-                await self._durable()
+                await asyncio.wait_for(self._durable(), CLOSE_COMMIT_WAIT_S)
             except LedgerError:
                 pass  # the final commit failed: _fail() has reported it; still stop the rest
+            except TimeoutError:  # storage stayed full: those calls were never acknowledged
+                log.error("stopping with changes that could not be committed in %.0f s "
+                          "(storage full); their calls were not acknowledged",
+                          CLOSE_COMMIT_WAIT_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

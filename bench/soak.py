@@ -149,6 +149,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--expire-ttl", type=int, default=2, dest="expire_ttl",
         help="ttl_seconds of the reservations left to expire (2)")
     add("--sample-seconds", type=float, dest="sample_seconds", help="seconds between samples (5)")
+    add("--rate", type=float, default=0.0,
+        help="lifecycles a second at most (0: as fast as atpd takes them). A steady rate makes "
+        "the state targets measure growth, not the VM's speed: what the windows retain is "
+        "about rate x retention")
     add("--max-seconds", type=float, dest="max_seconds",
         help="stop driving load after this many seconds, whatever is left (14,400; smoke 60)")
     add("--retention", help="atpd --closed-retention, --idempotency-window and "
@@ -326,12 +330,26 @@ class Tally:
 
 
 class Budget:
-    """Hands out lifecycles up to the current phase's limit, until the deadline."""
+    """Hands out lifecycles up to the current phase's limit, until the deadline, and at most
+    `rate` a second when one is set (0: as fast as atpd takes them)."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, rate: float = 0.0) -> None:
         self.deadline = deadline
         self.started = 0
         self.limit = 0
+        self.rate = rate
+        self._paced_since = time.monotonic()
+
+    async def pace(self) -> None:
+        """Waits until the next lifecycles are due at the set rate. A load that fell behind
+        (a timed restart paused it) starts afresh rather than bursting to catch up."""
+        if not self.rate:
+            return
+        ahead = self.started / self.rate - (time.monotonic() - self._paced_since)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        elif ahead < -1.0:
+            self._paced_since = time.monotonic() - self.started / self.rate
 
     def take(self, most: int) -> int:
         if time.monotonic() >= self.deadline:
@@ -378,7 +396,9 @@ class Load:
                                for _ in range(self.args.workers)))
 
     async def _worker(self, reservations: Any, inventory: Any) -> None:
-        while count := self.budget.take(self.args.batch_size):
+        while (await self.budget.pace()) is None and (
+            count := self.budget.take(self.args.batch_size)
+        ):
             fulfilled: collections.Counter[tuple[str, str]] = collections.Counter()
             holds = sum(self.rng.random() < self.args.hold_share for _ in range(count))
             await self._round(reservations, count, fulfilled)
@@ -621,7 +641,7 @@ class Soak:
     tally: Tally = field(default_factory=Tally)
 
     def __post_init__(self) -> None:
-        self.budget = Budget(time.monotonic() + self.args.max_seconds)
+        self.budget = Budget(time.monotonic() + self.args.max_seconds, self.args.rate)
         self.load = Load(self.args, self.tally, self.budget)
         self.sampler = Sampler(self.args, self.data_dir, self.tally)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from atp.v1 import (
     reservations_pb2,
     reservations_pb2_grpc,
 )
+from bench.soak import free_port
 
 BATCH = 1000
 POLL_LIMIT_S = 120.0
@@ -125,13 +125,6 @@ def metric(port: int, name: str) -> Iterator[float]:
     for line in text.splitlines():
         if line.startswith(name + " "):
             yield float(line.rsplit(" ", 1)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def percentile(ordered: list[float], share: float) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 
 START_TIMEOUT_S = 60
 
@@ -140,15 +140,9 @@ def test_a_busy_metrics_port_is_one_line_naming_the_metrics_port(tmp_path: Path)
     assert line == f"atpd: cannot serve metrics on 127.0.0.1:{port}: the address is in use"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.integration
 def test_good_values_from_flags_and_variables_start_atpd(tmp_path: Path) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     server = AtpdProcess(
         tmp_path / "data",
         "--default-ttl", "15m", "--grace", "1.5", "--journal-retention", "10m", "--journal-retention-events", "10",

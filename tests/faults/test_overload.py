@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from tests.integration.helpers import (
     stocked,
     uid,
 )
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +49,6 @@ BOUND = 4  # --concurrent-rpcs-max of the bounded atpd
 BURST = 300  # concurrent calls against it: far more than the bound
 GRPC_DEFAULT_BACKLOG = 1000  # grpc.server.max_pending_requests, beyond which core cancelled
 Code = grpc.StatusCode
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -72,7 +65,7 @@ def _scrape(port: int) -> dict[str, float]:
 @pytest.fixture
 def bounded(tmp_path: Path) -> Iterator[tuple[AtpdProcess, int]]:
     """An atpd admitting BOUND unary calls at once, with its metrics port."""
-    port = _free_port()
+    port = free_port()
     server = AtpdProcess(tmp_path / "data", "--metrics-port", str(port),
                          "--concurrent-rpcs-max", str(BOUND)).start()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +12,14 @@ import pytest
 
 from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
 from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve, reserve_request, stocked
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def metered(tmp_path: Path) -> Iterator[tuple[AtpdProcess, int]]:
-    port = _free_port()
+    port = free_port()
     server = AtpdProcess(tmp_path / "data", "--metrics-port", str(port)).start()
     try:
         yield server, port

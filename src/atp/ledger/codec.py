@@ -212,19 +212,22 @@ def indexes_closed_record(index_key: bytes, data: bytes) -> bool:
         close_time = orjson.loads(tail[:-1]) if marker else None
     except orjson.JSONDecodeError:  # not the last field after all: decode the whole record
         close_time = orjson.loads(data).get("closed")
-    reservation_id = index_key.split(b"\x1f", 1)[1].decode()
-    return close_time is not None and time_key(close_time, reservation_id).encode() == index_key
+    return _made_for(index_key, close_time)
 
 
 def indexes_ended_hold_record(index_key: bytes, data: bytes) -> bool:
     """Whether an ended hold's record is the one this purge index entry was made for."""
     raw = orjson.loads(data)
-    end_time = raw[10] if len(raw) > 10 else None
-    hold_id = index_key.split(b"\x1f", 1)[1].decode()
-    return end_time is not None and time_key(end_time, hold_id).encode() == index_key
+    return _made_for(index_key, raw[10] if len(raw) > 10 else None)
 
 
 def indexes_request_record(index_key: bytes, data: bytes) -> bool:
     """Whether an idempotency record is the one this purge index entry was made for."""
-    request_id = index_key.split(b"\x1f", 1)[1].decode()
-    return time_key(orjson.loads(data)[1], request_id).encode() == index_key
+    return _made_for(index_key, orjson.loads(data)[1])
+
+
+def _made_for(index_key: bytes, end_time: float | None) -> bool:
+    """Whether a purge index entry is the one made for a record that ended at `end_time`
+    (the entry's key is the time_key of that instant and the record's id)."""
+    item_id = index_key.split(b"\x1f", 1)[1].decode()
+    return end_time is not None and time_key(end_time, item_id).encode() == index_key

@@ -2,7 +2,7 @@
 
 Steps (each problem found is one string; the audit passes when there are none):
 1. SIGTERM the server: it drains, commits a final batch and must exit 0.
-2. `atp.store.offline.verify(data_dir)`: every record decodes and every derived quantity
+2. `atp.persistence.verify.verify(data_dir)`: every record decodes and every derived quantity
    (allocated, reserved, held, inbound) equals the sum over its records.
 3. Offline ledger (`ledger_from_records` over the LMDB records), for every position:
    on_hand >= 0, and for every position the bench stocked (stock only ever grew, except by
@@ -21,9 +21,9 @@ from typing import Any
 
 import grpc
 
-from atp.ledger import ledger_from_records
+from atp.persistence import ledger_from_records
+from atp.persistence.verify import verify
 from atp.store import LmdbStore
-from atp.store.offline import verify
 from atp.v1 import availability_pb2, availability_pb2_grpc
 from bench.server import ServerProcess
 

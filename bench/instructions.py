@@ -35,9 +35,9 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from atp.engine.writer import Writer, encode_batch
-from atp.ledger import Ledger
-from atp.ledger.errors import LedgerError
+from atp.engine.writer import Writer
+from atp.ledger import Ledger, Refused
+from atp.persistence import encode_batch
 from atp.server import convert
 from atp.server.servicers import ReservationsServicer, fill_reserve_result, reserve_command
 from atp.store import LmdbStore
@@ -71,15 +71,16 @@ def run_reserves(reservations: int) -> int:
         store = LmdbStore(data_dir, sync=False)
         for wire in batches:
             request = reservations_pb2.ReserveBatchRequest.FromString(wire)
-            outcomes = ledger.execute_batch(
-                [reserve_command(item) for item in request.requests], NOW
+            built = [reserve_command(item) for item in request.requests]
+            outcomes = ledger.apply_batch(
+                [command for command in built if not isinstance(command, Refused)], NOW
             )
             store.commit(encode_batch(ledger.take_changes()))
             response = reservations_pb2.ReserveBatchResponse()
             for item, outcome in zip(request.requests, outcomes):
                 fill_reserve_result(response.results.add(), item.reservation_id, outcome)
             response.SerializeToString()
-            placed += sum(1 for outcome in outcomes if not isinstance(outcome, LedgerError))
+            placed += sum(1 for outcome in outcomes if not isinstance(outcome, Refused))
         store.close()
     return placed
 

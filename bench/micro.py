@@ -18,11 +18,11 @@ import random
 import time
 from collections.abc import Callable
 
-from atp.engine.writer import Writer, encode_batch
-from atp.ledger import Ledger
-from atp.ledger import commands as c
+from atp.engine.writer import Writer
+from atp.ledger import Ledger, commands
 from atp.ledger.model import Lane, Policy
 from atp.ledger.promising import OrderLine
+from atp.persistence import encode_batch
 from atp.server import convert
 from atp.server.servicers import AvailabilityServicer
 from atp.store import MemoryStore
@@ -35,14 +35,14 @@ def stocked_ledger(now: float = NOW, skus: int = 10_000) -> Ledger:
     """SKUs S0.. x 5 nodes (N0..N4), 10^9 units at every position; changes already taken."""
     ledger = Ledger()
     for node in range(5):
-        ledger.execute(c.UpsertNode(f"N{node}"), now)
+        ledger.execute(commands.UpsertNode(f"N{node}"), now)
     for chunk in range(0, skus, 100):
         movements = tuple(
-            c.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
+            commands.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
             for sku in range(chunk, chunk + 100)
             for node in range(5)
         )
-        ledger.execute(c.AdjustStock(f"seed-{chunk}", movements), now)
+        ledger.execute(commands.AdjustStock(f"seed-{chunk}", movements), now)
     ledger.take_changes()
     return ledger
 
@@ -51,20 +51,20 @@ def reserve_core(reserves: int, seed: int) -> Callable[[], int]:
     """Reserve 1-3 lines at explicit nodes over 10k SKUs x 5 nodes, encoded in batches of 50."""
     ledger = stocked_ledger()
     rng = random.Random(seed)
-    commands = [
-        c.Reserve(f"r{index}", tuple(
-            c.LineRequest(f"l{line}", f"S{rng.randrange(2000)}", 1, f"N{rng.randrange(5)}")
+    batch = [
+        commands.Reserve(f"r{index}", tuple(
+            commands.LineRequest(f"l{line}", f"S{rng.randrange(2000)}", 1, f"N{rng.randrange(5)}")
             for line in range(rng.randint(1, 3))
         ))
         for index in range(reserves)
     ]
 
     def run() -> int:
-        for index, command in enumerate(commands):
+        for index, command in enumerate(batch):
             convert.reservation_message(ledger.execute(command, NOW))
             if index % 50 == 49:
                 encode_batch(ledger.take_changes())
-        return len(commands)
+        return len(batch)
 
     return run
 
@@ -75,14 +75,16 @@ def promise_network(promises: int, seed: int) -> tuple[Ledger, list[tuple[list[O
     ledger = Ledger()
     for node in range(50):
         lanes = tuple(Lane(f"R{r}", rng.randint(1, 5), rng.randint(1, 20)) for r in range(10))
-        ledger.execute(c.UpsertNode(f"P{node}", handling_days=rng.randint(0, 2), lanes=lanes), NOW)
+        node_command = commands.UpsertNode(f"P{node}", handling_days=rng.randint(0, 2), lanes=lanes)
+        ledger.execute(node_command, NOW)
     movements = [
-        c.Movement(f"K{sku}", f"P{node}", "RECEIPT", rng.randint(50, 500))
+        commands.Movement(f"K{sku}", f"P{node}", "RECEIPT", rng.randint(50, 500))
         for sku in range(1000)
         for node in sorted(rng.sample(range(50), rng.randint(2, 10)))
     ]
     for start in range(0, len(movements), 500):
-        ledger.execute(c.AdjustStock(f"seed-{start}", tuple(movements[start:start + 500])), NOW)
+        chunk = tuple(movements[start:start + 500])
+        ledger.execute(commands.AdjustStock(f"seed-{start}", chunk), NOW)
     orders = [
         ([OrderLine(f"l{line}", f"K{rng.randrange(1000)}", rng.randint(1, 20))
           for line in range(5)],

@@ -198,7 +198,7 @@ def markdown(result: dict[str, Any]) -> str:
     if audit:
         lines += [
             f"- server exit code on SIGTERM: {audit.get('server_exit_code')}",
-            f"- `atp.store.offline.verify`: {audit.get('verify_problems')} problems",
+            f"- `atp.persistence.verify.verify`: {audit.get('verify_problems')} problems",
             (f"- positions stored {audit.get('positions_stored', 0):,}, stocked "
              f"{audit.get('positions_stocked', 0):,}, oversold "
              f"{audit.get('positions_oversold')}"),

@@ -16,7 +16,7 @@ another fresh server: seed stock (AdjustStock RECEIPT, 500 movements a call), th
 lines (ReserveBatch of up to 1000 COMMITTED reservations of `--lines-per-reservation` lines at
 explicit nodes, a few calls in flight); RSS; (3) SIGTERM (must exit 0) and restart, timed;
 RSS; (4) baseline + reserve on the big ledger; RSS; (5) SIGTERM and
-`atp.store.offline.verify` (in a child process, timed, its peak RSS reported).
+`atp.persistence.verify.verify` (in a child process, timed, its peak RSS reported).
 
 Exit code: 0 the measurement completed (a missed target is a result, not an error); 1 the
 audit found problems (a server did not exit 0 on SIGTERM, verify found problems) or a
@@ -402,10 +402,10 @@ class _WorkloadFailed(Exception):
 
 
 def _verify(data_dir: str) -> dict[str, Any]:
-    """atp.store.offline.verify in a child process: problems, seconds and its peak RSS."""
+    """atp.persistence.verify.verify in a child process: problems, seconds and its peak RSS."""
     code = (
         "import json, resource, sys, time\n"
-        "from atp.store.offline import verify\n"
+        "from atp.persistence.verify import verify\n"
         "t = time.monotonic()\n"
         "problems = verify(sys.argv[1])\n"
         "print(json.dumps({'problems_total': len(problems), 'problems': problems[:50],\n"
@@ -498,7 +498,7 @@ def run(args: argparse.Namespace, result: dict[str, Any], temp_dir: str) -> int:
 
         # 5. audit
         _stop(server, "big ledger after the run", audit)
-        print("scale: verifying the big ledger offline (atp.store.offline.verify)", flush=True)
+        print("scale: verifying the big ledger offline (atp.persistence.verify.verify)", flush=True)
         verified = _verify(server.data_dir)
         audit["verify"] = verified
         audit["problems"].extend(f"verify: {p}" for p in verified["problems"])
@@ -700,7 +700,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{stop['seconds']} s")
     verify = audit.get("verify")
     if verify:
-        lines.append(f"- `atp.store.offline.verify`: {verify['problems_total']} problems in "
+        lines.append(f"- `atp.persistence.verify.verify`: {verify['problems_total']} problems in "
                      f"{verify['seconds']} s (verifier peak RSS {_gib(verify['max_rss_bytes'])})")
     for problem in audit.get("problems", [])[:50]:
         lines.append(f"- PROBLEM: {problem}")

@@ -16,13 +16,14 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from atp import limits
-from atp.engine.archive import StoreArchive
 from atp.engine.clock import SteadyClock
 from atp.engine.events import EventHub
 from atp.engine.housekeeping import Retention
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
-from atp.ledger import LedgerConfig, codec, ledger_from_records
+from atp.ledger import LedgerConfig
+from atp.persistence import codec, ledger_from_records
+from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor

@@ -46,3 +46,23 @@ concurrent_rpcs_max = 1000
 # with a bare CANCELLED, as its default of 1,000 did under a burst of 2,000. Measured at
 # ~15 KB each: ~150 MB at the bound.
 rpc_backlog_max = 10_000
+
+# ----- In memory ------------------------------------------------------------------------------
+# What the ledger keeps in memory is live state only, each collection bounded by what it
+# holds live, not by history (closed reservations, ended holds and idempotency records leave
+# memory once durable, and the store's retention purges them):
+# - nodes, positions (and their indexes by SKU and by node), supplies: what the operator
+#   defines; every position holds at most its open lines, and a dated delta per distinct day
+#   (bounded by horizon_days_max).
+# - open reservations (and the indexes of them by state, expiry, backorder, at-risk line):
+#   bounded by the admission of new ones: each HELD one expires within ttl_seconds_max, and
+#   COMMITTED ones leave on fulfilment or release.
+# - active holds (and their index by position): what the operator places.
+# - changes not yet durable, and the closed reservations, ended holds and idempotency
+#   records among them: at most pending_mutations_max commands' worth.
+# - the event hub's backlog per Watch stream (engine.events): bounded per watcher.
+# Positions with at most this many open lines have their reserved and allocated units
+# recounted from the lines after every command that touches them (an O(lines) audit); larger
+# ones are recounted by the full check (Ledger.check_invariants, `atpctl db verify`) and get
+# the O(days) checks after every command.
+audit_lines_max = 64

@@ -469,13 +469,13 @@ def test_health_exit_code_follows_the_status(
 def test_db_verify_reports_problems_with_exit_one(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
-    from atp.store import offline
+    from atp.persistence import verify
 
-    monkeypatch.setattr(offline, "verify", lambda data_dir: ["position A@DC1 is negative"])
+    monkeypatch.setattr(verify, "verify", lambda data_dir: ["position A@DC1 is negative"])
     exit_code, out, _ = run(capsys, None, "db", "verify", "--data-dir", str(tmp_path))
     assert (exit_code, out) == (1, "problem: position A@DC1 is negative\n")
 
-    monkeypatch.setattr(offline, "verify", lambda data_dir: [])
+    monkeypatch.setattr(verify, "verify", lambda data_dir: [])
     exit_code, out, _ = run(capsys, None, "--json", "db", "verify", "--data-dir", str(tmp_path))
     assert (exit_code, json.loads(out)) == (0, {"ok": True, "problems": []})
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from atp.ledger import codec
+from atp.persistence import codec
 from atp.store import LmdbStore
 from atp.v1 import (
     availability_pb2,

@@ -27,9 +27,10 @@ from prometheus_client import generate_latest
 from atp.bootstrap import AtpServer, ServerConfig, last_event_time, steady_clock
 from atp.engine.clock import SteadyClock
 from atp.engine.writer import EXPIRE_BEFORE_COMMAND, EXPIRE_SLICE, Writer
-from atp.ledger import Ledger, LedgerConfig, codec, day_of, errors
+from atp.ledger import Ledger, LedgerConfig, Refused, day_of, errors
 from atp.ledger import commands as c
 from atp.ledger.model import Event, ReservationState
+from atp.persistence import codec
 from atp.server.metrics import Metrics
 from atp.store import MemoryStore, WriteBatch
 from atp.v1 import (
@@ -273,7 +274,8 @@ def test_a_command_naming_an_overdue_reservation_expires_it_even_behind_a_backlo
         return outcome
 
     outcome = asyncio.run(scenario())
-    assert isinstance(outcome, errors.FailedPrecondition), outcome
+    assert isinstance(outcome, Refused), outcome  # refusals are values
+    assert isinstance(outcome.error, errors.FailedPrecondition), outcome
     assert outcome.reason == errors.RESERVATION_EXPIRED
 
 

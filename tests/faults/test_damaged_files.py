@@ -18,10 +18,10 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from atp.persistence.verify import verify
 from atp.store import LmdbStore, StoreError, WriteBatch
 from atp.store.integrity import DamagedDataFileError, check_data_file
 from atp.store.lmdb_store import encode_sequence
-from atp.store.offline import verify
 from tests.integration.helpers import Api, line, reserve, stocked
 from tests.support.atpd import AtpdProcess
 

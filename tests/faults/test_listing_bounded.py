@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 
 from atp.engine import listing
-from atp.engine.archive import StoreArchive
 from atp.engine.listing import ReservationFilter, list_reservations
-from atp.engine.writer import encode_batch
 from atp.ledger import Ledger, LedgerConfig
 from atp.ledger import commands as c
 from atp.ledger.model import ReservationState
+from atp.persistence import encode_batch
+from atp.persistence.archive import StoreArchive
 from atp.store import MemoryStore
 
 NOW = datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.UTC).timestamp()

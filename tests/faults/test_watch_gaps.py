@@ -23,8 +23,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from atp.engine.events import REPLAY_PAGE_EVENTS, EventFilter, EventHub, OutOfRange
-from atp.ledger import codec
 from atp.ledger.model import Event
+from atp.persistence import codec
 from atp.store import MemoryStore, WriteBatch
 from atp.v1 import common_pb2, events_pb2, events_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 from tests.support.atpd import AtpdProcess

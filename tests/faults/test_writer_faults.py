@@ -34,10 +34,11 @@ from atp.bootstrap import AtpServer, ServerConfig
 from atp.engine import writer as writer_module
 from atp.engine.events import EventHub
 from atp.engine.writer import Writer
-from atp.ledger import Ledger, codec
+from atp.ledger import Ledger
 from atp.ledger import commands as c
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Event
+from atp.persistence import codec
 from atp.server.servicers import EventsServicer
 from atp.store import MemoryStore, StoreError, WriteBatch
 from atp.v1 import (

@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from atp.store import offline
+from atp.persistence.verify import verify
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -309,7 +309,7 @@ def test_after_the_fuzz_the_server_serves_and_its_store_is_consistent(
     before = snapshot(api)
     api.close()
     assert server.stop() == 0, f"atpd did not stop cleanly; see {server.log_path}"
-    assert offline.verify(server.data_dir) == []
+    assert verify(server.data_dir) == []
     server.start()
     restarted = Api(server.channel())
     try:

@@ -31,9 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from atp.engine.archive import StoreArchive
-from atp.engine.writer import encode_batch
-from atp.ledger import Ledger, LedgerConfig, codec, day_of, ledger_from_records, timeline
+from atp.ledger import Ledger, LedgerConfig, day_of, timeline
 from atp.ledger import commands as c
 from atp.ledger.errors import (
     AlreadyExists,
@@ -45,6 +43,8 @@ from atp.ledger.errors import (
     NotFound,
 )
 from atp.ledger.model import Position
+from atp.persistence import codec, encode_batch, ledger_from_records
+from atp.persistence.archive import StoreArchive
 from atp.store import LmdbStore
 from tests.property.reference import (
     COMMITTED,
@@ -780,7 +780,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert counted == expected_counts, "reservation counts by state"
         assert set(ledger.holds) == {k for k, h in model.holds.items() if h.active}
         for hold_id, expected in model.holds.items():  # ended ones from the store
-            found = ledger._retained_hold(hold_id, self.now)
+            found = ledger.retained_hold(hold_id, self.now)
             assert found is not None and found.active == expected.active, hold_id
         assert {
             k: (s.quantity, s.expected_day, s.received_quantity, s.state.value)

@@ -15,11 +15,12 @@ import asyncio
 import datetime
 from pathlib import Path
 
-from atp.engine.archive import StoreArchive
 from atp.engine.housekeeping import Retention
 from atp.engine.writer import Writer
-from atp.ledger import LedgerConfig, codec, ledger_from_records
+from atp.ledger import LedgerConfig
 from atp.ledger.model import RequestRecord
+from atp.persistence import codec, ledger_from_records
+from atp.persistence.archive import StoreArchive
 from atp.store import LmdbStore, WriteBatch
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()

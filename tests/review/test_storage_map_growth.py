@@ -25,8 +25,9 @@ import pytest
 
 from atp.engine.storage import MIB, StorageLimits
 from atp.engine.writer import Writer
-from atp.ledger import Ledger, LedgerConfig, codec, ledger_from_records
+from atp.ledger import Ledger, LedgerConfig
 from atp.ledger import commands as c
+from atp.persistence import codec, encode_batch, ledger_from_records
 from atp.store import LmdbStore, WriteBatch
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
@@ -84,9 +85,9 @@ def test_first_start_of_an_old_data_dir_with_many_closed_reservations_completes(
             closed = source.execute(c.Release(rid, f"cancel-{rid}"), NOW)
             closed.close_time = None  # as written before retention existed
             batch.put("reservations", rid.encode(), codec.encode_record("reservations", closed))
-        for (database, key), value in source.take_changes().records.items():
+        for (database, key), data in encode_batch(source.take_changes()).records.items():
             if database in ("nodes", "positions"):
-                batch.put(database, key.encode(), codec.encode_record(database, value))
+                batch.put(database, key, data)
         path = tmp_path / "old"
         store = LmdbStore(path, map_size=4 * MIB, sync=False)
         store.commit(batch)

@@ -21,15 +21,16 @@ from typing import Any
 import orjson
 import pytest
 
-from atp.engine.archive import StoreArchive
 from atp.engine.events import EventFilter, EventHub, OutOfRange
 from atp.engine.housekeeping import SLICE_RECORDS, Retention
 from atp.engine.writer import Writer
-from atp.ledger import Ledger, LedgerConfig, codec, day_of, errors, ledger_from_records
+from atp.ledger import Ledger, LedgerConfig, Refused, day_of, errors
 from atp.ledger import commands as c
 from atp.ledger.model import Reservation, ReservationState
+from atp.persistence import codec, encode_batch, ledger_from_records
+from atp.persistence.archive import StoreArchive
+from atp.persistence.verify import verify
 from atp.store import LmdbStore, MemoryStore, Store, WriteBatch
-from atp.store.offline import verify
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 TODAY = day_of(NOW)
@@ -128,11 +129,14 @@ def test_closing_moves_a_reservation_out_of_live_state_with_its_purge_index_entr
     changes = ledger.take_changes()
     closed = ledger.closed["o1"]
     assert "o1" not in ledger.reservations
-    assert changes.records[("reservations", "o1")] is None, "the open record is deleted"
-    assert changes.records[("closed", "o1")] is closed
-    assert changes.records[("closed_by_time", codec.time_key(NOW + 7, "o1"))] == "o1"
-    assert changes.records[("requests", "cancel-1")].time == NOW + 7
-    assert changes.records[("requests_by_time", codec.time_key(NOW + 7, "cancel-1"))] == "cancel-1"
+    records = encode_batch(changes).records
+    assert records[("reservations", b"o1")] is None, "the open record is deleted"
+    assert changes.closed["o1"] is closed
+    assert codec.decode_record("closed", records[("closed", b"o1")]) == closed
+    assert records[("closed_by_time", codec.time_key(NOW + 7, "o1").encode())] == b"o1"
+    assert changes.requests["cancel-1"].time == NOW + 7
+    assert records[("requests_by_time", codec.time_key(NOW + 7, "cancel-1").encode())] == (
+        b"cancel-1")
     # Durable: memory lets both go (an archive answers for them from then on).
     ledger.forget_durable(changes)
     assert ledger.closed == {} and ledger.requests == {}
@@ -280,7 +284,11 @@ class Harness:
     slices: Slices
 
     async def run(self, command: c.Command) -> Any:
-        return await asyncio.wait_for(self.writer.execute(command), STEP_TIMEOUT_S)
+        """The command's result once durable; its refusal raised, as the error it carries."""
+        outcome = await asyncio.wait_for(self.writer.execute(command), STEP_TIMEOUT_S)
+        if isinstance(outcome, Refused):
+            raise outcome.error
+        return outcome
 
     async def idle(self) -> None:
         """Waits out a housekeeping pass already running (after each commit one runs, with
@@ -764,11 +772,11 @@ def test_an_old_data_dir_with_closed_reservations_among_the_open_ones_is_migrate
     # The same records as the old version wrote them: closed reservations in `reservations`
     # (old encoding), idempotency records without a purge index, no closed records.
     batch = WriteBatch()
-    for (database, key), value in changes.records.items():
-        if database in ("closed", "reservations") and value is not None:
-            batch.put("reservations", key.encode(), old_format(value))
-        elif database in ("nodes", "positions", "requests"):
-            batch.put(database, key.encode(), codec.encode_record(database, value))
+    for reservation_id, value in {**changes.reservations, **changes.closed}.items():
+        batch.put("reservations", reservation_id.encode(), old_format(value))
+    for (database, key), data in encode_batch(changes).records.items():
+        if database in ("nodes", "positions", "requests"):
+            batch.put(database, key, data)
     for event in changes.events:
         batch.append(event.sequence, codec.encode_event(event))
     data_dir = tmp_path / "old"

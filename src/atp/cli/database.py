@@ -127,11 +127,13 @@ class OfflineStoreError(Exception):
 
 def _offline_store_call(function_name: str, *arguments: str, **options: Any) -> Any:
     try:
+        from atp.persistence import verify
         from atp.store import offline
     except ImportError as error:
         raise OfflineStoreError(f"offline store tools are not available ({error})") from None
+    tools = verify if function_name == "verify" else offline  # verify rebuilds the ledger
     try:
-        return getattr(offline, function_name)(*arguments, **options)
+        return getattr(tools, function_name)(*arguments, **options)
     except Exception as error:
         if _is_expected_store_failure(error):
             raise OfflineStoreError(f"{type(error).__name__}: {error}") from None

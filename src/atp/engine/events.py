@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from atp.ledger import codec
 from atp.ledger.errors import LedgerError, Unavailable
 from atp.ledger.model import Event
+from atp.persistence import codec
 from atp.store import Store, StoreError
 
 REPLAY_PAGE_EVENTS = 1000

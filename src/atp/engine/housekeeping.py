@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from atp.ledger import codec
+from atp.persistence import codec
 from atp.store import Store, StoreError
 
 log = logging.getLogger("atp.housekeeping")

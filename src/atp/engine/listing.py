@@ -13,9 +13,9 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from atp.engine.archive import StoreArchive
 from atp.ledger import Ledger
 from atp.ledger.model import OPEN_RESERVATION_STATES, Position, Reservation, ReservationState
+from atp.persistence.archive import StoreArchive
 
 # Work units one call may spend: examining an open reservation costs 1, decoding a closed
 # one from the store costs CLOSED_COST (~10 µs against ~0.4 µs): a few milliseconds a call.

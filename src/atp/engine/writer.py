@@ -14,13 +14,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import TypeVar, overload
 
 from atp import limits
 from atp.engine.housekeeping import Housekeeper, Retention
 from atp.engine.storage import StorageGuard, StorageLimits
-from atp.ledger import Changes, Ledger, codec, day_of
-from atp.ledger import commands as c
+from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
 from atp.ledger.errors import (
     InvariantViolation,
     LedgerError,
@@ -29,16 +28,19 @@ from atp.ledger.errors import (
     Unavailable,
 )
 from atp.ledger.model import Event
+from atp.persistence import encode_batch
 from atp.store import Store, StoreError, StoreFullError, WriteBatch
 
 log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
 # running), and per step of the expiry loop (a few tens of ms at most, then other calls run).
-EXPIRE_BEFORE_COMMAND = c.ExpireDue(limit=16)
-EXPIRE_SLICE = c.ExpireDue(limit=200)
+EXPIRE_BEFORE_COMMAND = commands.ExpireDue(limit=16)
+EXPIRE_SLICE = commands.ExpireDue(limit=200)
 # What storage-full still admits: the commands that end demand (they write a little, on the
 # headroom kept for them) and expiry.
-ENDING_DEMAND = (c.Release, c.Fulfill, c.Commit, c.ReleaseHold, c.ExpireDue)
+ENDING_DEMAND = (
+    commands.Release, commands.Fulfill, commands.Commit, commands.ReleaseHold, commands.ExpireDue
+)
 # Seconds between attempts to commit a batch that found storage full.
 STORAGE_RETRY_S = 0.5
 # Seconds a stopping writer waits for its last batch (it may wait on full storage).
@@ -49,7 +51,7 @@ STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
 
 
-def unchanged(result: Any) -> Any:
+def unchanged(result: Result) -> Result:
     """Presents a command's result as the command returned it (execute's default)."""
     return result
 
@@ -120,30 +122,40 @@ class Writer:
             log.critical("background task %s died", task.get_name(), exc_info=error)
             self._fail(error)
 
-    async def execute(self, command: c.Command, present: Callable[[Any], T] = unchanged) -> T:
-        """Applies one command and presents its result at once, so that the answer shows the
-        state the command made and not a later one; returns that answer once durable, or
-        raises the command's LedgerError (also only once durable: a refusal may rest on
-        changes not yet on disk)."""
-        outcome, durable = self.apply_one(command)
-        answer = None if isinstance(outcome, LedgerError) else present(outcome)
-        await self.until_durable(durable)
-        if isinstance(outcome, LedgerError):
-            raise outcome
-        return cast(T, answer)
+    @overload
+    async def execute(self, command: commands.Command) -> Result | Refused: ...
 
-    async def execute_batch(self, commands: Sequence[c.Command]) -> list[Any]:
-        """Applies commands one by one in one step; each outcome is a result or a LedgerError."""
-        outcomes, durable = self.apply(commands)
-        await self.until_durable(durable, len(commands))
+    @overload
+    async def execute(
+        self, command: commands.Command, present: Callable[[Result], T]
+    ) -> T | Refused: ...
+
+    async def execute(
+        self, command: commands.Command,
+        present: Callable[[Result], T] | Callable[[Result], Result] = unchanged,
+    ) -> T | Result | Refused:
+        """Applies one command and presents its result at once, so that the answer shows the
+        state the command made and not a later one; returns that answer, or the refusal, once
+        durable (a refusal may rest on changes not yet on disk, too)."""
+        outcome, durable = self.apply_one(command)
+        answer = outcome if isinstance(outcome, Refused) else present(outcome)
+        await self.until_durable(durable)
+        return answer
+
+    async def execute_batch(self, batch: Sequence[commands.Command]) -> list[Outcome]:
+        """Applies commands one by one in one step; an outcome for each, once durable."""
+        outcomes, durable = self.apply(batch)
+        await self.until_durable(durable, len(batch))
         return outcomes
 
-    def apply_one(self, command: c.Command) -> tuple[Any, asyncio.Future[None] | None]:
-        """apply() for one command: its outcome (result or LedgerError) and durability future."""
+    def apply_one(self, command: commands.Command) -> tuple[Outcome, asyncio.Future[None] | None]:
+        """apply() for one command: its outcome and durability future."""
         outcomes, durable = self.apply((command,))
         return outcomes[0], durable
 
-    def apply(self, commands: Sequence[c.Command]) -> tuple[list[Any], asyncio.Future[None] | None]:
+    def apply(
+        self, batch: Sequence[commands.Command]
+    ) -> tuple[list[Outcome], asyncio.Future[None] | None]:
         """Applies commands now, without waiting; returns their outcomes and a future that
         resolves once everything applied so far is durable (None: nothing is pending).
 
@@ -151,11 +163,11 @@ class Writer:
         rest on changes not yet on disk. Raises Unavailable/ResourceExhausted, having applied
         nothing, when the writer cannot take commands.
         """
-        self._admit(commands)
+        self._admit(batch)
         now = self.clock()
         try:
             self._expire_due(now)
-            outcomes = self.ledger.execute_batch(commands, now)
+            outcomes = self.ledger.apply_batch(batch, now)
         except InvariantViolation as violation:
             self._fail(violation)
             raise Unavailable("internal invariant violated; the server is stopping") from None
@@ -203,17 +215,17 @@ class Writer:
     def queue_depth(self) -> int:
         return self._waiting
 
-    def _admit(self, commands: Sequence[c.Command]) -> None:
+    def _admit(self, batch: Sequence[commands.Command]) -> None:
         if self.failure is not None:
             raise self._stopping()
         if self.closing:
             raise Unavailable("the server is shutting down")
-        if self._waiting + len(commands) > self.pending_max:
+        if self._waiting + len(batch) > self.pending_max:
             raise ResourceExhausted(
                 f"{self._waiting} mutations are waiting for durability; retry with backoff"
             )
         full = self.storage.full_reason
-        if full is not None and not all(isinstance(cmd, ENDING_DEMAND) for cmd in commands):
+        if full is not None and not all(isinstance(cmd, ENDING_DEMAND) for cmd in batch):
             raise StorageFull(f"{full}; writes that add data are refused until retention "
                               "or the operator frees space (releases, fulfilments and reads "
                               "still work)")
@@ -315,7 +327,7 @@ class Writer:
         if self.on_storage_state is not None:
             self.on_storage_state(has_room)
 
-    async def _on_commit_thread(self, function: Callable[..., T], *args: Any) -> T:
+    async def _on_commit_thread(self, function: Callable[..., T], *args: object) -> T:
         """Runs a store call on the commit thread, between group commits."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
@@ -361,9 +373,12 @@ class Writer:
         """Expires everything due, one slice per step, letting other calls run in between."""
         while True:
             try:
-                expired: int = await self.execute(EXPIRE_SLICE)
-            except LedgerError as error:
-                log.warning("expiry sweep refused: %s", error)
+                expired = await self.execute(EXPIRE_SLICE)
+            except LedgerError as error:  # the writer is stopping
+                log.warning("expiry sweep stopped: %s", error)
+                return
+            if not isinstance(expired, int):
+                log.warning("expiry sweep refused: %s", expired)
                 return
             due = self.ledger.next_expiry()
             if expired < EXPIRE_SLICE.limit or due is None or due > self.clock():
@@ -384,14 +399,3 @@ class Writer:
                 future.exception()  # mark retrieved: waiters may have gone
         if self.on_fatal is not None:
             self.on_fatal(error)
-
-
-def encode_batch(changes: Changes) -> WriteBatch:
-    """The store batch of a ledger change set, encoded now (on the loop) as a consistent
-    snapshot."""
-    batch = WriteBatch()
-    for (database, key), value in changes.records.items():
-        batch.put(database, key.encode(), codec.encode_record(database, value))
-    for event in changes.events:
-        batch.append(event.sequence, codec.encode_event(event))
-    return batch

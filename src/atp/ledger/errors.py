@@ -39,6 +39,24 @@ class LedgerError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickles by its fields (the subclasses' __init__ take other arguments than the
+        message), so that a refusal crosses a process boundary as it is."""
+        return (_rebuilt, (type(self), self.__dict__))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.message))
+
+
+def _rebuilt(error_type: type[LedgerError], fields: dict[str, object]) -> LedgerError:
+    error = error_type.__new__(error_type)
+    Exception.__init__(error, fields.get("message", ""))
+    error.__dict__.update(fields)
+    return error
+
 
 class InvalidArgument(LedgerError):
     reason = "INVALID_ARGUMENT"

@@ -8,11 +8,91 @@ checks read the ledger through its read-only view only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
-from atp.ledger.model import OPEN_RESERVATION_STATES, Position, ReservationState, SupplyState
+from atp import limits
+from atp.ledger.model import (
+    HELD,
+    OPEN_RESERVATION_STATES,
+    Position,
+    Reservation,
+    ReservationLine,
+    SupplyState,
+)
 from atp.ledger.view import LedgerView
+
+NO_PROBLEMS: list[str] = []
+
+
+def position_problems(ledger: LedgerView, position: Position) -> list[str]:
+    """The audit after every command, of each position it touched: no quantity negative;
+    inbound, held, reserved and allocated equal to the supply, holds and lines they sum;
+    the timeline's net equal to supply less demand. Lines are recounted for positions with
+    at most limits.audit_lines_max of them (the full check, derived_problems, covers all)."""
+    reserved, allocated, inbound = position.reserved, position.allocated, position.inbound
+    if min(position.on_hand, reserved, allocated, position.held, inbound,
+           position.safety_stock) < 0:
+        return _described_problems(ledger, position)
+    deltas, supply_days = position.deltas, position.supply_days
+    if (sum(deltas.values()) if deltas else 0) != inbound - reserved - allocated or (
+        sum(supply_days.values()) if supply_days else 0
+    ) != inbound:
+        return _described_problems(ledger, position)
+    if (position.held or ledger.holds_by_position) and not _held_agrees(ledger, position):
+        return _described_problems(ledger, position)
+    lines = position.lines
+    if not lines:
+        agrees = reserved == 0 and allocated == 0
+    else:
+        agrees = len(lines) > limits.audit_lines_max or _line_sums(ledger, lines) == (
+            reserved, allocated)
+    return NO_PROBLEMS if agrees else _described_problems(ledger, position)
+
+
+def _held_agrees(ledger: LedgerView, position: Position) -> bool:
+    holds = ledger.holds_by_position.get((position.sku, position.node_id))
+    return position.held == (sum(hold.quantity for hold in holds.values()) if holds else 0)
+
+
+def _line_sums(
+    ledger: LedgerView, lines: dict[tuple[str, str], ReservationLine]
+) -> tuple[int, int]:
+    """(units of HELD lines, units of COMMITTED lines) among a position's open lines."""
+    reserved = allocated = 0
+    reservations = ledger.reservations
+    held = HELD
+    for (reservation_id, _), line in lines.items():
+        # open_quantity, without the property's call: this runs after every command.
+        units = line.quantity - line.fulfilled_quantity - line.released_quantity
+        if reservations[reservation_id].state is held:
+            reserved += units
+        else:
+            allocated += units
+    return reserved, allocated
+
+
+def _described_problems(ledger: LedgerView, position: Position) -> list[str]:
+    where = f"{position.sku} at {position.node_id}"
+    problems = [
+        f"{name} of {where} went negative: {getattr(position, name)}"
+        for name in ("on_hand", "allocated", "reserved", "held", "inbound", "safety_stock")
+        if getattr(position, name) < 0
+    ]
+    if sum(position.supply_days.values()) != position.inbound:
+        problems.append(f"inbound of {where} is {position.inbound}, its supply days say "
+                        f"{sum(position.supply_days.values())}")
+    net = position.inbound - position.reserved - position.allocated
+    if sum(position.deltas.values()) != net:
+        problems.append(f"timeline of {where} nets {sum(position.deltas.values())}, "
+                        f"inbound less demand is {net}")
+    if not _held_agrees(ledger, position):
+        problems.append(f"held of {where} is {position.held}, its holds disagree")
+    if len(position.lines) <= limits.audit_lines_max:
+        sums = _line_sums(ledger, position.lines)
+        if sums != (position.reserved, position.allocated):
+            problems.append(f"(reserved, allocated) of {where} are "
+                            f"{(position.reserved, position.allocated)}, its lines say {sums}")
+    return problems or [f"{where} failed its audit"]
 
 
 def derived_problems(ledger: LedgerView) -> list[str]:
@@ -47,7 +127,7 @@ def _index_problems(ledger: LedgerView) -> list[str]:
     """The listing indexes against what they index."""
     problems = []
     for state in OPEN_RESERVATION_STATES:
-        ids = ledger.held_ids if state is ReservationState.HELD else ledger.committed_ids
+        ids = ledger.held_ids if state is HELD else ledger.committed_ids
         expected = {r.reservation_id for r in ledger.reservations.values() if r.state is state}
         if set(ids.after("")) != expected or len(ids) != len(expected):
             problems.append(f"index of {state.value} reservations disagrees with them")
@@ -92,8 +172,10 @@ def derive_from_records(
     return problems
 
 
-def _derive_reservation(reservation: Any, position_of: Any) -> None:
-    held = reservation.state is ReservationState.HELD
+def _derive_reservation(
+    reservation: Reservation, position_of: Callable[[str, str, str], Position | None]
+) -> None:
+    held = reservation.state is HELD
     for line in reservation.lines:
         if not line.open_quantity:
             continue
@@ -110,7 +192,7 @@ def _derive_reservation(reservation: Any, position_of: Any) -> None:
 
 def _expected_expiries(ledger: LedgerView) -> Iterable[tuple[float, str, str]]:
     for reservation in ledger.reservations.values():
-        if reservation.state is ReservationState.HELD and reservation.expire_time is not None:
+        if reservation.state is HELD and reservation.expire_time is not None:
             yield (reservation.expire_time, "reservation", reservation.reservation_id)
     for hold in ledger.holds.values():
         if hold.active and hold.expire_time is not None:

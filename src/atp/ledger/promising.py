@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from atp.ledger import timeline
 from atp.ledger.errors import InvalidArgument
-from atp.ledger.model import Day, Node, Objective, Policy, Position
+from atp.ledger.model import Day, Node, Objective, Policy, Position, ReservationLine
 from atp.ledger.view import LedgerView
 
 NEVER = 10**9  # a day later than any real day: sorts unpromisable plans last
@@ -570,6 +571,30 @@ class Planner:
         if whole.cost > winner.cost:
             return f"costlier: lane cost {whole.cost} vs {winner.cost}"
         return f"not chosen: {reason}; fewer shipments or node order preferred another"
+
+
+def line_from(
+    allocation: Allocation, line_id: str, sku: str, has_destination: bool
+) -> ReservationLine:
+    """A reservation line holding one allocation."""
+    return ReservationLine(
+        line_id=sys.intern(line_id),
+        sku=sys.intern(sku),
+        node_id=sys.intern(allocation.node_id),
+        quantity=allocation.quantity,
+        ship_day=allocation.ship_day,
+        delivery_day=allocation.delivery_day if has_destination else None,
+        from_inbound=allocation.from_inbound,
+    )
+
+
+def free_part_id(line_id: str, taken: set[str]) -> str:
+    """The first of line_id/2, line_id/3, ... not yet taken (and takes it)."""
+    part = 2
+    while f"{line_id}/{part}" in taken:
+        part += 1
+    taken.add(f"{line_id}/{part}")
+    return f"{line_id}/{part}"
 
 
 def _merge_same_node(allocations: list[Allocation]) -> list[Allocation]:

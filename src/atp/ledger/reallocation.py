@@ -8,12 +8,11 @@ what Promise would answer for the moved units at that point of the walk.
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass, field, replace
 
 from atp.ledger import timeline
 from atp.ledger.model import Day, Position, Reservation, ReservationLine, promise_day_of
-from atp.ledger.promising import Allocation, OrderLine, Planner
+from atp.ledger.promising import Allocation, OrderLine, Planner, free_part_id, line_from
 from atp.ledger.risk import policy_order
 from atp.ledger.view import LedgerView
 
@@ -267,27 +266,3 @@ def replacement_lines(
     if new_lines:
         new_lines[0].backordered_quantity = backordered
     return result + new_lines
-
-
-def line_from(
-    allocation: Allocation, line_id: str, sku: str, has_destination: bool
-) -> ReservationLine:
-    """A reservation line holding one allocation."""
-    return ReservationLine(
-        line_id=sys.intern(line_id),
-        sku=sys.intern(sku),
-        node_id=sys.intern(allocation.node_id),
-        quantity=allocation.quantity,
-        ship_day=allocation.ship_day,
-        delivery_day=allocation.delivery_day if has_destination else None,
-        from_inbound=allocation.from_inbound,
-    )
-
-
-def free_part_id(line_id: str, taken: set[str]) -> str:
-    """The first of line_id/2, line_id/3, ... not yet taken (and takes it)."""
-    part = 2
-    while f"{line_id}/{part}" in taken:
-        part += 1
-    taken.add(f"{line_id}/{part}")
-    return f"{line_id}/{part}"

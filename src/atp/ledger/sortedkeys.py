@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from sortedcontainers import SortedList
 
@@ -48,7 +48,7 @@ class LazySortedDict(dict[K, V], Generic[K, V]):
             self._ordered.update(self._unordered)
             self._unordered = []
 
-    def _refused(self, *args: Any, **kwargs: Any) -> Any:
+    def _refused(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError("LazySortedDict supports item assignment and deletion only")
 
     pop = popitem = setdefault = update = clear = _refused

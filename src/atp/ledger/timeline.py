@@ -149,3 +149,12 @@ def is_short_in(
     """is_short read from atp_steps already computed with include_safety_stock: their first
     value is the lowest net of the whole timeline; safety stock counts as available here."""
     return steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0
+
+
+def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
+    """(anything available to normal demand, free units below the safety stock)."""
+    free = atp_on(position, today, today, include_safety_stock=True)
+    return (
+        free - position.safety_stock > 0,
+        position.safety_stock > 0 and free < position.safety_stock,
+    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import Protocol
 
 from atp import limits
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import FieldViolation, InvalidArgument
 from atp.ledger.model import Day, Policy
 
@@ -62,7 +62,7 @@ class Violations:
         if not 0 <= value <= limits.days_max:
             self.add(field_path, f"must be 0..{limits.days_max}, got {value}")
 
-    def date(self, field_path: str, value: c.Date | None, *, required: bool) -> Day | None:
+    def date(self, field_path: str, value: commands.Date | None, *, required: bool) -> Day | None:
         """The date as a day ordinal, or None (recording a violation when it is invalid)."""
         if value is None or value == (0, 0, 0):
             if required:
@@ -85,7 +85,7 @@ class Violations:
             seen.add(value)
 
 
-def check_node(command: c.UpsertNode) -> None:
+def check_node(command: commands.UpsertNode) -> None:
     v = Violations()
     v.identifier("node.node_id", command.node_id)
     kind = command.kind
@@ -107,7 +107,7 @@ def check_node(command: c.UpsertNode) -> None:
     v.raise_if_any()
 
 
-def check_adjust_stock(command: c.AdjustStock, movement_types: set[str]) -> None:
+def check_adjust_stock(command: commands.AdjustStock, movement_types: frozenset[str]) -> None:
     v = Violations()
     v.identifier("request_id", command.request_id)
     if v.count("movements", len(command.movements), limits.lines_max):
@@ -116,7 +116,9 @@ def check_adjust_stock(command: c.AdjustStock, movement_types: set[str]) -> None
     v.raise_if_any()
 
 
-def _check_movement(v: Violations, path: str, movement: c.Movement, types: set[str]) -> None:
+def _check_movement(
+    v: Violations, path: str, movement: commands.Movement, types: frozenset[str]
+) -> None:
     v.identifier(f"{path}.sku", movement.sku)
     v.identifier(f"{path}.node_id", movement.node_id)
     v.text(f"{path}.reason", movement.reason)
@@ -132,7 +134,7 @@ def _check_movement(v: Violations, path: str, movement: c.Movement, types: set[s
         v.add(f"{path}.to_node_id", "only for TRANSFER")
 
 
-def check_safety_stock(command: c.SetSafetyStock) -> None:
+def check_safety_stock(command: commands.SetSafetyStock) -> None:
     v = Violations()
     v.identifier("sku", command.sku)
     v.identifier("node_id", command.node_id)
@@ -140,7 +142,7 @@ def check_safety_stock(command: c.SetSafetyStock) -> None:
     v.raise_if_any()
 
 
-def check_supply(command: c.UpsertSupply, today: Day) -> Day:
+def check_supply(command: commands.UpsertSupply, today: Day) -> Day:
     v = Violations()
     v.identifier("supply.supply_id", command.supply_id)
     v.identifier("supply.sku", command.sku, required=False)
@@ -154,7 +156,7 @@ def check_supply(command: c.UpsertSupply, today: Day) -> Day:
     return day
 
 
-def check_receive(command: c.ReceiveSupply) -> None:
+def check_receive(command: commands.ReceiveSupply) -> None:
     v = Violations()
     v.identifier("request_id", command.request_id)
     v.identifier("supply_id", command.supply_id)
@@ -162,7 +164,7 @@ def check_receive(command: c.ReceiveSupply) -> None:
     v.raise_if_any()
 
 
-def check_hold(command: c.PlaceHold, now: float) -> None:
+def check_hold(command: commands.PlaceHold, now: float) -> None:
     v = Violations()
     v.identifier("hold.hold_id", command.hold_id)
     v.identifier("hold.sku", command.sku)
@@ -174,14 +176,14 @@ def check_hold(command: c.PlaceHold, now: float) -> None:
     v.raise_if_any()
 
 
-def check_reserve(command: c.Reserve, today: Day) -> list[Day | None]:
+def check_reserve(command: commands.Reserve, today: Day) -> list[Day | None]:
     """Validates a Reserve and returns each line's requested ship day (None: earliest)."""
     if _is_plain_reserve(command):
         return [None] * len(command.lines)
     return check_reserve_fields(command, today)
 
 
-def check_reserve_fields(command: c.Reserve, today: Day) -> list[Day | None]:
+def check_reserve_fields(command: commands.Reserve, today: Day) -> list[Day | None]:
     """check_reserve field by field, naming every violation."""
     v = Violations()
     v.identifier("reservation_id", command.reservation_id)
@@ -201,7 +203,7 @@ def check_reserve_fields(command: c.Reserve, today: Day) -> list[Day | None]:
     return ship_days
 
 
-def _is_plain_reserve(command: c.Reserve) -> bool:
+def _is_plain_reserve(command: commands.Reserve) -> bool:
     """True only if check_reserve would find nothing wrong and no line names a ship date:
     the common case, checked without building a field path per line. Anything else (or
     anything unsure) goes through the full check, which names every violation."""
@@ -236,7 +238,20 @@ def _is_plain_line(line_id: str, sku: str, node_id: str, quantity: int) -> bool:
     )
 
 
-def _are_distinct_lines(lines: Sequence[Any]) -> bool:
+class _OrderedLine(Protocol):
+    """What validation reads of a requested line (a Reserve's or a Promise's)."""
+
+    @property
+    def line_id(self) -> str: ...
+
+    @property
+    def sku(self) -> str: ...
+
+    @property
+    def quantity(self) -> int: ...
+
+
+def _are_distinct_lines(lines: Sequence[_OrderedLine]) -> bool:
     """1..lines_max lines with distinct line ids."""
     return (
         1 <= len(lines) <= limits.lines_max
@@ -274,7 +289,7 @@ def id_problem(value: str) -> str:
     return ""
 
 
-def _check_line(v: Violations, path: str, line: c.LineRequest, today: Day) -> Day | None:
+def _check_line(v: Violations, path: str, line: commands.LineRequest, today: Day) -> Day | None:
     v.identifier(f"{path}.line_id", line.line_id)
     v.identifier(f"{path}.sku", line.sku)
     v.identifier(f"{path}.node_id", line.node_id, required=False)
@@ -288,7 +303,7 @@ def _check_line(v: Violations, path: str, line: c.LineRequest, today: Day) -> Da
 
 
 def check_reservation_call(
-    reservation_id: str, request_id: str, lines: tuple[c.LineQuantity, ...]
+    reservation_id: str, request_id: str, lines: tuple[commands.LineQuantity, ...]
 ) -> None:
     v = Violations()
     v.identifier("reservation_id", reservation_id)
@@ -301,13 +316,13 @@ def check_reservation_call(
     v.raise_if_any()
 
 
-def check_promise(lines: list[Any], region: str, policy: Policy) -> None:
+def check_promise(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> None:
     if _is_plain_promise(lines, region, policy):
         return
     check_promise_fields(lines, region, policy)
 
 
-def _is_plain_promise(lines: list[Any], region: str, policy: Policy) -> bool:
+def _is_plain_promise(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> bool:
     """True only if check_promise_fields would find nothing wrong (as _is_plain_reserve)."""
     if not (_is_plain_id(region) and policy.max_nodes >= 0):
         return False
@@ -317,7 +332,7 @@ def _is_plain_promise(lines: list[Any], region: str, policy: Policy) -> bool:
     return _are_distinct_lines(lines)
 
 
-def check_promise_fields(lines: list[Any], region: str, policy: Policy) -> None:
+def check_promise_fields(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> None:
     """check_promise field by field, naming every violation."""
     v = Violations()
     v.identifier("destination_region", region)
@@ -330,3 +345,14 @@ def check_promise_fields(lines: list[Any], region: str, policy: Policy) -> None:
             v.quantity(f"lines[{index}].quantity", line.quantity)
         v.unique("lines", "line_id", [line.line_id for line in lines])
     v.raise_if_any()
+
+
+def check_scope(node_id: str, sku: str, reservation_ids: tuple[str, ...]) -> None:
+    """A reallocation's scope: optional node and SKU, and up to lines_max reservation ids."""
+    violations = Violations()
+    violations.identifier("node_id", node_id, required=False)
+    violations.identifier("sku", sku, required=False)
+    if violations.count("reservation_ids", len(reservation_ids), limits.lines_max, least=0):
+        for index, reservation_id in enumerate(reservation_ids):
+            violations.identifier(f"reservation_ids[{index}]", reservation_id)
+    violations.raise_if_any()

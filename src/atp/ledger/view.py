@@ -38,6 +38,9 @@ class LedgerView(Protocol):
     def holds(self) -> dict[str, Hold]: ...
 
     @property
+    def holds_by_position(self) -> dict[tuple[str, str], dict[str, Hold]]: ...
+
+    @property
     def backorders(self) -> dict[str, set[tuple[str, str]]]: ...
 
     @property

@@ -10,8 +10,7 @@ from typing import Any, cast
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
-from atp.ledger import commands as c
-from atp.ledger import timeline
+from atp.ledger import commands, timeline
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import (
     Day,
@@ -34,7 +33,7 @@ from atp.v1 import availability_pb2, common_pb2, events_pb2, inventory_pb2, rese
 # ----- scalars -----------------------------------------------------------------------------
 
 
-def date_tuple(message: Date, has_value: bool = True) -> c.Date | None:
+def date_tuple(message: Date, has_value: bool = True) -> commands.Date | None:
     """(year, month, day) of a google.type.Date; None when unset or all zero."""
     if not has_value or (message.year, message.month, message.day) == (0, 0, 0):
         return None
@@ -70,9 +69,9 @@ def instant(message: Timestamp, has_value: bool, field_path: str) -> float | Non
 # ----- requests to commands ----------------------------------------------------------------
 
 
-def upsert_node(request: inventory_pb2.UpsertNodeRequest) -> c.UpsertNode:
+def upsert_node(request: inventory_pb2.UpsertNodeRequest) -> commands.UpsertNode:
     node = request.node
-    return c.UpsertNode(
+    return commands.UpsertNode(
         node_id=node.node_id,
         kind=node.kind,
         region=node.region,
@@ -82,10 +81,10 @@ def upsert_node(request: inventory_pb2.UpsertNodeRequest) -> c.UpsertNode:
     )
 
 
-def adjust_stock(request: inventory_pb2.AdjustStockRequest) -> c.AdjustStock:
+def adjust_stock(request: inventory_pb2.AdjustStockRequest) -> commands.AdjustStock:
     type_names = inventory_pb2.StockMovement.Type
     movements = tuple(
-        c.Movement(
+        commands.Movement(
             sku=movement.sku,
             node_id=movement.node_id,
             type=type_names.Name(movement.type) if movement.type in type_names.values() else "",
@@ -95,12 +94,12 @@ def adjust_stock(request: inventory_pb2.AdjustStockRequest) -> c.AdjustStock:
         )
         for movement in request.movements
     )
-    return c.AdjustStock(request_id=request.request_id, movements=movements)
+    return commands.AdjustStock(request_id=request.request_id, movements=movements)
 
 
-def upsert_supply(request: inventory_pb2.UpsertSupplyRequest) -> c.UpsertSupply:
+def upsert_supply(request: inventory_pb2.UpsertSupplyRequest) -> commands.UpsertSupply:
     supply = request.supply
-    return c.UpsertSupply(
+    return commands.UpsertSupply(
         supply_id=supply.supply_id,
         sku=supply.sku,
         node_id=supply.node_id,
@@ -109,9 +108,9 @@ def upsert_supply(request: inventory_pb2.UpsertSupplyRequest) -> c.UpsertSupply:
     )
 
 
-def place_hold(request: inventory_pb2.PlaceHoldRequest) -> c.PlaceHold:
+def place_hold(request: inventory_pb2.PlaceHoldRequest) -> commands.PlaceHold:
     hold = request.hold
-    return c.PlaceHold(
+    return commands.PlaceHold(
         hold_id=hold.hold_id,
         sku=hold.sku,
         node_id=hold.node_id,
@@ -149,16 +148,16 @@ def _shared_policy(
     return Policy(ship_complete, max_nodes, allow_partial, objective)
 
 
-def reserve(request: reservations_pb2.ReserveRequest) -> c.Reserve:
+def reserve(request: reservations_pb2.ReserveRequest) -> commands.Reserve:
     lines = tuple([
-        c.LineRequest(
+        commands.LineRequest(
             line.line_id, line.sku, line.quantity, line.node_id,
             date_tuple(line.ship_date) if line.HasField("ship_date") else None,
         )
         for line in request.lines
     ])
-    # Positional, in c.Reserve's field order: on every reserve's path, and faster than keywords.
-    return c.Reserve(
+    # Positional, in Reserve's field order: on every reserve's path, and faster than keywords.
+    return commands.Reserve(
         request.reservation_id,
         lines,
         request.destination_region,
@@ -175,8 +174,8 @@ def order_lines(lines: Iterable[availability_pb2.OrderLine]) -> list[OrderLine]:
     return [OrderLine(line.line_id, line.sku, line.quantity) for line in lines]
 
 
-def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[c.LineQuantity, ...]:
-    return tuple(c.LineQuantity(line.line_id, line.quantity) for line in lines)
+def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[commands.LineQuantity, ...]:
+    return tuple(commands.LineQuantity(line.line_id, line.quantity) for line in lines)
 
 
 # ----- records to messages -----------------------------------------------------------------

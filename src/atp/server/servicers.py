@@ -15,16 +15,23 @@ from typing import Any, TypeVar
 import grpc
 
 from atp import limits
-from atp.engine.archive import StoreArchive
 from atp.engine.events import EventFilter, EventHub
 from atp.engine.listing import SCAN_BUDGET, ReservationFilter, list_reservations
 from atp.engine.writer import Writer
-from atp.ledger import Ledger, day_of
-from atp.ledger import commands as c
-from atp.ledger.errors import InvalidArgument, LedgerError
-from atp.ledger.model import EVENT_TYPES, Position, ReservationState
-from atp.ledger.reallocation import Scope
+from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
+from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
+from atp.ledger.model import (
+    EVENT_TYPES,
+    Hold,
+    Node,
+    Position,
+    Reservation,
+    ReservationState,
+    Supply,
+)
+from atp.ledger.reallocation import ReallocationResult, Scope
 from atp.ledger.validation import Violations
+from atp.persistence.archive import StoreArchive
 from atp.server import convert, status
 from atp.server.decoding import Undecodable
 from atp.server.status import abort
@@ -41,6 +48,7 @@ from atp.v1 import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 # A stream message's answer and the durability future it waits for.
 _StreamItem = tuple[reservations_pb2.ReserveResult, "asyncio.Future[None] | None"]
 
@@ -56,16 +64,21 @@ class LedgerServicer:
         self.archive = archive if isinstance(archive, StoreArchive) else None
 
     async def _mutate(
-        self, context: grpc.aio.ServicerContext, build: Callable[[], c.Command],
-        present: Callable[[Any], T],
+        self, context: grpc.aio.ServicerContext, kind: type[R],
+        build: Callable[[], commands.Command], present: Callable[[R], T],
     ) -> T:
         """Builds the command (conversion errors are INVALID_ARGUMENT), applies it, presents its
-        result at once and answers that once durable."""
+        result (a `kind`) at once and answers that once durable; a refusal ends the call with
+        its status."""
         try:
-            return await self.writer.execute(build(), present)
-        except LedgerError as error:
+            answer = await self.writer.execute(build(), presenting(kind, present))
+        except LedgerError as error:  # not a command; or overloaded, stopping
             await abort(context, error)
             raise  # unreachable: abort raises
+        if isinstance(answer, Refused):
+            await abort(context, answer.error)
+            raise InvariantViolation("unreachable: abort raises")
+        return answer
 
     async def _read(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
         """Answers from memory as it is now, once all of it is durable (Watch likewise shows
@@ -94,7 +107,7 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
         self, request: inventory_pb2.UpsertNodeRequest, context: Any
     ) -> common_pb2.Node:
         return await self._mutate(
-            context, lambda: convert.upsert_node(request), convert.node_message
+            context, Node, lambda: convert.upsert_node(request), convert.node_message
         )
 
     async def ListNodes(
@@ -113,13 +126,14 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
                 positions=[self._position_message(p, today) for p in positions]
             )
 
-        return await self._mutate(context, lambda: convert.adjust_stock(request), present)
+        return await self._mutate(context, list, lambda: convert.adjust_stock(request), present)
 
     async def SetSafetyStock(
         self, request: inventory_pb2.SetSafetyStockRequest, context: Any
     ) -> common_pb2.Position:
         return await self._mutate(
-            context, lambda: c.SetSafetyStock(request.sku, request.node_id, request.quantity),
+            context, Position,
+            lambda: commands.SetSafetyStock(request.sku, request.node_id, request.quantity),
             lambda position: self._position_message(position, self._today()),
         )
 
@@ -127,14 +141,14 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
         self, request: inventory_pb2.UpsertSupplyRequest, context: Any
     ) -> common_pb2.Supply:
         return await self._mutate(
-            context, lambda: convert.upsert_supply(request), convert.supply_message)
+            context, Supply, lambda: convert.upsert_supply(request), convert.supply_message)
 
     async def ReceiveSupply(
         self, request: inventory_pb2.ReceiveSupplyRequest, context: Any
     ) -> common_pb2.Supply:
         return await self._mutate(
-            context,
-            lambda: c.ReceiveSupply(request.request_id, request.supply_id, request.quantity),
+            context, Supply,
+            lambda: commands.ReceiveSupply(request.request_id, request.supply_id, request.quantity),
             convert.supply_message,
         )
 
@@ -160,14 +174,14 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
         self, request: inventory_pb2.PlaceHoldRequest, context: Any
     ) -> common_pb2.Hold:
         return await self._mutate(
-            context, lambda: convert.place_hold(request), convert.hold_message
+            context, Hold, lambda: convert.place_hold(request), convert.hold_message
         )
 
     async def ReleaseHold(
         self, request: inventory_pb2.ReleaseHoldRequest, context: Any
     ) -> common_pb2.Hold:
         return await self._mutate(
-            context, lambda: c.ReleaseHold(request.hold_id), convert.hold_message
+            context, Hold, lambda: commands.ReleaseHold(request.hold_id), convert.hold_message
         )
 
     async def ListHolds(
@@ -240,7 +254,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         self, request: reservations_pb2.ReserveRequest, context: Any
     ) -> common_pb2.Reservation:
         return await self._mutate(
-            context, lambda: convert.reserve(request), convert.reservation_message)
+            context, Reservation, lambda: convert.reserve(request), convert.reservation_message)
 
     async def ReserveBatch(
         self, request: reservations_pb2.ReserveBatchRequest, context: Any
@@ -250,15 +264,15 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             await abort(context, InvalidArgument.single(
                 "requests", f"{count} requests; 1..{limits.batch_requests_max} allowed"))
         built = [reserve_command(item) for item in request.requests]
-        commands = [item for item in built if not isinstance(item, LedgerError)]
+        accepted = [item for item in built if not isinstance(item, Refused)]
         try:
-            applied, durable = self.writer.apply(commands)
+            applied, durable = self.writer.apply(accepted)
             outcomes = iter(applied)
             response = reservations_pb2.ReserveBatchResponse()
             for item, item_built in zip(request.requests, built):
-                outcome = item_built if isinstance(item_built, LedgerError) else next(outcomes)
+                outcome = item_built if isinstance(item_built, Refused) else next(outcomes)
                 fill_reserve_result(response.results.add(), item.reservation_id, outcome)
-            await self.writer.until_durable(durable, len(commands))
+            await self.writer.until_durable(durable, len(accepted))
         except LedgerError as error:  # overloaded or stopping; or storage failed meanwhile
             await abort(context, error)
         return response
@@ -296,21 +310,22 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         """Applies one stream message now (no task of its own) and builds its answer, which
         goes out once durable."""
         if isinstance(request, Undecodable):  # fails this message only, as any bad message does
-            return reserve_result("", request.error()), None
+            return reserve_result("", Refused(request.error())), None
         built = reserve_command(request)
-        if isinstance(built, LedgerError):
+        if isinstance(built, Refused):
             return reserve_result(request.reservation_id, built), None
         try:
             outcome, durable = self.writer.apply_one(built)
-        except LedgerError as error:
-            return reserve_result(request.reservation_id, error), None
+        except LedgerError as error:  # overloaded, stopping
+            return reserve_result(request.reservation_id, Refused(error)), None
         return reserve_result(request.reservation_id, outcome), durable
 
     async def Commit(
         self, request: reservations_pb2.CommitRequest, context: Any
     ) -> common_pb2.Reservation:
         return await self._mutate(
-            context, lambda: c.Commit(request.reservation_id, request.request_id),
+            context, Reservation,
+            lambda: commands.Commit(request.reservation_id, request.request_id),
             convert.reservation_message,
         )
 
@@ -318,8 +333,8 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         self, request: reservations_pb2.ReleaseRequest, context: Any
     ) -> common_pb2.Reservation:
         return await self._mutate(
-            context,
-            lambda: c.Release(
+            context, Reservation,
+            lambda: commands.Release(
                 request.reservation_id, request.request_id,
                 convert.line_quantities(request.lines),
             ),
@@ -330,8 +345,8 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         self, request: reservations_pb2.FulfillRequest, context: Any
     ) -> common_pb2.Reservation:
         return await self._mutate(
-            context,
-            lambda: c.Fulfill(
+            context, Reservation,
+            lambda: commands.Fulfill(
                 request.reservation_id, request.request_id,
                 convert.line_quantities(request.lines),
             ),
@@ -386,9 +401,9 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             return await self._read(context, lambda: convert.reallocate_response(
                 self.ledger.plan_reallocation(scope, self.writer.clock())))
         return await self._mutate(
-            context,
-            lambda: c.Reallocate(scope.node_id, scope.sku, scope.reservation_ids,
-                                 request.plan_sequence),
+            context, ReallocationResult,
+            lambda: commands.Reallocate(scope.node_id, scope.sku, scope.reservation_ids,
+                                        request.plan_sequence),
             convert.reallocate_response,
         )
 
@@ -428,30 +443,42 @@ def check_watch_request(request: events_pb2.WatchRequest) -> None:
     violations.raise_if_any()
 
 
-def reserve_command(request: reservations_pb2.ReserveRequest) -> c.Reserve | LedgerError:
-    """The request as a command, or the error that refuses it (one batch item fails alone)."""
+def reserve_command(request: reservations_pb2.ReserveRequest) -> commands.Reserve | Refused:
+    """The request as a command, or the refusal of it (one batch item fails alone)."""
     try:
         return convert.reserve(request)
     except LedgerError as error:
-        return error
+        return Refused(error)
 
 
-def reserve_result(reservation_id: str, outcome: Any) -> reservations_pb2.ReserveResult:
+def presenting(kind: type[R], present: Callable[[R], T]) -> Callable[[Result], T]:
+    """`present` for a command whose result is a `kind` (any other is a bug)."""
+    def checked(result: Result) -> T:
+        if not isinstance(result, kind):
+            raise InvariantViolation(f"expected a {kind.__name__}, got {type(result).__name__}")
+        return present(result)
+
+    return checked
+
+
+def reserve_result(reservation_id: str, outcome: Outcome) -> reservations_pb2.ReserveResult:
     result = reservations_pb2.ReserveResult()
     fill_reserve_result(result, reservation_id, outcome)
     return result
 
 
 def fill_reserve_result(
-    result: reservations_pb2.ReserveResult, reservation_id: str, outcome: Any
+    result: reservations_pb2.ReserveResult, reservation_id: str, outcome: Outcome
 ) -> None:
     """Fills a result in place (no copies of the nested reservation: batches hold 1,000)."""
     result.reservation_id = reservation_id
-    if isinstance(outcome, LedgerError):
-        result.status.CopyFrom(status.rich_status(outcome))
+    if isinstance(outcome, Reservation):
+        convert.fill_reservation(result.reservation, outcome)
+    elif isinstance(outcome, Refused):
+        result.status.CopyFrom(status.rich_status(outcome.error))
         result.reason = outcome.reason
     else:
-        convert.fill_reservation(result.reservation, outcome)
+        raise InvariantViolation(f"a Reserve returned a {type(outcome).__name__}")
 
 
 def check_availability_request(request: availability_pb2.GetAvailabilityRequest) -> None:

@@ -1,4 +1,8 @@
-"""Storage behind a narrow bytes-only interface: an LMDB store and an in-memory one."""
+"""Storage behind a narrow bytes-only interface: an LMDB store and an in-memory one, the
+names of the stored databases, and the offline tools of `atpctl db` (stat, backup, compact).
+
+May import: nothing of atp (it knows bytes, not the ledger); lmdb.
+"""
 
 from atp.store.base import (
     DATABASES,

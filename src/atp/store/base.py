@@ -8,23 +8,26 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-# Databases of records, each a map of opaque keys to opaque values.
+# The stored record kinds, each a database (a map of opaque keys to opaque values); named
+# here only, atp.persistence maps the ledger's records to and from them.
+META = "meta"
+NODES = "nodes"
+POSITIONS = "positions"
+SUPPLY = "supply"
+RESERVATIONS = "reservations"  # open ones
+HOLDS = "holds"  # active ones
+REQUESTS = "requests"  # idempotency records
+# Closed reservations (read on demand, purged after closed retention) and the purge
+# indexes by time of closed reservations and idempotency records.
+CLOSED = "closed"
+CLOSED_BY_TIME = "closed_by_time"
+REQUESTS_BY_TIME = "requests_by_time"
+# Ended holds (released, expired), kept like closed reservations, and their purge index.
+ENDED_HOLDS = "ended_holds"
+ENDED_HOLDS_BY_TIME = "ended_holds_by_time"
 DATABASES: tuple[str, ...] = (
-    "meta",
-    "nodes",
-    "positions",
-    "supply",
-    "reservations",
-    "holds",
-    "requests",
-    # Closed reservations (read on demand, purged after closed retention) and the purge
-    # indexes by time of closed reservations and idempotency records.
-    "closed",
-    "closed_by_time",
-    "requests_by_time",
-    # Ended holds (released, expired), kept like closed reservations, and their purge index.
-    "ended_holds",
-    "ended_holds_by_time",
+    META, NODES, POSITIONS, SUPPLY, RESERVATIONS, HOLDS, REQUESTS,
+    CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME,
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"

@@ -9,26 +9,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import itertools
 import os
 import shlex
 import shutil
 import stat as file_stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from atp.store.base import StoreError
-from atp.store.integrity import DamagedDataFileError
 from atp.store.lmdb_store import WRITER_LOCK_FILE, LmdbStore, claim_writer
 
 _DATA_FILE = "data.mdb"
 _LOCK_FILE = "lock.mdb"  # LMDB's reader table, rebuilt by whoever opens the environment next
 _OLD_COPY_SUFFIX = ".before-compact"
-_JOURNAL_PAGE_ENTRIES = 1_000
-_PROBLEMS_LISTED_MAX = 20
 
 
 def stat(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -353,81 +349,3 @@ def _renameat2_exchange(first: str, second: str) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or file system lacks it
         return False
     raise OSError(code, os.strerror(code), first)
-
-
-def verify(data_dir: str | os.PathLike[str]) -> list[str]:
-    """Every problem found by checking the file, decoding every record and journal entry and
-    rebuilding the ledger; [] when sound. Damage is reported as problems, never raised."""
-    try:
-        store = LmdbStore(data_dir, readonly=True)
-    except DamagedDataFileError as error:
-        return [str(error)]
-    with store:
-        try:
-            return _store_problems(store)
-        except StoreError as error:  # LMDB met a damaged page while reading
-            return [str(error)]
-
-
-def _store_problems(store: LmdbStore) -> list[str]:
-    # Imported here: the store package stays independent of the domain core.
-    from atp.ledger import codec
-
-    # One read transaction: beside a running atpd, records read in several would disagree.
-    records = store.load()
-    record_problems = _listed(_undecodable_records(records, codec), "records")
-    journal_problems = _listed(_undecodable_journal(store, codec), "journal entries")
-    if record_problems:
-        return record_problems + journal_problems  # no ledger to rebuild from them
-    return journal_problems + _ledger_problems(records, store.last_sequence())
-
-
-def _undecodable_records(records: dict[str, dict[bytes, bytes]], codec: Any) -> Iterator[str]:
-    from atp.ledger.errors import DECODE_FAILURES
-
-    for database in codec.RECORD_DATABASES:
-        for key, value in records.get(database, {}).items():
-            try:
-                codec.decode_record(database, value)
-            except DECODE_FAILURES as error:
-                yield f"{database} record {_shown(key)} does not decode: {error}"
-
-
-def _undecodable_journal(store: LmdbStore, codec: Any) -> Iterator[str]:
-    """Every journal entry, a page at a time: the journal may be far larger than memory."""
-    from atp.ledger.errors import DECODE_FAILURES
-
-    after_sequence = 0
-    while page := store.read_journal(after_sequence, _JOURNAL_PAGE_ENTRIES):
-        for sequence, data in page:
-            try:
-                codec.decode_event(data)
-            except DECODE_FAILURES as error:
-                yield f"journal entry {sequence} does not decode: {error}"
-        after_sequence = page[-1][0]
-
-
-def _ledger_problems(records: dict[str, dict[bytes, bytes]], last_sequence: int) -> list[str]:
-    from atp.ledger import ledger_from_records
-    from atp.ledger.errors import DECODE_FAILURES
-
-    try:
-        ledger = ledger_from_records(records, last_sequence, None)
-    except DECODE_FAILURES as error:  # records that decode but hold values of the wrong kind
-        return [f"the ledger cannot be rebuilt from the records: {type(error).__name__}: {error}"]
-    return ledger.check_invariants()
-
-
-def _listed(problems: Iterable[str], kind: str) -> list[str]:
-    """The first problems, then a count of the rest: a file damaged throughout must not make
-    verify print, or hold, millions of lines."""
-    remaining = iter(problems)
-    listed = list(itertools.islice(remaining, _PROBLEMS_LISTED_MAX))
-    unlisted = sum(1 for _ in remaining)
-    if unlisted:
-        listed.append(f"{unlisted:,} more {kind} do not decode")
-    return listed
-
-
-def _shown(key: bytes) -> str:
-    return repr(key.decode(errors="backslashreplace"))

@@ -1,4 +1,5 @@
-"""Records and journal events as compact JSON bytes (the store sees only bytes)."""
+"""Records and journal events as compact JSON bytes (the store sees only bytes), one
+encoding per stored record kind (the database names of atp.store)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ from atp.ledger.model import (
     Supply,
     SupplyState,
 )
+from atp.store.base import (
+    CLOSED,
+    CLOSED_BY_TIME,
+    ENDED_HOLDS,
+    ENDED_HOLDS_BY_TIME,
+    HOLDS,
+    NODES,
+    POSITIONS,
+    REQUESTS,
+    REQUESTS_BY_TIME,
+    RESERVATIONS,
+    SUPPLY,
+)
 
 
 def encode_record(database: str, value: Any) -> bytes | None:
@@ -39,6 +53,11 @@ def decode_record(database: str, data: bytes) -> Any:
     if decoder is _key_of:
         return data.decode()
     return decoder(orjson.loads(data))
+
+
+def position_key(sku: str, node_id: str) -> str:
+    """Storage key of a position; ids are printable, so the unit separator cannot clash."""
+    return f"{sku}\x1f{node_id}"
 
 
 def encode_event(event: Event) -> bytes:
@@ -110,7 +129,9 @@ def _reservation(reservation: Reservation) -> dict[str, Any]:
     policy = reservation.policy
     return {
         "id": reservation.reservation_id,
-        "state": reservation.state._value_,  # .value is a slow descriptor on 3.11
+        # _value_ is enum's documented sunder name for the value; .value is a property:
+        # 290 ns against 20 ns a read on Python 3.11 (timeit), on every reserve.
+        "state": reservation.state._value_,
         "lines": [_line(line) for line in reservation.lines],
         "created": reservation.create_time,
         "expires": reservation.expire_time,
@@ -160,36 +181,36 @@ def _key_of(value: Any) -> Any:
 
 
 _ENCODERS: dict[str, Any] = {
-    "nodes": _node,
-    "positions": _position,
-    "supply": _supply,
-    "holds": _hold,
-    "reservations": _reservation,
-    "requests": _request,
-    "closed": _reservation,
-    "ended_holds": _hold,
+    NODES: _node,
+    POSITIONS: _position,
+    SUPPLY: _supply,
+    HOLDS: _hold,
+    RESERVATIONS: _reservation,
+    REQUESTS: _request,
+    CLOSED: _reservation,
+    ENDED_HOLDS: _hold,
     # Purge indexes: key "<time in ms, 15 digits>\x1f<id>", value the id.
-    "closed_by_time": _key_of,
-    "requests_by_time": _key_of,
-    "ended_holds_by_time": _key_of,
+    CLOSED_BY_TIME: _key_of,
+    REQUESTS_BY_TIME: _key_of,
+    ENDED_HOLDS_BY_TIME: _key_of,
 }
 _DECODERS: dict[str, Any] = {
-    "nodes": _node_back,
-    "positions": _position_back,
-    "supply": _supply_back,
-    "holds": _hold_back,
-    "reservations": _reservation_back,
-    "requests": _request_back,
-    "closed": _reservation_back,
-    "ended_holds": _hold_back,
-    "closed_by_time": _key_of,
-    "requests_by_time": _key_of,
-    "ended_holds_by_time": _key_of,
+    NODES: _node_back,
+    POSITIONS: _position_back,
+    SUPPLY: _supply_back,
+    HOLDS: _hold_back,
+    RESERVATIONS: _reservation_back,
+    REQUESTS: _request_back,
+    CLOSED: _reservation_back,
+    ENDED_HOLDS: _hold_back,
+    CLOSED_BY_TIME: _key_of,
+    REQUESTS_BY_TIME: _key_of,
+    ENDED_HOLDS_BY_TIME: _key_of,
 }
 RECORD_DATABASES = tuple(_ENCODERS)
 # What a restart loads into memory: live state. The rest is read from the store on demand
 # (closed reservations, idempotency records) or only by the purge (its indexes).
-LIVE_DATABASES = ("nodes", "positions", "supply", "holds", "reservations")
+LIVE_DATABASES = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS)
 
 
 def time_key(instant: float, item_id: str) -> str:

@@ -1,4 +1,4 @@
-"""Rebuilding a ledger from its stored records, and checking derived quantities against them.
+"""Rebuilding a ledger from its stored records, through the ledger's public API only.
 
 Only on_hand and safety stock are stored per position; allocated, reserved, held, inbound,
 the dated deltas and the line index are sums over reservations, holds and supply. Rebuilding
@@ -11,10 +11,14 @@ import gc
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from atp.ledger import codec
 from atp.ledger.errors import DECODE_FAILURES, DamagedRecordError
 from atp.ledger.invariants import derive_from_records, index_expiries
-from atp.ledger.ledger import Ledger, LedgerConfig, day_of, stock_flags
+from atp.ledger.ledger import Ledger
+from atp.ledger.model import Reservation, day_of
+from atp.ledger.state import LedgerConfig
+from atp.ledger.timeline import stock_flags
+from atp.persistence import codec
+from atp.store.base import REQUESTS, REQUESTS_BY_TIME
 
 
 def ledger_from_records(
@@ -51,22 +55,19 @@ def _rebuild(
         database: _decoded(database, read(database))
         for database in codec.LIVE_DATABASES
     }
-    for node in decoded["nodes"]:
+    nodes, positions, supplies, holds, reservations = (
+        decoded[database] for database in codec.LIVE_DATABASES
+    )
+    for node in nodes:
         ledger.nodes[node.node_id] = node
-    for position in decoded["positions"]:
-        ledger._register_position(position)
-    for supply in decoded["supply"]:
+    for position in positions:
+        ledger.index_position(position)
+    for supply in supplies:
         ledger.supplies[supply.supply_id] = supply
-    for hold in decoded["holds"]:
-        ledger.holds[hold.hold_id] = hold
-    for reservation in decoded["reservations"]:
-        ledger.reservations[reservation.reservation_id] = reservation
-        ledger.state_counts[reservation.state] += 1
-        if reservation.is_open:
-            ledger.open_ids(reservation.state).add(reservation.reservation_id)
-            for line in reservation.lines:
-                if line.backordered_quantity:  # receipts fill these: index them again
-                    ledger._note_backorder(reservation.reservation_id, line)
+    for hold in holds:
+        ledger.index_hold(hold)
+    for reservation in reservations:
+        _load_reservation(ledger, reservation)
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
     _index_old_requests(ledger, read)
@@ -77,6 +78,18 @@ def _rebuild(
     return ledger
 
 
+def _load_reservation(ledger: Ledger, reservation: Reservation) -> None:
+    """An open reservation's record into the indexes (a closed one, in data written before
+    closed ones left live state, is moved out afterwards)."""
+    ledger.reservations[reservation.reservation_id] = reservation
+    ledger.state_counts[reservation.state] += 1
+    if reservation.is_open:
+        ledger.open_ids(reservation.state).add(reservation.reservation_id)
+        for line in reservation.lines:
+            if line.backordered_quantity:  # receipts fill these: index them again
+                ledger.note_backorder(reservation.reservation_id, line)
+
+
 def _move_closed_out(ledger: Ledger, now: float | None) -> None:
     """Data written before closed reservations left live state keeps them among the open
     ones: retire them now (their retention counts from here), so that the first commit
@@ -84,11 +97,11 @@ def _move_closed_out(ledger: Ledger, now: float | None) -> None:
     closed = [r for r in ledger.reservations.values() if not r.is_open]
     if not closed:
         return
-    ledger._now = now if now is not None else max(r.create_time for r in closed)
+    ledger.now = now if now is not None else max(r.create_time for r in closed)
     for reservation in closed:
         ledger.state_counts[reservation.state] -= 1
-        ledger._retire(reservation)
-        ledger._record_reservation(reservation)
+        ledger.retire(reservation)
+        ledger.save_reservation(reservation)
 
 
 def _decoded(database: str, records: Iterable[tuple[bytes, bytes]]) -> list[Any]:
@@ -108,7 +121,7 @@ def _move_ended_holds_out(ledger: Ledger, now: float | None) -> None:
     """Ended holds written before they left live state: retire them now (see above)."""
     ended = [hold for hold in ledger.holds.values() if not hold.active]
     for hold in ended:
-        ledger._retire_hold(hold, now if now is not None else hold.create_time)
+        ledger.retire_hold(hold, now if now is not None else hold.create_time)
 
 
 def _index_old_requests(
@@ -116,12 +129,11 @@ def _index_old_requests(
 ) -> None:
     """Idempotency records written before they had a purge index get their entry now (from
     their own time), so that the idempotency window purges them too."""
-    if next(iter(read("requests_by_time")), None) is not None:
+    if next(iter(read(REQUESTS_BY_TIME)), None) is not None:
         return
-    for raw_key, value in read("requests"):
-        request_id = raw_key.decode()
-        record = codec.decode_record("requests", value)
-        ledger._record("requests_by_time", codec.time_key(record.time, request_id), request_id)
+    for raw_key, value in read(REQUESTS):
+        # Written again with its index entry (the record stays in the archive, not memory).
+        ledger.changes.requests[raw_key.decode()] = codec.decode_record(REQUESTS, value)
 
 
 def _reader(

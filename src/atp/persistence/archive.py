@@ -3,10 +3,11 @@ are read from LMDB on demand (point reads on the event loop: microseconds, memor
 
 from __future__ import annotations
 
-from atp.ledger import codec
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Hold, RequestRecord, Reservation
+from atp.persistence import codec
 from atp.store import KEY_BYTES_MAX, Store, StoreError
+from atp.store.base import CLOSED, ENDED_HOLDS, REQUESTS
 
 
 class StoreArchive:
@@ -14,24 +15,24 @@ class StoreArchive:
         self.store = store
 
     def reservation(self, reservation_id: str) -> Reservation | None:
-        data = self._get("closed", reservation_id)
-        return None if data is None else codec.decode_record("closed", data)
+        data = self._get(CLOSED, reservation_id)
+        return None if data is None else codec.decode_record(CLOSED, data)
 
     def request(self, request_id: str) -> RequestRecord | None:
-        data = self._get("requests", request_id)
-        return None if data is None else codec.decode_record("requests", data)
+        data = self._get(REQUESTS, request_id)
+        return None if data is None else codec.decode_record(REQUESTS, data)
 
     def hold(self, hold_id: str) -> Hold | None:
-        data = self._get("ended_holds", hold_id)
-        return None if data is None else codec.decode_record("ended_holds", data)
+        data = self._get(ENDED_HOLDS, hold_id)
+        return None if data is None else codec.decode_record(ENDED_HOLDS, data)
 
     def closed_after(self, after_id: str, limit: int) -> list[Reservation]:
         """Up to `limit` closed reservations with ids after `after_id`, in id order."""
         try:
-            found = self.store.scan("closed", after_id.encode(), limit)
+            found = self.store.scan(CLOSED, after_id.encode(), limit)
         except StoreError as error:
             raise Unavailable(f"reading closed reservations failed: {error}") from error
-        return [codec.decode_record("closed", data) for _, data in found]
+        return [codec.decode_record(CLOSED, data) for _, data in found]
 
     def _get(self, database: str, key: str) -> bytes | None:
         encoded = key.encode()

@@ -1,0 +1,223 @@
+"""Where a Reserve's lines go: lines naming a node are fitted there; the others are sourced
+by the promising planner against what is left, in the same step. Either every line fits
+(its demand put on the position timelines) or nothing changed."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from atp.ledger import commands, timeline
+from atp.ledger.errors import (
+    NODE_INACTIVE,
+    SHIP_DATE_INFEASIBLE,
+    FailedPrecondition,
+    InsufficientAvailability,
+    InvalidArgument,
+    LedgerError,
+    Shortfall,
+)
+from atp.ledger.event_data import iso
+from atp.ledger.model import Day, Node, Position, ReservationLine
+from atp.ledger.promising import LinePlan, OrderLine, Planner, free_part_id, line_from
+from atp.ledger.refusals import shortfall
+from atp.ledger.state import LedgerState
+
+
+@dataclass(slots=True)
+class Placement:
+    """A reservation line and the position that holds it (a position without a node for a
+    sourced line wholly backordered)."""
+
+    position: Position
+    line: ReservationLine
+
+
+def place_lines(
+    state: LedgerState, command: commands.Reserve, requested_days: list[Day | None], today: Day
+) -> list[Placement]:
+    """Fits every line (their demand added to the timelines) or raises having undone all."""
+    include_safety = state.include_safety_stock(command.priority)
+    placements: list[Placement] = []
+    shortfalls: list[Shortfall] = []
+    any_unsourced = False
+    try:
+        for index, (request, requested_day) in enumerate(zip(command.lines, requested_days)):
+            if not request.node_id:
+                any_unsourced = True
+                continue
+            placement = _fit_line(
+                state, command, index, request, requested_day, today, include_safety, shortfalls
+            )
+            if placement is not None:
+                placement.position.add_delta(placement.line.ship_day, -placement.line.quantity)
+                placements.append(placement)
+        if shortfalls:
+            raise InsufficientAvailability(shortfalls)
+        if any_unsourced:
+            placements += _source_lines(state, command, requested_days, today)
+    except LedgerError:
+        for placement in placements:
+            placement.position.add_delta(placement.line.ship_day, placement.line.quantity)
+        raise
+    return placements
+
+
+def _fit_line(
+    state: LedgerState,
+    command: commands.Reserve,
+    index: int,
+    request: commands.LineRequest,
+    requested_day: Day | None,
+    today: Day,
+    include_safety: bool,
+    shortfalls: list[Shortfall],
+) -> Placement | None:
+    """Where and when the line fits at its node; None (and a shortfall) when it does not."""
+    node = state.nodes.get(request.node_id)
+    if node is None or not node.active:
+        node = _active_node(state, request.node_id)  # raises the error that says which
+    by_node = state.positions_by_sku.get(request.sku)
+    if by_node is None:
+        by_node = state.known_sku(request.sku)  # raises NotFound
+    position = by_node.get(node.node_id)
+    if position is None:
+        position = Position(request.sku, node.node_id)
+    earliest = today + node.handling_days
+    if requested_day is not None and requested_day < earliest:
+        raise FailedPrecondition(
+            SHIP_DATE_INFEASIBLE,
+            f"lines[{index}]: ship date {iso(requested_day)} is before the earliest "
+            f"possible {iso(earliest)} at {node.node_id} ({node.handling_days} handling days)",
+            {"line_id": request.line_id, "earliest_ship_date": iso(earliest)},
+        )
+    steps = timeline.atp_steps(position, today, include_safety)
+    quantity, ship_day = _fit_quantity(
+        request, requested_day, steps, earliest, command.policy.allow_partial
+    )
+    if quantity == 0 and not command.policy.allow_partial:
+        shortfalls.append(_line_shortfall(index, request, requested_day, today, position, steps))
+        return None
+    line = ReservationLine(
+        # The position's own strings and interned line ids: a million lines share them.
+        line_id=sys.intern(request.line_id),
+        sku=position.sku,
+        node_id=node.node_id,
+        quantity=quantity,
+        ship_day=ship_day,
+        delivery_day=_delivery_day(node, command.destination_region, ship_day),
+        backordered_quantity=request.quantity - quantity,
+        from_inbound=quantity > 0
+        and bool(position.supply_days)
+        and steps[0][1] - timeline.supply_due(position, today) < quantity,
+    )
+    return Placement(position, line)
+
+
+def _line_shortfall(
+    index: int, request: commands.LineRequest, requested_day: Day | None, today: Day,
+    position: Position, steps: list[tuple[Day, int]],
+) -> Shortfall:
+    available = max(0, timeline.atp_in(steps, requested_day or today))
+    later = None if requested_day is None else timeline.earliest_in(
+        steps, requested_day, request.quantity)
+    return shortfall(f"lines[{index}]", position, request.quantity, available, "available",
+                     line_id=request.line_id,
+                     note=f"; enough from {iso(later)}" if later is not None else "")
+
+
+def _active_node(state: LedgerState, node_id: str) -> Node:
+    node = state.node(node_id)
+    if not node.active:
+        raise FailedPrecondition(
+            NODE_INACTIVE, f"node {node_id!r} is inactive", {"node_id": node_id}
+        )
+    return node
+
+
+def _source_lines(
+    state: LedgerState, command: commands.Reserve, requested_days: list[Day | None], today: Day
+) -> list[Placement]:
+    """Sources the lines that name no node, holding the plan Promise would return."""
+    indexed = [(i, line) for i, line in enumerate(command.lines) if not line.node_id]
+    for index, line in indexed:
+        if requested_days[index] is not None:
+            raise InvalidArgument.single(
+                f"lines[{index}].ship_date", "only for lines that name a node"
+            )
+    planner = Planner(state, today, command.destination_region, command.policy, command.priority)
+    plan = planner.plan(
+        [OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed]
+    )
+    if not plan.complete and not command.policy.allow_partial:
+        raise InsufficientAvailability(
+            [_network_shortfall(planner, line) for _, line in indexed]
+        )
+    planner.hold(plan)
+    taken_ids = {line.line_id for line in command.lines}
+    return [
+        placement
+        for line_plan in plan.lines
+        for placement in _placements_of(state, line_plan, today, taken_ids)
+    ]
+
+
+def _network_shortfall(planner: Planner, line: commands.LineRequest) -> Shortfall:
+    most = sum(planner.most_at(node, line.sku) for node in planner.nodes)
+    return Shortfall(
+        subject=f"line {line.line_id}",
+        description=f"line {line.line_id} ({line.sku}, sourced to {planner.region}): "
+        f"requested {line.quantity}, available {most} across {len(planner.nodes)} nodes",
+        requested=line.quantity,
+        available=most,
+    )
+
+
+def _placements_of(
+    state: LedgerState, line_plan: LinePlan, today: Day, taken_ids: set[str]
+) -> list[Placement]:
+    """One reservation line per allocation; a split line's extra parts get ids like l1/2."""
+    line = line_plan.line
+    placements: list[Placement] = []
+    for part, allocation in enumerate(line_plan.allocations, start=1):
+        line_id = line.line_id if part == 1 else free_part_id(line.line_id, taken_ids)
+        position = state.positions[(line.sku, allocation.node_id)]
+        placements.append(Placement(position, line_from(allocation, line_id, line.sku, True)))
+    backordered = line_plan.backordered_quantity
+    if placements:
+        placements[0].line.backordered_quantity = backordered
+    else:
+        unplaced = ReservationLine(
+            line_id=line.line_id, sku=line.sku, node_id="", quantity=0, ship_day=today,
+            backordered_quantity=backordered,
+        )
+        placements.append(Placement(Position(line.sku, ""), unplaced))
+    return placements
+
+
+def _fit_quantity(
+    request: commands.LineRequest,
+    requested_day: Day | None,
+    steps: list[tuple[Day, int]],
+    earliest: Day,
+    allow_partial: bool,
+) -> tuple[int, Day]:
+    """(units that fit, ship day) from the position's ATP steps: all, a part, or none."""
+    if requested_day is not None:
+        atp = timeline.atp_in(steps, requested_day)
+        if atp >= request.quantity:
+            return request.quantity, requested_day
+        return (max(0, atp) if allow_partial else 0), requested_day
+    day = timeline.earliest_in(steps, earliest, request.quantity)
+    if day is not None:
+        return request.quantity, day
+    if not allow_partial:
+        return 0, earliest
+    most = min(request.quantity, max(0, steps[-1][1]))
+    day = timeline.earliest_in(steps, earliest, most) if most else None
+    return most, day if day is not None else earliest
+
+
+def _delivery_day(node: Node, region: str, ship_day: Day) -> Day | None:
+    lane = node.lane_to(region) if region else None
+    return ship_day + lane.transit_days if lane else None

@@ -1,0 +1,258 @@
+"""A reservation's life: Reserve (HELD, or COMMITTED at once), Commit, Release and Fulfill.
+
+Expiry (see expiry) and reallocation (see reallocation) change reservations too, through
+the same bookkeeping on LedgerState.
+"""
+
+from __future__ import annotations
+
+from atp.ledger import commands, event_data, validation
+from atp.ledger.errors import (
+    QUANTITY_EXCEEDS_OPEN,
+    AlreadyExists,
+    FailedPrecondition,
+    InsufficientOnHand,
+)
+from atp.ledger.handlers.placing import Placement, place_lines
+from atp.ledger.model import COMMITTED, HELD, Reservation, ReservationLine, ReservationState, day_of
+from atp.ledger.refusals import shortfall, wrong_state
+from atp.ledger.state import LedgerState, PositionKey
+
+LineUnits = list[tuple[ReservationLine, int]]  # (line, units) a Release or Fulfill acts on
+
+
+def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reservation:
+    today = day_of(now)
+    request_digest = commands.digest(command)
+    existing = state.retained_reservation(command.reservation_id, now)
+    if existing is not None and existing.request_digest == request_digest:
+        return existing  # a replay: answered even if its ship dates have since passed
+    requested_days = validation.check_reserve(command, today)
+    if existing is not None:
+        raise AlreadyExists("reservation", command.reservation_id)
+    placements = place_lines(state, command, requested_days, today)
+    reservation = Reservation(
+        reservation_id=command.reservation_id,
+        state=COMMITTED if command.commit else HELD,
+        lines=[placement.line for placement in placements],
+        create_time=now,
+        expire_time=None if command.commit else now + _ttl(state, command),
+        priority=command.priority,
+        channel=command.channel,
+        customer_id=command.customer_id,
+        destination_region=command.destination_region,
+        policy=command.policy,
+        request_digest=request_digest,
+        create_sequence=state.sequence + 1,
+    )
+    _open_reservation(state, reservation, placements)
+    state.emit(
+        now, "RESERVATION_CREATED", reservation_id=reservation.reservation_id,
+        # _value_ is enum's documented sunder name for the value; .value is a property:
+        # 290 ns against 20 ns a read on Python 3.11 (timeit), on every reserve.
+        state=reservation.state._value_,
+        lines=[event_data.line(line) for line in reservation.lines],
+    )
+    return reservation
+
+
+def _ttl(state: LedgerState, command: commands.Reserve) -> int:
+    return command.ttl_seconds or state.config.default_ttl_seconds
+
+
+def _open_reservation(
+    state: LedgerState, reservation: Reservation, placements: list[Placement]
+) -> None:
+    held = reservation.state is HELD
+    for placement in placements:
+        position, line = placement.position, placement.line
+        if line.backordered_quantity or line.sku in state.backorders:
+            state.note_backorder(reservation.reservation_id, line)
+        if not position.node_id:
+            continue  # a wholly backordered sourced line: no node holds it yet
+        if position.key not in state.positions:
+            state.index_position(position)
+            state.save_position(position)
+        if line.quantity:
+            state.count_line(reservation.reservation_id, held, position, line)
+    state.index_open(reservation)
+    state.save_reservation(reservation)
+
+
+def commit(state: LedgerState, command: commands.Commit, now: float) -> Reservation:
+    validation.check_reservation_call(command.reservation_id, command.request_id, ())
+    reservation = state.reservation(command.reservation_id)
+    if state.is_replay(command.request_id, command):
+        return reservation
+    if reservation.state is HELD:
+        _firm_up(state, reservation)
+        state.save_reservation(reservation)
+        state.emit(now, "RESERVATION_COMMITTED", reservation_id=reservation.reservation_id,
+                   lines=[event_data.line(line) for line in reservation.lines])
+    elif reservation.state is not COMMITTED:
+        raise wrong_state(reservation, "commit")
+    state.remember_request(command.request_id, command, now)
+    return reservation
+
+
+def _firm_up(state: LedgerState, reservation: Reservation) -> None:
+    for line in reservation.lines:
+        if line.open_quantity:
+            position = state.positions[(line.sku, line.node_id)]
+            position.reserved -= line.open_quantity
+            position.allocated += line.open_quantity
+            state.reexamine(position)
+    state.stop_expiry(reservation)
+    state.set_state(reservation, COMMITTED)
+
+
+def release(state: LedgerState, command: commands.Release, now: float) -> Reservation:
+    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+    reservation = state.reservation(command.reservation_id)
+    if state.is_replay(command.request_id, command):
+        return reservation
+    if not reservation.is_open:
+        raise wrong_state(reservation, "release")
+    units = _line_units(reservation, command.lines, backordered_too=True)
+    for line, quantity in units:
+        release_units(state, reservation, line, quantity)
+    return _finish_line_change(state, reservation, command, now, "RESERVATION_RELEASED", units)
+
+
+def release_units(
+    state: LedgerState, reservation: Reservation, line: ReservationLine, quantity: int
+) -> None:
+    """Cancels backordered units first (nothing holds them yet), then returns held ones."""
+    cancelled = min(quantity, line.backordered_quantity)
+    if cancelled:
+        line.backordered_quantity -= cancelled
+        state.note_backorder(reservation.reservation_id, line)
+    if quantity > cancelled:
+        state.reduce_line(reservation, line, quantity - cancelled)
+        line.released_quantity += quantity - cancelled
+
+
+def fulfill(state: LedgerState, command: commands.Fulfill, now: float) -> Reservation:
+    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+    reservation = state.reservation(command.reservation_id)
+    if state.is_replay(command.request_id, command):
+        return reservation
+    if reservation.state is not COMMITTED:
+        raise wrong_state(reservation, "fulfill",
+                          hint=" (commit it first)" if reservation.state is HELD else "")
+    units = _line_units(reservation, command.lines)
+    if not units:
+        raise _nothing_to_ship(reservation)
+    _check_on_hand_for(state, units)
+    for line, quantity in units:
+        position = state.reduce_line(reservation, line, quantity)
+        position.on_hand -= quantity
+        state.save_position(position)
+        line.fulfilled_quantity += quantity
+    return _finish_line_change(state, reservation, command, now, "RESERVATION_FULFILLED", units)
+
+
+def _finish_line_change(
+    state: LedgerState,
+    reservation: Reservation,
+    command: commands.Release | commands.Fulfill,
+    now: float,
+    event_type: str,
+    units: LineUnits,
+) -> Reservation:
+    """After a release or shipment: close if nothing is open, remember, write, announce."""
+    close_if_done(state, reservation)
+    state.remember_request(command.request_id, command, now)
+    state.save_reservation(reservation)
+    state.emit(
+        now, event_type, reservation_id=reservation.reservation_id,
+        state=reservation.state.value,
+        lines=[event_data.line_quantity(line, quantity) for line, quantity in units],
+    )
+    return reservation
+
+
+def close_if_done(state: LedgerState, reservation: Reservation) -> None:
+    """Closes a reservation with nothing left: no open units and none waiting on backorder."""
+    if any(line.open_quantity or line.backordered_quantity for line in reservation.lines):
+        return
+    shipped = any(line.fulfilled_quantity for line in reservation.lines)
+    state.stop_expiry(reservation)
+    state.set_state(
+        reservation, ReservationState.FULFILLED if shipped else ReservationState.RELEASED
+    )
+
+
+def _check_on_hand_for(state: LedgerState, units: LineUnits) -> None:
+    needed: dict[PositionKey, int] = {}
+    for line, quantity in units:
+        key = (line.sku, line.node_id)
+        needed[key] = needed.get(key, 0) + quantity
+    shortfalls = [
+        shortfall(f"{key[0]} at {key[1]}", state.positions[key], amount,
+                  state.positions[key].on_hand, "on hand")
+        for key, amount in needed.items()
+        if amount > state.positions[key].on_hand
+    ]
+    if shortfalls:
+        raise InsufficientOnHand(shortfalls)
+
+
+def _line_units(
+    reservation: Reservation, requested: tuple[commands.LineQuantity, ...],
+    backordered_too: bool = False,
+) -> LineUnits:
+    """The (line, units) a Release/Fulfill acts on: the given ones, or every open unit (and,
+    for a release, every backordered one: `backordered_too`).
+
+    A line the reservation lacks is a bad request; more units than a line has is a request
+    the reservation's state refuses (FAILED_PRECONDITION, as for supply)."""
+    def most(line: ReservationLine) -> int:
+        return line.open_quantity + (line.backordered_quantity if backordered_too else 0)
+
+    if not requested:
+        return [(line, most(line)) for line in reservation.lines if most(line)]
+    violations = validation.Violations()
+    result: LineUnits = []
+    for index, item in enumerate(requested):
+        line = reservation.line(item.line_id)
+        if line is None:
+            violations.add(f"lines[{index}].line_id", f"no line {item.line_id!r} in reservation")
+        else:
+            result.append((line, item.quantity))
+    violations.raise_if_any()
+    exceeding = [(line, quantity) for line, quantity in result if quantity > most(line)]
+    if exceeding:
+        raise _exceeding_open(reservation, exceeding, backordered_too)
+    return result
+
+
+def _exceeding_open(
+    reservation: Reservation, exceeding: LineUnits, backordered_too: bool
+) -> FailedPrecondition:
+    first = exceeding[0][0]
+    return FailedPrecondition(
+        QUANTITY_EXCEEDS_OPEN,
+        "; ".join(f"line {line.line_id!r} has {line.open_quantity} open units"
+                  f"{_and_backordered(line) if backordered_too else ''}, got {quantity}"
+                  for line, quantity in exceeding),
+        {"reservation_id": reservation.reservation_id, "line_id": first.line_id,
+         "open_quantity": str(first.open_quantity),
+         "backordered_quantity": str(first.backordered_quantity)},
+    )
+
+
+def _and_backordered(line: ReservationLine) -> str:
+    return f" and {line.backordered_quantity} backordered" if line.backordered_quantity else ""
+
+
+def _nothing_to_ship(reservation: Reservation) -> FailedPrecondition:
+    """A whole Fulfill of a reservation whose every remaining unit waits on backorder."""
+    waiting = sum(line.backordered_quantity for line in reservation.lines)
+    return FailedPrecondition(
+        QUANTITY_EXCEEDS_OPEN,
+        f"reservation {reservation.reservation_id!r} has no open units to fulfil; {waiting} "
+        "units are backordered, waiting for supply (release them to cancel)",
+        {"reservation_id": reservation.reservation_id, "open_quantity": "0",
+         "backordered_quantity": str(waiting)},
+    )

@@ -1,0 +1,82 @@
+"""At-risk marks and stock levels, kept after every command for the positions it touched:
+lines that no longer fit go at risk (LINE_AT_RISK), lines that fit again recover, and a
+position announces running out, coming back and dropping below its safety stock."""
+
+from __future__ import annotations
+
+from atp.ledger import risk, timeline
+from atp.ledger.errors import NODE_INACTIVE
+from atp.ledger.model import Day, Position
+from atp.ledger.state import LedgerState, LineKey
+
+SHORTAGE = "SHORTAGE"
+SUPPLY_SLIPPED = "SUPPLY_SLIPPED"
+
+
+def note_day(state: LedgerState, today: Day) -> None:
+    """A new day can change which lines fit (what was dated later is due now): re-examine
+    every position with lines at risk. Positions not short stay so as days pass."""
+    if today == state.risk_day:
+        return
+    state.risk_day = today
+    for position in state.positions.values():  # in a deterministic order, unlike the set
+        if position.at_risk:
+            state.reexamine(position)
+
+
+def refresh_risk(
+    state: LedgerState, position: Position, trigger: str, now: float, today: Day
+) -> None:
+    """Marks the position's lines that no longer fit at risk (for `trigger`), and clears the
+    marks of those that fit again."""
+    node = state.nodes.get(position.node_id)
+    if node is not None and not node.active:
+        risky, reason = set(position.lines), NODE_INACTIVE
+    elif position.at_risk or timeline.is_short(position, today):
+        risky, reason = risk.lines_at_risk(position, state.reservations, today), trigger
+    else:
+        return
+    for key in position.at_risk - risky:
+        _mark_line(state, position, key, "", now)
+    for key in risky:
+        current = position.lines[key].at_risk_reason
+        # A line keeps the reason it went at risk for, unless its node went down or back up.
+        if current != reason and (current in ("", NODE_INACTIVE) or reason == NODE_INACTIVE):
+            _mark_line(state, position, key, reason, now)
+    state.at_risk_count += len(risky) - len(position.at_risk)
+    position.at_risk = frozenset(risky)
+    if risky:
+        state.positions_at_risk.add(position.key)
+    else:
+        state.positions_at_risk.discard(position.key)
+
+
+def _mark_line(
+    state: LedgerState, position: Position, key: LineKey, reason: str, now: float
+) -> None:
+    line = position.lines[key]
+    line.at_risk = bool(reason)
+    line.at_risk_reason = reason
+    state.save_reservation(state.reservations[key[0]])
+    state.emit(
+        now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", reservation_id=key[0],
+        line_id=key[1], sku=line.sku, node_id=line.node_id, quantity=line.open_quantity,
+        reason=reason,
+    )
+
+
+def announce_stock_level(state: LedgerState, position: Position, now: float, today: Day) -> None:
+    """Announces a position running out, coming back, or dropping below its safety stock."""
+    flags = timeline.stock_flags(position, today)
+    previous = position.stock_flags or (False, False)
+    position.stock_flags = flags
+    event_type = ""
+    if previous[0] != flags[0]:
+        event_type = "POSITION_BACK_IN_STOCK" if flags[0] else "POSITION_OUT_OF_STOCK"
+    elif flags[1] and not previous[1]:
+        event_type = "POSITION_BELOW_SAFETY_STOCK"
+    if event_type:
+        state.emit(
+            now, event_type, sku=position.sku, node_id=position.node_id,
+            on_hand=position.on_hand, safety_stock=position.safety_stock,
+        )

@@ -28,7 +28,7 @@ from atp.bootstrap import AtpServer, ServerConfig, last_event_time, steady_clock
 from atp.engine.clock import SteadyClock
 from atp.engine.writer import EXPIRE_BEFORE_COMMAND, EXPIRE_SLICE, Writer
 from atp.ledger import Ledger, LedgerConfig, Refused, day_of, errors
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import Event, ReservationState
 from atp.persistence import codec
 from atp.server.metrics import Metrics
@@ -196,10 +196,10 @@ HELD = 20_000
 def ledger_holding(count: int) -> Ledger:
     """`count` HELD reservations of one unit at one node, all made at NOW (due NOW + TTL_S)."""
     ledger = Ledger(LedgerConfig(default_ttl_seconds=TTL_S))
-    ledger.execute(c.UpsertNode("DC1"), NOW)
-    ledger.execute(c.AdjustStock("seed", (c.Movement("A", "DC1", "RECEIPT", 10 * count),)), NOW)
+    ledger.execute(commands.UpsertNode("DC1"), NOW)
+    ledger.execute(commands.AdjustStock("seed", (commands.Movement("A", "DC1", "RECEIPT", 10 * count),)), NOW)
     for index in range(count):
-        ledger.execute(c.Reserve(f"held-{index}", (c.LineRequest("l1", "A", 1, "DC1"),)), NOW)
+        ledger.execute(commands.Reserve(f"held-{index}", (commands.LineRequest("l1", "A", 1, "DC1"),)), NOW)
     ledger.take_changes()  # the store below starts empty: nothing of this needs writing
     return ledger
 
@@ -209,7 +209,7 @@ def record_steps(ledger: Ledger) -> list[tuple[str, int]]:
     steps: list[tuple[str, int]] = []
     execute = ledger.execute
 
-    def recorded(command: c.Command, now: float) -> Any:
+    def recorded(command: commands.Command, now: float) -> Any:
         before = ledger.expired_total
         try:
             return execute(command, now)
@@ -230,7 +230,7 @@ def test_a_forward_step_expires_a_large_backlog_in_slices_with_other_commands_in
     ledger = ledger_holding(HELD)
     fake = FakeTime()
     steps = record_steps(ledger)
-    receipt = c.AdjustStock("between-slices", (c.Movement("A", "DC1", "RECEIPT", 1),))
+    receipt = commands.AdjustStock("between-slices", (commands.Movement("A", "DC1", "RECEIPT", 1),))
 
     async def scenario() -> tuple[int, float]:
         writer = Writer(ledger, MemoryStore(), clock=fake.wall_now)
@@ -260,7 +260,7 @@ def test_a_command_naming_an_overdue_reservation_expires_it_even_behind_a_backlo
     expired first wherever it stands in the backlog."""
     behind = EXPIRE_BEFORE_COMMAND.limit * 4
     ledger = ledger_holding(behind)
-    ledger.execute(c.Reserve("last", (c.LineRequest("l1", "A", 1, "DC1"),)), NOW + 10)
+    ledger.execute(commands.Reserve("last", (commands.LineRequest("l1", "A", 1, "DC1"),)), NOW + 10)
     ledger.take_changes()
     fake = FakeTime()
 
@@ -268,7 +268,7 @@ def test_a_command_naming_an_overdue_reservation_expires_it_even_behind_a_backlo
         writer = Writer(ledger, MemoryStore(), clock=fake.wall_now)
         writer.start()
         fake.step_wall(2 * TTL_S)
-        outcome, durable = writer.apply_one(c.Commit("last", "commit-last"))  # no await before
+        outcome, durable = writer.apply_one(commands.Commit("last", "commit-last"))  # no await before
         await writer.until_durable(durable)
         await asyncio.wait_for(writer.close(), 5)
         return outcome
@@ -284,19 +284,19 @@ def test_a_command_naming_an_overdue_reservation_expires_it_even_behind_a_backlo
 
 def held_for_a_minute() -> Ledger:
     ledger = Ledger(LedgerConfig(default_ttl_seconds=TTL_S))
-    ledger.execute(c.UpsertNode("DC1"), NOW)
-    ledger.execute(c.AdjustStock("seed", (c.Movement("A", "DC1", "RECEIPT", 10),)), NOW)
-    ledger.execute(c.Reserve("o1", (c.LineRequest("l1", "A", 4, "DC1"),), ttl_seconds=60), NOW)
+    ledger.execute(commands.UpsertNode("DC1"), NOW)
+    ledger.execute(commands.AdjustStock("seed", (commands.Movement("A", "DC1", "RECEIPT", 10),)), NOW)
+    ledger.execute(commands.Reserve("o1", (commands.LineRequest("l1", "A", 4, "DC1"),), ttl_seconds=60), NOW)
     return ledger
 
 
 @pytest.mark.parametrize("command", [
-    c.Commit("o1", "commit-1"),
-    c.Release("o1", "release-1"),
-    c.Fulfill("o1", "fulfill-1"),
+    commands.Commit("o1", "commit-1"),
+    commands.Release("o1", "release-1"),
+    commands.Fulfill("o1", "fulfill-1"),
 ])
 def test_a_command_on_an_overdue_held_reservation_is_refused_as_expired(
-    command: c.Command,
+    command: commands.Command,
 ) -> None:
     ledger = held_for_a_minute()
     with pytest.raises(errors.FailedPrecondition) as refused:
@@ -310,7 +310,7 @@ def test_a_command_on_an_overdue_held_reservation_is_refused_as_expired(
 def test_a_reserve_replay_of_an_overdue_reservation_shows_it_expired() -> None:
     ledger = held_for_a_minute()
     replayed = ledger.execute(
-        c.Reserve("o1", (c.LineRequest("l1", "A", 4, "DC1"),), ttl_seconds=60), NOW + 61
+        commands.Reserve("o1", (commands.LineRequest("l1", "A", 4, "DC1"),), ttl_seconds=60), NOW + 61
     )
     assert replayed.state is ReservationState.EXPIRED
     assert ledger.positions[("A", "DC1")].reserved == 0
@@ -318,7 +318,7 @@ def test_a_reserve_replay_of_an_overdue_reservation_shows_it_expired() -> None:
 
 def test_a_command_within_the_ttl_still_commits() -> None:
     ledger = held_for_a_minute()
-    committed = ledger.execute(c.Commit("o1", "commit-1"), NOW + 59)
+    committed = ledger.execute(commands.Commit("o1", "commit-1"), NOW + 59)
     assert committed.state is ReservationState.COMMITTED
 
 

@@ -17,7 +17,7 @@ import pytest
 from atp.engine import listing
 from atp.engine.listing import ReservationFilter, list_reservations
 from atp.ledger import Ledger, LedgerConfig
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import ReservationState
 from atp.persistence import encode_batch
 from atp.persistence.archive import StoreArchive
@@ -35,16 +35,16 @@ def ledger() -> Ledger:
     store = MemoryStore()
     ledger = Ledger(LedgerConfig(default_ttl_seconds=3600))
     ledger.archive = StoreArchive(store)
-    ledger.execute(c.UpsertNode("DC1"), NOW)
-    ledger.execute(c.AdjustStock("seed", (c.Movement("A", "DC1", "RECEIPT", 10**9),
-                                          c.Movement("B", "DC1", "RECEIPT", 10**9))), NOW)
+    ledger.execute(commands.UpsertNode("DC1"), NOW)
+    ledger.execute(commands.AdjustStock("seed", (commands.Movement("A", "DC1", "RECEIPT", 10**9),
+                                          commands.Movement("B", "DC1", "RECEIPT", 10**9))), NOW)
     for index in range(OPEN_COUNT + CLOSED_COUNT):
         rid = f"r{index:06d}"
-        ledger.execute(c.Reserve(rid, (c.LineRequest("l1", "A", 1, "DC1"),),
+        ledger.execute(commands.Reserve(rid, (commands.LineRequest("l1", "A", 1, "DC1"),),
                                  commit=index % COMMITTED_EVERY == 0), NOW)
         if index >= OPEN_COUNT:
-            ledger.execute(c.Release(rid, f"release-{rid}"), NOW)
-    ledger.execute(c.Reserve("only-b", (c.LineRequest("l1", "B", 1, "DC1"),)), NOW)
+            ledger.execute(commands.Release(rid, f"release-{rid}"), NOW)
+    ledger.execute(commands.Reserve("only-b", (commands.LineRequest("l1", "B", 1, "DC1"),)), NOW)
     changes = ledger.take_changes()
     store.commit(encode_batch(changes))
     ledger.forget_durable(changes)

@@ -35,7 +35,7 @@ from atp.engine import writer as writer_module
 from atp.engine.events import EventHub
 from atp.engine.writer import Writer
 from atp.ledger import Ledger
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Event
 from atp.persistence import codec
@@ -95,9 +95,9 @@ class FaultyStore(MemoryStore):
         return [sequence for sequence, _ in super().read_journal(0, 1000)]
 
 
-def receipt(request_id: str) -> c.AdjustStock:
+def receipt(request_id: str) -> commands.AdjustStock:
     """One unit received at A@DC1: a commit with journal events."""
-    return c.AdjustStock(request_id, (c.Movement("A", "DC1", "RECEIPT", 1),))
+    return commands.AdjustStock(request_id, (commands.Movement("A", "DC1", "RECEIPT", 1),))
 
 
 async def answered(awaitable: Any) -> Any:
@@ -108,7 +108,7 @@ async def answered(awaitable: Any) -> Any:
 async def started_writer(store: FaultyStore, **options: Any) -> Writer:
     writer = Writer(Ledger(), store, clock=lambda: NOW, **options)
     writer.start()
-    await answered(writer.execute(c.UpsertNode("DC1")))
+    await answered(writer.execute(commands.UpsertNode("DC1")))
     return writer
 
 
@@ -222,7 +222,7 @@ def test_stale_reader_slots_are_cleared_periodically_and_a_failed_check_is_not_f
         writer.start()
         await answered(until(lambda: store.reader_checks >= 3))
         assert writer.failure is None
-        await answered(writer.execute(c.UpsertNode("DC1")))
+        await answered(writer.execute(commands.UpsertNode("DC1")))
         await answered(writer.close())
 
     asyncio.run(scenario())

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from atp.ledger import Ledger, LedgerConfig, day_of
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import LedgerError
 from atp.ledger.model import Lane, Policy, ReservationState, SupplyState
 from atp.ledger.reallocation import Scope
@@ -163,23 +163,23 @@ class AtRiskMachine(RuleBasedStateMachine):
                                max_size=len(SKUS) * len(NODES)))
     def setup(self, stock: list[int]) -> None:
         for node_id, (handling, lanes) in NODES.items():
-            self.run(c.UpsertNode(node_id, handling_days=handling, lanes=lanes))
+            self.run(commands.UpsertNode(node_id, handling_days=handling, lanes=lanes))
         positions = [(sku, node) for sku in SKUS for node in sorted(NODES)]
         movements = tuple(
-            c.Movement(sku, node, "CYCLE_COUNT", units) for (sku, node), units in zip(positions, stock)
+            commands.Movement(sku, node, "CYCLE_COUNT", units) for (sku, node), units in zip(positions, stock)
         )
-        assert not isinstance(self.run(c.AdjustStock(self.fresh("q"), movements)), LedgerError)
+        assert not isinstance(self.run(commands.AdjustStock(self.fresh("q"), movements)), LedgerError)
 
     # ----- stock ----------------------------------------------------------------------------
 
     @rule(sku=skus, node=nodes, kind=st.sampled_from(["RECEIPT", "RETURN", "SHRINKAGE", "DAMAGE"]),
           quantity=st.integers(1, 6))
     def move_stock(self, sku: str, node: str, kind: str, quantity: int) -> None:
-        self.run(c.AdjustStock(self.fresh("q"), (c.Movement(sku, node, kind, quantity),)))
+        self.run(commands.AdjustStock(self.fresh("q"), (commands.Movement(sku, node, kind, quantity),)))
 
     @rule(sku=skus, node=nodes, quantity=st.integers(0, 10))
     def cycle_count(self, sku: str, node: str, quantity: int) -> None:
-        self.run(c.AdjustStock(self.fresh("q"), (c.Movement(sku, node, "CYCLE_COUNT", quantity),)))
+        self.run(commands.AdjustStock(self.fresh("q"), (commands.Movement(sku, node, "CYCLE_COUNT", quantity),)))
 
     @precondition(lambda self: any(p.on_hand for p in self.ledger.positions.values()))
     @rule(data=st.data())
@@ -192,25 +192,25 @@ class AtRiskMachine(RuleBasedStateMachine):
 
     @rule(sku=skus, node=nodes, quantity=st.integers(0, 3))
     def safety_stock(self, sku: str, node: str, quantity: int) -> None:
-        self.run(c.SetSafetyStock(sku, node, quantity))
+        self.run(commands.SetSafetyStock(sku, node, quantity))
 
     @rule(sku=skus, node=nodes, quantity=st.integers(1, 5), force=st.booleans(),
           expires_in=st.sampled_from([None, 600, 3600]))
     def place_hold(self, sku: str, node: str, quantity: int, force: bool, expires_in: int | None) -> None:
         expire = self.now + expires_in if expires_in else None
-        self.run(c.PlaceHold(self.fresh("h"), sku, node, quantity, "model", expire, force))
+        self.run(commands.PlaceHold(self.fresh("h"), sku, node, quantity, "model", expire, force))
 
     @precondition(lambda self: any(h.active for h in self.ledger.holds.values()))
     @rule(data=st.data())
     def release_hold(self, data: st.DataObject) -> None:
         active = [hold_id for hold_id, hold in self.ledger.holds.items() if hold.active]
-        self.run(c.ReleaseHold(self.pick(data, active, "hold")))
+        self.run(commands.ReleaseHold(self.pick(data, active, "hold")))
 
     # ----- supply ---------------------------------------------------------------------------
 
     @rule(sku=skus, node=nodes, quantity=st.integers(1, 8), offset=st.integers(0, 6))
     def create_supply(self, sku: str, node: str, quantity: int, offset: int) -> None:
-        self.run(c.UpsertSupply(self.fresh("s"), sku, node, quantity, date_of(self.today + offset)))
+        self.run(commands.UpsertSupply(self.fresh("s"), sku, node, quantity, date_of(self.today + offset)))
 
     @precondition(lambda self: bool(self.ledger.supplies))
     @rule(data=st.data(), change=st.sampled_from(["slip", "earlier", "shrink", "grow", "cancel"]),
@@ -228,14 +228,14 @@ class AtRiskMachine(RuleBasedStateMachine):
             quantity += amount
         else:
             quantity = 0
-        self.run(c.UpsertSupply(supply.supply_id, "", "", quantity, date_of(day)))
+        self.run(commands.UpsertSupply(supply.supply_id, "", "", quantity, date_of(day)))
 
     @precondition(lambda self: any(s.quantity for s in self.ledger.supplies.values()))
     @rule(data=st.data(), quantity=st.integers(1, 8))
     def receive_supply(self, data: st.DataObject, quantity: int) -> None:
         open_ids = [sid for sid, s in self.ledger.supplies.items() if s.quantity]
         supply = self.ledger.supplies[self.pick(data, open_ids, "supply")]
-        self.run(c.ReceiveSupply(self.fresh("r"), supply.supply_id, min(quantity, supply.quantity)))
+        self.run(commands.ReceiveSupply(self.fresh("r"), supply.supply_id, min(quantity, supply.quantity)))
 
     # ----- reservations ---------------------------------------------------------------------
 
@@ -260,9 +260,9 @@ class AtRiskMachine(RuleBasedStateMachine):
             ship = None
             if node is not None and ship_in is not None:
                 ship = date_of(self.today + NODES[node][0] + ship_in)
-            requests.append(c.LineRequest(f"l{index}", sku, quantity, node or "", ship))
+            requests.append(commands.LineRequest(f"l{index}", sku, quantity, node or "", ship))
         reservation_id = self.fresh("o")
-        outcome = self.run(c.Reserve(
+        outcome = self.run(commands.Reserve(
             reservation_id, tuple(requests), destination_region=region,
             policy=Policy(allow_partial=allow_partial), ttl_seconds=ttl, commit=commit,
             priority=priority,
@@ -291,9 +291,9 @@ class AtRiskMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
         reservation_id = self.pick(data, self.open_reservations(ReservationState.HELD), "held")
-        self.run(c.Commit(reservation_id, self.fresh("c")))
+        self.run(commands.Commit(reservation_id, self.fresh("c")))
 
-    def line_quantities(self, data: st.DataObject, reservation_id: str) -> tuple[c.LineQuantity, ...]:
+    def line_quantities(self, data: st.DataObject, reservation_id: str) -> tuple[commands.LineQuantity, ...]:
         """Every open unit (empty), or some units of one open line."""
         reservation = self.ledger.reservation(reservation_id)
         open_lines = [line for line in reservation.lines if line.open_quantity]
@@ -301,26 +301,26 @@ class AtRiskMachine(RuleBasedStateMachine):
             return ()
         line = data.draw(st.sampled_from(open_lines), label="line")
         units = data.draw(st.integers(1, line.open_quantity), label="units")
-        return (c.LineQuantity(line.line_id, units),)
+        return (commands.LineQuantity(line.line_id, units),)
 
     @precondition(lambda self: bool(self.open_reservations()))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         reservation_id = self.pick(data, self.open_reservations(), "open")
-        self.run(c.Release(reservation_id, self.fresh("x"), self.line_quantities(data, reservation_id)))
+        self.run(commands.Release(reservation_id, self.fresh("x"), self.line_quantities(data, reservation_id)))
 
     @precondition(lambda self: bool(self.open_reservations(ReservationState.COMMITTED)))
     @rule(data=st.data())
     def fulfill(self, data: st.DataObject) -> None:
         reservation_id = self.pick(data, self.open_reservations(ReservationState.COMMITTED), "firm")
-        self.run(c.Fulfill(reservation_id, self.fresh("f"), self.line_quantities(data, reservation_id)))
+        self.run(commands.Fulfill(reservation_id, self.fresh("f"), self.line_quantities(data, reservation_id)))
 
     # ----- nodes, reallocation, clock -------------------------------------------------------
 
     @rule(node=nodes, active=st.booleans())
     def set_node_active(self, node: str, active: bool) -> None:
         handling, lanes = NODES[node]
-        self.run(c.UpsertNode(node, handling_days=handling, lanes=lanes, active=active))
+        self.run(commands.UpsertNode(node, handling_days=handling, lanes=lanes, active=active))
 
     def scope(self, data: st.DataObject) -> Scope:
         kind = data.draw(st.sampled_from(["all", "node", "sku", "both", "ids"]), label="scope")
@@ -337,7 +337,7 @@ class AtRiskMachine(RuleBasedStateMachine):
         scope = self.scope(data)
         sequence = {"fresh": 0, "current": self.ledger.sequence,
                     "stale": max(1, self.ledger.sequence - 1)}[planned]
-        outcome = self.run(c.Reallocate(scope.node_id, scope.sku, scope.reservation_ids, sequence))
+        outcome = self.run(commands.Reallocate(scope.node_id, scope.sku, scope.reservation_ids, sequence))
         event(f"reallocate: {'refused' if isinstance(outcome, LedgerError) else len(outcome.plans)}")
         if planned == "stale" and sequence != self.ledger.sequence:
             assert isinstance(outcome, LedgerError) and outcome.reason == "PLAN_STALE"
@@ -360,7 +360,7 @@ class AtRiskMachine(RuleBasedStateMachine):
     def advance_clock(self, seconds: int) -> None:
         """Time passes (within the day); the writer expires what fell due before anything else."""
         self.now = min(END_OF_DAY, self.now + seconds)
-        self.run(c.ExpireDue())
+        self.run(commands.ExpireDue())
 
     # ----- the property ---------------------------------------------------------------------
 
@@ -392,22 +392,22 @@ TestAtRiskModel.settings = settings(
 def _ledger() -> Ledger:
     ledger = Ledger(CONFIG)
     for node_id, (handling, lanes) in NODES.items():
-        ledger.execute(c.UpsertNode(node_id, handling_days=handling, lanes=lanes), START)
+        ledger.execute(commands.UpsertNode(node_id, handling_days=handling, lanes=lanes), START)
     return ledger
 
 
 def test_naive_model_agrees_on_a_hand_computed_case() -> None:
     """A sanity check of the model itself: the §4 example of the unit tests."""
     ledger = _ledger()
-    ledger.execute(c.AdjustStock("q1", (c.Movement("A", "N1", "RECEIPT", 10),)), START)
+    ledger.execute(commands.AdjustStock("q1", (commands.Movement("A", "N1", "RECEIPT", 10),)), START)
     created = {}
     for index, (rid, quantity, priority) in enumerate(
         [("old", 3, 0), ("mid", 4, 0), ("new", 2, 0), ("vip", 1, 10)]
     ):
-        ledger.execute(c.Reserve(rid, (c.LineRequest("l1", "A", quantity, "N1"),),
+        ledger.execute(commands.Reserve(rid, (commands.LineRequest("l1", "A", quantity, "N1"),),
                                  priority=priority), START)
         created[rid] = index
-    ledger.execute(c.AdjustStock("q2", (c.Movement("A", "N1", "SHRINKAGE", 3),)), START)
+    ledger.execute(commands.AdjustStock("q2", (commands.Movement("A", "N1", "SHRINKAGE", 3),)), START)
     assert naive_at_risk(ledger, day_of(START), created) == {("mid", "l1")}
     assert marked_at_risk(ledger) == {("mid", "l1")}
 
@@ -415,20 +415,20 @@ def test_naive_model_agrees_on_a_hand_computed_case() -> None:
 def test_day_rollover_alone_re_examines_at_risk_marks() -> None:
     ledger = _ledger()
     today = day_of(START)
-    ledger.execute(c.AdjustStock("q1", (c.Movement("A", "N1", "CYCLE_COUNT", 0),)), START)
-    ledger.execute(c.UpsertSupply("s1", "A", "N1", 5, date_of(today)), START)
-    ledger.execute(c.Reserve("hi", (c.LineRequest("l1", "A", 5, "N1"),), priority=5, commit=True),
+    ledger.execute(commands.AdjustStock("q1", (commands.Movement("A", "N1", "CYCLE_COUNT", 0),)), START)
+    ledger.execute(commands.UpsertSupply("s1", "A", "N1", 5, date_of(today)), START)
+    ledger.execute(commands.Reserve("hi", (commands.LineRequest("l1", "A", 5, "N1"),), priority=5, commit=True),
                    START)
-    ledger.execute(c.UpsertSupply("s1", "A", "N1", 5, date_of(today + 1)), START)  # slips a day
-    ledger.execute(c.UpsertSupply("s2", "A", "N1", 5, date_of(today + 1)), START)
-    ledger.execute(c.Reserve("lo", (c.LineRequest("l1", "A", 5, "N1", date_of(today + 1)),),
+    ledger.execute(commands.UpsertSupply("s1", "A", "N1", 5, date_of(today + 1)), START)  # slips a day
+    ledger.execute(commands.UpsertSupply("s2", "A", "N1", 5, date_of(today + 1)), START)
+    ledger.execute(commands.Reserve("lo", (commands.LineRequest("l1", "A", 5, "N1", date_of(today + 1)),),
                              commit=True), START)
-    ledger.execute(c.UpsertSupply("s2", "A", "N1", 2, date_of(today + 1)), START)  # 7 due tomorrow
+    ledger.execute(commands.UpsertSupply("s2", "A", "N1", 2, date_of(today + 1)), START)  # 7 due tomorrow
     created = {"hi": 0, "lo": 1}
     # Today: hi needs 5 today and nothing is there (at risk); lo fits on tomorrow's 7.
     assert marked_at_risk(ledger) == naive_at_risk(ledger, today, created) == {("hi", "l1")}
     # Tomorrow the 7 units count today: hi (priority 5) fits and takes 5; lo no longer fits.
     tomorrow = START + 86400
-    ledger.execute(c.ExpireDue(), tomorrow)  # what the server's clock does; nothing is due
+    ledger.execute(commands.ExpireDue(), tomorrow)  # what the server's clock does; nothing is due
     assert naive_at_risk(ledger, today + 1, created) == {("lo", "l1")}
     assert marked_at_risk(ledger) == {("lo", "l1")}

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 from atp.ledger import Ledger, LedgerConfig, day_of, timeline
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -216,12 +216,12 @@ class LedgerMachine(RuleBasedStateMachine):
         self, handling: tuple[int, ...], stock: list[tuple[str, str, int]]
     ) -> None:
         for node_id, days in zip(NODES, handling):
-            self.run_expecting(c.UpsertNode(node_id, "DC", "EU", True, days), None)
+            self.run_expecting(commands.UpsertNode(node_id, "DC", "EU", True, days), None)
             self.model.nodes[node_id] = (days, True)
         # A cycle count creates the position even when it counts nothing.
-        command = c.AdjustStock(
+        command = commands.AdjustStock(
             self.fresh("Q"),
-            tuple(c.Movement(sku, node_id, "CYCLE_COUNT", units) for sku, node_id, units in stock),
+            tuple(commands.Movement(sku, node_id, "CYCLE_COUNT", units) for sku, node_id, units in stock),
         )
         self.run_expecting(command, None)
         for sku, node_id, units in stock:
@@ -230,7 +230,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(node_id=nodes, handling=st.integers(0, 2), active=st.sampled_from([True, True, False]))
     def upsert_node(self, node_id: str, handling: int, active: bool) -> None:
-        self.run_expecting(c.UpsertNode(node_id, "DC", "EU", active, handling), None)
+        self.run_expecting(commands.UpsertNode(node_id, "DC", "EU", active, handling), None)
         self.model.nodes[node_id] = (handling, active)
 
     # ----- stock movements ------------------------------------------------------------------
@@ -249,7 +249,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def adjust_stock(self, movements: list[tuple[str, str, str, int, str]]) -> Any:
         built = tuple(
-            c.Movement(
+            commands.Movement(
                 sku, node_id, kind,
                 quantity if kind == "CYCLE_COUNT" else max(1, quantity),
                 to_node_id=to_node if kind == "TRANSFER" else "",
@@ -257,7 +257,7 @@ class LedgerMachine(RuleBasedStateMachine):
             )
             for kind, sku, node_id, quantity, to_node in movements
         )
-        command = c.AdjustStock(self.fresh("Q"), built)
+        command = commands.AdjustStock(self.fresh("Q"), built)
         expected, after = self.expect_movements(built)
         self.run_expecting(command, expected)
         if expected is not None:
@@ -276,7 +276,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return self.adjust_stock([("TRANSFER", sku, node_id, quantity, to_node)])
 
     def expect_movements(
-        self, movements: tuple[c.Movement, ...]
+        self, movements: tuple[commands.Movement, ...]
     ) -> tuple[Expected, dict[Any, ModelPosition]]:
         """Applies the movements in order to a copy of the positions (all or nothing)."""
         model = self.model
@@ -313,7 +313,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(sku=skus, node_id=nodes, quantity=st.integers(0, 3))
     def set_safety_stock(self, sku: str, node_id: str, quantity: int) -> None:
-        self.run_expecting(c.SetSafetyStock(sku, node_id, quantity), None)
+        self.run_expecting(commands.SetSafetyStock(sku, node_id, quantity), None)
         self.model.positions.setdefault((sku, node_id), ModelPosition()).safety_stock = quantity
 
     # ----- supply ---------------------------------------------------------------------------
@@ -321,7 +321,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=supplies, sku=skus, node_id=nodes, quantity=st.integers(0, 6),
           offset=st.integers(-1, 5))
     def create_supply(self, sku: str, node_id: str, quantity: int, offset: int) -> str:
-        command = c.UpsertSupply(self.fresh("S"), sku, node_id, quantity, date_of(self.today + offset))
+        command = commands.UpsertSupply(self.fresh("S"), sku, node_id, quantity, date_of(self.today + offset))
         self.run_expecting(command, None)
         self.model.positions.setdefault((sku, node_id), ModelPosition())
         self.model.supplies[command.supply_id] = ModelSupply(
@@ -335,7 +335,7 @@ class LedgerMachine(RuleBasedStateMachine):
         supply = self.model.supplies[supply_id]
         sku = {"same": supply.sku, "empty": "", "other": supply.sku + "X"}[identity]
         day = self.today + offset
-        command = c.UpsertSupply(supply_id, sku, "", quantity, date_of(day))
+        command = commands.UpsertSupply(supply_id, sku, "", quantity, date_of(day))
         if identity == "other":
             self.run_expecting(command, (InvalidArgument, None))
             return
@@ -354,7 +354,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=requests, supply_id=supplies, quantity=st.integers(1, 7))
     def receive_supply(self, supply_id: str, quantity: int) -> Any:
         supply = self.model.supplies[supply_id]
-        command = c.ReceiveSupply(self.fresh("Q"), supply_id, quantity)
+        command = commands.ReceiveSupply(self.fresh("Q"), supply_id, quantity)
         if quantity > supply.quantity:
             self.run_expecting(command, (FailedPrecondition, "QUANTITY_EXCEEDS_OPEN"))
             return multiple()
@@ -373,7 +373,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def place_hold(self, sku: str, node_id: str, quantity: int, force: bool,
                    expire_in: int | None) -> Any:
         expire_time = None if expire_in is None else self.now + expire_in
-        command = c.PlaceHold(self.fresh("H"), sku, node_id, quantity, "qa", expire_time, force)
+        command = commands.PlaceHold(self.fresh("H"), sku, node_id, quantity, "qa", expire_time, force)
         key = (sku, node_id)
         if sku not in self.model.known_skus():
             expected: Expected = (NotFound, None)
@@ -391,7 +391,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(hold_id=holds)
     def release_hold(self, hold_id: str) -> None:
         hold = self.model.holds[hold_id]
-        outcome, changed = self.run(c.ReleaseHold(hold_id))
+        outcome, changed = self.run(commands.ReleaseHold(hold_id))
         check_outcome(outcome, None, "ReleaseHold")
         assert changed == hold.active, "releasing an inactive hold must change nothing"
         hold.active = False
@@ -467,10 +467,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def try_reserve(self, lines: list[tuple[str, str, int, int | None]], commit: bool,
                     priority: int, ttl_seconds: int) -> Any:
-        command = c.Reserve(
+        command = commands.Reserve(
             reservation_id=self.fresh("R"),
             lines=tuple(
-                c.LineRequest(
+                commands.LineRequest(
                     f"L{index}", sku, quantity, node_id,
                     None if offset is None else date_of(self.today + offset),
                 )
@@ -495,7 +495,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         return command.reservation_id
 
-    def expect_reserve(self, command: c.Reserve) -> tuple[Expected, list[ModelLine]]:
+    def expect_reserve(self, command: commands.Reserve) -> tuple[Expected, list[ModelLine]]:
         """Accept iff every line fits, each seeing the lines placed before it (all or nothing)."""
         model, today = self.model, self.today
         if any(line.ship_date and ordinal(line.ship_date) < today for line in command.lines):
@@ -546,7 +546,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(target=requests, reservation_id=reservations)
     def commit(self, reservation_id: str) -> Any:
         reservation = self.model.reservations[reservation_id]
-        command = c.Commit(reservation_id, self.fresh("Q"))
+        command = commands.Commit(reservation_id, self.fresh("Q"))
         if reservation.state not in OPEN_STATES:
             self.run_expecting(command, wrong_state(reservation.state))
             return multiple()
@@ -558,7 +558,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def line_quantities(
         self, reservation: ModelReservation, data: st.DataObject
-    ) -> tuple[tuple[c.LineQuantity, ...], Expected]:
+    ) -> tuple[tuple[commands.LineQuantity, ...], Expected]:
         """Per-line quantities for Release/Fulfill ((): every open unit) and the refusal they
         earn: a line the reservation lacks is invalid; more than a line has open, a failed
         precondition."""
@@ -577,12 +577,12 @@ class LedgerMachine(RuleBasedStateMachine):
             quantity = data.draw(st.integers(1, max(1, most) + 1), label=f"quantity of {line_id}")
             unknown = unknown or line is None
             exceeding = exceeding or (line is not None and quantity > line.open)
-            result.append(c.LineQuantity(line_id, quantity))
+            result.append(commands.LineQuantity(line_id, quantity))
         if unknown:
             return tuple(result), (InvalidArgument, None)
         return tuple(result), (FailedPrecondition, "QUANTITY_EXCEEDS_OPEN") if exceeding else None
 
-    def apply_lines(self, reservation: ModelReservation, lines: tuple[c.LineQuantity, ...],
+    def apply_lines(self, reservation: ModelReservation, lines: tuple[commands.LineQuantity, ...],
                     field_name: str) -> None:
         targets = (
             [(line, line.open) for line in reservation.lines if line.open]
@@ -601,7 +601,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def release(self, reservation_id: str, data: st.DataObject) -> Any:
         reservation = self.model.reservations[reservation_id]
         lines, refusal = self.line_quantities(reservation, data)
-        command = c.Release(reservation_id, self.fresh("Q"), lines)
+        command = commands.Release(reservation_id, self.fresh("Q"), lines)
         expected = wrong_state(reservation.state) if reservation.state not in OPEN_STATES else refusal
         self.run_expecting(command, expected)
         if expected is not None:
@@ -614,7 +614,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def fulfill(self, reservation_id: str, data: st.DataObject) -> Any:
         reservation = self.model.reservations[reservation_id]
         lines, refusal = self.line_quantities(reservation, data)
-        command = c.Fulfill(reservation_id, self.fresh("Q"), lines)
+        command = commands.Fulfill(reservation_id, self.fresh("Q"), lines)
         expected: Expected = None
         if reservation.state != COMMITTED:
             expected = wrong_state(reservation.state)
@@ -649,14 +649,14 @@ class LedgerMachine(RuleBasedStateMachine):
         """The same request id with a different request is ALREADY_EXISTS."""
         first = self.model.requests[request_id]
         if kind == "adjust" or not self.model.supplies and kind == "receive":
-            command: Any = c.AdjustStock(request_id, (c.Movement("A", "N1", "RECEIPT", 99),))
+            command: Any = commands.AdjustStock(request_id, (commands.Movement("A", "N1", "RECEIPT", 99),))
         elif kind == "receive":
-            command = c.ReceiveSupply(request_id, next(iter(self.model.supplies)), 99)
+            command = commands.ReceiveSupply(request_id, next(iter(self.model.supplies)), 99)
         else:
             other = [r for r in self.model.reservations if getattr(first, "reservation_id", "") != r]
             if not other:
                 return
-            command = c.Commit(other[0], request_id)
+            command = commands.Commit(other[0], request_id)
         self.run_expecting(command, (AlreadyExists, None))
 
     # ----- refusals of unknown things -------------------------------------------------------
@@ -664,18 +664,18 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(kind=st.sampled_from(["commit", "release", "receive", "release_hold", "hold_node",
                                 "hold_sku", "reserve_node", "adjust_node", "supply_node"]))
     def unknown_reference(self, kind: str) -> None:
-        commands = {
-            "commit": c.Commit("R-missing", self.fresh("Q")),
-            "release": c.Release("R-missing", self.fresh("Q")),
-            "receive": c.ReceiveSupply(self.fresh("Q"), "S-missing", 1),
-            "release_hold": c.ReleaseHold("H-missing"),
-            "hold_node": c.PlaceHold(self.fresh("H"), "A", "NX", 1, force=True),
-            "hold_sku": c.PlaceHold(self.fresh("H"), "Z", "N1", 1, force=True),
-            "reserve_node": c.Reserve(self.fresh("R"), (c.LineRequest("L0", "A", 1, "NX"),)),
-            "adjust_node": c.AdjustStock(self.fresh("Q"), (c.Movement("A", "NX", "RECEIPT", 1),)),
-            "supply_node": c.UpsertSupply(self.fresh("S"), "A", "NX", 1, date_of(self.today)),
+        by_kind = {
+            "commit": commands.Commit("R-missing", self.fresh("Q")),
+            "release": commands.Release("R-missing", self.fresh("Q")),
+            "receive": commands.ReceiveSupply(self.fresh("Q"), "S-missing", 1),
+            "release_hold": commands.ReleaseHold("H-missing"),
+            "hold_node": commands.PlaceHold(self.fresh("H"), "A", "NX", 1, force=True),
+            "hold_sku": commands.PlaceHold(self.fresh("H"), "Z", "N1", 1, force=True),
+            "reserve_node": commands.Reserve(self.fresh("R"), (commands.LineRequest("L0", "A", 1, "NX"),)),
+            "adjust_node": commands.AdjustStock(self.fresh("Q"), (commands.Movement("A", "NX", "RECEIPT", 1),)),
+            "supply_node": commands.UpsertSupply(self.fresh("S"), "A", "NX", 1, date_of(self.today)),
         }
-        self.run_expecting(commands[kind], (NotFound, None))
+        self.run_expecting(by_kind[kind], (NotFound, None))
 
     # ----- time -----------------------------------------------------------------------------
 
@@ -695,7 +695,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if hold.active and expire_time is not None and expire_time <= self.now:
                 hold.active = False
                 expired += 1
-        outcome = self.run_expecting(c.ExpireDue(), None)
+        outcome = self.run_expecting(commands.ExpireDue(), None)
         assert outcome == expired, f"ExpireDue expired {outcome}, model expects {expired}"
 
     # ----- restart --------------------------------------------------------------------------
@@ -871,11 +871,11 @@ def test_transfer_never_moves_units_that_are_not_on_hand() -> None:
     ledger = Ledger(CONFIG)
     today = date_of(day_of(START))
     for node_id in ("N1", "N2"):
-        ledger.execute(c.UpsertNode(node_id), START)
-    ledger.execute(c.UpsertSupply("S1", "A", "N1", 1, today), START)
+        ledger.execute(commands.UpsertNode(node_id), START)
+    ledger.execute(commands.UpsertSupply("S1", "A", "N1", 1, today), START)
     ledger.take_changes()
     before = observe(ledger)
     with pytest.raises(InsufficientAvailability):
-        ledger.execute(c.AdjustStock("Q1", (c.Movement("A", "N1", "TRANSFER", 1, "N2"),)), START)
+        ledger.execute(commands.AdjustStock("Q1", (commands.Movement("A", "N1", "TRANSFER", 1, "N2"),)), START)
     assert observe(ledger) == before
     assert not ledger.take_changes()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sortedcontainers import SortedDict
 
 from atp.ledger import Ledger, LedgerConfig, day_of, errors, timeline
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import Lane, Objective, Policy, Position
 from atp.ledger.promising import OrderLine, OrderPlan
 
@@ -118,25 +118,25 @@ def build(scenario: Scenario) -> Ledger:
     for node in scenario.nodes:
         lane = Lane(REGION, node.transit, node.cost) if node.lane else Lane("APAC", node.transit, 1)
         ledger.execute(
-            c.UpsertNode(node.node_id, handling_days=node.handling, active=node.active,
+            commands.UpsertNode(node.node_id, handling_days=node.handling, active=node.active,
                          lanes=(lane,)),
             NOW,
         )
     # Every SKU is known (at N0 at least), so an order never fails with NOT_FOUND.
-    movements = [c.Movement(sku, "N0", "CYCLE_COUNT", 0) for sku in SKUS]
-    movements += [c.Movement(sku, node_id, "CYCLE_COUNT", qty) for sku, node_id, qty in scenario.stock]
-    ledger.execute(c.AdjustStock("seed", tuple(movements)), NOW)
+    movements = [commands.Movement(sku, "N0", "CYCLE_COUNT", 0) for sku in SKUS]
+    movements += [commands.Movement(sku, node_id, "CYCLE_COUNT", qty) for sku, node_id, qty in scenario.stock]
+    ledger.execute(commands.AdjustStock("seed", tuple(movements)), NOW)
     for index, (sku, node_id, quantity, day) in enumerate(scenario.supply):
-        ledger.execute(c.UpsertSupply(f"po-{index}", sku, node_id, quantity, date_after(day)), NOW)
+        ledger.execute(commands.UpsertSupply(f"po-{index}", sku, node_id, quantity, date_after(day)), NOW)
     for sku, node_id, quantity in scenario.safety:
-        ledger.execute(c.SetSafetyStock(sku, node_id, quantity), NOW)
+        ledger.execute(commands.SetSafetyStock(sku, node_id, quantity), NOW)
     for index, (sku, node_id, quantity) in enumerate(scenario.holds):
-        ledger.execute(c.PlaceHold(f"hold-{index}", sku, node_id, quantity, force=True), NOW)
+        ledger.execute(commands.PlaceHold(f"hold-{index}", sku, node_id, quantity, force=True), NOW)
     for index, (sku, node_id, quantity, ship_day, commit) in enumerate(scenario.named):
         ship_date = None if ship_day is None else date_after(ship_day)
         try:
             ledger.execute(
-                c.Reserve(f"pre-{index}", (c.LineRequest("l", sku, quantity, node_id, ship_date),),
+                commands.Reserve(f"pre-{index}", (commands.LineRequest("l", sku, quantity, node_id, ship_date),),
                           destination_region=REGION, commit=commit),
                 NOW,
             )
@@ -145,7 +145,7 @@ def build(scenario: Scenario) -> Ledger:
     for index, (sku, quantity, policy) in enumerate(scenario.sourced):
         try:
             ledger.execute(
-                c.Reserve(f"src-{index}", (c.LineRequest("l", sku, quantity),),
+                commands.Reserve(f"src-{index}", (commands.LineRequest("l", sku, quantity),),
                           destination_region=REGION, policy=policy),
                 NOW,
             )
@@ -479,9 +479,9 @@ def test_reserve_right_after_promise_holds_exactly_the_promise(scenario: Scenari
     before = state_of(ledger)
     include_safety = scenario.priority >= SAFETY_PRIORITY
     lowest_before = {key: lowest_net(p, include_safety) for key, p in ledger.positions.items()}
-    command = c.Reserve(
+    command = commands.Reserve(
         "order",
-        tuple(c.LineRequest(line_id, sku, quantity) for line_id, sku, quantity in scenario.lines),
+        tuple(commands.LineRequest(line_id, sku, quantity) for line_id, sku, quantity in scenario.lines),
         destination_region=REGION,
         policy=scenario.policy,
         priority=scenario.priority,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atp import limits
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger import validation
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import Objective, Policy
@@ -26,11 +26,11 @@ ids = st.one_of(
 )
 quantities = st.sampled_from([-1, 0, 1, 7, limits.quantity_max, limits.quantity_max + 1])
 dates = st.sampled_from([None, (0, 0, 0), (2026, 12, 1), (2026, 2, 30)])
-lines = st.builds(c.LineRequest, ids, ids, quantities, ids, dates)
-commands = st.builds(
-    c.Reserve,
+lines = st.builds(commands.LineRequest, ids, ids, quantities, ids, dates)
+reserve_commands = st.builds(
+    commands.Reserve,
     reservation_id=ids,
-    lines=st.lists(lines, max_size=4).map(tuple) | st.sampled_from([(c.LineRequest("l", "s", 1),) * 2]),
+    lines=st.lists(lines, max_size=4).map(tuple) | st.sampled_from([(commands.LineRequest("l", "s", 1),) * 2]),
     destination_region=ids,
     policy=st.builds(Policy, st.booleans(), st.sampled_from([-1, 0, 2]), st.booleans(),
                      st.sampled_from(list(Objective))),
@@ -41,8 +41,8 @@ commands = st.builds(
 
 
 @settings(max_examples=500)
-@given(commands)
-def test_fast_path_agrees_with_the_full_check(command: c.Reserve) -> None:
+@given(reserve_commands)
+def test_fast_path_agrees_with_the_full_check(command: commands.Reserve) -> None:
     try:
         expected: list[int | None] | InvalidArgument = validation.check_reserve_fields(command, TODAY)
     except InvalidArgument as error:
@@ -73,14 +73,14 @@ def test_plain_id_agrees_with_the_full_id_check(value: str) -> None:
 def test_blank_ids_and_edge_whitespace_leave_the_fast_path() -> None:
     for value in (" ", "   ", " a", "a "):
         assert not validation._is_plain_id(value)
-        assert not validation._is_plain_reserve(c.Reserve(value, (c.LineRequest("l1", "S1", 1),)))
-        assert not validation._is_plain_reserve(c.Reserve("r1", (c.LineRequest("l1", value, 1),)))
+        assert not validation._is_plain_reserve(commands.Reserve(value, (commands.LineRequest("l1", "S1", 1),)))
+        assert not validation._is_plain_reserve(commands.Reserve("r1", (commands.LineRequest("l1", value, 1),)))
         assert not validation._is_plain_promise([OrderLine(value, "S1", 1)], "EU", Policy())
 
 
 def test_plain_reserve_takes_the_fast_path() -> None:
     """The case the fast path exists for is recognised (else it is never used)."""
-    command = c.Reserve("r1", (c.LineRequest("l1", "S1", 1, "N1"), c.LineRequest("l2", "S2", 3)))
+    command = commands.Reserve("r1", (commands.LineRequest("l1", "S1", 1, "N1"), commands.LineRequest("l2", "S2", 3)))
     assert validation._is_plain_reserve(command)
 
 

@@ -21,7 +21,7 @@ import pytest
 from atp.engine import listing
 from atp.engine.listing import SCAN_BUDGET, ReservationFilter, list_reservations
 from atp.ledger import Ledger, LedgerConfig
-from atp.ledger import commands as c
+from atp.ledger import commands
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 OPEN = 4 * SCAN_BUDGET
@@ -31,10 +31,10 @@ def test_a_sku_filtered_page_examines_a_bounded_number_of_ids(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ledger = Ledger(LedgerConfig())
-    ledger.execute(c.UpsertNode("DC1"), NOW)
-    ledger.execute(c.AdjustStock("s", (c.Movement("A", "DC1", "RECEIPT", 10**9),)), NOW)
+    ledger.execute(commands.UpsertNode("DC1"), NOW)
+    ledger.execute(commands.AdjustStock("s", (commands.Movement("A", "DC1", "RECEIPT", 10**9),)), NOW)
     for i in range(OPEN):
-        ledger.execute(c.Reserve(f"o{i:07d}", (c.LineRequest("l1", "A", 1, "DC1"),),
+        ledger.execute(commands.Reserve(f"o{i:07d}", (commands.LineRequest("l1", "A", 1, "DC1"),),
                                  commit=True), NOW)
     examined: list[int] = []
     original = listing._ids_after

@@ -26,7 +26,7 @@ import pytest
 from atp.engine.storage import MIB, StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.persistence import codec, encode_batch, ledger_from_records
 from atp.store import LmdbStore, WriteBatch
 
@@ -55,7 +55,7 @@ def test_a_batch_larger_than_the_free_part_of_the_map_grows_it_and_commits(
             await writer.check_storage()
             # ~2.5 MB of node records in one group commit: more than the 2 MiB map holds, far
             # less than the 256 MiB cap the map may grow to.
-            nodes = [c.UpsertNode(f"NODE-{i:06d}-" + "x" * 100, region="EU")
+            nodes = [commands.UpsertNode(f"NODE-{i:06d}-" + "x" * 100, region="EU")
                      for i in range(12_000)]
             try:
                 await asyncio.wait_for(writer.execute_batch(nodes), timeout=5)
@@ -76,13 +76,13 @@ def test_first_start_of_an_old_data_dir_with_many_closed_reservations_completes(
     async def scenario() -> None:
         # An "old" data directory: closed reservations kept in `reservations` (no `closed`).
         source = Ledger(LedgerConfig(default_ttl_seconds=600))
-        source.execute(c.UpsertNode("DC1"), NOW)
-        source.execute(c.AdjustStock("seed", (c.Movement("A", "DC1", "RECEIPT", 10),)), NOW)
+        source.execute(commands.UpsertNode("DC1"), NOW)
+        source.execute(commands.AdjustStock("seed", (commands.Movement("A", "DC1", "RECEIPT", 10),)), NOW)
         batch = WriteBatch()
         for i in range(5400):
             rid = f"order-{i:06d}-" + "y" * 60
-            source.execute(c.Reserve(rid, (c.LineRequest("l1", "A", 1, "DC1"),)), NOW)
-            closed = source.execute(c.Release(rid, f"cancel-{rid}"), NOW)
+            source.execute(commands.Reserve(rid, (commands.LineRequest("l1", "A", 1, "DC1"),)), NOW)
+            closed = source.execute(commands.Release(rid, f"cancel-{rid}"), NOW)
             closed.close_time = None  # as written before retention existed
             batch.put("reservations", rid.encode(), codec.encode_record("reservations", closed))
         for (database, key), data in encode_batch(source.take_changes()).records.items():

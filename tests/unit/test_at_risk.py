@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from atp.ledger import Ledger, LedgerConfig, day_of, errors
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import Event, Lane, Policy, ReservationState
 from atp.ledger.reallocation import PLAN_STALE, Scope
 
@@ -35,9 +35,9 @@ def iso_after(days: int) -> str:
 def ledger() -> Ledger:
     """DC1 (1 day to EU), DC2 (2 days), DC3 (4 days); all handle orders the same day."""
     ledger = Ledger(LedgerConfig(default_ttl_seconds=3600, safety_stock_priority_min=100))
-    ledger.execute(c.UpsertNode("DC1", lanes=(Lane("EU", 1, 1),)), NOW)
-    ledger.execute(c.UpsertNode("DC2", lanes=(Lane("EU", 2, 1),)), NOW)
-    ledger.execute(c.UpsertNode("DC3", lanes=(Lane("EU", 4, 1),)), NOW)
+    ledger.execute(commands.UpsertNode("DC1", lanes=(Lane("EU", 1, 1),)), NOW)
+    ledger.execute(commands.UpsertNode("DC2", lanes=(Lane("EU", 2, 1),)), NOW)
+    ledger.execute(commands.UpsertNode("DC3", lanes=(Lane("EU", 4, 1),)), NOW)
     ledger.take_changes()
     return ledger
 
@@ -45,28 +45,28 @@ def ledger() -> Ledger:
 _counter = iter(range(1, 10**9))
 
 
-def run(ledger: Ledger, command: c.Command) -> Any:
+def run(ledger: Ledger, command: commands.Command) -> Any:
     return ledger.execute(command, NOW)
 
 
 def move(ledger: Ledger, sku: str, node: str, kind: str, quantity: int) -> None:
-    run(ledger, c.AdjustStock(f"adj-{next(_counter)}", (c.Movement(sku, node, kind, quantity),)))
+    run(ledger, commands.AdjustStock(f"adj-{next(_counter)}", (commands.Movement(sku, node, kind, quantity),)))
 
 
 def reserve_at(
     ledger: Ledger, reservation_id: str, sku: str, node: str, quantity: int, *,
     priority: int = 0, ship_in: int | None = None, **options: Any,
 ) -> Any:
-    line = c.LineRequest("l1", sku, quantity, node,
+    line = commands.LineRequest("l1", sku, quantity, node,
                          date_after(ship_in) if ship_in is not None else None)
-    return run(ledger, c.Reserve(reservation_id, (line,), priority=priority, **options))
+    return run(ledger, commands.Reserve(reservation_id, (line,), priority=priority, **options))
 
 
 def reserve_sourced(
     ledger: Ledger, reservation_id: str, sku: str, quantity: int, *, priority: int = 0,
     **options: Any,
 ) -> Any:
-    return run(ledger, c.Reserve(reservation_id, (c.LineRequest("l1", sku, quantity),),
+    return run(ledger, commands.Reserve(reservation_id, (commands.LineRequest("l1", sku, quantity),),
                                  destination_region="EU", priority=priority, **options))
 
 
@@ -161,7 +161,7 @@ def test_priority_beats_age_and_commitment_state(ledger: Ledger) -> None:
 
 def test_a_later_ship_date_can_still_fit_on_inbound_supply(ledger: Ledger) -> None:
     move(ledger, "A", "DC1", "RECEIPT", 5)
-    run(ledger, c.UpsertSupply("po-1", "A", "DC1", 5, date_after(3)))
+    run(ledger, commands.UpsertSupply("po-1", "A", "DC1", 5, date_after(3)))
     reserve_at(ledger, "now", "A", "DC1", 5)              # ships today from stock
     reserve_at(ledger, "later", "A", "DC1", 5, ship_in=4)  # ships on day 4 (pre-order)
     events(ledger)
@@ -170,10 +170,10 @@ def test_a_later_ship_date_can_still_fit_on_inbound_supply(ledger: Ledger) -> No
     move(ledger, "A", "DC1", "SHRINKAGE", 2)
     assert at_risk(ledger) == {("now", "l1"): "SHORTAGE"}
     # Releasing the pre-order does not help "now": it needs units today.
-    run(ledger, c.Release("later", "rel-later"))
+    run(ledger, commands.Release("later", "rel-later"))
     assert at_risk(ledger) == {("now", "l1"): "SHORTAGE"}
     # Receiving the PO early does.
-    run(ledger, c.ReceiveSupply("rcv-1", "po-1", 2))
+    run(ledger, commands.ReceiveSupply("rcv-1", "po-1", 2))
     assert at_risk(ledger) == {}
 
 
@@ -181,11 +181,11 @@ def test_partially_shipped_line_counts_only_its_open_units(ledger: Ledger) -> No
     move(ledger, "A", "DC1", "RECEIPT", 10)
     reserve_at(ledger, "big", "A", "DC1", 6, commit=True)
     reserve_at(ledger, "small", "A", "DC1", 4)
-    run(ledger, c.Fulfill("big", "ful-1", (c.LineQuantity("l1", 5),)))  # on_hand 5, big open 1
+    run(ledger, commands.Fulfill("big", "ful-1", (commands.LineQuantity("l1", 5),)))  # on_hand 5, big open 1
     move(ledger, "A", "DC1", "SHRINKAGE", 1)  # on_hand 4: big 1 (3 left), small 4 no
     assert at_risk(ledger) == {("small", "l1"): "SHORTAGE"}
     events(ledger)
-    run(ledger, c.Release("small", "rel-s", (c.LineQuantity("l1", 1),)))  # small open 3: fits
+    run(ledger, commands.Release("small", "rel-s", (commands.LineQuantity("l1", 1),)))  # small open 3: fits
     assert at_risk(ledger) == {}
     assert risk_events(ledger) == {("LINE_RECOVERED", "small", "l1", "", 3)}
 
@@ -193,7 +193,7 @@ def test_partially_shipped_line_counts_only_its_open_units(ledger: Ledger) -> No
 def test_safety_stock_does_not_put_placed_lines_at_risk(ledger: Ledger) -> None:
     move(ledger, "A", "DC1", "RECEIPT", 10)
     reserve_at(ledger, "r1", "A", "DC1", 8)
-    run(ledger, c.SetSafetyStock("A", "DC1", 5))
+    run(ledger, commands.SetSafetyStock("A", "DC1", 5))
     assert at_risk(ledger) == {}
     assert not ledger.positions[("A", "DC1")].at_risk
 
@@ -203,7 +203,7 @@ def test_safety_stock_does_not_put_placed_lines_at_risk(ledger: Ledger) -> None:
 
 def test_supply_slip_puts_preorders_at_risk_and_moving_back_recovers(ledger: Ledger) -> None:
     move(ledger, "P", "DC1", "CYCLE_COUNT", 0)
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
     first = reserve_at(ledger, "pre1", "P", "DC1", 3)
     second = reserve_at(ledger, "pre2", "P", "DC1", 2)
     assert first.lines[0].ship_day == TODAY + 5 and first.lines[0].from_inbound
@@ -211,12 +211,12 @@ def test_supply_slip_puts_preorders_at_risk_and_moving_back_recovers(ledger: Led
     events(ledger)
 
     # Moving the PO earlier is no slip.
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 5, date_after(4)))
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 5, date_after(4)))
     assert at_risk(ledger) == {}
     assert risk_events(ledger) == set()
 
     # The PO slips to day 8: neither pre-order fits at day 5 any more.
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 5, date_after(8)))
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 5, date_after(8)))
     assert at_risk(ledger) == {("pre1", "l1"): "SUPPLY_SLIPPED", ("pre2", "l1"): "SUPPLY_SLIPPED"}
     taken = events(ledger)
     assert [e.type for e in taken if e.type == "SUPPLY_UPDATED"] == ["SUPPLY_UPDATED"]
@@ -225,7 +225,7 @@ def test_supply_slip_puts_preorders_at_risk_and_moving_back_recovers(ledger: Led
             if e.type == "LINE_AT_RISK"} == {("pre1", "SUPPLY_SLIPPED"), ("pre2", "SUPPLY_SLIPPED")}
 
     # Back to day 5: both recover.
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
     assert at_risk(ledger) == {}
     assert risk_events(ledger) == {("LINE_RECOVERED", "pre1", "l1", "", 3),
                                    ("LINE_RECOVERED", "pre2", "l1", "", 2)}
@@ -233,13 +233,13 @@ def test_supply_slip_puts_preorders_at_risk_and_moving_back_recovers(ledger: Led
 
 def test_supply_shrinking_or_cancelled_puts_the_newest_preorder_at_risk(ledger: Ledger) -> None:
     move(ledger, "P", "DC1", "CYCLE_COUNT", 0)
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 5, date_after(5)))
     reserve_at(ledger, "pre1", "P", "DC1", 3)
     reserve_at(ledger, "pre2", "P", "DC1", 2)
     events(ledger)
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 4, date_after(5)))  # pre1 3 fits, pre2 2 no
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 4, date_after(5)))  # pre1 3 fits, pre2 2 no
     assert at_risk(ledger) == {("pre2", "l1"): "SUPPLY_SLIPPED"}
-    run(ledger, c.UpsertSupply("po-p", "P", "DC1", 0, date_after(5)))  # cancelled
+    run(ledger, commands.UpsertSupply("po-p", "P", "DC1", 0, date_after(5)))  # cancelled
     assert at_risk(ledger) == {("pre1", "l1"): "SUPPLY_SLIPPED", ("pre2", "l1"): "SUPPLY_SLIPPED"}
     assert ledger.positions[("P", "DC1")].inbound == 0
 
@@ -252,13 +252,13 @@ def test_forced_hold_puts_lines_at_risk_and_its_release_recovers_them(ledger: Le
     reserve_at(ledger, "r1", "A", "DC1", 6)
     reserve_at(ledger, "r2", "A", "DC1", 4)
     with pytest.raises(errors.InsufficientAvailability):
-        run(ledger, c.PlaceHold("h0", "A", "DC1", 3))  # without force: nothing available
+        run(ledger, commands.PlaceHold("h0", "A", "DC1", 3))  # without force: nothing available
     events(ledger)
-    run(ledger, c.PlaceHold("h1", "A", "DC1", 3, reason="damaged", force=True))
+    run(ledger, commands.PlaceHold("h1", "A", "DC1", 3, reason="damaged", force=True))
     # net 10 - 3 held: r1 6 fits (1 left), r2 4 does not.
     assert at_risk(ledger) == {("r2", "l1"): "SHORTAGE"}
     assert risk_events(ledger) == {("LINE_AT_RISK", "r2", "l1", "SHORTAGE", 4)}
-    run(ledger, c.ReleaseHold("h1"))
+    run(ledger, commands.ReleaseHold("h1"))
     assert at_risk(ledger) == {}
     assert risk_events(ledger) == {("LINE_RECOVERED", "r2", "l1", "", 4)}
 
@@ -266,9 +266,9 @@ def test_forced_hold_puts_lines_at_risk_and_its_release_recovers_them(ledger: Le
 def test_forced_hold_expiry_recovers_lines(ledger: Ledger) -> None:
     move(ledger, "A", "DC1", "RECEIPT", 4)
     reserve_at(ledger, "r1", "A", "DC1", 4, commit=True)
-    run(ledger, c.PlaceHold("h1", "A", "DC1", 1, expire_time=NOW + 60, force=True))
+    run(ledger, commands.PlaceHold("h1", "A", "DC1", 1, expire_time=NOW + 60, force=True))
     assert at_risk(ledger) == {("r1", "l1"): "SHORTAGE"}
-    assert ledger.execute(c.ExpireDue(), NOW + 60) == 1
+    assert ledger.execute(commands.ExpireDue(), NOW + 60) == 1
     assert at_risk(ledger) == {}
 
 
@@ -282,10 +282,10 @@ def test_deactivating_a_node_puts_all_its_open_lines_at_risk(ledger: Ledger) -> 
     reserve_at(ledger, "r1", "A", "DC1", 2)
     reserve_at(ledger, "r2", "B", "DC1", 3, commit=True)
     reserve_at(ledger, "r3", "A", "DC2", 4)
-    run(ledger, c.Fulfill("r2", "ful-r2", (c.LineQuantity("l1", 1),)))
+    run(ledger, commands.Fulfill("r2", "ful-r2", (commands.LineQuantity("l1", 1),)))
     events(ledger)
 
-    run(ledger, c.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
     assert at_risk(ledger) == {("r1", "l1"): "NODE_INACTIVE", ("r2", "l1"): "NODE_INACTIVE"}
     assert risk_events(ledger) == {("LINE_AT_RISK", "r1", "l1", "NODE_INACTIVE", 2),
                                    ("LINE_AT_RISK", "r2", "l1", "NODE_INACTIVE", 2)}
@@ -293,7 +293,7 @@ def test_deactivating_a_node_puts_all_its_open_lines_at_risk(ledger: Ledger) -> 
         reserve_at(ledger, "r4", "A", "DC1", 1)
     assert refused.value.reason == "NODE_INACTIVE"
 
-    run(ledger, c.UpsertNode("DC1", active=True, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=True, lanes=(Lane("EU", 1, 1),)))
     assert at_risk(ledger) == {}
     assert risk_events(ledger) == {("LINE_RECOVERED", "r1", "l1", "", 2),
                                    ("LINE_RECOVERED", "r2", "l1", "", 2)}
@@ -304,16 +304,16 @@ def test_node_inactive_reason_overrides_an_earlier_shortage(ledger: Ledger) -> N
     reserve_at(ledger, "r1", "A", "DC1", 4)
     move(ledger, "A", "DC1", "SHRINKAGE", 1)
     assert at_risk(ledger) == {("r1", "l1"): "SHORTAGE"}
-    run(ledger, c.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
     assert at_risk(ledger) == {("r1", "l1"): "NODE_INACTIVE"}
 
 
 def test_reactivated_node_does_not_keep_the_node_inactive_reason(ledger: Ledger) -> None:
     move(ledger, "A", "DC1", "RECEIPT", 4)
     reserve_at(ledger, "r1", "A", "DC1", 4)
-    run(ledger, c.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
     move(ledger, "A", "DC1", "SHRINKAGE", 1)
-    run(ledger, c.UpsertNode("DC1", active=True, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=True, lanes=(Lane("EU", 1, 1),)))
     # Still at risk (3 on hand for 4), but no longer because the node is inactive.
     assert at_risk(ledger) == {("r1", "l1"): "SHORTAGE"}
 
@@ -335,7 +335,7 @@ def _shortage_at_dc1(ledger: Ledger) -> None:
 
 def test_reallocation_moves_at_risk_lines_to_the_next_best_node(ledger: Ledger) -> None:
     _shortage_at_dc1(ledger)
-    result = run(ledger, c.Reallocate())
+    result = run(ledger, commands.Reallocate())
     assert result.applied
     [plan] = result.plans
     assert plan.reservation_id == "r1"
@@ -358,7 +358,7 @@ def test_reallocation_moves_at_risk_lines_to_the_next_best_node(ledger: Ledger) 
         "reservation_id": "r1", "old_promise_date": iso_after(1),
         "new_promise_date": iso_after(2), "slipped": True, "unfilled": 0}
     # Nothing left to do: a second run plans nothing.
-    assert run(ledger, c.Reallocate()).plans == []
+    assert run(ledger, commands.Reallocate()).plans == []
 
 
 def test_reallocation_splits_and_leaves_the_rest_unfilled(ledger: Ledger) -> None:
@@ -368,7 +368,7 @@ def test_reallocation_splits_and_leaves_the_rest_unfilled(ledger: Ledger) -> Non
     move(ledger, "A", "DC1", "CYCLE_COUNT", 1)
     assert at_risk(ledger) == {("r1", "l1"): "SHORTAGE"}
     # Re-sourced with allow_partial forced on: DC1 has 1, DC2 has 2, 3 cannot be filled.
-    [plan] = run(ledger, c.Reallocate(sku="A")).plans
+    [plan] = run(ledger, commands.Reallocate(sku="A")).plans
     assert sorted((line.node_id, line.quantity) for line in plan.new_lines) == [("DC1", 1), ("DC2", 2)]
     assert plan.unfilled_quantity == 3 and plan.slipped
     r1 = ledger.reservation("r1")
@@ -392,7 +392,7 @@ def test_reallocation_splits_and_leaves_the_rest_unfilled(ledger: Ledger) -> Non
 def test_reallocation_without_destination_waits_for_later_supply_at_the_same_node(ledger: Ledger) -> None:
     move(ledger, "A", "DC1", "RECEIPT", 4)
     move(ledger, "A", "DC2", "RECEIPT", 10)
-    run(ledger, c.UpsertSupply("po-1", "A", "DC1", 6, date_after(3)))
+    run(ledger, commands.UpsertSupply("po-1", "A", "DC1", 6, date_after(3)))
     reserve_at(ledger, "r1", "A", "DC1", 4)  # no destination: may not move to DC2
     move(ledger, "A", "DC1", "SHRINKAGE", 2)
     assert at_risk(ledger) == {("r1", "l1"): "SHORTAGE"}
@@ -414,7 +414,7 @@ def test_dry_run_changes_nothing(ledger: Ledger) -> None:
     assert state_of(ledger) == before
     assert not ledger.has_changes and events(ledger) == []
     # The same plan is what applying gives.
-    applied = run(ledger, c.Reallocate(plan_sequence=result.plan_sequence))
+    applied = run(ledger, commands.Reallocate(plan_sequence=result.plan_sequence))
     assert [(p.reservation_id, [(line.node_id, line.quantity) for line in p.new_lines])
             for p in applied.plans] == [("r1", [("DC2", 4)])]
 
@@ -426,12 +426,12 @@ def test_apply_with_a_stale_plan_sequence_is_refused(ledger: Ledger) -> None:
     events(ledger)
     before = state_of(ledger)
     with pytest.raises(errors.FailedPrecondition) as refused:
-        run(ledger, c.Reallocate(plan_sequence=stale))
+        run(ledger, commands.Reallocate(plan_sequence=stale))
     assert refused.value.reason == PLAN_STALE
     assert state_of(ledger) == before and not ledger.has_changes
     fresh = ledger.plan_reallocation(Scope(), NOW).plan_sequence
     assert fresh == ledger.sequence > stale
-    assert run(ledger, c.Reallocate(plan_sequence=fresh)).applied
+    assert run(ledger, commands.Reallocate(plan_sequence=fresh)).applied
     assert ledger.reservation("r1").lines[0].node_id == "DC2"
 
 
@@ -440,9 +440,9 @@ def test_reallocate_scope_by_reservation_ids(ledger: Ledger) -> None:
     move(ledger, "A", "DC2", "RECEIPT", 10)
     reserve_sourced(ledger, "r1", "A", 3)
     reserve_sourced(ledger, "r2", "A", 3)
-    run(ledger, c.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
     assert set(at_risk(ledger)) == {("r1", "l1"), ("r2", "l1")}
-    [plan] = run(ledger, c.Reallocate(reservation_ids=("r2",))).plans
+    [plan] = run(ledger, commands.Reallocate(reservation_ids=("r2",))).plans
     assert plan.reservation_id == "r2"
     assert at_risk(ledger) == {("r1", "l1"): "NODE_INACTIVE"}
     assert ledger.reservation("r2").lines[0].node_id == "DC2"
@@ -456,9 +456,9 @@ def test_node_deactivation_then_reallocation_by_node(ledger: Ledger) -> None:
     reserve_sourced(ledger, "lo", "A", 4)
     reserve_sourced(ledger, "hi", "A", 4, priority=7)
     move(ledger, "A", "DC2", "RECEIPT", 5)  # DC2 (2 days) can take one of them
-    run(ledger, c.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
+    run(ledger, commands.UpsertNode("DC1", active=False, lanes=(Lane("EU", 1, 1),)))
     events(ledger)
-    result = run(ledger, c.Reallocate(node_id="DC1"))
+    result = run(ledger, commands.Reallocate(node_id="DC1"))
     # Policy order: hi first gets DC2 (earlier than DC3), lo then gets DC3.
     assert [p.reservation_id for p in result.plans] == ["hi", "lo"]
     assert ledger.reservation("hi").lines[0].node_id == "DC2"
@@ -515,7 +515,7 @@ def test_backorder_at_a_named_node_fills_there_from_new_supply(ledger: Ledger) -
     [line] = ledger.reservation("n1").lines
     assert (line.quantity, line.backordered_quantity) == (1, 2)
     events(ledger)
-    run(ledger, c.UpsertSupply("po-c", "C", "DC1", 5, date_after(2)))
+    run(ledger, commands.UpsertSupply("po-c", "C", "DC1", 5, date_after(2)))
     [fill] = events(ledger, "BACKORDER_FILLED")
     assert (fill.data["filled"], fill.data["remaining"]) == (2, 0)
     assert [(line.line_id, line.node_id, line.quantity, line.ship_day, line.backordered_quantity)
@@ -531,7 +531,7 @@ def test_release_frees_units_for_a_backorder(ledger: Ledger) -> None:
     reserve_sourced(ledger, "waiting", "B", 2, policy=Policy(allow_partial=True))
     assert ledger.reservation("waiting").lines[0].backordered_quantity == 2
     events(ledger)
-    run(ledger, c.Release("first", "rel-first"))
+    run(ledger, commands.Release("first", "rel-first"))
     [fill] = events(ledger, "BACKORDER_FILLED")
     assert fill.data["reservation_id"] == "waiting"
     assert ledger.reservation("waiting").lines[0].quantity == 2
@@ -540,7 +540,7 @@ def test_release_frees_units_for_a_backorder(ledger: Ledger) -> None:
 def test_reserve_does_not_fill_backorders_and_closed_reservations_are_not_filled(ledger: Ledger) -> None:
     move(ledger, "B", "DC1", "CYCLE_COUNT", 0)
     reserve_sourced(ledger, "gone", "B", 2, policy=Policy(allow_partial=True))
-    run(ledger, c.Release("gone", "rel-gone"))
+    run(ledger, commands.Release("gone", "rel-gone"))
     assert ledger.reservation("gone").state is ReservationState.RELEASED
     events(ledger)
     move(ledger, "B", "DC1", "RECEIPT", 5)
@@ -569,7 +569,7 @@ def test_unfilled_line_without_destination_is_filled_when_stock_returns(ledger: 
     move(ledger, "A", "DC1", "RECEIPT", 4)
     reserve_at(ledger, "r1", "A", "DC1", 4, commit=True)
     move(ledger, "A", "DC1", "CYCLE_COUNT", 0)
-    [plan] = run(ledger, c.Reallocate()).plans
+    [plan] = run(ledger, commands.Reallocate()).plans
     assert plan.unfilled_quantity == 4
     events(ledger)
     move(ledger, "A", "DC1", "RECEIPT", 10)

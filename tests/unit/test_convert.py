@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.server import convert
 from atp.v1 import common_pb2, reservations_pb2
 
@@ -16,7 +16,7 @@ def test_absent_and_all_default_policies_make_the_same_command() -> None:
     explicit.policy.CopyFrom(common_pb2.FulfillmentPolicy())
     assert not bare.HasField("policy") and explicit.HasField("policy")
     assert convert.reserve(bare) == convert.reserve(explicit)
-    assert c.digest(convert.reserve(bare)) == c.digest(convert.reserve(explicit))
+    assert commands.digest(convert.reserve(bare)) == commands.digest(convert.reserve(explicit))
 
 
 def test_every_field_lands_in_its_place() -> None:
@@ -32,7 +32,7 @@ def test_every_field_lands_in_its_place() -> None:
         "reservation_id": "r1", "lines": None, "destination_region": "EU", "policy": None,
         "ttl_seconds": 90, "commit": True, "priority": 4, "channel": "web", "customer_id": "c9",
     }
-    assert command.lines == (c.LineRequest("l1", "S", 3, "N1", (2027, 0, 0)),)
+    assert command.lines == (commands.LineRequest("l1", "S", 3, "N1", (2027, 0, 0)),)
     assert (command.policy.ship_complete, command.policy.max_nodes, command.policy.allow_partial,
             command.policy.objective.value) == (True, 2, True, "CHEAPEST")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from atp.ledger import Ledger, LedgerConfig, day_of, errors
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import Lane, Objective, Policy
 from atp.ledger.promising import OrderLine, OrderPlan
 
@@ -80,26 +80,26 @@ def build(case: Case) -> Ledger:
             else (Lane("APAC", 1, 1),)
         )
         ledger.execute(
-            c.UpsertNode(site.node_id, handling_days=site.handling, active=site.active, lanes=lanes),
+            commands.UpsertNode(site.node_id, handling_days=site.handling, active=site.active, lanes=lanes),
             NOW,
         )
     if case.stock:
         ledger.execute(
-            c.AdjustStock("seed", tuple(
-                c.Movement(sku, node, "RECEIPT" if quantity else "CYCLE_COUNT", quantity)
+            commands.AdjustStock("seed", tuple(
+                commands.Movement(sku, node, "RECEIPT" if quantity else "CYCLE_COUNT", quantity)
                 for sku, node, quantity in case.stock
             )),
             NOW,
         )
     for index, (sku, node, quantity, day) in enumerate(case.supply):
-        ledger.execute(c.UpsertSupply(f"po-{index}", sku, node, quantity, date_after(day)), NOW)
+        ledger.execute(commands.UpsertSupply(f"po-{index}", sku, node, quantity, date_after(day)), NOW)
     for sku, node, quantity in case.safety:
-        ledger.execute(c.SetSafetyStock(sku, node, quantity), NOW)
+        ledger.execute(commands.SetSafetyStock(sku, node, quantity), NOW)
     for index, (sku, node, quantity) in enumerate(case.holds):
-        ledger.execute(c.PlaceHold(f"hold-{index}", sku, node, quantity, force=True), NOW)
+        ledger.execute(commands.PlaceHold(f"hold-{index}", sku, node, quantity, force=True), NOW)
     for index, (sku, node, quantity, day) in enumerate(case.committed):
         ledger.execute(
-            c.Reserve(f"pre-{index}", (c.LineRequest("l", sku, quantity, node, date_after(day)),),
+            commands.Reserve(f"pre-{index}", (commands.LineRequest("l", sku, quantity, node, date_after(day)),),
                       commit=True),
             NOW,
         )
@@ -679,9 +679,9 @@ def test_explain_cheapest_names_the_lane_cost() -> None:
 
 def reserve_sourced(ledger: Ledger, case: Case, reservation_id: str = "order-1") -> Any:
     return ledger.execute(
-        c.Reserve(
+        commands.Reserve(
             reservation_id,
-            tuple(c.LineRequest(line_id, sku, quantity) for line_id, sku, quantity in case.lines),
+            tuple(commands.LineRequest(line_id, sku, quantity) for line_id, sku, quantity in case.lines),
             destination_region=REGION,
             policy=case.policy,
             priority=case.priority,
@@ -784,7 +784,7 @@ def test_reserve_sources_lines_after_placing_named_ones() -> None:
     )
     ledger = build(case)
     reservation = ledger.execute(
-        c.Reserve("order-1", (c.LineRequest("l1", "X", 4, "A"), c.LineRequest("l2", "X", 4)),
+        commands.Reserve("order-1", (commands.LineRequest("l1", "X", 4, "A"), commands.LineRequest("l2", "X", 4)),
                   destination_region=REGION),
         NOW,
     )
@@ -799,7 +799,7 @@ def test_reserve_of_sourced_lines_is_idempotent() -> None:
     first = reserve_sourced(ledger, case)
     ledger.take_changes()
     # The ledger moves on (more stock at B); replaying the same request re-sources nothing.
-    ledger.execute(c.AdjustStock("more", (c.Movement("X", "B", "RECEIPT", 50),)), NOW)
+    ledger.execute(commands.AdjustStock("more", (commands.Movement("X", "B", "RECEIPT", 50),)), NOW)
     ledger.take_changes()
     before = state_of(ledger)
     again = reserve_sourced(ledger, case)
@@ -811,13 +811,13 @@ def test_reserve_refuses_a_ship_date_or_missing_region_on_sourced_lines() -> Non
     case = next(case for case in CASES if case.name.startswith("split across"))
     ledger = build(case)
     before = state_of(ledger)
-    named = c.LineRequest("l0", "X", 1, "A")
+    named = commands.LineRequest("l0", "X", 1, "A")
     with pytest.raises(errors.InvalidArgument) as refused:
-        ledger.execute(c.Reserve("o1", (named, c.LineRequest("l1", "X", 2, "", date_after(1))),
+        ledger.execute(commands.Reserve("o1", (named, commands.LineRequest("l1", "X", 2, "", date_after(1))),
                                  destination_region=REGION), NOW)
     assert [v.field for v in refused.value.violations] == ["lines[1].ship_date"]
     with pytest.raises(errors.InvalidArgument) as refused:
-        ledger.execute(c.Reserve("o2", (named, c.LineRequest("l1", "X", 2))), NOW)
+        ledger.execute(commands.Reserve("o2", (named, commands.LineRequest("l1", "X", 2))), NOW)
     assert [v.field for v in refused.value.violations] == ["destination_region"]
     assert_unchanged(ledger, before)
 
@@ -827,7 +827,7 @@ def test_reserve_with_a_named_line_and_an_unfillable_sourced_line_is_all_or_noth
     ledger = build(case)
     before = state_of(ledger)
     with pytest.raises(errors.InsufficientAvailability) as refused:
-        ledger.execute(c.Reserve("o1", (c.LineRequest("l0", "X", 3, "A"), c.LineRequest("l1", "X", 8)),
+        ledger.execute(commands.Reserve("o1", (commands.LineRequest("l0", "X", 3, "A"), commands.LineRequest("l1", "X", 8)),
                                  destination_region=REGION), NOW)
     # After the named line, A has 2 and B 5 left: 7 of the 8 asked.
     assert [(s.subject, s.requested, s.available) for s in refused.value.shortfalls] == [

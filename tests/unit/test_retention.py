@@ -25,7 +25,7 @@ from atp.engine.events import EventFilter, EventHub, OutOfRange
 from atp.engine.housekeeping import SLICE_RECORDS, Retention
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, Refused, day_of, errors
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.model import Reservation, ReservationState
 from atp.persistence import codec, encode_batch, ledger_from_records
 from atp.persistence.archive import StoreArchive
@@ -44,16 +44,16 @@ def date_after(days: int) -> tuple[int, int, int]:
     return (value.year, value.month, value.day)
 
 
-def line(line_id: str = "l1", quantity: int = 2, sku: str = "A") -> c.LineRequest:
-    return c.LineRequest(line_id, sku, quantity, "DC1")
+def line(line_id: str = "l1", quantity: int = 2, sku: str = "A") -> commands.LineRequest:
+    return commands.LineRequest(line_id, sku, quantity, "DC1")
 
 
-def reserve(reservation_id: str, quantity: int = 2, **options: Any) -> c.Reserve:
-    return c.Reserve(reservation_id, (line(quantity=quantity),), **options)
+def reserve(reservation_id: str, quantity: int = 2, **options: Any) -> commands.Reserve:
+    return commands.Reserve(reservation_id, (line(quantity=quantity),), **options)
 
 
-def receipt(request_id: str, quantity: int = 5) -> c.AdjustStock:
-    return c.AdjustStock(request_id, (c.Movement("A", "DC1", "RECEIPT", quantity),))
+def receipt(request_id: str, quantity: int = 5) -> commands.AdjustStock:
+    return commands.AdjustStock(request_id, (commands.Movement("A", "DC1", "RECEIPT", quantity),))
 
 
 # ============================================================================================
@@ -65,7 +65,7 @@ def receipt(request_id: str, quantity: int = 5) -> c.AdjustStock:
 def ledger() -> Ledger:
     ledger = Ledger(LedgerConfig(default_ttl_seconds=600, closed_retention_s=CLOSED_S,
                                  idempotency_window_s=WINDOW_S))
-    ledger.execute(c.UpsertNode("DC1"), NOW)
+    ledger.execute(commands.UpsertNode("DC1"), NOW)
     ledger.execute(receipt("seed", 100), NOW)
     ledger.forget_durable(ledger.take_changes())  # memory holds what the tests do, only
     return ledger
@@ -75,13 +75,13 @@ def closed_at(ledger: Ledger, reservation_id: str, state: ReservationState, now:
     """Opens a reservation at `now` and closes it there in `state`."""
     if state is ReservationState.EXPIRED:
         ledger.execute(reserve(reservation_id, ttl_seconds=1), now - 1)
-        assert ledger.execute(c.ExpireDue(), now) >= 1
+        assert ledger.execute(commands.ExpireDue(), now) >= 1
     elif state is ReservationState.FULFILLED:
         ledger.execute(reserve(reservation_id, commit=True), now)
-        ledger.execute(c.Fulfill(reservation_id, f"ship-{reservation_id}"), now)
+        ledger.execute(commands.Fulfill(reservation_id, f"ship-{reservation_id}"), now)
     else:
         ledger.execute(reserve(reservation_id), now)
-        ledger.execute(c.Release(reservation_id, f"cancel-{reservation_id}"), now)
+        ledger.execute(commands.Release(reservation_id, f"cancel-{reservation_id}"), now)
     closed = ledger.reservation(reservation_id)
     assert closed.state is state and closed.close_time == now
 
@@ -125,7 +125,7 @@ def test_closing_moves_a_reservation_out_of_live_state_with_its_purge_index_entr
 ) -> None:
     ledger.execute(reserve("o1"), NOW)
     ledger.take_changes()
-    ledger.execute(c.Release("o1", "cancel-1"), NOW + 7)
+    ledger.execute(commands.Release("o1", "cancel-1"), NOW + 7)
     changes = ledger.take_changes()
     closed = ledger.closed["o1"]
     assert "o1" not in ledger.reservations
@@ -168,7 +168,7 @@ class Idempotent:
 
 
 def _supply(ledger: Ledger) -> None:
-    ledger.execute(c.UpsertSupply("po1", "A", "DC1", 40, date_after(5)), NOW)
+    ledger.execute(commands.UpsertSupply("po1", "A", "DC1", 40, date_after(5)), NOW)
 
 
 def _committed(ledger: Ledger) -> None:
@@ -178,14 +178,14 @@ def _committed(ledger: Ledger) -> None:
 IDEMPOTENT = [
     Idempotent("AdjustStock", lambda ledger: None, receipt("key", 5), receipt("key", 6),
                lambda ledger: ledger.positions[("A", "DC1")].on_hand),
-    Idempotent("ReceiveSupply", _supply, c.ReceiveSupply("key", "po1", 5),
-               c.ReceiveSupply("key", "po1", 6),
+    Idempotent("ReceiveSupply", _supply, commands.ReceiveSupply("key", "po1", 5),
+               commands.ReceiveSupply("key", "po1", 6),
                lambda ledger: ledger.positions[("A", "DC1")].on_hand),
-    Idempotent("Fulfill", _committed, c.Fulfill("o1", "key", (c.LineQuantity("l1", 1),)),
-               c.Fulfill("o1", "key", (c.LineQuantity("l1", 2),)),
+    Idempotent("Fulfill", _committed, commands.Fulfill("o1", "key", (commands.LineQuantity("l1", 1),)),
+               commands.Fulfill("o1", "key", (commands.LineQuantity("l1", 2),)),
                lambda ledger: ledger.reservation("o1").lines[0].fulfilled_quantity),
-    Idempotent("Release", _committed, c.Release("o1", "key", (c.LineQuantity("l1", 1),)),
-               c.Release("o1", "key", (c.LineQuantity("l1", 2),)),
+    Idempotent("Release", _committed, commands.Release("o1", "key", (commands.LineQuantity("l1", 1),)),
+               commands.Release("o1", "key", (commands.LineQuantity("l1", 2),)),
                lambda ledger: ledger.reservation("o1").lines[0].released_quantity),
 ]
 
@@ -226,16 +226,16 @@ def test_a_request_id_is_honoured_through_the_window_then_a_retry_is_a_new_reque
 def test_commit_request_id_conflicts_within_the_window_and_is_free_after(ledger: Ledger) -> None:
     ledger.execute(reserve("o1"), NOW)
     ledger.execute(reserve("o2"), NOW)
-    ledger.execute(c.Commit("o1", "commit-key"), NOW)
+    ledger.execute(commands.Commit("o1", "commit-key"), NOW)
     ledger.take_changes()
-    assert ledger.execute(c.Commit("o1", "commit-key"), NOW + WINDOW_S).state is (
+    assert ledger.execute(commands.Commit("o1", "commit-key"), NOW + WINDOW_S).state is (
         ReservationState.COMMITTED)
     assert not ledger.has_changes
     with pytest.raises(errors.AlreadyExists):
-        ledger.execute(c.Commit("o2", "commit-key"), NOW + WINDOW_S)
+        ledger.execute(commands.Commit("o2", "commit-key"), NOW + WINDOW_S)
     assert ledger.reservation("o2").state is ReservationState.HELD
     # After the window the key is free: the other reservation commits under it.
-    assert ledger.execute(c.Commit("o2", "commit-key"), NOW + WINDOW_S + 1).state is (
+    assert ledger.execute(commands.Commit("o2", "commit-key"), NOW + WINDOW_S + 1).state is (
         ReservationState.COMMITTED)
     position = ledger.positions[("A", "DC1")]
     assert (position.reserved, position.allocated) == (0, 4)
@@ -243,15 +243,15 @@ def test_commit_request_id_conflicts_within_the_window_and_is_free_after(ledger:
 
 def test_a_replayed_release_of_a_closed_reservation_returns_it_unchanged(ledger: Ledger) -> None:
     ledger.execute(reserve("o1"), NOW)
-    first = ledger.execute(c.Release("o1", "cancel-1"), NOW)
+    first = ledger.execute(commands.Release("o1", "cancel-1"), NOW)
     ledger.take_changes()
-    assert ledger.execute(c.Release("o1", "cancel-1"), NOW + WINDOW_S) is first
+    assert ledger.execute(commands.Release("o1", "cancel-1"), NOW + WINDOW_S) is first
     assert not ledger.has_changes
     with pytest.raises(errors.AlreadyExists):
-        ledger.execute(c.Release("o1", "cancel-1", (c.LineQuantity("l1", 1),)), NOW + 2)
+        ledger.execute(commands.Release("o1", "cancel-1", (commands.LineQuantity("l1", 1),)), NOW + 2)
     # After the window the retry is new: the reservation is closed, so it is refused.
     with pytest.raises(errors.FailedPrecondition):
-        ledger.execute(c.Release("o1", "cancel-1"), NOW + WINDOW_S + 1)
+        ledger.execute(commands.Release("o1", "cancel-1"), NOW + WINDOW_S + 1)
 
 
 # ============================================================================================
@@ -283,7 +283,7 @@ class Harness:
     clock: FakeClock
     slices: Slices
 
-    async def run(self, command: c.Command) -> Any:
+    async def run(self, command: commands.Command) -> Any:
         """The command's result once durable; its refusal raised, as the error it carries."""
         outcome = await asyncio.wait_for(self.writer.execute(command), STEP_TIMEOUT_S)
         if isinstance(outcome, Refused):
@@ -373,7 +373,7 @@ async def started(
     writer.start()
     harness = Harness(writer, ledger, store, clock, slices)
     if seed:
-        await harness.run(c.UpsertNode("DC1"))
+        await harness.run(commands.UpsertNode("DC1"))
         await harness.run(receipt("seed", 1000))
     return harness
 
@@ -395,7 +395,7 @@ def test_a_closed_reservation_is_read_from_the_store_through_retention_then_purg
     async def body() -> None:
         h = await started(make_store(), windows())
         await h.run(reserve("o1", commit=True))
-        released = await h.run(c.Release("o1", "cancel-o1"))
+        released = await h.run(commands.Release("o1", "cancel-o1"))
         assert released.state is ReservationState.RELEASED
         # Durable: gone from memory, in the closed records with its purge index entry.
         assert "o1" not in h.ledger.reservations and h.ledger.closed == {}
@@ -445,7 +445,7 @@ def test_an_id_reused_after_retention_keeps_its_new_closed_record_when_the_old_e
     async def body() -> None:
         h = await started(make_store(), windows())
         await h.run(reserve("o1"))
-        await h.run(c.Release("o1", "cancel-old"))
+        await h.run(commands.Release("o1", "cancel-old"))
         old_key = codec.time_key(NOW, "o1")
         later = NOW + CLOSED_S + 5
         await h.advance_to(later)
@@ -454,7 +454,7 @@ def test_an_id_reused_after_retention_keeps_its_new_closed_record_when_the_old_e
         # Reserved and released again in one batch: its commit (and the purge pass after
         # it) meets the old index entry with the new closed record in place.
         outcomes = await asyncio.wait_for(h.writer.execute_batch([
-            reserve("o1", quantity=4), c.Release("o1", "cancel-new"),
+            reserve("o1", quantity=4), commands.Release("o1", "cancel-new"),
         ]), STEP_TIMEOUT_S)
         assert [o.state for o in outcomes] == [ReservationState.RELEASED] * 2
         await h.tidy()
@@ -526,12 +526,12 @@ def test_fulfill_replays_from_the_store_within_the_window(make_store: Callable[[
     async def body() -> None:
         h = await started(make_store(), windows())
         await h.run(reserve("o1", quantity=5, commit=True))
-        ship = c.Fulfill("o1", "ship-1", (c.LineQuantity("l1", 1),))
+        ship = commands.Fulfill("o1", "ship-1", (commands.LineQuantity("l1", 1),))
         assert (await h.run(ship)).lines[0].fulfilled_quantity == 1
         await h.advance_to(NOW + WINDOW_S - 1)
         assert (await h.run(ship)).lines[0].fulfilled_quantity == 1
         with pytest.raises(errors.AlreadyExists):
-            await h.run(c.Fulfill("o1", "ship-1", (c.LineQuantity("l1", 2),)))
+            await h.run(commands.Fulfill("o1", "ship-1", (commands.LineQuantity("l1", 2),)))
         assert h.ledger.positions[("A", "DC1")].on_hand == 999
         await h.advance_to(NOW + WINDOW_S + 1)
         await h.tidy()
@@ -549,7 +549,7 @@ def test_purges_run_in_slices_no_larger_than_the_slice(make_store: Callable[[], 
         count = 40
         for index in range(count):
             await h.run(reserve(f"o{index:02}", quantity=1))
-            await h.run(c.Release(f"o{index:02}", f"cancel-{index}"))
+            await h.run(commands.Release(f"o{index:02}", f"cancel-{index}"))
         assert len(h.keys("closed")) == count and len(h.keys("requests")) == count + 1
         events = len(h.journal())
         assert events > count
@@ -687,7 +687,7 @@ def test_closed_reservations_and_request_records_stay_in_memory_only_until_durab
         h = await started(store, windows())
         await h.run(reserve("o1"))
         store.gate.clear()
-        releasing = asyncio.create_task(h.writer.execute(c.Release("o1", "cancel-1")))
+        releasing = asyncio.create_task(h.writer.execute(commands.Release("o1", "cancel-1")))
         await asyncio.sleep(0.05)
         assert not releasing.done()
         # Not durable yet: memory answers for it (the store does not have it).
@@ -715,13 +715,13 @@ def test_after_many_lifecycles_memory_holds_only_open_reservations() -> None:
             rid, fate = f"r{index:03}", fates[index % len(fates)]
             await h.run(reserve(rid, quantity=1, ttl_seconds=30 if fate == "expired" else 3600))
             if fate in ("committed", "fulfilled"):
-                await h.run(c.Commit(rid, f"{rid}-commit"))
+                await h.run(commands.Commit(rid, f"{rid}-commit"))
                 request_ids.add(f"{rid}-commit")
             if fate == "fulfilled":
-                await h.run(c.Fulfill(rid, f"{rid}-ship"))
+                await h.run(commands.Fulfill(rid, f"{rid}-ship"))
                 request_ids.add(f"{rid}-ship")
             if fate == "released":
-                await h.run(c.Release(rid, f"{rid}-cancel"))
+                await h.run(commands.Release(rid, f"{rid}-cancel"))
                 request_ids.add(f"{rid}-cancel")
             (open_ids if fate in ("held", "committed") else closed_ids).add(rid)
             if index % 10 == 0:
@@ -761,7 +761,7 @@ def test_an_old_data_dir_with_closed_reservations_among_the_open_ones_is_migrate
     tmp_path: Path,
 ) -> None:
     source = Ledger(LedgerConfig(closed_retention_s=CLOSED_S, idempotency_window_s=WINDOW_S))
-    source.execute(c.UpsertNode("DC1"), NOW - 50)
+    source.execute(commands.UpsertNode("DC1"), NOW - 50)
     source.execute(receipt("seed", 100), NOW - 50)
     source.execute(reserve("open-held", quantity=3), NOW - 40)
     source.execute(reserve("open-committed", quantity=4, commit=True), NOW - 40)
@@ -838,21 +838,21 @@ def test_an_ended_hold_leaves_memory_guards_its_id_through_retention_then_is_pur
 ) -> None:
     async def body() -> None:
         h = await started(make_store(), windows())
-        placed = c.PlaceHold("qa-1", "A", "DC1", 3, reason="quality")
+        placed = commands.PlaceHold("qa-1", "A", "DC1", 3, reason="quality")
         await h.run(placed)
-        await h.run(c.ReleaseHold("qa-1"))
+        await h.run(commands.ReleaseHold("qa-1"))
         assert "qa-1" not in h.ledger.holds and h.ledger.ended_holds == {}
         assert h.keys("holds") == set() and h.keys("ended_holds") == {"qa-1"}
         replayed = await h.run(placed)  # same id, same request: the ended hold, no change
         assert replayed.active is False and h.ledger.positions[("A", "DC1")].held == 0
         with pytest.raises(errors.AlreadyExists):
-            await h.run(c.PlaceHold("qa-1", "A", "DC1", 4))
+            await h.run(commands.PlaceHold("qa-1", "A", "DC1", 4))
         await h.advance_to(NOW + CLOSED_S + 1)
         await h.tidy()
         assert h.keys("ended_holds") == set() and h.keys("ended_holds_by_time") == set()
         with pytest.raises(errors.NotFound):
-            await h.run(c.ReleaseHold("qa-1"))
-        again = await h.run(c.PlaceHold("qa-1", "A", "DC1", 4))  # the id is free again
+            await h.run(commands.ReleaseHold("qa-1"))
+        again = await h.run(commands.PlaceHold("qa-1", "A", "DC1", 4))  # the id is free again
         assert again.active and h.ledger.positions[("A", "DC1")].held == 4
         await h.writer.close()
 

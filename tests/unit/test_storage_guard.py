@@ -11,7 +11,7 @@ import pytest
 from atp.engine.storage import MIB, StorageGuard, StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import Ledger
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import StorageFull
 from atp.store import MemoryStore, StoreFullError, StoreUsage, WriteBatch
 
@@ -77,9 +77,9 @@ async def started_writer(store: SizedStore, max_bytes: int) -> Writer:
     writer = Writer(Ledger(), store, clock=lambda: NOW,
                     storage_limits=StorageLimits(max_bytes=max_bytes))
     writer.start()
-    await writer.execute(c.UpsertNode("DC1"))
-    await writer.execute(c.AdjustStock("stock", (c.Movement("A", "DC1", "RECEIPT", 100),)))
-    await writer.execute(c.Reserve("o1", (c.LineRequest("l1", "A", 1, "DC1"),)))
+    await writer.execute(commands.UpsertNode("DC1"))
+    await writer.execute(commands.AdjustStock("stock", (commands.Movement("A", "DC1", "RECEIPT", 100),)))
+    await writer.execute(commands.Reserve("o1", (commands.LineRequest("l1", "A", 1, "DC1"),)))
     return writer
 
 
@@ -90,15 +90,15 @@ def test_when_full_writes_that_add_data_are_refused_and_ending_demand_is_not() -
         store.used = 63 * MIB
         await writer.check_storage()
         with pytest.raises(StorageFull):
-            await writer.execute(c.Reserve("o2", (c.LineRequest("l1", "A", 1, "DC1"),)))
+            await writer.execute(commands.Reserve("o2", (commands.LineRequest("l1", "A", 1, "DC1"),)))
         with pytest.raises(StorageFull):
-            await writer.execute(c.AdjustStock("more", (c.Movement("A", "DC1", "RECEIPT", 1),)))
+            await writer.execute(commands.AdjustStock("more", (commands.Movement("A", "DC1", "RECEIPT", 1),)))
         assert "o2" not in writer.ledger.known_reservations()
-        released = await writer.execute(c.Release("o1", "cancel-o1"))
+        released = await writer.execute(commands.Release("o1", "cancel-o1"))
         assert released.state.value == "RELEASED"
         store.used = 1 * MIB
         await writer.check_storage()
-        await writer.execute(c.Reserve("o2", (c.LineRequest("l1", "A", 1, "DC1"),)))
+        await writer.execute(commands.Reserve("o2", (commands.LineRequest("l1", "A", 1, "DC1"),)))
         await writer.close()
 
     asyncio.run(scenario())
@@ -113,11 +113,11 @@ def test_a_batch_that_meets_a_full_store_waits_and_commits_once_there_is_room() 
         store.full_commits = 2
         store.used = 63 * MIB  # the retries see it full until the test frees room
         pending = asyncio.create_task(
-            writer.execute(c.Reserve("o2", (c.LineRequest("l1", "A", 1, "DC1"),))))
+            writer.execute(commands.Reserve("o2", (commands.LineRequest("l1", "A", 1, "DC1"),))))
         await asyncio.sleep(0.2)
         assert not pending.done() and writer.failure is None
         with pytest.raises(StorageFull):  # new data is refused meanwhile
-            await writer.execute(c.Reserve("o3", (c.LineRequest("l1", "A", 1, "DC1"),)))
+            await writer.execute(commands.Reserve("o3", (commands.LineRequest("l1", "A", 1, "DC1"),)))
         store.used = 1 * MIB
         reservation = await asyncio.wait_for(pending, timeout=5)
         assert reservation.reservation_id == "o2"

@@ -9,7 +9,7 @@ import pytest
 
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Refused
-from atp.ledger import commands as c
+from atp.ledger import commands
 from atp.ledger.errors import Unavailable
 from atp.store import MemoryStore, StoreError, WriteBatch
 
@@ -34,15 +34,15 @@ class GatedStore(MemoryStore):
         self.batch_sizes.append(len(batch))
 
 
-def receipt(request_id: str, quantity: int = 1) -> c.AdjustStock:
-    return c.AdjustStock(request_id, (c.Movement("A", "DC1", "RECEIPT", quantity),))
+def receipt(request_id: str, quantity: int = 1) -> commands.AdjustStock:
+    return commands.AdjustStock(request_id, (commands.Movement("A", "DC1", "RECEIPT", quantity),))
 
 
 async def started_writer(store: GatedStore, **options: object) -> Writer:
     ledger = Ledger()
     writer = Writer(ledger, store, clock=lambda: NOW, **options)  # type: ignore[arg-type]
     writer.start()
-    await writer.execute(c.UpsertNode("DC1"))
+    await writer.execute(commands.UpsertNode("DC1"))
     return writer
 
 

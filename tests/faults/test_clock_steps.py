@@ -207,16 +207,16 @@ def ledger_holding(count: int) -> Ledger:
 def record_steps(ledger: Ledger) -> list[tuple[str, int]]:
     """(command, reservations it expired) of every ledger step from now on."""
     steps: list[tuple[str, int]] = []
-    execute = ledger.execute
+    apply = ledger.apply  # every ledger step goes through it
 
     def recorded(command: commands.Command, now: float) -> Any:
         before = ledger.expired_total
         try:
-            return execute(command, now)
+            return apply(command, now)
         finally:
             steps.append((type(command).__name__, ledger.expired_total - before))
 
-    ledger.execute = recorded  # type: ignore[method-assign]
+    ledger.apply = recorded  # type: ignore[method-assign]
     return steps
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from atp.ledger import commands, invariants, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import expiry, holds, reallocation, reservations, risk, stock, supply
-from atp.ledger.model import Policy, Position, Reservation, day_of
+from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner
 from atp.ledger.reallocation import ReallocationResult, Reallocator, Scope
@@ -39,18 +39,6 @@ class Ledger(LedgerState):
 
     def apply(self, command: commands.Command, now: float) -> Outcome:
         """Applies one command: its result, or Refused having changed nothing."""
-        try:
-            return self.execute(command, now)
-        except LedgerError as error:
-            return Refused(error)
-
-    def apply_batch(self, batch: Iterable[commands.Command], now: float) -> list[Outcome]:
-        """Applies each command on its own, in order: an outcome per command."""
-        return [self.apply(command, now) for command in batch]
-
-    def execute(self, command: commands.Command, now: float) -> Result:
-        """apply() for callers that want a refusal raised: the result, or the LedgerError
-        having changed nothing."""
         self.now = now
         today = day_of(now)
         if today != self.risk_day:
@@ -62,23 +50,35 @@ class Ledger(LedgerState):
             self._expire_overdue(named, now)
         try:
             result = _handle(self, command, now)
-        except LedgerError:
+        except LedgerError as error:
             self.touched.clear()
-            raise
+            return Refused(error)
         if self.touched:
-            self._settle(command, now)
+            self._settle(command, now, today)
         return result
+
+    def apply_batch(self, batch: Iterable[commands.Command], now: float) -> list[Outcome]:
+        """Applies each command on its own, in order: an outcome per command."""
+        return [self.apply(command, now) for command in batch]
+
+    def execute(self, command: commands.Command, now: float) -> Result:
+        """apply() for callers that want a refusal raised: the result, or the LedgerError
+        having changed nothing."""
+        outcome = self.apply(command, now)
+        if isinstance(outcome, Refused):
+            raise outcome.error
+        return outcome
 
     def _expire_overdue(self, reservation: Reservation, now: float) -> None:
         """Expires a reservation a command names, as a step of its own before the command."""
         expiry.expire_reservation(self, reservation, now)
-        self._settle(EXPIRY, now)
+        self._settle(EXPIRY, now, day_of(now))
 
-    def _settle(self, command: commands.Command, now: float) -> None:
+    def _settle(self, command: commands.Command, now: float, today: Day) -> None:
         """After a command: backorders filled from freed or new supply, risk marks, stock
-        levels; then every touched position is audited against its records."""
-        today = day_of(now)
-        if not isinstance(command, TAKING_ONLY_COMMANDS):
+        levels; and every touched position audited against its records (InvariantViolation
+        stops the engine rather than go on from a wrong position)."""
+        if self.backorders and not isinstance(command, TAKING_ONLY_COMMANDS):
             backordered = {key[0] for key in self.touched if self.backorders.get(key[0])}
             for sku in sorted(backordered):
                 reallocation.fill_backorders(self, sku, now, today)
@@ -87,16 +87,12 @@ class Ledger(LedgerState):
         touched = list(self.touched.values())
         self.touched.clear()
         may_short = not isinstance(command, DEMAND_ONLY_COMMANDS)
+        audit = invariants.position_problems
         for position in touched:
             if may_short or position.at_risk:
                 risk.refresh_risk(self, position, trigger, now, today)
             risk.announce_stock_level(self, position, now, today)
-        self._audit(touched)
-
-    def _audit(self, positions: list[Position]) -> None:
-        """Stops the engine (InvariantViolation) rather than go on from a wrong position."""
-        for position in positions:
-            problems = invariants.position_problems(self, position)
+            problems = audit(self, position)
             if problems:
                 raise InvariantViolation("; ".join(problems))
 

@@ -36,7 +36,8 @@ def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reserv
         state=COMMITTED if command.commit else HELD,
         lines=[placement.line for placement in placements],
         create_time=now,
-        expire_time=None if command.commit else now + _ttl(state, command),
+        expire_time=None if command.commit else now + (
+            command.ttl_seconds or state.config.default_ttl_seconds),
         priority=command.priority,
         channel=command.channel,
         customer_id=command.customer_id,
@@ -54,10 +55,6 @@ def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reserv
         lines=[event_data.line(line) for line in reservation.lines],
     )
     return reservation
-
-
-def _ttl(state: LedgerState, command: commands.Reserve) -> int:
-    return command.ttl_seconds or state.config.default_ttl_seconds
 
 
 def _open_reservation(

@@ -60,7 +60,13 @@ rpc_backlog_max = 10_000
 # - active holds (and their index by position): what the operator places.
 # - changes not yet durable, and the closed reservations, ended holds and idempotency
 #   records among them: at most pending_mutations_max commands' worth.
-# - the event hub's backlog per Watch stream (engine.events): bounded per watcher.
+# - the event hub's backlog per Watch stream (engine.events): watch_queue_events_max each (a
+#   watcher that falls further behind is ended with RESOURCE_EXHAUSTED and resumes from the
+#   journal); watchers are calls, bounded like any (concurrent_rpcs_max, rpc_backlog_max).
+# - caches: dates and policies as messages, ISO dates, routes by region: lru_caches of at
+#   most 4,096 entries, and one routes entry per region (cleared when a node changes).
+# Events buffered for one Watch stream before it is ended as lagging.
+watch_queue_events_max = 10_000
 # Positions with at most this many open lines have their reserved and allocated units
 # recounted from the lines after every command that touches them (an O(lines) audit); larger
 # ones are recounted by the full check (Ledger.check_invariants, `atpctl db verify`) and get

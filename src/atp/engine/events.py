@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+from atp import limits
 from atp.ledger.errors import LedgerError, Unavailable
 from atp.ledger.model import Event
 from atp.persistence import codec
@@ -82,7 +83,9 @@ class _Watcher:
 
 
 class EventHub:
-    def __init__(self, store: Store, queue_capacity: int = 10_000) -> None:
+    def __init__(
+        self, store: Store, queue_capacity: int = limits.watch_queue_events_max
+    ) -> None:
         self.store = store
         self.queue_capacity = queue_capacity
         self.committed_sequence = store.last_sequence()

@@ -149,9 +149,16 @@ class Writer:
         return outcomes
 
     def apply_one(self, command: commands.Command) -> tuple[Outcome, asyncio.Future[None] | None]:
-        """apply() for one command: its outcome and durability future."""
-        outcomes, durable = self.apply((command,))
-        return outcomes[0], durable
+        """apply() for one command: its outcome and durability future (without a batch of
+        one: this is every stream message's and unary call's path)."""
+        self._admit((command,))
+        now = self.clock()
+        try:
+            self._expire_due(now)
+            outcome = self.ledger.apply(command, now)
+        except InvariantViolation as violation:
+            raise self._invariant_failed(violation) from None
+        return outcome, self._durability_future()
 
     def apply(
         self, batch: Sequence[commands.Command]
@@ -169,9 +176,13 @@ class Writer:
             self._expire_due(now)
             outcomes = self.ledger.apply_batch(batch, now)
         except InvariantViolation as violation:
-            self._fail(violation)
-            raise Unavailable("internal invariant violated; the server is stopping") from None
+            raise self._invariant_failed(violation) from None
         return outcomes, self._durability_future()
+
+    def _invariant_failed(self, violation: InvariantViolation) -> Unavailable:
+        """A bug left the ledger wrong: stop before any of it is written."""
+        self._fail(violation)
+        return Unavailable("internal invariant violated; the server is stopping")
 
     async def until_durable(self, durable: asyncio.Future[None] | None, mutations: int = 1) -> None:
         """Waits for `mutations` applied commands' durability future (counted against the

@@ -438,7 +438,8 @@ class LedgerState:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        changes = self.changes
+        return bool(changes.events) or bool(changes)  # events first: nearly always some
 
     def forget_durable(self, changes: Changes) -> None:
         """The batch of `changes` is durable: its closed reservations, ended holds and

@@ -153,7 +153,7 @@ def is_short_in(
 
 def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
     """(anything available to normal demand, free units below the safety stock)."""
-    free = atp_on(position, today, today, include_safety_stock=True)
+    free = atp_today(position, today, include_safety_stock=True)  # atp_on(today), one call less
     return (
         free - position.safety_stock > 0,
         position.safety_stock > 0 and free < position.safety_stock,

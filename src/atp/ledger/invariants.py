@@ -43,18 +43,10 @@ def position_problems(ledger: LedgerView, position: Position) -> list[str]:
         or ((position.held or ledger.holds_by_position) and not _held_agrees(ledger, position))
     ):
         return _described_problems(ledger, position)
-    if lines and len(lines) <= limits.audit_lines_max:
-        held_units = committed_units = 0
-        reservations = ledger.reservations
-        for (reservation_id, _), line in lines.items():
-            # open_quantity, without the property's call.
-            units = line.quantity - line.fulfilled_quantity - line.released_quantity
-            if reservations[reservation_id].state is HELD:
-                held_units += units
-            else:
-                committed_units += units
-        if held_units != reserved or committed_units != allocated:
-            return _described_problems(ledger, position)
+    if lines and len(lines) <= limits.audit_lines_max and _line_sums(ledger, lines) != (
+        reserved, allocated
+    ):
+        return _described_problems(ledger, position)
     return NO_PROBLEMS
 
 

@@ -264,13 +264,14 @@ class LedgerState:
 
     def save_position(self, position: Position) -> None:
         """The position's stored fields changed (or it is new): write it, and re-examine it."""
-        self.touched[position.key] = position
-        self.changes.positions[position.key] = position
+        key = (position.sku, position.node_id)  # not the .key property: a call, every reserve
+        self.touched[key] = position
+        self.changes.positions[key] = position
 
     def reexamine(self, position: Position) -> None:
         """Only derived quantities changed: nothing to write, but the position is re-examined
         (risk marks, stock level, audit) after the command."""
-        self.touched[position.key] = position
+        self.touched[(position.sku, position.node_id)] = position
 
     # ----- reservations -------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class LedgerState:
         else:
             position.allocated += line.open_quantity
         position.lines[(reservation_id, line.line_id)] = line
-        self.touched[position.key] = position
+        self.touched[(position.sku, position.node_id)] = position
 
     def reduce_line(
         self, reservation: Reservation, line: ReservationLine, quantity: int
@@ -299,7 +300,7 @@ class LedgerState:
         if line.open_quantity == quantity:
             self._unindex_line(position, (reservation.reservation_id, line.line_id))
             line.at_risk, line.at_risk_reason = False, ""
-        self.touched[position.key] = position
+        self.touched[(position.sku, position.node_id)] = position
         return position
 
     def _unindex_line(self, position: Position, key: LineKey) -> None:

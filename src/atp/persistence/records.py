@@ -48,24 +48,31 @@ def encode_batch(changes: Changes) -> WriteBatch:
 
 
 def _closed(changes: Changes, batch: WriteBatch) -> None:
-    """A closed reservation: its open record deleted (unless its id was reused since), its
-    closed record written, and its purge index entry."""
+    """Closed reservations: each out of the open records, into the closed ones."""
     for reservation_id, reservation in changes.closed.items():
-        key = reservation_id.encode()
-        if reservation_id not in changes.reservations:
-            batch.put(RESERVATIONS, key, None)
-        batch.put(CLOSED, key, encode_record(CLOSED, reservation))
-        if reservation.close_time is not None:
-            index_key = time_key(reservation.close_time, reservation_id).encode()
-            batch.put(CLOSED_BY_TIME, index_key, key)
+        _move_out(batch, reservation_id, reservation_id in changes.reservations,
+                  (RESERVATIONS, CLOSED, CLOSED_BY_TIME), encode_record(CLOSED, reservation),
+                  reservation.close_time)
 
 
 def _ended_holds(changes: Changes, batch: WriteBatch) -> None:
-    """An ended hold, as a closed reservation (see _closed)."""
+    """Ended holds: each out of the active ones, into the ended ones."""
     for hold_id, hold in changes.ended_holds.items():
-        key = hold_id.encode()
-        if hold_id not in changes.holds:
-            batch.put(HOLDS, key, None)
-        batch.put(ENDED_HOLDS, key, encode_record(ENDED_HOLDS, hold))
-        if hold.end_time is not None:
-            batch.put(ENDED_HOLDS_BY_TIME, time_key(hold.end_time, hold_id).encode(), key)
+        _move_out(batch, hold_id, hold_id in changes.holds,
+                  (HOLDS, ENDED_HOLDS, ENDED_HOLDS_BY_TIME), encode_record(ENDED_HOLDS, hold),
+                  hold.end_time)
+
+
+def _move_out(
+    batch: WriteBatch, item_id: str, reused: bool, databases: tuple[str, str, str],
+    data: bytes | None, end_time: float | None,
+) -> None:
+    """What ending an item writes: its live record deleted (unless its id was reused since),
+    its ended record, and its purge index entry by end time."""
+    live, ended, index = databases
+    key = item_id.encode()
+    if not reused:
+        batch.put(live, key, None)
+    batch.put(ended, key, data)
+    if end_time is not None:
+        batch.put(index, time_key(end_time, item_id).encode(), key)

@@ -67,7 +67,7 @@ def _open_reservation(
             state.note_backorder(reservation.reservation_id, line)
         if not position.node_id:
             continue  # a wholly backordered sourced line: no node holds it yet
-        if position.key not in state.positions:
+        if (position.sku, position.node_id) not in state.positions:
             state.index_position(position)
             state.save_position(position)
         if line.quantity:

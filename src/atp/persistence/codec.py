@@ -140,7 +140,7 @@ def _reservation(reservation: Reservation) -> dict[str, Any]:
         "customer": reservation.customer_id,
         "region": reservation.destination_region,
         "policy": [policy.ship_complete, policy.max_nodes, policy.allow_partial,
-                   policy.objective._value_],
+                   policy.objective._value_],  # _value_: as "state" above
         "digest": reservation.request_digest,
         "seq": reservation.create_sequence,
         "closed": reservation.close_time,

@@ -303,6 +303,23 @@ class LedgerState:
         self.touched[(position.sku, position.node_id)] = position
         return position
 
+    def index_at_risk(self, position: Position, key: LineKey) -> None:
+        """A line of the position marked at risk (by its record) joins the at-risk indexes."""
+        if key not in position.at_risk:
+            position.at_risk = position.at_risk | {key}
+            self.at_risk_count += 1
+            self.positions_at_risk.add((position.sku, position.node_id))
+
+    def unindex_open(self, reservation: Reservation) -> None:
+        """An open reservation (its lines already taken off their positions) out of the open
+        indexes: the inverse of index_open."""
+        self.stop_expiry(reservation)
+        self.state_counts[reservation.state] -= 1
+        self.open_ids(reservation.state).discard(reservation.reservation_id)
+        for line in reservation.lines:
+            self.backorders.get(line.sku, set()).discard((reservation.reservation_id, line.line_id))
+        del self.reservations[reservation.reservation_id]
+
     def _unindex_line(self, position: Position, key: LineKey) -> None:
         position.lines.pop(key, None)
         if key in position.at_risk:
@@ -374,17 +391,22 @@ class LedgerState:
         self.holds[hold.hold_id] = hold
         self.holds_by_position.setdefault((hold.sku, hold.node_id), {})[hold.hold_id] = hold
 
+    def unindex_hold(self, hold: Hold) -> None:
+        """A hold out of the hold indexes and the expiry queue (its units are the caller's)."""
+        if hold.expire_time is not None:
+            self.expiries.discard((hold.expire_time, EXPIRING_HOLD, hold.hold_id))
+        del self.holds[hold.hold_id]
+        key = (hold.sku, hold.node_id)
+        at_position = self.holds_by_position.get(key, {})
+        at_position.pop(hold.hold_id, None)
+        if not at_position:
+            self.holds_by_position.pop(key, None)
+
     def retire_hold(self, hold: Hold, now: float) -> None:
         """An ended hold leaves live state as a closed reservation does (see retire)."""
         hold.active = False
         hold.end_time = now
-        if hold.expire_time is not None:
-            self.expiries.discard((hold.expire_time, EXPIRING_HOLD, hold.hold_id))
-        del self.holds[hold.hold_id]
-        at_position = self.holds_by_position.get((hold.sku, hold.node_id), {})
-        at_position.pop(hold.hold_id, None)
-        if not at_position:
-            self.holds_by_position.pop((hold.sku, hold.node_id), None)
+        self.unindex_hold(hold)
         self.ended_holds[hold.hold_id] = hold
         self.changes.holds.pop(hold.hold_id, None)
         self.changes.ended_holds[hold.hold_id] = hold
@@ -398,9 +420,14 @@ class LedgerState:
     # ----- nodes and supply ---------------------------------------------------------------
 
     def save_node(self, node: Node) -> None:
+        self.load_node(node)
+        self.changes.nodes[node.node_id] = node
+
+    def load_node(self, node: Node) -> None:
+        """A node (new, changed, or from its record) into the index; routes are derived
+        from the nodes, so they are computed afresh."""
         self.nodes[node.node_id] = node
         self._routes.clear()
-        self.changes.nodes[node.node_id] = node
 
     def save_supply(self, supply: Supply) -> None:
         self.supplies[supply.supply_id] = supply

@@ -19,6 +19,7 @@ from atp import limits
 from atp.engine.clock import SteadyClock
 from atp.engine.events import EventHub
 from atp.engine.housekeeping import Retention
+from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import LedgerConfig
@@ -27,6 +28,7 @@ from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor
+from atp.server.replication import Follower, ReplicationServicer
 from atp.server.servicers import (
     AvailabilityServicer,
     EventsServicer,
@@ -41,6 +43,7 @@ from atp.v1 import (
     events_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
+    replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
 )
@@ -91,6 +94,10 @@ class ServerConfig:
     clock_step_max_s: float = 60.0
     # Unary calls in the server at once; more are refused with RESOURCE_EXHAUSTED + RetryInfo.
     concurrent_rpcs_max: int = limits.concurrent_rpcs_max
+    # HOST:PORT of the leader to follow; "" leads (takes writes, and serves Replicate).
+    follow: str = ""
+    # HOST:PORT others reach this member at (a follower's name to its leader).
+    advertise: str = ""
 
 
 class AtpServer:
@@ -119,6 +126,14 @@ class AtpServer:
         )
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
+        self.replication = ReplicationLog(self.writer.commit_index)
+        self.follower: Follower | None = None
+        if config.follow:
+            self.writer.leader_address = config.follow
+            self.follower = Follower(self.writer, config.follow,
+                                     config.advertise or config.listen)
+        else:
+            self.writer.on_durable_batch = self.replication.append
         self.load_seconds = time.monotonic() - started
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
@@ -157,6 +172,9 @@ class AtpServer:
             ReservationsServicer(self.writer), ours
         )
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
+        if self.follower is None:  # only a leader has batches to send
+            replication_pb2_grpc.add_ReplicationServicer_to_server(
+                ReplicationServicer(self.replication), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)
@@ -169,9 +187,12 @@ class AtpServer:
         self.writer.start()
         self._freezer = asyncio.create_task(freeze_survivors())
         await self.writer.check_storage()  # grows the map, or starts refusing, as data needs
-        # Expire what fell due while the server was down before taking any call.
-        await self.writer.expire_backlog()
+        if self.follower is None:
+            # Expire what fell due while the server was down before taking any call.
+            await self.writer.expire_backlog()
         await self.server.start()
+        if self.follower is not None:
+            self.follower.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
@@ -197,6 +218,8 @@ class AtpServer:
         if self.stopped.is_set():
             return
         await self.health.enter_graceful_shutdown()
+        if self.follower is not None:
+            await self.follower.stop()
         self.events.close()
         await self.server.stop(self.config.grace_seconds)
         await self.writer.close()

@@ -81,6 +81,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
     parser.add_flag("--concurrent-rpcs-max", "ATP_CONCURRENT_RPCS_MAX", flags.int_in_range(1),
                     str(limits.concurrent_rpcs_max), "unary calls served at once; more are "
                     "refused with RESOURCE_EXHAUSTED and a retry hint", metavar="CALLS")
+    parser.add_flag("--follow", "ATP_FOLLOW", flags.optional_host_port, "",
+                    "run as a follower of the leader at HOST:PORT: store and serve its "
+                    "committed batches, refuse writes (NOT_LEADER); empty: lead",
+                    metavar="HOST:PORT")
+    parser.add_flag("--advertise", "ATP_ADVERTISE", flags.optional_host_port, "",
+                    "HOST:PORT others reach this member at (its name to its leader); "
+                    "default: --listen", metavar="HOST:PORT")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -110,6 +117,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         grace_seconds=args.grace,
         journal_retention_events=args.journal_retention_events,
         concurrent_rpcs_max=args.concurrent_rpcs_max,
+        follow=args.follow,
+        advertise=args.advertise or args.listen,
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None

@@ -146,6 +146,11 @@ def host_port(text: str) -> str:
         raise InvalidValue(f"{text!r}: {error}") from None
 
 
+def optional_host_port(text: str) -> str:
+    """host_port, or "" for none (a flag that is off by default)."""
+    return host_port(text) if text.strip() else ""
+
+
 def join_host_port(host_text: str, port_number: int) -> str:
     """The HOST:PORT form of a host (as `host` returns it) and a port: IPv6 in brackets."""
     return f"[{host_text}]:{port_number}" if ":" in host_text else f"{host_text}:{port_number}"

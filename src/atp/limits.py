@@ -63,8 +63,14 @@ rpc_backlog_max = 10_000
 # - the event hub's backlog per Watch stream (engine.events): watch_queue_events_max each (a
 #   watcher that falls further behind is ended with RESOURCE_EXHAUSTED and resumes from the
 #   journal); watchers are calls, bounded like any (concurrent_rpcs_max, rpc_backlog_max).
+# - the replication log (engine.replication): replication_log_batches_max batches and
+#   replication_log_bytes_max bytes at most.
 # - caches: dates and policies as messages, ISO dates, routes by region: lru_caches of at
 #   most 4,096 entries, and one routes entry per region (cleared when a node changes).
+# Committed batches the leader keeps in memory for followers to stream, at most this many
+# and this many bytes (a follower further behind starts from a snapshot).
+replication_log_batches_max = 10_000
+replication_log_bytes_max = 256 * 1024 * 1024
 # Events buffered for one Watch stream before it is ended as lagging.
 watch_queue_events_max = 10_000
 # Positions with at most this many open lines have their reserved and allocated units

@@ -18,9 +18,11 @@ from typing import TypeVar, overload
 
 from atp import limits
 from atp.engine.housekeeping import Housekeeper, Retention
+from atp.engine.replication import number_batch, stored_commit
 from atp.engine.storage import StorageGuard, StorageLimits
 from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
 from atp.ledger.errors import (
+    FailedPrecondition,
     InvariantViolation,
     LedgerError,
     ResourceExhausted,
@@ -28,7 +30,7 @@ from atp.ledger.errors import (
     Unavailable,
 )
 from atp.ledger.model import Event
-from atp.persistence import encode_batch
+from atp.persistence import codec, encode_batch, replica
 from atp.store import Store, StoreError, StoreFullError, WriteBatch
 
 log = logging.getLogger("atp.writer")
@@ -49,6 +51,8 @@ CLOSE_COMMIT_WAIT_S = 30.0
 # meets a full map, grows it and is committed again).
 STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
+# The refusal of a write sent to a follower (ErrorInfo metadata "leader": where to send it).
+NOT_LEADER = "NOT_LEADER"
 
 
 def unchanged(result: Result) -> Result:
@@ -80,6 +84,13 @@ class Writer:
         self.on_storage_state: Callable[[bool], None] | None = None
         # Called with each batch's events once the batch is durable (the event stream).
         self.on_durable_events: Callable[[list[Event]], None] | None = None
+        # Called with each batch's number and its records once durable (replication).
+        self.on_durable_batch: Callable[[int, WriteBatch], None] | None = None
+        # The number of the last batch committed (stored with each batch).
+        self.commit_index = stored_commit(store)
+        # Set on a follower: the leader's address; commands are refused (NOT_LEADER) and
+        # batches come from the leader instead (commit_replicated).
+        self.leader_address: str | None = None
         self.failure: BaseException | None = None
         self.storage = StorageGuard(store, storage_limits or StorageLimits())
         self._storage_checked = 0.0
@@ -106,9 +117,10 @@ class Writer:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="atp-commit"),
-            asyncio.create_task(self._expiry_loop(), name="atp-expiry"),
             asyncio.create_task(self._maintenance_loop(), name="atp-maintenance"),
         ]
+        if self.leader_address is None:  # a follower's expiries come from its leader
+            self._tasks.append(asyncio.create_task(self._expiry_loop(), name="atp-expiry"))
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
 
@@ -231,6 +243,10 @@ class Writer:
             raise self._stopping()
         if self.closing:
             raise Unavailable("the server is shutting down")
+        if self.leader_address is not None:
+            raise FailedPrecondition(
+                NOT_LEADER, f"this member follows {self.leader_address}; send writes there",
+                {"leader": self.leader_address})
         if self._waiting + len(batch) > self.pending_max:
             raise ResourceExhausted(
                 f"{self._waiting} mutations are waiting for durability; retry with backoff"
@@ -277,6 +293,7 @@ class Writer:
             try:
                 changes = self.ledger.take_changes()
                 batch = encode_batch(changes)
+                number_batch(batch, self.commit_index + 1)
                 started = time.perf_counter()
                 await self._commit_until_room(batch)
                 if time.monotonic() - self._storage_checked >= STORAGE_CHECK_INTERVAL_S:
@@ -284,6 +301,7 @@ class Writer:
             except Exception as error:  # noqa: BLE001 - any other failure to commit is fatal
                 self._fail(error)
                 return
+            self.commit_index += 1
             self.ledger.forget_durable(changes)
             self._inflight_waiters = None
             for future in waiters:
@@ -296,9 +314,26 @@ class Writer:
                 self.on_commit(len(batch), time.perf_counter() - started)
             if self.on_durable_events is not None and changes.events:
                 self.on_durable_events(changes.events)
+            if self.on_durable_batch is not None:
+                self.on_durable_batch(self.commit_index, batch)
             # One slice of retention purges: a failure there loses nothing (the batch is
             # durable), so it is logged, counted and tried again rather than fatal.
             await self.housekeeper.tidy()
+
+    async def commit_replicated(self, commit: int, batch: WriteBatch) -> None:
+        """A follower stores one of its leader's batches as it is (its commit number is
+        among its records), then applies it to memory and announces its events."""
+        if commit != self.commit_index + 1:
+            raise FailedPrecondition(
+                "REPLICATION_GAP", f"batch {commit} after {self.commit_index}: out of order",
+                {"commit": str(commit), "holds": str(self.commit_index)})
+        await self._commit_until_room(batch)
+        replica.apply_batch(self.ledger, batch)
+        self.commit_index = commit
+        self.batches_committed += 1
+        self.records_committed += len(batch)
+        if self.on_durable_events is not None and batch.journal:
+            self.on_durable_events([codec.decode_event(data) for _, data in batch.journal])
 
     async def _commit_until_room(self, batch: WriteBatch) -> None:
         """Commits the batch; when storage is full it stays pending (its callers wait,

@@ -1,0 +1,97 @@
+"""The leader's side of replication: every committed batch, numbered, kept in memory for a
+while so that followers can stream it, and what each follower has acknowledged.
+
+A batch is the exact record changes and journal entries one group commit wrote; its number
+(the commit) is stored with it in the meta database, so a follower that stores the batch as
+it is also stores how far it got. A follower asking for batches the log no longer holds must
+start from a snapshot instead (SNAPSHOT_REQUIRED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+
+from atp import limits
+from atp.ledger.errors import FailedPrecondition
+from atp.store import Store, WriteBatch
+from atp.store.base import META
+
+# The meta record holding the number of the last batch committed (8 bytes, big-endian).
+COMMIT_KEY = b"commit"
+SNAPSHOT_REQUIRED = "SNAPSHOT_REQUIRED"
+
+
+def stored_commit(store: Store) -> int:
+    """The number of the last batch the store holds (0 for a store that never had one)."""
+    data = store.get(META, COMMIT_KEY)
+    return int.from_bytes(data, "big") if data else 0
+
+
+def number_batch(batch: WriteBatch, commit: int) -> None:
+    """Stores the batch's number with it, in the same atomic commit."""
+    batch.put(META, COMMIT_KEY, commit.to_bytes(8, "big"))
+
+
+def batch_bytes(batch: WriteBatch) -> int:
+    return sum(len(key) + len(value or b"") for (_, key), value in batch.records.items()) + sum(
+        len(data) for _, data in batch.journal)
+
+
+class ReplicationLog:
+    """The recent committed batches, in commit order, bounded by count and bytes."""
+
+    def __init__(
+        self, last_commit: int, batches_max: int = limits.replication_log_batches_max,
+        bytes_max: int = limits.replication_log_bytes_max,
+    ) -> None:
+        self.last_commit = last_commit
+        self.batches_max = batches_max
+        self.bytes_max = bytes_max
+        self._batches: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
+        self._bytes = 0
+        self._appended = asyncio.Event()
+        # follower id -> the highest commit it acknowledged as durable.
+        self.acknowledged: dict[str, int] = {}
+
+    def append(self, commit: int, batch: WriteBatch) -> None:
+        """A batch is durable on the leader: followers may have it now."""
+        size = batch_bytes(batch)
+        self._batches.append((commit, batch, size))
+        self._bytes += size
+        self.last_commit = commit
+        while len(self._batches) > self.batches_max or (
+            self._bytes > self.bytes_max and len(self._batches) > 1
+        ):
+            self._bytes -= self._batches.popleft()[2]
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    @property
+    def oldest_commit(self) -> int:
+        """The first commit the log can still send."""
+        return self._batches[0][0] if self._batches else self.last_commit + 1
+
+    async def after(self, commit: int) -> AsyncIterator[tuple[int, WriteBatch]]:
+        """Every batch after `commit`, then each new one as it is committed (forever)."""
+        wanted = commit + 1
+        while True:
+            if wanted <= self.last_commit:
+                oldest = self.oldest_commit
+                if wanted < oldest:
+                    raise FailedPrecondition(
+                        SNAPSHOT_REQUIRED,
+                        f"commit {wanted} is no longer in the leader's replication log (it "
+                        f"holds {oldest}..{self.last_commit}); start from a snapshot",
+                        {"oldest_commit": str(oldest), "last_commit": str(self.last_commit)},
+                    )
+                found, batch, _ = self._batches[wanted - oldest]
+                yield found, batch
+                wanted += 1
+            else:
+                await self._appended.wait()
+
+    def acknowledge(self, follower_id: str, commit: int) -> None:
+        if commit > self.acknowledged.get(follower_id, 0):
+            self.acknowledged[follower_id] = commit

@@ -1,0 +1,150 @@
+"""Replication over gRPC: the leader's Replicate service, and the follower's side of it.
+
+The leader streams each committed batch (engine.replication.ReplicationLog) to every
+follower that asks; a follower stores each batch as it is, applies it to its memory
+(Writer.commit_replicated) and acknowledges it, and reconnects with a back-off when the
+stream breaks, resuming after the last commit it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from atp.engine.replication import SNAPSHOT_REQUIRED, ReplicationLog
+from atp.engine.writer import Writer
+from atp.ledger.errors import InvalidArgument, LedgerError
+from atp.server.status import abort
+from atp.store import WriteBatch
+from atp.v1 import replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger("atp.replication")
+# Seconds between a follower's attempts to reach its leader, doubling up to the most.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MOST_S = 2.0
+# The generated stub's constructor is unannotated: typed here, once.
+_replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
+
+
+def batch_message(commit: int, batch: WriteBatch, term: int = 0) -> replication_pb2.ReplicatedBatch:
+    message = replication_pb2.ReplicatedBatch(commit=commit, term=term)
+    for (database, key), value in batch.records.items():
+        if value is None:
+            message.records.add(database=database, key=key, deleted=True)
+        else:
+            message.records.add(database=database, key=key, value=value)
+    for sequence, data in batch.journal:
+        message.journal.add(sequence=sequence, data=data)
+    return message
+
+
+def batch_of(message: replication_pb2.ReplicatedBatch) -> WriteBatch:
+    batch = WriteBatch()
+    for record in message.records:
+        batch.put(record.database, record.key, None if record.deleted else record.value)
+    for entry in message.journal:
+        batch.append(entry.sequence, entry.data)
+    return batch
+
+
+class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
+    def __init__(self, replication_log: ReplicationLog) -> None:
+        self.log = replication_log
+
+    async def Replicate(
+        self, request_iterator: AsyncIterator[replication_pb2.FollowerProgress],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[replication_pb2.ReplicatedBatch]:
+        hello = await anext(request_iterator, None)
+        if hello is None or not hello.follower_id:
+            await abort(context, InvalidArgument.single(
+                "follower_id", "the first message names the follower"))
+            return
+        follower_id = hello.follower_id
+        self.log.acknowledge(follower_id, hello.durable_commit)
+        acknowledgements = asyncio.create_task(self._read_acks(follower_id, request_iterator))
+        try:
+            async for commit, batch in self.log.after(hello.durable_commit):
+                yield batch_message(commit, batch)
+        except LedgerError as error:  # SNAPSHOT_REQUIRED
+            await abort(context, error)
+        finally:
+            acknowledgements.cancel()
+
+    async def _read_acks(
+        self, follower_id: str, progress: AsyncIterator[replication_pb2.FollowerProgress]
+    ) -> None:
+        async for message in progress:
+            self.log.acknowledge(follower_id, message.durable_commit)
+
+
+class Follower:
+    """Keeps a follower's writer fed from its leader, for as long as the process runs."""
+
+    def __init__(self, writer: Writer, leader: str, follower_id: str) -> None:
+        self.writer = writer
+        self.leader = leader
+        self.follower_id = follower_id
+        self.connected = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="atp-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        wait_s = RECONNECT_FIRST_S
+        while True:
+            try:
+                await self._follow()
+            except grpc.aio.AioRpcError as error:
+                if _reason_of(error) == SNAPSHOT_REQUIRED:
+                    log.error("the leader no longer holds our next batch: %s (this follower "
+                              "needs a fresh data directory)", error.details())
+                elif self.connected or wait_s >= RECONNECT_MOST_S:
+                    log.warning("replication from %s broke: %s", self.leader, error.code())
+            except LedgerError as error:  # a batch out of order: start over from our commit
+                log.error("replication from %s: %s", self.leader, error)
+            if self.connected:
+                wait_s = RECONNECT_FIRST_S
+            self.connected = False
+            await asyncio.sleep(wait_s)
+            wait_s = min(RECONNECT_MOST_S, wait_s * 2)
+
+    async def _follow(self) -> None:
+        progress: asyncio.Queue[replication_pb2.FollowerProgress] = asyncio.Queue()
+        progress.put_nowait(replication_pb2.FollowerProgress(
+            follower_id=self.follower_id, durable_commit=self.writer.commit_index))
+
+        async def messages() -> AsyncIterator[replication_pb2.FollowerProgress]:
+            while True:
+                yield await progress.get()
+
+        async with grpc.aio.insecure_channel(self.leader) as channel:
+            stream = _replication_stub(channel).Replicate(messages())
+            async for message in stream:
+                self.connected = True
+                await self.writer.commit_replicated(message.commit, batch_of(message))
+                progress.put_nowait(replication_pb2.FollowerProgress(
+                    durable_commit=message.commit))
+
+
+def _reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a refusal, from the status details in its trailers."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return ""

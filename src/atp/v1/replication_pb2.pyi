@@ -1,0 +1,47 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FollowerProgress(_message.Message):
+    __slots__ = ("follower_id", "durable_commit")
+    FOLLOWER_ID_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    follower_id: str
+    durable_commit: int
+    def __init__(self, follower_id: _Optional[str] = ..., durable_commit: _Optional[int] = ...) -> None: ...
+
+class ReplicatedBatch(_message.Message):
+    __slots__ = ("commit", "term", "records", "journal")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    commit: int
+    term: int
+    records: _containers.RepeatedCompositeFieldContainer[RecordChange]
+    journal: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    def __init__(self, commit: _Optional[int] = ..., term: _Optional[int] = ..., records: _Optional[_Iterable[_Union[RecordChange, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ...) -> None: ...
+
+class RecordChange(_message.Message):
+    __slots__ = ("database", "key", "value", "deleted")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    key: bytes
+    value: bytes
+    deleted: bool
+    def __init__(self, database: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("sequence", "data")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    data: bytes
+    def __init__(self, sequence: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

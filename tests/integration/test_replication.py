@@ -1,0 +1,114 @@
+"""A follower atpd (`--follow`) streams its leader's committed batches into its own LMDB and
+memory: it serves the same reads, refuses writes with NOT_LEADER naming the leader, resumes
+after a restart and after kill -9, and its data passes `atpctl db verify`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from atp.persistence.verify import verify
+from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
+from tests.integration.helpers import (
+    Api,
+    Code,
+    expect_error,
+    line,
+    reserve,
+    reserve_request,
+    snapshot,
+    stocked,
+    wait_for,
+)
+from tests.support.atpd import AtpdProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def leader(tmp_path: Path) -> Iterator[AtpdProcess]:
+    with AtpdProcess(tmp_path / "leader") as process:
+        yield process
+
+
+def follower_of(leader: AtpdProcess, tmp_path: Path, name: str = "follower") -> AtpdProcess:
+    return AtpdProcess(tmp_path / name, "--follow", leader.target, "--advertise", f"{name}:1")
+
+
+def caught_up(leader: Api, follower: Api, skus: list[str]) -> bool:
+    """Whether the follower reads as the leader does (NOT_FOUND until the SKU arrives)."""
+    try:
+        return snapshot(leader, skus) == snapshot(follower, skus)
+    except grpc.RpcError as error:
+        if error.code() is not Code.NOT_FOUND:  # type: ignore[attr-defined]
+            raise
+        return False
+
+
+def test_a_follower_serves_what_the_leader_committed_and_refuses_writes(
+    leader: AtpdProcess, tmp_path: Path
+) -> None:
+    leader_api = Api(leader.channel())
+    sku, node = stocked(leader_api, 10)
+    held = reserve(leader_api, line("l1", sku, node, 3))
+    with follower_of(leader, tmp_path) as follower:
+        follower_api = Api(follower.channel())
+        wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+        # Live: a write on the leader reaches the follower without a restart.
+        committed = reserve(leader_api, line("l1", sku, node, 2), commit=True)
+        wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+        got = follower_api.reservations.GetReservation(
+            reservations_pb2.GetReservationRequest(reservation_id=committed.reservation_id))
+        assert got == committed
+        failure = expect_error(
+            follower_api.reservations.Reserve, reserve_request(None, [line("l1", sku, node, 1)]),
+            Code.FAILED_PRECONDITION, "NOT_LEADER")
+        assert failure.error_info is not None
+        assert failure.error_info.metadata["leader"] == leader.target
+        # The journal came along: Watch on the follower shows the leader's events.
+        events = events_pb2_grpc.EventsStub(follower.channel())
+        stream = events.Watch(events_pb2.WatchRequest(reservation_id=held.reservation_id),
+                              timeout=10)
+        first = next(iter(stream))
+        assert first.type == "RESERVATION_CREATED"
+        stream.cancel()
+        follower_api.close()
+    leader_api.close()
+
+
+def test_a_follower_resumes_after_a_restart_and_after_kill_9(
+    leader: AtpdProcess, tmp_path: Path
+) -> None:
+    leader_api = Api(leader.channel())
+    sku, node = stocked(leader_api, 1000)
+    follower = follower_of(leader, tmp_path).start()
+    try:
+        follower_api = Api(follower.channel())
+        for _ in range(20):
+            reserve(leader_api, line("l1", sku, node, 1))
+        wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+        follower_api.close()
+        assert follower.stop() == 0
+        for _ in range(20):  # while the follower is down
+            reserve(leader_api, line("l1", sku, node, 1))
+        follower.start()
+        follower_api = Api(follower.channel())
+        wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+        for index in range(60):  # kill -9 while batches stream in
+            reserve(leader_api, line("l1", sku, node, 1))
+            if index == 30:
+                follower_api.close()
+                follower.kill()
+        assert verify(tmp_path / "follower") == []
+        follower.start()
+        follower_api = Api(follower.channel())
+        wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+        follower_api.close()
+    finally:
+        if follower.process is not None:
+            follower.stop()
+    leader_api.close()
+    assert verify(tmp_path / "follower") == []

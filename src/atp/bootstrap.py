@@ -98,6 +98,10 @@ class ServerConfig:
     follow: str = ""
     # HOST:PORT others reach this member at (a follower's name to its leader).
     advertise: str = ""
+    # Followers that must have stored a batch before its writes are answered, and how long
+    # a write waits for them before UNAVAILABLE.
+    sync_replicas: int = 0
+    sync_timeout_s: float = 10.0
 
 
 class AtpServer:
@@ -134,6 +138,9 @@ class AtpServer:
                                      config.advertise or config.listen)
         else:
             self.writer.on_durable_batch = self.replication.append
+            self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
+            self.writer.sync_timeout_s = config.sync_timeout_s
+            self.replication.on_replicated = self.writer.replicas_hold
         self.load_seconds = time.monotonic() - started
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).

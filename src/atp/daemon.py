@@ -85,6 +85,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "run as a follower of the leader at HOST:PORT: store and serve its "
                     "committed batches, refuse writes (NOT_LEADER); empty: lead",
                     metavar="HOST:PORT")
+    parser.add_flag("--sync-replicas", "ATP_SYNC_REPLICAS", flags.int_in_range(0, 16), "0",
+                    "followers that must have stored a write before it is answered (0: "
+                    "asynchronous replication)", metavar="N")
+    parser.add_flag("--sync-timeout", "ATP_SYNC_TIMEOUT", flags.parse_duration, "10s",
+                    "how long a write waits for --sync-replicas followers before it fails "
+                    "UNAVAILABLE (it stays on the leader and replicates later)",
+                    metavar="DURATION")
     parser.add_flag("--advertise", "ATP_ADVERTISE", flags.optional_host_port, "",
                     "HOST:PORT others reach this member at (its name to its leader); "
                     "default: --listen", metavar="HOST:PORT")
@@ -118,6 +125,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         journal_retention_events=args.journal_retention_events,
         concurrent_rpcs_max=args.concurrent_rpcs_max,
         follow=args.follow,
+        sync_replicas=args.sync_replicas,
+        sync_timeout_s=args.sync_timeout,
         advertise=args.advertise or args.listen,
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)

@@ -11,7 +11,13 @@ import grpc
 import pytest
 
 from atp.persistence.verify import verify
-from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
+from atp.v1 import (
+    common_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    inventory_pb2,
+    reservations_pb2,
+)
 from tests.integration.helpers import (
     Api,
     Code,
@@ -112,3 +118,34 @@ def test_a_follower_resumes_after_a_restart_and_after_kill_9(
             follower.stop()
     leader_api.close()
     assert verify(tmp_path / "follower") == []
+
+
+def test_with_sync_replicas_a_write_is_answered_only_once_a_follower_holds_it(
+    tmp_path: Path,
+) -> None:
+    with AtpdProcess(tmp_path / "leader", "--sync-replicas", "1", "--sync-timeout", "1s") as leader:
+        leader_api = Api(leader.channel())
+        # No follower yet: the write is on the leader but not confirmed: UNAVAILABLE.
+        failure = expect_error(
+            leader_api.inventory.UpsertNode, inventory_pb2.UpsertNodeRequest(
+                node=common_pb2.Node(node_id="N1")), Code.UNAVAILABLE)
+        assert "synchronous replica" in failure.message
+        follower = follower_of(leader, tmp_path).start()
+        try:
+            follower_api = Api(follower.channel())
+            sku, node = stocked(leader_api, 100)  # answered: the follower holds it already
+            for _ in range(30):
+                answered = reserve(leader_api, line("l1", sku, node, 1))
+                # No waiting: what the leader acknowledged, the follower already holds.
+                held = follower_api.reservations.GetReservation(
+                    reservations_pb2.GetReservationRequest(
+                        reservation_id=answered.reservation_id), timeout=5)
+                assert held == answered
+            acknowledged = snapshot(leader_api, [sku])
+            leader.kill()  # the leader's machine is gone: nothing acknowledged is lost
+            assert snapshot(follower_api, [sku]) == acknowledged
+            follower_api.close()
+        finally:
+            if follower.process is not None:
+                follower.stop()
+            leader_api.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from atp import limits
 from atp.ledger.errors import FailedPrecondition
@@ -54,6 +54,9 @@ class ReplicationLog:
         self._appended = asyncio.Event()
         # follower id -> the highest commit it acknowledged as durable.
         self.acknowledged: dict[str, int] = {}
+        # Called with the highest commit `sync_replicas` followers all hold, when it grows.
+        self.on_replicated: Callable[[int], None] | None = None
+        self.sync_replicas = 0
 
     def append(self, commit: int, batch: WriteBatch) -> None:
         """A batch is durable on the leader: followers may have it now."""
@@ -95,3 +98,10 @@ class ReplicationLog:
     def acknowledge(self, follower_id: str, commit: int) -> None:
         if commit > self.acknowledged.get(follower_id, 0):
             self.acknowledged[follower_id] = commit
+            if self.on_replicated is not None and self.sync_replicas:
+                self.on_replicated(self.replicated_commit(self.sync_replicas))
+
+    def replicated_commit(self, replicas: int) -> int:
+        """The highest commit that at least `replicas` followers hold (0: none yet)."""
+        held = sorted(self.acknowledged.values(), reverse=True)
+        return held[replicas - 1] if len(held) >= replicas else 0

@@ -9,6 +9,7 @@ then resolves the futures its callers wait on. While one batch commits, the next
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -110,6 +111,14 @@ class Writer:
         # Durability futures of callers waiting for the open batch / the committing one.
         self._open_waiters: list[asyncio.Future[None]] = []
         self._inflight_waiters: list[asyncio.Future[None]] | None = None
+        # Followers that must hold a batch before its callers are answered (synchronous
+        # replication), and how long a caller waits for them before UNAVAILABLE.
+        self.sync_replicas = 0
+        self.sync_timeout_s = 10.0
+        # Batches durable here, waiting for sync_replicas followers: (commit, their waiters,
+        # their events), oldest first.
+        self._awaiting_replicas: collections.deque[
+            tuple[int, list[asyncio.Future[None]], list[Event]]] = collections.deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="atp-commit")
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,18 +212,29 @@ class Writer:
             return
         self._waiting += mutations
         try:
-            await durable
+            if self.sync_replicas:
+                await self._until_replicated(durable)
+            else:
+                await durable
         finally:
             self._waiting -= mutations
+
+    async def _until_replicated(self, durable: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(durable, self.sync_timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"not confirmed by {self.sync_replicas} synchronous replica(s) within "
+                f"{self.sync_timeout_s:g} s (too few followers connected?); the change is "
+                "on the leader and may still replicate: retry with the same ids"
+            ) from None
 
     async def until_applied_durable(self) -> None:
         """Waits until everything applied so far is committed (reads, before they answer);
         raises Unavailable if storage failed, as memory then holds what the disk does not."""
         if self.failure is not None:
             raise self._stopping()
-        durable = self._durability_future()
-        if durable is not None:
-            await durable
+        await self.until_durable(self._durability_future(), 0)
 
     async def close(self) -> None:
         """Refuses new commands, commits what was applied, stops the background tasks."""
@@ -272,6 +292,8 @@ class Writer:
             self._wake.set()
         elif self._inflight_waiters is not None:
             waiters = self._inflight_waiters
+        elif self._awaiting_replicas:
+            waiters = self._awaiting_replicas[-1][1]
         else:
             return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -303,22 +325,35 @@ class Writer:
                 return
             self.commit_index += 1
             self.ledger.forget_durable(changes)
+            if self.on_durable_batch is not None:  # followers may have it from now on
+                self.on_durable_batch(self.commit_index, batch)
             self._inflight_waiters = None
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
-            # The batch is durable and answered; what follows only reports and tidies.
+            if self.sync_replicas:  # answered once enough followers hold it too
+                self._awaiting_replicas.append((self.commit_index, waiters, changes.events))
+            else:
+                self._answer(waiters, changes.events)
+            # The batch is durable; what follows only reports and tidies.
             self.batches_committed += 1
             self.records_committed += len(batch)
             if self.on_commit is not None:
                 self.on_commit(len(batch), time.perf_counter() - started)
-            if self.on_durable_events is not None and changes.events:
-                self.on_durable_events(changes.events)
-            if self.on_durable_batch is not None:
-                self.on_durable_batch(self.commit_index, batch)
             # One slice of retention purges: a failure there loses nothing (the batch is
             # durable), so it is logged, counted and tried again rather than fatal.
             await self.housekeeper.tidy()
+
+    def _answer(self, waiters: list[asyncio.Future[None]], events: list[Event]) -> None:
+        """A batch is as durable as promised: its callers are answered, its events shown."""
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+        if self.on_durable_events is not None and events:
+            self.on_durable_events(events)
+
+    def replicas_hold(self, commit: int) -> None:
+        """sync_replicas followers hold every batch up to `commit`: answer their callers."""
+        while self._awaiting_replicas and self._awaiting_replicas[0][0] <= commit:
+            _, waiters, events = self._awaiting_replicas.popleft()
+            self._answer(waiters, events)
 
     async def commit_replicated(self, commit: int, batch: WriteBatch) -> None:
         """A follower stores one of its leader's batches as it is (its commit number is
@@ -439,7 +474,8 @@ class Writer:
         log.critical("fatal: %s; refusing further mutations", error)
         self.failure = error
         unavailable = self._stopping()
-        for future in [*(self._inflight_waiters or ()), *self._open_waiters]:
+        awaiting = [future for _, waiters, _ in self._awaiting_replicas for future in waiters]
+        for future in [*awaiting, *(self._inflight_waiters or ()), *self._open_waiters]:
             if not future.done():
                 future.set_exception(unavailable)
                 future.exception()  # mark retrieved: waiters may have gone

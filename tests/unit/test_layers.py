@@ -13,6 +13,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "src" / "atp"
 # Package -> the atp packages (and top-level modules) it may import, besides itself.
 ALLOWED: dict[str, set[str]] = {
     "ledger": {"limits"},
+    "cluster": {"limits"},
     "store": set(),
     "persistence": {"ledger", "store", "limits"},
     "engine": {"ledger", "persistence", "store", "limits"},

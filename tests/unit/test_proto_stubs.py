@@ -1,9 +1,12 @@
-"""The committed stubs in src/atp/v1 are exactly what `make protos` generates from protos/."""
+"""The committed stubs in src/atp/v1 and src/atp/cluster/etcdpb are exactly what `make protos`
+generates from protos/."""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -16,10 +19,17 @@ def _generator() -> object:
     return module
 
 
-def test_committed_stubs_match_the_protos(tmp_path: pathlib.Path) -> None:
+# Each package of generated stubs, as a path under src/.
+STUB_PACKAGES = ["atp/v1", "atp/cluster/etcdpb"]
+
+
+@pytest.mark.parametrize("package", STUB_PACKAGES)
+def test_committed_stubs_match_the_protos(tmp_path: pathlib.Path, package: str) -> None:
     _generator().generate(tmp_path)  # type: ignore[attr-defined]
-    generated = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "atp" / "v1").glob("*.py*")}
-    committed_dir = ROOT / "src" / "atp" / "v1"
+    generated = {
+        p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / package).glob("*.py*")
+    }
+    committed_dir = ROOT / "src" / package
     committed = {
         p.relative_to(ROOT / "src"): p.read_bytes()
         for p in committed_dir.glob("*.py*")
@@ -40,3 +50,22 @@ def test_every_service_of_the_contract_is_generated() -> None:
         for name in module.DESCRIPTOR.services_by_name
     }
     assert services == {"Inventory", "Availability", "Reservations", "Events"}
+
+
+def test_the_etcd_stubs_keep_etcds_packages_and_method_paths() -> None:
+    """etcd routes by the full method name: the trimmed protos keep etcd's package names."""
+    from atp.cluster.etcdpb import kv_pb2, rpc_pb2
+
+    assert kv_pb2.DESCRIPTOR.package == "mvccpb"
+    assert rpc_pb2.DESCRIPTOR.package == "etcdserverpb"
+    methods = {
+        f"/{service.full_name}/{method.name}"
+        for service in rpc_pb2.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert methods == {
+        "/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange",
+        "/etcdserverpb.KV/Txn", "/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseGrant",
+        "/etcdserverpb.Lease/LeaseRevoke", "/etcdserverpb.Lease/LeaseKeepAlive",
+        "/etcdserverpb.Lease/LeaseTimeToLive", "/etcdserverpb.Maintenance/Status",
+    }

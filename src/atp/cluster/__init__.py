@@ -1,0 +1,1 @@
+"""Clustering: coordination through etcd; may import atp.limits only so far."""

@@ -1,0 +1,1 @@
+"""Generated from protos/atp/cluster/etcdpb by `make protos` (grpcio-tools): do not edit."""

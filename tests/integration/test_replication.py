@@ -149,3 +149,45 @@ def test_with_sync_replicas_a_write_is_answered_only_once_a_follower_holds_it(
             if follower.process is not None:
                 follower.stop()
             leader_api.close()
+
+
+def test_a_client_reads_its_own_write_on_a_follower_by_its_commit_sequence(
+    leader: AtpdProcess, tmp_path: Path
+) -> None:
+    leader_api = Api(leader.channel())
+    sku, node = stocked(leader_api, 50)
+    with follower_of(leader, tmp_path) as follower:
+        follower_api = Api(follower.channel())
+        last = 0
+        for _ in range(10):
+            written, call = leader_api.reservations.Reserve.with_call(
+                reserve_request(None, [line("l1", sku, node, 1)]), timeout=10)
+            commit = int(dict(call.trailing_metadata())["atp-commit-sequence"])
+            assert commit > last  # each write its own, later, commit
+            last = commit
+            read = follower_api.reservations.GetReservation(
+                reservations_pb2.GetReservationRequest(
+                    reservation_id=written.reservation_id, min_sequence=commit), timeout=10)
+            assert read == written  # at once, with no polling: the same message
+        batch = leader_api.reservations.ReserveBatch(reservations_pb2.ReserveBatchRequest(
+            requests=[reserve_request(None, [line("l1", sku, node, 1)])]), timeout=10)
+        assert batch.commit_sequence > last
+        # The leader makes every commit: one it has not made is a bad request, not a wait.
+        failure = expect_error(
+            leader_api.reservations.GetReservation,
+            reservations_pb2.GetReservationRequest(
+                reservation_id=written.reservation_id, min_sequence=batch.commit_sequence + 1),
+            Code.INVALID_ARGUMENT)
+        assert failure.bad_request is not None
+        assert failure.bad_request.field_violations[0].field == "min_sequence"
+        # A commit nobody has made yet: the read waits until just before its deadline, then
+        # says this member is behind (UNAVAILABLE: retry, or read elsewhere).
+        with pytest.raises(grpc.RpcError) as raised:
+            follower_api.reservations.GetReservation(
+                reservations_pb2.GetReservationRequest(
+                    reservation_id=written.reservation_id, min_sequence=last + 1000),
+                timeout=2)
+        assert raised.value.code() is Code.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "not yet" in raised.value.details()  # type: ignore[attr-defined]
+        follower_api.close()
+    leader_api.close()

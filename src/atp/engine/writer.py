@@ -87,8 +87,10 @@ class Writer:
         self.on_durable_events: Callable[[list[Event]], None] | None = None
         # Called with each batch's number and its records once durable (replication).
         self.on_durable_batch: Callable[[int, WriteBatch], None] | None = None
-        # The number of the last batch committed (stored with each batch).
+        # The number of the last batch committed (stored with each batch), and an event set
+        # (then replaced) each time it grows, for reads waiting on a min_sequence.
         self.commit_index = stored_commit(store)
+        self._committed = asyncio.Event()
         # Set on a follower: the leader's address; commands are refused (NOT_LEADER) and
         # batches come from the leader instead (commit_replicated).
         self.leader_address: str | None = None
@@ -323,7 +325,7 @@ class Writer:
             except Exception as error:  # noqa: BLE001 - any other failure to commit is fatal
                 self._fail(error)
                 return
-            self.commit_index += 1
+            self._advance(self.commit_index + 1)
             self.ledger.forget_durable(changes)
             if self.on_durable_batch is not None:  # followers may have it from now on
                 self.on_durable_batch(self.commit_index, batch)
@@ -340,6 +342,25 @@ class Writer:
             # One slice of retention purges: a failure there loses nothing (the batch is
             # durable), so it is logged, counted and tried again rather than fatal.
             await self.housekeeper.tidy()
+
+    def _advance(self, commit: int) -> None:
+        self.commit_index = commit
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    async def until_commit(self, commit: int, timeout_s: float) -> None:
+        """Waits until this member holds `commit` (a read's min_sequence); Unavailable if it
+        does not within timeout_s (a follower behind, or a commit no member has made)."""
+        deadline = time.monotonic() + timeout_s
+        while self.commit_index < commit:
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._committed.wait(), max(0.0, remaining))
+            except TimeoutError:
+                raise Unavailable(
+                    f"this member holds commit {self.commit_index}, not yet {commit}; retry, "
+                    "or read from the leader"
+                ) from None
 
     def _answer(self, waiters: list[asyncio.Future[None]], events: list[Event]) -> None:
         """A batch is as durable as promised: its callers are answered, its events shown."""
@@ -364,7 +385,7 @@ class Writer:
                 {"commit": str(commit), "holds": str(self.commit_index)})
         await self._commit_until_room(batch)
         replica.apply_batch(self.ledger, batch)
-        self.commit_index = commit
+        self._advance(commit)
         self.batches_committed += 1
         self.records_committed += len(batch)
         if self.on_durable_events is not None and batch.journal:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from atp import limits
 from atp.engine.events import EventFilter, EventHub
@@ -49,6 +50,13 @@ from atp.v1 import (
 
 T = TypeVar("T")
 R = TypeVar("R")
+# The trailing metadata key of a write's commit (see stamp_commit).
+COMMIT_SEQUENCE_KEY = "atp-commit-sequence"
+# The longest a read waits for its min_sequence, whatever its deadline.
+READ_WAIT_MAX_S = 30.0
+# How long before the call's deadline a read gives up waiting, to answer UNAVAILABLE (this
+# member is behind: retry, or read elsewhere) rather than let the deadline expire.
+READ_DEADLINE_MARGIN_S = 0.2
 # A stream message's answer and the durability future it waits for.
 _StreamItem = tuple[reservations_pb2.ReserveResult, "asyncio.Future[None] | None"]
 
@@ -78,12 +86,25 @@ class LedgerServicer:
         if isinstance(answer, Refused):
             await abort(context, answer.error)
             raise InvariantViolation("unreachable: abort raises")
+        stamp_commit(context, answer, self.writer.commit_index)
         return answer
 
-    async def _read(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
+    async def _read(
+        self, context: grpc.aio.ServicerContext, read: Callable[[], T], min_sequence: int = 0
+    ) -> T:
         """Answers from memory as it is now, once all of it is durable (Watch likewise shows
-        only committed events): what a reader is shown, a crash cannot take back."""
+        only committed events): what a reader is shown, a crash cannot take back. With a
+        min_sequence, first waits until this member holds that commit (read your writes)."""
         try:
+            if min_sequence > self.writer.commit_index:
+                if self.writer.leader_address is None:  # the leader makes every commit
+                    raise InvalidArgument.single(
+                        "min_sequence", f"commit {min_sequence} has not been made; the newest "
+                        f"is {self.writer.commit_index}")
+                remaining = context.time_remaining() if context is not None else None
+                wait_s = READ_WAIT_MAX_S if remaining is None else min(
+                    remaining - READ_DEADLINE_MARGIN_S, READ_WAIT_MAX_S)
+                await self.writer.until_commit(min_sequence, wait_s)
             answer = read()
             await self.writer.until_applied_durable()
         except LedgerError as error:
@@ -115,7 +136,7 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
     ) -> inventory_pb2.ListNodesResponse:
         return await self._read(context, lambda: inventory_pb2.ListNodesResponse(
             nodes=[convert.node_message(node) for node in self.ledger.nodes.values()]
-        ))
+        ), request.min_sequence)
 
     async def AdjustStock(
         self, request: inventory_pb2.AdjustStockRequest, context: Any
@@ -168,7 +189,7 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
                 supplies=[convert.supply_message(s) for s in page], next_page_token=token
             )
 
-        return await self._read(context, read)
+        return await self._read(context, read, request.min_sequence)
 
     async def PlaceHold(
         self, request: inventory_pb2.PlaceHoldRequest, context: Any
@@ -200,14 +221,15 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
                 holds=[convert.hold_message(h) for h in page], next_page_token=token
             )
 
-        return await self._read(context, read)
+        return await self._read(context, read, request.min_sequence)
 
 
 class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilityServicer):
     async def GetAvailability(
         self, request: availability_pb2.GetAvailabilityRequest, context: Any
     ) -> availability_pb2.GetAvailabilityResponse:
-        return await self._read(context, lambda: self._availability(request))
+        return await self._read(context, lambda: self._availability(request),
+                                request.min_sequence)
 
     def _availability(
         self, request: availability_pb2.GetAvailabilityRequest
@@ -246,7 +268,7 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
             )
             return convert.promise_response(plan)
 
-        return await self._read(context, read)
+        return await self._read(context, read, request.min_sequence)
 
 
 class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsServicer):
@@ -275,6 +297,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             await self.writer.until_durable(durable, len(accepted))
         except LedgerError as error:  # overloaded or stopping; or storage failed meanwhile
             await abort(context, error)
+        response.commit_sequence = self.writer.commit_index
         return response
 
     async def ReserveStream(
@@ -301,6 +324,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             while (item := await in_flight.get()) is not None:
                 result, durable = item
                 await self.writer.until_durable(durable)
+                result.commit_sequence = self.writer.commit_index
                 yield result
             await reader
         finally:
@@ -362,7 +386,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             violations.raise_if_any()
             return convert.reservation_message(self.ledger.reservation(request.reservation_id))
 
-        return await self._read(context, read)
+        return await self._read(context, read, request.min_sequence)
 
     async def ListReservations(
         self, request: reservations_pb2.ListReservationsRequest, context: Any
@@ -373,7 +397,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
                 reservations=[convert.reservation_message(r) for r in page], next_page_token=token
             )
 
-        return await self._read(context, read)
+        return await self._read(context, read, request.min_sequence)
 
     def _list_reservations(
         self, request: reservations_pb2.ListReservationsRequest
@@ -449,6 +473,17 @@ def reserve_command(request: reservations_pb2.ReserveRequest) -> commands.Reserv
         return convert.reserve(request)
     except LedgerError as error:
         return Refused(error)
+
+
+def stamp_commit(context: grpc.aio.ServicerContext, answer: object, commit: int) -> None:
+    """Tells a write's caller the commit its change is durable at (or a later one), which a
+    read may name as its min_sequence on any member: in the answer's commit_sequence where
+    it has one, and always in the trailing metadata (resource messages have no such field,
+    so that a write's answer equals what a read of it returns)."""
+    if isinstance(answer, Message) and "commit_sequence" in answer.DESCRIPTOR.fields_by_name:
+        answer.commit_sequence = commit  # type: ignore[attr-defined]
+    if context is not None:  # None: a servicer driven in-process (tests, bench)
+        context.set_trailing_metadata(((COMMIT_SEQUENCE_KEY, str(commit)),))
 
 
 def presenting(kind: type[R], present: Callable[[R], T]) -> Callable[[Result], T]:

@@ -9,16 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetAvailabilityRequest(_message.Message):
-    __slots__ = ("skus", "node_ids", "include_timeline", "priority")
+    __slots__ = ("skus", "node_ids", "include_timeline", "priority", "min_sequence")
     SKUS_FIELD_NUMBER: _ClassVar[int]
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TIMELINE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     skus: _containers.RepeatedScalarFieldContainer[str]
     node_ids: _containers.RepeatedScalarFieldContainer[str]
     include_timeline: bool
     priority: int
-    def __init__(self, skus: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ..., include_timeline: _Optional[bool] = ..., priority: _Optional[int] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, skus: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ..., include_timeline: _Optional[bool] = ..., priority: _Optional[int] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class NetworkAvailability(_message.Message):
     __slots__ = ("sku", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available")
@@ -59,18 +61,20 @@ class OrderLine(_message.Message):
     def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class PromiseRequest(_message.Message):
-    __slots__ = ("lines", "destination_region", "policy", "priority", "explain")
+    __slots__ = ("lines", "destination_region", "policy", "priority", "explain", "min_sequence")
     LINES_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedCompositeFieldContainer[OrderLine]
     destination_region: str
     policy: _common_pb2.FulfillmentPolicy
     priority: int
     explain: bool
-    def __init__(self, lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., priority: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., priority: _Optional[int] = ..., explain: _Optional[bool] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("node_id", "quantity", "ship_date", "delivery_date", "from_inbound")

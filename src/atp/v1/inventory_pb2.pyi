@@ -15,8 +15,10 @@ class UpsertNodeRequest(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("min_sequence",)
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    min_sequence: int
+    def __init__(self, min_sequence: _Optional[int] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
@@ -65,10 +67,12 @@ class AdjustStockRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., movements: _Optional[_Iterable[_Union[StockMovement, _Mapping]]] = ...) -> None: ...
 
 class AdjustStockResponse(_message.Message):
-    __slots__ = ("positions",)
+    __slots__ = ("positions", "commit_sequence")
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     positions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Position]
-    def __init__(self, positions: _Optional[_Iterable[_Union[_common_pb2.Position, _Mapping]]] = ...) -> None: ...
+    commit_sequence: int
+    def __init__(self, positions: _Optional[_Iterable[_Union[_common_pb2.Position, _Mapping]]] = ..., commit_sequence: _Optional[int] = ...) -> None: ...
 
 class SetSafetyStockRequest(_message.Message):
     __slots__ = ("sku", "node_id", "quantity")
@@ -97,18 +101,20 @@ class ReceiveSupplyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., supply_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class ListSupplyRequest(_message.Message):
-    __slots__ = ("sku", "node_id", "include_closed", "page_size", "page_token")
+    __slots__ = ("sku", "node_id", "include_closed", "page_size", "page_token", "min_sequence")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CLOSED_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     include_closed: bool
     page_size: int
     page_token: str
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., include_closed: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., include_closed: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class ListSupplyResponse(_message.Message):
     __slots__ = ("supplies", "next_page_token")
@@ -131,16 +137,18 @@ class ReleaseHoldRequest(_message.Message):
     def __init__(self, hold_id: _Optional[str] = ...) -> None: ...
 
 class ListHoldsRequest(_message.Message):
-    __slots__ = ("sku", "node_id", "page_size", "page_token")
+    __slots__ = ("sku", "node_id", "page_size", "page_token", "min_sequence")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     page_size: int
     page_token: str
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class ListHoldsResponse(_message.Message):
     __slots__ = ("holds", "next_page_token")

@@ -32,16 +32,18 @@ class ReserveRequest(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., commit: _Optional[bool] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class ReserveResult(_message.Message):
-    __slots__ = ("reservation_id", "reservation", "status", "reason")
+    __slots__ = ("reservation_id", "reservation", "status", "reason", "commit_sequence")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     reservation: _common_pb2.Reservation
     status: _status_pb2.Status
     reason: str
-    def __init__(self, reservation_id: _Optional[str] = ..., reservation: _Optional[_Union[_common_pb2.Reservation, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    commit_sequence: int
+    def __init__(self, reservation_id: _Optional[str] = ..., reservation: _Optional[_Union[_common_pb2.Reservation, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., reason: _Optional[str] = ..., commit_sequence: _Optional[int] = ...) -> None: ...
 
 class ReserveBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -50,10 +52,12 @@ class ReserveBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[ReserveRequest, _Mapping]]] = ...) -> None: ...
 
 class ReserveBatchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "commit_sequence")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ReserveResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[ReserveResult, _Mapping]]] = ...) -> None: ...
+    commit_sequence: int
+    def __init__(self, results: _Optional[_Iterable[_Union[ReserveResult, _Mapping]]] = ..., commit_sequence: _Optional[int] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("reservation_id", "request_id")
@@ -84,26 +88,30 @@ class FulfillRequest(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.LineQuantity, _Mapping]]] = ...) -> None: ...
 
 class GetReservationRequest(_message.Message):
-    __slots__ = ("reservation_id",)
+    __slots__ = ("reservation_id", "min_sequence")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
-    def __init__(self, reservation_id: _Optional[str] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, reservation_id: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class ListReservationsRequest(_message.Message):
-    __slots__ = ("state", "sku", "node_id", "at_risk", "page_size", "page_token")
+    __slots__ = ("state", "sku", "node_id", "at_risk", "page_size", "page_token", "min_sequence")
     STATE_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AT_RISK_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.Reservation.State
     sku: str
     node_id: str
     at_risk: bool
     page_size: int
     page_token: str
-    def __init__(self, state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., at_risk: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., at_risk: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class ListReservationsResponse(_message.Message):
     __slots__ = ("reservations", "next_page_token")
@@ -146,11 +154,13 @@ class ReallocationPlan(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., old_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., new_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., old_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., new_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., slipped: _Optional[bool] = ..., unfilled_quantity: _Optional[int] = ...) -> None: ...
 
 class ReallocateResponse(_message.Message):
-    __slots__ = ("plans", "applied", "plan_sequence")
+    __slots__ = ("plans", "applied", "plan_sequence", "commit_sequence")
     PLANS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     plans: _containers.RepeatedCompositeFieldContainer[ReallocationPlan]
     applied: bool
     plan_sequence: int
-    def __init__(self, plans: _Optional[_Iterable[_Union[ReallocationPlan, _Mapping]]] = ..., applied: _Optional[bool] = ..., plan_sequence: _Optional[int] = ...) -> None: ...
+    commit_sequence: int
+    def __init__(self, plans: _Optional[_Iterable[_Union[ReallocationPlan, _Mapping]]] = ..., applied: _Optional[bool] = ..., plan_sequence: _Optional[int] = ..., commit_sequence: _Optional[int] = ...) -> None: ...

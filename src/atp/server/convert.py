@@ -149,15 +149,16 @@ def _shared_policy(
 
 
 def reserve(request: reservations_pb2.ReserveRequest) -> commands.Reserve:
+    # tuple.__new__ with every field, in field order: what a NamedTuple's generated __new__
+    # does, without its Python call (on every line of every reserve).
     lines = tuple([
-        commands.LineRequest(
+        _new_tuple(_LINE_REQUEST, (
             line.line_id, line.sku, line.quantity, line.node_id,
             date_tuple(line.ship_date) if line.HasField("ship_date") else None,
-        )
+        ))
         for line in request.lines
     ])
-    # Positional, in Reserve's field order: on every reserve's path, and faster than keywords.
-    return commands.Reserve(
+    return _new_tuple(_RESERVE, (
         request.reservation_id,
         lines,
         request.destination_region,
@@ -167,7 +168,12 @@ def reserve(request: reservations_pb2.ReserveRequest) -> commands.Reserve:
         request.priority,
         request.channel,
         request.customer_id,
-    )
+    ))
+
+
+_new_tuple = tuple.__new__
+_LINE_REQUEST = commands.LineRequest
+_RESERVE = commands.Reserve
 
 
 def order_lines(lines: Iterable[availability_pb2.OrderLine]) -> list[OrderLine]:
@@ -281,16 +287,28 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
     if reservation.destination_region:
         message.destination_region = reservation.destination_region
     lines = message.lines
+    promise_day = None  # Reservation.promise_day, computed in this loop rather than in another
     for line in reservation.lines:
-        _fill_line(lines.add(line_id=line.line_id, sku=line.sku, node_id=line.node_id,
-                             quantity=line.quantity, ship_date=_date(line.ship_day)), line)
+        # ship_date copied in, not passed to add(): a message argument is merged (serialised
+        # and parsed again), a CopyFrom is cheaper
+        line_message = lines.add(line_id=line.line_id, sku=line.sku, node_id=line.node_id,
+                                 quantity=line.quantity)
+        line_message.ship_date.CopyFrom(_date(line.ship_day))
+        _fill_line(line_message, line)
+        if line.quantity > 0:
+            day = line.delivery_day if line.delivery_day is not None else line.ship_day
+            if promise_day is None or day > promise_day:
+                promise_day = day
     _set_timestamp(message.create_time, reservation.create_time)
     if reservation.expire_time is not None:
         _set_timestamp(message.expire_time, reservation.expire_time)
-    promise_day = reservation.promise_day
     if promise_day is not None:
         message.promise_date.CopyFrom(_date(promise_day))
-    message.policy.CopyFrom(_policy_message(reservation.policy))
+    policy = reservation.policy
+    # The shared default policy without hashing it (a Policy's hash is a Python call).
+    message.policy.CopyFrom(
+        _DEFAULT_POLICY_MESSAGE if policy is DEFAULT_POLICY else _policy_message(policy)
+    )
 
 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
@@ -337,10 +355,19 @@ def _policy_message(policy: Policy) -> common_pb2.FulfillmentPolicy:
     )
 
 
+_DEFAULT_POLICY_MESSAGE = _policy_message(DEFAULT_POLICY)
+
+
 def _set_timestamp(message: Timestamp, instant: float) -> None:
+    message.seconds, message.nanos = _timestamp_parts(instant)
+
+
+@functools.lru_cache(maxsize=256)
+def _timestamp_parts(instant: float) -> tuple[int, int]:
+    """(seconds, nanos) to the nearest microsecond; cached: a batch's reservations share their
+    create and expire times."""
     seconds, micros = divmod(round(instant * 1_000_000), 1_000_000)
-    message.seconds = seconds
-    message.nanos = micros * 1000
+    return seconds, micros * 1000
 
 
 def network_total(

@@ -98,16 +98,20 @@ def _fit_line(
     if quantity == 0 and not command.policy.allow_partial:
         shortfalls.append(_line_shortfall(index, request, requested_day, today, position, steps))
         return None
+    # Positional, in field order: a dataclass called with keywords gets them as a dict
+    # (slot_tp_init), matched to its parameters by name; on every line of every reserve.
     line = ReservationLine(
         # The position's own strings and interned line ids: a million lines share them.
-        line_id=sys.intern(request.line_id),
-        sku=position.sku,
-        node_id=node.node_id,
-        quantity=quantity,
-        ship_day=ship_day,
-        delivery_day=_delivery_day(node, command.destination_region, ship_day),
-        backordered_quantity=request.quantity - quantity,
-        from_inbound=quantity > 0
+        sys.intern(request.line_id),  # line_id
+        position.sku,  # sku
+        node.node_id,  # node_id
+        quantity,  # quantity
+        ship_day,  # ship_day
+        _delivery_day(node, command.destination_region, ship_day),  # delivery_day
+        0,  # fulfilled_quantity
+        0,  # released_quantity
+        request.quantity - quantity,  # backordered_quantity
+        quantity > 0  # from_inbound
         and bool(position.supply_days)
         and steps[0][1] - timeline.supply_due(position, today) < quantity,
     )

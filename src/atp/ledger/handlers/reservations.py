@@ -31,20 +31,21 @@ def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reserv
     if existing is not None:
         raise AlreadyExists("reservation", command.reservation_id)
     placements = place_lines(state, command, requested_days, today)
+    # Positional, in field order (see placing.fit_line's ReservationLine).
     reservation = Reservation(
-        reservation_id=command.reservation_id,
-        state=COMMITTED if command.commit else HELD,
-        lines=[placement.line for placement in placements],
-        create_time=now,
-        expire_time=None if command.commit else now + (
+        command.reservation_id,  # reservation_id
+        COMMITTED if command.commit else HELD,  # state
+        [placement.line for placement in placements],  # lines
+        now,  # create_time
+        None if command.commit else now + (  # expire_time
             command.ttl_seconds or state.config.default_ttl_seconds),
-        priority=command.priority,
-        channel=command.channel,
-        customer_id=command.customer_id,
-        destination_region=command.destination_region,
-        policy=command.policy,
-        request_digest=request_digest,
-        create_sequence=state.sequence + 1,
+        command.priority,  # priority
+        command.channel,  # channel
+        command.customer_id,  # customer_id
+        command.destination_region,  # destination_region
+        command.policy,  # policy
+        request_digest,  # request_digest
+        state.sequence + 1,  # create_sequence
     )
     _open_reservation(state, reservation, placements)
     state.emit(

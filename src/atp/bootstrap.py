@@ -28,7 +28,7 @@ from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor
-from atp.server.replication import Follower, ReplicationServicer
+from atp.server.replication import Follower, ReplicationServicer, replication_status
 from atp.server.servicers import (
     AvailabilityServicer,
     EventsServicer,
@@ -158,6 +158,9 @@ class AtpServer:
                 *backlog_options(limits.rpc_backlog_max),
             ]
         )
+        if self.metrics is not None:
+            self.metrics.watch_replication(
+                lambda: replication_status(self.writer, self.replication, self.follower))
         self._add_services()
         try:
             self.port = self.server.add_insecure_port(config.listen)
@@ -179,9 +182,8 @@ class AtpServer:
             ReservationsServicer(self.writer), ours
         )
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
-        if self.follower is None:  # only a leader has batches to send
-            replication_pb2_grpc.add_ReplicationServicer_to_server(
-                ReplicationServicer(self.replication), ours)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(
+            ReplicationServicer(self.replication, self.writer, self.follower), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)

@@ -4,8 +4,13 @@ after a restart and after kill -9, and its data passes `atpctl db verify`."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +34,7 @@ from tests.integration.helpers import (
     stocked,
     wait_for,
 )
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +196,49 @@ def test_a_client_reads_its_own_write_on_a_follower_by_its_commit_sequence(
         assert "not yet" in raised.value.details()  # type: ignore[attr-defined]
         follower_api.close()
     leader_api.close()
+
+
+def test_cluster_status_shows_roles_commits_and_each_followers_lag(
+    tmp_path: Path,
+) -> None:
+    metrics_port = free_port()
+    with AtpdProcess(tmp_path / "leader", "--metrics-port", str(metrics_port)) as leader:
+        leader_api = Api(leader.channel())
+        sku, node = stocked(leader_api, 10)
+        with follower_of(leader, tmp_path, "replica-a") as follower:
+            follower_api = Api(follower.channel())
+            reserve(leader_api, line("l1", sku, node, 1))
+            wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+
+            def leader_status() -> dict[str, Any]:
+                return atpctl_json(leader.target, "cluster", "status")
+
+            status = wait_for(lambda: (s := leader_status())["followers"] and s["followers"][0][
+                "acknowledged_commit"] == s["commit"] and s, timeout_s=10)
+            assert status["role"] == "leader"
+            assert status["followers"][0]["follower_id"] == "replica-a:1"
+            assert status["followers"][0]["connected"] is True
+            assert status["followers"][0]["lag_commits"] == "0"  # caught up
+            mine = atpctl_json(follower.target, "cluster", "status")
+            assert mine["role"] == "follower" and mine["leader"] == leader.target
+            assert mine["connected"] is True and mine["commit"] == status["commit"]
+            text = urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            assert 'atp_replication_role{role="leader"} 1.0' in text
+            assert 'atp_replication_lag_commits{follower="replica-a:1"} 0.0' in text
+            follower_api.close()
+        # The follower is gone: the leader shows it disconnected, its lag growing with writes.
+        reserve(leader_api, line("l1", sku, node, 1))
+        after = wait_for(lambda: (s := atpctl_json(leader.target, "cluster", "status"))[
+            "followers"][0]["connected"] is False and s, timeout_s=10)
+        assert after["followers"][0]["lag_commits"] == "1"
+        assert after["followers"][0]["lag_seconds"] > 0
+        leader_api.close()
+
+
+def atpctl_json(target: str, *command: str) -> Any:
+    """`atpctl --json` against a target, as an operator runs it."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "atp.cli", "--target", target, "--json", *command],
+        capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(completed.stdout)

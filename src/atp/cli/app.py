@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from atp.cli.arguments import positive_float
+from atp.cli.cluster import add_cluster_commands
 from atp.cli.database import OfflineStoreError, add_database_commands
 from atp.cli.events import add_health_command, add_kpi_command, add_watch_command
 from atp.cli.inventory import (
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kpi_command(tree)
     add_health_command(tree)
     add_database_commands(tree)
+    add_cluster_commands(tree)
     return parser
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

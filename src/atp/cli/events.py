@@ -11,11 +11,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
 from atp import kpi
 from atp.cli.arguments import event_types, instant, whole_count
-from atp.cli.outcome import EXIT_FAILURE, EXIT_OK, CommandTree, Outcome
+from atp.cli.outcome import EXIT_FAILURE, EXIT_OK, CommandTree, Outcome, error_of_call
 from atp.cli.views import format_table
 from atp.client import AtpError, Client
 from atp.v1 import events_pb2, events_pb2_grpc
@@ -94,22 +93,9 @@ def _watch_stream(
         for message in call:
             yield kpi.decode_event(message)
     except grpc.RpcError as error:
-        raise _stream_error(error) from None
+        raise error_of_call(error) from None
     finally:
         call.cancel()
-
-def _stream_error(error: grpc.RpcError) -> AtpError:
-    """The AtpError of a failed stream, with the details the server sent."""
-    call: Any = error
-    if not hasattr(call, "code"):
-        return AtpError(grpc.StatusCode.UNKNOWN, str(error))
-    try:
-        status = rpc_status.from_call(call)
-    except ValueError:
-        status = None
-    if status is None:
-        return AtpError(call.code(), call.details() or "")
-    return AtpError.from_status(status)
 
 def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
     request = events_pb2.WatchRequest(

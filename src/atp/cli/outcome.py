@@ -7,10 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 
-from atp.client import Client
+from atp.client import AtpError, Client
 
 EXIT_OK = 0
 
@@ -74,3 +76,18 @@ def json_document(document: Message | Mapping[str, Any]) -> Any:
             always_print_fields_with_no_presence=True,
         )
     return dict(document)
+
+
+def error_of_call(error: grpc.RpcError) -> AtpError:
+    """The AtpError of a failed call made on the raw channel, with the details the server
+    sent."""
+    call: Any = error
+    if not hasattr(call, "code"):
+        return AtpError(grpc.StatusCode.UNKNOWN, str(error))
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:
+        status = None
+    if status is None:
+        return AtpError(call.code(), call.details() or "")
+    return AtpError.from_status(status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Callable
 
 from atp import limits
@@ -45,15 +46,22 @@ class ReplicationLog:
     def __init__(
         self, last_commit: int, batches_max: int = limits.replication_log_batches_max,
         bytes_max: int = limits.replication_log_bytes_max,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.last_commit = last_commit
+        self.clock = clock
         self.batches_max = batches_max
         self.bytes_max = bytes_max
         self._batches: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
+        # commit -> when it was committed (clock), for the lag in seconds; as bounded as the
+        # batches, and kept beside them so that a lag stays known after its batch left.
+        self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
         self._bytes = 0
         self._appended = asyncio.Event()
         # follower id -> the highest commit it acknowledged as durable.
         self.acknowledged: dict[str, int] = {}
+        # The followers streaming now.
+        self.connected: set[str] = set()
         # Called with the highest commit `sync_replicas` followers all hold, when it grows.
         self.on_replicated: Callable[[int], None] | None = None
         self.sync_replicas = 0
@@ -64,6 +72,9 @@ class ReplicationLog:
         self._batches.append((commit, batch, size))
         self._bytes += size
         self.last_commit = commit
+        self._commit_times.append((commit, self.clock()))
+        if len(self._commit_times) > self.batches_max:
+            self._commit_times.popleft()
         while len(self._batches) > self.batches_max or (
             self._bytes > self.bytes_max and len(self._batches) > 1
         ):
@@ -100,6 +111,18 @@ class ReplicationLog:
             self.acknowledged[follower_id] = commit
             if self.on_replicated is not None and self.sync_replicas:
                 self.on_replicated(self.replicated_commit(self.sync_replicas))
+
+    def lag_of(self, follower_id: str) -> tuple[int, float]:
+        """(commits the follower has not acknowledged, seconds since the oldest of them was
+        committed); (0, 0.0) when it is caught up."""
+        acknowledged = self.acknowledged.get(follower_id, 0)
+        behind = max(0, self.last_commit - acknowledged)
+        if not behind:
+            return 0, 0.0
+        for commit, when in self._commit_times:
+            if commit > acknowledged:
+                return behind, max(0.0, self.clock() - when)
+        return behind, 0.0
 
     def replicated_commit(self, replicas: int) -> int:
         """The highest commit that at least `replicas` followers hold (0: none yet)."""

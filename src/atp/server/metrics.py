@@ -29,6 +29,7 @@ from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.store import StoreError
+from atp.v1 import replication_pb2
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
@@ -75,12 +76,48 @@ class Metrics:
             registry=self.registry,
         ).set_function(lambda: admission.in_flight)
 
+    def watch_replication(
+        self, status: Callable[[], replication_pb2.ReplicationStatus]
+    ) -> None:
+        """Replication gauges, read from this member's replication status at each scrape."""
+        self.registry.register(_ReplicationCollector(status))
+
     def observe_commit(self, records: int, seconds: float) -> None:
         self.commit_records.observe(records)
         self.commit_latency.observe(seconds)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class _ReplicationCollector(Collector):
+    def __init__(self, status: Callable[[], replication_pb2.ReplicationStatus]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Any]:
+        status = self.status()
+        role = GaugeMetricFamily("atp_replication_role", "1 for this member's role",
+                                 labels=["role"])
+        role.add_metric([status.role], 1)
+        yield role
+        yield GaugeMetricFamily("atp_replication_commit", "The last commit this member holds",
+                                value=status.commit)
+        yield GaugeMetricFamily("atp_replication_term", "The leader's term", value=status.term)
+        if status.role == "follower":
+            yield GaugeMetricFamily("atp_replication_connected",
+                                    "1 while streaming from the leader",
+                                    value=int(status.connected))
+        commits = GaugeMetricFamily(
+            "atp_replication_lag_commits", "Commits a follower has not acknowledged",
+            labels=["follower"])
+        seconds = GaugeMetricFamily(
+            "atp_replication_lag_seconds",
+            "Age of the oldest commit a follower has not acknowledged", labels=["follower"])
+        for follower in status.followers:
+            commits.add_metric([follower.follower_id], follower.lag_commits)
+            seconds.add_metric([follower.follower_id], follower.lag_seconds)
+        yield commits
+        yield seconds
 
 
 class _LedgerCollector(Collector):

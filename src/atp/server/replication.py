@@ -17,8 +17,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from atp.engine.replication import SNAPSHOT_REQUIRED, ReplicationLog
-from atp.engine.writer import Writer
-from atp.ledger.errors import InvalidArgument, LedgerError
+from atp.engine.writer import NOT_LEADER, Writer
+from atp.ledger.errors import FailedPrecondition, InvalidArgument, LedgerError
 from atp.server.status import abort
 from atp.store import WriteBatch
 from atp.v1 import replication_pb2, replication_pb2_grpc
@@ -53,13 +53,28 @@ def batch_of(message: replication_pb2.ReplicatedBatch) -> WriteBatch:
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
-    def __init__(self, replication_log: ReplicationLog) -> None:
+    def __init__(
+        self, replication_log: ReplicationLog, writer: Writer, follower: Follower | None = None
+    ) -> None:
         self.log = replication_log
+        self.writer = writer
+        self.follower = follower
+
+    async def Status(
+        self, request: replication_pb2.ReplicationStatusRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> replication_pb2.ReplicationStatus:
+        return replication_status(self.writer, self.log, self.follower)
 
     async def Replicate(
         self, request_iterator: AsyncIterator[replication_pb2.FollowerProgress],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[replication_pb2.ReplicatedBatch]:
+        if self.follower is not None:  # a follower has no batches of its own to send
+            await abort(context, FailedPrecondition(
+                NOT_LEADER, f"this member follows {self.follower.leader}; follow it instead",
+                {"leader": self.follower.leader}))
+            return
         hello = await anext(request_iterator, None)
         if hello is None or not hello.follower_id:
             await abort(context, InvalidArgument.single(
@@ -68,12 +83,14 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         follower_id = hello.follower_id
         self.log.acknowledge(follower_id, hello.durable_commit)
         acknowledgements = asyncio.create_task(self._read_acks(follower_id, request_iterator))
+        self.log.connected.add(follower_id)
         try:
             async for commit, batch in self.log.after(hello.durable_commit):
                 yield batch_message(commit, batch)
         except LedgerError as error:  # SNAPSHOT_REQUIRED
             await abort(context, error)
         finally:
+            self.log.connected.discard(follower_id)
             acknowledgements.cancel()
 
     async def _read_acks(
@@ -136,6 +153,24 @@ class Follower:
                 await self.writer.commit_replicated(message.commit, batch_of(message))
                 progress.put_nowait(replication_pb2.FollowerProgress(
                     durable_commit=message.commit))
+
+
+def replication_status(
+    writer: Writer, replication_log: ReplicationLog, follower: Follower | None
+) -> replication_pb2.ReplicationStatus:
+    """This member's part in replication, as Status answers it (and metrics read it)."""
+    status = replication_pb2.ReplicationStatus(
+        role="follower" if follower is not None else "leader", commit=writer.commit_index,
+        sync_replicas=writer.sync_replicas)
+    if follower is not None:
+        status.leader, status.connected = follower.leader, follower.connected
+        return status
+    for follower_id, acknowledged in sorted(replication_log.acknowledged.items()):
+        lag_commits, lag_seconds = replication_log.lag_of(follower_id)
+        status.followers.add(
+            follower_id=follower_id, acknowledged_commit=acknowledged, lag_commits=lag_commits,
+            lag_seconds=lag_seconds, connected=follower_id in replication_log.connected)
+    return status
 
 
 def _reason_of(error: grpc.aio.AioRpcError) -> str:

@@ -6,6 +6,42 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReplicationStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplicationStatus(_message.Message):
+    __slots__ = ("role", "commit", "leader", "connected", "sync_replicas", "term", "followers")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    commit: int
+    leader: str
+    connected: bool
+    sync_replicas: int
+    term: int
+    followers: _containers.RepeatedCompositeFieldContainer[FollowerStatus]
+    def __init__(self, role: _Optional[str] = ..., commit: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., sync_replicas: _Optional[int] = ..., term: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerStatus, _Mapping]]] = ...) -> None: ...
+
+class FollowerStatus(_message.Message):
+    __slots__ = ("follower_id", "acknowledged_commit", "lag_commits", "lag_seconds", "connected")
+    FOLLOWER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    LAG_COMMITS_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    follower_id: str
+    acknowledged_commit: int
+    lag_commits: int
+    lag_seconds: float
+    connected: bool
+    def __init__(self, follower_id: _Optional[str] = ..., acknowledged_commit: _Optional[int] = ..., lag_commits: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., connected: _Optional[bool] = ...) -> None: ...
+
 class FollowerProgress(_message.Message):
     __slots__ = ("follower_id", "durable_commit")
     FOLLOWER_ID_FIELD_NUMBER: _ClassVar[int]

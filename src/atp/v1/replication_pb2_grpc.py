@@ -39,6 +39,11 @@ class ReplicationStub:
                 request_serializer=atp_dot_v1_dot_replication__pb2.FollowerProgress.SerializeToString,
                 response_deserializer=atp_dot_v1_dot_replication__pb2.ReplicatedBatch.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/atp.v1.Replication/Status',
+                request_serializer=atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.SerializeToString,
+                response_deserializer=atp_dot_v1_dot_replication__pb2.ReplicationStatus.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -54,6 +59,14 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """This member's part in replication: its role, its commit, and (on a leader) each
+        follower's progress and lag. `atpctl cluster status` shows it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +74,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.Replicate,
                     request_deserializer=atp_dot_v1_dot_replication__pb2.FollowerProgress.FromString,
                     response_serializer=atp_dot_v1_dot_replication__pb2.ReplicatedBatch.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.FromString,
+                    response_serializer=atp_dot_v1_dot_replication__pb2.ReplicationStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class Replication:
             '/atp.v1.Replication/Replicate',
             atp_dot_v1_dot_replication__pb2.FollowerProgress.SerializeToString,
             atp_dot_v1_dot_replication__pb2.ReplicatedBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atp.v1.Replication/Status',
+            atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.SerializeToString,
+            atp_dot_v1_dot_replication__pb2.ReplicationStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,53 @@
+"""Commands on a cluster of atpd members: status."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from atp.cli.outcome import CommandTree, Outcome, error_of_call
+from atp.cli.views import format_table
+from atp.client import Client
+from atp.v1 import replication_pb2, replication_pb2_grpc
+
+# The generated stub's constructor is unannotated: typed here, once.
+_replication_stub: Callable[[grpc.Channel], Any] = replication_pb2_grpc.ReplicationStub
+STATUS_TIMEOUT_S = 10.0
+
+
+def add_cluster_commands(tree: CommandTree) -> None:
+    cluster = tree.group("cluster", "replication: leader, followers, lag")
+    cluster.command(
+        "status", "this member's role and commit; on a leader, each follower's progress and "
+        "lag", _status)
+
+
+def _status(client: Client, arguments: argparse.Namespace) -> Outcome:
+    stub = _replication_stub(arguments.grpc_channel)
+    try:
+        status: replication_pb2.ReplicationStatus = stub.Status(
+            replication_pb2.ReplicationStatusRequest(), timeout=STATUS_TIMEOUT_S)
+    except grpc.RpcError as error:
+        raise error_of_call(error) from None
+    return Outcome(status, _text(status))
+
+
+def _text(status: replication_pb2.ReplicationStatus) -> str:
+    if status.role == "follower":
+        state = "streaming" if status.connected else "NOT CONNECTED"
+        return f"follower of {status.leader} ({state}), holding commit {status.commit}"
+    head = (f"leader, commit {status.commit}, term {status.term}, "
+            f"sync replicas {status.sync_replicas}")
+    if not status.followers:
+        return f"{head}\nno follower has connected"
+    rows = [
+        (follower.follower_id, "yes" if follower.connected else "no",
+         str(follower.acknowledged_commit), str(follower.lag_commits),
+         f"{follower.lag_seconds:.3f}")
+        for follower in status.followers
+    ]
+    table = format_table(("FOLLOWER", "CONNECTED", "ACKNOWLEDGED", "LAG", "LAG SECONDS"), rows)
+    return f"{head}\n{table}"

@@ -119,6 +119,8 @@ _STATUS_CODES_BY_NUMBER: dict[int, grpc.StatusCode] = {
 # receive limit would leave a committed batch's answer unreadable.
 RECEIVE_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", RECEIVE_MESSAGE_BYTES_MAX)]
+# The reason of a write sent to a follower; its ErrorInfo metadata "leader" names the leader.
+NOT_LEADER = "NOT_LEADER"
 
 
 class AtpError(Exception):
@@ -898,17 +900,60 @@ def _serving_status_name(response: health_pb2.HealthCheckResponse) -> str:
 
 
 class _ClientBase:
-    """What both clients share: configuration and stubs over one channel."""
+    """What both clients share: configuration, and stubs over one channel per member.
 
-    def __init__(self, target: str, timeout_s: float, retries: int, channel: Any) -> None:
-        self.target = target
+    `target` may name several members of a cluster, comma separated: calls go to one of
+    them; a write refused NOT_LEADER goes again to the leader the refusal names, and a
+    retry-safe call failing UNAVAILABLE is retried on the next member."""
+
+    def __init__(
+        self, target: str, timeout_s: float, retries: int, channel: Any | None,
+        make_channel: Callable[[str], Any],
+    ) -> None:
+        self.targets = [name.strip() for name in target.split(",") if name.strip()] or [target]
+        self.target = self.targets[0]
         self.timeout_s = timeout_s
         self.retries = retries
-        self._channel = channel
-        self._stubs: dict[type, Any] = {stub_type: stub_type(channel) for stub_type in _STUB_TYPES}
+        self._make_channel = make_channel
+        self._channel = channel if channel is not None else make_channel(self.target)
+        self._channels: dict[str, Any] = {self.target: self._channel}
+        self._stubs_of: dict[str, dict[type, Any]] = {}
+
+    def _stub(self, stub_type: type) -> Any:
+        """The stub of that type on the current member's channel (streams stay on it)."""
+        return self._stubs_for_target()[stub_type]
 
     def _callable(self, rpc: Rpc[..., Any, Any]) -> Any:
-        return getattr(self._stubs[rpc.stub], rpc.method)
+        return getattr(self._stubs_for_target()[rpc.stub], rpc.method)
+
+    def _stubs_for_target(self) -> dict[type, Any]:
+        stubs = self._stubs_of.get(self.target)
+        if stubs is None:
+            channel = self._channels.get(self.target)
+            if channel is None:
+                channel = self._channels[self.target] = self._make_channel(self.target)
+            stubs = self._stubs_of[self.target] = {
+                stub_type: stub_type(channel) for stub_type in _STUB_TYPES}
+        return stubs
+
+    def _redirected(self, error: AtpError, retry_safe: bool) -> bool:
+        """After a failed attempt, moves to another member when one may answer: the leader
+        a NOT_LEADER refusal names (the write was not applied: safe to send again), or the
+        next member after UNAVAILABLE for a retry-safe call. True: try again at once."""
+        leader = error.metadata.get("leader", "") if error.reason == NOT_LEADER else ""
+        if leader and leader != self.target:
+            if leader not in self.targets:
+                self.targets.append(leader)
+            self.target = leader
+            return True
+        if error.code is grpc.StatusCode.UNAVAILABLE and retry_safe and len(self.targets) > 1:
+            self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
+            return True
+        return False
+
+    def _extra_channels(self) -> list[Any]:
+        """The channels this client made for members beyond the first."""
+        return [channel for channel in self._channels.values() if channel is not self._channel]
 
 
 class Client(_ClientBase):
@@ -930,12 +975,13 @@ class Client(_ClientBase):
         channel: grpc.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(
-            target, timeout_s, retries, channel or grpc.insecure_channel(target, CHANNEL_OPTIONS)
-        )
+        super().__init__(target, timeout_s, retries, channel,
+                         lambda name: grpc.insecure_channel(name, CHANNEL_OPTIONS))
 
     def close(self) -> None:
-        """Closes the channel (unless it was passed in by the caller)."""
+        """Closes the channels (the first one only if this client made it)."""
+        for channel in self._extra_channels():
+            channel.close()
         if self._owns_channel:
             self._channel.close()
 
@@ -953,17 +999,22 @@ class Client(_ClientBase):
     def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
         attempts = _attempts(rpc, request, self.retries)
         deadline = time.monotonic() + self.timeout_s  # for all the attempts together
-        for attempt in range(1, attempts + 1):
+        redirects = 0
+        attempt = 1
+        while True:
             try:
                 timeout_s = _time_left_s(deadline)
                 return cast(ResponseT, self._callable(rpc)(request, timeout=timeout_s))
             except grpc.RpcError as rpc_error:
                 error = _error_from_call(rpc_error)
+                if redirects < len(self.targets) and self._redirected(error, attempts > 1):
+                    redirects += 1
+                    continue
                 delay_s = _retry_delay_s(error, attempt, attempts, deadline)
                 if delay_s is None:
                     raise error from None
             time.sleep(delay_s)
-        raise AssertionError("the last attempt either returns or raises")
+            attempt += 1
 
     upsert_node = _sync_method(UPSERT_NODE)
     list_nodes = _sync_method(LIST_NODES)
@@ -1016,7 +1067,7 @@ class Client(_ClientBase):
     ) -> Iterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head)."""
         request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
-        stream = self._stubs[events_pb2_grpc.EventsStub].Watch(request)
+        stream = self._stub(events_pb2_grpc.EventsStub).Watch(request)
         try:
             yield from stream
         except grpc.RpcError as rpc_error:
@@ -1054,13 +1105,13 @@ class AsyncClient(_ClientBase):
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        super().__init__(
-            target, timeout_s, retries,
-            channel or grpc.aio.insecure_channel(target, CHANNEL_OPTIONS),
-        )
+        super().__init__(target, timeout_s, retries, channel,
+                         lambda name: grpc.aio.insecure_channel(name, CHANNEL_OPTIONS))
 
     async def close(self) -> None:
-        """Closes the channel (unless it was passed in by the caller)."""
+        """Closes the channels (the first one only if this client made it)."""
+        for channel in self._extra_channels():
+            await channel.close()
         if self._owns_channel:
             await self._channel.close()
 
@@ -1078,17 +1129,22 @@ class AsyncClient(_ClientBase):
     async def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
         attempts = _attempts(rpc, request, self.retries)
         deadline = time.monotonic() + self.timeout_s  # for all the attempts together
-        for attempt in range(1, attempts + 1):
+        redirects = 0
+        attempt = 1
+        while True:
             try:
                 timeout_s = _time_left_s(deadline)
                 return cast(ResponseT, await self._callable(rpc)(request, timeout=timeout_s))
             except grpc.aio.AioRpcError as rpc_error:
                 error = _error_from_aio(rpc_error)
+                if redirects < len(self.targets) and self._redirected(error, attempts > 1):
+                    redirects += 1
+                    continue
                 delay_s = _retry_delay_s(error, attempt, attempts, deadline)
                 if delay_s is None:
                     raise error from None
             await asyncio.sleep(delay_s)
-        raise AssertionError("the last attempt either returns or raises")
+            attempt += 1
 
     upsert_node = _async_method(UPSERT_NODE)
     list_nodes = _async_method(LIST_NODES)
@@ -1144,7 +1200,7 @@ class AsyncClient(_ClientBase):
     ) -> AsyncIterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head)."""
         request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
-        call = self._stubs[events_pb2_grpc.EventsStub].Watch(request)
+        call = self._stub(events_pb2_grpc.EventsStub).Watch(request)
         try:
             async for event in call:
                 yield event
@@ -1158,7 +1214,7 @@ class AsyncClient(_ClientBase):
 
         The stream has no deadline unless timeout_s is given, since it is meant to live long.
         """
-        return ReserveStream(self._stubs[_Reservations], timeout_s)
+        return ReserveStream(self._stub(_Reservations), timeout_s)
 
 
 async def _follow_page_tokens_async(

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from atp.client import Client
 from atp.persistence.verify import verify
 from atp.v1 import (
     common_pb2,
@@ -32,6 +33,7 @@ from tests.integration.helpers import (
     reserve_request,
     snapshot,
     stocked,
+    uid,
     wait_for,
 )
 from tests.support.atpd import AtpdProcess, free_port
@@ -242,3 +244,25 @@ def atpctl_json(target: str, *command: str) -> Any:
         [sys.executable, "-m", "atp.cli", "--target", target, "--json", *command],
         capture_output=True, text=True, timeout=30, check=True)
     return json.loads(completed.stdout)
+
+
+def test_a_client_given_every_member_writes_to_the_leader_and_reads_on_without_one(
+    leader: AtpdProcess, tmp_path: Path
+) -> None:
+    leader_api = Api(leader.channel())
+    sku, node = stocked(leader_api, 10)
+    with follower_of(leader, tmp_path) as follower:
+        # The follower first: its NOT_LEADER refusal sends the write to the leader it names.
+        with Client(f"{follower.target},{leader.target}", timeout_s=10) as client:
+            written = client.reserve(
+                uid("multi"), [{"line_id": "l1", "sku": sku, "quantity": 2, "node_id": node}])
+            assert client.target == leader.target
+            follower_api = Api(follower.channel())
+            wait_for(lambda: caught_up(leader_api, follower_api, [sku]), timeout_s=15)
+            follower_api.close()
+        leader_api.close()
+        leader.kill()
+        # The leader gone: a read moves on to the next member after UNAVAILABLE.
+        with Client(f"{leader.target},{follower.target}", timeout_s=10) as client:
+            read = client.get_reservation(written.reservation_id)
+            assert read == written and client.target == follower.target

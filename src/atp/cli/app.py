@@ -79,7 +79,9 @@ def _run(arguments: argparse.Namespace) -> Outcome:
     client_command: ClientCommand = arguments.command
     # The channel is ours, so that streaming commands (watch, kpi) can open Events.Watch with
     # every filter the server has on the same connection.
-    channel = grpc.insecure_channel(arguments.target, CHANNEL_OPTIONS)
+    # With several members, streams and cluster status use the first one.
+    first = arguments.target.split(",")[0].strip()
+    channel = grpc.insecure_channel(first, CHANNEL_OPTIONS)
     try:
         with Client(arguments.target, timeout_s=arguments.timeout, channel=channel) as client:
             arguments.grpc_channel = channel
@@ -144,7 +146,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument(
         "--target",
         default=default(os.environ.get("ATP_TARGET", DEFAULT_TARGET)),
-        help=f"atpd address host:port (default: $ATP_TARGET, else {DEFAULT_TARGET})",
+        help="atpd address host:port, or several members of a cluster comma separated (a write "
+        "goes to the leader, a read moves on past a member that is down) (default: "
+        f"$ATP_TARGET, else {DEFAULT_TARGET})",
     )
     parser.add_argument(
         "--json",

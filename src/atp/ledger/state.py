@@ -81,15 +81,6 @@ class Changes:
             or self.requests or self.nodes or self.supplies or self.holds or self.ended_holds
         )
 
-    @property
-    def record_count(self) -> int:
-        """How many records (not events) changed."""
-        return (
-            len(self.nodes) + len(self.positions) + len(self.supplies) + len(self.holds)
-            + len(self.ended_holds) + len(self.reservations) + len(self.closed)
-            + len(self.requests)
-        )
-
 
 class LedgerState:
     """Indexes and their bookkeeping. Every collection here is bounded by what the ledger

@@ -24,27 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61tp/v1/replication.proto\x12\x06\x61tp.v1\"\x1a\n\x18ReplicationStatusRequest\"\xa4\x01\n\x11ReplicationStatus\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x15\n\rsync_replicas\x18\x05 \x01(\r\x12\x0c\n\x04term\x18\x06 \x01(\x04\x12)\n\tfollowers\x18\x07 \x03(\x0b\x32\x16.atp.v1.FollowerStatus\"\x7f\n\x0e\x46ollowerStatus\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x1b\n\x13\x61\x63knowledged_commit\x18\x02 \x01(\x04\x12\x13\n\x0blag_commits\x18\x03 \x01(\x04\x12\x13\n\x0blag_seconds\x18\x04 \x01(\x01\x12\x11\n\tconnected\x18\x05 \x01(\x08\"?\n\x10\x46ollowerProgress\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64urable_commit\x18\x02 \x01(\x04\"}\n\x0fReplicatedBatch\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12%\n\x07records\x18\x03 \x03(\x0b\x32\x14.atp.v1.RecordChange\x12%\n\x07journal\x18\x04 \x03(\x0b\x32\x14.atp.v1.JournalEntry\"M\n\x0cRecordChange\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\".\n\x0cJournalEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\x98\x01\n\x0bReplication\x12\x42\n\tReplicate\x12\x18.atp.v1.FollowerProgress\x1a\x17.atp.v1.ReplicatedBatch(\x01\x30\x01\x12\x45\n\x06Status\x12 .atp.v1.ReplicationStatusRequest\x1a\x19.atp.v1.ReplicationStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61tp/v1/replication.proto\x12\x06\x61tp.v1\"&\n\x0fSnapshotRequest\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\"\x89\x01\n\rSnapshotChunk\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12%\n\x07records\x18\x03 \x03(\x0b\x32\x14.atp.v1.RecordChange\x12%\n\x07journal\x18\x04 \x03(\x0b\x32\x14.atp.v1.JournalEntry\x12\x0c\n\x04last\x18\x05 \x01(\x08\"|\n\x0cMemberStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x1d\n\x15published_seconds_ago\x18\x05 \x01(\x01\x12\x10\n\x08\x65ligible\x18\x06 \x01(\x08\"\x1a\n\x18ReplicationStatusRequest\"\xa6\x02\n\x11ReplicationStatus\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x15\n\rsync_replicas\x18\x05 \x01(\r\x12\x0c\n\x04term\x18\x06 \x01(\x04\x12)\n\tfollowers\x18\x07 \x03(\x0b\x32\x16.atp.v1.FollowerStatus\x12\x0f\n\x07\x63luster\x18\x08 \x01(\t\x12%\n\x07members\x18\t \x03(\x0b\x32\x14.atp.v1.MemberStatus\x12\x15\n\rsync_standbys\x18\n \x03(\t\x12!\n\x19lease_renewed_seconds_ago\x18\x0b \x01(\x01\x12\x0e\n\x06\x66\x65nced\x18\x0c \x01(\x08\"\x7f\n\x0e\x46ollowerStatus\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x1b\n\x13\x61\x63knowledged_commit\x18\x02 \x01(\x04\x12\x13\n\x0blag_commits\x18\x03 \x01(\x04\x12\x13\n\x0blag_seconds\x18\x04 \x01(\x01\x12\x11\n\tconnected\x18\x05 \x01(\x08\"g\n\x10\x46ollowerProgress\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64urable_commit\x18\x02 \x01(\x04\x12\x11\n\tlast_term\x18\x03 \x01(\x04\x12\x13\n\x0bleader_term\x18\x04 \x01(\x04\"}\n\x0fReplicatedBatch\x12\x0e\n\x06\x63ommit\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12%\n\x07records\x18\x03 \x03(\x0b\x32\x14.atp.v1.RecordChange\x12%\n\x07journal\x18\x04 \x03(\x0b\x32\x14.atp.v1.JournalEntry\"M\n\x0cRecordChange\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\".\n\x0cJournalEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\xd6\x01\n\x0bReplication\x12\x42\n\tReplicate\x12\x18.atp.v1.FollowerProgress\x1a\x17.atp.v1.ReplicatedBatch(\x01\x30\x01\x12\x45\n\x06Status\x12 .atp.v1.ReplicationStatusRequest\x1a\x19.atp.v1.ReplicationStatus\x12<\n\x08Snapshot\x12\x17.atp.v1.SnapshotRequest\x1a\x15.atp.v1.SnapshotChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atp.v1.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICATIONSTATUSREQUEST']._serialized_start=36
-  _globals['_REPLICATIONSTATUSREQUEST']._serialized_end=62
-  _globals['_REPLICATIONSTATUS']._serialized_start=65
-  _globals['_REPLICATIONSTATUS']._serialized_end=229
-  _globals['_FOLLOWERSTATUS']._serialized_start=231
-  _globals['_FOLLOWERSTATUS']._serialized_end=358
-  _globals['_FOLLOWERPROGRESS']._serialized_start=360
-  _globals['_FOLLOWERPROGRESS']._serialized_end=423
-  _globals['_REPLICATEDBATCH']._serialized_start=425
-  _globals['_REPLICATEDBATCH']._serialized_end=550
-  _globals['_RECORDCHANGE']._serialized_start=552
-  _globals['_RECORDCHANGE']._serialized_end=629
-  _globals['_JOURNALENTRY']._serialized_start=631
-  _globals['_JOURNALENTRY']._serialized_end=677
-  _globals['_REPLICATION']._serialized_start=680
-  _globals['_REPLICATION']._serialized_end=832
+  _globals['_SNAPSHOTREQUEST']._serialized_start=36
+  _globals['_SNAPSHOTREQUEST']._serialized_end=74
+  _globals['_SNAPSHOTCHUNK']._serialized_start=77
+  _globals['_SNAPSHOTCHUNK']._serialized_end=214
+  _globals['_MEMBERSTATUS']._serialized_start=216
+  _globals['_MEMBERSTATUS']._serialized_end=340
+  _globals['_REPLICATIONSTATUSREQUEST']._serialized_start=342
+  _globals['_REPLICATIONSTATUSREQUEST']._serialized_end=368
+  _globals['_REPLICATIONSTATUS']._serialized_start=371
+  _globals['_REPLICATIONSTATUS']._serialized_end=665
+  _globals['_FOLLOWERSTATUS']._serialized_start=667
+  _globals['_FOLLOWERSTATUS']._serialized_end=794
+  _globals['_FOLLOWERPROGRESS']._serialized_start=796
+  _globals['_FOLLOWERPROGRESS']._serialized_end=899
+  _globals['_REPLICATEDBATCH']._serialized_start=901
+  _globals['_REPLICATEDBATCH']._serialized_end=1026
+  _globals['_RECORDCHANGE']._serialized_start=1028
+  _globals['_RECORDCHANGE']._serialized_end=1105
+  _globals['_JOURNALENTRY']._serialized_start=1107
+  _globals['_JOURNALENTRY']._serialized_end=1153
+  _globals['_REPLICATION']._serialized_start=1156
+  _globals['_REPLICATION']._serialized_end=1370
 # @@protoc_insertion_point(module_scope)

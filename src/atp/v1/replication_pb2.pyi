@@ -6,12 +6,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SnapshotRequest(_message.Message):
+    __slots__ = ("follower_id",)
+    FOLLOWER_ID_FIELD_NUMBER: _ClassVar[int]
+    follower_id: str
+    def __init__(self, follower_id: _Optional[str] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("commit", "term", "records", "journal", "last")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    commit: int
+    term: int
+    records: _containers.RepeatedCompositeFieldContainer[RecordChange]
+    journal: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    last: bool
+    def __init__(self, commit: _Optional[int] = ..., term: _Optional[int] = ..., records: _Optional[_Iterable[_Union[RecordChange, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class MemberStatus(_message.Message):
+    __slots__ = ("address", "role", "commit", "term", "published_seconds_ago", "eligible")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    role: str
+    commit: int
+    term: int
+    published_seconds_ago: float
+    eligible: bool
+    def __init__(self, address: _Optional[str] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., term: _Optional[int] = ..., published_seconds_ago: _Optional[float] = ..., eligible: _Optional[bool] = ...) -> None: ...
+
 class ReplicationStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ReplicationStatus(_message.Message):
-    __slots__ = ("role", "commit", "leader", "connected", "sync_replicas", "term", "followers")
+    __slots__ = ("role", "commit", "leader", "connected", "sync_replicas", "term", "followers", "cluster", "members", "sync_standbys", "lease_renewed_seconds_ago", "fenced")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +55,11 @@ class ReplicationStatus(_message.Message):
     SYNC_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_STANDBYS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_RENEWED_SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
     role: str
     commit: int
     leader: str
@@ -26,7 +67,12 @@ class ReplicationStatus(_message.Message):
     sync_replicas: int
     term: int
     followers: _containers.RepeatedCompositeFieldContainer[FollowerStatus]
-    def __init__(self, role: _Optional[str] = ..., commit: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., sync_replicas: _Optional[int] = ..., term: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerStatus, _Mapping]]] = ...) -> None: ...
+    cluster: str
+    members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
+    sync_standbys: _containers.RepeatedScalarFieldContainer[str]
+    lease_renewed_seconds_ago: float
+    fenced: bool
+    def __init__(self, role: _Optional[str] = ..., commit: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., sync_replicas: _Optional[int] = ..., term: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerStatus, _Mapping]]] = ..., cluster: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., sync_standbys: _Optional[_Iterable[str]] = ..., lease_renewed_seconds_ago: _Optional[float] = ..., fenced: _Optional[bool] = ...) -> None: ...
 
 class FollowerStatus(_message.Message):
     __slots__ = ("follower_id", "acknowledged_commit", "lag_commits", "lag_seconds", "connected")
@@ -43,12 +89,16 @@ class FollowerStatus(_message.Message):
     def __init__(self, follower_id: _Optional[str] = ..., acknowledged_commit: _Optional[int] = ..., lag_commits: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., connected: _Optional[bool] = ...) -> None: ...
 
 class FollowerProgress(_message.Message):
-    __slots__ = ("follower_id", "durable_commit")
+    __slots__ = ("follower_id", "durable_commit", "last_term", "leader_term")
     FOLLOWER_ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     follower_id: str
     durable_commit: int
-    def __init__(self, follower_id: _Optional[str] = ..., durable_commit: _Optional[int] = ...) -> None: ...
+    last_term: int
+    leader_term: int
+    def __init__(self, follower_id: _Optional[str] = ..., durable_commit: _Optional[int] = ..., last_term: _Optional[int] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class ReplicatedBatch(_message.Message):
     __slots__ = ("commit", "term", "records", "journal")

@@ -44,6 +44,11 @@ class ReplicationStub:
                 request_serializer=atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.SerializeToString,
                 response_deserializer=atp_dot_v1_dot_replication__pb2.ReplicationStatus.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/atp.v1.Replication/Snapshot',
+                request_serializer=atp_dot_v1_dot_replication__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=atp_dot_v1_dot_replication__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -67,6 +72,15 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """A consistent copy of the leader's whole store (one read transaction), for a follower
+        that is new, too far behind for Replicate (SNAPSHOT_REQUIRED), or whose history diverged
+        from the leader's (HISTORY_DIVERGED). The follower then replicates after its commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.FromString,
                     response_serializer=atp_dot_v1_dot_replication__pb2.ReplicationStatus.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=atp_dot_v1_dot_replication__pb2.SnapshotRequest.FromString,
+                    response_serializer=atp_dot_v1_dot_replication__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class Replication:
             '/atp.v1.Replication/Status',
             atp_dot_v1_dot_replication__pb2.ReplicationStatusRequest.SerializeToString,
             atp_dot_v1_dot_replication__pb2.ReplicationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/atp.v1.Replication/Snapshot',
+            atp_dot_v1_dot_replication__pb2.SnapshotRequest.SerializeToString,
+            atp_dot_v1_dot_replication__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -21,7 +21,13 @@ from atp.store.base import META
 
 # The meta record holding the number of the last batch committed (8 bytes, big-endian).
 COMMIT_KEY = b"commit"
+# The meta record of the term history: for each term that committed anything, the term and
+# its first commit (two 8-byte big-endian numbers each), oldest first. A new leader adds its
+# term with the first batch it commits; followers store it with that batch, so that any two
+# members can tell where their histories part (as PostgreSQL's timeline history does).
+TERMS_KEY = b"terms"
 SNAPSHOT_REQUIRED = "SNAPSHOT_REQUIRED"
+HISTORY_DIVERGED = "HISTORY_DIVERGED"
 
 
 def stored_commit(store: Store) -> int:
@@ -33,6 +39,31 @@ def stored_commit(store: Store) -> int:
 def number_batch(batch: WriteBatch, commit: int) -> None:
     """Stores the batch's number with it, in the same atomic commit."""
     batch.put(META, COMMIT_KEY, commit.to_bytes(8, "big"))
+
+
+def encode_terms(history: list[tuple[int, int]]) -> bytes:
+    return b"".join(term.to_bytes(8, "big") + first.to_bytes(8, "big") for term, first in history)
+
+
+def decode_terms(data: bytes | None) -> list[tuple[int, int]]:
+    """The (term, first commit) pairs of a stored term history ([] when none is stored)."""
+    data = data or b""
+    return [(int.from_bytes(data[at:at + 8], "big"), int.from_bytes(data[at + 8:at + 16], "big"))
+            for at in range(0, len(data) - 15, 16)]
+
+
+def stored_terms(store: Store) -> list[tuple[int, int]]:
+    return decode_terms(store.get(META, TERMS_KEY))
+
+
+def term_of(history: list[tuple[int, int]], commit: int) -> int:
+    """The term that made `commit` (0: before any term, or none recorded)."""
+    found = 0
+    for term, first in history:
+        if first > commit:
+            break
+        found = term
+    return found
 
 
 def batch_bytes(batch: WriteBatch) -> int:

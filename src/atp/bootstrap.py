@@ -16,6 +16,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from atp import limits
+from atp.cluster.etcd import EtcdClient
+from atp.cluster.member import Member, Timing
 from atp.engine.clock import SteadyClock
 from atp.engine.events import EventHub
 from atp.engine.housekeeping import Retention
@@ -28,6 +30,7 @@ from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor
+from atp.server.cluster_node import ClusterNode
 from atp.server.replication import Follower, ReplicationServicer, replication_status
 from atp.server.servicers import (
     AvailabilityServicer,
@@ -43,6 +46,7 @@ from atp.v1 import (
     events_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
+    replication_pb2,
     replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
@@ -102,6 +106,13 @@ class ServerConfig:
     # a write waits for them before UNAVAILABLE.
     sync_replicas: int = 0
     sync_timeout_s: float = 10.0
+    # A cluster member (`--cluster`): its cluster's name, etcd's endpoints (HOST:PORT,...),
+    # the TTL of its lease in whole seconds, and how many commits behind the last leader an
+    # asynchronous follower may be and still take over.
+    cluster: str = ""
+    etcd: str = ""
+    lease_ttl_s: int = 10
+    max_lag_on_failover: int = 1000
 
 
 class AtpServer:
@@ -131,16 +142,22 @@ class AtpServer:
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
         self.replication = ReplicationLog(self.writer.commit_index)
+        self.writer.on_durable_batch = self.replication.append
+        self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
+        self.writer.sync_timeout_s = config.sync_timeout_s
+        self.replication.on_replicated = self.writer.replicas_hold
         self.follower: Follower | None = None
-        if config.follow:
+        self.member: Member | None = None
+        address = config.advertise or config.listen
+        if config.cluster:  # a candidate until the member loop finds or becomes the leader
+            self.writer.fenced = True
+            self.follower = Follower(self.writer, "", address)
+            node = ClusterNode(self.writer, self.replication, self.follower, address)
+            self.member = Member(EtcdClient(config.etcd), config.cluster, node,
+                                 Timing(config.lease_ttl_s), config.max_lag_on_failover)
+        elif config.follow:
             self.writer.leader_address = config.follow
-            self.follower = Follower(self.writer, config.follow,
-                                     config.advertise or config.listen)
-        else:
-            self.writer.on_durable_batch = self.replication.append
-            self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
-            self.writer.sync_timeout_s = config.sync_timeout_s
-            self.replication.on_replicated = self.writer.replicas_hold
+            self.follower = Follower(self.writer, config.follow, address)
         self.load_seconds = time.monotonic() - started
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
@@ -160,7 +177,8 @@ class AtpServer:
         )
         if self.metrics is not None:
             self.metrics.watch_replication(
-                lambda: replication_status(self.writer, self.replication, self.follower))
+                lambda: replication_status(self.writer, self.replication, self.follower,
+                                           self._describe_cluster))
         self._add_services()
         try:
             self.port = self.server.add_insecure_port(config.listen)
@@ -174,16 +192,17 @@ class AtpServer:
     def _add_services(self) -> None:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.
         ours = GuardingRegistrar(self.server)
-        inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(self.writer), ours)
+        address = self.config.advertise or self.config.listen
+        inventory_pb2_grpc.add_InventoryServicer_to_server(
+            InventoryServicer(self.writer, address), ours)
         availability_pb2_grpc.add_AvailabilityServicer_to_server(
-            AvailabilityServicer(self.writer), ours
-        )
+            AvailabilityServicer(self.writer, address), ours)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(
-            ReservationsServicer(self.writer), ours
-        )
+            ReservationsServicer(self.writer, address), ours)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
         replication_pb2_grpc.add_ReplicationServicer_to_server(
-            ReplicationServicer(self.replication, self.writer, self.follower), ours)
+            ReplicationServicer(self.replication, self.writer, self.follower,
+                                self._describe_cluster), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)
@@ -196,11 +215,13 @@ class AtpServer:
         self.writer.start()
         self._freezer = asyncio.create_task(freeze_survivors())
         await self.writer.check_storage()  # grows the map, or starts refusing, as data needs
-        if self.follower is None:
+        if self.writer.leads:
             # Expire what fell due while the server was down before taking any call.
             await self.writer.expire_backlog()
         await self.server.start()
-        if self.follower is not None:
+        if self.member is not None:
+            self.member.start()
+        elif self.follower is not None:
             self.follower.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -227,14 +248,35 @@ class AtpServer:
         if self.stopped.is_set():
             return
         await self.health.enter_graceful_shutdown()
-        if self.follower is not None:
+        if self.member is None and self.follower is not None:
             await self.follower.stop()
         self.events.close()
         await self.server.stop(self.config.grace_seconds)
+        if self.member is not None:  # calls drained: resign, then stop following
+            await self.member.stop()
+            await self.member.etcd.close()
+            if self.follower is not None:
+                await self.follower.stop()
         await self.writer.close()
         self._freezer.cancel()
         self.store.close()
         self.stopped.set()
+
+    def _describe_cluster(self, status: replication_pb2.ReplicationStatus) -> None:
+        """What the member loop last learned of the cluster, for Status and metrics."""
+        if self.member is None:
+            return
+        view = self.member.view
+        status.cluster = view.name
+        status.sync_standbys.extend(view.sync_standbys)
+        if view.renewed_at is not None:
+            status.lease_renewed_seconds_ago = time.monotonic() - view.renewed_at
+        now = time.time()
+        for record in view.members:
+            status.members.add(
+                address=record.address, role=record.role, commit=record.commit,
+                term=record.term, published_seconds_ago=max(0.0, now - record.published),
+                eligible=record.address in view.eligible)
 
     def _storage_state_changed(self, has_room: bool) -> None:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the

@@ -95,6 +95,21 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
     parser.add_flag("--advertise", "ATP_ADVERTISE", flags.optional_host_port, "",
                     "HOST:PORT others reach this member at (its name to its leader); "
                     "default: --listen", metavar="HOST:PORT")
+    parser.add_flag("--cluster", "ATP_CLUSTER", cluster_name, "",
+                    "run as a member of the cluster NAME, coordinated by etcd (--etcd): the "
+                    "members elect a leader under /atp/NAME/ and the others follow it",
+                    metavar="NAME")
+    parser.add_flag("--etcd", "ATP_ETCD", etcd_endpoints, "",
+                    "etcd's client endpoints for --cluster, comma separated",
+                    metavar="URL[,URL]")
+    parser.add_flag("--lease-ttl", "ATP_LEASE_TTL", flags.whole_seconds_in_range(2, 300), "10s",
+                    "the leader's etcd lease: a leader that cannot renew it stops confirming "
+                    "writes before it ends, and a follower takes over after it ends",
+                    metavar="DURATION")
+    parser.add_flag("--max-lag-on-failover", "ATP_MAX_LAG_ON_FAILOVER", flags.non_negative_int,
+                    "1000", "with asynchronous replication (--sync-replicas 0), how many "
+                    "commits behind the last leader a member may be and still take over",
+                    metavar="COMMITS")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -103,7 +118,43 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
 def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
                ) -> argparse.Namespace:
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
-    return build_parser(environ).parse_args(argv)
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    conflict = flag_conflict(args)
+    if conflict:
+        parser.error(conflict)
+    return args
+
+
+def flag_conflict(args: argparse.Namespace) -> str:
+    """Why flags that are each valid cannot go together ("" when they can)."""
+    if not args.cluster:
+        return "--etcd needs --cluster" if args.etcd else ""
+    if args.follow:
+        return "--follow and --cluster exclude each other: a cluster member finds its leader"
+    if not args.etcd:
+        return "--cluster needs --etcd HOST:PORT[,HOST:PORT]"
+    if (args.advertise or args.listen).rsplit(":", 1)[1] == "0":
+        return ("--cluster needs the address other members reach this one at: --advertise "
+                "HOST:PORT, or a --listen with a fixed port")
+    return ""
+
+
+def cluster_name(text: str) -> str:
+    """Letters, digits, '-', '_' and '.': it becomes part of etcd keys."""
+    name = text.strip()
+    if name and not all(char.isalnum() or char in "-_." for char in name):
+        raise flags.InvalidValue(
+            f"{text!r} is not a cluster name: use letters, digits, '-', '_' and '.'")
+    return name
+
+
+def etcd_endpoints(text: str) -> str:
+    """HOST:PORT[,HOST:PORT...] ("" for none); http:// prefixes are dropped."""
+    endpoints = [part.strip().removeprefix("http://") for part in text.split(",") if part.strip()]
+    if any(part.startswith("https://") for part in endpoints):
+        raise flags.InvalidValue("etcd over TLS is not supported yet: give http:// endpoints")
+    return ",".join(flags.host_port(part) for part in endpoints)
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
@@ -128,6 +179,10 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         sync_replicas=args.sync_replicas,
         sync_timeout_s=args.sync_timeout,
         advertise=args.advertise or args.listen,
+        cluster=args.cluster,
+        etcd=args.etcd,
+        lease_ttl_s=args.lease_ttl,
+        max_lag_on_failover=args.max_lag_on_failover,
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None

@@ -162,6 +162,14 @@ class EtcdClient:
             lambda stubs, t: stubs.kv.Range(request, timeout=t), timeout)
         return _key_value(response.kvs[0]) if response.kvs else None
 
+    async def get_prefix(self, prefix: str, *, timeout: float | None = None) -> list[KeyValue]:
+        """Every key under `prefix`, in key order (linearizable, like get)."""
+        start = _bytes(prefix)
+        request = rpc_pb2.RangeRequest(key=start, range_end=_prefix_end(start))
+        response: rpc_pb2.RangeResponse = await self._call(
+            lambda stubs, t: stubs.kv.Range(request, timeout=t), timeout)
+        return [_key_value(kv) for kv in response.kvs]
+
     async def put(
         self, key: str, value: str, lease: int = 0, *, timeout: float | None = None
     ) -> int:
@@ -443,3 +451,9 @@ def _watch_event(event: kv_pb2.Event) -> WatchEvent:
 
 def _bytes(text: str) -> bytes:
     return text.encode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix` (etcd's convention)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b"\x00"

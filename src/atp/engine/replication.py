@@ -83,7 +83,8 @@ class ReplicationLog:
         self.clock = clock
         self.batches_max = batches_max
         self.bytes_max = bytes_max
-        self._batches: collections.deque[tuple[int, WriteBatch, int]] = collections.deque()
+        # (commit, batch, its term, its size in bytes), oldest first.
+        self._batches: collections.deque[tuple[int, WriteBatch, int, int]] = collections.deque()
         # commit -> when it was committed (clock), for the lag in seconds; as bounded as the
         # batches, and kept beside them so that a lag stays known after its batch left.
         self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
@@ -96,11 +97,30 @@ class ReplicationLog:
         # Called with the highest commit `sync_replicas` followers all hold, when it grows.
         self.on_replicated: Callable[[int], None] | None = None
         self.sync_replicas = 0
+        # In a cluster, the followers chosen as synchronous standbys (recorded in etcd before
+        # they count): only their acknowledgements confirm writes, so that a standby holds
+        # everything confirmed and may take over. None: any sync_replicas followers count.
+        self.sync_standbys: tuple[str, ...] | None = None
 
-    def append(self, commit: int, batch: WriteBatch) -> None:
-        """A batch is durable on the leader: followers may have it now."""
+    def choose_standbys(self, standbys: tuple[str, ...]) -> None:
+        """The synchronous standbys from now on (already recorded where a successor reads
+        them); writes they all hold are confirmed at once."""
+        self.sync_standbys = standbys
+        if self.on_replicated is not None and self.sync_replicas:
+            self.on_replicated(self.replicated_commit(self.sync_replicas))
+
+    def reset_followers(self) -> None:
+        """Forgets every follower's progress (a new term: they must connect again)."""
+        self.acknowledged.clear()
+        self.connected.clear()
+
+    def append(self, commit: int, batch: WriteBatch, term: int = 0) -> None:
+        """A batch is durable here: followers may have it now."""
+        if commit != self.last_commit + 1:
+            self._batches.clear()  # a snapshot replaced what came before
+            self._bytes = 0
         size = batch_bytes(batch)
-        self._batches.append((commit, batch, size))
+        self._batches.append((commit, batch, term, size))
         self._bytes += size
         self.last_commit = commit
         self._commit_times.append((commit, self.clock()))
@@ -109,7 +129,7 @@ class ReplicationLog:
         while len(self._batches) > self.batches_max or (
             self._bytes > self.bytes_max and len(self._batches) > 1
         ):
-            self._bytes -= self._batches.popleft()[2]
+            self._bytes -= self._batches.popleft()[3]
         self._appended.set()
         self._appended = asyncio.Event()
 
@@ -118,7 +138,7 @@ class ReplicationLog:
         """The first commit the log can still send."""
         return self._batches[0][0] if self._batches else self.last_commit + 1
 
-    async def after(self, commit: int) -> AsyncIterator[tuple[int, WriteBatch]]:
+    async def after(self, commit: int) -> AsyncIterator[tuple[int, WriteBatch, int]]:
         """Every batch after `commit`, then each new one as it is committed (forever)."""
         wanted = commit + 1
         while True:
@@ -131,8 +151,8 @@ class ReplicationLog:
                         f"holds {oldest}..{self.last_commit}); start from a snapshot",
                         {"oldest_commit": str(oldest), "last_commit": str(self.last_commit)},
                     )
-                found, batch, _ = self._batches[wanted - oldest]
-                yield found, batch
+                found, batch, term, _ = self._batches[wanted - oldest]
+                yield found, batch, term
                 wanted += 1
             else:
                 await self._appended.wait()
@@ -156,6 +176,11 @@ class ReplicationLog:
         return behind, 0.0
 
     def replicated_commit(self, replicas: int) -> int:
-        """The highest commit that at least `replicas` followers hold (0: none yet)."""
+        """The highest commit that at least `replicas` followers hold (0: none yet); in a
+        cluster, that every synchronous standby holds."""
+        if self.sync_standbys is not None:
+            if len(self.sync_standbys) < replicas:
+                return 0
+            return min(self.acknowledged.get(name, 0) for name in self.sync_standbys)
         held = sorted(self.acknowledged.values(), reverse=True)
         return held[replicas - 1] if len(held) >= replicas else 0

@@ -19,7 +19,14 @@ from typing import TypeVar, overload
 
 from atp import limits
 from atp.engine.housekeeping import Housekeeper, Retention
-from atp.engine.replication import number_batch, stored_commit
+from atp.engine.replication import (
+    TERMS_KEY,
+    decode_terms,
+    encode_terms,
+    number_batch,
+    stored_commit,
+    stored_terms,
+)
 from atp.engine.storage import StorageGuard, StorageLimits
 from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
 from atp.ledger.errors import (
@@ -33,6 +40,7 @@ from atp.ledger.errors import (
 from atp.ledger.model import Event
 from atp.persistence import codec, encode_batch, replica
 from atp.store import Store, StoreError, StoreFullError, WriteBatch
+from atp.store.base import META
 
 log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
@@ -54,6 +62,13 @@ STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
 # The refusal of a write sent to a follower (ErrorInfo metadata "leader": where to send it).
 NOT_LEADER = "NOT_LEADER"
+# The refusal of a batch from a leader of an older term than this member's last one.
+STALE_TERM = "STALE_TERM"
+# What a caller is told when leadership ends before its write could be acknowledged: the
+# write may or may not survive (it is durable here; whether the next leader has it depends on
+# replication), so only a retry with the same ids settles it.
+LEADERSHIP_LOST = ("this member lost its leadership before the write was confirmed; its "
+                   "outcome is unknown: retry with the same ids (on the new leader)")
 
 
 def unchanged(result: Result) -> Result:
@@ -85,8 +100,9 @@ class Writer:
         self.on_storage_state: Callable[[bool], None] | None = None
         # Called with each batch's events once the batch is durable (the event stream).
         self.on_durable_events: Callable[[list[Event]], None] | None = None
-        # Called with each batch's number and its records once durable (replication).
-        self.on_durable_batch: Callable[[int, WriteBatch], None] | None = None
+        # Called with each batch's number, records and term once durable (replication; on a
+        # follower too, so that it can serve its followers' catch-up once it leads).
+        self.on_durable_batch: Callable[[int, WriteBatch, int], None] | None = None
         # The number of the last batch committed (stored with each batch), and an event set
         # (then replaced) each time it grows, for reads waiting on a min_sequence.
         self.commit_index = stored_commit(store)
@@ -94,6 +110,18 @@ class Writer:
         # Set on a follower: the leader's address; commands are refused (NOT_LEADER) and
         # batches come from the leader instead (commit_replicated).
         self.leader_address: str | None = None
+        # The term history (term, first commit) as stored, and the term of this member's
+        # batches from now on (the last one's; a leader's own once it began its term). A term
+        # to add to the stored history with the next batch (a new leader's), if any.
+        self.terms = stored_terms(store)
+        self.term = self.terms[-1][0] if self.terms else 0
+        self._terms_unstored = False
+        # A cluster leader's fencing: the monotonic instant its lease may end (its last
+        # renewal's send time plus the TTL, less a margin). From then on nothing is answered
+        # and nothing is admitted; inf outside a cluster.
+        self.lease_deadline = math.inf
+        # A cluster member without a leader to name: writes are refused UNAVAILABLE.
+        self.fenced = False
         self.failure: BaseException | None = None
         self.storage = StorageGuard(store, storage_limits or StorageLimits())
         self._storage_checked = 0.0
@@ -129,9 +157,8 @@ class Writer:
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="atp-commit"),
             asyncio.create_task(self._maintenance_loop(), name="atp-maintenance"),
+            asyncio.create_task(self._expiry_loop(), name="atp-expiry"),
         ]
-        if self.leader_address is None:  # a follower's expiries come from its leader
-            self._tasks.append(asyncio.create_task(self._expiry_loop(), name="atp-expiry"))
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
 
@@ -257,6 +284,13 @@ class Writer:
         self._executor.shutdown(wait=True)
 
     @property
+    def leads(self) -> bool:
+        """Whether this member takes commands now (a follower's expiries come from its
+        leader; a fenced one makes none)."""
+        return (self.leader_address is None and not self.fenced
+                and time.monotonic() < self.lease_deadline)
+
+    @property
     def queue_depth(self) -> int:
         return self._waiting
 
@@ -265,6 +299,9 @@ class Writer:
             raise self._stopping()
         if self.closing:
             raise Unavailable("the server is shutting down")
+        if self.fenced or time.monotonic() >= self.lease_deadline:
+            raise Unavailable("this member is not the leader now (an election is under way "
+                              "or it lost its lease); retry shortly, or on another member")
         if self.leader_address is not None:
             raise FailedPrecondition(
                 NOT_LEADER, f"this member follows {self.leader_address}; send writes there",
@@ -310,7 +347,7 @@ class Writer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self.ledger.has_changes:
+            if not self.ledger.has_changes and not self._terms_unstored:
                 continue
             waiters, self._open_waiters = self._open_waiters, []
             self._inflight_waiters = waiters
@@ -318,6 +355,9 @@ class Writer:
                 changes = self.ledger.take_changes()
                 batch = encode_batch(changes)
                 number_batch(batch, self.commit_index + 1)
+                if self._terms_unstored:
+                    batch.put(META, TERMS_KEY, encode_terms(self.terms))
+                    self._terms_unstored = False
                 started = time.perf_counter()
                 await self._commit_until_room(batch)
                 if time.monotonic() - self._storage_checked >= STORAGE_CHECK_INTERVAL_S:
@@ -328,7 +368,7 @@ class Writer:
             self._advance(self.commit_index + 1)
             self.ledger.forget_durable(changes)
             if self.on_durable_batch is not None:  # followers may have it from now on
-                self.on_durable_batch(self.commit_index, batch)
+                self.on_durable_batch(self.commit_index, batch, self.term)
             self._inflight_waiters = None
             if self.sync_replicas:  # answered once enough followers hold it too
                 self._awaiting_replicas.append((self.commit_index, waiters, changes.events))
@@ -363,7 +403,11 @@ class Writer:
                 ) from None
 
     def _answer(self, waiters: list[asyncio.Future[None]], events: list[Event]) -> None:
-        """A batch is as durable as promised: its callers are answered, its events shown."""
+        """A batch is as durable as promised: its callers are answered, its events shown.
+        Not once the lease may have ended (fencing): a successor may be taking writes."""
+        if time.monotonic() >= self.lease_deadline:
+            _refuse(waiters, Unavailable(LEADERSHIP_LOST))
+            return
         for future in waiters:
             if not future.done():
                 future.set_result(None)
@@ -376,16 +420,55 @@ class Writer:
             _, waiters, events = self._awaiting_replicas.popleft()
             self._answer(waiters, events)
 
-    async def commit_replicated(self, commit: int, batch: WriteBatch) -> None:
-        """A follower stores one of its leader's batches as it is (its commit number is
-        among its records), then applies it to memory and announces its events."""
+    def lead(self, term: int) -> None:
+        """This member leads from now on, in `term` (newer than any it holds): it takes
+        commands, and its next batch adds the term to the stored history."""
+        if term <= self.term:
+            raise ValueError(f"term {term} is not newer than {self.term}")
+        self.leader_address = None
+        self.fenced = False
+        self.term = term
+        self.terms = [*self.terms, (term, self.commit_index + 1)]
+        self._terms_unstored = True
+        self._wake.set()
+
+    def step_down(self, leader_address: str | None) -> None:
+        """Leadership ended (or never was): refuse commands from now on (NOT_LEADER naming
+        `leader_address`, or UNAVAILABLE without one) and refuse every caller still waiting,
+        as their writes' fate is now the next leader's. What was applied but not committed is
+        still committed here; if no successor holds it, this member's history diverges and
+        it takes a snapshot when it follows."""
+        self.leader_address = leader_address
+        self.fenced = leader_address is None
+        self._refuse_waiting(Unavailable(LEADERSHIP_LOST))
+
+    def _refuse_waiting(self, error: LedgerError) -> None:
+        awaiting = [future for _, waiters, _ in self._awaiting_replicas for future in waiters]
+        self._awaiting_replicas.clear()
+        _refuse([*awaiting, *(self._inflight_waiters or ()), *self._open_waiters], error)
+
+    async def commit_replicated(self, commit: int, batch: WriteBatch, term: int = 0) -> None:
+        """A follower stores one of its leader's batches as it is (its commit number, and
+        its term history when the batch begins a term, are among its records), then applies
+        it to memory and announces its events. A batch of an older term than the last one
+        stored here is refused: it comes from a deposed leader."""
+        if term < self.term:
+            raise FailedPrecondition(
+                STALE_TERM, f"batch {commit} is of term {term}, older than this member's "
+                f"{self.term}", {"term": str(term), "holds_term": str(self.term)})
         if commit != self.commit_index + 1:
             raise FailedPrecondition(
                 "REPLICATION_GAP", f"batch {commit} after {self.commit_index}: out of order",
                 {"commit": str(commit), "holds": str(self.commit_index)})
         await self._commit_until_room(batch)
         replica.apply_batch(self.ledger, batch)
+        terms = batch.records.get((META, TERMS_KEY))
+        if terms is not None:
+            self.terms = decode_terms(terms)
+        self.term = max(self.term, term)
         self._advance(commit)
+        if self.on_durable_batch is not None:
+            self.on_durable_batch(commit, batch, term)
         self.batches_committed += 1
         self.records_committed += len(batch)
         if self.on_durable_events is not None and batch.journal:
@@ -468,7 +551,7 @@ class Writer:
             due = self.ledger.next_expiry()
             new_day = day_of(self.clock()) != self.ledger.risk_day
             expiring = due is not None and due <= self.clock()
-            if (expiring or new_day) and not self.closing and self.failure is None:
+            if (expiring or new_day) and self.leads and not self.closing and self.failure is None:
                 await self.expire_backlog()
 
     async def expire_backlog(self) -> None:
@@ -494,11 +577,13 @@ class Writer:
         """Memory now holds changes the disk does not: stop taking commands and stop the server."""
         log.critical("fatal: %s; refusing further mutations", error)
         self.failure = error
-        unavailable = self._stopping()
-        awaiting = [future for _, waiters, _ in self._awaiting_replicas for future in waiters]
-        for future in [*awaiting, *(self._inflight_waiters or ()), *self._open_waiters]:
-            if not future.done():
-                future.set_exception(unavailable)
-                future.exception()  # mark retrieved: waiters may have gone
+        self._refuse_waiting(self._stopping())
         if self.on_fatal is not None:
             self.on_fatal(error)
+
+
+def _refuse(waiters: Sequence[asyncio.Future[None]], error: LedgerError) -> None:
+    for future in waiters:
+        if not future.done():
+            future.set_exception(error)
+            future.exception()  # mark retrieved: waiters may have gone

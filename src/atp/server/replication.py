@@ -16,7 +16,12 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from atp.engine.replication import SNAPSHOT_REQUIRED, ReplicationLog
+from atp.engine.replication import (
+    HISTORY_DIVERGED,
+    SNAPSHOT_REQUIRED,
+    ReplicationLog,
+    term_of,
+)
 from atp.engine.writer import NOT_LEADER, Writer
 from atp.ledger.errors import FailedPrecondition, InvalidArgument, LedgerError
 from atp.server.status import abort
@@ -52,46 +57,77 @@ def batch_of(message: replication_pb2.ReplicatedBatch) -> WriteBatch:
     return batch
 
 
+# Adds what a cluster member knows of its cluster to a status (given with --cluster).
+DescribeCluster = Callable[[replication_pb2.ReplicationStatus], None]
+
+
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(
-        self, replication_log: ReplicationLog, writer: Writer, follower: Follower | None = None
+        self, replication_log: ReplicationLog, writer: Writer, follower: Follower | None = None,
+        describe_cluster: DescribeCluster | None = None,
     ) -> None:
         self.log = replication_log
         self.writer = writer
         self.follower = follower
+        self.describe_cluster = describe_cluster
 
     async def Status(
         self, request: replication_pb2.ReplicationStatusRequest,
         context: grpc.aio.ServicerContext,
     ) -> replication_pb2.ReplicationStatus:
-        return replication_status(self.writer, self.log, self.follower)
+        return replication_status(self.writer, self.log, self.follower, self.describe_cluster)
 
     async def Replicate(
         self, request_iterator: AsyncIterator[replication_pb2.FollowerProgress],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[replication_pb2.ReplicatedBatch]:
-        if self.follower is not None:  # a follower has no batches of its own to send
-            await abort(context, FailedPrecondition(
-                NOT_LEADER, f"this member follows {self.follower.leader}; follow it instead",
-                {"leader": self.follower.leader}))
-            return
         hello = await anext(request_iterator, None)
         if hello is None or not hello.follower_id:
             await abort(context, InvalidArgument.single(
                 "follower_id", "the first message names the follower"))
+            return
+        refusal = self._refusal_of(hello)
+        if refusal is not None:
+            await abort(context, refusal)
             return
         follower_id = hello.follower_id
         self.log.acknowledge(follower_id, hello.durable_commit)
         acknowledgements = asyncio.create_task(self._read_acks(follower_id, request_iterator))
         self.log.connected.add(follower_id)
         try:
-            async for commit, batch in self.log.after(hello.durable_commit):
-                yield batch_message(commit, batch)
+            async for commit, batch, term in self.log.after(hello.durable_commit):
+                if not self.writer.leads:  # deposed: stop feeding anyone at once
+                    await abort(context, self._not_leader())
+                    return
+                yield batch_message(commit, batch, term)
         except LedgerError as error:  # SNAPSHOT_REQUIRED
             await abort(context, error)
         finally:
             self.log.connected.discard(follower_id)
             acknowledgements.cancel()
+
+    def _refusal_of(self, hello: replication_pb2.FollowerProgress) -> LedgerError | None:
+        """Why this member cannot feed the follower that said `hello`, if it cannot: it does
+        not lead (in the term the follower means), or their histories part before the
+        follower's last commit (the follower holds batches this leader never made)."""
+        writer = self.writer
+        if not writer.leads or (hello.leader_term and hello.leader_term != writer.term):
+            return self._not_leader()
+        commit, term = hello.durable_commit, hello.last_term
+        if commit > writer.commit_index or (commit and term_of(writer.terms, commit) != term):
+            return FailedPrecondition(
+                HISTORY_DIVERGED, f"the follower's commit {commit} of term {term} is not in "
+                f"this leader's history (it holds {writer.commit_index}, term "
+                f"{term_of(writer.terms, commit)} there); start from a snapshot",
+                {"commit": str(commit), "term": str(term)})
+        return None
+
+    def _not_leader(self) -> FailedPrecondition:
+        leader = self.writer.leader_address or ""
+        where = f"; follow {leader}" if leader else ""
+        return FailedPrecondition(
+            NOT_LEADER, f"this member does not lead (term {self.writer.term}){where}",
+            {"leader": leader})
 
     async def _read_acks(
         self, follower_id: str, progress: AsyncIterator[replication_pb2.FollowerProgress]
@@ -103,10 +139,14 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
 class Follower:
     """Keeps a follower's writer fed from its leader, for as long as the process runs."""
 
-    def __init__(self, writer: Writer, leader: str, follower_id: str) -> None:
+    def __init__(
+        self, writer: Writer, leader: str, follower_id: str, leader_term: int = 0
+    ) -> None:
         self.writer = writer
         self.leader = leader
         self.follower_id = follower_id
+        # The leader's term as the cluster names it (0: any, without a cluster).
+        self.leader_term = leader_term
         self.connected = False
         self._task: asyncio.Task[None] | None = None
 
@@ -117,6 +157,19 @@ class Follower:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.connected = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def follow(self, leader: str, leader_term: int) -> None:
+        """Follows `leader` in `leader_term` from now on (a failover named it)."""
+        await self.stop()
+        self.leader, self.leader_term = leader, leader_term
+        self.writer.step_down(leader)
+        self.start()
 
     async def _run(self) -> None:
         wait_s = RECONNECT_FIRST_S
@@ -139,8 +192,10 @@ class Follower:
 
     async def _follow(self) -> None:
         progress: asyncio.Queue[replication_pb2.FollowerProgress] = asyncio.Queue()
+        writer = self.writer
         progress.put_nowait(replication_pb2.FollowerProgress(
-            follower_id=self.follower_id, durable_commit=self.writer.commit_index))
+            follower_id=self.follower_id, durable_commit=writer.commit_index,
+            last_term=term_of(writer.terms, writer.commit_index), leader_term=self.leader_term))
 
         async def messages() -> AsyncIterator[replication_pb2.FollowerProgress]:
             while True:
@@ -150,20 +205,25 @@ class Follower:
             stream = _replication_stub(channel).Replicate(messages())
             async for message in stream:
                 self.connected = True
-                await self.writer.commit_replicated(message.commit, batch_of(message))
+                await writer.commit_replicated(message.commit, batch_of(message), message.term)
                 progress.put_nowait(replication_pb2.FollowerProgress(
                     durable_commit=message.commit))
 
 
 def replication_status(
-    writer: Writer, replication_log: ReplicationLog, follower: Follower | None
+    writer: Writer, replication_log: ReplicationLog, follower: Follower | None,
+    describe_cluster: DescribeCluster | None = None,
 ) -> replication_pb2.ReplicationStatus:
     """This member's part in replication, as Status answers it (and metrics read it)."""
     status = replication_pb2.ReplicationStatus(
-        role="follower" if follower is not None else "leader", commit=writer.commit_index,
-        sync_replicas=writer.sync_replicas)
-    if follower is not None:
+        role=role_of(writer), commit=writer.commit_index, sync_replicas=writer.sync_replicas,
+        term=writer.term, fenced=writer.fenced or not writer.leads and not writer.leader_address)
+    if describe_cluster is not None:
+        describe_cluster(status)
+    if writer.leader_address is not None and follower is not None:
         status.leader, status.connected = follower.leader, follower.connected
+        return status
+    if not writer.leads:
         return status
     for follower_id, acknowledged in sorted(replication_log.acknowledged.items()):
         lag_commits, lag_seconds = replication_log.lag_of(follower_id)
@@ -171,6 +231,12 @@ def replication_status(
             follower_id=follower_id, acknowledged_commit=acknowledged, lag_commits=lag_commits,
             lag_seconds=lag_seconds, connected=follower_id in replication_log.connected)
     return status
+
+
+def role_of(writer: Writer) -> str:
+    if writer.leader_address is not None:
+        return "follower"
+    return "leader" if writer.leads else "candidate"
 
 
 def _reason_of(error: grpc.aio.AioRpcError) -> str:

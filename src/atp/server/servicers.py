@@ -52,6 +52,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 # The trailing metadata key of a write's commit (see stamp_commit).
 COMMIT_SEQUENCE_KEY = "atp-commit-sequence"
+# ...and the term of the leader that confirmed it, and that leader's address (so that a
+# client, or a test, can tell which member confirmed what, in which term).
+TERM_KEY = "atp-term"
+MEMBER_KEY = "atp-member"
 # The longest a read waits for its min_sequence, whatever its deadline.
 READ_WAIT_MAX_S = 30.0
 # How long before the call's deadline a read gives up waiting, to answer UNAVAILABLE (this
@@ -65,8 +69,9 @@ class LedgerServicer:
     """What the three ledger services share: the writer, how a mutation is applied and
     answered, how a read is answered once durable, and the position message."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, address: str = "") -> None:
         self.writer = writer
+        self.address = address  # this member's advertised HOST:PORT
         self.ledger: Ledger = writer.ledger
         archive = writer.ledger.archive
         self.archive = archive if isinstance(archive, StoreArchive) else None
@@ -86,8 +91,11 @@ class LedgerServicer:
         if isinstance(answer, Refused):
             await abort(context, answer.error)
             raise InvariantViolation("unreachable: abort raises")
-        stamp_commit(context, answer, self.writer.commit_index)
+        self._stamp(context, answer)
         return answer
+
+    def _stamp(self, context: grpc.aio.ServicerContext, answer: object) -> None:
+        stamp_commit(context, answer, self.writer.commit_index, self.writer.term, self.address)
 
     async def _read(
         self, context: grpc.aio.ServicerContext, read: Callable[[], T], min_sequence: int = 0
@@ -297,7 +305,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             await self.writer.until_durable(durable, len(accepted))
         except LedgerError as error:  # overloaded or stopping; or storage failed meanwhile
             await abort(context, error)
-        response.commit_sequence = self.writer.commit_index
+        self._stamp(context, response)
         return response
 
     async def ReserveStream(
@@ -475,7 +483,10 @@ def reserve_command(request: reservations_pb2.ReserveRequest) -> commands.Reserv
         return Refused(error)
 
 
-def stamp_commit(context: grpc.aio.ServicerContext, answer: object, commit: int) -> None:
+def stamp_commit(
+    context: grpc.aio.ServicerContext, answer: object, commit: int, term: int = 0,
+    member: str = "",
+) -> None:
     """Tells a write's caller the commit its change is durable at (or a later one), which a
     read may name as its min_sequence on any member: in the answer's commit_sequence where
     it has one, and always in the trailing metadata (resource messages have no such field,
@@ -483,7 +494,8 @@ def stamp_commit(context: grpc.aio.ServicerContext, answer: object, commit: int)
     if isinstance(answer, Message) and "commit_sequence" in answer.DESCRIPTOR.fields_by_name:
         answer.commit_sequence = commit  # type: ignore[attr-defined]
     if context is not None:  # None: a servicer driven in-process (tests, bench)
-        context.set_trailing_metadata(((COMMIT_SEQUENCE_KEY, str(commit)),))
+        context.set_trailing_metadata(
+            ((COMMIT_SEQUENCE_KEY, str(commit)), (TERM_KEY, str(term)), (MEMBER_KEY, member)))
 
 
 def presenting(kind: type[R], present: Callable[[R], T]) -> Callable[[Result], T]:

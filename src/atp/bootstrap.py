@@ -28,9 +28,9 @@ from atp.ledger import LedgerConfig
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
+from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor
-from atp.server.cluster_node import ClusterNode
 from atp.server.replication import Follower, ReplicationServicer, replication_status
 from atp.server.servicers import (
     AvailabilityServicer,

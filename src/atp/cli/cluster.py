@@ -21,8 +21,8 @@ STATUS_TIMEOUT_S = 10.0
 def add_cluster_commands(tree: CommandTree) -> None:
     cluster = tree.group("cluster", "replication: leader, followers, lag")
     cluster.command(
-        "status", "this member's role and commit; on a leader, each follower's progress and "
-        "lag", _status)
+        "status", "this member's role, commit and term; with --cluster, every member etcd "
+        "knows; on a leader, each follower's progress and lag", _status)
 
 
 def _status(client: Client, arguments: argparse.Namespace) -> Outcome:
@@ -36,18 +36,46 @@ def _status(client: Client, arguments: argparse.Namespace) -> Outcome:
 
 
 def _text(status: replication_pb2.ReplicationStatus) -> str:
+    parts = [_role_line(status)]
+    if status.cluster:
+        parts.append(_members_table(status))
+    if status.role == "leader":
+        parts.append(_followers_table(status))
+    return "\n".join(parts)
+
+
+def _role_line(status: replication_pb2.ReplicationStatus) -> str:
+    where = f"cluster {status.cluster}: " if status.cluster else ""
     if status.role == "follower":
         state = "streaming" if status.connected else "NOT CONNECTED"
-        return f"follower of {status.leader} ({state}), holding commit {status.commit}"
-    head = (f"leader, commit {status.commit}, term {status.term}, "
-            f"sync replicas {status.sync_replicas}")
+        return (f"{where}follower of {status.leader} ({state}), holding commit {status.commit}, "
+                f"term {status.term}")
+    if status.role == "candidate":
+        return (f"{where}candidate (no leader known; confirms no writes), holding commit "
+                f"{status.commit}, term {status.term}")
+    standbys = f", standbys {', '.join(status.sync_standbys)}" if status.sync_standbys else ""
+    return (f"{where}leader, commit {status.commit}, term {status.term}, "
+            f"sync replicas {status.sync_replicas}{standbys}")
+
+
+def _members_table(status: replication_pb2.ReplicationStatus) -> str:
+    rows = [
+        (member.address, member.role, str(member.commit), str(member.term),
+         "yes" if member.eligible else "no", f"{member.published_seconds_ago:.1f}")
+        for member in status.members
+    ]
+    lease = f"lease renewed {status.lease_renewed_seconds_ago:.1f} s ago"
+    table = format_table(("MEMBER", "ROLE", "COMMIT", "TERM", "ELIGIBLE", "SEEN S AGO"), rows)
+    return f"{lease}\n{table}"
+
+
+def _followers_table(status: replication_pb2.ReplicationStatus) -> str:
     if not status.followers:
-        return f"{head}\nno follower has connected"
+        return "no follower has connected"
     rows = [
         (follower.follower_id, "yes" if follower.connected else "no",
          str(follower.acknowledged_commit), str(follower.lag_commits),
          f"{follower.lag_seconds:.3f}")
         for follower in status.followers
     ]
-    table = format_table(("FOLLOWER", "CONNECTED", "ACKNOWLEDGED", "LAG", "LAG SECONDS"), rows)
-    return f"{head}\n{table}"
+    return format_table(("FOLLOWER", "CONNECTED", "ACKNOWLEDGED", "LAG", "LAG SECONDS"), rows)

@@ -118,6 +118,16 @@ class _ReplicationCollector(Collector):
             seconds.add_metric([follower.follower_id], follower.lag_seconds)
         yield commits
         yield seconds
+        if status.cluster:
+            yield GaugeMetricFamily(
+                "atp_cluster_lease_renewed_seconds_ago",
+                "Seconds since this member last renewed its etcd lease (a leader past its TTL "
+                "confirms nothing)", value=status.lease_renewed_seconds_ago)
+            yield GaugeMetricFamily("atp_cluster_fenced",
+                                    "1 while this member may not confirm writes and knows no "
+                                    "leader", value=int(status.fenced))
+            yield GaugeMetricFamily("atp_cluster_members", "Members etcd knows alive",
+                                    value=len(status.members))
 
 
 class _LedgerCollector(Collector):

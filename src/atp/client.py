@@ -81,6 +81,10 @@ attempt_time_min_s = 0.01
 # The ErrorInfo reason of a RESOURCE_EXHAUSTED that means "busy now, come back later", unlike
 # a limit the request itself exceeds (a message too large), which no retry changes.
 OVERLOADED_REASON = "OVERLOADED"
+# Attempts of a retry-safe call to a client of several members: bounded by the call's
+# deadline in practice, so that a call made during a failover (a lease TTL without a leader)
+# lands on the new leader if its deadline outlasts the failover.
+FAILOVER_ATTEMPTS_MAX = 10_000
 
 MessageT = TypeVar("MessageT", bound=Message)
 RequestT = TypeVar("RequestT", bound=Message)
@@ -821,15 +825,21 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
 _STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, events_pb2_grpc.EventsStub)
 
 
-def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int) -> int:
-    return 1 + max(0, retries) if rpc.retry_safe(request) else 1
+def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int, members: int) -> int:
+    """Attempts a call may make: one unless retry-safe; with several members (a cluster that
+    may be failing over), as many as the call's deadline allows."""
+    if not rpc.retry_safe(request):
+        return 1
+    return 1 + max(0, retries) if members == 1 else FAILOVER_ATTEMPTS_MAX
 
 
 def _retry_delay_s(error: AtpError, attempt: int, attempts: int, deadline: float) -> float | None:
     """Seconds to wait before retrying after failed attempt number `attempt`, or None when the
     call must fail now: the failure is an answer (only a transient one says the server did not
     act), no attempt is left, or the wait would leave no time before the call's deadline."""
-    if not error.transient or attempt >= attempts:
+    # NOT_LEADER is transient too: the member named has not been reached yet, or has died
+    # and a successor is being elected (nothing was applied either way).
+    if not (error.transient or error.reason == NOT_LEADER) or attempt >= attempts:
         return None
     delay_s = _backoff_s(attempt)
     hint_s = error.retry_delay_s
@@ -997,7 +1007,7 @@ class Client(_ClientBase):
         self.close()
 
     def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
-        attempts = _attempts(rpc, request, self.retries)
+        attempts = _attempts(rpc, request, self.retries, len(self.targets))
         deadline = time.monotonic() + self.timeout_s  # for all the attempts together
         redirects = 0
         attempt = 1
@@ -1015,6 +1025,7 @@ class Client(_ClientBase):
                     raise error from None
             time.sleep(delay_s)
             attempt += 1
+            redirects = 0  # after a pause, every member is worth another try
 
     upsert_node = _sync_method(UPSERT_NODE)
     list_nodes = _sync_method(LIST_NODES)
@@ -1127,7 +1138,7 @@ class AsyncClient(_ClientBase):
         await self.close()
 
     async def _call(self, rpc: Rpc[..., Any, ResponseT], request: Message) -> ResponseT:
-        attempts = _attempts(rpc, request, self.retries)
+        attempts = _attempts(rpc, request, self.retries, len(self.targets))
         deadline = time.monotonic() + self.timeout_s  # for all the attempts together
         redirects = 0
         attempt = 1
@@ -1145,6 +1156,7 @@ class AsyncClient(_ClientBase):
                     raise error from None
             await asyncio.sleep(delay_s)
             attempt += 1
+            redirects = 0  # after a pause, every member is worth another try
 
     upsert_node = _async_method(UPSERT_NODE)
     list_nodes = _async_method(LIST_NODES)

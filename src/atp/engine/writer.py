@@ -116,6 +116,7 @@ class Writer:
         self.terms = stored_terms(store)
         self.term = self.terms[-1][0] if self.terms else 0
         self._terms_unstored = False
+        self._replicating: asyncio.Future[None] | None = None
         # A cluster leader's fencing: the monotonic instant its lease may end (its last
         # renewal's send time plus the TTL, less a margin). From then on nothing is answered
         # and nothing is admitted; inf outside a cluster.
@@ -460,6 +461,17 @@ class Writer:
             raise FailedPrecondition(
                 "REPLICATION_GAP", f"batch {commit} after {self.commit_index}: out of order",
                 {"commit": str(commit), "holds": str(self.commit_index)})
+        # Shielded: a follower stopped mid-batch (to lead, or to follow another member) must
+        # not leave a batch on disk that memory lacks; settle_replication() awaits it.
+        self._replicating = asyncio.ensure_future(self._store_replicated(commit, batch, term))
+        await asyncio.shield(self._replicating)
+
+    async def settle_replication(self) -> None:
+        """Waits for the replicated batch being stored, if any (see commit_replicated)."""
+        if self._replicating is not None:
+            await asyncio.gather(self._replicating, return_exceptions=True)
+
+    async def _store_replicated(self, commit: int, batch: WriteBatch, term: int) -> None:
         await self._commit_until_room(batch)
         replica.apply_batch(self.ledger, batch)
         terms = batch.records.get((META, TERMS_KEY))

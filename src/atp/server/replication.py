@@ -158,6 +158,7 @@ class Follower:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self.writer.settle_replication()
         self.connected = False
 
     @property

@@ -22,7 +22,7 @@ from atp.engine.housekeeping import Retention
 from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
-from atp.ledger import LedgerConfig
+from atp.ledger import Ledger, LedgerConfig
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
@@ -35,7 +35,7 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
-from atp.store import LmdbStore, MemoryStore, Store
+from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -102,6 +102,9 @@ class ServerConfig:
     # a write waits for them before UNAVAILABLE.
     sync_replicas: int = 0
     sync_timeout_s: float = 10.0
+    # Committed batches a leader keeps for followers to stream (a follower further behind
+    # takes a snapshot instead).
+    replication_log_batches: int = limits.replication_log_batches_max
 
 
 class AtpServer:
@@ -112,14 +115,13 @@ class AtpServer:
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
         self.store: Store = open_store(config)
+        discard_interrupted_restore(self.store, following=bool(config.follow))
         self.clock = steady_clock(config, last_event_time(self.store))
         started = time.monotonic()
-        ledger = ledger_from_records(
-            self.store.iter_records, self.store.last_sequence(), config.ledger, self.clock()
-        )
-        ledger.archive = StoreArchive(self.store)
+        ledger = load_ledger(self.store, config.ledger, self.clock())
         self.writer = Writer(
             ledger, self.store, clock=self.clock, on_fatal=self._on_fatal,
+            rebuild_ledger=lambda: load_ledger(self.store, config.ledger, self.clock()),
             storage_limits=StorageLimits(config.max_data_bytes),
             retention=Retention(
                 closed_s=config.ledger.closed_retention_s,
@@ -130,7 +132,10 @@ class AtpServer:
         )
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
-        self.replication = ReplicationLog(self.writer.commit_index)
+        self.replication = ReplicationLog(self.writer.commit_index,
+                                          batches_max=config.replication_log_batches)
+        self.writer.on_restore_begun = self.events.restore_begun
+        self.writer.on_snapshot_installed = self._snapshot_installed
         self.follower: Follower | None = None
         if config.follow:
             self.writer.leader_address = config.follow
@@ -161,6 +166,8 @@ class AtpServer:
         if self.metrics is not None:
             self.metrics.watch_replication(
                 lambda: replication_status(self.writer, self.replication, self.follower))
+            self.metrics.watch_snapshots(lambda: self.replication.snapshots_sent,
+                                         lambda: self.writer.snapshots_installed)
         self._add_services()
         try:
             self.port = self.server.add_insecure_port(config.listen)
@@ -236,6 +243,11 @@ class AtpServer:
         self.store.close()
         self.stopped.set()
 
+    def _snapshot_installed(self, commit: int) -> None:
+        """Memory, store and journal now hold the leader's snapshot: what follows them too."""
+        self.events.restore_finished()
+        self.replication.restart_at(commit)
+
     def _storage_state_changed(self, has_room: bool) -> None:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
         overall status, stay SERVING: the server still answers and ends demand)."""
@@ -246,6 +258,30 @@ class AtpServer:
     def _on_fatal(self, error: BaseException) -> None:
         self.fatal_error = error
         asyncio.get_running_loop().create_task(self.stop())
+
+
+def load_ledger(store: Store, config: LedgerConfig, now: float) -> Ledger:
+    """The ledger the store holds (at start, and after a snapshot is installed)."""
+    ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
+    ledger.archive = StoreArchive(store)
+    return ledger
+
+
+def discard_interrupted_restore(store: Store, following: bool) -> None:
+    """A snapshot restore that never finished (the process was killed in the middle) left a
+    store that is neither what it held before nor the snapshot: it is never served. It is
+    emptied again, so that it holds commit 0 and its follower takes a new snapshot; a leader
+    has nowhere to take one from, and does not start."""
+    if not store.restore_incomplete():
+        return
+    log.warning("the data directory holds a snapshot restore that was interrupted: it is "
+                "emptied, and a new snapshot will be taken from the leader")
+    store.begin_restore()
+    if not following:
+        store.close()
+        raise StoreError("the data directory held an interrupted snapshot restore (now "
+                         "emptied): start this member with --follow LEADER to take a new "
+                         "snapshot, or give it an empty data directory to lead a new cluster")
 
 
 def steady_clock(config: ServerConfig, floor: float) -> SteadyClock:

@@ -24,7 +24,7 @@ from atp.engine.housekeeping import Retention
 from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
-from atp.ledger import LedgerConfig
+from atp.ledger import Ledger, LedgerConfig
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
@@ -38,7 +38,7 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
-from atp.store import LmdbStore, MemoryStore, Store
+from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -113,6 +113,9 @@ class ServerConfig:
     etcd: str = ""
     lease_ttl_s: int = 10
     max_lag_on_failover: int = 1000
+    # Committed batches a leader keeps for followers to stream (a follower further behind
+    # takes a snapshot instead).
+    replication_log_batches: int = limits.replication_log_batches_max
 
 
 class AtpServer:
@@ -123,14 +126,14 @@ class AtpServer:
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
         self.store: Store = open_store(config)
+        discard_interrupted_restore(self.store,
+                                    following=bool(config.follow or config.cluster))
         self.clock = steady_clock(config, last_event_time(self.store))
         started = time.monotonic()
-        ledger = ledger_from_records(
-            self.store.iter_records, self.store.last_sequence(), config.ledger, self.clock()
-        )
-        ledger.archive = StoreArchive(self.store)
+        ledger = load_ledger(self.store, config.ledger, self.clock())
         self.writer = Writer(
             ledger, self.store, clock=self.clock, on_fatal=self._on_fatal,
+            rebuild_ledger=lambda: load_ledger(self.store, config.ledger, self.clock()),
             storage_limits=StorageLimits(config.max_data_bytes),
             retention=Retention(
                 closed_s=config.ledger.closed_retention_s,
@@ -141,7 +144,10 @@ class AtpServer:
         )
         self.events = EventHub(self.store)
         self.writer.on_durable_events = self.events.publish
-        self.replication = ReplicationLog(self.writer.commit_index)
+        self.replication = ReplicationLog(self.writer.commit_index,
+                                          batches_max=config.replication_log_batches)
+        self.writer.on_restore_begun = self.events.restore_begun
+        self.writer.on_snapshot_installed = self._snapshot_installed
         self.writer.on_durable_batch = self.replication.append
         self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
         self.writer.sync_timeout_s = config.sync_timeout_s
@@ -179,6 +185,8 @@ class AtpServer:
             self.metrics.watch_replication(
                 lambda: replication_status(self.writer, self.replication, self.follower,
                                            self._describe_cluster))
+            self.metrics.watch_snapshots(lambda: self.replication.snapshots_sent,
+                                         lambda: self.writer.snapshots_installed)
         self._add_services()
         try:
             self.port = self.server.add_insecure_port(config.listen)
@@ -277,6 +285,10 @@ class AtpServer:
                 address=record.address, role=record.role, commit=record.commit,
                 term=record.term, published_seconds_ago=max(0.0, now - record.published),
                 eligible=record.address in view.eligible)
+    def _snapshot_installed(self, commit: int) -> None:
+        """Memory, store and journal now hold the leader's snapshot: what follows them too."""
+        self.events.restore_finished()
+        self.replication.restart_at(commit)
 
     def _storage_state_changed(self, has_room: bool) -> None:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
@@ -288,6 +300,30 @@ class AtpServer:
     def _on_fatal(self, error: BaseException) -> None:
         self.fatal_error = error
         asyncio.get_running_loop().create_task(self.stop())
+
+
+def load_ledger(store: Store, config: LedgerConfig, now: float) -> Ledger:
+    """The ledger the store holds (at start, and after a snapshot is installed)."""
+    ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
+    ledger.archive = StoreArchive(store)
+    return ledger
+
+
+def discard_interrupted_restore(store: Store, following: bool) -> None:
+    """A snapshot restore that never finished (the process was killed in the middle) left a
+    store that is neither what it held before nor the snapshot: it is never served. It is
+    emptied again, so that it holds commit 0 and its follower takes a new snapshot; a leader
+    has nowhere to take one from, and does not start."""
+    if not store.restore_incomplete():
+        return
+    log.warning("the data directory holds a snapshot restore that was interrupted: it is "
+                "emptied, and a new snapshot will be taken from the leader")
+    store.begin_restore()
+    if not following:
+        store.close()
+        raise StoreError("the data directory held an interrupted snapshot restore (now "
+                         "emptied): start this member with --follow LEADER to take a new "
+                         "snapshot, or give it an empty data directory to lead a new cluster")
 
 
 def steady_clock(config: ServerConfig, floor: float) -> SteadyClock:

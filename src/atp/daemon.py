@@ -92,6 +92,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "how long a write waits for --sync-replicas followers before it fails "
                     "UNAVAILABLE (it stays on the leader and replicates later)",
                     metavar="DURATION")
+    parser.add_flag("--replication-log-batches", "ATP_REPLICATION_LOG_BATCHES",
+                    flags.int_in_range(1), str(limits.replication_log_batches_max),
+                    "committed batches a leader keeps in memory for followers to stream; a "
+                    "follower further behind takes a snapshot of the whole store instead",
+                    metavar="N")
     parser.add_flag("--advertise", "ATP_ADVERTISE", flags.optional_host_port, "",
                     "HOST:PORT others reach this member at (its name to its leader); "
                     "default: --listen", metavar="HOST:PORT")
@@ -178,6 +183,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         follow=args.follow,
         sync_replicas=args.sync_replicas,
         sync_timeout_s=args.sync_timeout,
+        replication_log_batches=args.replication_log_batches,
         advertise=args.advertise or args.listen,
         cluster=args.cluster,
         etcd=args.etcd,

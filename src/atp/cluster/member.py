@@ -45,6 +45,8 @@ class Node(Protocol):
 
     def commit(self) -> int: ...
 
+    def ready(self) -> bool: ...
+
     def term(self) -> int: ...
 
     async def lead(self, term: int, lease_deadline: float) -> None: ...
@@ -284,6 +286,8 @@ class Member:
     async def _may_take_over(self) -> bool:
         """Whether this member holds everything any leader confirmed, and no live eligible
         member holds more (which would lose less)."""
+        if not self.node.ready():  # installing a snapshot, or failed
+            return False
         members = await self._read_members()
         eligible = await self._eligible(members)
         self.view.eligible = eligible

@@ -77,9 +77,11 @@ def _positions_of(data: dict[str, object]) -> list[tuple[object, object]]:
 
 class _Watcher:
     def __init__(self, capacity: int) -> None:
-        # None is the end-of-stream mark put by EventHub.close().
+        # None is the end-of-stream mark put by EventHub.close() and restore_begun().
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(capacity + 1)
         self.overflowed = False
+        # Why the stream ends at that mark, when it is not a clean end (shutdown).
+        self.ended: LedgerError | None = None
 
 
 class EventHub:
@@ -90,6 +92,10 @@ class EventHub:
         self.queue_capacity = queue_capacity
         self.committed_sequence = store.last_sequence()
         self._watchers: set[_Watcher] = set()
+        # Set while a snapshot restore replaces the journal; the generation counts them, so
+        # that a replay begun before one stops instead of reading on in another journal.
+        self.restoring = False
+        self._generation = 0
 
     def publish(self, events: Iterable[Event]) -> None:
         """Called by the writer after a batch is durable; never blocks."""
@@ -105,8 +111,24 @@ class EventHub:
 
     def close(self) -> None:
         """Ends every live stream (at shutdown), so draining calls does not wait on them."""
+        self._end_streams(None)
+
+    def restore_begun(self) -> None:
+        """The journal is being replaced by a snapshot's: every stream ends UNAVAILABLE (its
+        client resumes after its last sequence), and new ones are refused until it is in."""
+        self.restoring = True
+        self._generation += 1
+        self._end_streams(_restoring())
+
+    def restore_finished(self) -> None:
+        """The snapshot is in: streams replay and follow its journal."""
+        self.committed_sequence = self.store.last_sequence()
+        self.restoring = False
+
+    def _end_streams(self, error: LedgerError | None) -> None:
         for watcher in self._watchers:
             watcher.overflowed = False
+            watcher.ended = error
             while watcher.queue.full():
                 watcher.queue.get_nowait()
             watcher.queue.put_nowait(None)
@@ -116,6 +138,9 @@ class EventHub:
     ) -> AsyncIterator[Event]:
         """Replays the retained journal after `after_sequence`, then follows live events:
         every event in order, or an error saying where to resume; never a silent gap."""
+        if self.restoring:
+            raise _restoring()
+        generation = self._generation
         head = self.committed_sequence  # first: events committed after it may follow
         oldest = await self._oldest_retained()
         if after_sequence and after_sequence < head and (not oldest or after_sequence + 1 < oldest):
@@ -126,7 +151,7 @@ class EventHub:
         try:
             head = self.committed_sequence
             last = after_sequence
-            async for event in self._replay(after_sequence, head):
+            async for event in self._replay(after_sequence, head, generation):
                 last = event.sequence
                 if event_filter.matches(event):
                     yield event
@@ -137,6 +162,8 @@ class EventHub:
                     raise WatcherLagging(last)
                 live = await watcher.queue.get()
                 if live is None:
+                    if watcher.ended is not None:
+                        raise watcher.ended
                     return
                 if live.sequence <= last:
                     continue
@@ -146,13 +173,17 @@ class EventHub:
         finally:
             self._watchers.discard(watcher)
 
-    async def _replay(self, after_sequence: int, head: int) -> AsyncIterator[Event]:
+    async def _replay(
+        self, after_sequence: int, head: int, generation: int
+    ) -> AsyncIterator[Event]:
         """The journal from `after_sequence` (0: the oldest retained) up to `head`, checked
         to be contiguous: the trim may pass a slow replay, and a page that no longer starts
         right after the last event sent is a gap, refused with where to resume."""
         position = after_sequence
         while position < head:
             page = await self._read_journal(position)
+            if generation != self._generation:  # a snapshot replaced the journal meanwhile
+                raise _restoring()
             if not page:
                 if position:  # events up to head were written: the trim took them
                     raise OutOfRange(position, head + 1)
@@ -180,3 +211,8 @@ class EventHub:
             return await loop.run_in_executor(None, self.store.oldest_sequence)
         except StoreError as error:
             raise Unavailable(f"reading the journal failed: {error}") from error
+
+
+def _restoring() -> Unavailable:
+    return Unavailable("this member is installing a snapshot of its leader's data; watch "
+                       "again, after the last sequence you received, in a moment")

@@ -11,10 +11,11 @@ delays a commit by one short slice at most, and a crash in one leaves a consiste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,13 @@ class Housekeeper:
                  self._trim_journal)
         async with self._busy:
             return any([await self._slice(step) for step in steps])
+
+    @contextlib.asynccontextmanager
+    async def held_back(self) -> AsyncIterator[None]:
+        """No slice runs meanwhile (a snapshot restore replaces the store under it): waits
+        for one running to end, and tidy() does nothing until the block is left."""
+        async with self._busy:
+            yield
 
     async def _slice(self, step: Callable[[float], int]) -> bool:
         """One slice; True if it was full. A failing one does not hold the others back."""

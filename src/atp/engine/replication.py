@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from atp import limits
 from atp.ledger.errors import FailedPrecondition
 from atp.store import Store, WriteBatch
-from atp.store.base import META
+from atp.store.base import META, SnapshotRecord
 
 # The meta record holding the number of the last batch committed (8 bytes, big-endian).
 COMMIT_KEY = b"commit"
@@ -66,6 +66,16 @@ def term_of(history: list[tuple[int, int]], commit: int) -> int:
     return found
 
 
+def snapshot_position(meta: Sequence[SnapshotRecord]) -> tuple[int, int]:
+    """The commit a snapshot holds and the term that made it, from its META records (its
+    first chunk): (0, 0) for a store that never committed."""
+    found = {key: value for database, key, value in meta if database == META}
+    commit_data = found.get(COMMIT_KEY)
+    commit = int.from_bytes(commit_data, "big") if commit_data else 0
+    history = decode_terms(found.get(TERMS_KEY))
+    return commit, history[-1][0] if history else 0
+
+
 def batch_bytes(batch: WriteBatch) -> int:
     return sum(len(key) + len(value or b"") for (_, key), value in batch.records.items()) + sum(
         len(data) for _, data in batch.journal)
@@ -101,6 +111,16 @@ class ReplicationLog:
         # they count): only their acknowledgements confirm writes, so that a standby holds
         # everything confirmed and may take over. None: any sync_replicas followers count.
         self.sync_standbys: tuple[str, ...] | None = None
+        # Snapshots streamed to followers in full (server.snapshot counts them).
+        self.snapshots_sent = 0
+
+    def restart_at(self, commit: int) -> None:
+        """This member's store was replaced by a snapshot at `commit`: the batches held
+        before it are of another history, and the next one appended follows it."""
+        self._batches.clear()
+        self._commit_times.clear()
+        self._bytes = 0
+        self.last_commit = commit
 
     def choose_standbys(self, standbys: tuple[str, ...]) -> None:
         """The synchronous standbys from now on (already recorded where a successor reads
@@ -116,9 +136,8 @@ class ReplicationLog:
 
     def append(self, commit: int, batch: WriteBatch, term: int = 0) -> None:
         """A batch is durable here: followers may have it now."""
-        if commit != self.last_commit + 1:
-            self._batches.clear()  # a snapshot replaced what came before
-            self._bytes = 0
+        if commit != self.last_commit + 1:  # a snapshot replaced what came before
+            self.restart_at(commit - 1)
         size = batch_bytes(batch)
         self._batches.append((commit, batch, term, size))
         self._bytes += size

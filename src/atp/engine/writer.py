@@ -13,13 +13,14 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar, overload
+from typing import NamedTuple, TypeVar, overload
 
 from atp import limits
 from atp.engine.housekeeping import Housekeeper, Retention
 from atp.engine.replication import (
+    SNAPSHOT_REQUIRED,
     TERMS_KEY,
     decode_terms,
     encode_terms,
@@ -40,7 +41,7 @@ from atp.ledger.errors import (
 from atp.ledger.model import Event
 from atp.persistence import codec, encode_batch, replica
 from atp.store import Store, StoreError, StoreFullError, WriteBatch
-from atp.store.base import META
+from atp.store.base import META, SnapshotRecord
 
 log = logging.getLogger("atp.writer")
 # Expiries per ledger step: before each command (a handful keeps reads exact in normal
@@ -76,6 +77,15 @@ def unchanged(result: Result) -> Result:
     return result
 
 
+class SnapshotInstalled(NamedTuple):
+    """What install_snapshot put in place: the commit it holds, its records (journal
+    entries included), and the seconds it took from emptying the store to the new ledger."""
+
+    commit: int
+    records: int
+    seconds: float
+
+
 class Writer:
     def __init__(
         self,
@@ -88,8 +98,11 @@ class Writer:
         journal_retention_events: int = 0,
         retention: Retention | None = None,
         storage_limits: StorageLimits | None = None,
+        rebuild_ledger: Callable[[], Ledger] | None = None,
     ) -> None:
         self.ledger = ledger
+        # The ledger built from the store as it is (install_snapshot swaps it in).
+        self.rebuild_ledger = rebuild_ledger
         self.store = store
         self.clock = clock
         self.pending_max = pending_max
@@ -123,6 +136,15 @@ class Writer:
         self.lease_deadline = math.inf
         # A cluster member without a leader to name: writes are refused UNAVAILABLE.
         self.fenced = False
+        # Set while the store holds a snapshot restore that is not finished (one interrupted
+        # before this process started included): reads are refused, no batch is stored, and
+        # only a complete snapshot clears it.
+        self.restoring = store.restore_incomplete()
+        self.snapshots_installed = 0
+        # Called when a snapshot restore empties the store, and with the snapshot's commit
+        # once its ledger is in place (the event stream and replication log follow them).
+        self.on_restore_begun: Callable[[], None] | None = None
+        self.on_snapshot_installed: Callable[[int], None] | None = None
         self.failure: BaseException | None = None
         self.storage = StorageGuard(store, storage_limits or StorageLimits())
         self._storage_checked = 0.0
@@ -262,9 +284,17 @@ class Writer:
     async def until_applied_durable(self) -> None:
         """Waits until everything applied so far is committed (reads, before they answer);
         raises Unavailable if storage failed, as memory then holds what the disk does not."""
+        self.check_readable()
+        await self.until_durable(self._durability_future(), 0)
+
+    def check_readable(self) -> None:
+        """Unavailable while memory cannot answer reads: the writer failed (memory holds what
+        the disk does not), or a snapshot is being installed (memory and store disagree)."""
         if self.failure is not None:
             raise self._stopping()
-        await self.until_durable(self._durability_future(), 0)
+        if self.restoring:
+            raise Unavailable("this member is installing a snapshot of its leader's data; "
+                              "retry shortly, or read from the leader")
 
     async def close(self) -> None:
         """Refuses new commands, commits what was applied, stops the background tasks."""
@@ -453,6 +483,9 @@ class Writer:
         its term history when the batch begins a term, are among its records), then applies
         it to memory and announces its events. A batch of an older term than the last one
         stored here is refused: it comes from a deposed leader."""
+        if self.restoring:
+            raise FailedPrecondition(
+                SNAPSHOT_REQUIRED, "this member holds an unfinished snapshot: it needs a new one")
         if term < self.term:
             raise FailedPrecondition(
                 STALE_TERM, f"batch {commit} is of term {term}, older than this member's "
@@ -485,6 +518,67 @@ class Writer:
         self.records_committed += len(batch)
         if self.on_durable_events is not None and batch.journal:
             self.on_durable_events([codec.decode_event(data) for _, data in batch.journal])
+
+    async def install_snapshot(
+        self, chunks: AsyncIterable[Sequence[SnapshotRecord]]
+    ) -> SnapshotInstalled:
+        """A follower replaces its store and memory with a snapshot of its leader's store:
+        the store is emptied and marked as being restored, each chunk is stored as it comes
+        (on the commit thread: nothing else writes meanwhile), the mark is removed after the
+        last, and the ledger is rebuilt from the store and swapped in.
+
+        Reads are refused meanwhile. If the chunks stop short (any exception), the store
+        keeps its mark and `restoring` stays set: only a complete snapshot will do."""
+        if self.leader_address is None or self.rebuild_ledger is None:
+            raise FailedPrecondition(
+                "NOT_FOLLOWER", "only a follower (with a ledger to rebuild) installs snapshots")
+        started = time.monotonic()
+        records = 0
+        async with self.housekeeper.held_back():
+            self._restore_begun()  # before the store empties: no reader may see it do so
+            await self._on_commit_thread(self.store.begin_restore)
+            async for chunk in chunks:
+                await self._restore_chunk(chunk)
+                records += len(chunk)
+            await self._on_commit_thread(self.store.finish_restore)
+            ledger = await self._rebuilt(self.rebuild_ledger)
+        # Rebuilding may note records to rewrite (data of older versions); a follower writes
+        # only its leader's batches, and the leader rewrote them itself.
+        ledger.take_changes()
+        self.ledger = ledger
+        self.restoring = False
+        self.terms = stored_terms(self.store)
+        self.term = self.terms[-1][0] if self.terms else 0
+        self._advance(stored_commit(self.store))
+        self.snapshots_installed += 1
+        if self.on_snapshot_installed is not None:
+            self.on_snapshot_installed(self.commit_index)
+        return SnapshotInstalled(self.commit_index, records, time.monotonic() - started)
+
+    async def _rebuilt(self, rebuild_ledger: Callable[[], Ledger]) -> Ledger:
+        """The ledger of the restored store. Failing to build it (records the ledger cannot
+        load) stops the server, as it would at start: a restart says what is wrong."""
+        try:
+            return await self._on_commit_thread(rebuild_ledger)
+        except Exception as error:  # any failure leaves no memory to serve
+            self._fail(error)
+            raise
+
+    def _restore_begun(self) -> None:
+        self.restoring = True
+        self.commit_index = 0  # what the emptied store holds
+        if self.on_restore_begun is not None:
+            self.on_restore_begun()
+
+    async def _restore_chunk(self, chunk: Sequence[SnapshotRecord]) -> None:
+        """Stores one chunk, growing the map if it is full (StoreFullError if it cannot)."""
+        while True:
+            try:
+                await self._on_commit_thread(self.store.restore, chunk)
+                return
+            except StoreFullError as error:
+                if not await self._on_commit_thread(self.storage.grow_for, error):
+                    raise
 
     async def _commit_until_room(self, batch: WriteBatch) -> None:
         """Commits the batch; when storage is full it stays pending (its callers wait,
@@ -539,7 +633,8 @@ class Writer:
         loop = asyncio.get_running_loop()
         last_reader_check = time.monotonic()
         while True:
-            more = await self.housekeeper.tidy()
+            # Nothing to purge in a store that a snapshot restore is replacing.
+            more = False if self.restoring else await self.housekeeper.tidy()
             if self.storage.full_reason is not None:
                 await self.check_storage()  # purges may have made room
             idle = min(self.housekeeping_interval_s, self.maintenance_interval_s)

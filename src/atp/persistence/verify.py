@@ -15,6 +15,8 @@ from atp.store.integrity import DamagedDataFileError
 from atp.store.lmdb_store import LmdbStore
 
 _JOURNAL_PAGE_ENTRIES = 1_000
+INTERRUPTED_RESTORE = ("a snapshot restore into this data directory was interrupted: it is "
+                       "incomplete (atpd --follow empties it at start and takes a new snapshot)")
 _PROBLEMS_LISTED_MAX = 20
 
 
@@ -33,6 +35,8 @@ def verify(data_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def _store_problems(store: LmdbStore) -> list[str]:
+    if store.restore_incomplete():  # its records are part of a snapshot: nothing to rebuild
+        return [INTERRUPTED_RESTORE]
     # One read transaction: beside a running atpd, records read in several would disagree.
     records = store.load()
     record_problems = _listed(_undecodable_records(records), "records")

@@ -23,6 +23,10 @@ class ClusterNode:
     def commit(self) -> int:
         return self.writer.commit_index
 
+    def ready(self) -> bool:
+        """Whether this member's copy is whole (not mid-snapshot) and its writer alive."""
+        return not self.writer.restoring and self.writer.failure is None
+
     def term(self) -> int:
         return self.writer.term
 

@@ -82,6 +82,10 @@ class Metrics:
         """Replication gauges, read from this member's replication status at each scrape."""
         self.registry.register(_ReplicationCollector(status))
 
+    def watch_snapshots(self, sent: Callable[[], int], received: Callable[[], int]) -> None:
+        """Snapshots this member streamed to followers in full, and installed from a leader."""
+        self.registry.register(_SnapshotCollector(sent, received))
+
     def observe_commit(self, records: int, seconds: float) -> None:
         self.commit_records.observe(records)
         self.commit_latency.observe(seconds)
@@ -128,6 +132,20 @@ class _ReplicationCollector(Collector):
                                     "leader", value=int(status.fenced))
             yield GaugeMetricFamily("atp_cluster_members", "Members etcd knows alive",
                                     value=len(status.members))
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, sent: Callable[[], int], received: Callable[[], int]) -> None:
+        self.sent = sent
+        self.received = received
+
+    def collect(self) -> Iterator[Any]:
+        snapshots = CounterMetricFamily(
+            "atp_replication_snapshots", "Snapshots sent to followers in full, and installed "
+            "from the leader", labels=["direction"])
+        snapshots.add_metric(["sent"], self.sent())
+        snapshots.add_metric(["received"], self.received())
+        yield snapshots
 
 
 class _LedgerCollector(Collector):

@@ -1,14 +1,19 @@
-"""Replication over gRPC: the leader's Replicate service, and the follower's side of it.
+"""Replication over gRPC: the leader's Replicate and Snapshot services, and the follower's
+side of them.
 
 The leader streams each committed batch (engine.replication.ReplicationLog) to every
 follower that asks; a follower stores each batch as it is, applies it to its memory
 (Writer.commit_replicated) and acknowledges it, and reconnects with a back-off when the
-stream breaks, resuming after the last commit it holds.
+stream breaks, resuming after the last commit it holds. A follower whose next batch the
+leader no longer holds (SNAPSHOT_REQUIRED), or whose history parted from the leader's
+(HISTORY_DIVERGED), first installs a snapshot of the leader's store (server.snapshot,
+Writer.install_snapshot), then replicates after the snapshot's commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,14 +29,22 @@ from atp.engine.replication import (
 )
 from atp.engine.writer import NOT_LEADER, Writer
 from atp.ledger.errors import FailedPrecondition, InvalidArgument, LedgerError
+from atp.server.snapshot import (
+    SNAPSHOT_MESSAGE_BYTES_MAX,
+    SnapshotProgress,
+    received_chunks,
+    snapshot_messages,
+)
 from atp.server.status import abort
-from atp.store import WriteBatch
+from atp.store import StoreError, WriteBatch
 from atp.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("atp.replication")
 # Seconds between a follower's attempts to reach its leader, doubling up to the most.
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MOST_S = 2.0
+# The refusals of Replicate that a snapshot mends.
+SNAPSHOT_REASONS = (SNAPSHOT_REQUIRED, HISTORY_DIVERGED)
 # The generated stub's constructor is unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
 
@@ -128,6 +141,22 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         return FailedPrecondition(
             NOT_LEADER, f"this member does not lead (term {self.writer.term}){where}",
             {"leader": leader})
+    async def Snapshot(
+        self, request: replication_pb2.SnapshotRequest, context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[replication_pb2.SnapshotChunk]:
+        if not self.writer.leads:  # a follower's copy may be behind, or being replaced
+            await abort(context, self._not_leader())
+            return
+        progress = SnapshotProgress(request.follower_id or context.peer())
+        try:
+            async with contextlib.aclosing(snapshot_messages(self.writer.store)) as messages:
+                async for message in messages:
+                    yield message
+                    progress.sent(message)
+        except LedgerError as error:  # the store ended the snapshot: UNAVAILABLE
+            await abort(context, error)
+            return
+        self.log.snapshots_sent += 1
 
     async def _read_acks(
         self, follower_id: str, progress: AsyncIterator[replication_pb2.FollowerProgress]
@@ -174,22 +203,48 @@ class Follower:
 
     async def _run(self) -> None:
         wait_s = RECONNECT_FIRST_S
+        snapshot_needed = False
         while True:
             try:
+                if snapshot_needed or self.writer.restoring:
+                    await self._install_snapshot()
+                    snapshot_needed = False
                 await self._follow()
             except grpc.aio.AioRpcError as error:
-                if _reason_of(error) == SNAPSHOT_REQUIRED:
-                    log.error("the leader no longer holds our next batch: %s (this follower "
-                              "needs a fresh data directory)", error.details())
+                if _reason_of(error) in SNAPSHOT_REASONS:
+                    commit = self.writer.commit_index  # a new member's first snapshot: routine
+                    log.log(logging.WARNING if commit else logging.INFO,
+                            "the leader cannot stream after our commit %d: %s; taking a "
+                            "snapshot", commit, error.details())
+                    snapshot_needed = True
                 elif self.connected or wait_s >= RECONNECT_MOST_S:
                     log.warning("replication from %s broke: %s", self.leader, error.code())
-            except LedgerError as error:  # a batch out of order: start over from our commit
+            except (LedgerError, StoreError) as error:
+                # A batch out of order: start over from our commit. A snapshot that ended
+                # short or could not be stored: take another.
                 log.error("replication from %s: %s", self.leader, error)
             if self.connected:
                 wait_s = RECONNECT_FIRST_S
             self.connected = False
             await asyncio.sleep(wait_s)
             wait_s = min(RECONNECT_MOST_S, wait_s * 2)
+
+    async def _install_snapshot(self) -> None:
+        """Replaces this member's store and memory with a snapshot of the leader's; a
+        snapshot that stops short leaves the store marked, and the next attempt starts over."""
+        log.info("taking a snapshot from %s", self.leader)
+        options = [("grpc.max_receive_message_length", SNAPSHOT_MESSAGE_BYTES_MAX)]
+        try:
+            async with grpc.aio.insecure_channel(self.leader, options=options) as channel:
+                stream = _replication_stub(channel).Snapshot(
+                    replication_pb2.SnapshotRequest(follower_id=self.follower_id))
+                installed = await self.writer.install_snapshot(received_chunks(stream))
+        except grpc.aio.AioRpcError as error:
+            log.warning("the snapshot from %s broke (%s: %s); it will be taken again",
+                        self.leader, error.code().name, error.details())
+            raise
+        log.info("installed a snapshot from %s: commit %d, %d records, %.2f s", self.leader,
+                 installed.commit, installed.records, installed.seconds)
 
     async def _follow(self) -> None:
         progress: asyncio.Queue[replication_pb2.FollowerProgress] = asyncio.Queue()

@@ -72,9 +72,16 @@ class LedgerServicer:
     def __init__(self, writer: Writer, address: str = "") -> None:
         self.writer = writer
         self.address = address  # this member's advertised HOST:PORT
-        self.ledger: Ledger = writer.ledger
-        archive = writer.ledger.archive
-        self.archive = archive if isinstance(archive, StoreArchive) else None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The writer's ledger now (a follower's is replaced when it installs a snapshot)."""
+        return self.writer.ledger
+
+    @property
+    def archive(self) -> StoreArchive | None:
+        archive = self.writer.ledger.archive
+        return archive if isinstance(archive, StoreArchive) else None
 
     async def _mutate(
         self, context: grpc.aio.ServicerContext, kind: type[R],
@@ -113,6 +120,7 @@ class LedgerServicer:
                 wait_s = READ_WAIT_MAX_S if remaining is None else min(
                     remaining - READ_DEADLINE_MARGIN_S, READ_WAIT_MAX_S)
                 await self.writer.until_commit(min_sequence, wait_s)
+            self.writer.check_readable()
             answer = read()
             await self.writer.until_applied_durable()
         except LedgerError as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -31,12 +31,40 @@ DATABASES: tuple[str, ...] = (
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"
+# A snapshot carries, besides DATABASES and the journal, the highest journal sequence ever
+# trimmed (one record of this name, when anything was trimmed): a store restored from it then
+# has its source's last_sequence() even once retention has emptied the journal.
+JOURNAL_TRIMMED_THROUGH = "journal_trimmed_through"
+TRIMMED_THROUGH_KEY = b"sequence"
+# The meta record a restore in progress leaves until it is finished: a store holding it is
+# incomplete and must never be served (atpd empties it again at start).
+RESTORING_KEY = b"restoring"
+# A snapshot chunk's records: (database, key, value), the journal's under JOURNAL_DATABASE
+# by their stored key (encode_sequence).
+SnapshotRecord = tuple[str, bytes, bytes]
+# A snapshot chunk holds at most about this many bytes of keys and values (and at least one
+# record, whatever its size).
+SNAPSHOT_CHUNK_BYTES_MAX = 1 << 20
 
 # LMDB's compile-time key limit (mdb_env_get_maxkeysize); the memory store enforces it too so
 # that a batch which would fail on disk also fails in tests.
 KEY_BYTES_MAX = 511
 # Journal sequences are stored as 8-byte big-endian unsigned integers.
 SEQUENCE_MAX = 2**64 - 1
+SEQUENCE_BYTES = 8
+
+
+def encode_sequence(sequence: int) -> bytes:
+    """The journal key of `sequence`: 8 bytes, big-endian, so that LMDB's byte order of keys
+    is the numeric order of sequences."""
+    return sequence.to_bytes(SEQUENCE_BYTES, "big")
+
+
+def decode_sequence(key: bytes) -> int:
+    """The sequence of a journal key; StoreError for bytes that are not one."""
+    if len(key) != SEQUENCE_BYTES:
+        raise StoreError(f"journal key of {len(key)} bytes: journal keys are {SEQUENCE_BYTES}")
+    return int.from_bytes(key, "big")
 
 
 class StoreError(Exception):
@@ -139,6 +167,38 @@ class Store(abc.ABC):
     def trim_journal(self, keep_after: int) -> int:
         """Delete journal entries with sequence <= `keep_after`; return how many were deleted."""
 
+    @abc.abstractmethod
+    def snapshot_chunks(
+        self, records_max: int, bytes_max: int = SNAPSHOT_CHUNK_BYTES_MAX
+    ) -> Iterator[list[SnapshotRecord]]:
+        """Every record of every database in DATABASES, the journal and its trim mark
+        (JOURNAL_TRIMMED_THROUGH), all as of one moment (commits made meanwhile are not
+        seen), in chunks of at most `records_max` records or about `bytes_max` bytes.
+
+        The first chunk is the whole META database, whatever its size (a few records: the
+        snapshot's commit and term history are known from it); further chunks are never
+        empty. Pull it from one thread at a time; close it (or exhaust it) to let go of the
+        moment it holds. A store that is closed, or must change its map, meanwhile ends the
+        snapshot: the next chunk raises StoreError."""
+
+    @abc.abstractmethod
+    def begin_restore(self) -> None:
+        """In one transaction, empties every database, the journal and its trim mark, and
+        puts the RESTORING_KEY marker in META."""
+
+    @abc.abstractmethod
+    def restore(self, records: Iterable[SnapshotRecord]) -> None:
+        """Puts snapshot records as they are, in one transaction (StoreError, having written
+        nothing, for a record of no known database or outside a restore)."""
+
+    @abc.abstractmethod
+    def finish_restore(self) -> None:
+        """Removes the RESTORING_KEY marker: the restored store is complete."""
+
+    def restore_incomplete(self) -> bool:
+        """Whether a restore was begun and not finished (the store must not be served)."""
+        return self.get(META, RESTORING_KEY) is not None
+
     def usage(self) -> StoreUsage:
         """The space in use; a store without limits reports none used."""
         return StoreUsage(used=0, map_size=2**62)
@@ -213,3 +273,35 @@ def validate_limit(limit: int) -> None:
     """Raise ValueError for a negative page size: a bug in the caller, not a storage fault."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+def next_chunk(
+    records: Iterator[SnapshotRecord], records_max: int, bytes_max: int
+) -> list[SnapshotRecord]:
+    """The next records of a snapshot, up to `records_max` of them or until they hold
+    `bytes_max` bytes of keys and values; [] when none are left."""
+    if records_max < 1:
+        raise ValueError(f"records_max must be >= 1, got {records_max}")
+    chunk: list[SnapshotRecord] = []
+    size = 0
+    for record in records:
+        chunk.append(record)
+        size += len(record[1]) + len(record[2])
+        if len(chunk) >= records_max or size >= bytes_max:
+            break
+    return chunk
+
+
+def validate_restored(record: SnapshotRecord) -> None:
+    """Raise StoreError unless a snapshot record can be restored as it is."""
+    database, key, value = record
+    if not isinstance(value, bytes):
+        raise StoreError(f"value for a key in {database!r} is {type(value).__name__}, not bytes")
+    if database == JOURNAL_DATABASE:
+        decode_sequence(key)
+    elif database == JOURNAL_TRIMMED_THROUGH:
+        decode_sequence(value)
+    elif database in DATABASES:
+        validate_key(key, database)
+    else:
+        raise StoreError(f"unknown database {database!r} in a snapshot")

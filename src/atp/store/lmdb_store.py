@@ -6,9 +6,8 @@ import contextlib
 import fcntl
 import itertools
 import os
-import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import lmdb
@@ -16,15 +15,25 @@ import lmdb
 from atp.store.base import (
     DATABASES,
     JOURNAL_DATABASE,
+    JOURNAL_TRIMMED_THROUGH,
+    META,
+    RESTORING_KEY,
     SEQUENCE_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+    TRIMMED_THROUGH_KEY,
+    SnapshotRecord,
     Store,
     StoreError,
     StoreFullError,
     StoreUsage,
     WriteBatch,
+    decode_sequence,
+    encode_sequence,
     indexed_key,
+    next_chunk,
     validate_batch,
     validate_limit,
+    validate_restored,
 )
 
 # Internal bookkeeping, never returned by load(): the highest sequence ever trimmed, so that
@@ -38,19 +47,7 @@ _ADDED_LATER = frozenset({
     "closed", "closed_by_time", "requests_by_time", "ended_holds", "ended_holds_by_time",
 })
 
-# Big-endian so that LMDB's byte order of keys is the numeric order of sequences.
-_SEQUENCE = struct.Struct(">Q")
-
-
-def encode_sequence(sequence: int) -> bytes:
-    """The journal key of `sequence`: 8 bytes, big-endian."""
-    return _SEQUENCE.pack(sequence)
-
-
-def decode_sequence(key: bytes) -> int:
-    """The sequence of a journal key."""
-    value: int = _SEQUENCE.unpack(key)[0]
-    return value
+__all__ = ["LmdbStore", "claim_writer", "decode_sequence", "encode_sequence"]
 
 
 class _OperationGate:
@@ -103,6 +100,15 @@ class _OperationGate:
             return True
 
 
+class _Snapshot:
+    """The read transaction of one snapshot_chunks(), idle between chunks."""
+
+    def __init__(self, transaction: lmdb.Transaction[bytes]) -> None:
+        self.transaction = transaction
+        # Why it ended before its consumer was done (the map grew, the store closed).
+        self.ended: str | None = None
+
+
 class LmdbStore(Store):
     """Records and journal in one LMDB environment; each commit is one write transaction.
 
@@ -124,6 +130,10 @@ class LmdbStore(Store):
         self._gate = _OperationGate()
         self._environment = _open_environment(self._path, map_size, sync, readonly)
         self._owner: int | None = None
+        # The read transactions of snapshots being streamed, which growing the map or closing
+        # ends (LMDB lets no transaction outlive either).
+        self._snapshots: set[_Snapshot] = set()
+        self._snapshots_lock = threading.Lock()
         try:
             # LMDB lets several processes write one environment; two ledgers over one store
             # would each miss the other's changes, so one writer owns a data directory.
@@ -259,6 +269,101 @@ class LmdbStore(Store):
                 self._record_trimmed_through(transaction, decode_sequence(highest_deleted_key))
             return deleted
 
+    def snapshot_chunks(
+        self, records_max: int, bytes_max: int = SNAPSHOT_CHUNK_BYTES_MAX
+    ) -> Iterator[list[SnapshotRecord]]:
+        """One read transaction for the whole snapshot, begun at the first chunk. The gate is
+        held while a chunk is read, not while the consumer has it (a follower's stream may take
+        minutes): growing the map or closing the store does not wait for it, but ends the
+        snapshot instead, and the next chunk raises StoreError."""
+        snapshot = self._open_snapshot()
+        try:
+            records = self._snapshot_records(snapshot.transaction)
+            with self._snapshot_step(snapshot):
+                meta = [(META, key, value) for key, value
+                        in snapshot.transaction.cursor(db=self._handles[META]).iternext()]
+            yield meta
+            while True:
+                with self._snapshot_step(snapshot):
+                    chunk = next_chunk(records, records_max, bytes_max)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self._close_snapshot(snapshot)
+
+    def _snapshot_records(self, transaction: lmdb.Transaction[bytes]) -> Iterator[SnapshotRecord]:
+        """Everything but META, in the order a restore puts it."""
+        for name in (*DATABASES, JOURNAL_DATABASE):
+            handle = self._handles.get(name)
+            if name != META and handle is not None:
+                for key, value in transaction.cursor(db=handle).iternext():
+                    yield name, key, value
+        trimmed_through = self._trimmed_through_in(transaction)
+        if trimmed_through:
+            yield JOURNAL_TRIMMED_THROUGH, TRIMMED_THROUGH_KEY, encode_sequence(trimmed_through)
+
+    def _open_snapshot(self) -> _Snapshot:
+        with self._gate.enter():
+            try:
+                snapshot = _Snapshot(self._begin_read())
+            except lmdb.Error as error:
+                raise StoreError(f"reading {self._path} failed: {error}") from error
+            with self._snapshots_lock:  # within the gate: no map change can slip in before
+                self._snapshots.add(snapshot)
+        return snapshot
+
+    @contextlib.contextmanager
+    def _snapshot_step(self, snapshot: _Snapshot) -> Iterator[None]:
+        """Reading one chunk: the store stays open and its map unchanged meanwhile."""
+        with self._gate.enter():
+            if snapshot.ended is not None:
+                raise StoreError(f"the snapshot of {self._path} was ended ({snapshot.ended}); "
+                                 "take another")
+            try:
+                yield
+            except lmdb.Error as error:
+                raise StoreError(f"reading {self._path} failed: {error}") from error
+
+    def _close_snapshot(self, snapshot: _Snapshot) -> None:
+        with self._snapshots_lock:
+            self._snapshots.discard(snapshot)
+            if snapshot.ended is None:
+                snapshot.ended = "done"
+                snapshot.transaction.abort()
+
+    def _end_snapshots(self, reason: str) -> None:
+        """Ends every snapshot between chunks (the caller keeps any from reading one)."""
+        with self._snapshots_lock:
+            for snapshot in self._snapshots:
+                if snapshot.ended is None:
+                    snapshot.ended = reason
+                    snapshot.transaction.abort()
+            self._snapshots.clear()
+
+    def begin_restore(self) -> None:
+        with self._writing() as transaction:
+            for name in (*DATABASES, JOURNAL_DATABASE, _STATE_DATABASE):
+                transaction.drop(self._handles[name], delete=False)
+            transaction.put(RESTORING_KEY, b"1", db=self._handles[META])
+
+    def restore(self, records: Iterable[SnapshotRecord]) -> None:
+        records = list(records)
+        for record in records:
+            validate_restored(record)
+        with self._writing() as transaction:
+            if transaction.get(RESTORING_KEY, db=self._handles[META]) is None:
+                raise StoreError("restore() outside a restore: call begin_restore() first")
+            for database, key, value in records:
+                if database == JOURNAL_TRIMMED_THROUGH:
+                    transaction.put(_TRIMMED_THROUGH_KEY, value, db=self._handles[_STATE_DATABASE])
+                else:
+                    transaction.put(key, value, db=self._handles[database])
+
+    def finish_restore(self) -> None:
+        with self._writing() as transaction:
+            transaction.delete(RESTORING_KEY, db=self._handles[META])
+
     def environment_info(self) -> dict[str, Any]:
         """Map size, bytes used, entries per database and journal range, for `atpctl db stat`."""
         with self._reading() as transaction:
@@ -310,6 +415,7 @@ class LmdbStore(Store):
     def grow_map(self, map_size: int) -> None:
         """Raises the map size; LMDB needs no transaction open in the process meanwhile."""
         with self._gate.exclusive():
+            self._end_snapshots("the LMDB map grew")
             try:
                 self._environment.set_mapsize(map_size)
             except lmdb.Error as error:
@@ -331,6 +437,7 @@ class LmdbStore(Store):
     def close(self) -> None:
         if not self._gate.close():
             return
+        self._end_snapshots("the store closed")
         try:
             # With sync=False commits sit in the page cache; a clean close flushes them to disk.
             if not self._sync and not self._readonly:

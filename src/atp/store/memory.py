@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from atp.store.base import (
     DATABASES,
+    JOURNAL_DATABASE,
+    JOURNAL_TRIMMED_THROUGH,
+    META,
+    RESTORING_KEY,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+    TRIMMED_THROUGH_KEY,
+    SnapshotRecord,
     Store,
     StoreError,
     WriteBatch,
+    decode_sequence,
+    encode_sequence,
     indexed_key,
+    next_chunk,
     validate_batch,
     validate_limit,
+    validate_restored,
 )
 
 
@@ -107,6 +118,70 @@ class MemoryStore(Store):
                 del self._journal_sequences[:deleted]
                 del self._journal_events[:deleted]
             return deleted
+
+    def snapshot_chunks(
+        self, records_max: int, bytes_max: int = SNAPSHOT_CHUNK_BYTES_MAX
+    ) -> Iterator[list[SnapshotRecord]]:
+        """A copy of everything taken under the lock at the first chunk: the one moment."""
+        with self._lock:
+            self._check_open()
+            meta = [(META, key, value) for key, value in sorted(self._records[META].items())]
+            rest = self._copy_for_snapshot()
+        yield meta
+        while chunk := next_chunk(rest, records_max, bytes_max):
+            yield chunk
+
+    def _copy_for_snapshot(self) -> Iterator[SnapshotRecord]:
+        records = [
+            (name, key, value)
+            for name in DATABASES if name != META
+            for key, value in sorted(self._records[name].items())
+        ]
+        records += [
+            (JOURNAL_DATABASE, encode_sequence(sequence), event)
+            for sequence, event in zip(self._journal_sequences, self._journal_events)
+        ]
+        if self._trimmed_through:
+            records.append((JOURNAL_TRIMMED_THROUGH, TRIMMED_THROUGH_KEY,
+                            encode_sequence(self._trimmed_through)))
+        return iter(records)
+
+    def begin_restore(self) -> None:
+        with self._lock:
+            self._check_open()
+            self._records = {name: {} for name in DATABASES}
+            self._journal_sequences, self._journal_events = [], []
+            self._trimmed_through = 0
+            self._records[META][RESTORING_KEY] = b"1"
+
+    def restore(self, records: Iterable[SnapshotRecord]) -> None:
+        records = list(records)
+        for record in records:
+            validate_restored(record)
+        with self._lock:
+            self._check_open()
+            if RESTORING_KEY not in self._records[META]:
+                raise StoreError("restore() outside a restore: call begin_restore() first")
+            for database, key, value in records:
+                if database == JOURNAL_DATABASE:
+                    self._restore_journal_entry(decode_sequence(key), value)
+                elif database == JOURNAL_TRIMMED_THROUGH:
+                    self._trimmed_through = decode_sequence(value)
+                else:
+                    self._records[database][key] = value
+
+    def _restore_journal_entry(self, sequence: int, event: bytes) -> None:
+        at = bisect.bisect_left(self._journal_sequences, sequence)
+        if at < len(self._journal_sequences) and self._journal_sequences[at] == sequence:
+            self._journal_events[at] = event
+        else:
+            self._journal_sequences.insert(at, sequence)
+            self._journal_events.insert(at, event)
+
+    def finish_restore(self) -> None:
+        with self._lock:
+            self._check_open()
+            self._records[META].pop(RESTORING_KEY, None)
 
     def close(self) -> None:
         with self._lock:

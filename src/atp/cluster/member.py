@@ -141,6 +141,7 @@ class Member:
         self._leader_key: KeyValue | None = None  # the key we created, while we lead
         self._sync_key: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         # Set when the leader key changes (watched), to act at once rather than a loop later.
         self._wake = asyncio.Event()
 
@@ -155,26 +156,47 @@ class Member:
     async def stop(self) -> None:
         """Stops the loop; a leader resigns (its keys go with its lease, so that a successor
         is elected at once rather than a TTL later)."""
+        self._stopping = True  # a cancellation lost in a race still ends the loop
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._lease is not None:
-            self.node.stand_by()
-            try:
-                await self.etcd.revoke_lease(self._lease.id, timeout=self.timing.retry_timeout_s)
-            except EtcdError as error:
-                log.warning("could not resign (the lease ends by itself): %s", error)
+        self.node.stand_by()
+        await self._give_up_lease()
+
+    async def _give_up_lease(self) -> None:
+        """Revokes the lease: the leader key (if ours) and our member key go at once."""
+        if self._lease is None:
+            return
+        lease, self._lease = self._lease, None
+        try:
+            await self.etcd.revoke_lease(lease.id, timeout=self.timing.retry_timeout_s)
+        except EtcdError as error:
+            log.warning("could not give up the lease (it ends by itself): %s", error)
 
     async def _run(self) -> None:
-        while True:
+        """The loop never ends by itself: etcd failing is waited out, and anything else is
+        logged and answered by standing by and giving up the lease (a member that holds the
+        leader key but cannot lead must not keep it), then the loop goes on."""
+        while not self._stopping:
             started = self.clock()
             self._wake.clear()
             try:
                 await self.cycle()
                 await self._until_next_cycle(started)
+                continue
             except EtcdError as error:
                 self._etcd_failed(error)
-                await self._until_next_cycle(started)
+            except Exception:
+                log.exception("the member loop failed; standing by")
+                await self._stand_by_after_failure()
+            await asyncio.sleep(max(0.0, self.timing.loop_wait_s - (self.clock() - started)))
+
+    async def _stand_by_after_failure(self) -> None:
+        if self.view.role == LEADER:
+            self._lost("the member loop failed")
+        self.node.stand_by()
+        self.view.role, self.view.leader = CANDIDATE, ""
+        await self._give_up_lease()
 
     async def _until_next_cycle(self, started: float) -> None:
         """Sleeps out the loop; a new leader short of standbys looks for them meanwhile, and
@@ -182,8 +204,10 @@ class Member:
         while (remaining := self.timing.loop_wait_s - (self.clock() - started)) > 0:
             short = self.view.role == LEADER and self._short_of_standbys()
             try:
-                await asyncio.wait_for(self._wake.wait(),
-                                       min(remaining, STANDBY_CHECK_S) if short else remaining)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancellation
+                # that arrives as the wait completes, and stop() would wait forever.
+                async with asyncio.timeout(min(remaining, STANDBY_CHECK_S) if short else remaining):
+                    await self._wake.wait()
                 return
             except TimeoutError:
                 if short:

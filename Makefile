@@ -54,6 +54,18 @@ bench: $(BENCH_INSTALLED)
 bench-smoke: $(INSTALLED)
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
+.PHONY: failover
+## Failover on etcd, long version: the failover tests with ATP_FAILOVER_KILLS kills of the
+## leader and ATP_FAILOVER_PAUSES SIGSTOP rounds (make test runs 2 and 1), then the failover
+## bench (reserve throughput sync 0 vs 1, replication lag, failover time over the kill loop);
+## results in bench/results/failover-*. Bench flags: FAILOVER_ARGS="--seconds 5".
+ATP_FAILOVER_KILLS ?= 10
+ATP_FAILOVER_PAUSES ?= 5
+failover: $(INSTALLED)
+	ATP_FAILOVER_KILLS=$(ATP_FAILOVER_KILLS) ATP_FAILOVER_PAUSES=$(ATP_FAILOVER_PAUSES) \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider -rP tests/cluster/test_failover.py $(PYTEST_ARGS)
+	$(BIN)/python -m bench.failover --kills $(ATP_FAILOVER_KILLS) $(FAILOVER_ARGS)
+
 .PHONY: soak
 ## Soak on a fresh atpd: a long mixed lifecycle load; RSS, disk and restart time must stay
 ## bounded. Results in bench/results/soak-*. Flags: SOAK_ARGS="--lifecycles 200000 --sync off".

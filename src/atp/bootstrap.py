@@ -196,17 +196,22 @@ class AtpServer:
             self.store.close()
             raise OSError(f"cannot listen on {config.listen}: the address is in use or not "
                           "one of this machine's")
+        host, port = (config.advertise or config.listen).rsplit(":", 1)
+        if port == "0":  # the port picked for us: name it in the writes' metadata
+            for servicer in self._ledger_servicers:
+                servicer.address = f"{host}:{self.port}"
 
     def _add_services(self) -> None:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.
         ours = GuardingRegistrar(self.server)
         address = self.config.advertise or self.config.listen
-        inventory_pb2_grpc.add_InventoryServicer_to_server(
-            InventoryServicer(self.writer, address), ours)
-        availability_pb2_grpc.add_AvailabilityServicer_to_server(
-            AvailabilityServicer(self.writer, address), ours)
-        reservations_pb2_grpc.add_ReservationsServicer_to_server(
-            ReservationsServicer(self.writer, address), ours)
+        self._ledger_servicers = (InventoryServicer(self.writer, address),
+                                  AvailabilityServicer(self.writer, address),
+                                  ReservationsServicer(self.writer, address))
+        inventory, availability, reservations = self._ledger_servicers
+        inventory_pb2_grpc.add_InventoryServicer_to_server(inventory, ours)
+        availability_pb2_grpc.add_AvailabilityServicer_to_server(availability, ours)
+        reservations_pb2_grpc.add_ReservationsServicer_to_server(reservations, ours)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
         replication_pb2_grpc.add_ReplicationServicer_to_server(
             ReplicationServicer(self.replication, self.writer, self.follower,

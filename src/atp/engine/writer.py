@@ -401,7 +401,7 @@ class Writer:
             if self.on_durable_batch is not None:  # followers may have it from now on
                 self.on_durable_batch(self.commit_index, batch, self.term)
             self._inflight_waiters = None
-            if self.sync_replicas:  # answered once enough followers hold it too
+            if self.sync_replicas and self.leads:  # answered once enough followers hold it
                 self._awaiting_replicas.append((self.commit_index, waiters, changes.events))
             else:
                 self._answer(waiters, changes.events)
@@ -472,6 +472,17 @@ class Writer:
         self.leader_address = leader_address
         self.fenced = leader_address is None
         self._refuse_waiting(Unavailable(LEADERSHIP_LOST))
+
+    async def settle_commits(self) -> None:
+        """Waits until nothing applied here is left to commit: a member about to follow must
+        not store a batch of its own and one of its new leader's under the same number."""
+        while self.ledger.has_changes or self._inflight_waiters is not None:
+            if self.failure is not None:
+                raise self._stopping()
+            future = self._durability_future()
+            if future is None:
+                return
+            await asyncio.gather(future, return_exceptions=True)  # committed, or refused
 
     def _refuse_waiting(self, error: LedgerError) -> None:
         awaiting = [future for _, waiters, _ in self._awaiting_replicas for future in waiters]

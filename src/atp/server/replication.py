@@ -108,6 +108,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         acknowledgements = asyncio.create_task(self._read_acks(follower_id, request_iterator))
         self.log.connected.add(follower_id)
         try:
+            await context.send_initial_metadata(())  # accepted: the follower is connected
             async for commit, batch, term in self.log.after(hello.durable_commit):
                 if not self.writer.leads:  # deposed: stop feeding anyone at once
                     await abort(context, self._not_leader())
@@ -199,6 +200,9 @@ class Follower:
         await self.stop()
         self.leader, self.leader_term = leader, leader_term
         self.writer.step_down(leader)
+        # A deposed leader may still be committing what it applied: its first message to
+        # the new leader must name the last commit it will ever make on its own.
+        await self.writer.settle_commits()
         self.start()
 
     async def _run(self) -> None:
@@ -259,11 +263,16 @@ class Follower:
 
         async with grpc.aio.insecure_channel(self.leader) as channel:
             stream = _replication_stub(channel).Replicate(messages())
-            async for message in stream:
+            try:
+                await stream.initial_metadata()  # the leader accepted us (or refused: raises)
                 self.connected = True
-                await writer.commit_replicated(message.commit, batch_of(message), message.term)
-                progress.put_nowait(replication_pb2.FollowerProgress(
-                    durable_commit=message.commit))
+                async for message in stream:
+                    await writer.commit_replicated(
+                        message.commit, batch_of(message), message.term)
+                    progress.put_nowait(replication_pb2.FollowerProgress(
+                        durable_commit=message.commit))
+            finally:
+                stream.cancel()  # ends the request stream's reader with the call
 
 
 def replication_status(

@@ -105,6 +105,11 @@ async def answered(awaitable: Any) -> Any:
     return await asyncio.wait_for(awaitable, ANSWER_TIMEOUT_S)
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 async def started_writer(store: FaultyStore, **options: Any) -> Writer:
     writer = Writer(Ledger(), store, clock=lambda: NOW, **options)
     writer.start()
@@ -118,6 +123,9 @@ def test_a_failing_journal_trim_answers_every_command_and_is_retried_after_heali
         store.readers_full = True
         writer = await started_writer(store, journal_retention_events=5)
         await answered(writer.execute(receipt("broken-0")))
+        # The trim runs after the commit is answered, on the commit thread: give it its turn
+        # (a loaded machine may answer the caller first).
+        await answered(until(lambda: writer.housekeeping_failures > 0))
         failed_at_first = writer.housekeeping_failures
         assert failed_at_first > 0, "the failed trim is counted"
         for index in range(1, 12):

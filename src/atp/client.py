@@ -643,7 +643,8 @@ class Retry(enum.Enum):
     IDEMPOTENCY_KEY = "carries an idempotency key"
     NATURALLY_IDEMPOTENT = "the same request twice has the effect of once"
     READ_ONLY = "changes nothing"
-    WHEN_DRY_RUN = "read-only only when dry_run is set"
+    WHEN_DRY_RUN = ("read-only when dry_run is set; guarded by plan_sequence when that is set "
+                    "(a repeat of an applied plan is refused PLAN_STALE: it cannot apply twice)")
     NEVER = "a second attempt could act twice"
 
 
@@ -660,7 +661,7 @@ class Rpc(Generic[Parameters, RequestT, ResponseT]):
     def retry_safe(self, request: Message) -> bool:
         """True when retrying this request after a transient failure cannot apply it twice."""
         if self.retry is Retry.WHEN_DRY_RUN:
-            return bool(getattr(request, "dry_run", False))
+            return bool(getattr(request, "dry_run", False) or getattr(request, "plan_sequence", 0))
         if self.retry is Retry.IDEMPOTENCY_KEY:
             return _carries_idempotency_key(request)
         return self.retry is not Retry.NEVER
@@ -1076,15 +1077,57 @@ class Client(_ClientBase):
         reservation_id: str = "",
         stop_at_head: bool = False,
     ) -> Iterator[events_pb2.Event]:
-        """Journal events after after_sequence, then live ones (or only up to the head)."""
-        request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
-        stream = self._stub(events_pb2_grpc.EventsStub).Watch(request)
-        try:
-            yield from stream
-        except grpc.RpcError as rpc_error:
-            raise _error_from_call(rpc_error) from None
-        finally:
-            stream.cancel()
+        """Journal events after after_sequence, then live ones (or only up to the head).
+
+        With several members, a stream that fails UNAVAILABLE (its member died, or ended its
+        watches to install a snapshot) is opened again on the next member after the last
+        event received, with backoff, until no member has answered for timeout_s."""
+        rewatch = _Rewatch(self, after_sequence)
+        while True:
+            request = _watch_request(
+                rewatch.after, types, sku, node_id, reservation_id, stop_at_head)
+            stream = self._stub(events_pb2_grpc.EventsStub).Watch(request)
+            try:
+                for event in stream:
+                    rewatch.received(event)
+                    yield event
+                return
+            except grpc.RpcError as rpc_error:
+                error = _error_from_call(rpc_error)
+                delay_s = rewatch.next_member(error)
+                if delay_s is None:
+                    raise error from None
+            finally:
+                stream.cancel()
+            time.sleep(delay_s)
+
+
+class _Rewatch:
+    """Where a watch resumes, and whether it may: see Client.watch."""
+
+    def __init__(self, client: _ClientBase, after_sequence: int) -> None:
+        self.client = client
+        self.after = after_sequence
+        self.attempt = 0
+        self.failing_since: float | None = None
+
+    def received(self, event: events_pb2.Event) -> None:
+        self.after = event.sequence
+        self.attempt, self.failing_since = 0, None
+
+    def next_member(self, error: AtpError) -> float | None:
+        """Seconds to wait before watching again on the next member; None: give up."""
+        client = self.client
+        if error.code is not grpc.StatusCode.UNAVAILABLE or len(client.targets) < 2:
+            return None
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since > client.timeout_s:
+            return None
+        client.target = client.targets[(client.targets.index(client.target) + 1)
+                                       % len(client.targets)]
+        self.attempt += 1
+        return _backoff_s(self.attempt)
 
 
 def _follow_page_tokens(page: Callable[[str], Message]) -> Iterator[Any]:
@@ -1210,16 +1253,26 @@ class AsyncClient(_ClientBase):
         reservation_id: str = "",
         stop_at_head: bool = False,
     ) -> AsyncIterator[events_pb2.Event]:
-        """Journal events after after_sequence, then live ones (or only up to the head)."""
-        request = _watch_request(after_sequence, types, sku, node_id, reservation_id, stop_at_head)
-        call = self._stub(events_pb2_grpc.EventsStub).Watch(request)
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as rpc_error:
-            raise _error_from_aio(rpc_error) from None
-        finally:
-            call.cancel()
+        """Journal events after after_sequence, then live ones (or only up to the head);
+        with several members, opened again on the next one as Client.watch is."""
+        rewatch = _Rewatch(self, after_sequence)
+        while True:
+            request = _watch_request(
+                rewatch.after, types, sku, node_id, reservation_id, stop_at_head)
+            call = self._stub(events_pb2_grpc.EventsStub).Watch(request)
+            try:
+                async for event in call:
+                    rewatch.received(event)
+                    yield event
+                return
+            except grpc.aio.AioRpcError as rpc_error:
+                error = _error_from_aio(rpc_error)
+                delay_s = rewatch.next_member(error)
+                if delay_s is None:
+                    raise error from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay_s)
 
     def reserve_stream(self, *, timeout_s: float | None = None) -> ReserveStream:
         """Opens Reservations.ReserveStream: `async with client.reserve_stream() as stream`.

@@ -359,16 +359,24 @@ def test_codes_other_than_unavailable_are_never_retried(
     assert len(fake_atpd.requests("Reserve")) == 1
 
 
-def test_reallocation_is_retried_only_as_a_dry_run(fake_atpd: FakeAtpd, client: Client) -> None:
+def test_reallocation_is_retried_as_a_dry_run_or_a_guarded_plan_only(
+    fake_atpd: FakeAtpd, client: Client
+) -> None:
     plan = reservations_pb2.ReallocateResponse(plan_sequence=7)
     fake_atpd.answer("Reallocate", unavailable_then(plan, failures=1))
     assert client.reallocate(sku="A", dry_run=True) == plan
     assert len(fake_atpd.requests("Reallocate")) == 2
 
+    # An apply guarded by its plan_sequence cannot apply twice (a repeat is PLAN_STALE).
+    fake_atpd.answer("Reallocate", unavailable_then(plan, failures=1))
+    assert client.reallocate(sku="A", plan_sequence=7) == plan
+    assert len(fake_atpd.requests("Reallocate")) == 4
+
+    # An unguarded apply could: one attempt only.
     fake_atpd.answer("Reallocate", unavailable_then(plan, failures=1))
     with pytest.raises(AtpError):
-        client.reallocate(sku="A", plan_sequence=7)
-    assert len(fake_atpd.requests("Reallocate")) == 3
+        client.reallocate(sku="A")
+    assert len(fake_atpd.requests("Reallocate")) == 5
 
 
 def test_every_mutation_is_keyed_or_naturally_idempotent() -> None:

@@ -266,3 +266,28 @@ def test_a_client_given_every_member_writes_to_the_leader_and_reads_on_without_o
         with Client(f"{leader.target},{follower.target}", timeout_s=10) as client:
             read = client.get_reservation(written.reservation_id)
             assert read == written and client.target == follower.target
+
+
+def test_a_watch_given_every_member_goes_on_from_the_next_member_after_its_own_dies(
+    leader: AtpdProcess, tmp_path: Path
+) -> None:
+    leader_api = Api(leader.channel())
+    sku, node = stocked(leader_api, 100)
+    with follower_of(leader, tmp_path) as follower:
+        before = [reserve(leader_api, line("l1", sku, node, 1))
+                  for _ in range(3)]
+        with Client(f"{follower.target},{leader.target}", timeout_s=10) as client:
+            events = client.watch(0, sku=sku, types=["RESERVATION_CREATED"])
+            seen = [next(events) for _ in range(len(before))]  # from the follower
+            assert client.target == follower.target
+            follower.kill()
+            after = [reserve(leader_api, line("l1", sku, node, 1))
+                     for _ in range(3)]
+            seen += [next(events) for _ in range(len(after))]  # from the leader, resumed
+            assert client.target == leader.target
+            events.close()  # type: ignore[attr-defined]
+    sequences = [event.sequence for event in seen]
+    assert sequences == sorted(set(sequences)), "no event twice, none out of order"
+    created = [event.reservation_id for event in seen]
+    assert created == [r.reservation_id for r in before + after]
+    leader_api.close()

@@ -48,6 +48,8 @@ def _role_line(status: replication_pb2.ReplicationStatus) -> str:
     where = f"cluster {status.cluster}: " if status.cluster else ""
     if status.role == "follower":
         state = "streaming" if status.connected else "NOT CONNECTED"
+        if status.installing_snapshot:
+            state = "installing a snapshot"
         return (f"{where}follower of {status.leader} ({state}), holding commit {status.commit}, "
                 f"term {status.term}")
     if status.role == "candidate":

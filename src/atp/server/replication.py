@@ -282,7 +282,8 @@ def replication_status(
     """This member's part in replication, as Status answers it (and metrics read it)."""
     status = replication_pb2.ReplicationStatus(
         role=role_of(writer), commit=writer.commit_index, sync_replicas=writer.sync_replicas,
-        term=writer.term, fenced=writer.fenced or not writer.leads and not writer.leader_address)
+        term=writer.term, fenced=writer.fenced or not writer.leads and not writer.leader_address,
+        installing_snapshot=writer.restoring)
     if describe_cluster is not None:
         describe_cluster(status)
     if writer.leader_address is not None and follower is not None:

@@ -47,7 +47,7 @@ class ReplicationStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicationStatus(_message.Message):
-    __slots__ = ("role", "commit", "leader", "connected", "sync_replicas", "term", "followers", "cluster", "members", "sync_standbys", "lease_renewed_seconds_ago", "fenced")
+    __slots__ = ("role", "commit", "leader", "connected", "sync_replicas", "term", "followers", "cluster", "members", "sync_standbys", "lease_renewed_seconds_ago", "fenced", "installing_snapshot")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class ReplicationStatus(_message.Message):
     SYNC_STANDBYS_FIELD_NUMBER: _ClassVar[int]
     LEASE_RENEWED_SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
+    INSTALLING_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     role: str
     commit: int
     leader: str
@@ -72,7 +73,8 @@ class ReplicationStatus(_message.Message):
     sync_standbys: _containers.RepeatedScalarFieldContainer[str]
     lease_renewed_seconds_ago: float
     fenced: bool
-    def __init__(self, role: _Optional[str] = ..., commit: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., sync_replicas: _Optional[int] = ..., term: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerStatus, _Mapping]]] = ..., cluster: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., sync_standbys: _Optional[_Iterable[str]] = ..., lease_renewed_seconds_ago: _Optional[float] = ..., fenced: _Optional[bool] = ...) -> None: ...
+    installing_snapshot: bool
+    def __init__(self, role: _Optional[str] = ..., commit: _Optional[int] = ..., leader: _Optional[str] = ..., connected: _Optional[bool] = ..., sync_replicas: _Optional[int] = ..., term: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerStatus, _Mapping]]] = ..., cluster: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., sync_standbys: _Optional[_Iterable[str]] = ..., lease_renewed_seconds_ago: _Optional[float] = ..., fenced: _Optional[bool] = ..., installing_snapshot: _Optional[bool] = ...) -> None: ...
 
 class FollowerStatus(_message.Message):
     __slots__ = ("follower_id", "acknowledged_commit", "lag_commits", "lag_seconds", "connected")

@@ -56,14 +56,16 @@ bench-smoke: $(INSTALLED)
 
 .PHONY: failover
 ## Failover on etcd, long version: the failover tests with ATP_FAILOVER_KILLS kills of the
-## leader and ATP_FAILOVER_PAUSES SIGSTOP rounds (make test runs 2 and 1), then the failover
+## leader and ATP_FAILOVER_PAUSES SIGSTOP rounds (make test runs 2 and 1), every example
+## across a failover (make test runs two of the four cases), then the failover
 ## bench (reserve throughput sync 0 vs 1, replication lag, failover time over the kill loop);
 ## results in bench/results/failover-*. Bench flags: FAILOVER_ARGS="--seconds 5".
 ATP_FAILOVER_KILLS ?= 10
 ATP_FAILOVER_PAUSES ?= 5
 failover: $(INSTALLED)
 	ATP_FAILOVER_KILLS=$(ATP_FAILOVER_KILLS) ATP_FAILOVER_PAUSES=$(ATP_FAILOVER_PAUSES) \
-	  $(BIN)/python -m pytest -q -p no:cacheprovider -rP tests/cluster/test_failover.py $(PYTEST_ARGS)
+	  ATP_FAILOVER_LONG=1 $(BIN)/python -m pytest -q -p no:cacheprovider -rP \
+	  tests/cluster/test_failover.py tests/cluster/test_examples_failover.py $(PYTEST_ARGS)
 	$(BIN)/python -m bench.failover --kills $(ATP_FAILOVER_KILLS) $(FAILOVER_ARGS)
 
 .PHONY: soak

@@ -14,6 +14,11 @@ moved meanwhile the engine answers PLAN_STALE and the service plans again):
 For every applied plan whose promise slipped it writes a customer notice (one JSON line, on
 stdout or --notices FILE) with the new date. What it does goes to stderr as JSON lines.
 
+An apply can succeed without the service hearing of it (the leader dies before it answers;
+the client sends it again and the engine refuses the repeat PLAN_STALE). So the plan is
+written to the state file before it is sent, and when its outcome is unknown the service reads
+its reservations: those now placed as the plan said were moved by it, and get their notice.
+
 It stops by itself with --once (after the events recorded up to its start), --max-events N
 (after handling N at-risk events) or --timeout SECONDS; otherwise it runs until Ctrl-C.
 
@@ -63,26 +68,44 @@ def _date_text(date: Any) -> str | None:
 
 
 class StateFile:
-    """The last journal sequence handled and the reservations whose plans are held for
-    review, written atomically after each batch."""
+    """The last journal sequence handled, the reservations whose plans are held for review,
+    and the plan being applied (None between applies). Written atomically (a crash leaves the
+    old file or the new one), after each batch and around each apply."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> tuple[int, list[str]]:
+    def load(self) -> tuple[int, list[str], dict[str, Any] | None]:
         try:
             saved = json.loads(self.path.read_text())
-            return int(saved["last_sequence"]), [str(item) for item in saved.get("held", [])]
+            held = [str(item) for item in saved.get("held", [])]
+            return int(saved["last_sequence"]), held, saved.get("applying")
         except FileNotFoundError:
-            return 0, []
+            return 0, [], None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise SystemExit(f"error: state file {self.path} is damaged ({error})") from None
 
-    def save(self, last_sequence: int, held: set[str]) -> None:
+    def save(self, last_sequence: int, held: set[str], applying: dict[str, Any] | None) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(
-            {"last_sequence": last_sequence, "held": sorted(held), "updated": _now()}))
+        saved = {"last_sequence": last_sequence, "held": sorted(held), "applying": applying}
+        temporary.write_text(json.dumps({**saved, "updated": _now()}))
         os.replace(temporary, self.path)
+
+
+def notices_written(path: Path) -> set[tuple[str, int]]:
+    """(reservation, plan_sequence) of each notice in a notices file."""
+    written: set[tuple[str, int]] = set()
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return written
+    for line in lines:
+        try:
+            notice = json.loads(line)
+            written.add((notice["reservation_id"], notice["plan_sequence"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # not one of ours (or cut short by a crash)
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,9 +128,17 @@ def open_watch(
 
 class Watcher:
     def __init__(
-        self, target: str, after_sequence: int, until_head: bool, sku: str, node_id: str
+        self,
+        target: str,
+        timeout_s: float,
+        after_sequence: int,
+        until_head: bool,
+        sku: str,
+        node_id: str,
     ) -> None:
-        self.client = Client(target)
+        # With several members in target, the client watches again on another member when
+        # its member dies (from the last event received), until none answers for timeout_s.
+        self.client = Client(target, timeout_s=timeout_s)
         self.items: queue.Queue[Any] = queue.Queue()
         self.stream, self.ends_at_head = open_watch(
             self.client, after_sequence, until_head, sku, node_id
@@ -138,24 +169,32 @@ class RoutingService:
     def __init__(
         self,
         client: Client,
+        state: StateFile,
         *,
         rule: str,
         notices: IO[str],
         log: IO[str] = sys.stderr,
-        held: list[str] | None = None,
     ) -> None:
         self.client = client
-        # Reservations whose plans a rule held for review: planned again on the next run,
-        # because the journal will not bring their LINE_AT_RISK events back.
-        self.held: set[str] = set(held or ())
+        self.state = state
+        # held: reservations whose plans a rule held for review, planned again on the next
+        # run (the journal will not bring their LINE_AT_RISK events back). applying: the plan
+        # being applied, kept until its outcome is known (see settle).
+        self.last_sequence, held, self.applying = state.load()
+        self.held: set[str] = set(held)
         self.rule = rule
         self.notices = notices
+        # (reservation, plan_sequence) of notices already written: see run().
+        self.notices_written: set[tuple[str, int]] = set()
         self.log_stream = log
         self.applied_plans = 0
         self.notices_sent = 0
 
     def log(self, what: str, **fields: Any) -> None:
         print(json.dumps({"time": _now(), "log": what, **fields}), file=self.log_stream, flush=True)
+
+    def save(self) -> None:
+        self.state.save(self.last_sequence, self.held, self.applying)
 
     def handle(self, events: list[Any]) -> None:
         """Plans (and by rule applies) a reallocation for the reservations of these events."""
@@ -194,25 +233,32 @@ class RoutingService:
                 )
                 self.held.update(p.reservation_id for p in plan.plans)
                 return
+            # Written down before it is sent: if the service dies before it hears the outcome,
+            # the next run finds the plan here and settles it.
+            self.applying = {
+                "plan_sequence": plan.plan_sequence,
+                "moves": [_move(p) for p in plan.plans],
+            }
+            self.save()
             try:
                 applied = self.client.reallocate(
                     reservation_ids=reservation_ids, plan_sequence=plan.plan_sequence
                 )
             except AtpError as error:
+                # Any other error (UNAVAILABLE, DEADLINE_EXCEEDED: no member answered within
+                # the call's deadline) stops the service with the plan still in the state file.
                 if error.reason != "PLAN_STALE":
                     raise
+                # The ledger moved since the plan: maybe by this very plan, applied by an
+                # attempt whose answer was lost (the client sent it again, and a repeat is
+                # refused PLAN_STALE). The refusal came from the leader, and the client reads
+                # from the member it reached last, so the reads in settle() see that plan.
+                if self.settle():
+                    return
                 self.log("plan_stale", plan_sequence=plan.plan_sequence, attempt=attempt)
                 continue
-            self.applied_plans += len(applied.plans)
             self.held.difference_update(reservation_ids)
-            self.log(
-                "applied",
-                plan_sequence=applied.plan_sequence,
-                reservations=[p.reservation_id for p in applied.plans],
-            )
-            for reservation_plan in applied.plans:
-                if reservation_plan.slipped:
-                    self._notify(reservation_plan)
+            self._applied(applied.plan_sequence, [_move(p) for p in applied.plans])
             return
         self.log(
             "gave_up",
@@ -220,30 +266,89 @@ class RoutingService:
             why=f"the ledger kept moving ({STALE_RETRIES} stale plans)",
         )
 
-    def _notify(self, plan: Any) -> None:
-        old_date = _date_text(plan.old_promise_date)
-        new_date = _date_text(plan.new_promise_date)
+    def settle(self) -> bool:
+        """Settles the plan being applied, whose outcome is unknown, from its reservations:
+        those placed now as the plan would place them were moved by it (and get their notice),
+        the others were not. True when every one was moved."""
+        assert self.applying is not None
+        plan_sequence, moves = self.applying["plan_sequence"], self.applying["moves"]
+        moved = [
+            move
+            for move in moves
+            if _placements(self.client.get_reservation(move["reservation_id"]).lines)
+            == move["lines"]
+        ]
+        if not moved:
+            self.applying = None
+            self.save()
+            return False
+        self.held.difference_update(move["reservation_id"] for move in moved)
+        self._applied(plan_sequence, moved, settled="its answer was lost: read back")
+        return len(moved) == len(moves)
+
+    def _applied(self, plan_sequence: int, moves: list[dict[str, Any]], **how: str) -> None:
+        """Logs an applied plan, sends its notices, and marks it done in the state file."""
+        self.applied_plans += len(moves)
+        self.log(
+            "applied",
+            plan_sequence=plan_sequence,
+            reservations=[move["reservation_id"] for move in moves],
+            **how,
+        )
+        for move in moves:
+            if move["slipped"]:
+                self._notify(plan_sequence, move)
+        # Done only once the notices are out: a crash before this save leaves the plan to
+        # settle again on the next run, which skips the notices already in the --notices
+        # file (a crash after it would lose them).
+        self.applying = None
+        self.save()
+
+    def _notify(self, plan_sequence: int, move: dict[str, Any]) -> None:
+        reservation_id = move["reservation_id"]
+        if (reservation_id, plan_sequence) in self.notices_written:
+            return
+        old_date, new_date = move["old_promise_date"], move["new_promise_date"]
+        unfilled = move["unfilled_quantity"]
         if new_date:
-            message = f"Your order {plan.reservation_id} is now expected by {new_date}"
+            message = f"Your order {reservation_id} is now expected by {new_date}"
             message += f" (it was {old_date})." if old_date else "."
         else:
-            message = f"Your order {plan.reservation_id} is delayed; we will send a new date."
-        if plan.unfilled_quantity:
-            message += (
-                f" {plan.unfilled_quantity} unit(s) are on backorder and will follow when stock"
-                " arrives."
-            )
+            message = f"Your order {reservation_id} is delayed; we will send a new date."
+        if unfilled:
+            message += f" {unfilled} unit(s) are on backorder and will follow when stock arrives."
         notice = {
             "notice": "promise_slipped",
             "time": _now(),
-            "reservation_id": plan.reservation_id,
+            "reservation_id": reservation_id,
+            "plan_sequence": plan_sequence,
             "old_promise_date": old_date,
             "new_promise_date": new_date,
-            "unfilled_quantity": plan.unfilled_quantity,
+            "unfilled_quantity": unfilled,
             "message": message,
         }
         print(json.dumps(notice), file=self.notices, flush=True)
         self.notices_sent += 1
+
+
+def _placements(lines: Any) -> list[list[Any]]:
+    """Where a reservation's lines are, as JSON (kept in the state file, compared in settle)."""
+    return sorted(
+        [line.line_id, line.sku, line.node_id, line.quantity, _date_text(line.ship_date)]
+        for line in lines
+    )
+
+
+def _move(plan: Any) -> dict[str, Any]:
+    """What a reservation's plan does: where it leaves the lines, and what its notice says."""
+    return {
+        "reservation_id": plan.reservation_id,
+        "lines": _placements(plan.new_lines),
+        "slipped": plan.slipped,
+        "old_promise_date": _date_text(plan.old_promise_date),
+        "new_promise_date": _date_text(plan.new_promise_date),
+        "unfilled_quantity": plan.unfilled_quantity,
+    }
 
 
 def _plan_summary(plan: Any) -> dict[str, Any]:
@@ -275,18 +380,26 @@ def _plan_summary(plan: Any) -> dict[str, Any]:
 
 
 def run(arguments: argparse.Namespace, notices: IO[str]) -> int:
-    state = StateFile(Path(arguments.state_file))
-    last_sequence, held = state.load()
     deadline = time.monotonic() + arguments.timeout if arguments.timeout else None
     handled = 0
     with Client(arguments.target, timeout_s=arguments.call_timeout) as client:
-        service = RoutingService(client, rule=arguments.apply, notices=notices, held=held)
-        service.log("started", after_sequence=last_sequence, rule=arguments.apply)
+        state = StateFile(Path(arguments.state_file))
+        service = RoutingService(client, state, rule=arguments.apply, notices=notices)
+        service.log("started", after_sequence=service.last_sequence, rule=arguments.apply)
+        if service.applying:
+            # The last run stopped while applying a plan (a crash, or no member answering).
+            # It may have written some of its notices before it stopped: not twice (a
+            # notice on stdout is gone, and may be written again).
+            if arguments.notices:
+                service.notices_written = notices_written(Path(arguments.notices))
+            service.log("settling", plan_sequence=service.applying["plan_sequence"])
+            service.settle()
         if service.held:
             service.review_held()
-            state.save(last_sequence, service.held)
+            service.save()
         watcher = Watcher(
-            arguments.target, last_sequence, arguments.once, arguments.sku, arguments.node
+            arguments.target, arguments.call_timeout, service.last_sequence, arguments.once,
+            arguments.sku, arguments.node,
         )
         try:
             while True:
@@ -317,13 +430,13 @@ def run(arguments: argparse.Namespace, notices: IO[str]) -> int:
                     watcher.items.put(pending)  # Dealt with on the next turn.
                 service.handle(batch)
                 handled += len(batch)
-                last_sequence = batch[-1].sequence
-                state.save(last_sequence, service.held)
+                service.last_sequence = batch[-1].sequence
+                service.save()
         finally:
             watcher.close()
         service.log(
             "stopped",
-            last_sequence=last_sequence,
+            last_sequence=service.last_sequence,
             events=handled,
             applied=service.applied_plans,
             notices=service.notices_sent,

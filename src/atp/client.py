@@ -468,8 +468,10 @@ def _get_availability_request(
     node_ids: Iterable[str] = (),
     include_timeline: bool = False,
     priority: int = 0,
+    min_sequence: int = 0,
 ) -> availability_pb2.GetAvailabilityRequest:
-    """Positions of SKUs (at the given nodes, or all) with the network totals."""
+    """Positions of SKUs (at the given nodes, or all) with the network totals; with
+    min_sequence, once the member holds that commit (a write's commit_sequence)."""
     if isinstance(skus, str):
         skus = [skus]  # A lone SKU would otherwise be split into characters.
     if isinstance(node_ids, str):
@@ -479,6 +481,7 @@ def _get_availability_request(
         node_ids=list(node_ids),
         include_timeline=include_timeline,
         priority=priority,
+        min_sequence=min_sequence,
     )
 
 
@@ -570,9 +573,12 @@ def _fulfill_request(
     )
 
 
-def _get_reservation_request(reservation_id: str) -> reservations_pb2.GetReservationRequest:
-    """One reservation by id."""
-    return reservations_pb2.GetReservationRequest(reservation_id=reservation_id)
+def _get_reservation_request(
+    reservation_id: str, min_sequence: int = 0
+) -> reservations_pb2.GetReservationRequest:
+    """One reservation by id; with min_sequence, once the member holds that commit."""
+    return reservations_pb2.GetReservationRequest(
+        reservation_id=reservation_id, min_sequence=min_sequence)
 
 
 def _list_reservations_request(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -266,3 +269,134 @@ def test_capture_says_so_when_the_engine_is_down(tmp_path: Path) -> None:
                          stdin=order("o-1", ("SKU-1", 1)) + "\n")  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach atpd at 127.0.0.1:1")
+
+
+# -- an apply whose outcome the routing service does not hear ----------------------------------
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{Path(name).stem}", EXAMPLES / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def put_at_risk(client: Client, sku: str) -> list[str]:
+    """Two reservations of one unit at S1 (2 days to the EU), both at risk after a shrinkage
+    there; S2 (4 days) has room: the plan moves both there, and their promises slip."""
+    for node_id, transit_days in (("S1", 2), ("S2", 4)):
+        lanes = [{"region": "EU", "transit_days": transit_days, "cost": 5}]
+        client.upsert_node(node_id=node_id, region="EU", handling_days=1, lanes=lanes)
+    client.adjust_stock([
+        {"sku": sku, "node_id": "S1", "type": "RECEIPT", "quantity": 2},
+        {"sku": sku, "node_id": "S2", "type": "RECEIPT", "quantity": 4},
+    ])  # fmt: skip
+    ids = [f"{sku}-1", f"{sku}-2"]
+    for reservation_id in ids:
+        client.reserve(reservation_id, [{"line_id": "l1", "sku": sku, "node_id": "S1",
+                                         "quantity": 1}], destination_region="EU")  # fmt: skip
+    client.adjust_stock([{"sku": sku, "node_id": "S1", "type": "SHRINKAGE", "quantity": 2}])
+    assert {r.reservation_id for r in client.iter_reservations(at_risk=True, sku=sku)} == set(ids)
+    return ids
+
+
+class AnswerLost:
+    """A Client whose apply of a plan is applied but its answer lost, so that it sends it again:
+    what a leader dying between its commit and its answer does (the engine refuses the repeat
+    PLAN_STALE)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def reallocate(self, **request: Any) -> Any:
+        if request.get("plan_sequence"):
+            self.client.reallocate(**request)  # applied; the answer never arrives
+        return self.client.reallocate(**request)
+
+
+class Crash(Exception):
+    """The service dies (kill -9) here."""
+
+
+class CrashAfterApply(AnswerLost):
+    def reallocate(self, **request: Any) -> Any:
+        answer = self.client.reallocate(**request)
+        if request.get("plan_sequence"):
+            raise Crash
+        return answer
+
+
+def moved_to_s2(client: Client, ids: list[str]) -> bool:
+    return all([(line.node_id, line.at_risk) for line in client.get_reservation(rid).lines]
+               == [("S2", False)] for rid in ids)  # fmt: skip
+
+
+def test_routing_settles_an_apply_whose_answer_was_lost(client: Client, tmp_path: Path) -> None:
+    """Its plan applied, the retry refused PLAN_STALE: the service reads the reservations back,
+    finds them placed as planned, counts the plan applied and sends each notice once."""
+    ids = put_at_risk(client, "SKU-LOST")
+    routing = load_example("routing_service.py")
+    state_file = tmp_path / "routing.state"
+    notices, log = io.StringIO(), io.StringIO()
+    service = routing.RoutingService(AnswerLost(client), routing.StateFile(state_file),
+                                     rule="auto", notices=notices, log=log)  # fmt: skip
+    service.repair(ids)
+
+    logs = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [entry["log"] for entry in logs] == ["plan", "applied"], logs
+    assert logs[1]["settled"] and sorted(logs[1]["reservations"]) == ids
+    assert logs[1]["plan_sequence"] == logs[0]["plan_sequence"]
+    assert moved_to_s2(client, ids)
+    sent = [json.loads(line) for line in notices.getvalue().splitlines()]
+    assert sorted(notice["reservation_id"] for notice in sent) == ids
+    assert all(notice["new_promise_date"] > notice["old_promise_date"] for notice in sent)
+    assert (service.applied_plans, service.notices_sent) == (2, 2)
+    assert json.loads(state_file.read_text())["applying"] is None
+
+
+def test_routing_rerun_settles_the_apply_a_crash_cut_short(
+    server: AtpdProcess, client: Client, tmp_path: Path
+) -> None:
+    """Killed after its plan was applied, before its notices: the next run settles the plan
+    the state file holds and sends them. Killed after the notices, before the state file said
+    so: the next run settles it again and sends none twice (--notices FILE)."""
+    sku = "SKU-CRASH"
+    ids = put_at_risk(client, sku)
+    routing = load_example("routing_service.py")
+    state_file, notices = tmp_path / "routing.state", tmp_path / "notices.jsonl"
+    service = routing.RoutingService(
+        CrashAfterApply(client), routing.StateFile(state_file), rule="auto",
+        notices=io.StringIO(), log=io.StringIO())  # fmt: skip
+    with pytest.raises(Crash):
+        service.repair(ids)
+    assert moved_to_s2(client, ids)
+    crashed = state_file.read_text()
+    applying = json.loads(crashed)["applying"]
+    assert sorted(move["reservation_id"] for move in applying["moves"]) == ids
+
+    def rerun() -> list[dict[str, Any]]:
+        result = run_example("routing_service.py", server.target, "--once", "--idle", "0.5",
+                             "--sku", sku, "--state-file", str(state_file),
+                             "--notices", str(notices))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(state_file.read_text())["applying"] is None
+        return [json.loads(line) for line in result.stderr.splitlines()]
+
+    logs = rerun()
+    assert [entry["log"] for entry in logs][:3] == ["started", "settling", "applied"], logs
+    assert sorted(logs[2]["reservations"]) == ids and logs[2]["settled"]
+    assert logs[-1]["log"] == "stopped" and logs[-1]["notices"] == 2
+    assert not [entry for entry in logs if entry["log"] == "plan"]  # the replayed events
+    sent = [json.loads(line) for line in notices.read_text().splitlines()]
+    assert sorted(notice["reservation_id"] for notice in sent) == ids
+    assert {notice["plan_sequence"] for notice in sent} == {applying["plan_sequence"]}
+
+    state_file.write_text(crashed)  # as if it died just after writing the notices
+    logs = rerun()
+    assert [entry["log"] for entry in logs][:3] == ["started", "settling", "applied"], logs
+    assert logs[-1]["notices"] == 0
+    assert [json.loads(line) for line in notices.read_text().splitlines()] == sent

@@ -630,11 +630,12 @@ def _watch_request(
     node_id: str = "",
     reservation_id: str = "",
     stop_at_head: bool = False,
+    principal: str = "",
 ) -> events_pb2.WatchRequest:
     """Journal events after after_sequence, then live ones (or only up to the head)."""
     return events_pb2.WatchRequest(
         after_sequence=after_sequence, types=list(types), sku=sku, node_id=node_id,
-        reservation_id=reservation_id, stop_at_head=stop_at_head,
+        reservation_id=reservation_id, stop_at_head=stop_at_head, principal=principal,
     )
 
 
@@ -1082,6 +1083,7 @@ class Client(_ClientBase):
         node_id: str = "",
         reservation_id: str = "",
         stop_at_head: bool = False,
+        principal: str = "",
     ) -> Iterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head).
 
@@ -1091,7 +1093,7 @@ class Client(_ClientBase):
         rewatch = _Rewatch(self, after_sequence)
         while True:
             request = _watch_request(
-                rewatch.after, types, sku, node_id, reservation_id, stop_at_head)
+                rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
             stream = self._stub(events_pb2_grpc.EventsStub).Watch(request)
             try:
                 for event in stream:
@@ -1258,13 +1260,14 @@ class AsyncClient(_ClientBase):
         node_id: str = "",
         reservation_id: str = "",
         stop_at_head: bool = False,
+        principal: str = "",
     ) -> AsyncIterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head);
         with several members, opened again on the next one as Client.watch is."""
         rewatch = _Rewatch(self, after_sequence)
         while True:
             request = _watch_request(
-                rewatch.after, types, sku, node_id, reservation_id, stop_at_head)
+                rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
             call = self._stub(events_pb2_grpc.EventsStub).Watch(request)
             try:
                 async for event in call:

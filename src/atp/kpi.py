@@ -71,6 +71,7 @@ class JournalEvent:
     sku: str = ""
     node_id: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    principal: str = ""  # who made the change ("" for the engine's own, or without auth)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape `atpctl watch --json` prints (and `event_from_dict` reads)."""
@@ -82,6 +83,7 @@ class JournalEvent:
             "sku": self.sku,
             "node_id": self.node_id,
             "data": dict(self.data),
+            "principal": self.principal,
         }
 
 
@@ -109,6 +111,7 @@ def decode_event(message: Any) -> JournalEvent:
         sku=message.sku,
         node_id=message.node_id,
         data=plain_numbers(data),
+        principal=message.principal,
     )
 
 
@@ -127,6 +130,7 @@ def event_from_dict(document: Mapping[str, Any]) -> JournalEvent:
         sku=str(document.get("sku") or data.get("sku") or ""),
         node_id=str(document.get("node_id") or data.get("node_id") or ""),
         data=data,
+        principal=str(document.get("principal") or ""),
     )
 
 

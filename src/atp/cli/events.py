@@ -56,6 +56,10 @@ def add_watch_command(tree: CommandTree) -> None:
         help="only events of this reservation",
     )
     watch.add_argument(
+        "--principal", default="", metavar="WHO",
+        help="only events of changes made by this principal (the audit trail)",
+    )
+    watch.add_argument(
         "--until-head",
         action="store_true",
         help="stop after the events recorded up to now instead of following live ones",
@@ -105,6 +109,7 @@ def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
         node_id=arguments.node_id,
         reservation_id=arguments.reservation_id,
         stop_at_head=arguments.until_head,
+        principal=arguments.principal,
     )
     shown = 0
     try:
@@ -136,7 +141,8 @@ def event_line(event: kpi.JournalEvent) -> str:
     ids = [
         f"{name}={value}"
         for name, value in (
-            ("reservation", event.reservation_id), ("sku", event.sku), ("node", event.node_id)
+            ("reservation", event.reservation_id), ("sku", event.sku), ("node", event.node_id),
+            ("by", event.principal),
         )
         if value
     ]  # fmt: skip

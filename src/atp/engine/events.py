@@ -47,9 +47,12 @@ class EventFilter:
     sku: str = ""
     node_id: str = ""
     reservation_id: str = ""
+    principal: str = ""
 
     def matches(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
+            return False
+        if self.principal and event.principal != self.principal:
             return False
         data = event.data
         if self.reservation_id and data.get("reservation_id") != self.reservation_id:

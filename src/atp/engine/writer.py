@@ -196,45 +196,53 @@ class Writer:
             self._fail(error)
 
     @overload
-    async def execute(self, command: commands.Command) -> Result | Refused: ...
+    async def execute(
+        self, command: commands.Command, *, principal: str = ""
+    ) -> Result | Refused: ...
 
     @overload
     async def execute(
-        self, command: commands.Command, present: Callable[[Result], T]
+        self, command: commands.Command, present: Callable[[Result], T], *, principal: str = ""
     ) -> T | Refused: ...
 
     async def execute(
         self, command: commands.Command,
         present: Callable[[Result], T] | Callable[[Result], Result] = unchanged,
+        *, principal: str = "",
     ) -> T | Result | Refused:
         """Applies one command and presents its result at once, so that the answer shows the
         state the command made and not a later one; returns that answer, or the refusal, once
-        durable (a refusal may rest on changes not yet on disk, too)."""
-        outcome, durable = self.apply_one(command)
+        durable (a refusal may rest on changes not yet on disk, too). Its events record
+        `principal` (who asked)."""
+        outcome, durable = self.apply_one(command, principal)
         answer = outcome if isinstance(outcome, Refused) else present(outcome)
         await self.until_durable(durable)
         return answer
 
-    async def execute_batch(self, batch: Sequence[commands.Command]) -> list[Outcome]:
+    async def execute_batch(
+        self, batch: Sequence[commands.Command], principal: str = ""
+    ) -> list[Outcome]:
         """Applies commands one by one in one step; an outcome for each, once durable."""
-        outcomes, durable = self.apply(batch)
+        outcomes, durable = self.apply(batch, principal)
         await self.until_durable(durable, len(batch))
         return outcomes
 
-    def apply_one(self, command: commands.Command) -> tuple[Outcome, asyncio.Future[None] | None]:
+    def apply_one(
+        self, command: commands.Command, principal: str = ""
+    ) -> tuple[Outcome, asyncio.Future[None] | None]:
         """apply() for one command: its outcome and durability future (without a batch of
         one: this is every stream message's and unary call's path)."""
         self._admit((command,))
         now = self.clock()
         try:
             self._expire_due(now)
-            outcome = self.ledger.apply(command, now)
+            outcome = self.ledger.apply(command, now, principal)
         except InvariantViolation as violation:
             raise self._invariant_failed(violation) from None
         return outcome, self._durability_future()
 
     def apply(
-        self, batch: Sequence[commands.Command]
+        self, batch: Sequence[commands.Command], principal: str = ""
     ) -> tuple[list[Outcome], asyncio.Future[None] | None]:
         """Applies commands now, without waiting; returns their outcomes and a future that
         resolves once everything applied so far is durable (None: nothing is pending).
@@ -247,7 +255,7 @@ class Writer:
         now = self.clock()
         try:
             self._expire_due(now)
-            outcomes = self.ledger.apply_batch(batch, now)
+            outcomes = self.ledger.apply_batch(batch, now, principal)
         except InvariantViolation as violation:
             raise self._invariant_failed(violation) from None
         return outcomes, self._durability_future()

@@ -37,8 +37,9 @@ class Ledger(LedgerState):
 
     # ----- changing the ledger ------------------------------------------------------------
 
-    def apply(self, command: commands.Command, now: float) -> Outcome:
-        """Applies one command: its result, or Refused having changed nothing."""
+    def apply(self, command: commands.Command, now: float, principal: str = "") -> Outcome:
+        """Applies one command: its result, or Refused having changed nothing. Its events,
+        and those of what it sets off (backorder fills, risk marks), record `principal`."""
         self.now = now
         today = day_of(now)
         if today != self.risk_day:
@@ -48,18 +49,24 @@ class Ledger(LedgerState):
         named = self.reservations.get(getattr(command, "reservation_id", ""))
         if named is not None and named.expire_time is not None and named.expire_time <= now:
             self._expire_overdue(named, now)
+        self.principal = principal
         try:
             result = _handle(self, command, now)
         except LedgerError as error:
             self.touched.clear()
             return Refused(error)
-        if self.touched:
-            self._settle(command, now, today)
+        else:
+            if self.touched:
+                self._settle(command, now, today)
+        finally:
+            self.principal = ""
         return result
 
-    def apply_batch(self, batch: Iterable[commands.Command], now: float) -> list[Outcome]:
+    def apply_batch(
+        self, batch: Iterable[commands.Command], now: float, principal: str = ""
+    ) -> list[Outcome]:
         """Applies each command on its own, in order: an outcome per command."""
-        return [self.apply(command, now) for command in batch]
+        return [self.apply(command, now, principal) for command in batch]
 
     def execute(self, command: commands.Command, now: float) -> Result:
         """apply() for callers that want a refusal raised: the result, or the LedgerError

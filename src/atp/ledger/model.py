@@ -188,6 +188,9 @@ class Event:
     time: float
     type: str
     data: dict[str, object]
+    # Who made the change (the caller's authenticated principal; "" for the engine itself,
+    # e.g. expiry, or when atpd runs without authentication): the audit trail.
+    principal: str = ""
 
 
 # Every type of journal event the ledger emits (Watch refuses filters naming any other).

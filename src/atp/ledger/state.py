@@ -117,6 +117,8 @@ class LedgerState:
         self.backorders: dict[str, set[LineKey]] = {}
         # The sequence of the last journal event.
         self.sequence = 0
+        # The principal the command being applied came from (its events record it).
+        self.principal = ""
         # Counts kept for metrics without scanning: open reservations per state, reservations
         # closed since start per state, expiries so far, lines at risk.
         self.state_counts: collections.Counter[ReservationState] = collections.Counter()
@@ -448,7 +450,7 @@ class LedgerState:
         if event_type not in EVENT_TYPES:
             raise InvariantViolation(f"undeclared event type {event_type}")
         self.sequence += 1
-        self.changes.events.append(Event(self.sequence, now, event_type, data))
+        self.changes.events.append(Event(self.sequence, now, event_type, data, self.principal))
 
     def take_changes(self) -> Changes:
         """Hands over what changed since the last call (for one durable batch)."""

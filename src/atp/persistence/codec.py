@@ -61,12 +61,15 @@ def position_key(sku: str, node_id: str) -> str:
 
 
 def encode_event(event: Event) -> bytes:
-    return orjson.dumps({"s": event.sequence, "t": event.time, "y": event.type, "d": event.data})
+    raw = {"s": event.sequence, "t": event.time, "y": event.type, "d": event.data}
+    if event.principal:  # absent for the engine's own events (and in older journals)
+        raw["p"] = event.principal
+    return orjson.dumps(raw)
 
 
 def decode_event(data: bytes) -> Event:
     raw = orjson.loads(data)
-    return Event(raw["s"], raw["t"], raw["y"], raw["d"])
+    return Event(raw["s"], raw["t"], raw["y"], raw["d"], raw.get("p", ""))
 
 
 def _node(node: Node) -> list[Any]:

@@ -434,6 +434,7 @@ def event_message(event: Event) -> events_pb2.Event:
         reservation_id=str(event.data.get("reservation_id") or ""),
         sku=str(event.data.get("sku") or ""),
         node_id=str(event.data.get("node_id") or ""),
+        principal=event.principal,
     )
     message.data.update(cast(Any, event.data))  # JSON values, as Struct takes them
     return message

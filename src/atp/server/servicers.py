@@ -35,6 +35,7 @@ from atp.ledger.validation import Violations
 from atp.persistence.archive import StoreArchive
 from atp.server import convert, status
 from atp.server.decoding import Undecodable
+from atp.server.principal import current_principal
 from atp.server.status import abort
 from atp.v1 import (
     availability_pb2,
@@ -91,7 +92,8 @@ class LedgerServicer:
         result (a `kind`) at once and answers that once durable; a refusal ends the call with
         its status."""
         try:
-            answer = await self.writer.execute(build(), presenting(kind, present))
+            answer = await self.writer.execute(
+                build(), presenting(kind, present), principal=current_principal())
         except LedgerError as error:  # not a command; or overloaded, stopping
             await abort(context, error)
             raise  # unreachable: abort raises
@@ -304,7 +306,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         built = [reserve_command(item) for item in request.requests]
         accepted = [item for item in built if not isinstance(item, Refused)]
         try:
-            applied, durable = self.writer.apply(accepted)
+            applied, durable = self.writer.apply(accepted, current_principal())
             outcomes = iter(applied)
             response = reservations_pb2.ReserveBatchResponse()
             for item, item_built in zip(request.requests, built):
@@ -355,7 +357,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         if isinstance(built, Refused):
             return reserve_result(request.reservation_id, built), None
         try:
-            outcome, durable = self.writer.apply_one(built)
+            outcome, durable = self.writer.apply_one(built, current_principal())
         except LedgerError as error:  # overloaded, stopping
             return reserve_result(request.reservation_id, Refused(error)), None
         return reserve_result(request.reservation_id, outcome), durable
@@ -460,7 +462,8 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         except InvalidArgument as error:
             await abort(context, error)
         event_filter = EventFilter(
-            frozenset(request.types), request.sku, request.node_id, request.reservation_id
+            frozenset(request.types), request.sku, request.node_id, request.reservation_id,
+            request.principal,
         )
         try:
             async for event in self.hub.watch(

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/events.proto\x12\x06\x61tp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05types\x18\x02 \x03(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x14\n\x0cstop_at_head\x18\x06 \x01(\x08\"\xae\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct28\n\x06\x45vents\x12.\n\x05Watch\x12\x14.atp.v1.WatchRequest\x1a\r.atp.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/events.proto\x12\x06\x61tp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05types\x18\x02 \x03(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x14\n\x0cstop_at_head\x18\x06 \x01(\x08\x12\x11\n\tprincipal\x18\x07 \x01(\t\"\xc1\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprincipal\x18\x08 \x01(\t28\n\x06\x45vents\x12.\n\x05Watch\x12\x14.atp.v1.WatchRequest\x1a\r.atp.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atp.v1.events_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHREQUEST']._serialized_start=95
-  _globals['_WATCHREQUEST']._serialized_end=224
-  _globals['_EVENT']._serialized_start=227
-  _globals['_EVENT']._serialized_end=401
-  _globals['_EVENTS']._serialized_start=403
-  _globals['_EVENTS']._serialized_end=459
+  _globals['_WATCHREQUEST']._serialized_end=243
+  _globals['_EVENT']._serialized_start=246
+  _globals['_EVENT']._serialized_end=439
+  _globals['_EVENTS']._serialized_start=441
+  _globals['_EVENTS']._serialized_end=497
 # @@protoc_insertion_point(module_scope)

@@ -11,23 +11,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WatchRequest(_message.Message):
-    __slots__ = ("after_sequence", "types", "sku", "node_id", "reservation_id", "stop_at_head")
+    __slots__ = ("after_sequence", "types", "sku", "node_id", "reservation_id", "stop_at_head", "principal")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPES_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     STOP_AT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     types: _containers.RepeatedScalarFieldContainer[str]
     sku: str
     node_id: str
     reservation_id: str
     stop_at_head: bool
-    def __init__(self, after_sequence: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., stop_at_head: _Optional[bool] = ...) -> None: ...
+    principal: str
+    def __init__(self, after_sequence: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., stop_at_head: _Optional[bool] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "time", "type", "reservation_id", "sku", "node_id", "data")
+    __slots__ = ("sequence", "time", "type", "reservation_id", "sku", "node_id", "data", "principal")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +37,7 @@ class Event(_message.Message):
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     type: str
@@ -42,4 +45,5 @@ class Event(_message.Message):
     sku: str
     node_id: str
     data: _struct_pb2.Struct
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., reservation_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    principal: str
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., reservation_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., principal: _Optional[str] = ...) -> None: ...

@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from atp import flags, limits
 from atp.bootstrap import AtpServer, ServerConfig
 from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
 from atp.ledger.errors import DamagedRecordError
+from atp.server import authorization
 from atp.store import StoreError
 from atp.store.integrity import RESTORE_ADVICE
 
@@ -115,6 +116,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "1000", "with asynchronous replication (--sync-replicas 0), how many "
                     "commits behind the last leader a member may be and still take over",
                     metavar="COMMITS")
+    parser.add_flag("--auth-policy", "ATP_AUTH_POLICY", auth_policy_file, "",
+                    "JSON file mapping principals to roles (deny rules, then allow rules); "
+                    "re-read when it changes. Empty: every caller may do everything",
+                    metavar="FILE")
+    parser.add_flag("--auth-tokens", "ATP_AUTH_TOKENS", auth_tokens_file, "",
+                    "JSON file of bearer tokens' SHA-256 hashes and their principals (needs "
+                    "--auth-policy); re-read when it changes", metavar="FILE")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -133,6 +141,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
 
 def flag_conflict(args: argparse.Namespace) -> str:
     """Why flags that are each valid cannot go together ("" when they can)."""
+    if args.auth_tokens and not args.auth_policy:
+        return "--auth-tokens needs --auth-policy (which says what each principal may do)"
     if not args.cluster:
         return "--etcd needs --cluster" if args.etcd else ""
     if args.follow:
@@ -152,6 +162,26 @@ def cluster_name(text: str) -> str:
         raise flags.InvalidValue(
             f"{text!r} is not a cluster name: use letters, digits, '-', '_' and '.'")
     return name
+
+
+def auth_policy_file(text: str) -> str:
+    """A policy file that loads ("" for none): a bad one stops atpd at start."""
+    return _auth_file(text, authorization.load_policy)
+
+
+def auth_tokens_file(text: str) -> str:
+    """A tokens file that loads ("" for none)."""
+    return _auth_file(text, authorization.load_tokens)
+
+
+def _auth_file(text: str, load: Callable[[str], object]) -> str:
+    path = text.strip()
+    if path:
+        try:
+            load(path)
+        except authorization.AuthFileError as error:
+            raise flags.InvalidValue(f"{text!r}: {error}") from None
+    return path
 
 
 def etcd_endpoints(text: str) -> str:
@@ -189,6 +219,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         etcd=args.etcd,
         lease_ttl_s=args.lease_ttl,
         max_lag_on_failover=args.max_lag_on_failover,
+        auth_policy=args.auth_policy,
+        auth_tokens=args.auth_tokens,
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None

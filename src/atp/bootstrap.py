@@ -121,6 +121,9 @@ class ServerConfig:
     # as before), and the file of token hashes ("" accepts client certificates only).
     auth_policy: str = ""
     auth_tokens: str = ""
+    # The bearer token this member presents to its leader (Replicate, Snapshot), for a
+    # leader run with --auth-policy; "" presents none.
+    peer_token: str = ""
 
 
 class AtpServer:
@@ -169,6 +172,8 @@ class AtpServer:
         elif config.follow:
             self.writer.leader_address = config.follow
             self.follower = Follower(self.writer, config.follow, address)
+        if self.follower is not None and config.peer_token:
+            self.follower.metadata = (("authorization", f"Bearer {config.peer_token}"),)
         self.load_seconds = time.monotonic() - started
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).

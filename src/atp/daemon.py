@@ -123,6 +123,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
     parser.add_flag("--auth-tokens", "ATP_AUTH_TOKENS", auth_tokens_file, "",
                     "JSON file of bearer tokens' SHA-256 hashes and their principals (needs "
                     "--auth-policy); re-read when it changes", metavar="FILE")
+    parser.add_flag("--peer-token-file", "ATP_PEER_TOKEN_FILE", peer_token_file, "",
+                    "file holding the bearer token this member presents to its leader "
+                    "(Replicate, Snapshot: the replica role) when the leader runs with "
+                    "--auth-policy", metavar="FILE")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -184,6 +188,28 @@ def _auth_file(text: str, load: Callable[[str], object]) -> str:
     return path
 
 
+def peer_token_file(text: str) -> str:
+    """The path of a file holding one token ("" for none); it must be readable and hold
+    a token of printable characters without spaces."""
+    path = text.strip()
+    if path:
+        read_peer_token(path)
+    return path
+
+
+def read_peer_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise flags.InvalidValue(
+            f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    if not token or any(char.isspace() or not char.isprintable() for char in token):
+        raise flags.InvalidValue(f"{path} does not hold one token (printable characters "
+                                 "without spaces)")
+    return token
+
+
 def etcd_endpoints(text: str) -> str:
     """HOST:PORT[,HOST:PORT...] ("" for none); http:// prefixes are dropped."""
     endpoints = [part.strip().removeprefix("http://") for part in text.split(",") if part.strip()]
@@ -221,6 +247,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_lag_on_failover=args.max_lag_on_failover,
         auth_policy=args.auth_policy,
         auth_tokens=args.auth_tokens,
+        peer_token=read_peer_token(args.peer_token_file) if args.peer_token_file else "",
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None

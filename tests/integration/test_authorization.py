@@ -321,3 +321,17 @@ def test_a_client_certificate_names_the_principal(
                               "certificate", INCLUDES["service"])]
     read, reserve, adjust = asyncio.run(codes_for(dashboard))
     assert read not in REFUSED and reserve is denied and adjust is denied
+
+
+def test_a_follower_presents_its_peer_token_to_a_leader_with_a_policy(tmp_path: Path) -> None:
+    policy = {"allow": [{"role": "replica", "principals": ["member-2"]},
+                        {"role": "ops", "principals": ["ops-p"]}]}
+    (tmp_path / "peer-token").write_text(token_of("member-2") + "\n")
+    with auth_atpd(tmp_path, ["member-2", "ops-p"], policy) as leader:
+        with Client(leader.target, token=token_of("ops-p")) as ops:
+            ops.upsert_node(node_id="AUTHZ-DC", kind="DC", region="EU")
+        follower = AtpdProcess(tmp_path / "follower", "--follow", leader.target,
+                               "--peer-token-file", str(tmp_path / "peer-token"))
+        with follower, Client(follower.target) as reader:  # the follower itself checks no one
+            wait_until(lambda: [node.node_id for node in reader.list_nodes().nodes]
+                       == ["AUTHZ-DC"], timeout_s=15)

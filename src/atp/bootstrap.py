@@ -28,6 +28,7 @@ from atp.ledger import Ledger, LedgerConfig
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
+from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
 from atp.server.metrics import Metrics, MetricsInterceptor
@@ -116,6 +117,13 @@ class ServerConfig:
     # Committed batches a leader keeps for followers to stream (a follower further behind
     # takes a snapshot instead).
     replication_log_batches: int = limits.replication_log_batches_max
+    # Who may do what (server/authorization.py): the policy file ("" serves every caller,
+    # as before), and the file of token hashes ("" accepts client certificates only).
+    auth_policy: str = ""
+    auth_tokens: str = ""
+    # The bearer token this member presents to its leader (Replicate, Snapshot), for a
+    # leader run with --auth-policy; "" presents none.
+    peer_token: str = ""
 
 
 class AtpServer:
@@ -164,6 +172,8 @@ class AtpServer:
         elif config.follow:
             self.writer.leader_address = config.follow
             self.follower = Follower(self.writer, config.follow, address)
+        if self.follower is not None and config.peer_token:
+            self.follower.metadata = (("authorization", f"Bearer {config.peer_token}"),)
         self.load_seconds = time.monotonic() - started
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
@@ -171,9 +181,13 @@ class AtpServer:
         self.health = health_aio.HealthServicer()
         self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
         self.metrics = Metrics(self.writer, self.admission) if config.metrics_listen else None
-        interceptors = [MetricsInterceptor(self.metrics)] if self.metrics else []
+        interceptors: list[grpc.aio.ServerInterceptor] = (
+            [MetricsInterceptor(self.metrics)] if self.metrics else [])
+        if config.auth_policy:
+            interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         self.server = grpc.aio.server(
-            # The gate innermost: the metrics interceptor counts its refusals like any answer.
+            # The gate innermost: the metrics interceptor counts its refusals (and the
+            # authorization's) like any answer.
             interceptors=[*interceptors, self.admission],
             options=[
                 ("grpc.max_receive_message_length", limits.message_bytes_max),

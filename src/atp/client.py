@@ -27,7 +27,18 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeAlias, TypeVar, Union, cast
+from typing import (
+    Any,
+    Concatenate,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    Self,
+    TypeAlias,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import grpc
 import grpc.aio
@@ -63,9 +74,14 @@ __all__ = [
     "to_date",
     "to_message",
     "to_timestamp",
+    "token_metadata",
+    "with_token",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# The call metadata key of a bearer token (`Bearer TOKEN`): who the caller is.
+AUTHORIZATION_KEY = "authorization"
+
 # Trailing metadata key under which a server sends the google.rpc.Status with its details.
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 # Backoff before retry n (1-based) is backoff_first_s * 2**(n-1), capped, times a jitter in
@@ -917,6 +933,61 @@ def _serving_status_name(response: health_pb2.HealthCheckResponse) -> str:
 # Clients
 
 
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that presents a bearer token (none for no token)."""
+    token = (token or "").strip()
+    if not token:
+        return ()
+    if any(char.isspace() or not char.isprintable() for char in token):
+        raise ValueError("a token is printable characters without spaces")
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
+
+
+class _TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Adds the token's metadata to every call made on a (synchronous) channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _with_token(self, details: Any) -> Any:
+        return _CallDetails(details.method, details.timeout,
+                            (*(details.metadata or ()), *self._metadata),
+                            details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: tuple[tuple[str, str], ...]
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+def with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
+    """The channel, presenting the bearer token with every call made on it (for stubs used
+    directly; Client(token=...) adds it to its own calls)."""
+    metadata = token_metadata(token)
+    return grpc.intercept_channel(channel, _TokenInterceptor(metadata)) if metadata else channel
+
+
 class _ClientBase:
     """What both clients share: configuration, and stubs over one channel per member.
 
@@ -926,8 +997,10 @@ class _ClientBase:
 
     def __init__(
         self, target: str, timeout_s: float, retries: int, channel: Any | None,
-        make_channel: Callable[[str], Any],
+        make_channel: Callable[[str], Any], token: str | None = None,
     ) -> None:
+        # Sent with every call, streams too, when the server checks who calls (--auth-policy).
+        self.metadata: tuple[tuple[str, str], ...] = token_metadata(token)
         self.targets = [name.strip() for name in target.split(",") if name.strip()] or [target]
         self.target = self.targets[0]
         self.timeout_s = timeout_s
@@ -991,10 +1064,11 @@ class Client(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.Channel | None = None,
+        token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.insecure_channel(name, CHANNEL_OPTIONS))
+                         lambda name: grpc.insecure_channel(name, CHANNEL_OPTIONS), token)
 
     def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""
@@ -1022,7 +1096,8 @@ class Client(_ClientBase):
         while True:
             try:
                 timeout_s = _time_left_s(deadline)
-                return cast(ResponseT, self._callable(rpc)(request, timeout=timeout_s))
+                return cast(ResponseT, self._callable(rpc)(
+                    request, timeout=timeout_s, metadata=self.metadata))
             except grpc.RpcError as rpc_error:
                 error = _error_from_call(rpc_error)
                 if redirects < len(self.targets) and self._redirected(error, attempts > 1):
@@ -1094,7 +1169,7 @@ class Client(_ClientBase):
         while True:
             request = _watch_request(
                 rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
-            stream = self._stub(events_pb2_grpc.EventsStub).Watch(request)
+            stream = self._stub(events_pb2_grpc.EventsStub).Watch(request, metadata=self.metadata)
             try:
                 for event in stream:
                     rewatch.received(event)
@@ -1165,10 +1240,11 @@ class AsyncClient(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.aio.Channel | None = None,
+        token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.aio.insecure_channel(name, CHANNEL_OPTIONS))
+                         lambda name: grpc.aio.insecure_channel(name, CHANNEL_OPTIONS), token)
 
     async def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""
@@ -1196,7 +1272,8 @@ class AsyncClient(_ClientBase):
         while True:
             try:
                 timeout_s = _time_left_s(deadline)
-                return cast(ResponseT, await self._callable(rpc)(request, timeout=timeout_s))
+                return cast(ResponseT, await self._callable(rpc)(
+                    request, timeout=timeout_s, metadata=self.metadata))
             except grpc.aio.AioRpcError as rpc_error:
                 error = _error_from_aio(rpc_error)
                 if redirects < len(self.targets) and self._redirected(error, attempts > 1):
@@ -1268,7 +1345,7 @@ class AsyncClient(_ClientBase):
         while True:
             request = _watch_request(
                 rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
-            call = self._stub(events_pb2_grpc.EventsStub).Watch(request)
+            call = self._stub(events_pb2_grpc.EventsStub).Watch(request, metadata=self.metadata)
             try:
                 async for event in call:
                     rewatch.received(event)
@@ -1288,7 +1365,7 @@ class AsyncClient(_ClientBase):
 
         The stream has no deadline unless timeout_s is given, since it is meant to live long.
         """
-        return ReserveStream(self._stub(_Reservations), timeout_s)
+        return ReserveStream(self._stub(_Reservations), timeout_s, self.metadata)
 
 
 async def _follow_page_tokens_async(
@@ -1307,9 +1384,11 @@ async def _follow_page_tokens_async(
 class ReserveStream:
     """A bidirectional ReserveStream: many submits in flight, answers matched by order."""
 
-    def __init__(self, stub: Any, timeout_s: float | None) -> None:
+    def __init__(self, stub: Any, timeout_s: float | None,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._stub = stub
         self._timeout_s = timeout_s
+        self._metadata = metadata
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: collections.deque[asyncio.Future[reservations_pb2.ReserveResult]] = (
@@ -1321,7 +1400,7 @@ class ReserveStream:
         self._failure: AtpError | None = None
 
     async def __aenter__(self) -> Self:
-        self._call = self._stub.ReserveStream(timeout=self._timeout_s)
+        self._call = self._stub.ReserveStream(timeout=self._timeout_s, metadata=self._metadata)
         self._reader = asyncio.create_task(self._read_results())
         return self
 

@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from atp import flags, limits
 from atp.bootstrap import AtpServer, ServerConfig
 from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
 from atp.ledger.errors import DamagedRecordError
+from atp.server import authorization
 from atp.store import StoreError
 from atp.store.integrity import RESTORE_ADVICE
 
@@ -115,6 +116,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "1000", "with asynchronous replication (--sync-replicas 0), how many "
                     "commits behind the last leader a member may be and still take over",
                     metavar="COMMITS")
+    parser.add_flag("--auth-policy", "ATP_AUTH_POLICY", auth_policy_file, "",
+                    "JSON file mapping principals to roles (deny rules, then allow rules); "
+                    "re-read when it changes. Empty: every caller may do everything",
+                    metavar="FILE")
+    parser.add_flag("--auth-tokens", "ATP_AUTH_TOKENS", auth_tokens_file, "",
+                    "JSON file of bearer tokens' SHA-256 hashes and their principals (needs "
+                    "--auth-policy); re-read when it changes", metavar="FILE")
+    parser.add_flag("--peer-token-file", "ATP_PEER_TOKEN_FILE", peer_token_file, "",
+                    "file holding the bearer token this member presents to its leader "
+                    "(Replicate, Snapshot: the replica role) when the leader runs with "
+                    "--auth-policy", metavar="FILE")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -133,6 +145,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
 
 def flag_conflict(args: argparse.Namespace) -> str:
     """Why flags that are each valid cannot go together ("" when they can)."""
+    if args.auth_tokens and not args.auth_policy:
+        return "--auth-tokens needs --auth-policy (which says what each principal may do)"
     if not args.cluster:
         return "--etcd needs --cluster" if args.etcd else ""
     if args.follow:
@@ -152,6 +166,48 @@ def cluster_name(text: str) -> str:
         raise flags.InvalidValue(
             f"{text!r} is not a cluster name: use letters, digits, '-', '_' and '.'")
     return name
+
+
+def auth_policy_file(text: str) -> str:
+    """A policy file that loads ("" for none): a bad one stops atpd at start."""
+    return _auth_file(text, authorization.load_policy)
+
+
+def auth_tokens_file(text: str) -> str:
+    """A tokens file that loads ("" for none)."""
+    return _auth_file(text, authorization.load_tokens)
+
+
+def _auth_file(text: str, load: Callable[[str], object]) -> str:
+    path = text.strip()
+    if path:
+        try:
+            load(path)
+        except authorization.AuthFileError as error:
+            raise flags.InvalidValue(f"{text!r}: {error}") from None
+    return path
+
+
+def peer_token_file(text: str) -> str:
+    """The path of a file holding one token ("" for none); it must be readable and hold
+    a token of printable characters without spaces."""
+    path = text.strip()
+    if path:
+        read_peer_token(path)
+    return path
+
+
+def read_peer_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise flags.InvalidValue(
+            f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    if not token or any(char.isspace() or not char.isprintable() for char in token):
+        raise flags.InvalidValue(f"{path} does not hold one token (printable characters "
+                                 "without spaces)")
+    return token
 
 
 def etcd_endpoints(text: str) -> str:
@@ -189,6 +245,9 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         etcd=args.etcd,
         lease_ttl_s=args.lease_ttl,
         max_lag_on_failover=args.max_lag_on_failover,
+        auth_policy=args.auth_policy,
+        auth_tokens=args.auth_tokens,
+        peer_token=read_peer_token(args.peer_token_file) if args.peer_token_file else "",
         metrics_listen=(
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None

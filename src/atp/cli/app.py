@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from atp.cli.arguments import positive_float
+from atp.cli.auth import add_auth_commands
 from atp.cli.cluster import add_cluster_commands
 from atp.cli.database import OfflineStoreError, add_database_commands
 from atp.cli.events import add_health_command, add_kpi_command, add_watch_command
@@ -38,7 +39,7 @@ from atp.cli.reservations import (
     add_reservation_commands,
     add_reserve_command,
 )
-from atp.client import CHANNEL_OPTIONS, DEFAULT_TARGET, AtpError, Client
+from atp.client import CHANNEL_OPTIONS, DEFAULT_TARGET, AtpError, Client, with_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +84,9 @@ def _run(arguments: argparse.Namespace) -> Outcome:
     first = arguments.target.split(",")[0].strip()
     channel = grpc.insecure_channel(first, CHANNEL_OPTIONS)
     try:
-        with Client(arguments.target, timeout_s=arguments.timeout, channel=channel) as client:
-            arguments.grpc_channel = channel
+        with Client(arguments.target, timeout_s=arguments.timeout, channel=channel,
+                    token=arguments.token) as client:
+            arguments.grpc_channel = with_token(channel, arguments.token)
             return client_command(client, arguments)
     finally:
         channel.close()
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_health_command(tree)
     add_database_commands(tree)
     add_cluster_commands(tree)
+    add_auth_commands(tree)
     return parser
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -149,6 +152,12 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         help="atpd address host:port, or several members of a cluster comma separated (a write "
         "goes to the leader, a read moves on past a member that is down) (default: "
         f"$ATP_TARGET, else {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--token",
+        default=default(os.environ.get("ATP_TOKEN", "")),
+        help="bearer token sent with every call, for an atpd run with --auth-policy "
+        "(default: $ATP_TOKEN; prefer the variable: a flag shows in the process list)",
     )
     parser.add_argument(
         "--json",

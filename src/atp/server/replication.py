@@ -179,6 +179,9 @@ class Follower:
         self.leader_term = leader_term
         self.connected = False
         self._task: asyncio.Task[None] | None = None
+        # Call metadata presenting this member to a leader run with --auth-policy (its
+        # bearer token, for the replica role); none by default.
+        self.metadata: tuple[tuple[str, str], ...] = ()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="atp-follower")
@@ -241,7 +244,8 @@ class Follower:
         try:
             async with grpc.aio.insecure_channel(self.leader, options=options) as channel:
                 stream = _replication_stub(channel).Snapshot(
-                    replication_pb2.SnapshotRequest(follower_id=self.follower_id))
+                    replication_pb2.SnapshotRequest(follower_id=self.follower_id),
+                    metadata=self.metadata)
                 installed = await self.writer.install_snapshot(received_chunks(stream))
         except grpc.aio.AioRpcError as error:
             log.warning("the snapshot from %s broke (%s: %s); it will be taken again",
@@ -262,7 +266,7 @@ class Follower:
                 yield await progress.get()
 
         async with grpc.aio.insecure_channel(self.leader) as channel:
-            stream = _replication_stub(channel).Replicate(messages())
+            stream = _replication_stub(channel).Replicate(messages(), metadata=self.metadata)
             try:
                 await stream.initial_metadata()  # the leader accepted us (or refused: raises)
                 self.connected = True

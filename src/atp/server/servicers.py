@@ -34,8 +34,8 @@ from atp.ledger.reallocation import ReallocationResult, Scope
 from atp.ledger.validation import Violations
 from atp.persistence.archive import StoreArchive
 from atp.server import convert, status
+from atp.server.authorization import caller_name
 from atp.server.decoding import Undecodable
-from atp.server.principal import current_principal
 from atp.server.status import abort
 from atp.v1 import (
     availability_pb2,
@@ -93,7 +93,7 @@ class LedgerServicer:
         its status."""
         try:
             answer = await self.writer.execute(
-                build(), presenting(kind, present), principal=current_principal())
+                build(), presenting(kind, present), principal=caller_name())
         except LedgerError as error:  # not a command; or overloaded, stopping
             await abort(context, error)
             raise  # unreachable: abort raises
@@ -306,7 +306,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         built = [reserve_command(item) for item in request.requests]
         accepted = [item for item in built if not isinstance(item, Refused)]
         try:
-            applied, durable = self.writer.apply(accepted, current_principal())
+            applied, durable = self.writer.apply(accepted, caller_name())
             outcomes = iter(applied)
             response = reservations_pb2.ReserveBatchResponse()
             for item, item_built in zip(request.requests, built):
@@ -357,7 +357,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         if isinstance(built, Refused):
             return reserve_result(request.reservation_id, built), None
         try:
-            outcome, durable = self.writer.apply_one(built, current_principal())
+            outcome, durable = self.writer.apply_one(built, caller_name())
         except LedgerError as error:  # overloaded, stopping
             return reserve_result(request.reservation_id, Refused(error)), None
         return reserve_result(request.reservation_id, outcome), durable

@@ -38,6 +38,7 @@ from google.type import date_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from atp.tls import TlsOptions
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -58,6 +59,7 @@ __all__ = [
     "ReserveStream",
     "Retry",
     "Rpc",
+    "TlsOptions",
     "reservation_from_result",
     "reserve_request",
     "to_date",
@@ -967,6 +969,22 @@ class _ClientBase:
         return [channel for channel in self._channels.values() if channel is not self._channel]
 
 
+def make_channel(target: str, tls: TlsOptions | None = None) -> grpc.Channel:
+    """A channel to one member: TLS with `tls` (its files read now), else plaintext."""
+    if tls is None:
+        return grpc.insecure_channel(target, CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, tls.credentials(),
+                               [*CHANNEL_OPTIONS, *tls.channel_options()])
+
+
+def make_aio_channel(target: str, tls: TlsOptions | None = None) -> grpc.aio.Channel:
+    """make_channel for the asyncio client."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.credentials(),
+                                   [*CHANNEL_OPTIONS, *tls.channel_options()])
+
+
 class Client(_ClientBase):
     """Synchronous client: one method per RPC, each returning the protobuf response.
 
@@ -975,6 +993,9 @@ class Client(_ClientBase):
     UNAVAILABLE, or refused with RESOURCE_EXHAUSTED because the server is overloaded, is
     retried up to `retries` more times with jittered exponential backoff, waiting at least the
     server's RetryInfo delay and never past the deadline; other failures raise AtpError.
+
+    `tls` (TlsOptions: a CA file, and a certificate and key for mutual TLS) makes every
+    member's channel a TLS channel with the same credentials; None: plaintext.
     """
 
     def __init__(
@@ -984,10 +1005,12 @@ class Client(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.Channel | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         self._owns_channel = channel is None
+        self.tls = tls
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.insecure_channel(name, CHANNEL_OPTIONS))
+                         lambda name: make_channel(name, tls))
 
     def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""
@@ -1157,10 +1180,12 @@ class AsyncClient(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.aio.Channel | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         self._owns_channel = channel is None
+        self.tls = tls
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.aio.insecure_channel(name, CHANNEL_OPTIONS))
+                         lambda name: make_aio_channel(name, tls))
 
     async def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""

@@ -1,0 +1,228 @@
+"""Transport security: atpd serving TLS and mutual TLS, certificate reload without a restart,
+the loopback-only rule for plaintext, and a follower replicating over mutual TLS. The
+certificates are made by each run (tests/support/certs.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from atp import daemon
+from atp.client import AtpError, Client
+from atp.tls import TlsOptions, is_loopback
+from atp.v1 import replication_pb2, replication_pb2_grpc
+from tests.integration.helpers import Api, line, reserve, snapshot, stocked, wait_for
+from tests.support.atpd import AtpdProcess
+from tests.support.certs import CertificateAuthority, Issued
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Pki:
+    """CA `a` signs the server and the good clients; CA `b` is a stranger."""
+
+    a: CertificateAuthority
+    b: CertificateAuthority
+    server: Issued
+    client: Issued
+    stranger: Issued
+    expired: Issued
+
+    def mtls_args(self, own: Issued | None = None) -> tuple[str, ...]:
+        own = own or self.server
+        return ("--tls-cert", str(own.cert), "--tls-key", str(own.key),
+                "--client-ca", str(self.a.cert))
+
+    def client_tls(self, issued: Issued | None = None) -> TlsOptions:
+        issued = issued or self.client
+        return TlsOptions(ca=str(self.a.cert), cert=str(issued.cert), key=str(issued.key))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    a, b = CertificateAuthority(directory, "a"), CertificateAuthority(directory, "b")
+    return Pki(a, b, a.issue("server"), a.issue("client"), b.issue("stranger"),
+               a.issue("expired", expired=True))
+
+
+@pytest.fixture(scope="module")
+def mtls_atpd(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtpdProcess]:
+    data = tmp_path_factory.mktemp("mtls") / "data"
+    with AtpdProcess(data, "--sync", "off", *pki.mtls_args(), tls=pki.client_tls()) as server:
+        yield server
+
+
+def health(target: str, tls: TlsOptions | None) -> str:
+    with Client(target, timeout_s=3, retries=0, tls=tls) as client:
+        return client.health()
+
+
+def refused(target: str, tls: TlsOptions | None) -> AtpError:
+    with pytest.raises(AtpError) as failure:
+        health(target, tls)
+    return failure.value
+
+
+def test_mutual_tls_admits_only_a_valid_client_certificate_of_its_ca(
+    mtls_atpd: AtpdProcess, pki: Pki
+) -> None:
+    target = mtls_atpd.target
+    assert health(target, pki.client_tls()) == "SERVING"
+    # No client certificate, one from another CA, an expired one: the handshake fails.
+    for tls in (TlsOptions(ca=str(pki.a.cert)), pki.client_tls(pki.stranger),
+                pki.client_tls(pki.expired)):
+        assert refused(target, tls).code is grpc.StatusCode.UNAVAILABLE
+    # A plaintext client on the TLS port, and a client that does not trust the server's CA.
+    assert refused(target, None).code is grpc.StatusCode.UNAVAILABLE
+    untrusting = TlsOptions(ca=str(pki.b.cert), cert=str(pki.client.cert),
+                            key=str(pki.client.key))
+    assert refused(target, untrusting).code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
+    pki: Pki, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    shutil.copy(pki.server.cert, cert)
+    shutil.copy(pki.server.key, key)
+    trusts_a, trusts_b = TlsOptions(ca=str(pki.a.cert)), TlsOptions(ca=str(pki.b.cert))
+    with AtpdProcess(tmp_path / "data", "--sync", "off", "--tls-cert", str(cert),
+                     "--tls-key", str(key), tls=trusts_a) as server:
+        assert health(server.target, trusts_a) == "SERVING"
+        refused(server.target, trusts_b)
+        # A broken file: logged, and the certificate in force stays.
+        cert.write_text("not a certificate\n")
+        assert health(server.target, trusts_a) == "SERVING"
+        # A new certificate from CA b, naming only "localhost".
+        pki.b.issue("rotated", ("localhost",), cert=cert, key=key)
+        by_name = TlsOptions(ca=str(pki.b.cert), server_name="localhost")
+        wait_for(lambda: _answers(server.target, by_name), timeout_s=10)
+        refused(server.target, trusts_a)
+        # A connection made before goes on; the server was never restarted.
+        assert server.process is not None and server.process.poll() is None
+    log = server.log_path.read_text()
+    assert "cannot be used" in log and "still serving the certificate loaded before" in log
+
+
+def _answers(target: str, tls: TlsOptions) -> bool:
+    try:
+        return health(target, tls) == "SERVING"
+    except AtpError:
+        return False
+
+
+def test_a_follower_replicates_from_its_leader_over_mutual_tls(
+    mtls_atpd: AtpdProcess, pki: Pki, tmp_path: Path
+) -> None:
+    own = pki.a.issue("follower")
+    leader_api = Api(mtls_atpd.channel())
+    sku, node = stocked(leader_api, 10)
+    reserve(leader_api, line("l1", sku, node, 3))
+    with AtpdProcess(tmp_path / "follower", "--sync", "off", "--follow", mtls_atpd.target,
+                     *pki.mtls_args(own), tls=pki.client_tls()) as follower:
+        follower_api = Api(follower.channel())
+        wait_for(lambda: _same(leader_api, follower_api, [sku]), timeout_s=15)
+        follower_api.close()
+    leader_api.close()
+
+
+def _same(leader: Api, follower: Api, skus: list[str]) -> bool:
+    try:
+        return snapshot(leader, skus) == snapshot(follower, skus)
+    except grpc.RpcError:
+        return False
+
+
+def test_a_follower_with_a_certificate_of_another_ca_is_not_let_in(
+    mtls_atpd: AtpdProcess, pki: Pki, tmp_path: Path
+) -> None:
+    """The leader refuses a follower whose certificate another CA signed: it stays
+    unconnected, and says why in its log."""
+    stranger = ("--tls-cert", str(pki.stranger.cert), "--tls-key", str(pki.stranger.key),
+                "--client-ca", str(pki.b.cert), "--peer-ca", str(pki.a.cert))
+    with AtpdProcess(tmp_path / "follower", "--sync", "off", "--follow", mtls_atpd.target,
+                     *stranger, tls=TlsOptions(ca=str(pki.b.cert), cert=str(pki.stranger.cert),
+                                               key=str(pki.stranger.key))) as follower:
+        time.sleep(1.0)
+        with follower.channel() as channel:
+            status = replication_pb2_grpc.ReplicationStub(channel).Status(
+                replication_pb2.ReplicationStatusRequest(), timeout=5)
+        assert status.role == "follower" and not status.connected
+
+
+# ---------------------------------------------------------------------------------------------
+# Plaintext is for loopback only, unless --insecure
+
+
+def run_atpd(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - the exit code is asserted
+        [sys.executable, "-m", "atp.daemon", "--data-dir", "/nonexistent/never-created",
+         *arguments], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("arguments", [
+    ("--listen", "0.0.0.0:0"),
+    ("--listen", "[::]:0"),
+    ("--metrics-port", "9999", "--metrics-host", "0.0.0.0"),
+])
+def test_plaintext_on_a_non_loopback_address_is_refused_in_one_line(
+    arguments: tuple[str, ...]
+) -> None:
+    result = run_atpd(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--insecure" in result.stderr
+    assert "not a loopback address" in result.stderr
+
+
+def test_non_loopback_listening_is_allowed_with_insecure_or_tls(pki: Pki, tmp_path: Path) -> None:
+    tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
+    for arguments in (
+        ("--listen", "0.0.0.0:0", "--insecure"),
+        ("--listen", "0.0.0.0:0", *tls),
+        ("--listen", "0.0.0.0:0", *tls, "--metrics-port", "1", "--metrics-host", "0.0.0.0"),
+        ("--listen", "127.0.0.1:0", "--metrics-port", "1", "--metrics-host", "0.0.0.0",
+         "--insecure"),
+    ):
+        assert daemon.tls_conflict(daemon.parse_args(list(arguments), environ={})) == ""
+    assert daemon.parse_args(["--listen", "0.0.0.0:0"], environ={"ATP_INSECURE": "1"}).insecure
+    # And it serves: plaintext on every address with --insecure.
+    with AtpdProcess(tmp_path / "data", "--sync", "off", "--listen", "0.0.0.0:0",
+                     "--insecure") as server:
+        port = server.target.rsplit(":", 1)[1]
+        assert health(f"127.0.0.1:{port}", None) == "SERVING"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (("--tls-cert", "x.pem"), "--tls-cert and --tls-key go together"),
+    (("--client-ca", "ca.pem"), "--client-ca needs --tls-cert"),
+    (("--metrics-tls", "on"), "--metrics-tls on needs --tls-cert"),
+    (("--tls-cert", "/missing.pem", "--tls-key", "/missing-key.pem"),
+     "cannot read the certificate file /missing.pem"),
+])
+def test_tls_flags_that_cannot_work_stop_atpd_in_one_line(
+    arguments: tuple[str, ...], message: str
+) -> None:
+    result = run_atpd(*arguments)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_at_start(pki: Pki) -> None:
+    result = run_atpd("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.client.key))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "not a PEM certificate and its private key" in result.stderr
+
+
+def test_loopback_addresses() -> None:
+    assert all(map(is_loopback, ("127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "10.0.0.1", "example.com")))

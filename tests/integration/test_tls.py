@@ -4,10 +4,13 @@ certificates are made by each run (tests/support/certs.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +19,11 @@ import grpc
 import pytest
 
 from atp import daemon
-from atp.client import AtpError, Client
+from atp.client import AsyncClient, AtpError, Client
 from atp.tls import TlsOptions, is_loopback
 from atp.v1 import replication_pb2, replication_pb2_grpc
 from tests.integration.helpers import Api, line, reserve, snapshot, stocked, wait_for
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 from tests.support.certs import CertificateAuthority, Issued
 
 pytestmark = pytest.mark.integration
@@ -89,6 +92,22 @@ def test_mutual_tls_admits_only_a_valid_client_certificate_of_its_ca(
     assert refused(target, untrusting).code is grpc.StatusCode.UNAVAILABLE
 
 
+def test_every_member_channel_of_a_multi_target_client_uses_the_credentials(
+    mtls_atpd: AtpdProcess, pki: Pki
+) -> None:
+    """The first member is down: the call moves on to the second, over mutual TLS too."""
+    port = mtls_atpd.target.rsplit(":", 1)[1]
+    target = f"127.0.0.1:{free_port()},localhost:{port}"
+    with Client(target, timeout_s=5, retries=2, tls=pki.client_tls()) as client:
+        assert client.health() == "SERVING" and client.target == f"localhost:{port}"
+
+    async def asynchronously() -> str:
+        async with AsyncClient(target, timeout_s=5, retries=2, tls=pki.client_tls()) as client:
+            return await client.health()
+
+    assert asyncio.run(asynchronously()) == "SERVING"
+
+
 def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
     pki: Pki, tmp_path: Path
 ) -> None:
@@ -96,10 +115,16 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
     shutil.copy(pki.server.cert, cert)
     shutil.copy(pki.server.key, key)
     trusts_a, trusts_b = TlsOptions(ca=str(pki.a.cert)), TlsOptions(ca=str(pki.b.cert))
+    metrics = free_port()
     with AtpdProcess(tmp_path / "data", "--sync", "off", "--tls-cert", str(cert),
-                     "--tls-key", str(key), tls=trusts_a) as server:
+                     "--tls-key", str(key), "--metrics-port", str(metrics),
+                     tls=trusts_a) as server:
         assert health(server.target, trusts_a) == "SERVING"
         refused(server.target, trusts_b)
+        # /metrics is served over HTTPS with the same certificate (--metrics-tls auto).
+        assert "atp_rpc_total" in scrape(metrics, pki.a.cert)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5)
         # A broken file: logged, and the certificate in force stays.
         cert.write_text("not a certificate\n")
         assert health(server.target, trusts_a) == "SERVING"
@@ -108,10 +133,17 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
         by_name = TlsOptions(ca=str(pki.b.cert), server_name="localhost")
         wait_for(lambda: _answers(server.target, by_name), timeout_s=10)
         refused(server.target, trusts_a)
-        # A connection made before goes on; the server was never restarted.
-        assert server.process is not None and server.process.poll() is None
+        assert "atp_rpc_total" in scrape(metrics, pki.b.cert, "localhost")
+        assert server.process is not None and server.process.poll() is None  # no restart
     log = server.log_path.read_text()
     assert "cannot be used" in log and "still serving the certificate loaded before" in log
+
+
+def scrape(port: int, ca: Path, host: str = "127.0.0.1") -> str:
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(f"https://{host}:{port}/metrics", timeout=5,
+                                context=context) as answer:
+        return str(answer.read().decode())
 
 
 def _answers(target: str, tls: TlsOptions) -> bool:

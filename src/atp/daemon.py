@@ -75,7 +75,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "a forward step of the wall clock larger than this is logged as an error "
                     "and counted (atp_clock_steps_total)", metavar="DURATION")
     parser.add_flag("--metrics-port", "ATP_METRICS_PORT", flags.port, "0",
-                    "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics; 0 disables",
+                    "serve Prometheus metrics at http(s)://METRICS_HOST:PORT/metrics (https: see "
+                    "--metrics-tls); 0 disables",
                     metavar="PORT")
     parser.add_flag("--metrics-host", "ATP_METRICS_HOST", flags.host, "127.0.0.1",
                     "address to serve metrics on, whatever the --listen host", metavar="HOST")

@@ -20,11 +20,13 @@ import pytest
 
 from atp import daemon
 from atp.client import AsyncClient, AtpError, Client
+from atp.cluster.etcd import EtcdClient, EtcdUnavailable
 from atp.tls import TlsOptions, is_loopback
 from atp.v1 import replication_pb2, replication_pb2_grpc
 from tests.integration.helpers import Api, line, reserve, snapshot, stocked, wait_for
 from tests.support.atpd import AtpdProcess, free_port
 from tests.support.certs import CertificateAuthority, Issued
+from tests.support.etcd import EtcdProcess, EtcdTls, etcd_binary
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +242,10 @@ def test_non_loopback_listening_is_allowed_with_insecure_or_tls(pki: Pki, tmp_pa
     (("--metrics-tls", "on"), "--metrics-tls on needs --tls-cert"),
     (("--tls-cert", "/missing.pem", "--tls-key", "/missing-key.pem"),
      "cannot read the certificate file /missing.pem"),
+    (("--cluster", "c", "--etcd", "https://127.0.0.1:2379,127.0.0.1:2380"),
+     "mixes https:// and plaintext endpoints"),
+    (("--cluster", "c", "--etcd", "127.0.0.1:2379", "--etcd-ca", "/ca.pem"),
+     "give https:// endpoints"),
 ])
 def test_tls_flags_that_cannot_work_stop_atpd_in_one_line(
     arguments: tuple[str, ...], message: str
@@ -255,6 +261,57 @@ def test_a_key_that_is_not_the_certificates_is_refused_at_start(pki: Pki) -> Non
     assert "not a PEM certificate and its private key" in result.stderr
 
 
+def test_https_etcd_endpoints_are_kept_for_tls() -> None:
+    args = daemon.parse_args(["--cluster", "c", "--listen", "127.0.0.1:7000", "--etcd",
+                              "https://127.0.0.1:2379, https://localhost:2380"], environ={})
+    config = daemon.config_from(args)
+    assert config.etcd == "https://127.0.0.1:2379,https://localhost:2380"
+    assert config.etcd_tls == TlsOptions()  # the system's roots
+    plain = daemon.parse_args(["--cluster", "c", "--listen", "127.0.0.1:7000", "--etcd",
+                               "http://127.0.0.1:2379"], environ={})
+    assert plain.etcd == "127.0.0.1:2379" and daemon.config_from(plain).etcd_tls is None
+
+
 def test_loopback_addresses() -> None:
     assert all(map(is_loopback, ("127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost")))
     assert not any(map(is_loopback, ("0.0.0.0", "::", "10.0.0.1", "example.com")))
+
+
+# ---------------------------------------------------------------------------------------------
+# etcd over mutual TLS
+
+
+def test_a_cluster_member_reaches_etcd_over_mutual_tls(pki: Pki, tmp_path: Path) -> None:
+    """etcd requiring client certificates: EtcdClient gets in with one and not without; a
+    one-member atpd cluster (itself serving mTLS) is elected through it."""
+    try:
+        binary = etcd_binary()
+    except FileNotFoundError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    tls = EtcdTls(pki.server.cert, pki.server.key, pki.a.cert, pki.client.cert, pki.client.key)
+    with EtcdProcess(tmp_path, binary, tls=tls) as etcd:
+        async def round_trip(client_tls: TlsOptions) -> str | None:
+            async with EtcdClient(etcd.url, timeout_s=2, tls=client_tls) as client:
+                await client.put("atp/tls", "yes")
+                stored = await client.get("atp/tls")
+                return stored.value if stored is not None else None
+
+        assert asyncio.run(round_trip(pki.client_tls())) == "yes"
+        with pytest.raises(EtcdUnavailable):
+            asyncio.run(round_trip(TlsOptions(ca=str(pki.a.cert))))
+
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        etcd_flags = ("--etcd-ca", str(pki.a.cert), "--etcd-cert", str(pki.client.cert),
+                      "--etcd-key", str(pki.client.key))
+        with AtpdProcess(tmp_path / "member", "--sync", "off", "--listen", address,
+                         "--cluster", "tls", "--etcd", etcd.url, *etcd_flags,
+                         "--lease-ttl", "2s", *pki.mtls_args(),
+                         tls=pki.client_tls()) as member:
+            def leads() -> bool:
+                with member.channel() as channel:
+                    status = replication_pb2_grpc.ReplicationStub(channel).Status(
+                        replication_pb2.ReplicationStatusRequest(), timeout=5)
+                return bool(status.role == "leader" and status.cluster == "tls")
+
+            wait_for(leads, timeout_s=15)

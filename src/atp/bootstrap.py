@@ -40,6 +40,7 @@ from atp.server.servicers import (
     ReservationsServicer,
 )
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
+from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -56,6 +57,9 @@ from atp.v1 import (
 log = logging.getLogger("atp.server")
 
 GC_FREEZE_INTERVAL_S = 1.0
+# How often the TLS files are looked at for a change even when no connection comes in (each
+# new gRPC connection looks too): a rotated certificate reaches /metrics and the log by then.
+TLS_CHECK_INTERVAL_S = 5.0
 # A full collection happens once this many young-generation collections have run in a row
 # without one: never, in practice.
 AUTOMATIC_FULL_COLLECTIONS_OFF = 2**30
@@ -124,6 +128,14 @@ class ServerConfig:
     # The bearer token this member presents to its leader (Replicate, Snapshot), for a
     # leader run with --auth-policy; "" presents none.
     peer_token: str = ""
+    # Transport security. tls: serve TLS with these files (mutual TLS when it names a client
+    # CA); None: plaintext. peer_tls: how a follower reaches its leader (its own certificate,
+    # the CA to verify the leader against); None: plaintext. metrics_tls: /metrics over HTTPS
+    # with `tls`'s files. etcd_tls: how the cluster's etcd is reached; None: plaintext.
+    tls: ServerTls | None = None
+    peer_tls: TlsOptions | None = None
+    metrics_tls: bool = False
+    etcd_tls: TlsOptions | None = None
 
 
 class AtpServer:
@@ -133,6 +145,8 @@ class AtpServer:
         self.config = config
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
+        # Before the store: files that do not load stop atpd (TlsFileError) with nothing open.
+        self.tls = CertificateReloader(config.tls) if config.tls is not None else None
         self.store: Store = open_store(config)
         discard_interrupted_restore(self.store,
                                     following=bool(config.follow or config.cluster))
@@ -165,13 +179,15 @@ class AtpServer:
         address = config.advertise or config.listen
         if config.cluster:  # a candidate until the member loop finds or becomes the leader
             self.writer.fenced = True
-            self.follower = Follower(self.writer, "", address)
+            self.follower = Follower(self.writer, "", address, tls=config.peer_tls)
             node = ClusterNode(self.writer, self.replication, self.follower, address)
-            self.member = Member(EtcdClient(config.etcd), config.cluster, node,
+            etcd = EtcdClient(config.etcd, tls=config.etcd_tls)
+            self.member = Member(etcd, config.cluster, node,
                                  Timing(config.lease_ttl_s), config.max_lag_on_failover)
         elif config.follow:
             self.writer.leader_address = config.follow
-            self.follower = Follower(self.writer, config.follow, address)
+            self.follower = Follower(self.writer, config.follow, address,
+                                     tls=config.peer_tls)
         if self.follower is not None and config.peer_token:
             self.follower.metadata = (("authorization", f"Bearer {config.peer_token}"),)
         self.load_seconds = time.monotonic() - started
@@ -203,7 +219,10 @@ class AtpServer:
                                          lambda: self.writer.snapshots_installed)
         self._add_services()
         try:
-            self.port = self.server.add_insecure_port(config.listen)
+            if self.tls is not None:
+                self.port = self.server.add_secure_port(config.listen, self.tls.credentials())
+            else:
+                self.port = self.server.add_insecure_port(config.listen)
         except RuntimeError:  # grpc's "Failed to bind", with a hint about GRPC_VERBOSITY
             self.port = 0
         if self.port == 0:
@@ -241,6 +260,8 @@ class AtpServer:
         self.writer.on_storage_state = self._storage_state_changed
         self.writer.start()
         self._freezer = asyncio.create_task(freeze_survivors())
+        self._tls_watch = (asyncio.create_task(watch_tls_files(self.tls))
+                           if self.tls is not None else None)
         await self.writer.check_storage()  # grows the map, or starts refusing, as data needs
         if self.writer.leads:
             # Expire what fell due while the server was down before taking any call.
@@ -263,8 +284,11 @@ class AtpServer:
         if self.metrics is None or not self.config.metrics_listen:
             return
         host, port = self.config.metrics_listen.rsplit(":", 1)
+        tls = self.tls.tls if self.tls is not None and self.config.metrics_tls else None
         try:
-            self.metrics.serve(host.strip("[]"), int(port))  # [::1] is written for IPv6
+            self.metrics.serve(host.strip("[]"), int(port), tls)  # [::1] is written for IPv6
+            if tls is not None and self.tls is not None:
+                self.tls.on_reload.append(self.metrics.reload_tls)
         except OSError as error:
             self.store.close()
             raise OSError(f"cannot serve metrics on {self.config.metrics_listen}: "
@@ -286,6 +310,8 @@ class AtpServer:
                 await self.follower.stop()
         await self.writer.close()
         self._freezer.cancel()
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         self.store.close()
         self.stopped.set()
 
@@ -361,6 +387,15 @@ def last_event_time(store: Store) -> float:
     last = store.last_sequence()
     newest = store.read_journal(last - 1, 1) if last else []
     return codec.decode_event(newest[0][1]).time if newest else 0.0
+
+
+async def watch_tls_files(reloader: CertificateReloader,
+                          interval_s: float = TLS_CHECK_INTERVAL_S) -> None:
+    """Looks at the TLS files every interval: gRPC takes a change on its next connection, the
+    metrics server and the log at once."""
+    while True:
+        await asyncio.sleep(interval_s)
+        reloader.check()
 
 
 def _bind_failure(error: OSError) -> str:

@@ -49,6 +49,7 @@ from google.type import date_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from atp.tls import TlsOptions
 from atp.v1 import (
     availability_pb2,
     availability_pb2_grpc,
@@ -69,6 +70,7 @@ __all__ = [
     "ReserveStream",
     "Retry",
     "Rpc",
+    "TlsOptions",
     "reservation_from_result",
     "reserve_request",
     "to_date",
@@ -1047,6 +1049,22 @@ class _ClientBase:
         return [channel for channel in self._channels.values() if channel is not self._channel]
 
 
+def make_channel(target: str, tls: TlsOptions | None = None) -> grpc.Channel:
+    """A channel to one member: TLS with `tls` (its files read now), else plaintext."""
+    if tls is None:
+        return grpc.insecure_channel(target, CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, tls.credentials(),
+                               [*CHANNEL_OPTIONS, *tls.channel_options()])
+
+
+def make_aio_channel(target: str, tls: TlsOptions | None = None) -> grpc.aio.Channel:
+    """make_channel for the asyncio client."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.credentials(),
+                                   [*CHANNEL_OPTIONS, *tls.channel_options()])
+
+
 class Client(_ClientBase):
     """Synchronous client: one method per RPC, each returning the protobuf response.
 
@@ -1055,6 +1073,9 @@ class Client(_ClientBase):
     UNAVAILABLE, or refused with RESOURCE_EXHAUSTED because the server is overloaded, is
     retried up to `retries` more times with jittered exponential backoff, waiting at least the
     server's RetryInfo delay and never past the deadline; other failures raise AtpError.
+
+    `tls` (TlsOptions: a CA file, and a certificate and key for mutual TLS) makes every
+    member's channel a TLS channel with the same credentials; None: plaintext.
     """
 
     def __init__(
@@ -1064,11 +1085,13 @@ class Client(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.Channel | None = None,
+        tls: TlsOptions | None = None,
         token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
+        self.tls = tls
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.insecure_channel(name, CHANNEL_OPTIONS), token)
+                         lambda name: make_channel(name, tls), token)
 
     def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""
@@ -1240,11 +1263,13 @@ class AsyncClient(_ClientBase):
         timeout_s: float = 5.0,
         retries: int = 3,
         channel: grpc.aio.Channel | None = None,
+        tls: TlsOptions | None = None,
         token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
+        self.tls = tls
         super().__init__(target, timeout_s, retries, channel,
-                         lambda name: grpc.aio.insecure_channel(name, CHANNEL_OPTIONS), token)
+                         lambda name: make_aio_channel(name, tls), token)
 
     async def close(self) -> None:
         """Closes the channels (the first one only if this client made it)."""

@@ -18,6 +18,7 @@ from atp.ledger.errors import DamagedRecordError
 from atp.server import authorization
 from atp.store import StoreError
 from atp.store.integrity import RESTORE_ADVICE
+from atp.tls import ServerTls, TlsFileError, TlsOptions, check_ca, check_key_pair, is_loopback
 
 # LMDB takes the map size as a C size_t: larger values overflow before it can refuse them.
 MAP_SIZE_MB_MAX = sys.maxsize >> 20
@@ -75,7 +76,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "a forward step of the wall clock larger than this is logged as an error "
                     "and counted (atp_clock_steps_total)", metavar="DURATION")
     parser.add_flag("--metrics-port", "ATP_METRICS_PORT", flags.port, "0",
-                    "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics; 0 disables",
+                    "serve Prometheus metrics at http(s)://METRICS_HOST:PORT/metrics (https: see "
+                    "--metrics-tls); 0 disables",
                     metavar="PORT")
     parser.add_flag("--metrics-host", "ATP_METRICS_HOST", flags.host, "127.0.0.1",
                     "address to serve metrics on, whatever the --listen host", metavar="HOST")
@@ -127,6 +129,34 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "file holding the bearer token this member presents to its leader "
                     "(Replicate, Snapshot: the replica role) when the leader runs with "
                     "--auth-policy", metavar="FILE")
+    parser.add_flag("--tls-cert", "ATP_TLS_CERT", flags.optional_path, "",
+                    "PEM certificate (chain) to serve TLS with, with --tls-key; read again when "
+                    "the file changes; empty: plaintext, on loopback only (see --insecure)",
+                    metavar="FILE")
+    parser.add_flag("--tls-key", "ATP_TLS_KEY", flags.optional_path, "",
+                    "PEM private key of --tls-cert", metavar="FILE")
+    parser.add_flag("--client-ca", "ATP_CLIENT_CA", flags.optional_path, "",
+                    "PEM CA certificate(s): clients must present a certificate it signed "
+                    "(mutual TLS); empty: no client certificate asked", metavar="FILE")
+    parser.add_flag("--peer-ca", "ATP_PEER_CA", flags.optional_path, "",
+                    "PEM CA certificate(s) a follower verifies its leader against (it presents "
+                    "--tls-cert to it); default: --client-ca, else the system's roots",
+                    metavar="FILE")
+    parser.add_flag("--metrics-tls", "ATP_METRICS_TLS", auto_on_or_off, "auto",
+                    "serve /metrics over HTTPS with --tls-cert (and require client "
+                    "certificates with --client-ca); auto: on when --tls-cert is given",
+                    metavar="{auto,on,off}")
+    parser.add_switch("--insecure", "ATP_INSECURE",
+                      "allow plaintext (no --tls-cert) gRPC or metrics on an address other than "
+                      "loopback: anyone who reaches it may read and change the ledger")
+    parser.add_flag("--etcd-ca", "ATP_ETCD_CA", flags.optional_path, "",
+                    "PEM CA certificate(s) to verify etcd against; reaches etcd over TLS "
+                    "(https:// endpoints do too, against the system's roots by default)",
+                    metavar="FILE")
+    parser.add_flag("--etcd-cert", "ATP_ETCD_CERT", flags.optional_path, "",
+                    "PEM client certificate to present to etcd, with --etcd-key", metavar="FILE")
+    parser.add_flag("--etcd-key", "ATP_ETCD_KEY", flags.optional_path, "",
+                    "PEM private key of --etcd-cert", metavar="FILE")
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -137,10 +167,65 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    conflict = flag_conflict(args)
+    conflict = flag_conflict(args) or tls_conflict(args) or tls_file_problem(args)
     if conflict:
         parser.error(conflict)
     return args
+
+
+def auto_on_or_off(text: str) -> str:
+    """'auto', 'on' or 'off', in any case; returned in lower case."""
+    return "auto" if text.strip().lower() == "auto" else flags.on_or_off(text)
+
+
+def tls_conflict(args: argparse.Namespace) -> str:
+    """Why the transport-security flags cannot go together, or why a plaintext address is
+    refused ("" when all is well). Plaintext is for loopback only unless --insecure: like
+    Redis's protected mode, a forgotten flag must not publish the ledger to the network."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together: give both (or neither, for plaintext)"
+    for flag, given in (("--client-ca", args.client_ca), ("--peer-ca", args.peer_ca)):
+        if given and not args.tls_cert:
+            return f"{flag} needs --tls-cert and --tls-key (it is part of serving TLS)"
+    if args.metrics_tls == "on" and not args.tls_cert:
+        return "--metrics-tls on needs --tls-cert and --tls-key (it serves with them)"
+    if bool(args.etcd_cert) != bool(args.etcd_key):
+        return "--etcd-cert and --etcd-key go together: give both (or neither)"
+    if (args.etcd_ca or args.etcd_cert) and not args.cluster:
+        return "--etcd-ca, --etcd-cert and --etcd-key need --cluster and --etcd"
+    if (args.etcd_ca or args.etcd_cert) and not args.etcd.startswith("https://"):
+        return "--etcd-ca/--etcd-cert reach etcd over TLS: give https:// endpoints"
+    if args.insecure:
+        return ""
+    remedy = ("serve TLS with --tls-cert and --tls-key, or give --insecure to serve plaintext "
+              "anyway")
+    host = args.listen.rsplit(":", 1)[0]
+    if not args.tls_cert and not is_loopback(host):
+        return (f"--listen {args.listen} is not a loopback address and there is no --tls-cert: "
+                f"anyone who reaches it could read and change the ledger; {remedy}")
+    if args.metrics_port and not metrics_tls_on(args) and not is_loopback(args.metrics_host):
+        return (f"--metrics-host {args.metrics_host} is not a loopback address and metrics are "
+                f"served without TLS: anyone who reaches it could read them; {remedy}")
+    return ""
+
+
+def metrics_tls_on(args: argparse.Namespace) -> bool:
+    return bool(args.tls_cert) and args.metrics_tls != "off"
+
+
+def tls_file_problem(args: argparse.Namespace) -> str:
+    """Why a certificate, key or CA file given cannot be used ("" when all can)."""
+    try:
+        if args.tls_cert:
+            check_key_pair(args.tls_cert, args.tls_key)
+        if args.etcd_cert:
+            check_key_pair(args.etcd_cert, args.etcd_key)
+        for path in (args.client_ca, args.peer_ca, args.etcd_ca):
+            if path:
+                check_ca(path)
+    except TlsFileError as error:
+        return str(error)
+    return ""
 
 
 def flag_conflict(args: argparse.Namespace) -> str:
@@ -211,11 +296,15 @@ def read_peer_token(path: str) -> str:
 
 
 def etcd_endpoints(text: str) -> str:
-    """HOST:PORT[,HOST:PORT...] ("" for none); http:// prefixes are dropped."""
-    endpoints = [part.strip().removeprefix("http://") for part in text.split(",") if part.strip()]
-    if any(part.startswith("https://") for part in endpoints):
-        raise flags.InvalidValue("etcd over TLS is not supported yet: give http:// endpoints")
-    return ",".join(flags.host_port(part) for part in endpoints)
+    """[http[s]://]HOST:PORT[,...] ("" for none): http:// is dropped, https:// kept (etcd over
+    TLS); one scheme for all."""
+    endpoints = [part.strip() for part in text.split(",") if part.strip()]
+    secure = [part.startswith("https://") for part in endpoints]
+    if any(secure) and not all(secure):
+        raise flags.InvalidValue(f"{text!r} mixes https:// and plaintext endpoints")
+    scheme = "https://" if any(secure) else ""
+    return ",".join(scheme + flags.host_port(part.removeprefix("https://").removeprefix(
+        "http://")) for part in endpoints)
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
@@ -252,6 +341,15 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             flags.join_host_port(args.metrics_host, args.metrics_port)
             if args.metrics_port else None
         ),
+        tls=ServerTls(args.tls_cert, args.tls_key, args.client_ca or None)
+        if args.tls_cert else None,
+        # A follower presents its own certificate and verifies its leader against the peer CA.
+        peer_tls=TlsOptions(ca=args.peer_ca or args.client_ca or None, cert=args.tls_cert,
+                            key=args.tls_key) if args.tls_cert else None,
+        metrics_tls=metrics_tls_on(args),
+        etcd_tls=TlsOptions(ca=args.etcd_ca or None, cert=args.etcd_cert or None,
+                            key=args.etcd_key or None)
+        if args.etcd_ca or args.etcd_cert or args.etcd.startswith("https://") else None,
     )
 
 
@@ -291,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     warn_of_bare_journal_retention(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         code = asyncio.run(serve(config_from(args)))
-    except (StoreError, OSError) as error:
+    except (StoreError, OSError, TlsFileError) as error:
         print(f"atpd: {error}", file=sys.stderr)
         return 2
     except DamagedRecordError as error:  # found while loading the ledger at start-up

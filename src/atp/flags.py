@@ -172,6 +172,21 @@ def on_or_off(text: str) -> str:
     return switch
 
 
+def switch(text: str) -> bool:
+    """A yes/no value from the environment: on/off, true/false, yes/no, 1/0 (any case)."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0", ""):
+        return False
+    raise InvalidValue(f"{text!r} is not a switch; expected on/off, true/false, yes/no or 1/0")
+
+
+def optional_path(text: str) -> str:
+    """A file path, or "" for none."""
+    return text.strip() and text
+
+
 def directory_path(text: str) -> str:
     """A path, which must not be empty (an empty ATP_* variable would mean the current one)."""
     if not text.strip():
@@ -239,6 +254,21 @@ class FlagParser(argparse.ArgumentParser):
             metavar=metavar,
             help=f"{help} ({variable}; default {default})",
         )
+
+    def add_switch(self, flag: str, variable: str, help: str) -> None:
+        """A flag that takes no value (off unless given); the variable may turn it on."""
+        text = self.environ.get(variable)
+        value = False
+        if text is not None:
+            checked = naming_the_variable(switch)
+            self._environment_checks.append(
+                lambda: checked(EnvironmentValue(text, variable)))
+            try:
+                value = switch(text)
+            except InvalidValue:
+                value = False  # reported by the environment check
+        self.add_argument(flag, action="store_true", default=value,
+                          help=f"{help} ({variable}=1; default off)")
 
     def parse_known_args(  # type: ignore[override]  # typeshed's overloads; same behaviour
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,

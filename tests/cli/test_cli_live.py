@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from atp.client import Client
+from atp.tls import TlsOptions
 from tests.support.atpd import AtpdProcess
+from tests.support.certs import CertificateAuthority
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +43,13 @@ _SCRIPT = Path(sys.executable).with_name("atpctl")
 ATPCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "atp.cli"]
 
 
-def atpctl(target: str, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    """Runs `atpctl --target TARGET ...`; asserts its exit code."""
+def atpctl(target: str, *arguments: str, expect: int = 0,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `atpctl --target TARGET ...` (with `env` added to the environment); asserts its
+    exit code."""
     result = subprocess.run(  # noqa: PLW1510 - the exit code is asserted
         [*ATPCTL, "--target", target, *arguments],
+        env={**os.environ, **env} if env else None,
         capture_output=True,
         text=True,
         timeout=60,
@@ -63,8 +69,8 @@ def atpctl_all(
         return list(pool.map(lambda command: atpctl(target, *command, expect=expect), commands))
 
 
-def atpctl_json(target: str, *arguments: str) -> Any:
-    return json.loads(atpctl(target, *arguments, "--json").stdout)
+def atpctl_json(target: str, *arguments: str, env: dict[str, str] | None = None) -> Any:
+    return json.loads(atpctl(target, *arguments, "--json", env=env).stdout)
 
 
 def position(document: dict[str, Any], node_id: str) -> dict[str, int]:
@@ -91,47 +97,75 @@ def tomorrow() -> str:
 
 
 def test_readme_walkthrough(atpd: AtpdProcess) -> None:
-    target = atpd.target
-    assert atpctl(target, "health").stdout.strip() == "SERVING"
+    readme_walkthrough(atpd, {})
 
-    atpctl(target, "nodes", "upsert", "DC1", "--kind", "DC", "--region", "EU",
+
+def test_readme_walkthrough_over_mutual_tls(tmp_path: Path) -> None:
+    """The same walkthrough against an atpd that requires client certificates, atpctl given
+    its CA, certificate and key by ATP_TLS_* variables."""
+    ca = CertificateAuthority(tmp_path / "pki")
+    server, client = ca.issue("server"), ca.issue("client")
+    env = {"ATP_TLS_CA": str(ca.cert), "ATP_TLS_CERT": str(client.cert),
+           "ATP_TLS_KEY": str(client.key)}
+    tls = TlsOptions(ca=str(ca.cert), cert=str(client.cert), key=str(client.key))
+    with AtpdProcess(tmp_path / "data", "--sync", "off", "--tls-cert", str(server.cert),
+                     "--tls-key", str(server.key), "--client-ca", str(ca.cert),
+                     tls=tls) as server_process:
+        # Without a client certificate: refused, in one line.
+        no_cert = atpctl(server_process.target, "--tls-ca", str(ca.cert), "health", expect=1)
+        assert no_cert.stderr.startswith("error: cannot reach atpd")
+        readme_walkthrough(server_process, env)
+
+
+def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
+    target = atpd.target
+
+    def ctl(*arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        return atpctl(target, *arguments, expect=expect, env=env)
+
+    def ctl_json(*arguments: str) -> Any:
+        return atpctl_json(target, *arguments, env=env)
+
+    assert ctl("health").stdout.strip() == "SERVING"
+
+    ctl("nodes", "upsert", "DC1", "--kind", "DC", "--region", "EU",
            "--handling-days", "1", "--lane", "EU:2:5")  # fmt: skip
-    atpctl(target, "nodes", "upsert", "STORE7", "--kind", "STORE", "--region", "EU",
+    ctl("nodes", "upsert", "STORE7", "--kind", "STORE", "--region", "EU",
            "--lane", "EU:0:9")  # fmt: skip
-    nodes = atpctl(target, "nodes", "list").stdout
+    nodes = ctl("nodes", "list").stdout
     assert "DC1" in nodes and "STORE7" in nodes and "EU:2:5" in nodes
 
-    atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type", "RECEIPT",
+    ctl("stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type", "RECEIPT",
            "--quantity", "100")  # fmt: skip
-    atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "STORE7", "--type", "RECEIPT",
+    ctl("stock", "adjust", "--sku", "SKU-1", "--node", "STORE7", "--type", "RECEIPT",
            "--quantity", "5")  # fmt: skip
-    atpctl(target, "supply", "upsert", "--id", "PO-1", "--sku", "SKU-1", "--node", "DC1",
+    ctl("supply", "upsert", "--id", "PO-1", "--sku", "SKU-1", "--node", "DC1",
            "--quantity", "50", "--expected", "2030-01-15")  # fmt: skip
-    timeline = atpctl(target, "stock", "get", "SKU-1", "--timeline").stdout
+    timeline = ctl("stock", "get", "SKU-1", "--timeline").stdout
     assert "2030-01-15" in timeline and "150" in timeline  # 100 now, +50 when PO-1 lands
 
-    promise = atpctl(target, "promise", "--line", "l1:SKU-1:8", "--region", "EU", "--explain")
+    promise = ctl("promise", "--line", "l1:SKU-1:8", "--region", "EU", "--explain")
     assert "complete: yes" in promise.stdout
     assert "chosen" in promise.stdout and "STORE7" in promise.stdout  # why the store lost
 
-    held = atpctl_json(target, "reserve", "order-1", "--line", "l1:SKU-1:3@DC1", "--region", "EU")
+    held = ctl_json("reserve", "order-1", "--line", "l1:SKU-1:3@DC1", "--region", "EU")
     assert held["state"] == "HELD" and held["lines"][0]["node_id"] == "DC1"
-    sourced = atpctl_json(target, "reserve", "order-2", "--line", "l1:SKU-1:8", "--region", "EU",
+    sourced = ctl_json("reserve", "order-2", "--line", "l1:SKU-1:8", "--region", "EU",
                           "--commit")  # fmt: skip
     assert sourced["state"] == "COMMITTED"
     assert sourced["lines"][0]["node_id"] == "DC1"  # sourced: the store has only 5
     assert iso(sourced["promise_date"]) == promise_date_of(promise.stdout)
 
-    assert "COMMITTED" in atpctl(target, "reservation", "commit", "order-1").stdout
-    fulfilled = atpctl_json(target, "reservation", "fulfill", "order-1")
+    assert "COMMITTED" in ctl("reservation", "commit", "order-1").stdout
+    fulfilled = ctl_json("reservation", "fulfill", "order-1")
     assert fulfilled["state"] == "FULFILLED"
     assert int(fulfilled["lines"][0]["fulfilled_quantity"]) == 3
-    assert atpctl_json(target, "reservation", "get", "order-2")["state"] == "COMMITTED"
+    assert ctl_json("reservation", "get", "order-2")["state"] == "COMMITTED"
 
-    atpctl(target, "hold", "place", "--id", "QA-1", "--sku", "SKU-1", "--node", "DC1",
+    ctl("hold", "place", "--id", "QA-1", "--sku", "SKU-1", "--node", "DC1",
            "--quantity", "10", "--reason", "QA sample")  # fmt: skip
-    atpctl(target, "stock", "count", "--sku", "SKU-1", "--node", "STORE7", "--quantity", "2")
-    stock = atpctl_json(target, "stock", "get", "SKU-1")
+    ctl("stock", "count", "--sku", "SKU-1", "--node", "STORE7", "--quantity", "2")
+    stock = ctl_json("stock", "get", "SKU-1")
     dc1 = position(stock, "DC1")
     assert (dc1["on_hand"], dc1["allocated"], dc1["held"], dc1["inbound"]) == (97, 8, 10, 50)
     assert dc1["available"] == 97 - 8 - 10
@@ -139,19 +173,19 @@ def test_readme_walkthrough(atpd: AtpdProcess) -> None:
     (total,) = stock["totals"]
     assert int(total["on_hand"]) == 99
 
-    atpctl(target, "hold", "release", "QA-1")
-    assert position(atpctl_json(target, "stock", "get", "SKU-1"), "DC1")["held"] == 0
+    ctl("hold", "release", "QA-1")
+    assert position(ctl_json("stock", "get", "SKU-1"), "DC1")["held"] == 0
 
     # A bad command: one clear line on stderr, exit 1, and nothing changed.
-    refused = atpctl(target, "reserve", "order-3", "--line", "l1:SKU-1:100000", "--region", "EU",
+    refused = ctl("reserve", "order-3", "--line", "l1:SKU-1:100000", "--region", "EU",
                      expect=1)  # fmt: skip
     assert refused.stdout == ""
     assert refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("error: FAILED_PRECONDITION INSUFFICIENT_AVAILABILITY")
     assert "Traceback" not in refused.stderr
-    missing = atpctl(target, "reservation", "get", "order-3", expect=1)
+    missing = ctl("reservation", "get", "order-3", expect=1)
     assert missing.stderr.startswith("error: NOT_FOUND")
-    usage = atpctl(target, "reserve", "order-4", "--line", "no-quantity", expect=2)
+    usage = ctl("reserve", "order-4", "--line", "no-quantity", expect=2)
     assert "LINE_ID:SKU:QTY" in usage.stderr
 
     assert atpd.stop() == 0
@@ -162,7 +196,7 @@ def test_readme_walkthrough(atpd: AtpdProcess) -> None:
     assert verified.returncode == 0, verified.stderr
     assert "no problems" in verified.stdout
     # And the server down: a one-line error, not a traceback.
-    down = atpctl(target, "--timeout", "1", "health", expect=1)
+    down = ctl("--timeout", "1", "health", expect=1)
     assert down.stderr.startswith("error: cannot reach atpd")
 
 

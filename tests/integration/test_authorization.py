@@ -33,7 +33,7 @@ from atp.server.authorization import (
 from atp.server.servicers import InventoryServicer
 from atp.v1 import events_pb2, reservations_pb2
 from tests.support.atpd import AtpdProcess
-from tests.support.certs import TestAuthority
+from tests.support.certs import CertificateAuthority, Issued
 
 pytestmark = pytest.mark.integration
 
@@ -277,11 +277,12 @@ def test_a_client_certificate_names_the_principal(
         return await list_nodes(self, request, context)
 
     monkeypatch.setattr(InventoryServicer, "ListNodes", recording)
-    authority = TestAuthority()
-    server_pair = authority.issue("localhost", dns=("localhost",))
-    capture = authority.issue("capture-cn", dns=("capture.shop.internal",),
+    authority = CertificateAuthority(tmp_path / "certs")
+    server_pair = authority.issue("localhost", ("localhost",))
+    capture = authority.issue("capture-cn", ("capture.shop.internal",),
                               uris=("spiffe://shop/capture",))
-    dashboard = authority.issue("dashboard")
+    dashboard = authority.issue("dashboard", ())
+    ca_pem = authority.cert.read_bytes()
     policy_path = tmp_path / "policy.json"
     policy_path.write_text(json.dumps({"allow": [
         {"role": "service", "principals": ["spiffe://shop/*"]},
@@ -290,17 +291,17 @@ def test_a_client_certificate_names_the_principal(
         {"role": "admin", "principals": ["capture-cn", "capture.shop.internal"]},
     ]}))
 
-    async def codes_for(pair: Any) -> list[grpc.StatusCode]:
+    async def codes_for(pair: Issued) -> list[grpc.StatusCode]:
         server = AtpServer(ServerConfig(listen="127.0.0.1:0", data_dir=None,
                                         auth_policy=str(policy_path)))
         credentials = grpc.ssl_server_credentials(
-            [(server_pair.private_key_pem, server_pair.certificate_pem)],
-            root_certificates=authority.certificate_pem, require_client_auth=True)
+            [(server_pair.key.read_bytes(), server_pair.cert.read_bytes())],
+            root_certificates=ca_pem, require_client_auth=True)
         port = server.server.add_secure_port("127.0.0.1:0", credentials)
         await server.start()
         try:
             channel_credentials = grpc.ssl_channel_credentials(
-                authority.certificate_pem, pair.private_key_pem, pair.certificate_pem)
+                ca_pem, pair.key.read_bytes(), pair.cert.read_bytes())
             async with grpc.aio.secure_channel(f"localhost:{port}", channel_credentials
                                                ) as channel:
                 codes = []

@@ -14,14 +14,21 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from atp.client import make_channel
+from atp.tls import TlsOptions
+
 _LISTENING = re.compile(r"atpd listening on (\S+)")
 
 
 class AtpdProcess:
     """Starts `python -m atp.daemon` on 127.0.0.1:0 with an LMDB data dir; restartable."""
 
-    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None,
+                 tls: TlsOptions | None = None) -> None:
+        """`tls`: how this harness reaches an atpd started with --tls-cert (its health checks,
+        `channel()`); None: plaintext."""
         self.data_dir = data_dir
+        self.tls = tls
         self.extra_args = extra_args
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
@@ -54,7 +61,7 @@ class AtpdProcess:
 
     def wait_serving(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
@@ -68,7 +75,7 @@ class AtpdProcess:
                 time.sleep(0.05)
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.target)
+        return make_channel(self.target, self.tls)
 
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM and wait: the graceful path (drain, final commit, close LMDB)."""

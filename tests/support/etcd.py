@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -46,10 +48,26 @@ def etcd_binary() -> Path:
     return Path(found)
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """etcd's certificate and key, the CA of its clients, and a client's certificate (for the
+    readiness probe)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+
 class EtcdProcess:
     """One etcd member: `endpoint` is "127.0.0.1:PORT" for EtcdClient."""
 
-    def __init__(self, work_dir: Path, binary: Path, name: str = "atp-test") -> None:
+    def __init__(self, work_dir: Path, binary: Path, name: str = "atp-test",
+                 tls: EtcdTls | None = None) -> None:
+        """`tls`: serve clients over TLS with that certificate, requiring client certificates
+        of its CA (etcd's --client-cert-auth); None: plaintext."""
+        self.tls = tls
         self.binary = binary
         self.name = name
         self.data_dir = work_dir / "etcd-data"
@@ -66,9 +84,16 @@ class EtcdProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+
     def command(self) -> list[str]:
-        client = f"http://{self.endpoint}"
+        client = self.url
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls = [] if self.tls is None else [
+            "--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key),
+            "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
         return [
             str(self.binary), "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -78,7 +103,7 @@ class EtcdProcess:
             # No fsync: a test kills the process, never the machine, and the page cache
             # survives a killed process; fsync would only make slow CI disks slower.
             "--unsafe-no-fsync",
-            "--log-level", "warn",
+            "--log-level", "warn", *tls,
         ]
 
     def start(self, timeout_s: float = 20.0) -> Self:
@@ -93,12 +118,16 @@ class EtcdProcess:
     def wait_ready(self, timeout_s: float = 20.0) -> None:
         """Polls /health (a linearizable read inside etcd) until it says true."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://{self.endpoint}/health"
+        url = f"{self.url}/health"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 self._fail("etcd exited while starting")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                with urllib.request.urlopen(url, timeout=1.0, context=context) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except (urllib.error.URLError, OSError):

@@ -251,14 +251,16 @@ def test_an_unprintable_variable_stays_on_one_line(capsys: pytest.CaptureFixture
 
 
 def test_metrics_bind_to_the_metrics_host_not_the_listen_host() -> None:
-    args = parse_args(["--listen", "0.0.0.0:0", "--metrics-port", "9100"], {})
+    # Plaintext on 0.0.0.0 needs --insecure (the loopback-only rule, tests/integration/test_tls).
+    args = parse_args(["--listen", "0.0.0.0:0", "--metrics-port", "9100", "--insecure"], {})
     assert config_from(args).metrics_listen == "127.0.0.1:9100"
 
 
 def test_metrics_host_flag_and_variable_reach_the_config() -> None:
     by_flag = parse_args(["--metrics-port", "9100", "--metrics-host", "::1"], {})
     assert config_from(by_flag).metrics_listen == "[::1]:9100"
-    by_variable = parse_args([], {"ATP_METRICS_PORT": "9100", "ATP_METRICS_HOST": "10.0.0.5"})
+    by_variable = parse_args([], {"ATP_METRICS_PORT": "9100", "ATP_METRICS_HOST": "10.0.0.5",
+                                  "ATP_INSECURE": "1"})
     assert config_from(by_variable).metrics_listen == "10.0.0.5:9100"
 
 

@@ -39,7 +39,8 @@ from atp.cli.reservations import (
     add_reservation_commands,
     add_reserve_command,
 )
-from atp.client import CHANNEL_OPTIONS, DEFAULT_TARGET, AtpError, Client, with_token
+from atp.client import DEFAULT_TARGET, AtpError, Client, make_channel, with_token
+from atp.tls import TlsFileError, TlsOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(error), EXIT_FAILURE)
     except grpc.RpcError as error:  # Only if something bypassed the client's translation.
         return _fail(f"{error}", EXIT_FAILURE)
+    except TlsFileError as error:
+        return _fail(str(error), EXIT_USAGE)
     except ValueError as error:  # A value the request cannot carry, e.g. an int32 overflow.
         return _fail(str(error), EXIT_USAGE)
     try:
@@ -82,14 +85,26 @@ def _run(arguments: argparse.Namespace) -> Outcome:
     # every filter the server has on the same connection.
     # With several members, streams and cluster status use the first one.
     first = arguments.target.split(",")[0].strip()
-    channel = grpc.insecure_channel(first, CHANNEL_OPTIONS)
+    tls = tls_options(arguments)
+    channel = make_channel(first, tls)
     try:
         with Client(arguments.target, timeout_s=arguments.timeout, channel=channel,
-                    token=arguments.token) as client:
+                    tls=tls, token=arguments.token) as client:
             arguments.grpc_channel = with_token(channel, arguments.token)
             return client_command(client, arguments)
     finally:
         channel.close()
+
+def tls_options(arguments: argparse.Namespace) -> TlsOptions | None:
+    """TLS when any of --tls-ca, --tls-cert, --tls-key is given (else plaintext)."""
+    ca, cert, key = arguments.tls_ca, arguments.tls_cert, arguments.tls_key
+    if not (ca or cert or key):
+        return None
+    try:
+        return TlsOptions(ca=ca or None, cert=cert or None, key=key or None,
+                          server_name=arguments.tls_server_name or None)
+    except ValueError as error:
+        raise ValueError(f"--tls-cert and --tls-key go together: {error}") from None
 
 def _fail(message: str, exit_code: int) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
@@ -153,6 +168,18 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         "goes to the leader, a read moves on past a member that is down) (default: "
         f"$ATP_TARGET, else {DEFAULT_TARGET})",
     )
+    for flag, variable, text in (
+        ("--tls-ca", "ATP_TLS_CA", ("PEM CA certificate(s) to verify atpd against; connects "
+         "over TLS (as --tls-cert does; without --tls-ca the system's roots are trusted)")),
+        ("--tls-cert", "ATP_TLS_CERT", ("PEM client certificate to present (mutual TLS), with "
+         "--tls-key")),
+        ("--tls-key", "ATP_TLS_KEY", "PEM private key of --tls-cert"),
+        ("--tls-server-name", "ATP_TLS_SERVER_NAME", ("verify atpd's certificate against this "
+         "name instead of the --target host")),
+    ):
+        parser.add_argument(flag, default=default(os.environ.get(variable, "")), metavar=(
+            "NAME" if flag == "--tls-server-name" else "FILE"),
+                            help=f"{text} (default: ${variable})")
     parser.add_argument(
         "--token",
         default=default(os.environ.get("ATP_TOKEN", "")),

@@ -29,6 +29,7 @@ import grpc
 import grpc.aio
 
 from atp.cluster.etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from atp.tls import TlsOptions
 
 __all__ = [
     "ClusterStatus",
@@ -125,8 +126,16 @@ class _Stubs:
 class EtcdClient:
     """One channel per endpoint, opened on first use; see the module docstring for failover."""
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.endpoints = [part.strip() for part in target.split(",") if part.strip()]
+    def __init__(
+        self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: TlsOptions | None = None,
+    ) -> None:
+        # https:// endpoints are reached over TLS (the system's roots when `tls` is None).
+        endpoints = [part.strip() for part in target.split(",") if part.strip()]
+        if tls is None and any(part.startswith("https://") for part in endpoints):
+            tls = TlsOptions()
+        self.tls = tls
+        self.endpoints = [part.removeprefix("https://").removeprefix("http://")
+                          for part in endpoints]
         if not self.endpoints:
             raise ValueError(f"no etcd endpoint in {target!r}")
         self.timeout_s = timeout_s
@@ -337,7 +346,11 @@ class EtcdClient:
     def _stubs_for(self, endpoint: str) -> _Stubs:
         stubs = self._stubs.get(endpoint)
         if stubs is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = (
+                grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+                if self.tls is None else grpc.aio.secure_channel(
+                    endpoint, self.tls.credentials(),
+                    options=[*CHANNEL_OPTIONS, *self.tls.channel_options()]))
             self._channels[endpoint] = channel
             stubs = _Stubs(
                 rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.LeaseStub(channel),

@@ -7,9 +7,10 @@ read counters the ledger keeps as it goes, so a scrape never walks the ledger.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from prometheus_client import (
@@ -29,6 +30,7 @@ from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.store import StoreError
+from atp.tls import ServerTls
 from atp.v1 import replication_pb2
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -90,8 +92,25 @@ class Metrics:
         self.commit_records.observe(records)
         self.commit_latency.observe(seconds)
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, tls: ServerTls | None = None) -> None:
+        """Serves /metrics over HTTP, or HTTPS with `tls` (client certificates required when
+        it names a client CA)."""
+        if tls is None:
+            start_http_server(port, addr=host, registry=self.registry)
+            return
+        server, _ = start_http_server(
+            port, addr=host, registry=self.registry, certfile=tls.cert, keyfile=tls.key,
+            client_cafile=tls.client_ca, client_auth_required=tls.client_ca is not None)
+        self._tls_context = cast(ssl.SSLSocket, server.socket).context
+
+    def reload_tls(self, tls: ServerTls) -> None:
+        """Later HTTPS connections present the certificate in `tls`'s files (read now)."""
+        context: ssl.SSLContext | None = getattr(self, "_tls_context", None)
+        if context is None:
+            return
+        context.load_cert_chain(tls.cert, tls.key)
+        if tls.client_ca:
+            context.load_verify_locations(cafile=tls.client_ca)
 
 
 class _ReplicationCollector(Collector):

@@ -37,6 +37,7 @@ from atp.server.snapshot import (
 )
 from atp.server.status import abort
 from atp.store import StoreError, WriteBatch
+from atp.tls import TlsFileError, TlsOptions
 from atp.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("atp.replication")
@@ -170,9 +171,13 @@ class Follower:
     """Keeps a follower's writer fed from its leader, for as long as the process runs."""
 
     def __init__(
-        self, writer: Writer, leader: str, follower_id: str, leader_term: int = 0
+        self, writer: Writer, leader: str, follower_id: str, leader_term: int = 0,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.writer = writer
+        # How the leader is reached: TLS with this member's certificate (read again at each
+        # connection, so that a rotated certificate is used), or plaintext when None.
+        self.tls = tls
         self.leader = leader
         self.follower_id = follower_id
         # The leader's term as the cluster names it (0: any, without a cluster).
@@ -226,7 +231,7 @@ class Follower:
                     snapshot_needed = True
                 elif self.connected or wait_s >= RECONNECT_MOST_S:
                     log.warning("replication from %s broke: %s", self.leader, error.code())
-            except (LedgerError, StoreError) as error:
+            except (LedgerError, StoreError, TlsFileError) as error:
                 # A batch out of order: start over from our commit. A snapshot that ended
                 # short or could not be stored: take another.
                 log.error("replication from %s: %s", self.leader, error)
@@ -242,7 +247,7 @@ class Follower:
         log.info("taking a snapshot from %s", self.leader)
         options = [("grpc.max_receive_message_length", SNAPSHOT_MESSAGE_BYTES_MAX)]
         try:
-            async with grpc.aio.insecure_channel(self.leader, options=options) as channel:
+            async with self._channel(options) as channel:
                 stream = _replication_stub(channel).Snapshot(
                     replication_pb2.SnapshotRequest(follower_id=self.follower_id),
                     metadata=self.metadata)
@@ -265,7 +270,7 @@ class Follower:
             while True:
                 yield await progress.get()
 
-        async with grpc.aio.insecure_channel(self.leader) as channel:
+        async with self._channel([]) as channel:
             stream = _replication_stub(channel).Replicate(messages(), metadata=self.metadata)
             try:
                 await stream.initial_metadata()  # the leader accepted us (or refused: raises)
@@ -277,6 +282,15 @@ class Follower:
                         durable_commit=message.commit))
             finally:
                 stream.cancel()  # ends the request stream's reader with the call
+
+
+    def _channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.leader, options=options)
+        # Raises TlsFileError (a rotation half done?): logged, and the next attempt reads again.
+        credentials = self.tls.credentials()
+        return grpc.aio.secure_channel(self.leader, credentials,
+                                       options=[*options, *self.tls.channel_options()])
 
 
 def replication_status(

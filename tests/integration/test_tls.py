@@ -5,6 +5,7 @@ certificates are made by each run (tests/support/certs.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import subprocess
@@ -322,3 +323,37 @@ def test_a_cluster_member_reaches_etcd_over_mutual_tls(pki: Pki, tmp_path: Path)
                 return bool(status.role == "leader" and status.cluster == "tls")
 
             wait_for(leads, timeout_s=15)
+
+
+def test_mtls_certificates_name_principals_whose_roles_bound_them_and_the_journal_says_who(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """TLS, roles and the audit trail together: a capture service known by the URI SAN of its
+    client certificate may reserve but not adjust stock; an operator's certificate may; each
+    change records the certificate's principal."""
+    capture = pki.a.issue("capture", ("localhost",), uris=("spiffe://shop/capture",))
+    operator = pki.a.issue("ops-alice", ())
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"allow": [
+        {"role": "service", "principals": ["spiffe://shop/capture"]},
+        {"role": "ops", "principals": ["ops-alice"]},
+    ]}))
+    sku = "AUDIT-1"
+    receipt = {"sku": sku, "node_id": "DC1", "type": "RECEIPT", "quantity": 5}
+    with AtpdProcess(tmp_path / "data", "--sync", "off", *pki.mtls_args(),
+                     "--auth-policy", str(policy), tls=pki.client_tls(operator)) as server, \
+            Client(server.target, tls=pki.client_tls(operator)) as ops, \
+            Client(server.target, tls=pki.client_tls(capture)) as service:
+        ops.upsert_node({"node_id": "DC1"})
+        ops.adjust_stock([receipt], "rcv-1")
+        service.reserve("order-1", [{"line_id": "l1", "sku": sku, "quantity": 2,
+                                     "node_id": "DC1"}])
+        with pytest.raises(AtpError) as denied:
+            service.adjust_stock([receipt], "rcv-2")
+        assert denied.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert denied.value.metadata.get("principal") == "spiffe://shop/capture"
+        who = {(event.type, event.principal)
+               for event in ops.watch(0, sku=sku, stop_at_head=True)}
+    assert ("STOCK_MOVED", "ops-alice") in who
+    assert ("RESERVATION_CREATED", "spiffe://shop/capture") in who
+    assert {principal for _, principal in who} == {"ops-alice", "spiffe://shop/capture"}

@@ -50,7 +50,7 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 bench: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## The bench smoke run (tiny sizes, about 15 s; also part of make test).
+## The bench smoke run (tiny sizes, about 10 s; also part of make test).
 bench-smoke: $(INSTALLED)
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 

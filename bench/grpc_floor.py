@@ -106,7 +106,8 @@ class _Echo(reservations_pb2_grpc.ReservationsServicer):  # type: ignore[misc]
             yield reservations_pb2.ReserveResult(reservation_id=request.reservation_id)
 
 
-def _serve(mode: str, port: int, seconds: float, cpu: Any) -> None:
+def _serve(mode: str, port: int, ready: Any, done: Any, cpu: Any) -> None:
+    """Serves until `done` is set (the load is over), having set `ready` once listening."""
     async def run() -> None:
         server = grpc.aio.server()
         health = _Health(wait=mode == "unary-wait")
@@ -116,12 +117,17 @@ def _serve(mode: str, port: int, seconds: float, cpu: Any) -> None:
         await server.start()
         committer = asyncio.create_task(health.commit_loop())
         started = _cpu_seconds()
-        await asyncio.sleep(seconds)
+        ready.set()
+        await asyncio.get_running_loop().run_in_executor(None, done.wait, SERVE_MAX_S)
         cpu.value = _cpu_seconds() - started
         committer.cancel()
         await server.stop(0)
 
     asyncio.run(run())
+
+
+# The longest a bare server waits for its load to end (a stuck load fails, not hangs).
+SERVE_MAX_S = 300.0
 
 
 def _cpu_seconds() -> float:
@@ -193,9 +199,12 @@ def measure(mode: str, seconds: float) -> tuple[float, float]:
         port = probe.getsockname()[1]
     context = multiprocessing.get_context("spawn")
     cpu = context.Value("d", 0.0)
-    server = context.Process(target=_serve, args=(mode, port, seconds + 3.0, cpu))
+    ready, done = context.Event(), context.Event()
+    server = context.Process(target=_serve, args=(mode, port, ready, done, cpu))
     server.start()
-    time.sleep(1.5)  # the server is listening well before this
+    if not ready.wait(30):
+        server.kill()
+        raise RuntimeError("the bare server did not start within 30 s")
     counts = context.Queue()
     clients = [context.Process(target=_load, args=(mode, port, seconds, counts))
                for _ in range(CLIENT_PROCESSES)]
@@ -204,7 +213,8 @@ def measure(mode: str, seconds: float) -> tuple[float, float]:
     total = sum(counts.get(timeout=seconds + 30) for _ in clients)
     for client in clients:
         client.join(timeout=10)
-    server.join(timeout=seconds + 30)
+    done.set()
+    server.join(timeout=30)
     # The server's CPU covers the whole load window (plus a little idle before and after).
     return total / seconds, cpu.value / max(total, 1) * 1e6
 

@@ -1,7 +1,7 @@
 """Bench runner: fresh atpd, seed, workloads from a multi-process load generator, audit, report.
 
     python -m bench.run [--workloads reserve,batch] [--duration 10] [--processes 2] ...
-    python -m bench.run --smoke          # tiny sizes, 1 s per workload (the test uses it)
+    python -m bench.run --smoke          # tiny sizes, 0.5 s per workload (the test uses it)
 
 Exit code 0: every workload ran and the audit passed; 1: the audit found oversell or drift,
 or a workload's workers failed; 2: the server could not be started or seeded.
@@ -37,7 +37,7 @@ from bench.workloads import WORKLOADS
 
 # name: (default, smoke default)
 DEFAULTS: dict[str, tuple[Any, Any]] = {
-    "duration": (10.0, 1.0),
+    "duration": (10.0, 0.5),
     "processes": (2, 2),
     "concurrency": (32, 4),
     "skus": (10_000, 200),
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="all",
                         help=f"comma-separated subset of: {names} (default all; the baseline "
                         "always runs first, every ratio needs it)")
-    parser.add_argument("--duration", type=float, help="seconds per workload (10; smoke 1)")
+    parser.add_argument("--duration", type=float, help="seconds per workload (10; smoke 0.5)")
     parser.add_argument("--max-calls", type=int, dest="max_calls",
                         help="most calls per workload over all processes (2,000,000)")
     parser.add_argument("--processes", type=int, help="load-generator processes (2)")
@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="atpd --sync: on = fsync every group commit (default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes and 1 s per workload (for the smoke test)")
+                        help="tiny sizes and 0.5 s per workload (for the smoke test)")
     parser.add_argument("--results-dir", dest="results_dir",
                         default=os.path.join(bench.REPO_ROOT, "bench", "results"),
                         help="where the JSON/markdown/PNG go (bench/results)")

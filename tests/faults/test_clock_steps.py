@@ -209,10 +209,10 @@ def record_steps(ledger: Ledger) -> list[tuple[str, int]]:
     steps: list[tuple[str, int]] = []
     apply = ledger.apply  # every ledger step goes through it
 
-    def recorded(command: commands.Command, now: float) -> Any:
+    def recorded(command: commands.Command, now: float, principal: str = "") -> Any:
         before = ledger.expired_total
         try:
-            return apply(command, now)
+            return apply(command, now, principal)
         finally:
             steps.append((type(command).__name__, ledger.expired_total - before))
 

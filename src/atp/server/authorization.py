@@ -393,37 +393,26 @@ class Authorization(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         metadata = handler_call_details.invocation_metadata or ()
 
         def enforced(kind: str, behaviour: Behaviour) -> Behaviour:
-            if kind.startswith("unary"):  # the request is at hand: a dry run reads
-                return self._enforced_unary(method, metadata, kind, behaviour)
-            return self._enforced_stream(method, metadata, kind, behaviour)
+            return self._enforced(method, metadata, kind, behaviour)
 
         return rebuilt(handler, enforced)
 
-    def _enforced_unary(self, method: str, metadata: Any, kind: str,
-                        behaviour: Behaviour) -> Behaviour:
-        async def enforced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _enforced(self, method: str, metadata: Any, kind: str,
+                  behaviour: Behaviour) -> Behaviour:
+        """`behaviour`, run only for an authorized caller, with its principal set. A unary
+        request is at hand before the call runs (a Reallocate dry run is a read)."""
+        request_first = kind.startswith("unary")
+
+        async def enforced(request_or_stream: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                principal = self.authorize(method, metadata, context.auth_context(), request)
+                principal = self.authorize(method, metadata, context.auth_context(),
+                                           request_or_stream if request_first else None)
             except Refusal as refusal:
                 await refusal.abort(context)
             _current.set(principal)
-            if kind == "unary_unary":
-                return await behaviour(request, context)
-            return await responses_of(behaviour, request, context)
-
-        return enforced
-
-    def _enforced_stream(self, method: str, metadata: Any, kind: str,
-                         behaviour: Behaviour) -> Behaviour:
-        async def enforced(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                principal = self.authorize(method, metadata, context.auth_context())
-            except Refusal as refusal:
-                await refusal.abort(context)
-            _current.set(principal)
-            if kind == "stream_unary":
-                return await behaviour(requests, context)
-            return await responses_of(behaviour, requests, context)
+            if kind.endswith("_unary"):  # one answer
+                return await behaviour(request_or_stream, context)
+            return await responses_of(behaviour, request_or_stream, context)
 
         return enforced
 

@@ -41,6 +41,8 @@ from atp.tls import TlsFileError, TlsOptions
 from atp.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("atp.replication")
+# The initial metadata a leader sends a follower it accepted.
+ACCEPTED = (("atp-replication", "accepted"),)
 # Seconds between a follower's attempts to reach its leader, doubling up to the most.
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MOST_S = 2.0
@@ -109,7 +111,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         acknowledgements = asyncio.create_task(self._read_acks(follower_id, request_iterator))
         self.log.connected.add(follower_id)
         try:
-            await context.send_initial_metadata(())  # accepted: the follower is connected
+            await context.send_initial_metadata(ACCEPTED)  # the follower is connected
             async for commit, batch, term in self.log.after(hello.durable_commit):
                 if not self.writer.leads:  # deposed: stop feeding anyone at once
                     await abort(context, self._not_leader())
@@ -273,8 +275,8 @@ class Follower:
         async with self._channel([]) as channel:
             stream = _replication_stub(channel).Replicate(messages(), metadata=self.metadata)
             try:
-                await stream.initial_metadata()  # the leader accepted us (or refused: raises)
-                self.connected = True
+                # The leader's mark that it accepted us (a refusal ends the call without it).
+                self.connected = ACCEPTED[0] in tuple(await stream.initial_metadata())
                 async for message in stream:
                     await writer.commit_replicated(
                         message.commit, batch_of(message), message.term)

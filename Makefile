@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
+METRICS_PORT ?= 0
 
 .PHONY: run test test-fast lint protos bench bench-smoke clean
 
@@ -14,9 +15,10 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(INSTALLED)
 
-## Start atpd on 127.0.0.1:50051 with its LMDB data in ./data.
+## Start atpd on 127.0.0.1:50051 with its LMDB data in ./data; METRICS_PORT=9464 serves
+## Prometheus metrics at http://127.0.0.1:9464/metrics (0, the default: none).
 run: $(INSTALLED)
-	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR)
+	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR) --metrics-port $(METRICS_PORT)
 
 ## Run every test tier: unit, store contract, property, integration, crash, CLI.
 test: $(INSTALLED)

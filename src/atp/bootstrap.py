@@ -275,10 +275,17 @@ class AtpServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
         log.info(
-            "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs)",
+            "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
-            self.load_seconds,
+            self.load_seconds, self._metrics_where(),
         )
+
+    def _metrics_where(self) -> str:
+        """Where metrics are served, for the start-up line (operators look there first)."""
+        if not self.config.metrics_listen:
+            return "no metrics (--metrics-port 0)"
+        scheme = "https" if self.tls is not None and self.config.metrics_tls else "http"
+        return f"metrics at {scheme}://{self.config.metrics_listen}/metrics"
 
     def _serve_metrics(self) -> None:
         if self.metrics is None or not self.config.metrics_listen:

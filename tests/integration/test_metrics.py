@@ -66,3 +66,18 @@ def test_metrics_count_calls_streams_commits_and_reservations(
     assert samples["atp_commit_latency_seconds_count"] >= 3
     for name in ("atp_at_risk_lines", "atp_reservations_expired_total", "atp_writer_waiting"):
         assert name in samples, name
+
+
+def test_metrics_say_what_runs_and_the_start_up_line_says_where_they_are(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with AtpdProcess(tmp_path / "data", "--metrics-port", str(port),
+                     "--log-level", "INFO") as server:
+        samples = _scrape(port)
+        log = server.log_path.read_text()
+    [build] = [name for name in samples if name.startswith("atp_build_info{")]
+    assert 'version="' in build and 'python="' in build and 'grpc="' in build
+    assert samples["process_resident_memory_bytes"] > 0
+    assert samples["process_open_fds"] > 0
+    assert f"metrics at http://127.0.0.1:{port}/metrics" in log

@@ -7,6 +7,8 @@ read counters the ledger keeps as it goes, so a scrape never walks the ledger.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import platform
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,6 +20,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     ProcessCollector,
     start_http_server,
 )
@@ -35,6 +38,17 @@ from atp.v1 import replication_pb2
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000)
+
+
+def build_info() -> dict[str, str]:
+    """atp_build_info's labels: what a dashboard shows beside a member, and what an
+    operator compares after an upgrade."""
+    try:
+        version = importlib.metadata.version("atp-engine")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "unknown"
+    return {"version": version, "python": platform.python_version(),
+            "grpc": grpc.__version__}
 
 
 class Metrics:
@@ -60,6 +74,8 @@ class Metrics:
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds...: the
         # process's own use, which retention keeps bounded.
         ProcessCollector(registry=self.registry)
+        Info("atp_build", "The running atpd: its version and what it runs on",
+             registry=self.registry).info(build_info())
         writer.on_commit = self.observe_commit
         if admission is not None:
             self._watch(admission)

@@ -115,14 +115,18 @@ def notices_written(path: Path) -> set[tuple[str, int]]:
 def open_watch(
     client: Client, after_sequence: int, until_head: bool, sku: str = "", node_id: str = ""
 ) -> tuple[Iterator[Any], bool]:
-    """client.watch from after_sequence; bounded at the journal head when the client can ask.
+    """client.watch from after_sequence; bounded at the journal head when the client can ask,
+    else following atpd's restarts (follow=True: reopened after the last event received).
 
     Returns the stream and whether it ends by itself at the head.
     """
     filters: dict[str, Any] = {"types": WATCHED_TYPES, "sku": sku, "node_id": node_id}
-    if until_head and "stop_at_head" in inspect.signature(client.watch).parameters:
+    parameters = inspect.signature(client.watch).parameters
+    if until_head and "stop_at_head" in parameters:
         filters["stop_at_head"] = True
         return client.watch(after_sequence, **filters), True
+    if not until_head and "follow" in parameters:
+        filters["follow"] = True
     return client.watch(after_sequence, **filters), False
 
 
@@ -136,8 +140,10 @@ class Watcher:
         sku: str,
         node_id: str,
     ) -> None:
-        # With several members in target, the client watches again on another member when
-        # its member dies (from the last event received), until none answers for timeout_s.
+        # Following (not --once), the client watches again after atpd restarts, or on another
+        # member of several when its member dies, from the last event received, for as long
+        # as the service runs; with --once, with several members, until none answers for
+        # timeout_s.
         self.client = Client(target, timeout_s=timeout_s)
         self.items: queue.Queue[Any] = queue.Queue()
         self.stream, self.ends_at_head = open_watch(

@@ -309,6 +309,7 @@ class AtpServer:
         if self.member is None and self.follower is not None:
             await self.follower.stop()
         self.events.close()
+        self._ledger_servicers[2].end_streams()
         await self.server.stop(self.config.grace_seconds)
         if self.member is not None:  # calls drained: resign, then stop following
             await self.member.stop()

@@ -140,7 +140,10 @@ _STATUS_CODES_BY_NUMBER: dict[int, grpc.StatusCode] = {
 # A ReserveBatch answer is larger than its request (~49 bytes a line): gRPC's default 4 MiB
 # receive limit would leave a committed batch's answer unreadable.
 RECEIVE_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", RECEIVE_MESSAGE_BYTES_MAX)]
+# A channel whose member is down tries to connect again after at most a second (gRPC's own
+# default grows to 120 s), so that a call or a followed watch finds it soon after it is back.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", RECEIVE_MESSAGE_BYTES_MAX),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
 # The reason of a write sent to a follower; its ErrorInfo metadata "leader" names the leader.
 NOT_LEADER = "NOT_LEADER"
 
@@ -1182,13 +1185,22 @@ class Client(_ClientBase):
         reservation_id: str = "",
         stop_at_head: bool = False,
         principal: str = "",
+        follow: bool = False,
     ) -> Iterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head).
 
         With several members, a stream that fails UNAVAILABLE (its member died, or ended its
-        watches to install a snapshot) is opened again on the next member after the last
-        event received, with backoff, until no member has answered for timeout_s."""
-        rewatch = _Rewatch(self, after_sequence)
+        watches to install a snapshot or to shut down) is opened again on the next member
+        after the last event received, with backoff, until no member has answered for
+        timeout_s; then, or with a single member, the UNAVAILABLE error is raised.
+
+        follow=True: the watch survives restarts and outages, on one member too. After
+        UNAVAILABLE (or a live stream ending without an error) it is opened again, on the
+        next member if there are several, after the last event delivered (no gap, no
+        duplicate), with backoff capped at backoff_max_s, and never gives up: it ends only
+        when the caller stops iterating, at the head with stop_at_head, or on another error
+        (OUT_OF_RANGE if the journal was trimmed past the last event meanwhile)."""
+        rewatch = _Rewatch(self, after_sequence, follow and not stop_at_head)
         while True:
             request = _watch_request(
                 rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
@@ -1197,7 +1209,9 @@ class Client(_ClientBase):
                 for event in stream:
                     rewatch.received(event)
                     yield event
-                return
+                delay_s = rewatch.after_clean_end()
+                if delay_s is None:
+                    return
             except grpc.RpcError as rpc_error:
                 error = _error_from_call(rpc_error)
                 delay_s = rewatch.next_member(error)
@@ -1211,9 +1225,10 @@ class Client(_ClientBase):
 class _Rewatch:
     """Where a watch resumes, and whether it may: see Client.watch."""
 
-    def __init__(self, client: _ClientBase, after_sequence: int) -> None:
+    def __init__(self, client: _ClientBase, after_sequence: int, follow: bool = False) -> None:
         self.client = client
         self.after = after_sequence
+        self.follow = follow  # never give up (a live watch with follow=True)
         self.attempt = 0
         self.failing_since: float | None = None
 
@@ -1224,12 +1239,24 @@ class _Rewatch:
     def next_member(self, error: AtpError) -> float | None:
         """Seconds to wait before watching again on the next member; None: give up."""
         client = self.client
-        if error.code is not grpc.StatusCode.UNAVAILABLE or len(client.targets) < 2:
+        if error.code is not grpc.StatusCode.UNAVAILABLE:
             return None
-        now = time.monotonic()
-        self.failing_since = self.failing_since or now
-        if now - self.failing_since > client.timeout_s:
-            return None
+        if not self.follow:
+            if len(client.targets) < 2:
+                return None
+            now = time.monotonic()
+            self.failing_since = self.failing_since or now
+            if now - self.failing_since > client.timeout_s:
+                return None
+        return self._again()
+
+    def after_clean_end(self) -> float | None:
+        """A stream ended without an error: None (done), or, following, a live stream's
+        end (a server that ends watches OK at shutdown): seconds to wait, then watch again."""
+        return self._again() if self.follow else None
+
+    def _again(self) -> float:
+        client = self.client
         client.target = client.targets[(client.targets.index(client.target) + 1)
                                        % len(client.targets)]
         self.attempt += 1
@@ -1363,10 +1390,12 @@ class AsyncClient(_ClientBase):
         reservation_id: str = "",
         stop_at_head: bool = False,
         principal: str = "",
+        follow: bool = False,
     ) -> AsyncIterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head);
-        with several members, opened again on the next one as Client.watch is."""
-        rewatch = _Rewatch(self, after_sequence)
+        with several members, opened again on the next one as Client.watch is, and with
+        follow=True across restarts and outages, forever, as Client.watch is."""
+        rewatch = _Rewatch(self, after_sequence, follow and not stop_at_head)
         while True:
             request = _watch_request(
                 rewatch.after, types, sku, node_id, reservation_id, stop_at_head, principal)
@@ -1375,7 +1404,9 @@ class AsyncClient(_ClientBase):
                 async for event in call:
                     rewatch.received(event)
                     yield event
-                return
+                delay_s = rewatch.after_clean_end()
+                if delay_s is None:
+                    return
             except grpc.aio.AioRpcError as rpc_error:
                 error = _error_from_aio(rpc_error)
                 delay_s = rewatch.next_member(error)

@@ -20,7 +20,7 @@ import pytest
 
 from atp.client import Client
 from atp.tls import TlsOptions
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 from tests.support.certs import CertificateAuthority
 
 pytestmark = pytest.mark.integration
@@ -375,6 +375,44 @@ def test_watch_follows_live_events_until_ctrl_c(atpd: AtpdProcess, client: Clien
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
+
+
+def test_watch_follows_atpd_restarts_without_gap_or_duplicate(tmp_path: Path) -> None:
+    port = free_port()
+    server = AtpdProcess(tmp_path / "data", "--sync", "off", "--listen", f"127.0.0.1:{port}")
+    server.start()
+    watcher = subprocess.Popen(
+        [*ATPCTL, "--target", server.target, "watch", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_lines() -> None:
+        assert watcher.stdout is not None
+        for text in iter(watcher.stdout.readline, ""):
+            lines.put(text)
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        sequences: list[int] = []
+        for restart in (server.stop, server.kill, None):
+            with Client(server.target) as client:
+                client.upsert_node(node_id=f"DC{len(sequences)}", region="EU")
+            sequences.append(int(json.loads(lines.get(timeout=20))["sequence"]))
+            if restart is not None:
+                restart()
+                server.start()
+        assert sequences == [1, 2, 3]  # each once, across a SIGTERM and a kill -9 restart
+        assert lines.empty()
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=20) == 0
+        assert watcher.stderr is not None and watcher.stderr.read() == ""
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        if server.process is not None:
+            server.stop()
 
 
 def test_watch_from_a_sequence_no_longer_retained_is_a_clear_error(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from atp.v1 import events_pb2, events_pb2_grpc
 def add_watch_command(tree: CommandTree) -> None:
     watch = tree.command(
         "watch",
-        "stream journal events, one per line (--json: one JSON object per line); Ctrl-C stops",
+        "stream journal events, one per line (--json: one JSON object per line); follows "
+        "atpd's restarts (unless --until-head), Ctrl-C stops",
         _watch,
     )
     watch.add_argument(
@@ -102,18 +103,22 @@ def _watch_stream(
         call.cancel()
 
 def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
-    request = events_pb2.WatchRequest(
-        after_sequence=max(0, arguments.from_sequence - 1),
+    # Following live events, the watch survives atpd restarts (and, with several members in
+    # --target, a member's death): it is opened again after the last event shown.
+    stream = client.watch(
+        max(0, arguments.from_sequence - 1),
         types=sorted({item for group in arguments.types for item in group}),
         sku=arguments.sku,
         node_id=arguments.node_id,
         reservation_id=arguments.reservation_id,
         stop_at_head=arguments.until_head,
         principal=arguments.principal,
+        follow=not arguments.until_head,
     )
     shown = 0
     try:
-        for event in _watch_stream(arguments, request):
+        for message in stream:
+            event = kpi.decode_event(message)
             if arguments.json:
                 print(json.dumps(event.to_dict(), separators=(",", ":")), flush=True)
             else:

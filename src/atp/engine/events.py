@@ -113,8 +113,10 @@ class EventHub:
                     watcher.queue.put_nowait(event)
 
     def close(self) -> None:
-        """Ends every live stream (at shutdown), so draining calls does not wait on them."""
-        self._end_streams(None)
+        """Ends every live stream UNAVAILABLE (at shutdown), so that draining calls does not
+        wait on them and a client tells a restart from an end (it watches again after its
+        last sequence). A stop_at_head stream that reached the head still ends OK."""
+        self._end_streams(shutting_down())
 
     def restore_begun(self) -> None:
         """The journal is being replaced by a snapshot's: every stream ends UNAVAILABLE (its
@@ -214,6 +216,11 @@ class EventHub:
             return await loop.run_in_executor(None, self.store.oldest_sequence)
         except StoreError as error:
             raise Unavailable(f"reading the journal failed: {error}") from error
+
+
+def shutting_down() -> Unavailable:
+    return Unavailable("the server is shutting down; watch again, after the last sequence you "
+                       "received, once it (or another member) is back")
 
 
 def _restoring() -> Unavailable:

@@ -20,7 +20,7 @@ from atp.engine.events import EventFilter, EventHub
 from atp.engine.listing import SCAN_BUDGET, ReservationFilter, list_reservations
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
-from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
+from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError, Unavailable
 from atp.ledger.model import (
     EVENT_TYPES,
     Hold,
@@ -290,6 +290,11 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
 
 
 class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsServicer):
+    def __init__(self, writer: Writer, address: str = "") -> None:
+        super().__init__(writer, address)
+        self._stream_readers: set[asyncio.Task[None]] = set()
+        self.streams_ending = False
+
     async def Reserve(
         self, request: reservations_pb2.ReserveRequest, context: Any
     ) -> common_pb2.Reservation:
@@ -329,23 +334,45 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
         in_flight: asyncio.Queue[_StreamItem | None] = asyncio.Queue(limits.stream_in_flight_max)
 
         async def read_requests() -> None:
+            applied: _StreamItem | None = None
             try:
                 async for request in request_iterator:
-                    await in_flight.put(self._apply_reserve(request))
+                    applied = self._apply_reserve(request)
+                    await in_flight.put(applied)
+                    applied = None
             finally:
-                # Also when reading fails: the answers already applied still go out, then
-                # `await reader` below raises the failure instead of the stream hanging.
+                # Also when reading fails, or stops at shutdown (end_streams): the answers
+                # already applied still go out, then `await reader` below raises the failure
+                # instead of the stream hanging.
+                if applied is not None:
+                    await in_flight.put(applied)
                 await in_flight.put(None)
 
         reader = asyncio.create_task(read_requests())
+        self._stream_readers.add(reader)
         try:
+            if self.streams_ending:
+                reader.cancel()
             while (item := await in_flight.get()) is not None:
                 result, durable = item
                 await self.writer.until_durable(durable)
                 result.commit_sequence = self.writer.commit_index
                 yield result
+            await asyncio.wait((reader,))
+            if reader.cancelled():  # only end_streams cancels it while the call goes on
+                await abort(context, Unavailable(
+                    "the server is shutting down; every message answered on this stream was "
+                    "applied, none after them: open a new stream once it is back"))
             await reader
         finally:
+            self._stream_readers.discard(reader)
+            reader.cancel()
+
+    def end_streams(self) -> None:
+        """At shutdown: every ReserveStream stops reading, answers what it applied, and ends
+        UNAVAILABLE, so that draining calls does not wait on them."""
+        self.streams_ending = True
+        for reader in self._stream_readers:
             reader.cancel()
 
     def _apply_reserve(self, request: reservations_pb2.ReserveRequest | Undecodable) -> _StreamItem:

@@ -15,7 +15,7 @@ from atp.cli.arguments import (
     positive_int,
     whole_count,
 )
-from atp.cli.outcome import CommandTree, Outcome
+from atp.cli.outcome import CommandTree, Outcome, json_document
 from atp.cli.views import (
     date_text,
     format_table,
@@ -136,7 +136,9 @@ def add_hold_commands(tree: CommandTree) -> None:
         "--force", action="store_true", help="hold even units that are not available"
     )
 
-    release = hold.command("release", "release a hold", _hold_release)
+    release = hold.command(
+        "release", "release a hold: shown as RELEASED with the units it held", _hold_release
+    )
     release.add_argument("hold_id", metavar="ID")
 
     list_command = hold.command("list", "list active holds", _hold_list)
@@ -251,8 +253,23 @@ def _hold_place(client: Client, arguments: argparse.Namespace) -> Outcome:
     return Outcome(hold, holds_table([hold]))
 
 def _hold_release(client: Client, arguments: argparse.Namespace) -> Outcome:
+    # The server answers a released hold with quantity 0: what it held is read first, while
+    # it is still active (a hold released before shows no quantity).
+    held = next(
+        (
+            hold.quantity
+            for hold in client.iter_holds(page_size=PAGE_SIZE_MAX)
+            if hold.hold_id == arguments.hold_id
+        ),
+        None,
+    )
     hold = client.release_hold(arguments.hold_id)
-    return Outcome(hold, holds_table([hold]))
+    document = json_document(hold)
+    document["state"] = "RELEASED"
+    if held is not None:
+        document["released_quantity"] = held
+    return Outcome(document, holds_table([hold], state="RELEASED", held=held))
+
 
 def _hold_list(client: Client, arguments: argparse.Namespace) -> Outcome:
     holds = list(

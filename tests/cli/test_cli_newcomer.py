@@ -1,4 +1,4 @@
-"""Small things a newcomer met: a released hold says so."""
+"""Small things a newcomer met: a released hold says so, a promise nobody can serve says why."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from tests.support.atpd import AtpdProcess
 
 
 @pytest.mark.integration
-def test_released_hold(tmp_path: Path) -> None:
+def test_released_hold_and_unserved_region(tmp_path: Path) -> None:
     with AtpdProcess(tmp_path / "data", "--sync", "off") as atpd:
         target = atpd.target
         atpctl(target, "nodes", "upsert", "DC1", "--region", "EU", "--lane", "EU:2:5")
+        atpctl(target, "nodes", "upsert", "OLD9", "--region", "US", "--lane", "US:1",
+               "--inactive")  # fmt: skip
         atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type",
                "RECEIPT", "--quantity", "20")  # fmt: skip
 
@@ -29,6 +31,24 @@ def test_released_hold(tmp_path: Path) -> None:
         assert released.splitlines()[1].split()[:5] == ["QA-1", "RELEASED", "SKU-1", "DC1", "10"]
         again = json.loads(atpctl(target, "hold", "release", "QA-1", "--json").stdout)
         assert again["state"] == "RELEASED" and "released_quantity" not in again
+
+        # No node has a lane to APAC: said without --explain.
+        nowhere = atpctl(target, "promise", "--line", "l1:SKU-1:8", "--region", "APAC").stdout
+        assert "complete: no" in nowhere
+        assert "why: no active node has a lane to region APAC" in nowhere
+        # Only an inactive node serves US: named.
+        inactive = atpctl(target, "promise", "--line", "l1:SKU-1:8", "--region", "US").stdout
+        assert "no active node has a lane to region US (OLD9 inactive)" in inactive
+        # A served region short of stock: pointed at --explain.
+        short = atpctl(target, "promise", "--line", "l1:SKU-1:80", "--region", "EU").stdout
+        assert "why: the 1 node serving EU (DC1)" in short and "--explain" in short
+        # With --explain (or when complete) no extra line.
+        explained = atpctl(target, "promise", "--line", "l1:SKU-1:8", "--region", "APAC",
+                           "--explain").stdout  # fmt: skip
+        assert "why:" not in explained and "no lane to APAC" in explained
+        complete = atpctl(target, "promise", "--line", "l1:SKU-1:8", "--region", "EU").stdout
+        assert "why:" not in complete
+
 
 
 def test_help_of_hold_release(capsys: pytest.CaptureFixture[str]) -> None:

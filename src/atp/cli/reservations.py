@@ -241,7 +241,32 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
         priority=arguments.priority,
         explain=arguments.explain,
     )
-    return Outcome(response, _promise_view(response, explain=arguments.explain))
+    text = _promise_view(response, explain=arguments.explain)
+    if not response.complete and not arguments.explain:
+        text += "\n\n" + _why_not_promised(client, arguments.region)
+    return Outcome(response, text)
+
+
+def _why_not_promised(client: Client, region: str) -> str:
+    """One line on why a promise is incomplete, without --explain: no node serves the region,
+    or where to look."""
+    nodes = client.list_nodes().nodes
+    lanes_to_region = [
+        node for node in nodes if any(lane.region == region for lane in node.lanes)
+    ]
+    serving = [node.node_id for node in lanes_to_region if node.active]
+    if not serving:
+        inactive = [node.node_id for node in lanes_to_region]
+        because = f" ({', '.join(inactive)} inactive)" if inactive else ""
+        return (
+            f"why: no active node has a lane to region {region}{because}; "
+            "atpctl nodes list shows every node's lanes"
+        )
+    return (
+        f"why: the {plural(len(serving), 'node')} serving {region} ({', '.join(serving)}) "
+        "cannot place every unit in time under this policy; --explain shows each node's reason"
+    )
+
 
 def _policy(arguments: argparse.Namespace) -> dict[str, Any]:
     return {

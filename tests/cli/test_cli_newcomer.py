@@ -1,4 +1,5 @@
-"""Small things a newcomer met: a released hold says so, a promise nobody can serve says why."""
+"""Small things a newcomer met: a released hold says so, a promise nobody can serve says why,
+node kinds and lanes are checked before they reach the server, and --help states defaults."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ from tests.support.atpd import AtpdProcess
 def test_released_hold_and_unserved_region(tmp_path: Path) -> None:
     with AtpdProcess(tmp_path / "data", "--sync", "off") as atpd:
         target = atpd.target
-        atpctl(target, "nodes", "upsert", "DC1", "--region", "EU", "--lane", "EU:2:5")
+        atpctl(target, "nodes", "upsert", "DC1", "--kind", "dc", "--region", "EU",
+               "--lane", "EU:2:5")  # fmt: skip
         atpctl(target, "nodes", "upsert", "OLD9", "--region", "US", "--lane", "US:1",
                "--inactive")  # fmt: skip
         atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type",
                "RECEIPT", "--quantity", "20")  # fmt: skip
+
+        # The kind was folded to upper case on the command line.
+        assert json.loads(atpctl(target, "nodes", "list", "--json").stdout)["nodes"][0][
+            "kind"
+        ] == "DC"
 
         placed = atpctl(target, "hold", "place", "--id", "QA-1", "--sku", "SKU-1", "--node",
                         "DC1", "--quantity", "10").stdout  # fmt: skip
@@ -50,7 +57,37 @@ def test_released_hold_and_unserved_region(tmp_path: Path) -> None:
         assert "why:" not in complete
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--kind", "bad kind!"], "argument --kind: expected 1..32 characters of A-Z, 0-9 and _"),
+        (["--kind", "X" * 33], "argument --kind: expected 1..32"),
+        (["--kind", ""], "argument --kind: expected 1..32"),
+        (["--lane", "EU"], "argument --lane: expected REGION:TRANSIT_DAYS[:COST]"),
+        (["--lane", "EU:2:cheap"], "argument --lane: expected REGION:TRANSIT_DAYS[:COST]"),
+        (["--lane", "EU:400"], "argument --lane: transit days are 0..365"),
+    ],
+)
+def test_node_upsert_refuses_a_bad_kind_or_lane(
+    arguments: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["nodes", "upsert", "DC9", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert expected in error
+    assert sum(1 for line in error.splitlines() if "error:" in line) == 1
 
-def test_help_of_hold_release(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["hold", "release", "--help"]) == 0
-    assert "RELEASED" in capsys.readouterr().out
+
+def test_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    def help_of(*command: str) -> str:
+        assert main([*command, "--help"]) == 0
+        return " ".join(capsys.readouterr().out.split())
+
+    upsert = help_of("nodes", "upsert")
+    assert "(default: DC)" in upsert and "folded to upper case" in upsert
+    assert "(default: 0)" in upsert  # a lane's cost
+    reserve = help_of("reserve")
+    assert "0 (the default) means the server's default TTL" in reserve
+    assert "demand priority, higher is more important (default: 0)" in reserve
+    assert "(default: 0)" in help_of("promise")
+    released = help_of("hold", "release")
+    assert "RELEASED" in released

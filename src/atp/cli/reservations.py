@@ -88,7 +88,12 @@ def add_reserve_command(tree: CommandTree) -> None:
     )
     reserve.add_argument("--region", default="", help="destination region")
     reserve.add_argument(
-        "--ttl", type=whole_count, default=0, metavar="SECONDS", help="life of a HELD reservation"
+        "--ttl",
+        type=whole_count,
+        default=0,
+        metavar="SECONDS",
+        help="life of a HELD reservation, up to 604800; 0 (the default) means the server's "
+        "default TTL (atpd --default-ttl, 900 s unless set); no effect with --commit",
     )
     reserve.add_argument("--commit", action="store_true", help="firm at once (COMMITTED)")
     reserve.add_argument("--channel", default="", help="sales channel")
@@ -121,7 +126,14 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--partial", action="store_true", help="backorder what cannot be placed")
     parser.add_argument("--cheapest", action="store_true", help="cheapest rather than earliest")
-    parser.add_argument("--priority", type=int, default=0, help="demand priority")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="demand priority, higher is more important (default: 0); at or above the "
+        "server's protection threshold (atpd --safety-stock-priority, 100 unless set) the "
+        "demand may use safety stock",
+    )
 
 def add_at_risk_command(tree: CommandTree) -> None:
     at_risk = tree.command(

@@ -24,18 +24,21 @@ def test_released_hold_and_unserved_region(tmp_path: Path) -> None:
         atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type",
                "RECEIPT", "--quantity", "20")  # fmt: skip
 
-        # The kind was folded to upper case on the command line.
+        # The kind, checked on the command line, was folded to upper case by the server.
         assert json.loads(atpctl(target, "nodes", "list", "--json").stdout)["nodes"][0][
             "kind"
         ] == "DC"
 
         placed = atpctl(target, "hold", "place", "--id", "QA-1", "--sku", "SKU-1", "--node",
                         "DC1", "--quantity", "10").stdout  # fmt: skip
-        assert placed.splitlines()[0].split()[:5] == ["HOLD", "STATE", "SKU", "NODE", "QUANTITY"]
-        assert placed.splitlines()[1].split()[:5] == ["QA-1", "ACTIVE", "SKU-1", "DC1", "10"]
+        headers = ["HOLD", "SKU", "NODE", "QUANTITY", "FORCED", "STATE"]
+        assert placed.splitlines()[0].split()[:6] == headers
+        assert placed.splitlines()[1].split()[:6] == ["QA-1", "SKU-1", "DC1", "10", "no", "ACTIVE"]
 
         released = atpctl(target, "hold", "release", "QA-1").stdout
-        assert released.splitlines()[1].split()[:5] == ["QA-1", "RELEASED", "SKU-1", "DC1", "10"]
+        assert released.splitlines()[1].split()[:6] == [
+            "QA-1", "SKU-1", "DC1", "10", "no", "RELEASED"
+        ]  # fmt: skip
         again = json.loads(atpctl(target, "hold", "release", "QA-1", "--json").stdout)
         assert again["state"] == "RELEASED" and "released_quantity" not in again
 

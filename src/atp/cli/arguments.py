@@ -116,11 +116,11 @@ NODE_KIND_PATTERN = re.compile(rf"^[A-Z0-9_]{{1,{limits.node_kind_chars_max}}}$"
 
 
 def node_kind(text: str) -> str:
-    """A node kind as the server stores it: 1..32 characters of A-Z, 0-9 and _, upper case."""
-    kind = text.upper()
-    if not (kind.isascii() and NODE_KIND_PATTERN.match(kind)):
+    """A node kind the server takes: 1..32 characters of A-Z, 0-9 and _ in either case (the
+    server folds it to upper case)."""
+    if not (text.isascii() and NODE_KIND_PATTERN.match(text.upper())):
         raise argparse.ArgumentTypeError(
             f"expected 1..{limits.node_kind_chars_max} characters of A-Z, 0-9 and _ "
             f"(DC, STORE, 3PL...), got {text!r}"
         )
-    return kind
+    return text

@@ -25,7 +25,7 @@ from atp.cli.views import (
     positions_table,
     timeline_table,
 )
-from atp.client import Client
+from atp.client import AtpError, Client
 from atp.v1 import common_pb2, inventory_pb2
 
 
@@ -264,14 +264,17 @@ def _hold_place(client: Client, arguments: argparse.Namespace) -> Outcome:
 def _hold_release(client: Client, arguments: argparse.Namespace) -> Outcome:
     # The server answers a released hold with quantity 0: what it held is read first, while
     # it is still active (a hold released before shows no quantity).
-    held = next(
-        (
-            hold.quantity
-            for hold in client.iter_holds(page_size=PAGE_SIZE_MAX)
-            if hold.hold_id == arguments.hold_id
-        ),
-        None,
-    )
+    try:
+        held = next(
+            (
+                hold.quantity
+                for hold in client.iter_holds(page_size=PAGE_SIZE_MAX)
+                if hold.hold_id == arguments.hold_id
+            ),
+            None,
+        )
+    except AtpError:  # e.g. a caller who may release but not list: the quantity stays unknown
+        held = None
     hold = client.release_hold(arguments.hold_id)
     document = json_document(hold)
     document["state"] = "RELEASED"

@@ -262,7 +262,10 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
 def _why_not_promised(client: Client, region: str) -> str:
     """One line on why a promise is incomplete, without --explain: no node serves the region,
     or where to look."""
-    nodes = client.list_nodes().nodes
+    try:
+        nodes = client.list_nodes().nodes
+    except AtpError:  # the nodes cannot be read (e.g. not allowed): no guess
+        return "why: --explain shows each node's reason"
     lanes_to_region = [
         node for node in nodes if any(lane.region == region for lane in node.lanes)
     ]

@@ -91,13 +91,13 @@ def holds_table(
     units it held, when known."""
     rows = [
         (
-            hold.hold_id, state, hold.sku, hold.node_id,
+            hold.hold_id, hold.sku, hold.node_id,
             hold.quantity if state == "ACTIVE" else ("" if held is None else held),
-            hold.force, _time_text(hold, "expire_time"), hold.reason,
+            hold.force, state, _time_text(hold, "expire_time"), hold.reason,
         )
         for hold in holds
     ]  # fmt: skip
-    headers = ("HOLD", "STATE", "SKU", "NODE", "QUANTITY", "FORCED", "EXPIRES", "REASON")
+    headers = ("HOLD", "SKU", "NODE", "QUANTITY", "FORCED", "STATE", "EXPIRES", "REASON")
     return format_table(headers, rows)
 
 

@@ -20,13 +20,14 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR) --metrics-port $(METRICS_PORT)
 
-## Run every test tier: unit, store contract, property, integration, crash, CLI.
+## Run every test tier: unit, store contract, property, integration, crash, CLI, cluster...
+## One pytest process; a header line as it enters each tier (tests/<tier>/).
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.support.tiers $(PYTEST_ARGS)
 
 ## Unit and property tests only (no server processes).
 test-fast: $(INSTALLED)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not crash" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.support.tiers -m "not integration and not crash" $(PYTEST_ARGS)
 
 LINT_INSTALLED := $(VENV)/.installed-lint
 $(LINT_INSTALLED): $(INSTALLED) pyproject.toml

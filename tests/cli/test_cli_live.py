@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,11 +121,18 @@ def test_readme_walkthrough_over_mutual_tls(tmp_path: Path) -> None:
 def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
     target = atpd.target
 
+    ran: list[tuple[str, ...]] = []
+
     def ctl(*arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        if expect == 0:
+            ran.append(arguments)
         return atpctl(target, *arguments, expect=expect, env=env)
 
     def ctl_json(*arguments: str) -> Any:
+        ran.append(arguments)
         return atpctl_json(target, *arguments, env=env)
+
+    readme = readme_walkthrough_text()
 
     assert ctl("health").stdout.strip() == "SERVING"
 
@@ -134,6 +142,7 @@ def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
            "--lane", "EU:0:9")  # fmt: skip
     nodes = ctl("nodes", "list").stdout
     assert "DC1" in nodes and "STORE7" in nodes and "EU:2:5" in nodes
+    assert_shown_in_readme(nodes, readme)
 
     ctl("stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type", "RECEIPT",
            "--quantity", "100")  # fmt: skip
@@ -172,8 +181,9 @@ def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
     assert position(stock, "STORE7")["on_hand"] == 2
     (total,) = stock["totals"]
     assert int(total["on_hand"]) == 99
+    assert_shown_in_readme(ctl("stock", "get", "SKU-1").stdout, readme)
 
-    ctl("hold", "release", "QA-1")
+    assert_shown_in_readme(ctl("hold", "release", "QA-1").stdout, readme)
     assert position(ctl_json("stock", "get", "SKU-1"), "DC1")["held"] == 0
 
     # A bad command: one clear line on stderr, exit 1, and nothing changed.
@@ -187,6 +197,10 @@ def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
     assert missing.stderr.startswith("error: NOT_FOUND")
     usage = ctl("reserve", "order-4", "--line", "no-quantity", expect=2)
     assert "LINE_ID:SKU:QTY" in usage.stderr
+    # Every command run above is one the README shows, as it shows it.
+    commands = readme_commands(readme)
+    for arguments in ran:
+        assert tuple(a for a in arguments if a != "--json") in commands, arguments
 
     assert atpd.stop() == 0
     verified = subprocess.run(  # noqa: PLW1510 - the exit code is asserted
@@ -198,6 +212,28 @@ def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:
     # And the server down: a one-line error, not a traceback.
     down = ctl("--timeout", "1", "health", expect=1)
     assert down.stderr.startswith("error: cannot reach atpd")
+
+
+def readme_walkthrough_text() -> str:
+    """The README's "Five minutes with atpctl" section."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    return readme.split("## Five minutes with atpctl", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_commands(section: str) -> set[tuple[str, ...]]:
+    """The atpctl commands of the section's sh blocks, without `atpctl` and comments."""
+    commands = set()
+    for line in section.splitlines():
+        if line.startswith("atpctl "):
+            commands.add(tuple(shlex.split(line, comments=True)[1:]))
+    return commands
+
+
+def assert_shown_in_readme(output: str, section: str) -> None:
+    """The README's expected output for a step is what atpctl printed (line by line)."""
+    shown = set(section.splitlines())
+    missing = [line for line in output.splitlines() if line and line not in shown]
+    assert not missing, f"README's expected output lacks {missing}"
 
 
 def promise_date_of(promise_text: str) -> str:

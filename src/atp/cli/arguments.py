@@ -100,8 +100,27 @@ def line_quantity(text: str) -> dict[str, Any]:
 
 def lane(text: str) -> dict[str, Any]:
     fields = _matched(LANE_PATTERN, text, "REGION:TRANSIT_DAYS[:COST]")
+    transit_days = int(fields["transit_days"])
+    if transit_days > limits.days_max:
+        raise argparse.ArgumentTypeError(
+            f"transit days are 0..{limits.days_max}, got {transit_days} in {text!r}"
+        )
     return {
         "region": fields["region"],
-        "transit_days": int(fields["transit_days"]),
+        "transit_days": transit_days,
         "cost": int(fields.get("cost", "0")),
     }
+
+
+NODE_KIND_PATTERN = re.compile(rf"^[A-Z0-9_]{{1,{limits.node_kind_chars_max}}}$")
+
+
+def node_kind(text: str) -> str:
+    """A node kind the server takes: 1..32 characters of A-Z, 0-9 and _ in either case (the
+    server folds it to upper case)."""
+    if not (text.isascii() and NODE_KIND_PATTERN.match(text.upper())):
+        raise argparse.ArgumentTypeError(
+            f"expected 1..{limits.node_kind_chars_max} characters of A-Z, 0-9 and _ "
+            f"(DC, STORE, 3PL...), got {text!r}"
+        )
+    return text

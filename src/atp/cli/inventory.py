@@ -12,10 +12,11 @@ from atp.cli.arguments import (
     PAGE_SIZE_MAX,
     date,
     lane,
+    node_kind,
     positive_int,
     whole_count,
 )
-from atp.cli.outcome import CommandTree, Outcome
+from atp.cli.outcome import CommandTree, Outcome, json_document
 from atp.cli.views import (
     date_text,
     format_table,
@@ -24,7 +25,7 @@ from atp.cli.views import (
     positions_table,
     timeline_table,
 )
-from atp.client import Client
+from atp.client import AtpError, Client
 from atp.v1 import common_pb2, inventory_pb2
 
 
@@ -35,7 +36,12 @@ def add_node_commands(tree: CommandTree) -> None:
         "upsert", "create or replace a node (fields not given are reset)", _nodes_upsert
     )
     upsert.add_argument("node_id", help="node id")
-    upsert.add_argument("--kind", default="", help="DC, STORE, 3PL, ... (default: DC)")
+    upsert.add_argument(
+        "--kind",
+        type=node_kind,
+        help="DC, STORE, 3PL, ...: 1..32 characters of A-Z, 0-9 and _, folded to upper case "
+        "(default: DC)",
+    )
     upsert.add_argument("--region", default="", help="region the node sits in")
     upsert.add_argument(
         "--handling-days", type=whole_count, default=0, help="days from order to ship"
@@ -48,7 +54,8 @@ def add_node_commands(tree: CommandTree) -> None:
         type=lane,
         default=[],
         metavar="REGION:TRANSIT_DAYS[:COST]",
-        help="a delivery lane (repeatable)",
+        help="a delivery lane to REGION, TRANSIT_DAYS 0..365 days after shipping, COST the "
+        "relative cost per shipment CHEAPEST compares (default: 0) (repeatable)",
     )
 
 def add_stock_commands(tree: CommandTree) -> None:
@@ -59,7 +66,9 @@ def add_stock_commands(tree: CommandTree) -> None:
         "--node", dest="node_ids", action="append", default=[], help="node (repeatable)"
     )
     get.add_argument("--timeline", action="store_true", help="show the ATP timeline")
-    get.add_argument("--priority", type=int, default=0, help="demand priority to compute for")
+    get.add_argument(
+        "--priority", type=int, default=0, help="demand priority to compute for (default: 0)"
+    )
 
     adjust = stock.command("adjust", "book a receipt, return, shrinkage or damage", _stock_adjust)
     _add_position_arguments(adjust)
@@ -136,7 +145,9 @@ def add_hold_commands(tree: CommandTree) -> None:
         "--force", action="store_true", help="hold even units that are not available"
     )
 
-    release = hold.command("release", "release a hold", _hold_release)
+    release = hold.command(
+        "release", "release a hold: shown as RELEASED with the units it held", _hold_release
+    )
     release.add_argument("hold_id", metavar="ID")
 
     list_command = hold.command("list", "list active holds", _hold_list)
@@ -150,7 +161,7 @@ def _nodes_list(client: Client, arguments: argparse.Namespace) -> Outcome:
 def _nodes_upsert(client: Client, arguments: argparse.Namespace) -> Outcome:
     node = client.upsert_node(
         node_id=arguments.node_id,
-        kind=arguments.kind,
+        kind=arguments.kind or "",
         region=arguments.region,
         active=not arguments.inactive,
         handling_days=arguments.handling_days,
@@ -251,8 +262,26 @@ def _hold_place(client: Client, arguments: argparse.Namespace) -> Outcome:
     return Outcome(hold, holds_table([hold]))
 
 def _hold_release(client: Client, arguments: argparse.Namespace) -> Outcome:
+    # The server answers a released hold with quantity 0: what it held is read first, while
+    # it is still active (a hold released before shows no quantity).
+    try:
+        held = next(
+            (
+                hold.quantity
+                for hold in client.iter_holds(page_size=PAGE_SIZE_MAX)
+                if hold.hold_id == arguments.hold_id
+            ),
+            None,
+        )
+    except AtpError:  # e.g. a caller who may release but not list: the quantity stays unknown
+        held = None
     hold = client.release_hold(arguments.hold_id)
-    return Outcome(hold, holds_table([hold]))
+    document = json_document(hold)
+    document["state"] = "RELEASED"
+    if held is not None:
+        document["released_quantity"] = held
+    return Outcome(document, holds_table([hold], state="RELEASED", held=held))
+
 
 def _hold_list(client: Client, arguments: argparse.Namespace) -> Outcome:
     holds = list(

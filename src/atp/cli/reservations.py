@@ -88,7 +88,12 @@ def add_reserve_command(tree: CommandTree) -> None:
     )
     reserve.add_argument("--region", default="", help="destination region")
     reserve.add_argument(
-        "--ttl", type=whole_count, default=0, metavar="SECONDS", help="life of a HELD reservation"
+        "--ttl",
+        type=whole_count,
+        default=0,
+        metavar="SECONDS",
+        help="life of a HELD reservation, up to 604800; 0 (the default) means the server's "
+        "default TTL (atpd --default-ttl, 900 s unless set); no effect with --commit",
     )
     reserve.add_argument("--commit", action="store_true", help="firm at once (COMMITTED)")
     reserve.add_argument("--channel", default="", help="sales channel")
@@ -121,7 +126,14 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--partial", action="store_true", help="backorder what cannot be placed")
     parser.add_argument("--cheapest", action="store_true", help="cheapest rather than earliest")
-    parser.add_argument("--priority", type=int, default=0, help="demand priority")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="demand priority, higher is more important (default: 0); at or above the "
+        "server's protection threshold (atpd --safety-stock-priority, 100 unless set) the "
+        "demand may use safety stock",
+    )
 
 def add_at_risk_command(tree: CommandTree) -> None:
     at_risk = tree.command(
@@ -241,7 +253,35 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
         priority=arguments.priority,
         explain=arguments.explain,
     )
-    return Outcome(response, _promise_view(response, explain=arguments.explain))
+    text = _promise_view(response, explain=arguments.explain)
+    if not response.complete and not arguments.explain:
+        text += "\n\n" + _why_not_promised(client, arguments.region)
+    return Outcome(response, text)
+
+
+def _why_not_promised(client: Client, region: str) -> str:
+    """One line on why a promise is incomplete, without --explain: no node serves the region,
+    or where to look."""
+    try:
+        nodes = client.list_nodes().nodes
+    except AtpError:  # the nodes cannot be read (e.g. not allowed): no guess
+        return "why: --explain shows each node's reason"
+    lanes_to_region = [
+        node for node in nodes if any(lane.region == region for lane in node.lanes)
+    ]
+    serving = [node.node_id for node in lanes_to_region if node.active]
+    if not serving:
+        inactive = [node.node_id for node in lanes_to_region]
+        because = f" ({', '.join(inactive)} inactive)" if inactive else ""
+        return (
+            f"why: no active node has a lane to region {region}{because}; "
+            "atpctl nodes list shows every node's lanes"
+        )
+    return (
+        f"why: the {plural(len(serving), 'node')} serving {region} ({', '.join(serving)}) "
+        "cannot place every unit in time under this policy; --explain shows each node's reason"
+    )
+
 
 def _policy(arguments: argparse.Namespace) -> dict[str, Any]:
     return {

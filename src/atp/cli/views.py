@@ -84,15 +84,22 @@ def timeline_table(positions: Iterable[common_pb2.Position]) -> str:
     ]
     return format_table(("SKU", "NODE", "FROM", "AVAILABLE"), rows)
 
-def holds_table(holds: Iterable[common_pb2.Hold]) -> str:
+def holds_table(
+    holds: Iterable[common_pb2.Hold], *, state: str = "ACTIVE", held: int | None = None
+) -> str:
+    """Holds with their state; a released hold (its wire quantity is 0) shows `held`, the
+    units it held, when known."""
     rows = [
         (
-            hold.hold_id, hold.sku, hold.node_id, hold.quantity, hold.force,
-            _time_text(hold, "expire_time"), hold.reason,
+            hold.hold_id, hold.sku, hold.node_id,
+            hold.quantity if state == "ACTIVE" else ("" if held is None else held),
+            hold.force, state, _time_text(hold, "expire_time"), hold.reason,
         )
         for hold in holds
     ]  # fmt: skip
-    return format_table(("HOLD", "SKU", "NODE", "QUANTITY", "FORCED", "EXPIRES", "REASON"), rows)
+    headers = ("HOLD", "SKU", "NODE", "QUANTITY", "FORCED", "STATE", "EXPIRES", "REASON")
+    return format_table(headers, rows)
+
 
 def reservation_state_name(reservation: common_pb2.Reservation) -> str:
     return str(common_pb2.Reservation.State.Name(reservation.state))

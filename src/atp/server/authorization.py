@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -137,6 +138,21 @@ def role_needed(method: str, request: Any = None) -> str | None:
 def hash_token(token: str) -> str:
     """What the tokens file stores for a token: its SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# How long a refused stream call waits for the client's first message before it is ended.
+OPENING_MESSAGE_WAIT_S = 1.0
+
+
+async def _opening_message(requests: Any) -> None:
+    """Lets a client's first write on a refused stream land before the refusal ends the call:
+    ended while that write is in flight, grpc's client may report INTERNAL ("Internal error
+    from Core") instead of the refusal."""
+    try:
+        async with asyncio.timeout(OPENING_MESSAGE_WAIT_S):
+            await anext(aiter(requests), None)
+    except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,6 +424,8 @@ class Authorization(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
                 principal = self.authorize(method, metadata, context.auth_context(),
                                            request_or_stream if request_first else None)
             except Refusal as refusal:
+                if not request_first:
+                    await _opening_message(request_or_stream)
                 await refusal.abort(context)
             _current.set(principal)
             if kind.endswith("_unary"):  # one answer

@@ -1043,9 +1043,13 @@ class _ClientBase:
             self.target = leader
             return True
         if error.code is grpc.StatusCode.UNAVAILABLE and retry_safe and len(self.targets) > 1:
-            self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
+            self.next_member()
             return True
         return False
+
+    def next_member(self) -> None:
+        """Calls go to the next member of the target list from now on (round the list)."""
+        self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
 
     def _extra_channels(self) -> list[Any]:
         """The channels this client made for members beyond the first."""
@@ -1257,8 +1261,7 @@ class _Rewatch:
 
     def _again(self) -> float:
         client = self.client
-        client.target = client.targets[(client.targets.index(client.target) + 1)
-                                       % len(client.targets)]
+        client.next_member()
         self.attempt += 1
         return _backoff_s(self.attempt)
 

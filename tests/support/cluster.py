@@ -29,6 +29,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from atp.v1 import replication_pb2, replication_pb2_grpc
+from tests.integration.helpers import wait_for
 from tests.support.atpd import AtpdProcess, free_port
 from tests.support.etcd import EtcdProcess, etcd_binary
 
@@ -410,14 +411,11 @@ class Cluster:
             time.sleep(0.05)
 
     def wait_until(self, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout_s:g} s\n{self.describe()}")
-            time.sleep(0.05)
+        try:
+            return wait_for(predicate, timeout_s)
+        except AssertionError:
+            raise AssertionError(
+                f"{what}: not within {timeout_s:g} s\n{self.describe()}") from None
 
     def describe(self, statuses: dict[str, Status | None] | None = None) -> str:
         """Every member's state and Status and the tail of its log, for a failure message."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 
 from atp.ledger import Ledger, Refused, commands, errors
-from atp.ledger.model import Hold, Node, Position, Reservation, ReservationState, Supply
+from atp.ledger.model import Hold, Lane, Node, Position, Reservation, ReservationState, Supply
 from atp.ledger.reallocation import ReallocationResult
 
 NOW = 1_790_000_000.0
@@ -101,3 +101,21 @@ def test_outcomes_pickle_with_their_reasons_and_details() -> None:
     assert refused[0].error.shortfalls[0].requested == 70
     assert refused[1].error.violations[0].field == "reservation_id"
     assert refused[4].error.metadata == {"reservation_id": "o1", "state": "HELD"}
+
+
+def test_a_sourced_shortfall_says_whether_any_node_serves_the_region() -> None:
+    """'available 0' alone does not tell a newcomer that the fix is a lane, not stock."""
+    ledger = stocked()
+    ledger.execute(commands.UpsertNode("DC1", lanes=(Lane("EAST", 1, 2),)), NOW)
+
+    def refusal(region: str, quantity: int) -> str:
+        line = commands.LineRequest("l1", "A", quantity)
+        outcome = ledger.apply(commands.Reserve("o1", (line,), destination_region=region), NOW)
+        assert isinstance(outcome, Refused)
+        assert outcome.reason == errors.INSUFFICIENT_AVAILABILITY
+        return outcome.message
+
+    assert "requested 2, no active node has a lane to region WEST" in refusal("WEST", 2)
+    assert "requested 20, available 10 across the 1 active node serving EAST" in refusal(
+        "EAST", 20
+    )

@@ -168,10 +168,19 @@ def _source_lines(
 
 def _network_shortfall(planner: Planner, line: commands.LineRequest) -> Shortfall:
     most = sum(planner.most_at(node, line.sku) for node in planner.nodes)
+    serving = len(planner.nodes)
+    # No node serving the region is a different fix (a lane, a node activated) from too little
+    # stock, so the message says which it is.
+    where = (
+        f"no active node has a lane to region {planner.region}"
+        if serving == 0
+        else f"available {most} across the {serving} active "
+        f"{'node' if serving == 1 else 'nodes'} serving {planner.region}"
+    )
     return Shortfall(
         subject=f"line {line.line_id}",
         description=f"line {line.line_id} ({line.sku}, sourced to {planner.region}): "
-        f"requested {line.quantity}, available {most} across {len(planner.nodes)} nodes",
+        f"requested {line.quantity}, {where}",
         requested=line.quantity,
         available=most,
     )

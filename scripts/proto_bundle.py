@@ -79,49 +79,55 @@ def _origin(path: pathlib.Path) -> str:
     return str(path)
 
 
-def resolve(name: str, search: list[pathlib.Path]) -> tuple[str, str]:
-    """(text, origin) of one proto by import name, from the first include path holding it."""
+def resolve(name: str, search: list[pathlib.Path]) -> tuple[bytes, str]:
+    """(content, origin) of one proto by import name, from the first include path holding it."""
     for directory in search:
         candidate = directory / name
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8"), _origin(candidate.resolve())
+            return candidate.read_bytes(), _origin(candidate.resolve())
     if name in FROM_DESCRIPTOR:
         module, dist = FROM_DESCRIPTOR[name]
         descriptor = importlib.import_module(module).DESCRIPTOR
         version = importlib.metadata.version(dist)
         header = (f"// Written by scripts/proto_bundle.py from the compiled descriptor in {dist}"
                   f" {version}\n// ({module}); the wheel ships no .proto file.\n")
-        return header + render_descriptor(descriptor), f"{dist} {version} (from its descriptor)"
+        text = header + render_descriptor(descriptor)
+        return text.encode(), f"{dist} {version} (from its descriptor)"
     raise SystemExit(f"proto_bundle: cannot find {name!r} in {[str(d) for d in search]}")
 
 
-def collect() -> dict[str, tuple[str, str]]:
-    """Every file of the bundle: import name -> (text, origin); the import closure of the roots."""
+def collect() -> dict[str, tuple[bytes, str]]:
+    """Every file of the bundle, import name -> (content, origin): the roots' import closure."""
     search = [pathlib.Path(p) for p in include_paths()]
     pending = [*our_protos(), *EXTRA_ROOTS]
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[bytes, str]] = {}
     while pending:
         name = pending.pop()
         if name in found:
             continue
         found[name] = resolve(name, search)
-        pending.extend(imports_of(found[name][0]))
+        pending.extend(imports_of(found[name][0].decode("utf-8")))
     return dict(sorted(found.items()))
 
 
-def build(out_dir: pathlib.Path, tar: bool = False) -> dict[str, tuple[str, str]]:
-    """Writes the bundle into out_dir (emptied first), and out_dir.tar.gz beside it if asked."""
+def build(out_dir: pathlib.Path, tar: bool = False) -> dict[str, tuple[bytes, str]]:
+    """Writes the bundle into out_dir, and out_dir.tar.gz beside it if asked. out_dir must
+    be missing, empty or an earlier bundle (it is emptied first)."""
     files = collect()
     if out_dir.exists():
+        if any(out_dir.iterdir()) and not (out_dir / "SOURCES.txt").is_file():
+            raise SystemExit(f"proto_bundle: {out_dir} is not empty and holds no earlier bundle"
+                             " (no SOURCES.txt): not emptying it")
         shutil.rmtree(out_dir)
-    for name, (text, _) in files.items():
+    for name, (content, _) in files.items():
         target = out_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        target.write_bytes(content)
     listing = "".join(f"{name}\t{origin}\n" for name, (_, origin) in files.items())
     (out_dir / "SOURCES.txt").write_text(
         "# The protos of atp-engine's gRPC API and everything they import (make proto-bundle).\n"
-        "# Use this folder as the only include path: protoc -I <this folder> atp/v1/*.proto\n"
+        "# Use this folder as the only include path:\n"
+        "#   protoc -I DIR --LANG_out=OUT DIR/atp/v1/*.proto DIR/google/rpc/error_details.proto\n"
         + listing,
         encoding="utf-8",
     )

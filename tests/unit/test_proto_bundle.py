@@ -137,3 +137,20 @@ def test_a_new_proto_and_its_imports_are_picked_up(
     out = tmp_path / "out"
     out.mkdir()
     compile_alone(bundle, out)
+
+
+def test_an_earlier_bundle_is_replaced_but_a_foreign_folder_is_left_alone(
+    bundler: ModuleType, tmp_path: pathlib.Path
+) -> None:
+    bundle = tmp_path / "proto-bundle"
+    bundler.build(bundle, tar=True)
+    (bundle / "atp" / "v1" / "gone.proto").write_text('syntax = "proto3";\n')
+    bundler.build(bundle)  # an earlier bundle: emptied, rebuilt, its stale archive removed
+    assert not (bundle / "atp" / "v1" / "gone.proto").exists()
+    assert not (tmp_path / "proto-bundle.tar.gz").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="not emptying it"):
+        bundler.build(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"

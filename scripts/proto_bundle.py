@@ -199,8 +199,8 @@ def _message(m: descriptor_pb2.DescriptorProto, indent: str, package: str) -> li
     maps = {n.name: n for n in m.nested_type if n.options.map_entry}
     lines = [f"{indent}message {m.name} {{"]
     inner = indent + "  "
-    for nested in m.enum_type:
-        lines += _enum(nested, inner)
+    for enum in m.enum_type:
+        lines += _enum(enum, inner)
     for nested in m.nested_type:
         if not nested.options.map_entry:
             lines += _message(nested, inner, package)

@@ -22,6 +22,7 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const CALL_TIMEOUT_MS = 10000;
+const WATCH_TIMEOUT_MS = 30000; // the watch replays the journal from its start (SKU-filtered)
 
 function parseArgs(argv) {
   const options = {
@@ -107,10 +108,10 @@ function unary(client, method, request) {
   });
 }
 
-function serverStream(client, method, request) {
+function serverStream(client, method, request, timeoutMs) {
   return new Promise((resolve, reject) => {
     const messages = [];
-    const call = client[method](request, metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS });
+    const call = client[method](request, metadata(), { deadline: Date.now() + timeoutMs });
     call.on('data', (message) => messages.push(message));
     call.on('error', reject);
     call.on('end', () => resolve(messages));
@@ -229,7 +230,7 @@ async function walkthrough(options) {
     assert.equal(after.positions[0].available, '7');
     say('fulfill', `${order} ${fulfilled.state}: on_hand ${after.positions[0].on_hand}, available ${after.positions[0].available}`);
 
-    const journal = await serverStream(events, 'Watch', { after_sequence: 0, sku, stop_at_head: true });
+    const journal = await serverStream(events, 'Watch', { after_sequence: 0, sku, stop_at_head: true }, WATCH_TIMEOUT_MS);
     const types = journal.map((event) => event.type);
     for (const expected of ['STOCK_MOVED', 'RESERVATION_CREATED', 'RESERVATION_COMMITTED', 'RESERVATION_FULFILLED']) {
       assert.ok(types.includes(expected), `no ${expected} event for ${sku}: ${types}`);

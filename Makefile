@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 METRICS_PORT ?= 0
 
-.PHONY: run test test-fast lint protos bench bench-smoke clean
+.PHONY: run test test-fast lint protos proto-bundle bench bench-smoke clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: $(LINT_INSTALLED)
 ## Regenerate the committed stubs in src/atp/v1 from protos/.
 protos: $(INSTALLED)
 	$(BIN)/python scripts/gen_protos.py
+
+## Our protos and every Google/gRPC proto they import, for clients in other languages:
+## build/proto-bundle/ (use it as the only protoc -I) and build/proto-bundle.tar.gz.
+proto-bundle: $(INSTALLED)
+	$(BIN)/python scripts/proto_bundle.py build/proto-bundle --tar
 
 BENCH_INSTALLED := $(VENV)/.installed-bench
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml

@@ -1,13 +1,18 @@
-"""Every ```python block of docs/contract.md, run in order against a live atpd.
+"""Every ```python block of docs/contract.md, run in order against a live atpd; and its
+```js blocks too, when node and the Node.js packages of examples/node are installed.
 
-The blocks form one session, as a reader would paste them: the first reads the server's
-address from ATP_ADDRESS, later ones use the names earlier ones defined. A block that fails
-is named by its number and first line.
+The python blocks form one session, as a reader would paste them: the first reads the
+server's address from ATP_ADDRESS, later ones use the names earlier ones defined. A block
+that fails is named by its line and first line.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +22,8 @@ from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
 
-CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = ROOT / "docs" / "contract.md"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -49,3 +55,32 @@ def test_python_examples_run(server: AtpdProcess, monkeypatch: pytest.MonkeyPatc
             raise AssertionError(
                 f"the python block at docs/contract.md line {line} ({first!r}) failed: "
                 f"{type(error).__name__}: {error}") from error
+
+
+_JS_BLOCK = re.compile(r"^```js\n(.*?)^```", re.DOTALL | re.MULTILINE)
+NODE_MODULES = ROOT / "examples" / "node" / "node_modules"
+BUNDLER = ROOT / "scripts" / "proto_bundle.py"
+
+
+def test_node_examples_run(tmp_path: Path) -> None:
+    """The ```js blocks, joined into one program as the page presents them, against a fresh
+    atpd, with the packages examples/node installed (`npm ci` there) and a proto bundle."""
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    if not BUNDLER.exists():
+        pytest.skip("no scripts/proto_bundle.py to build the proto bundle")
+    if not (NODE_MODULES / "@grpc" / "grpc-js").exists():
+        pytest.skip("examples/node has no node_modules (npm ci there)")
+    blocks = _JS_BLOCK.findall(CONTRACT.read_text())
+    assert blocks, "docs/contract.md has no ```js blocks"
+    subprocess.run([sys.executable, str(BUNDLER), str(tmp_path / "build" / "proto-bundle")],
+                   check=True, capture_output=True, timeout=120)
+    program = tmp_path / "contract_examples.js"
+    program.write_text("\n".join(blocks))
+    with AtpdProcess(tmp_path / "data", "--sync", "off") as atpd:
+        run = subprocess.run(
+            ["node", str(program)], check=False, cwd=tmp_path, capture_output=True, text=True,
+            timeout=60,
+            env={**os.environ, "ATP_ADDRESS": atpd.target, "NODE_PATH": str(NODE_MODULES)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "INSUFFICIENT_AVAILABILITY" in run.stdout and "caught up to" in run.stdout

@@ -196,7 +196,7 @@ def assert_one_member_per_term(acks: list[Ack]) -> dict[int, str]:
 
 def assert_no_oversell(member: Member, skus: list[str], units: int, acks: list[Ack],
                        exhausted: set[str], min_sequence: int = 0) -> None:
-    """Per position (DESIGN's formulas, with no holds, supply or safety stock): on_hand is
+    """Per position (docs/contract.md's formulas, with no holds, supply or safety stock): on_hand is
     what was received; reserved + allocated + held <= on_hand; reserved is the sum of the
     open reservations' lines; every acknowledged unit is among them; a SKU a loader found
     exhausted has available 0."""

@@ -19,8 +19,8 @@ import random
 import time
 from typing import Any
 
-# Codes after which the call certainly changed nothing (DESIGN.md §5: a failed call changes
-# nothing; RESOURCE_EXHAUSTED is refused before it is applied).
+# Codes after which the call certainly changed nothing (docs/contract.md, Errors: a failed
+# call changes nothing; RESOURCE_EXHAUSTED is refused before it is applied).
 REFUSED_CODES = (
     "FAILED_PRECONDITION", "ALREADY_EXISTS", "NOT_FOUND", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED",
 )

@@ -1,5 +1,5 @@
 """kill -9 in the middle of load: an acknowledged mutation survives, an unacknowledged one is
-wholly absent (DESIGN.md §6), and the counters still add up.
+wholly absent (docs/architecture.md, invariants), and the counters still add up.
 
 Several worker processes (tests/crash/loadgen.py), each with its own channel, issue Reserve,
 Commit and Release and log every acknowledged outcome with fsync. The server is killed with

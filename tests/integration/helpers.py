@@ -1,4 +1,4 @@
-"""What a client written from DESIGN.md alone needs: raw stubs, rich errors, ids, dates, reads.
+"""What a client written from the contract alone needs: raw stubs, rich errors, ids, dates, reads.
 
 Deliberately independent of atp.client and of the server's internals: only the generated
 stubs of the public contract, grpc, grpc_status and google.rpc are used.
@@ -161,7 +161,7 @@ def check_failure(
     resource_type: str | None = None,
     resource_name: str | None = None,
 ) -> Failure:
-    """Asserts the error model of DESIGN.md §5 for one failure."""
+    """Asserts the error model (docs/contract.md, Errors) for one failure."""
     assert failure.code == code, f"expected {code.name}, got {failure}"
     assert failure.status is not None, f"no google.rpc.Status details on {failure}"
     assert failure.status.code == code.value[0]

@@ -1,4 +1,5 @@
-"""DESIGN.md §5's error table row by row, and hostile input refused with nothing changed.
+"""The error table (README, API; docs/contract.md, Errors) row by row, and hostile input
+refused with nothing changed.
 
 Every refusal must carry google.rpc.Status details with ErrorInfo (domain atp.v1, a reason)
 plus the detail type of its row; a refused call must change nothing (the positions,

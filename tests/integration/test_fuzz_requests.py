@@ -1,5 +1,5 @@
 """Generated requests against a live atpd: no input crashes it, every refusal is a documented
-status with its details, and a refused call changes nothing (DESIGN.md, error model).
+status with its details, and a refused call changes nothing (docs/contract.md, Errors).
 
 Requests are built from the protos' descriptors, field by field: ids drawn from a small pool
 of records the server holds (so that many requests reach deep into the ledger) mixed with
@@ -44,7 +44,7 @@ Code = grpc.StatusCode
 NODES = ("fz-n1", "fz-n2")
 SKUS = ("fz-s1", "fz-s2")
 IDS = (*NODES, *SKUS, "fz-r1", "fz-r2", "fz-h1", "fz-sup1", "l1", "l2", "region-a", "region-b")
-# What a refusal may be, and the detail each must carry (DESIGN.md, error model).
+# What a refusal may be, and the detail each must carry (docs/contract.md, Errors).
 REFUSALS = {
     Code.INVALID_ARGUMENT: error_details_pb2.BadRequest,
     Code.NOT_FOUND: error_details_pb2.ResourceInfo,

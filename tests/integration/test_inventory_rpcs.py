@@ -770,7 +770,7 @@ def test_an_inactive_node_has_nothing_available_and_the_network_total_leaves_it_
 
 
 def test_a_node_going_inactive_makes_its_positions_with_open_lines_short(api: Api) -> None:
-    """DESIGN.md §4: a position goes short when its node is deactivated; its lines go at risk."""
+    """A position goes short when its node is deactivated; its lines go at risk (a trigger)."""
     sku, node_id = stocked(api, 10)
     idle_sku = uid("sku")
     adjust(api, movement(idle_sku, node_id, Movement.RECEIPT, 4))

@@ -1,4 +1,4 @@
-"""Availability.Promise and auto-sourced Reserve over a real atpd (DESIGN.md §3, §5).
+"""Availability.Promise and auto-sourced Reserve over a real atpd (docs/contract.md).
 
 Each test uses its own destination region and SKUs, so the nodes other tests of the shared
 module server create never take part (they have no lane to the region and no such SKU).

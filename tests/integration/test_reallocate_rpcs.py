@@ -1,4 +1,4 @@
-"""At-risk demand and Reallocate over a live atpd (DESIGN.md §4, §5).
+"""At-risk demand and Reallocate over a live atpd (docs/architecture.md, At-risk demand).
 
 One server for the module; every test uses its own nodes, SKUs and destination region, so
 sourcing in one test never sees another test's nodes.

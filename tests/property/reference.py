@@ -1,7 +1,7 @@
-"""A plain-dict reference model of the ledger, written from DESIGN.md alone.
+"""A plain-dict reference model of the ledger, written from the contract alone.
 
 It shares no code with src/atp/ledger: quantities are recomputed from the model's own records
-on every question, and ATP is the naive formula of DESIGN.md §1 evaluated day by day.
+on every question, and ATP is the naive formula of docs/contract.md evaluated day by day.
 """
 
 from __future__ import annotations

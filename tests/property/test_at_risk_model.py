@@ -1,4 +1,4 @@
-"""At-risk marks against a naive whole-ledger recomputation (DESIGN.md §4), with hypothesis.
+"""At-risk marks against a naive whole-ledger recomputation (docs/architecture.md), with hypothesis.
 
 A RuleBasedStateMachine drives random commands over a small universe (3 nodes, 2 SKUs, small
 quantities, so that shortages are frequent): receipts, shrinkage, cycle counts, holds

@@ -2,7 +2,7 @@
 
 A RuleBasedStateMachine drives random commands over a small universe (3 nodes, 3 SKUs,
 small quantities, so that conflicts happen) and checks after every step that the ledger
-agrees with tests/property/reference.py, whose ATP is the naive formula of DESIGN.md §1.
+agrees with tests/property/reference.py, whose ATP is the naive formula of docs/contract.md.
 Every change the ledger reports is committed to an LmdbStore as the writer would; the
 `restart` rule closes the store, reopens it and continues with `ledger_from_records`.
 

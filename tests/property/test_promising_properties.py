@@ -1,4 +1,4 @@
-"""Properties of promising (DESIGN.md §3) over random small networks and orders.
+"""Properties of promising (docs/contract.md) over random small networks and orders.
 
 Each example builds a ledger of 2-5 nodes (random handling days, lanes, costs, activity),
 stock, inbound supply, safety stock, holds and existing reservations, then asks for a promise

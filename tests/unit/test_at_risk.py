@@ -1,4 +1,4 @@
-"""At-risk demand, reallocation and backorder fill (DESIGN.md §4): worked scenarios.
+"""At-risk demand, reallocation and backorder fill (docs/architecture.md): worked scenarios.
 
 Every expected outcome here was computed by hand from the rule of §4: place a position's open
 lines in policy order (priority descending, then creation time) against on_hand today plus

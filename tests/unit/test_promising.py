@@ -1,4 +1,4 @@
-"""Promising and sourcing (DESIGN.md §3) on the Ledger directly, with an injected clock.
+"""Promising and sourcing (docs/contract.md) on the Ledger directly, with an injected clock.
 
 A table of worked scenarios, each with hand-computed allocations and dates (days are given
 as offsets from TODAY), then explanations, and Reserve holding exactly what Promise quoted.

@@ -1,4 +1,4 @@
-"""Look-ahead ATP arithmetic on hand-computed examples (DESIGN.md §1)."""
+"""Look-ahead ATP arithmetic on hand-computed examples (docs/contract.md, Quantities)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Promising and sourcing (DESIGN.md §3): where and when order lines can be fulfilled.
+"""Promising and sourcing: where and when order lines can be fulfilled (docs/contract.md,
+"Quantities", promising).
 
 The planner builds a few candidate plans (each single node; a greedy split across nodes;
 a split limited to the nodes covering most of the order), scores them by the policy's

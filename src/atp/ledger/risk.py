@@ -1,4 +1,4 @@
-"""Which demand of a position is at risk (DESIGN.md §4).
+"""Which demand of a position is at risk (docs/architecture.md, "At-risk demand").
 
 The position's open lines are placed in policy order (priority descending, then creation
 time, then ids for determinism) against its supply: on_hand today plus inbound supply on its

@@ -1,4 +1,4 @@
-"""Time-phased available-to-promise with look-ahead (DESIGN.md §1).
+"""Time-phased available-to-promise with look-ahead (docs/contract.md, "Quantities").
 
     net(t) = S(t) - D(t) - held - safety_stock
     ATP(d) = min over t >= d of net(t)

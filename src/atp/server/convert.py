@@ -207,7 +207,8 @@ def position_message(
 ) -> common_pb2.Position:
     """The position as clients read it. At an inactive node, which takes no new demand,
     `available` is 0 (the timeline still shows the stock's ATP), and the position is short
-    while lines are open there (each is at risk, NODE_INACTIVE: DESIGN.md §4)."""
+    while lines are open there (each is at risk, NODE_INACTIVE: docs/architecture.md,
+    "At-risk demand")."""
     steps = timeline.atp_steps(position, today, include_safety_stock)
     message = common_pb2.Position(
         sku=position.sku,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.atpd import AtpdProcess
+from tests.support.node import node_with_packages
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +65,7 @@ BUNDLER = ROOT / "scripts" / "proto_bundle.py"
 def test_node_examples_run(tmp_path: Path) -> None:
     """The ```js blocks, joined into one program as the page presents them, against a fresh
     atpd, with the packages examples/node installed (`npm ci` there) and a proto bundle."""
-    if shutil.which("node") is None:
-        pytest.skip("node not installed")
-    if not BUNDLER.exists():
-        pytest.skip("no scripts/proto_bundle.py to build the proto bundle")
-    if not (NODE_MODULES / "@grpc" / "grpc-js").exists():
-        pytest.skip("examples/node has no node_modules (npm ci there)")
+    node = node_with_packages()
     blocks = _JS_BLOCK.findall(CONTRACT.read_text())
     assert blocks, "docs/contract.md has no ```js blocks"
     subprocess.run([sys.executable, str(BUNDLER), str(tmp_path / "build" / "proto-bundle")],
@@ -79,7 +74,7 @@ def test_node_examples_run(tmp_path: Path) -> None:
     program.write_text("\n".join(blocks))
     with AtpdProcess(tmp_path / "data", "--sync", "off") as atpd:
         run = subprocess.run(
-            ["node", str(program)], check=False, cwd=tmp_path, capture_output=True, text=True,
+            [node, str(program)], check=False, cwd=tmp_path, capture_output=True, text=True,
             timeout=60,
             env={**os.environ, "ATP_ADDRESS": atpd.target, "NODE_PATH": str(NODE_MODULES)})
     assert run.returncode == 0, run.stdout + run.stderr

@@ -14,6 +14,9 @@ PLACES = ("README.md", "Makefile", "docs", "src", "examples", "bench", "protos",
 SUFFIXES = {".md", ".py", ".pyi", ".proto", ".js", ".mjs", ".ts", ".json", ".toml", ".txt",
             ".sh", ".yaml", ".yml", ""}
 
+# Made by tools from tracked files (pip copies the README into PKG-INFO), not written by us.
+GENERATED = {"node_modules", "results", "__pycache__"}
+
 
 def files() -> list[Path]:
     found: list[Path] = []
@@ -24,7 +27,8 @@ def files() -> list[Path]:
         elif path.is_dir():
             found += [item for item in sorted(path.rglob("*"))
                       if item.is_file() and item.suffix in SUFFIXES
-                      and "node_modules" not in item.parts and "results" not in item.parts]
+                      and not any(part in GENERATED or part.endswith(".egg-info")
+                                  for part in item.parts)]
     return found
 
 

@@ -121,6 +121,8 @@ class ServerConfig:
     # Committed batches a leader keeps for followers to stream (a follower further behind
     # takes a snapshot instead).
     replication_log_batches: int = limits.replication_log_batches_max
+    # Events buffered per Watch stream before a slow reader is ended (and resumes).
+    watch_queue_events: int = limits.watch_queue_events_max
     # Who may do what (server/authorization.py): the policy file ("" serves every caller,
     # as before), and the file of token hashes ("" accepts client certificates only).
     auth_policy: str = ""
@@ -164,7 +166,7 @@ class AtpServer:
                 journal_events=config.journal_retention_events,
             ),
         )
-        self.events = EventHub(self.store)
+        self.events = EventHub(self.store, queue_capacity=config.watch_queue_events)
         self.writer.on_durable_events = self.events.publish
         self.replication = ReplicationLog(self.writer.commit_index,
                                           batches_max=config.replication_log_batches)

@@ -100,6 +100,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "committed batches a leader keeps in memory for followers to stream; a "
                     "follower further behind takes a snapshot of the whole store instead",
                     metavar="N")
+    parser.add_flag("--watch-queue-events", "ATP_WATCH_QUEUE_EVENTS",
+                    flags.int_in_range(1), str(limits.watch_queue_events_max),
+                    "events buffered for one Watch stream whose reader is slow; one further "
+                    "behind is ended RESOURCE_EXHAUSTED with the sequence to resume after "
+                    "(it resumes from the journal)", metavar="N")
     parser.add_flag("--advertise", "ATP_ADVERTISE", flags.optional_host_port, "",
                     "HOST:PORT others reach this member at (its name to its leader); "
                     "default: --listen", metavar="HOST:PORT")
@@ -329,6 +334,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         sync_replicas=args.sync_replicas,
         sync_timeout_s=args.sync_timeout,
         replication_log_batches=args.replication_log_batches,
+        watch_queue_events=args.watch_queue_events,
         advertise=args.advertise or args.listen,
         cluster=args.cluster,
         etcd=args.etcd,

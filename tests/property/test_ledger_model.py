@@ -85,7 +85,7 @@ nodes = st.sampled_from(NODES)
 def observe(ledger: Ledger, store: LmdbStore | None = None) -> dict[str, Any]:
     """Everything observable about a ledger, by value (with its store: what it archived)."""
     return {
-        "nodes": {key: dataclasses.astuple(node) for key, node in ledger.nodes.items()},
+        "nodes": {key: repr(node) for key, node in ledger.nodes.items()},
         "positions": {
             key: (
                 p.on_hand, p.allocated, p.reserved, p.held, p.safety_stock, p.inbound,
@@ -94,11 +94,11 @@ def observe(ledger: Ledger, store: LmdbStore | None = None) -> dict[str, Any]:
             for key, p in ledger.positions.items()
         },
         "positions_by_sku": {sku: tuple(sorted(by_node)) for sku, by_node in ledger.positions_by_sku.items()},
-        "reservations": {key: dataclasses.astuple(r) for key, r in ledger.known_reservations().items()},
+        "reservations": {key: repr(r) for key, r in ledger.known_reservations().items()},
         "archived": archived(store) if store is not None else None,
-        "holds": {key: dataclasses.astuple(h) for key, h in ledger.holds.items()},
-        "supplies": {key: dataclasses.astuple(s) for key, s in ledger.supplies.items()},
-        "requests": {key: dataclasses.astuple(r) for key, r in ledger.requests.items()},
+        "holds": {key: repr(h) for key, h in ledger.holds.items()},
+        "supplies": {key: repr(s) for key, s in ledger.supplies.items()},
+        "requests": {key: repr(r) for key, r in ledger.requests.items()},
         "expiries": tuple(ledger.expiries),
         "sequence": ledger.sequence,
         # Counters and indexes kept beside the records (absent in older ledgers).

@@ -33,7 +33,7 @@ def _hash_token(arguments: argparse.Namespace) -> Outcome:
             return Outcome({}, "", EXIT_USAGE, "no token on standard input")
     # Imported here: the server's authorization module brings the ledger with it (~0.15 s
     # of every atpctl start-up otherwise).
-    from atp.server.authorization import hash_token  # noqa: PLC0415
+    from atp.server.authorization import hash_token
 
     digest = hash_token(token)
     entry = {"sha256": digest, "principal": arguments.principal}

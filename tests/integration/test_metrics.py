@@ -64,7 +64,7 @@ def test_metrics_count_calls_streams_commits_and_reservations(
     assert samples["atp_commit_batches_total"] >= 3
     assert samples["atp_commit_batch_records_count"] >= 3
     assert samples["atp_commit_latency_seconds_count"] >= 3
-    for name in ("atp_at_risk_lines", "atp_reservations_expired_total", "atp_writer_waiting"):
+    for name in ("atp_at_risk_lines", "atp_reservations_expired_total", "atp_writer_waiting_commands"):
         assert name in samples, name
 
 

@@ -81,16 +81,16 @@ class Metrics:
             self._watch(admission)
 
     def _watch(self, admission: AdmissionGate) -> None:
-        """Counts the calls the gate refuses (atp_rpc counts them too, as RESOURCE_EXHAUSTED,
+        """Counts the calls the gate refuses (atp_rpc_total counts them too, as RESOURCE_EXHAUSTED,
         among other causes) and shows how many it holds."""
         refused = Counter(
-            "atp_rpc_refused_overload", "Unary calls refused with RESOURCE_EXHAUSTED (OVERLOADED) "
+            "atp_rpc_overload_refusals", "Unary calls refused with RESOURCE_EXHAUSTED (OVERLOADED) "
             "because concurrent_rpcs_max calls were in the server, by method", ["method"],
             registry=self.registry,
         )
         admission.on_refused = lambda method: refused.labels(method).inc()
         Gauge(
-            "atp_rpc_in_flight", "Unary calls in the server now (taken up, not yet answered)",
+            "atp_rpc_in_flight_calls", "Unary calls in the server now (taken up, not yet answered)",
             registry=self.registry,
         ).set_function(lambda: admission.in_flight)
 
@@ -139,7 +139,8 @@ class _ReplicationCollector(Collector):
                                  labels=["role"])
         role.add_metric([status.role], 1)
         yield role
-        yield GaugeMetricFamily("atp_replication_commit", "The last commit this member holds",
+        yield GaugeMetricFamily("atp_replication_commit_index",
+                                "The number of the last commit this member holds",
                                 value=status.commit)
         yield GaugeMetricFamily("atp_replication_term", "The leader's term", value=status.term)
         if status.role == "follower":
@@ -159,7 +160,7 @@ class _ReplicationCollector(Collector):
         yield seconds
         if status.cluster:
             yield GaugeMetricFamily(
-                "atp_cluster_lease_renewed_seconds_ago",
+                "atp_cluster_lease_renewal_age_seconds",
                 "Seconds since this member last renewed its etcd lease (a leader past its TTL "
                 "confirms nothing)", value=status.lease_renewed_seconds_ago)
             yield GaugeMetricFamily("atp_cluster_fenced",
@@ -213,7 +214,8 @@ class _LedgerCollector(Collector):
             "atp_reservations_expired", "HELD reservations expired", value=ledger.expired_total
         )
         yield GaugeMetricFamily(
-            "atp_writer_waiting", "Mutations waiting for their batch to be durable",
+            "atp_writer_waiting_commands",
+            "Commands (mutations) waiting for their batch to be durable",
             value=self.writer.queue_depth,
         )
         yield CounterMetricFamily(
@@ -231,7 +233,7 @@ def _retention_metrics(writer: Writer) -> Iterator[Any]:
     ledger, store, housekeeper = writer.ledger, writer.store, writer.housekeeper
     entries = _entries(store)
     yield GaugeMetricFamily(
-        "atp_reservations_closed_retained",
+        "atp_retained_closed_reservations",
         "Closed reservations still readable (closed retention window)",
         value=entries.get("closed", 0) + len(ledger.closed),
     )
@@ -240,11 +242,11 @@ def _retention_metrics(writer: Writer) -> Iterator[Any]:
         value=entries.get("requests", 0) + len(ledger.requests),
     )
     yield GaugeMetricFamily(
-        "atp_journal_events_retained", "Journal events kept for Watch replay",
+        "atp_retained_journal_events", "Journal events kept for Watch replay",
         value=entries.get("journal", 0),
     )
     purged = CounterMetricFamily(
-        "atp_retention_purged", "Records purged by retention, by kind", labels=["kind"]
+        "atp_retention_purged_records", "Records purged by retention, by kind", labels=["kind"]
     )
     for kind, count in housekeeper.purged.items():
         purged.add_metric([kind], count)

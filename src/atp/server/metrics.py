@@ -32,6 +32,7 @@ from atp.engine.writer import Writer
 from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.handlers import Behaviour, rebuilt, responses_of
+from atp.server.health import CountedHealthServicer
 from atp.store import StoreError
 from atp.tls import ServerTls
 from atp.v1 import replication_pb2
@@ -93,6 +94,17 @@ class Metrics:
             "atp_rpc_in_flight_calls", "Unary calls in the server now (taken up, not yet answered)",
             registry=self.registry,
         ).set_function(lambda: admission.in_flight)
+
+    def watch_health(self, health: CountedHealthServicer) -> None:
+        """Counts the grpc.health.v1 answers: each Check, and each status a Watch sends."""
+        checks = Counter(
+            "atp_health_checks", "grpc.health.v1 answers by method (Check, Watch), service "
+            "(\"\" for the whole server; \"unknown\" for a name it does not serve) and the "
+            "status answered (SERVING, NOT_SERVING, SERVICE_UNKNOWN; NOT_FOUND for a Check of "
+            "an unknown service)", ["method", "service", "status"], registry=self.registry,
+        )
+        health.on_answer = lambda method, service, status: checks.labels(
+            method, service, status).inc()
 
     def watch_replication(
         self, status: Callable[[], replication_pb2.ReplicationStatus]

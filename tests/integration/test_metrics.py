@@ -86,6 +86,7 @@ def test_metrics_say_what_runs_and_the_start_up_line_says_where_they_are(
     assert samples["process_start_time_seconds"] > 1e9  # a Unix time
     assert samples["process_max_fds"] > 0
     assert samples["process_virtual_memory_bytes"] > 0
+    assert not [name for name in samples if name.split("{")[0].endswith("_created")]  # no twins
     assert f"metrics at http://127.0.0.1:{port}/metrics" in log
 
 

@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     Info,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -54,6 +55,10 @@ def build_info() -> dict[str, str]:
 
 class Metrics:
     def __init__(self, writer: Writer, admission: AdmissionGate | None = None) -> None:
+        # No `<counter>_created` / `<histogram>_created` series: one more series per labelled
+        # child, on every scrape, that no dashboard or alert here reads (the process-wide switch
+        # of prometheus_client; atpd builds one Metrics).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.rpcs = Counter(
             "atp_rpc", "RPCs answered, by method and status code", ["method", "code"],

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
@@ -66,7 +65,8 @@ def test_metrics_count_calls_streams_commits_and_reservations(
     assert samples["atp_commit_batches_total"] >= 3
     assert samples["atp_commit_batch_records_count"] >= 3
     assert samples["atp_commit_latency_seconds_count"] >= 3
-    for name in ("atp_at_risk_lines", "atp_reservations_expired_total", "atp_writer_waiting_commands"):
+    for name in ("atp_at_risk_lines", "atp_reservations_expired_total",
+                 "atp_writer_waiting_commands"):
         assert name in samples, name
 
 

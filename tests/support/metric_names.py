@@ -72,9 +72,9 @@ def _add(families: dict[str, Family], metrics: Iterable[Metric]) -> None:
 def served_catalogue(tmp_path: Path) -> Catalogue:
     families: dict[str, Family] = {}
     port = free_port()
-    with AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port)):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
+    with (AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port)),
+          urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply):
+        text = reply.read().decode()
     _add(families, text_string_to_metric_families(text))
     _add(families, _cluster_follower_metrics().registry.collect())
     # In-process, the Info family atp_build; served, the gauge atp_build_info: one series.

@@ -239,7 +239,8 @@ class _LedgerCollector(Collector):
             "atp_commit_batches", "Group commits written", value=self.writer.batches_committed
         )
         yield CounterMetricFamily(
-            "atp_housekeeping_failures", "Journal trims that failed and were retried later",
+            "atp_housekeeping_failures",
+            "Retention purge slices that failed (each is retried later)",
             value=self.writer.housekeeping_failures,
         )
         yield from _clock_steps(self.writer.clock)

@@ -58,7 +58,7 @@ class Metrics:
         # No `<counter>_created` / `<histogram>_created` series: one more series per labelled
         # child, on every scrape, that no dashboard or alert here reads (the process-wide switch
         # of prometheus_client; atpd builds one Metrics).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26
         self.registry = CollectorRegistry()
         self.rpcs = Counter(
             "atp_rpc", "RPCs answered, by method and status code", ["method", "code"],

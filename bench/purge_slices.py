@@ -34,6 +34,7 @@ from bench.soak import free_port
 
 BATCH = 1000
 POLL_LIMIT_S = 120.0
+PURGED_CLOSED = 'atp_retention_purged_records_total{kind="closed"}'
 
 
 def main() -> int:
@@ -80,7 +81,7 @@ def measure(server: subprocess.Popen[str], metrics_port: int, args: argparse.Nam
     latencies = poll_until_purged(inventory, metrics_port, args)
     latencies.sort()
     longest = next(metric(metrics_port, "atp_retention_slice_longest_seconds"), 0.0)
-    purged = next(metric(metrics_port, 'atp_retention_purged_total{kind="closed"}'), 0.0)
+    purged = next(metric(metrics_port, PURGED_CLOSED), 0.0)
     print(f"purged {purged:.0f}; longest slice {longest * 1e3:.1f} ms")
     print(f"ListNodes meanwhile: n {len(latencies)}, p50 {percentile(latencies, 0.5):.1f} ms, "
           f"p99 {percentile(latencies, 0.99):.1f} ms, max {latencies[-1] * 1e3:.1f} ms")
@@ -113,7 +114,7 @@ def poll_until_purged(
         started = time.perf_counter()
         inventory.ListNodes(inventory_pb2.ListNodesRequest(), timeout=10)
         latencies.append(time.perf_counter() - started)
-        purged = next(metric(metrics_port, 'atp_retention_purged_total{kind="closed"}'), 0.0)
+        purged = next(metric(metrics_port, PURGED_CLOSED), 0.0)
         if purged >= args.reservations:
             break
         time.sleep(0.01)

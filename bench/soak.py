@@ -118,11 +118,12 @@ FAILURE_SHARE_MAX = 0.01
 # Gauges kept from every scrape (absent ones are None).
 METRICS = (
     "atp_map_used_bytes", "atp_map_size_bytes", "atp_data_file_bytes",
-    "atp_reservations_closed_retained", "atp_idempotency_records", "atp_journal_events_retained",
+    "atp_retained_closed_reservations", "atp_idempotency_records", "atp_retained_journal_events",
     'atp_reservations{state="HELD"}', 'atp_reservations{state="COMMITTED"}',
-    'atp_retention_purged_total{kind="closed"}', 'atp_retention_purged_total{kind="requests"}',
-    'atp_retention_purged_total{kind="journal"}', "atp_reservations_expired_total",
-    "atp_writer_waiting", "atp_storage_full", "atp_housekeeping_failures_total",
+    'atp_retention_purged_records_total{kind="closed"}',
+    'atp_retention_purged_records_total{kind="requests"}',
+    'atp_retention_purged_records_total{kind="journal"}', "atp_reservations_expired_total",
+    "atp_writer_waiting_commands", "atp_storage_full", "atp_housekeeping_failures_total",
 )
 HELD_GAUGE = 'atp_reservations{state="HELD"}'
 
@@ -613,9 +614,9 @@ def progress_line(sample: dict[str, Any]) -> str:
             f"lifecycles {sample['lifecycles']:>10,} ({'-' if rate is None else f'{rate:,.0f}'}/s)"
             f"  RSS {_mib(sample['rss_bytes'])}  map used {_mib(sample['map_used_bytes'])}"
             f"  file {_mib(sample['data_file_allocated_bytes'])}"
-            f"  closed {_count(metrics.get('atp_reservations_closed_retained'))}"
+            f"  closed {_count(metrics.get('atp_retained_closed_reservations'))}"
             f"  requests {_count(metrics.get('atp_idempotency_records'))}"
-            f"  journal {_count(metrics.get('atp_journal_events_retained'))}"
+            f"  journal {_count(metrics.get('atp_retained_journal_events'))}"
             f"  held {_count(metrics.get(HELD_GAUGE))}")
 
 
@@ -718,8 +719,8 @@ def value_of(sample: dict[str, Any], key: str) -> Any:
 
 
 # What the retention windows keep: ~ the load's rate x the window, so it follows the rate.
-RETAINED_GAUGES = ("atp_reservations_closed_retained", "atp_idempotency_records",
-                   "atp_journal_events_retained")
+RETAINED_GAUGES = ("atp_retained_closed_reservations", "atp_idempotency_records",
+                   "atp_retained_journal_events")
 
 
 def retained_records(sample: dict[str, Any]) -> float | None:
@@ -876,8 +877,8 @@ def judge(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # Figures not judged, shown beside the targets: where growth is, when there is some.
 INFORMATIONAL = (
     "rss_anon_bytes", "rss_file_bytes", "data_file_allocated_bytes",
-    "atp_reservations_closed_retained", "atp_idempotency_records",
-    "atp_journal_events_retained", HELD_GAUGE, 'atp_reservations{state="COMMITTED"}',
+    "atp_retained_closed_reservations", "atp_idempotency_records",
+    "atp_retained_journal_events", HELD_GAUGE, 'atp_reservations{state="COMMITTED"}',
     "entries:closed", "entries:requests", "entries:journal", "entries:holds",
     "entries:ended_holds", "entries:reservations", "retained_records",
     "map_used_bytes_per_retained_record",
@@ -957,9 +958,9 @@ def plot(path: str, result: dict[str, Any]) -> str | None:
                  MIB, "atpd memory (MiB)")
     _plot_series(axes[1], samples, {"data.mdb allocated": "data_file_allocated_bytes",
                                     "map used": "map_used_bytes"}, MIB, "disk (MiB)")
-    counts = {"closed retained": "atp_reservations_closed_retained",
+    counts = {"closed retained": "atp_retained_closed_reservations",
               "idempotency records": "atp_idempotency_records",
-              "journal events": "atp_journal_events_retained",
+              "journal events": "atp_retained_journal_events",
               "HELD": HELD_GAUGE,
               "COMMITTED": 'atp_reservations{state="COMMITTED"}'}
     _plot_series(axes[2], [{**s, **s["metrics"]} for s in samples], counts, 1, "retained / open")

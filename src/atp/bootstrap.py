@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from atp import limits
@@ -31,6 +30,7 @@ from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
+from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
 from atp.server.servicers import (
@@ -196,7 +196,7 @@ class AtpServer:
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
         gc.freeze()
-        self.health = health_aio.HealthServicer()
+        self.health = CountedHealthServicer(("", *SERVICE_NAMES, WRITES_HEALTH_NAME))
         self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
         self.metrics = Metrics(self.writer, self.admission) if config.metrics_listen else None
         interceptors: list[grpc.aio.ServerInterceptor] = (
@@ -214,6 +214,7 @@ class AtpServer:
             ]
         )
         if self.metrics is not None:
+            self.metrics.watch_health(self.health)
             self.metrics.watch_replication(
                 lambda: replication_status(self.writer, self.replication, self.follower,
                                            self._describe_cluster))

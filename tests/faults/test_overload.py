@@ -145,10 +145,10 @@ def test_calls_beyond_the_bound_are_refused_with_a_retry_hint_counted_and_unappl
         assert raised.value.code() is Code.NOT_FOUND
     assert_position(api, sku, node_id, reserved=len(served), available=BURST - len(served))
     samples = _scrape(metrics_port)
-    assert samples['atp_rpc_refused_overload_total{method="Reserve"}'] == len(refused)
+    assert samples['atp_rpc_overload_refusals_total{method="Reserve"}'] == len(refused)
     assert samples['atp_rpc_total{code="RESOURCE_EXHAUSTED",method="Reserve"}'] == len(refused)
     assert samples['atp_rpc_total{code="OK",method="Reserve"}'] == len(served)
-    assert samples["atp_rpc_in_flight"] == 0
+    assert samples["atp_rpc_in_flight_calls"] == 0
     api.close()
 
 
@@ -170,7 +170,7 @@ def test_atp_client_retries_refused_calls_until_every_one_is_served(
 
     assert [reservation.reservation_id for reservation in reservations] == reservation_ids
     assert_position(api, sku, node_id, reserved=BURST, available=0)  # each applied once
-    assert _scrape(metrics_port)['atp_rpc_refused_overload_total{method="Reserve"}'] > 0
+    assert _scrape(metrics_port)['atp_rpc_overload_refusals_total{method="Reserve"}'] > 0
     api.close()
 
 

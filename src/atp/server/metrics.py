@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     Info,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,6 +33,7 @@ from atp.engine.writer import Writer
 from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.handlers import Behaviour, rebuilt, responses_of
+from atp.server.health import CountedHealthServicer
 from atp.store import StoreError
 from atp.tls import ServerTls
 from atp.v1 import replication_pb2
@@ -53,6 +55,10 @@ def build_info() -> dict[str, str]:
 
 class Metrics:
     def __init__(self, writer: Writer, admission: AdmissionGate | None = None) -> None:
+        # No `<counter>_created` / `<histogram>_created` series: one more series per labelled
+        # child, on every scrape, that no dashboard or alert here reads (the process-wide switch
+        # of prometheus_client; atpd builds one Metrics).
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26
         self.registry = CollectorRegistry()
         self.rpcs = Counter(
             "atp_rpc", "RPCs answered, by method and status code", ["method", "code"],
@@ -81,18 +87,29 @@ class Metrics:
             self._watch(admission)
 
     def _watch(self, admission: AdmissionGate) -> None:
-        """Counts the calls the gate refuses (atp_rpc counts them too, as RESOURCE_EXHAUSTED,
+        """Counts the calls the gate refuses (atp_rpc_total counts them too, as RESOURCE_EXHAUSTED,
         among other causes) and shows how many it holds."""
         refused = Counter(
-            "atp_rpc_refused_overload", "Unary calls refused with RESOURCE_EXHAUSTED (OVERLOADED) "
+            "atp_rpc_overload_refusals", "Unary calls refused with RESOURCE_EXHAUSTED (OVERLOADED) "
             "because concurrent_rpcs_max calls were in the server, by method", ["method"],
             registry=self.registry,
         )
         admission.on_refused = lambda method: refused.labels(method).inc()
         Gauge(
-            "atp_rpc_in_flight", "Unary calls in the server now (taken up, not yet answered)",
+            "atp_rpc_in_flight_calls", "Unary calls in the server now (taken up, not yet answered)",
             registry=self.registry,
         ).set_function(lambda: admission.in_flight)
+
+    def watch_health(self, health: CountedHealthServicer) -> None:
+        """Counts the grpc.health.v1 answers: each Check, and each status a Watch sends."""
+        checks = Counter(
+            "atp_health_checks", "grpc.health.v1 answers by method (Check, Watch), service "
+            "(\"\" for the whole server; \"unknown\" for a name it does not serve) and the "
+            "status answered (SERVING, NOT_SERVING, SERVICE_UNKNOWN; NOT_FOUND for a Check of "
+            "an unknown service)", ["method", "service", "status"], registry=self.registry,
+        )
+        health.on_answer = lambda method, service, status: checks.labels(
+            method, service, status).inc()
 
     def watch_replication(
         self, status: Callable[[], replication_pb2.ReplicationStatus]
@@ -139,7 +156,8 @@ class _ReplicationCollector(Collector):
                                  labels=["role"])
         role.add_metric([status.role], 1)
         yield role
-        yield GaugeMetricFamily("atp_replication_commit", "The last commit this member holds",
+        yield GaugeMetricFamily("atp_replication_commit_index",
+                                "The number of the last commit this member holds",
                                 value=status.commit)
         yield GaugeMetricFamily("atp_replication_term", "The leader's term", value=status.term)
         if status.role == "follower":
@@ -159,7 +177,7 @@ class _ReplicationCollector(Collector):
         yield seconds
         if status.cluster:
             yield GaugeMetricFamily(
-                "atp_cluster_lease_renewed_seconds_ago",
+                "atp_cluster_lease_renewal_age_seconds",
                 "Seconds since this member last renewed its etcd lease (a leader past its TTL "
                 "confirms nothing)", value=status.lease_renewed_seconds_ago)
             yield GaugeMetricFamily("atp_cluster_fenced",
@@ -213,14 +231,16 @@ class _LedgerCollector(Collector):
             "atp_reservations_expired", "HELD reservations expired", value=ledger.expired_total
         )
         yield GaugeMetricFamily(
-            "atp_writer_waiting", "Mutations waiting for their batch to be durable",
+            "atp_writer_waiting_commands",
+            "Commands (mutations) waiting for their batch to be durable",
             value=self.writer.queue_depth,
         )
         yield CounterMetricFamily(
             "atp_commit_batches", "Group commits written", value=self.writer.batches_committed
         )
         yield CounterMetricFamily(
-            "atp_housekeeping_failures", "Journal trims that failed and were retried later",
+            "atp_housekeeping_failures",
+            "Retention purge slices that failed (each is retried later)",
             value=self.writer.housekeeping_failures,
         )
         yield from _clock_steps(self.writer.clock)
@@ -231,7 +251,7 @@ def _retention_metrics(writer: Writer) -> Iterator[Any]:
     ledger, store, housekeeper = writer.ledger, writer.store, writer.housekeeper
     entries = _entries(store)
     yield GaugeMetricFamily(
-        "atp_reservations_closed_retained",
+        "atp_retained_closed_reservations",
         "Closed reservations still readable (closed retention window)",
         value=entries.get("closed", 0) + len(ledger.closed),
     )
@@ -240,11 +260,11 @@ def _retention_metrics(writer: Writer) -> Iterator[Any]:
         value=entries.get("requests", 0) + len(ledger.requests),
     )
     yield GaugeMetricFamily(
-        "atp_journal_events_retained", "Journal events kept for Watch replay",
+        "atp_retained_journal_events", "Journal events kept for Watch replay",
         value=entries.get("journal", 0),
     )
     purged = CounterMetricFamily(
-        "atp_retention_purged", "Records purged by retention, by kind", labels=["kind"]
+        "atp_retention_purged_records", "Records purged by retention, by kind", labels=["kind"]
     )
     for kind, count in housekeeper.purged.items():
         purged.add_metric([kind], count)

@@ -16,7 +16,6 @@ from atp.ledger.promising import Allocation, OrderLine, Planner, free_part_id, l
 from atp.ledger.risk import policy_order
 from atp.ledger.view import LedgerView
 
-PLAN_STALE = "PLAN_STALE"
 LineKey = tuple[str, str]
 
 

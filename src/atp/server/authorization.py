@@ -36,6 +36,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from atp.ledger.errors import PERMISSION_DENIED, UNAUTHENTICATED
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DOMAIN, trailing_metadata
 
@@ -119,8 +120,8 @@ READ_ONLY_FORMS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 AUTHORIZATION_KEY = "authorization"
 BEARER = "bearer "
-PERMISSION_DENIED_REASON = "PERMISSION_DENIED"
-UNAUTHENTICATED_REASON = "UNAUTHENTICATED"
+PERMISSION_DENIED_REASON = PERMISSION_DENIED
+UNAUTHENTICATED_REASON = UNAUTHENTICATED
 ANY_PRINCIPAL = "*"
 # A changed file is noticed within this many seconds.
 RELOAD_INTERVAL_S = 1.0

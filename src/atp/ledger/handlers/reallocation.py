@@ -4,7 +4,7 @@ supply that freed up or arrived (run after each command that may free units)."""
 from __future__ import annotations
 
 from atp.ledger import commands, event_data, validation
-from atp.ledger.errors import FailedPrecondition
+from atp.ledger.errors import PLAN_STALE, FailedPrecondition
 from atp.ledger.model import (
     HELD,
     Day,
@@ -14,7 +14,6 @@ from atp.ledger.model import (
 )
 from atp.ledger.promising import free_part_id, line_from
 from atp.ledger.reallocation import (
-    PLAN_STALE,
     ReallocationResult,
     Reallocator,
     ReservationPlan,

@@ -131,14 +131,14 @@ def test_promise_splits_a_line_and_explains_every_node(api: Api) -> None:
     assert py_date(response.promise_date) == day(5)
     assert response.complete
 
-    outcomes = {c.node_id: c.outcome for c in response.lines[0].candidates}
-    assert outcomes[net.a] == f"chosen: 5 units ship {_iso(0)}, deliver {_iso(1)}"
-    assert outcomes[net.b] == f"chosen: 3 units ship {_iso(0)}, deliver {_iso(2)}"
-    assert outcomes[net.inactive] == "inactive"
-    assert outcomes[net.laneless] == f"no lane to {net.region}"
-    outcomes = {c.node_id: c.outcome for c in response.lines[1].candidates}
-    assert outcomes[net.b] == f"chosen: 4 units ship {_iso(3)}, deliver {_iso(5)}"
-    assert outcomes[net.a] == f"no stock or supply of {net.y}"
+    outcomes = {c.node_id: (c.outcome, c.detail) for c in response.lines[0].candidates}
+    assert outcomes[net.a] == ("CHOSEN", f"chosen: 5 units ship {_iso(0)}, deliver {_iso(1)}")
+    assert outcomes[net.b] == ("CHOSEN", f"chosen: 3 units ship {_iso(0)}, deliver {_iso(2)}")
+    assert outcomes[net.inactive] == ("INACTIVE", "inactive")
+    assert outcomes[net.laneless] == ("NO_LANE", f"no lane to {net.region}")
+    outcomes = {c.node_id: (c.outcome, c.detail) for c in response.lines[1].candidates}
+    assert outcomes[net.b] == ("CHOSEN", f"chosen: 4 units ship {_iso(3)}, deliver {_iso(5)}")
+    assert outcomes[net.a] == ("NO_STOCK_OR_SUPPLY", f"no stock or supply of {net.y}")
     # Every node of the server is explained, in node id order.
     ids = [c.node_id for c in response.lines[0].candidates]
     assert ids == sorted(ids) and {net.a, net.b, net.inactive, net.laneless} <= set(ids)

@@ -402,8 +402,8 @@ def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
             # Constructor arguments are copied, so the shared cached Dates can be passed.
             allocations.add(node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
                             delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound)
-        for node_id, outcome in line_plan.candidates:
-            message.candidates.add(node_id=node_id, outcome=outcome)
+        for node_id, outcome, detail in line_plan.candidates:
+            message.candidates.add(node_id=node_id, outcome=outcome.value, detail=detail)
     return response
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from atp.v1 import availability_pb2, common_pb2, inventory_pb2
+from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
 from tests.integration.helpers import (
     CALL_TIMEOUT,
     Api,
@@ -312,6 +312,16 @@ def test_auto_sourced_split_reserve_names_the_parts(api: Api) -> None:
         ("l1", net.a, 5),
         ("l1/2", net.b, 3),
     ]
+    assert [line.request_line_id for line in reservation.lines] == ["l1", "l1"]
+    # Release names one part: the request's line id is the first part, not the whole line.
+    failure = expect_error(
+        api.reservations.Release,
+        reservations_pb2.ReleaseRequest(
+            reservation_id=reservation.reservation_id, request_id=uid("rel"),
+            lines=[common_pb2.LineQuantity(line_id="l1", quantity=8)]),
+        Code.FAILED_PRECONDITION, "QUANTITY_EXCEEDS_OPEN")
+    assert failure.error_info is not None and failure.error_info.metadata["parts"] == "l1,l1/2"
+    assert "'l1/2' (3 open at" in failure.message
     # The units are taken: the same order can no longer be promised.
     again = _promise(api, [("l1", net.x, 8)], net.region)
     assert not again.complete and _allocations(again) == []

@@ -56,7 +56,7 @@ REASONS: dict[str, ReasonInfo] = {
     INSUFFICIENT_ON_HAND: ReasonInfo("FAILED_PRECONDITION"),
     QUANTITY_EXCEEDS_OPEN: ReasonInfo(
         "FAILED_PRECONDITION",
-        ("reservation_id", "line_id", "open_quantity", "backordered_quantity")),
+        ("reservation_id", "line_id", "open_quantity", "backordered_quantity", "parts")),
     RESERVATION_EXPIRED: ReasonInfo("FAILED_PRECONDITION", ("reservation_id", "state")),
     INVALID_STATE: ReasonInfo("FAILED_PRECONDITION", ("reservation_id", "supply_id", "state")),
     NODE_INACTIVE: ReasonInfo("FAILED_PRECONDITION", ("node_id",)),

@@ -604,9 +604,11 @@ class Planner:
 
 
 def line_from(
-    allocation: Allocation, line_id: str, sku: str, has_destination: bool
+    allocation: Allocation, line_id: str, sku: str, has_destination: bool,
+    request_line_id: str = "",
 ) -> ReservationLine:
-    """A reservation line holding one allocation."""
+    """A reservation line holding one allocation; `request_line_id`: the request's line it
+    holds part of, when that is another line id."""
     return ReservationLine(
         line_id=sys.intern(line_id),
         sku=sys.intern(sku),
@@ -615,6 +617,7 @@ def line_from(
         ship_day=allocation.ship_day,
         delivery_day=allocation.delivery_day if has_destination else None,
         from_inbound=allocation.from_inbound,
+        request_line_id="" if request_line_id == line_id else request_line_id,
     )
 
 

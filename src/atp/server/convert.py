@@ -292,7 +292,8 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
         # ship_date copied in, not passed to add(): a message argument is merged (serialised
         # and parsed again), a CopyFrom is cheaper
         line_message = lines.add(line_id=line.line_id, sku=line.sku, node_id=line.node_id,
-                                 quantity=line.quantity)
+                                 quantity=line.quantity,
+                                 request_line_id=line.request_line_id or line.line_id)
         line_message.ship_date.CopyFrom(_date(line.ship_day))
         _fill_line(line_message, line)
         if line.quantity > 0:
@@ -314,7 +315,7 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
     message = common_pb2.ReservationLine(
         line_id=line.line_id, sku=line.sku, node_id=line.node_id, quantity=line.quantity,
-        ship_date=_date(line.ship_day),
+        ship_date=_date(line.ship_day), request_line_id=line.request_line_id or line.line_id,
     )
     _fill_line(message, line)
     return message

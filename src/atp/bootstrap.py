@@ -33,6 +33,7 @@ from atp.server.decoding import GuardingRegistrar
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
+from atp.server.server_info import ServerServicer, ServerSettings, authentication_mode
 from atp.server.servicers import (
     AvailabilityServicer,
     EventsServicer,
@@ -52,6 +53,8 @@ from atp.v1 import (
     replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 
 log = logging.getLogger("atp.server")
@@ -73,6 +76,7 @@ SERVICE_NAMES = (
     availability_pb2.DESCRIPTOR.services_by_name["Availability"].full_name,
     reservations_pb2.DESCRIPTOR.services_by_name["Reservations"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
+    server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
 )
 
 
@@ -252,10 +256,31 @@ class AtpServer:
         replication_pb2_grpc.add_ReplicationServicer_to_server(
             ReplicationServicer(self.replication, self.writer, self.follower,
                                 self._describe_cluster), ours)
+        server_pb2_grpc.add_ServerServicer_to_server(
+            ServerServicer(self.writer, self.replication, self._settings()), ours)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
+
+    def _settings(self) -> ServerSettings:
+        """What GetServerInfo reports of this server's configuration."""
+        config = self.config
+        client_ca = config.tls is not None and config.tls.client_ca is not None
+        return ServerSettings(
+            default_ttl_seconds=config.ledger.default_ttl_seconds,
+            safety_stock_priority_min=config.ledger.safety_stock_priority_min,
+            concurrent_rpcs_max=config.concurrent_rpcs_max,
+            journal_retention_s=config.journal_retention_s,
+            journal_retention_events=config.journal_retention_events,
+            closed_retention_s=config.ledger.closed_retention_s,
+            idempotency_window_s=config.ledger.idempotency_window_s,
+            cluster=config.cluster,
+            authentication=authentication_mode(config.auth_policy, config.auth_tokens, client_ca),
+            tls=config.tls is not None,
+            client_certificates_required=client_ca,
+            start_time=self.clock(),
+        )
 
     async def start(self) -> None:
         # Metrics first: a metrics port that cannot be bound stops atpd before anything runs.

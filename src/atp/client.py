@@ -60,6 +60,8 @@ from atp.v1 import (
     inventory_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
 )
 
 __all__ = [
@@ -382,6 +384,13 @@ def _upsert_node_request(
     """Creates or replaces a node, given as a Node, a dict or keyword fields."""
     node_message = to_message(common_pb2.Node, node if node is not None else fields)
     return inventory_pb2.UpsertNodeRequest(node=node_message)
+
+
+def _get_server_info_request() -> server_pb2.GetServerInfoRequest:
+    """The server's version and build, its defaults (reservation TTL, the safety-stock
+    priority), its request limits, its role (standalone, leader, follower, candidate), its
+    cluster, retention windows and authentication mode."""
+    return server_pb2.GetServerInfoRequest()
 
 
 def _list_nodes_request() -> inventory_pb2.ListNodesRequest:
@@ -711,6 +720,7 @@ _Inventory = inventory_pb2_grpc.InventoryStub
 _Availability = availability_pb2_grpc.AvailabilityStub
 _Reservations = reservations_pb2_grpc.ReservationsStub
 _Health = health_pb2_grpc.HealthStub
+_Server = server_pb2_grpc.ServerStub
 
 UPSERT_NODE = Rpc(
     _Inventory, "UpsertNode", _upsert_node_request, common_pb2.Node, Retry.NATURALLY_IDEMPOTENT
@@ -824,6 +834,13 @@ HEALTH_CHECK = Rpc(
     health_pb2.HealthCheckResponse,
     Retry.READ_ONLY,
 )
+GET_SERVER_INFO = Rpc(
+    _Server,
+    "GetServerInfo",
+    _get_server_info_request,
+    server_pb2.ServerInfo,
+    Retry.READ_ONLY,
+)
 
 RPCS: dict[str, Rpc[..., Any, Any]] = {
     rpc.method if rpc is not HEALTH_CHECK else "Health.Check": rpc
@@ -848,10 +865,12 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         GET_RESERVATION,
         LIST_RESERVATIONS,
         REALLOCATE,
+        GET_SERVER_INFO,
         HEALTH_CHECK,
     )
 }
-_STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, events_pb2_grpc.EventsStub)
+_STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, _Server,
+               events_pb2_grpc.EventsStub)
 
 
 def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int, members: int) -> int:
@@ -1160,6 +1179,7 @@ class Client(_ClientBase):
     get_reservation = _sync_method(GET_RESERVATION)
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
+    get_server_info = _sync_method(GET_SERVER_INFO)
 
     def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""
@@ -1361,6 +1381,7 @@ class AsyncClient(_ClientBase):
     get_reservation = _async_method(GET_RESERVATION)
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)
+    get_server_info = _async_method(GET_SERVER_INFO)
 
     async def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""

@@ -297,7 +297,8 @@ def test_promise_prints_allocations_backorders_and_explanations(
                     ],
                     backordered_quantity=2,
                     candidates=[
-                        availability_pb2.CandidateExplanation(node_id="DC2", outcome="no lane")
+                        availability_pb2.CandidateExplanation(node_id="DC2", outcome="NO_LANE",
+                                                              detail="no lane to EAST")
                     ],
                 )
             ],
@@ -314,7 +315,7 @@ def test_promise_prints_allocations_backorders_and_explanations(
     assert request.policy.objective == common_pb2.FulfillmentPolicy.CHEAPEST
     assert request.policy.max_nodes == 2 and request.explain
     assert "promise date: 2026-03-05" in out and "complete: no" in out
-    assert "no date" in out and "no lane" in out
+    assert "no date" in out and "NO_LANE" in out and "no lane to EAST" in out
 
 
 def test_reservation_list_pages_up_to_the_limit(

@@ -23,6 +23,7 @@ from atp.v1 import (
     events_pb2,
     inventory_pb2,
     reservations_pb2,
+    server_pb2,
 )
 
 from . import FakeAtpd, abort_with, fake_atpd, status_of, unused_target
@@ -501,7 +502,7 @@ def test_the_rpc_table_covers_every_unary_rpc_of_the_protos() -> None:
     streaming = {"ReserveStream", "Watch"}
     proto_methods = {
         method.name
-        for module in (inventory_pb2, availability_pb2, reservations_pb2, events_pb2)
+        for module in (inventory_pb2, availability_pb2, reservations_pb2, events_pb2, server_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

@@ -23,6 +23,7 @@ from google.protobuf import descriptor_pool
 from atp.bootstrap import AtpServer, ServerConfig
 from atp.client import AsyncClient, AtpError, Client
 from atp.server.authorization import (
+    ANY_ROLE,
     INCLUDES,
     METHOD_ROLES,
     OPEN,
@@ -137,7 +138,8 @@ def test_every_rpc_for_every_role_is_allowed_or_denied_as_the_table_says(
             for role, principal in callers:
                 metadata = bearer(principal) if principal else ()
                 code = call(channel, method, metadata, CHEAP.get(method, b""))
-                allowed = needed == OPEN or (role is not None and needed in INCLUDES[role])
+                allowed = needed == OPEN or (
+                    role is not None and (needed == ANY_ROLE or needed in INCLUDES[role]))
                 expected = "allowed" if allowed else "PERMISSION_DENIED"
                 got = ("allowed" if code not in REFUSED
                        else "PERMISSION_DENIED" if code is grpc.StatusCode.PERMISSION_DENIED
@@ -145,6 +147,20 @@ def test_every_rpc_for_every_role_is_allowed_or_denied_as_the_table_says(
                 if got != expected:
                     wrong.append(f"{method} as {principal}: {got}, expected {expected}")
     assert wrong == []
+
+
+def test_server_info_answers_every_role_and_names_the_authentication(
+    secured: AtpdProcess,
+) -> None:
+    for role in ("reader", "replica"):
+        with Client(secured.target, token=token_of(ROLE_PRINCIPALS[role])) as client:
+            info = client.get_server_info()
+            assert (info.authentication, info.tls) == ("token", False)
+    with Client(secured.target, token=token_of(NOBODY)) as client, \
+            pytest.raises(AtpError) as refused:
+        client.get_server_info()
+    assert (refused.value.code, refused.value.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
 
 
 def test_a_reallocate_dry_run_is_a_read(secured: AtpdProcess) -> None:

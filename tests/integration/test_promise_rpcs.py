@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from atp.v1 import availability_pb2, common_pb2, inventory_pb2
+from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
 from tests.integration.helpers import (
     CALL_TIMEOUT,
     Api,
@@ -131,14 +131,14 @@ def test_promise_splits_a_line_and_explains_every_node(api: Api) -> None:
     assert py_date(response.promise_date) == day(5)
     assert response.complete
 
-    outcomes = {c.node_id: c.outcome for c in response.lines[0].candidates}
-    assert outcomes[net.a] == f"chosen: 5 units ship {_iso(0)}, deliver {_iso(1)}"
-    assert outcomes[net.b] == f"chosen: 3 units ship {_iso(0)}, deliver {_iso(2)}"
-    assert outcomes[net.inactive] == "inactive"
-    assert outcomes[net.laneless] == f"no lane to {net.region}"
-    outcomes = {c.node_id: c.outcome for c in response.lines[1].candidates}
-    assert outcomes[net.b] == f"chosen: 4 units ship {_iso(3)}, deliver {_iso(5)}"
-    assert outcomes[net.a] == f"no stock or supply of {net.y}"
+    outcomes = {c.node_id: (c.outcome, c.detail) for c in response.lines[0].candidates}
+    assert outcomes[net.a] == ("CHOSEN", f"chosen: 5 units ship {_iso(0)}, deliver {_iso(1)}")
+    assert outcomes[net.b] == ("CHOSEN", f"chosen: 3 units ship {_iso(0)}, deliver {_iso(2)}")
+    assert outcomes[net.inactive] == ("INACTIVE", "inactive")
+    assert outcomes[net.laneless] == ("NO_LANE", f"no lane to {net.region}")
+    outcomes = {c.node_id: (c.outcome, c.detail) for c in response.lines[1].candidates}
+    assert outcomes[net.b] == ("CHOSEN", f"chosen: 4 units ship {_iso(3)}, deliver {_iso(5)}")
+    assert outcomes[net.a] == ("NO_STOCK_OR_SUPPLY", f"no stock or supply of {net.y}")
     # Every node of the server is explained, in node id order.
     ids = [c.node_id for c in response.lines[0].candidates]
     assert ids == sorted(ids) and {net.a, net.b, net.inactive, net.laneless} <= set(ids)
@@ -312,6 +312,16 @@ def test_auto_sourced_split_reserve_names_the_parts(api: Api) -> None:
         ("l1", net.a, 5),
         ("l1/2", net.b, 3),
     ]
+    assert [line.request_line_id for line in reservation.lines] == ["l1", "l1"]
+    # Release names one part: the request's line id is the first part, not the whole line.
+    failure = expect_error(
+        api.reservations.Release,
+        reservations_pb2.ReleaseRequest(
+            reservation_id=reservation.reservation_id, request_id=uid("rel"),
+            lines=[common_pb2.LineQuantity(line_id="l1", quantity=8)]),
+        Code.FAILED_PRECONDITION, "QUANTITY_EXCEEDS_OPEN")
+    assert failure.error_info is not None and failure.error_info.metadata["parts"] == "l1,l1/2"
+    assert "'l1/2' (3 open at" in failure.message
     # The units are taken: the same order can no longer be promised.
     again = _promise(api, [("l1", net.x, 8)], net.region)
     assert not again.complete and _allocations(again) == []

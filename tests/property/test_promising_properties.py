@@ -20,7 +20,7 @@ from sortedcontainers import SortedDict
 from atp.ledger import Ledger, LedgerConfig, day_of, errors, timeline
 from atp.ledger import commands
 from atp.ledger.model import Lane, Objective, Policy, Position
-from atp.ledger.promising import OrderLine, OrderPlan
+from atp.ledger.promising import CandidateOutcome, OrderLine, OrderPlan
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 TODAY = day_of(NOW)
@@ -388,15 +388,17 @@ def test_promise_is_consistent_feasible_and_read_only(scenario: Scenario) -> Non
 
     # Explanations: one per node of the ledger, "chosen" exactly for the nodes used.
     for lp in plan.lines:
-        assert [node_id for node_id, _ in lp.candidates] == list(ledger.nodes)
-        chosen = {node_id for node_id, outcome in lp.candidates if outcome.startswith("chosen: ")}
+        assert [candidate.node_id for candidate in lp.candidates] == list(ledger.nodes)
+        chosen = {node_id for node_id, outcome, _ in lp.candidates if outcome == "CHOSEN"}
         assert chosen == {a.node_id for a in lp.allocations}
-        for node_id, outcome in lp.candidates:
+        for node_id, outcome, detail in lp.candidates:
+            assert outcome in set(CandidateOutcome)
+            assert detail.startswith("chosen: ") == (outcome == "CHOSEN")
             node = ledger.nodes[node_id]
             if not node.active:
-                assert outcome == "inactive"
+                assert (outcome, detail) == ("INACTIVE", "inactive")
             elif node.lane_to(REGION) is None:
-                assert outcome == f"no lane to {REGION}"
+                assert (outcome, detail) == ("NO_LANE", f"no lane to {REGION}")
 
     # Deterministic: the same question gets the same answer.
     assert flat(promise(ledger, scenario, explain=True)) == flat(plan)

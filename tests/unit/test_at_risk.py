@@ -16,7 +16,8 @@ import pytest
 from atp.ledger import Ledger, LedgerConfig, day_of, errors
 from atp.ledger import commands
 from atp.ledger.model import Event, Lane, Policy, ReservationState
-from atp.ledger.reallocation import PLAN_STALE, Scope
+from atp.ledger.errors import PLAN_STALE
+from atp.ledger.reallocation import Scope
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()
 TODAY = day_of(NOW)

@@ -17,6 +17,7 @@ from atp.bootstrap import AtpServer, ServerConfig
 from atp.server import authorization
 from atp.server.authorization import (
     ADMIN,
+    ANY_ROLE,
     INCLUDES,
     METHOD_ROLES,
     OPEN,
@@ -76,7 +77,7 @@ def test_every_rpc_of_every_registered_service_is_in_the_table(
 ) -> None:
     services = registered_services(monkeypatch)
     assert {"atp.v1.Inventory", "atp.v1.Availability", "atp.v1.Reservations",
-            "atp.v1.Events", "atp.v1.Replication", "grpc.health.v1.Health",
+            "atp.v1.Events", "atp.v1.Replication", "atp.v1.Server", "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection"} <= services
     missing = [
         f"/{service}/{method.name}"
@@ -85,7 +86,7 @@ def test_every_rpc_of_every_registered_service_is_in_the_table(
         if f"/{service}/{method.name}" not in METHOD_ROLES
     ]
     assert missing == [], f"RPCs without a role in authorization.METHOD_ROLES: {missing}"
-    assert set(METHOD_ROLES.values()) <= {*ROLES, OPEN}
+    assert set(METHOD_ROLES.values()) <= {*ROLES, OPEN, ANY_ROLE}
 
 
 def test_roles_are_ordered_and_replica_stands_aside() -> None:
@@ -198,3 +199,19 @@ def test_authorize_names_the_role_needed_and_the_principal(tmp_path: Path) -> No
     with pytest.raises(Refusal, match="needs the role admin"):
         gate.authorize("/atp.v1.New/Thing", [("authorization", "Bearer t-r")], {})
     assert authorization.current_principal() is None  # outside a call
+
+
+def test_server_info_is_for_any_principal_with_a_role(tmp_path: Path) -> None:
+    (tmp_path / "policy.json").write_text(
+        '{"allow": [{"role": "reader", "principals": ["r"]}, '
+        '{"role": "replica", "principals": ["member"]}]}')
+    gate = Authorization(str(tmp_path / "policy.json"))
+    info = "/atp.v1.Server/GetServerInfo"
+    for name in ("r", "member"):
+        assert gate.authorize(info, [], {"x509_common_name": [name.encode()]}).name == name
+    with pytest.raises(Refusal, match="needs a role, and nobody has none") as refused:
+        gate.authorize(info, [], {"x509_common_name": [b"nobody"]})
+    assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(Refusal) as refused:
+        gate.authorize(info, [], {})
+    assert refused.value.code is grpc.StatusCode.UNAUTHENTICATED

@@ -40,12 +40,20 @@ def test_every_field_lands_in_its_place() -> None:
 def test_promise_response_carries_every_part_of_the_plan() -> None:
     import datetime
 
-    from atp.ledger.promising import Allocation, LinePlan, OrderLine, OrderPlan
+    from atp.ledger.promising import (
+        Allocation,
+        Candidate,
+        CandidateOutcome,
+        LinePlan,
+        OrderLine,
+        OrderPlan,
+    )
 
     day = datetime.date(2026, 12, 1).toordinal()
     split = LinePlan(OrderLine("l1", "S", 5), [Allocation("N1", 2, day, day + 2, False, 3),
                                              Allocation("N2", 1, day + 1, day + 4, True, 1)],
-                     backorder_day=day + 9, candidates=[("N1", "CHOSEN"), ("N3", "NO_STOCK")])
+                     backorder_day=day + 9, candidates=[Candidate("N1", CandidateOutcome.CHOSEN, "chosen: 2 units"),
+                                 Candidate("N3", CandidateOutcome.NO_STOCK_OR_SUPPLY, "no stock")])
     whole = LinePlan(OrderLine("l2", "T", 1), [Allocation("N1", 1, day, day + 2, False, 3)])
     response = convert.promise_response(OrderPlan([split, whole]))
     assert not response.complete
@@ -54,7 +62,8 @@ def test_promise_response_carries_every_part_of_the_plan() -> None:
     assert (first.line_id, first.backordered_quantity, first.backorder_date.day) == ("l1", 2, 10)
     assert [(a.node_id, a.quantity, a.ship_date.day, a.delivery_date.day, a.from_inbound)
             for a in first.allocations] == [("N1", 2, 1, 3, False), ("N2", 1, 2, 5, True)]
-    assert [(c.node_id, c.outcome) for c in first.candidates] == [("N1", "CHOSEN"), ("N3", "NO_STOCK")]
+    assert [(c.node_id, c.outcome, c.detail) for c in first.candidates] == [
+        ("N1", "CHOSEN", "chosen: 2 units"), ("N3", "NO_STOCK_OR_SUPPLY", "no stock")]
     assert (second.line_id, second.backordered_quantity, len(second.allocations)) == ("l2", 0, 1)
     assert not second.HasField("backorder_date") and not second.candidates
     assert convert.promise_response(OrderPlan([whole])).complete

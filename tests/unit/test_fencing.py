@@ -21,17 +21,23 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from atp.engine.replication import (
-    HISTORY_DIVERGED,
-    SNAPSHOT_REQUIRED,
     TERMS_KEY,
     ReplicationLog,
     decode_terms,
     stored_commit,
     stored_terms,
 )
-from atp.engine.writer import LEADERSHIP_LOST, NOT_LEADER, STALE_TERM, Writer
+from atp.engine.writer import LEADERSHIP_LOST, Writer
 from atp.ledger import Ledger, commands
-from atp.ledger.errors import FailedPrecondition, LedgerError, Unavailable
+from atp.ledger.errors import (
+    HISTORY_DIVERGED,
+    NOT_LEADER,
+    SNAPSHOT_REQUIRED,
+    STALE_TERM,
+    FailedPrecondition,
+    LedgerError,
+    Unavailable,
+)
 from atp.server.replication import ReplicationServicer
 from atp.store import MemoryStore, WriteBatch
 from atp.store.base import META

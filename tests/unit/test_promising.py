@@ -8,7 +8,9 @@ Every promise is also checked to be read-only.
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from atp.ledger import Ledger, LedgerConfig, day_of, errors
 from atp.ledger import commands
 from atp.ledger.model import Lane, Objective, Policy
-from atp.ledger.promising import OrderLine, OrderPlan
+from atp.ledger.promising import CandidateOutcome, OrderLine, OrderPlan
 
 NOW = datetime.datetime(2026, 11, 22, 12, tzinfo=datetime.UTC).timestamp()  # a fixed UTC noon
 TODAY = day_of(NOW)
@@ -621,19 +623,22 @@ def test_explain_gives_every_node_an_outcome() -> None:
     before = state_of(ledger)
     plan = promise(ledger, EXPLAIN_CASE, explain=True)
     assert_unchanged(ledger, before)
-    assert dict(plan.lines[0].candidates) == {
-        "A": f"chosen: 5 units ship {iso(0)}, deliver {iso(1)}",
-        "B": "inactive",
-        "C": "no lane to EU",
-        "D": "no stock or supply of X",
-        "E": "not enough ATP: 3 of 5 at most",
-        "F": f"later: could deliver {iso(3)}",
-        "G": "costlier: lane cost 9 vs 5",
-        "H": f"not chosen: could deliver {iso(1)}; fewer shipments or node order preferred another",
-        "I": f"later: not enough ATP until {iso(3)}",
+    assert explained(plan) == {
+        "A": ("CHOSEN", f"chosen: 5 units ship {iso(0)}, deliver {iso(1)}"),
+        "B": ("INACTIVE", "inactive"),
+        "C": ("NO_LANE", "no lane to EU"),
+        "D": ("NO_STOCK_OR_SUPPLY", "no stock or supply of X"),
+        "E": ("INSUFFICIENT_ATP", "not enough ATP: 3 of 5 at most"),
+        "F": ("LATER", f"later: could deliver {iso(3)}"),
+        "G": ("COSTLIER", "costlier: lane cost 9 vs 5"),
+        "H": ("NOT_CHOSEN",
+              f"not chosen: could deliver {iso(1)}; fewer shipments or node order preferred another"),
+        "I": ("LATER", f"later: not enough ATP until {iso(3)}"),
     }
+    # Every outcome there is, in one case.
+    assert {outcome for outcome, _ in explained(plan).values()} == set(CandidateOutcome)
     # Candidates follow node id order, one per node of the ledger.
-    assert [node for node, _ in plan.lines[0].candidates] == list("ABCDEFGHI")
+    assert [candidate.node_id for candidate in plan.lines[0].candidates] == list("ABCDEFGHI")
     # Explaining changes nothing about the plan itself.
     plain = promise(ledger, EXPLAIN_CASE)
     assert allocations_of(plain) == allocations_of(plan)
@@ -643,9 +648,9 @@ def test_explain_gives_every_node_an_outcome() -> None:
 def test_explain_of_a_split_line_marks_each_used_node_chosen() -> None:
     case = CASES[1]  # split across two nodes
     plan = promise(build(case), case, explain=True)
-    assert dict(plan.lines[0].candidates) == {
-        "A": f"chosen: 5 units ship {iso(0)}, deliver {iso(1)}",
-        "B": f"chosen: 3 units ship {iso(0)}, deliver {iso(2)}",
+    assert explained(plan) == {
+        "A": ("CHOSEN", f"chosen: 5 units ship {iso(0)}, deliver {iso(1)}"),
+        "B": ("CHOSEN", f"chosen: 3 units ship {iso(0)}, deliver {iso(2)}"),
     }
 
 
@@ -659,19 +664,36 @@ def test_explain_of_an_unpromisable_line() -> None:
     )
     plan = promise(build(case), case, explain=True)
     assert not plan.complete and allocations_of(plan) == ()
-    assert dict(plan.lines[0].candidates) == {
-        "A": "not enough ATP: 1 of 5 at most",
-        "B": "not enough ATP: 0 of 5 at most",
+    assert explained(plan) == {
+        "A": ("INSUFFICIENT_ATP", "not enough ATP: 1 of 5 at most"),
+        "B": ("INSUFFICIENT_ATP", "not enough ATP: 0 of 5 at most"),
     }
 
 
 def test_explain_cheapest_names_the_lane_cost() -> None:
     case = next(case for case in CASES if case.name == "cheapest takes the slow cheap lane")
     plan = promise(build(case), case, explain=True)
-    assert dict(plan.lines[0].candidates) == {
-        "A": "costlier: lane cost 10 vs 2",
-        "B": f"chosen: 3 units ship {iso(0)}, deliver {iso(3)}",
+    assert explained(plan) == {
+        "A": ("COSTLIER", "costlier: lane cost 10 vs 2"),
+        "B": ("CHOSEN", f"chosen: 3 units ship {iso(0)}, deliver {iso(3)}"),
     }
+
+
+def explained(plan: Any) -> dict[str, tuple[str, str]]:
+    """The first line's candidates: node -> (outcome token, sentence)."""
+    return {c.node_id: (c.outcome, c.detail) for c in plan.lines[0].candidates}
+
+
+def test_the_outcome_tokens_are_the_ones_the_proto_documents() -> None:
+    """CandidateExplanation.outcome's comment lists every CandidateOutcome, and no other."""
+    proto = (Path(__file__).resolve().parents[2] / "protos" / "atp" / "v1"
+             / "availability.proto").read_text()
+    block = proto[proto.index("message CandidateExplanation"):]
+    block = block[:block.index("string outcome = 2;")]
+    documented = set(re.findall(r"^  //   ([A-Z_]+):", block, re.MULTILINE))
+    assert documented == {outcome.value for outcome in CandidateOutcome}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(f"`{outcome.value}`" in readme for outcome in CandidateOutcome)
 
 
 # ----- Reserve of sourced lines holds exactly the promise --------------------------------------

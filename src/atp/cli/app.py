@@ -39,6 +39,7 @@ from atp.cli.reservations import (
     add_reservation_commands,
     add_reserve_command,
 )
+from atp.cli.server import add_server_commands
 from atp.client import DEFAULT_TARGET, AtpError, Client, make_channel, with_token
 from atp.tls import TlsFileError, TlsOptions
 
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_health_command(tree)
     add_database_commands(tree)
     add_cluster_commands(tree)
+    add_server_commands(tree)
     add_auth_commands(tree)
     return parser
 

@@ -412,9 +412,9 @@ def _promise_view(response: availability_pb2.PromiseResponse, *, explain: bool) 
         parts.append(format_table(("LINE", "BACKORDERED", "SUPPLY_DATE"), backorders))
     if explain:
         candidates = [
-            (line.line_id, candidate.node_id, candidate.outcome)
+            (line.line_id, candidate.node_id, candidate.outcome, candidate.detail)
             for line in response.lines
             for candidate in line.candidates
         ]
-        parts.append(format_table(("LINE", "NODE", "OUTCOME"), candidates))
+        parts.append(format_table(("LINE", "NODE", "OUTCOME", "WHY"), candidates))
     return "\n\n".join(parts)

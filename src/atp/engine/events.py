@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from atp import limits
-from atp.ledger.errors import LedgerError, Unavailable
+from atp.ledger.errors import (
+    SEQUENCE_NOT_RETAINED,
+    WATCHER_LAGGING,
+    LedgerError,
+    Unavailable,
+)
 from atp.ledger.model import Event
 from atp.persistence import codec
 from atp.store import Store, StoreError
@@ -22,7 +27,7 @@ REPLAY_PAGE_EVENTS = 1000
 
 
 class OutOfRange(LedgerError):
-    reason = "SEQUENCE_NOT_RETAINED"
+    reason = SEQUENCE_NOT_RETAINED
 
     def __init__(self, after_sequence: int, oldest: int) -> None:
         super().__init__(
@@ -32,7 +37,7 @@ class OutOfRange(LedgerError):
 
 
 class WatcherLagging(LedgerError):
-    reason = "WATCHER_LAGGING"
+    reason = WATCHER_LAGGING
 
     def __init__(self, last_sequence: int) -> None:
         super().__init__(

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from atp import limits
-from atp.ledger.errors import FailedPrecondition
+from atp.ledger.errors import SNAPSHOT_REQUIRED, FailedPrecondition
 from atp.store import Store, WriteBatch
 from atp.store.base import META, SnapshotRecord
 
@@ -26,8 +26,6 @@ COMMIT_KEY = b"commit"
 # term with the first batch it commits; followers store it with that batch, so that any two
 # members can tell where their histories part (as PostgreSQL's timeline history does).
 TERMS_KEY = b"terms"
-SNAPSHOT_REQUIRED = "SNAPSHOT_REQUIRED"
-HISTORY_DIVERGED = "HISTORY_DIVERGED"
 
 
 def stored_commit(store: Store) -> int:

@@ -20,7 +20,6 @@ from typing import NamedTuple, TypeVar, overload
 from atp import limits
 from atp.engine.housekeeping import Housekeeper, Retention
 from atp.engine.replication import (
-    SNAPSHOT_REQUIRED,
     TERMS_KEY,
     decode_terms,
     encode_terms,
@@ -31,6 +30,11 @@ from atp.engine.replication import (
 from atp.engine.storage import StorageGuard, StorageLimits
 from atp.ledger import Ledger, Outcome, Refused, Result, commands, day_of
 from atp.ledger.errors import (
+    NOT_FOLLOWER,
+    NOT_LEADER,
+    REPLICATION_GAP,
+    SNAPSHOT_REQUIRED,
+    STALE_TERM,
     FailedPrecondition,
     InvariantViolation,
     LedgerError,
@@ -61,10 +65,6 @@ CLOSE_COMMIT_WAIT_S = 30.0
 # meets a full map, grows it and is committed again).
 STORAGE_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
-# The refusal of a write sent to a follower (ErrorInfo metadata "leader": where to send it).
-NOT_LEADER = "NOT_LEADER"
-# The refusal of a batch from a leader of an older term than this member's last one.
-STALE_TERM = "STALE_TERM"
 # What a caller is told when leadership ends before its write could be acknowledged: the
 # write may or may not survive (it is durable here; whether the next leader has it depends on
 # replication), so only a retry with the same ids settles it.
@@ -511,7 +511,7 @@ class Writer:
                 f"{self.term}", {"term": str(term), "holds_term": str(self.term)})
         if commit != self.commit_index + 1:
             raise FailedPrecondition(
-                "REPLICATION_GAP", f"batch {commit} after {self.commit_index}: out of order",
+                REPLICATION_GAP, f"batch {commit} after {self.commit_index}: out of order",
                 {"commit": str(commit), "holds": str(self.commit_index)})
         # Shielded: a follower stopped mid-batch (to lead, or to follow another member) must
         # not leave a batch on disk that memory lacks; settle_replication() awaits it.
@@ -550,7 +550,7 @@ class Writer:
         keeps its mark and `restoring` stays set: only a complete snapshot will do."""
         if self.leader_address is None or self.rebuild_ledger is None:
             raise FailedPrecondition(
-                "NOT_FOLLOWER", "only a follower (with a ledger to rebuild) installs snapshots")
+                NOT_FOLLOWER, "only a follower (with a ledger to rebuild) installs snapshots")
         started = time.monotonic()
         records = 0
         async with self.housekeeper.held_back():

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Reasons (ErrorInfo.reason) used with FailedPrecondition, in one place.
+# Every ErrorInfo.reason the server sends, in one place: each refusal names one of these
+# constants (tests/unit/test_error_reasons.py finds every reason in src/atp and fails on one
+# missing here, or missing from the README's error table or protos/atp/v1/common.proto).
+# Rejections of malformed or unknown input: their reason repeats the status code.
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+NOT_FOUND = "NOT_FOUND"
+ALREADY_EXISTS = "ALREADY_EXISTS"
+# The ledger's state refuses the command (FAILED_PRECONDITION).
 RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
 INVALID_STATE = "INVALID_STATE"
 NODE_INACTIVE = "NODE_INACTIVE"
@@ -12,6 +19,63 @@ SHIP_DATE_INFEASIBLE = "SHIP_DATE_INFEASIBLE"
 INSUFFICIENT_AVAILABILITY = "INSUFFICIENT_AVAILABILITY"
 INSUFFICIENT_ON_HAND = "INSUFFICIENT_ON_HAND"
 QUANTITY_EXCEEDS_OPEN = "QUANTITY_EXCEEDS_OPEN"
+PLAN_STALE = "PLAN_STALE"
+# The server cannot take the call now.
+UNAVAILABLE = "UNAVAILABLE"
+OVERLOADED = "OVERLOADED"
+STORAGE_FULL = "STORAGE_FULL"
+# The journal (Watch).
+SEQUENCE_NOT_RETAINED = "SEQUENCE_NOT_RETAINED"
+WATCHER_LAGGING = "WATCHER_LAGGING"
+# Replication and clusters.
+NOT_LEADER = "NOT_LEADER"
+SNAPSHOT_REQUIRED = "SNAPSHOT_REQUIRED"
+HISTORY_DIVERGED = "HISTORY_DIVERGED"
+STALE_TERM = "STALE_TERM"
+REPLICATION_GAP = "REPLICATION_GAP"
+NOT_FOLLOWER = "NOT_FOLLOWER"
+# Authorization (--auth-policy).
+UNAUTHENTICATED = "UNAUTHENTICATED"
+PERMISSION_DENIED = "PERMISSION_DENIED"
+
+
+@dataclass(frozen=True)
+class ReasonInfo:
+    """What a caller gets with a reason: the gRPC status code (by name) and the keys the
+    ErrorInfo's metadata may carry (some refusals of a reason carry only some of them)."""
+
+    code: str
+    metadata: tuple[str, ...] = ()
+
+
+REASONS: dict[str, ReasonInfo] = {
+    INVALID_ARGUMENT: ReasonInfo("INVALID_ARGUMENT"),
+    NOT_FOUND: ReasonInfo("NOT_FOUND"),
+    ALREADY_EXISTS: ReasonInfo("ALREADY_EXISTS"),
+    INSUFFICIENT_AVAILABILITY: ReasonInfo("FAILED_PRECONDITION"),
+    INSUFFICIENT_ON_HAND: ReasonInfo("FAILED_PRECONDITION"),
+    QUANTITY_EXCEEDS_OPEN: ReasonInfo(
+        "FAILED_PRECONDITION",
+        ("reservation_id", "line_id", "open_quantity", "backordered_quantity", "parts")),
+    RESERVATION_EXPIRED: ReasonInfo("FAILED_PRECONDITION", ("reservation_id", "state")),
+    INVALID_STATE: ReasonInfo("FAILED_PRECONDITION", ("reservation_id", "supply_id", "state")),
+    NODE_INACTIVE: ReasonInfo("FAILED_PRECONDITION", ("node_id",)),
+    SHIP_DATE_INFEASIBLE: ReasonInfo("FAILED_PRECONDITION", ("line_id", "earliest_ship_date")),
+    PLAN_STALE: ReasonInfo("FAILED_PRECONDITION", ("plan_sequence", "sequence")),
+    UNAVAILABLE: ReasonInfo("UNAVAILABLE"),
+    OVERLOADED: ReasonInfo("RESOURCE_EXHAUSTED", ("concurrent_rpcs_max",)),
+    STORAGE_FULL: ReasonInfo("RESOURCE_EXHAUSTED"),
+    SEQUENCE_NOT_RETAINED: ReasonInfo("OUT_OF_RANGE", ("oldest_sequence",)),
+    WATCHER_LAGGING: ReasonInfo("RESOURCE_EXHAUSTED", ("resume_after_sequence",)),
+    NOT_LEADER: ReasonInfo("FAILED_PRECONDITION", ("leader",)),
+    SNAPSHOT_REQUIRED: ReasonInfo("FAILED_PRECONDITION", ("oldest_commit", "last_commit")),
+    HISTORY_DIVERGED: ReasonInfo("FAILED_PRECONDITION", ("commit", "term")),
+    STALE_TERM: ReasonInfo("FAILED_PRECONDITION", ("term", "holds_term")),
+    REPLICATION_GAP: ReasonInfo("FAILED_PRECONDITION", ("commit", "holds")),
+    NOT_FOLLOWER: ReasonInfo("FAILED_PRECONDITION"),
+    UNAUTHENTICATED: ReasonInfo("UNAUTHENTICATED"),
+    PERMISSION_DENIED: ReasonInfo("PERMISSION_DENIED", ("role_needed", "principal")),
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +123,7 @@ def _rebuilt(error_type: type[LedgerError], fields: dict[str, object]) -> Ledger
 
 
 class InvalidArgument(LedgerError):
-    reason = "INVALID_ARGUMENT"
+    reason = INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         text = "; ".join(f"{v.field}: {v.description}" for v in violations)
@@ -72,7 +136,7 @@ class InvalidArgument(LedgerError):
 
 
 class NotFound(LedgerError):
-    reason = "NOT_FOUND"
+    reason = NOT_FOUND
 
     def __init__(self, resource_type: str, resource_name: str) -> None:
         super().__init__(f"{resource_type} {resource_name!r} not found")
@@ -81,7 +145,7 @@ class NotFound(LedgerError):
 
 
 class AlreadyExists(LedgerError):
-    reason = "ALREADY_EXISTS"
+    reason = ALREADY_EXISTS
 
     def __init__(self, resource_type: str, resource_name: str) -> None:
         super().__init__(
@@ -126,20 +190,20 @@ class InsufficientOnHand(Shortage):
 class Unavailable(LedgerError):
     """The engine cannot take the command now (shutting down, storage failed)."""
 
-    reason = "UNAVAILABLE"
+    reason = UNAVAILABLE
 
 
 class ResourceExhausted(LedgerError):
     """Too much work is queued; the caller should back off and retry."""
 
-    reason = "OVERLOADED"
+    reason = OVERLOADED
 
 
 class StorageFull(ResourceExhausted):
     """The data reached its size cap (or the filesystem is full): writes that add data are
     refused until retention or the operator frees space; nothing acknowledged is lost."""
 
-    reason = "STORAGE_FULL"
+    reason = STORAGE_FULL
 
 
 class InvariantViolation(AssertionError):

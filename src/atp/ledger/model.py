@@ -98,6 +98,16 @@ class ReservationLine:
     from_inbound: bool = False
     at_risk: bool = False
     at_risk_reason: str = ""
+    # The Reserve request's line this one holds part of, when the request's line was split
+    # across nodes (its first part keeps the request's line id, the others get l1/2, l1/3,
+    # ...; a line moved by Reallocate or filled from backorder likewise). "" for a line that
+    # is its request's own line (request_line_of gives the id either way).
+    request_line_id: str = ""
+
+    @property
+    def request_line_of(self) -> str:
+        """The id of the request's line this line holds (part of)."""
+        return self.request_line_id or self.line_id
 
     @property
     def open_quantity(self) -> int:

@@ -11,6 +11,7 @@ promise is read-only and deterministic: the same ledger and request give the sam
 from __future__ import annotations
 
 import datetime
+import enum
 import itertools
 import sys
 from collections.abc import Callable, Iterable
@@ -29,6 +30,29 @@ NEVER = 10**9  # a day later than any real day: sorts unpromisable plans last
 # Most steps of the exact cheapest-cover search per line (a SKU stocked at a few dozen nodes
 # finishes far below it); past it the best cover found so far is used.
 _COVER_SEARCH_STEPS = 20_000
+
+
+class CandidateOutcome(enum.StrEnum):
+    """Why a node was chosen for a line or lost it (Promise with explain): a fixed token,
+    the value of CandidateExplanation.outcome; the sentence goes in its detail. The list is
+    documented in protos/atp/v1/availability.proto (a test keeps the two in step)."""
+
+    CHOSEN = "CHOSEN"  # the node holds (part of) the line
+    INACTIVE = "INACTIVE"  # the node is inactive
+    NO_LANE = "NO_LANE"  # the node has no lane to the destination region
+    NO_STOCK_OR_SUPPLY = "NO_STOCK_OR_SUPPLY"  # the SKU was never at the node
+    INSUFFICIENT_ATP = "INSUFFICIENT_ATP"  # the node cannot hold the whole line on any day
+    LATER = "LATER"  # it could, but would deliver later than the chosen node
+    COSTLIER = "COSTLIER"  # it could, as early, but its lane costs more
+    NOT_CHOSEN = "NOT_CHOSEN"  # it could; the tie-breaks or the policy preferred another
+
+
+class Candidate(NamedTuple):
+    """One node considered for a line: its outcome, and the sentence saying why."""
+
+    node_id: str
+    outcome: CandidateOutcome
+    detail: str
 
 
 class OrderLine(NamedTuple):
@@ -55,7 +79,7 @@ class LinePlan:
     line: OrderLine
     allocations: list[Allocation] = field(default_factory=list)
     backorder_day: Day | None = None
-    candidates: list[tuple[str, str]] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
 
     @property
     def backordered_quantity(self) -> int:
@@ -540,47 +564,52 @@ class Planner:
             chosen = {a.node_id: a for a in line_plan.allocations}
             winner = line_plan.allocations[0] if line_plan.allocations else None
             line_plan.candidates = [
-                (
-                    node.node_id,
-                    self._outcome(node, line_plan.line, chosen.get(node.node_id), winner),
-                )
+                Candidate(node.node_id,
+                          *self._outcome(node, line_plan.line, chosen.get(node.node_id), winner))
                 for node in self.ledger.nodes.values()
             ]
 
     def _outcome(
         self, node: Node, line: OrderLine, mine: Allocation | None, winner: Allocation | None
-    ) -> str:
+    ) -> tuple[CandidateOutcome, str]:
+        """The node's outcome for the line, and the sentence that explains it."""
         if mine is not None:
-            return (f"chosen: {mine.quantity} units ship {_iso(mine.ship_day)}, "
-                    f"deliver {_iso(mine.delivery_day)}")
+            return CandidateOutcome.CHOSEN, (
+                f"chosen: {mine.quantity} units ship {_iso(mine.ship_day)}, "
+                f"deliver {_iso(mine.delivery_day)}")
         if not node.active:
-            return "inactive"
+            return CandidateOutcome.INACTIVE, "inactive"
         lane = node.lane_to(self.region)
         if lane is None:
-            return f"no lane to {self.region}"
+            return CandidateOutcome.NO_LANE, f"no lane to {self.region}"
         if (line.sku, node.node_id) not in self.ledger.positions:
-            return f"no stock or supply of {line.sku}"
+            return CandidateOutcome.NO_STOCK_OR_SUPPLY, f"no stock or supply of {line.sku}"
         whole = self._fit(node, line.sku, line.quantity)
         if whole is None:
             most = self._most(node, line.sku)
-            return f"not enough ATP: {most} of {line.quantity} at most"
+            return (CandidateOutcome.INSUFFICIENT_ATP,
+                    f"not enough ATP: {most} of {line.quantity} at most")
         if whole.ship_day > self.today + node.handling_days:
             reason = f"not enough ATP until {_iso(whole.ship_day)}"
         else:
             reason = f"could deliver {_iso(whole.delivery_day)}"
-        if winner is None:
-            return reason
+        if winner is None:  # the line went unallocated (the order's policy), yet it fits here
+            return CandidateOutcome.NOT_CHOSEN, reason
         if whole.delivery_day > winner.delivery_day:
-            return f"later: {reason}"
+            return CandidateOutcome.LATER, f"later: {reason}"
         if whole.cost > winner.cost:
-            return f"costlier: lane cost {whole.cost} vs {winner.cost}"
-        return f"not chosen: {reason}; fewer shipments or node order preferred another"
+            return (CandidateOutcome.COSTLIER,
+                    f"costlier: lane cost {whole.cost} vs {winner.cost}")
+        return (CandidateOutcome.NOT_CHOSEN,
+                f"not chosen: {reason}; fewer shipments or node order preferred another")
 
 
 def line_from(
-    allocation: Allocation, line_id: str, sku: str, has_destination: bool
+    allocation: Allocation, line_id: str, sku: str, has_destination: bool,
+    request_line_id: str = "",
 ) -> ReservationLine:
-    """A reservation line holding one allocation."""
+    """A reservation line holding one allocation; `request_line_id`: the request's line it
+    holds part of, when that is another line id."""
     return ReservationLine(
         line_id=sys.intern(line_id),
         sku=sys.intern(sku),
@@ -589,6 +618,7 @@ def line_from(
         ship_day=allocation.ship_day,
         delivery_day=allocation.delivery_day if has_destination else None,
         from_inbound=allocation.from_inbound,
+        request_line_id="" if request_line_id == line_id else request_line_id,
     )
 
 

@@ -16,7 +16,6 @@ from atp.ledger.promising import Allocation, OrderLine, Planner, free_part_id, l
 from atp.ledger.risk import policy_order
 from atp.ledger.view import LedgerView
 
-PLAN_STALE = "PLAN_STALE"
 LineKey = tuple[str, str]
 
 
@@ -247,21 +246,25 @@ def replacement_lines(
     if history:
         result.append(replace(line, quantity=history, at_risk=False, at_risk_reason="",
                               backordered_quantity=0))
+    origin = line.request_line_of  # every line carrying its units holds part of it
     new_lines = [
         line_from(
             allocation,
             line.line_id if not result and index == 0 else free_part_id(line.line_id, taken),
             line.sku,
             has_destination,
+            origin,
         )
         for index, allocation in enumerate(allocations)
     ]
     backordered = unfilled + line.backordered_quantity
     if backordered and not new_lines:
         # Without a destination only the line's own node can fill it later, so it stays there.
+        line_id = line.line_id if not result else free_part_id(line.line_id, taken)
         new_lines.append(ReservationLine(
-            line_id=line.line_id if not result else free_part_id(line.line_id, taken), sku=line.sku,
+            line_id=line_id, sku=line.sku,
             node_id="" if has_destination else line.node_id, quantity=0, ship_day=line.ship_day,
+            request_line_id="" if origin == line_id else origin,
         ))
     if new_lines:
         new_lines[0].backordered_quantity = backordered

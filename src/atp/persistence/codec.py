@@ -115,16 +115,23 @@ def _hold_back(raw: list[Any]) -> Hold:
 
 
 def _line(line: ReservationLine) -> list[Any]:
-    return [
+    encoded = [
         line.line_id, line.sku, line.node_id, line.quantity, line.ship_day, line.delivery_day,
         line.fulfilled_quantity, line.released_quantity, line.backordered_quantity,
         line.from_inbound, line.at_risk, line.at_risk_reason,
     ]
+    # Only for the parts of a split line: every other line is encoded as before the field
+    # existed, and a record of 12 items (written before it) decodes with the default "".
+    if line.request_line_id:
+        encoded.append(line.request_line_id)
+    return encoded
 
 
 def _line_back(raw: list[Any]) -> ReservationLine:
     # Interned: a restarted ledger shares line ids, SKUs and node ids across its lines.
     raw[0], raw[1], raw[2] = sys.intern(raw[0]), sys.intern(raw[1]), sys.intern(raw[2])
+    if len(raw) > 12:
+        raw[12] = sys.intern(raw[12])
     return ReservationLine(*raw)
 
 

@@ -1,8 +1,9 @@
 """Who may do what: the role each RPC needs, principals, the policy file, the interceptor.
 
 - `METHOD_ROLES` is the one table: every RPC atpd serves, by full method name, and the role it
-  needs (`OPEN` for health checks). A test walks the descriptors of every service atpd
-  registers and fails on any method missing here, so a new RPC cannot slip in unprotected.
+  needs (`OPEN` for health checks, `ANY_ROLE` for what any principal with a role may call:
+  GetServerInfo). A test walks the descriptors of every service atpd registers and fails on
+  any method missing here, so a new RPC cannot slip in unprotected.
 - Roles are ordered: admin ⊇ ops ⊇ service ⊇ reader. `replica` (member-to-member replication)
   stands beside them: only admin includes it, and it includes nothing else.
 - A principal is who the caller is: the bearer token's principal (`authorization: Bearer T`,
@@ -36,6 +37,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from atp.ledger.errors import PERMISSION_DENIED, UNAUTHENTICATED
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DOMAIN, trailing_metadata
 
@@ -54,10 +56,13 @@ INCLUDES: dict[str, frozenset[str]] = {
 }
 # Needs no credentials at all.
 OPEN = "open"
+# Needs a principal with any role at all (replica too): what the server is, not what it holds.
+ANY_ROLE = "any"
 
 _INVENTORY, _AVAILABILITY = "/atp.v1.Inventory/", "/atp.v1.Availability/"
 _RESERVATIONS, _EVENTS = "/atp.v1.Reservations/", "/atp.v1.Events/"
 _REPLICATION = "/atp.v1.Replication/"
+_SERVER = "/atp.v1.Server/"
 _HEALTH = "/grpc.health.v1.Health/"
 _REFLECTION_V1 = "/grpc.reflection.v1.ServerReflection/"
 _REFLECTION_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/"
@@ -94,6 +99,8 @@ METHOD_ROLES: dict[str, str] = {
     _REPLICATION + "Status": OPS,
     _REPLICATION + "Replicate": REPLICA,
     _REPLICATION + "Snapshot": REPLICA,
+    # The server's version, defaults and limits: every client reads them to size its requests.
+    _SERVER + "GetServerInfo": ANY_ROLE,
     # Health answers probes and load balancers, which carry no credentials; it tells nothing
     # but SERVING or not (List: the names of the services it reports on).
     _HEALTH + "Check": OPEN,
@@ -119,8 +126,8 @@ READ_ONLY_FORMS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 AUTHORIZATION_KEY = "authorization"
 BEARER = "bearer "
-PERMISSION_DENIED_REASON = "PERMISSION_DENIED"
-UNAUTHENTICATED_REASON = "UNAUTHENTICATED"
+PERMISSION_DENIED_REASON = PERMISSION_DENIED
+UNAUTHENTICATED_REASON = UNAUTHENTICATED
 ANY_PRINCIPAL = "*"
 # A changed file is noticed within this many seconds.
 RELOAD_INTERVAL_S = 1.0
@@ -449,6 +456,12 @@ class Authorization(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
         if roles is None:
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED_REASON,
                           f"{principal.name} is denied by the policy", details)
+        if needed == ANY_ROLE:
+            if roles:
+                return principal
+            raise Refusal(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED_REASON,
+                          f"{method.rsplit('/', 1)[-1]} needs a role, and {principal.name} "
+                          "has none", details)
         if (needed or ADMIN) not in roles:  # a method missing from the table: admin only
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, PERMISSION_DENIED_REASON,
                           f"{method.rsplit('/', 1)[-1]} needs the role {needed or ADMIN}, "

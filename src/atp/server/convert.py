@@ -293,7 +293,8 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
         # ship_date copied in, not passed to add(): a message argument is merged (serialised
         # and parsed again), a CopyFrom is cheaper
         line_message = lines.add(line_id=line.line_id, sku=line.sku, node_id=line.node_id,
-                                 quantity=line.quantity)
+                                 quantity=line.quantity,
+                                 request_line_id=line.request_line_id or line.line_id)
         line_message.ship_date.CopyFrom(_date(line.ship_day))
         _fill_line(line_message, line)
         if line.quantity > 0:
@@ -315,7 +316,7 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
     message = common_pb2.ReservationLine(
         line_id=line.line_id, sku=line.sku, node_id=line.node_id, quantity=line.quantity,
-        ship_date=_date(line.ship_day),
+        ship_date=_date(line.ship_day), request_line_id=line.request_line_id or line.line_id,
     )
     _fill_line(message, line)
     return message
@@ -403,8 +404,8 @@ def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
             # Constructor arguments are copied, so the shared cached Dates can be passed.
             allocations.add(node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
                             delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound)
-        for node_id, outcome in line_plan.candidates:
-            message.candidates.add(node_id=node_id, outcome=outcome)
+        for node_id, outcome, detail in line_plan.candidates:
+            message.candidates.add(node_id=node_id, outcome=outcome.value, detail=detail)
     return response
 
 

@@ -21,14 +21,16 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from atp.engine.replication import (
+from atp.engine.replication import ReplicationLog, term_of
+from atp.engine.writer import Writer
+from atp.ledger.errors import (
     HISTORY_DIVERGED,
+    NOT_LEADER,
     SNAPSHOT_REQUIRED,
-    ReplicationLog,
-    term_of,
+    FailedPrecondition,
+    InvalidArgument,
+    LedgerError,
 )
-from atp.engine.writer import NOT_LEADER, Writer
-from atp.ledger.errors import FailedPrecondition, InvalidArgument, LedgerError
 from atp.server.snapshot import (
     SNAPSHOT_MESSAGE_BYTES_MAX,
     SnapshotProgress,

@@ -91,12 +91,14 @@ class Allocation(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., from_inbound: _Optional[bool] = ...) -> None: ...
 
 class CandidateExplanation(_message.Message):
-    __slots__ = ("node_id", "outcome")
+    __slots__ = ("node_id", "outcome", "detail")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     outcome: str
-    def __init__(self, node_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+    detail: str
+    def __init__(self, node_id: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class LinePromise(_message.Message):
     __slots__ = ("line_id", "allocations", "backordered_quantity", "backorder_date", "candidates")

@@ -142,7 +142,7 @@ class FulfillmentPolicy(_message.Message):
     def __init__(self, ship_complete: _Optional[bool] = ..., max_nodes: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., objective: _Optional[_Union[FulfillmentPolicy.Objective, str]] = ...) -> None: ...
 
 class ReservationLine(_message.Message):
-    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound", "at_risk_reason")
+    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound", "at_risk_reason", "request_line_id")
     LINE_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class ReservationLine(_message.Message):
     BACKORDERED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     FROM_INBOUND_FIELD_NUMBER: _ClassVar[int]
     AT_RISK_REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_LINE_ID_FIELD_NUMBER: _ClassVar[int]
     line_id: str
     sku: str
     node_id: str
@@ -167,7 +168,8 @@ class ReservationLine(_message.Message):
     backordered_quantity: int
     from_inbound: bool
     at_risk_reason: str
-    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ...) -> None: ...
+    request_line_id: str
+    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ..., request_line_id: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy")

@@ -195,7 +195,8 @@ def _placements_of(
     for part, allocation in enumerate(line_plan.allocations, start=1):
         line_id = line.line_id if part == 1 else free_part_id(line.line_id, taken_ids)
         position = state.positions[(line.sku, allocation.node_id)]
-        placements.append(Placement(position, line_from(allocation, line_id, line.sku, True)))
+        placements.append(Placement(
+            position, line_from(allocation, line_id, line.sku, True, line.line_id)))
     backordered = line_plan.backordered_quantity
     if placements:
         placements[0].line.backordered_quantity = backordered

@@ -4,7 +4,7 @@ supply that freed up or arrived (run after each command that may free units)."""
 from __future__ import annotations
 
 from atp.ledger import commands, event_data, validation
-from atp.ledger.errors import FailedPrecondition
+from atp.ledger.errors import PLAN_STALE, FailedPrecondition
 from atp.ledger.model import (
     HELD,
     Day,
@@ -14,7 +14,6 @@ from atp.ledger.model import (
 )
 from atp.ledger.promising import free_part_id, line_from
 from atp.ledger.reallocation import (
-    PLAN_STALE,
     ReallocationResult,
     Reallocator,
     ReservationPlan,
@@ -100,7 +99,7 @@ def fill_backorders(state: LedgerState, sku: str, now: float, today: Day) -> Non
             state.note_backorder(reservation.reservation_id, line)
         for allocation in allocations:
             part = line_from(allocation, free_part_id(line.line_id, taken), sku,
-                             bool(reservation.destination_region))
+                             bool(reservation.destination_region), line.request_line_of)
             reservation.lines.append(part)
             _hold_new_line(state, reservation.reservation_id, held, part)
         _announce_fill(state, reservation, line, sku, filled, remaining, now)

@@ -229,15 +229,39 @@ def _exceeding_open(
     reservation: Reservation, exceeding: LineUnits, backordered_too: bool
 ) -> FailedPrecondition:
     first = exceeding[0][0]
+    metadata = {"reservation_id": reservation.reservation_id, "line_id": first.line_id,
+                "open_quantity": str(first.open_quantity),
+                "backordered_quantity": str(first.backordered_quantity)}
+    first_parts = _parts(reservation, first)
+    if first_parts:
+        metadata["parts"] = ",".join(part.line_id for part in first_parts)
     return FailedPrecondition(
         QUANTITY_EXCEEDS_OPEN,
         "; ".join(f"line {line.line_id!r} has {line.open_quantity} open units"
                   f"{_and_backordered(line) if backordered_too else ''}, got {quantity}"
+                  f"{_split_note(reservation, line)}"
                   for line, quantity in exceeding),
-        {"reservation_id": reservation.reservation_id, "line_id": first.line_id,
-         "open_quantity": str(first.open_quantity),
-         "backordered_quantity": str(first.backordered_quantity)},
+        metadata,
     )
+
+
+def _parts(reservation: Reservation, line: ReservationLine) -> list[ReservationLine]:
+    """Every line holding part of the same request line as `line`, if that was split (none
+    if `line` is all there is of it)."""
+    origin = line.request_line_of
+    parts = [each for each in reservation.lines if each.request_line_of == origin]
+    return parts if len(parts) > 1 else []
+
+
+def _split_note(reservation: Reservation, line: ReservationLine) -> str:
+    """For a part of a split request line: that it names one part, and every part."""
+    parts = _parts(reservation, line)
+    if not parts:
+        return ""
+    listed = ", ".join(f"{part.line_id!r} ({part.open_quantity} open at "
+                       f"{part.node_id or 'no node yet'})" for part in parts)
+    return (f" (it is one part of request line {line.request_line_of!r}, split across nodes "
+            f"into {listed}: name each part with its own units)")
 
 
 def _and_backordered(line: ReservationLine) -> str:

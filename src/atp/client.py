@@ -569,11 +569,13 @@ def _reserve_batch_request(
 
 
 def _commit_request(
-    reservation_id: str, request_id: str | None = None
+    reservation_id: str, request_id: str | None = None, expected_version: int = 0
 ) -> reservations_pb2.CommitRequest:
-    """HELD -> COMMITTED: firm demand that no longer expires."""
+    """HELD -> COMMITTED: firm demand that no longer expires. With expected_version, only if
+    the reservation is still at that version (else VERSION_MISMATCH)."""
     return reservations_pb2.CommitRequest(
-        reservation_id=reservation_id, request_id=_request_id(request_id)
+        reservation_id=reservation_id, request_id=_request_id(request_id),
+        expected_version=expected_version,
     )
 
 
@@ -581,12 +583,14 @@ def _release_request(
     reservation_id: str,
     lines: Iterable[MessageLike[common_pb2.LineQuantity]] | None = None,
     request_id: str | None = None,
+    expected_version: int = 0,
 ) -> reservations_pb2.ReleaseRequest:
     """Releases the whole reservation, or the given quantities of some lines."""
     return reservations_pb2.ReleaseRequest(
         reservation_id=reservation_id,
         request_id=_request_id(request_id),
         lines=_to_messages(common_pb2.LineQuantity, lines),
+        expected_version=expected_version,
     )
 
 
@@ -594,12 +598,30 @@ def _fulfill_request(
     reservation_id: str,
     lines: Iterable[MessageLike[common_pb2.LineQuantity]] | None = None,
     request_id: str | None = None,
+    expected_version: int = 0,
 ) -> reservations_pb2.FulfillRequest:
     """Ships the whole reservation, or the given quantities of some lines."""
     return reservations_pb2.FulfillRequest(
         reservation_id=reservation_id,
         request_id=_request_id(request_id),
         lines=_to_messages(common_pb2.LineQuantity, lines),
+        expected_version=expected_version,
+    )
+
+
+def _extend_request(
+    reservation_id: str,
+    ttl_seconds: int = 0,
+    request_id: str | None = None,
+    expected_version: int = 0,
+) -> reservations_pb2.ExtendRequest:
+    """A HELD reservation expires ttl_seconds from now (0: the server's default TTL), or
+    later if it already would."""
+    return reservations_pb2.ExtendRequest(
+        reservation_id=reservation_id,
+        request_id=_request_id(request_id),
+        ttl_seconds=ttl_seconds,
+        expected_version=expected_version,
     )
 
 
@@ -805,6 +827,9 @@ RELEASE = Rpc(
 FULFILL = Rpc(
     _Reservations, "Fulfill", _fulfill_request, common_pb2.Reservation, Retry.IDEMPOTENCY_KEY
 )
+EXTEND = Rpc(
+    _Reservations, "Extend", _extend_request, common_pb2.Reservation, Retry.IDEMPOTENCY_KEY
+)
 GET_RESERVATION = Rpc(
     _Reservations,
     "GetReservation",
@@ -862,6 +887,7 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         COMMIT,
         RELEASE,
         FULFILL,
+        EXTEND,
         GET_RESERVATION,
         LIST_RESERVATIONS,
         REALLOCATE,
@@ -1176,6 +1202,7 @@ class Client(_ClientBase):
     commit = _sync_method(COMMIT)
     release = _sync_method(RELEASE)
     fulfill = _sync_method(FULFILL)
+    extend = _sync_method(EXTEND)
     get_reservation = _sync_method(GET_RESERVATION)
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
@@ -1378,6 +1405,7 @@ class AsyncClient(_ClientBase):
     commit = _async_method(COMMIT)
     release = _async_method(RELEASE)
     fulfill = _async_method(FULFILL)
+    extend = _async_method(EXTEND)
     get_reservation = _async_method(GET_RESERVATION)
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)

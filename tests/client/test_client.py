@@ -391,6 +391,7 @@ def test_every_mutation_is_keyed_or_naturally_idempotent() -> None:
         "Commit",
         "Release",
         "Fulfill",
+        "Extend",
     }
     natural = {
         name for name, rpc in RPCS.items() if rpc.retry is atp.client.Retry.NATURALLY_IDEMPOTENT

@@ -55,6 +55,19 @@ def add_reservation_commands(tree: CommandTree) -> None:
     )
     commit.add_argument("reservation_id", metavar="ID")
     add_request_id_option(commit)
+    _add_expected_version_option(commit)
+    extend = reservation.command(
+        "extend", "push a HELD reservation's expiry forward (it never moves earlier)",
+        _reservation_extend,
+    )
+    extend.add_argument("reservation_id", metavar="ID")
+    extend.add_argument(
+        "--ttl", type=whole_count, default=0, metavar="SECONDS",
+        help="expire this many seconds from now, up to 604800 (default: 0, the server's "
+        "default TTL, atpd --default-ttl)",
+    )
+    add_request_id_option(extend)
+    _add_expected_version_option(extend)
     for name, help_text, run in (
         ("release", "release a reservation, or some units of its lines", _reservation_release),
         ("fulfill", "ship a reservation, or some units of its lines", _reservation_fulfill),
@@ -71,6 +84,15 @@ def add_reservation_commands(tree: CommandTree) -> None:
             help="only this many units of this line (repeatable)",
         )
         add_request_id_option(command)
+        _add_expected_version_option(command)
+
+
+def _add_expected_version_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expected-version", type=whole_count, default=0, metavar="N",
+        help="only if the reservation is still at version N, as last read (`reservation get` "
+        "shows it); else refused VERSION_MISMATCH (default: 0, no check)",
+    )
 
 def add_reserve_command(tree: CommandTree) -> None:
     reserve = tree.command("reserve", "reserve order lines atomically (all or none)", _reserve)
@@ -216,18 +238,28 @@ def _list_reservations_up_to(
             return gathered
 
 def _reservation_commit(client: Client, arguments: argparse.Namespace) -> Outcome:
-    reservation = client.commit(arguments.reservation_id, request_id=arguments.request_id)
+    reservation = client.commit(arguments.reservation_id, request_id=arguments.request_id,
+                                expected_version=arguments.expected_version)
+    return Outcome(reservation, reservation_view(reservation))
+
+def _reservation_extend(client: Client, arguments: argparse.Namespace) -> Outcome:
+    reservation = client.extend(
+        arguments.reservation_id, ttl_seconds=arguments.ttl, request_id=arguments.request_id,
+        expected_version=arguments.expected_version,
+    )
     return Outcome(reservation, reservation_view(reservation))
 
 def _reservation_release(client: Client, arguments: argparse.Namespace) -> Outcome:
     reservation = client.release(
-        arguments.reservation_id, lines=arguments.lines, request_id=arguments.request_id
+        arguments.reservation_id, lines=arguments.lines, request_id=arguments.request_id,
+        expected_version=arguments.expected_version,
     )
     return Outcome(reservation, reservation_view(reservation))
 
 def _reservation_fulfill(client: Client, arguments: argparse.Namespace) -> Outcome:
     reservation = client.fulfill(
-        arguments.reservation_id, lines=arguments.lines, request_id=arguments.request_id
+        arguments.reservation_id, lines=arguments.lines, request_id=arguments.request_id,
+        expected_version=arguments.expected_version,
     )
     return Outcome(reservation, reservation_view(reservation))
 

@@ -124,6 +124,7 @@ def reservation_view(reservation: common_pb2.Reservation) -> str:
     fields = [
         ("reservation", reservation.reservation_id),
         ("state", reservation_state_name(reservation)),
+        ("version", str(reservation.version or "")),
         ("promise date", date_text(reservation.promise_date)),
         ("destination", reservation.destination_region),
         ("priority", str(reservation.priority)),

@@ -6,7 +6,7 @@ Their repr is deterministic, so a digest of it identifies "the same request" for
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from atp.ledger.model import Lane, Policy
@@ -112,6 +112,10 @@ class LineQuantity:
 class Commit:
     reservation_id: str
     request_id: str
+    # Refused (VERSION_MISMATCH) unless the reservation is at this version; 0: not checked.
+    # A precondition, not content: out of repr, so out of the request's digest (a retry is
+    # the same request, and digests taken before versions existed still match).
+    expected_version: int = field(default=0, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Release:
     reservation_id: str
     request_id: str
     lines: tuple[LineQuantity, ...] = ()
+    expected_version: int = field(default=0, repr=False)  # as Commit's
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,18 @@ class Fulfill:
     reservation_id: str
     request_id: str
     lines: tuple[LineQuantity, ...] = ()
+    expected_version: int = field(default=0, repr=False)  # as Commit's
+
+
+@dataclass(frozen=True)
+class Extend:
+    """Moves a HELD reservation's expiry to ttl_seconds from now (0: the server's default
+    TTL); never earlier than it already was."""
+
+    reservation_id: str
+    request_id: str
+    ttl_seconds: int = 0
+    expected_version: int = field(default=0, repr=False)  # as Commit's
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,7 @@ Command = (
     | Commit
     | Release
     | Fulfill
+    | Extend
     | Reallocate
     | ExpireDue
 )

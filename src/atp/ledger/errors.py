@@ -19,6 +19,8 @@ SHIP_DATE_INFEASIBLE = "SHIP_DATE_INFEASIBLE"
 INSUFFICIENT_AVAILABILITY = "INSUFFICIENT_AVAILABILITY"
 INSUFFICIENT_ON_HAND = "INSUFFICIENT_ON_HAND"
 QUANTITY_EXCEEDS_OPEN = "QUANTITY_EXCEEDS_OPEN"
+# expected_version given and the reservation has changed since (AIP-154).
+VERSION_MISMATCH = "VERSION_MISMATCH"
 PLAN_STALE = "PLAN_STALE"
 # The server cannot take the call now.
 UNAVAILABLE = "UNAVAILABLE"
@@ -61,6 +63,8 @@ REASONS: dict[str, ReasonInfo] = {
     INVALID_STATE: ReasonInfo("FAILED_PRECONDITION", ("reservation_id", "supply_id", "state")),
     NODE_INACTIVE: ReasonInfo("FAILED_PRECONDITION", ("node_id",)),
     SHIP_DATE_INFEASIBLE: ReasonInfo("FAILED_PRECONDITION", ("line_id", "earliest_ship_date")),
+    VERSION_MISMATCH: ReasonInfo(
+        "FAILED_PRECONDITION", ("reservation_id", "version", "expected_version")),
     PLAN_STALE: ReasonInfo("FAILED_PRECONDITION", ("plan_sequence", "sequence")),
     UNAVAILABLE: ReasonInfo("UNAVAILABLE"),
     OVERLOADED: ReasonInfo("RESOURCE_EXHAUSTED", ("concurrent_rpcs_max",)),

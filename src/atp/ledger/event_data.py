@@ -22,6 +22,12 @@ def iso_or_none(day: Day | None) -> str | None:
     return iso(day) if day is not None else None
 
 
+def instant(seconds: float) -> str:
+    """A wall-clock time as RFC 3339 in UTC, e.g. 2026-12-03T21:00:00.250000Z."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def movement(movement: commands.Movement, position: Position, delta: int) -> EventData:
     return {
         "sku": movement.sku,

@@ -135,6 +135,8 @@ def _handle(state: LedgerState, command: commands.Command, now: float) -> Result
             return reservations.release(state, command, now)
         case commands.Fulfill():
             return reservations.fulfill(state, command, now)
+        case commands.Extend():
+            return reservations.extend(state, command, now)
         case commands.ExpireDue():
             return expiry.expire_due(state, command, now)
         case commands.AdjustStock():

@@ -131,6 +131,9 @@ class Reservation:
     create_sequence: int = 0
     # When it closed (FULFILLED, RELEASED, EXPIRED): its closed-retention window starts then.
     close_time: float | None = None
+    # Changes with every change of the reservation (1 when created): a caller that read it
+    # may make its Commit/Release/Fulfill/Extend conditional on it (expected_version).
+    version: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -210,6 +213,7 @@ EVENT_TYPES = frozenset({
     "HOLD_PLACED", "HOLD_RELEASED", "HOLD_EXPIRED",
     "RESERVATION_CREATED", "RESERVATION_COMMITTED", "RESERVATION_RELEASED",
     "RESERVATION_FULFILLED", "RESERVATION_EXPIRED", "RESERVATION_REALLOCATED",
+    "RESERVATION_EXTENDED",
     "BACKORDER_FILLED", "LINE_AT_RISK", "LINE_RECOVERED",
     "POSITION_OUT_OF_STOCK", "POSITION_BACK_IN_STOCK", "POSITION_BELOW_SAFETY_STOCK",
 })

@@ -28,7 +28,7 @@ class Refused:
 
 # Each command's result: UpsertNode a Node; AdjustStock the positions it moved;
 # SetSafetyStock a Position; UpsertSupply and ReceiveSupply a Supply; PlaceHold and
-# ReleaseHold a Hold; Reserve, Commit, Release and Fulfill a Reservation; Reallocate a
+# ReleaseHold a Hold; Reserve, Commit, Release, Fulfill and Extend a Reservation; Reallocate a
 # ReallocationResult; ExpireDue how many reservations and holds expired.
 Result = Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult | int
 Outcome = Result | Refused

@@ -363,6 +363,12 @@ class LedgerState:
         self.closed[reservation_id] = reservation
         self.changes.reservations.pop(reservation_id, None)
 
+    def move_expiry(self, reservation: Reservation, expire_time: float) -> None:
+        """A HELD reservation's expiry, moved (Extend)."""
+        self.stop_expiry(reservation)
+        reservation.expire_time = expire_time
+        self.expiries.add((expire_time, EXPIRING_RESERVATION, reservation.reservation_id))
+
     def stop_expiry(self, reservation: Reservation) -> None:
         if reservation.expire_time is not None:
             self.expiries.discard(
@@ -371,6 +377,9 @@ class LedgerState:
             reservation.expire_time = None
 
     def save_reservation(self, reservation: Reservation) -> None:
+        """Queues the reservation's record for the next commit; every change of a reservation
+        comes through here, so here its version moves on."""
+        reservation.version += 1
         if reservation.close_time is None:
             self.changes.reservations[reservation.reservation_id] = reservation
         else:

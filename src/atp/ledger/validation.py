@@ -323,17 +323,34 @@ def _check_line(v: Violations, path: str, line: commands.LineRequest, today: Day
 
 
 def check_reservation_call(
-    reservation_id: str, request_id: str, lines: tuple[commands.LineQuantity, ...]
+    reservation_id: str, request_id: str, lines: tuple[commands.LineQuantity, ...],
+    expected_version: int = 0,
 ) -> None:
     v = Violations()
     v.identifier("reservation_id", reservation_id)
     v.identifier("request_id", request_id)
+    _check_expected_version(v, expected_version)
     if v.count("lines", len(lines), limits.lines_max, least=0):
         for index, line in enumerate(lines):
             v.identifier(f"lines[{index}].line_id", line.line_id)
             v.quantity(f"lines[{index}].quantity", line.quantity)
         v.unique("lines", "line_id", [line.line_id for line in lines])
     v.raise_if_any()
+
+
+def check_extend(command: commands.Extend) -> None:
+    v = Violations()
+    v.identifier("reservation_id", command.reservation_id)
+    v.identifier("request_id", command.request_id)
+    _check_expected_version(v, command.expected_version)
+    if not 0 <= command.ttl_seconds <= limits.ttl_seconds_max:
+        v.add("ttl_seconds", f"must be 0..{limits.ttl_seconds_max}, got {command.ttl_seconds}")
+    v.raise_if_any()
+
+
+def _check_expected_version(v: Violations, expected_version: int) -> None:
+    if expected_version < 0:
+        v.add("expected_version", f"must be 0 (no check) or a version, got {expected_version}")
 
 
 def check_promise(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> None:

@@ -154,6 +154,7 @@ def _reservation(reservation: Reservation) -> dict[str, Any]:
         "digest": reservation.request_digest,
         "seq": reservation.create_sequence,
         "closed": reservation.close_time,
+        "v": reservation.version,
     }
 
 
@@ -173,6 +174,7 @@ def _reservation_back(raw: dict[str, Any]) -> Reservation:
         request_digest=raw["digest"],
         create_sequence=raw["seq"],
         close_time=raw.get("closed"),  # absent in records written before retention existed
+        version=raw.get("v", 1),  # absent in records written before versions: saved once
     )
 
 

@@ -83,6 +83,7 @@ METHOD_ROLES: dict[str, str] = {
     _RESERVATIONS + "ReserveBatch": SERVICE,
     _RESERVATIONS + "ReserveStream": SERVICE,
     _RESERVATIONS + "Commit": SERVICE,
+    _RESERVATIONS + "Extend": SERVICE,
     _RESERVATIONS + "Release": SERVICE,
     _RESERVATIONS + "Fulfill": SERVICE,
     # Operations: stock, nodes, supply, holds, re-sourcing (a dry run: see READ_ONLY_FORMS).

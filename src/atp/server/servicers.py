@@ -394,7 +394,8 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
     ) -> common_pb2.Reservation:
         return await self._mutate(
             context, Reservation,
-            lambda: commands.Commit(request.reservation_id, request.request_id),
+            lambda: commands.Commit(request.reservation_id, request.request_id,
+                                    request.expected_version),
             convert.reservation_message,
         )
 
@@ -405,7 +406,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             context, Reservation,
             lambda: commands.Release(
                 request.reservation_id, request.request_id,
-                convert.line_quantities(request.lines),
+                convert.line_quantities(request.lines), request.expected_version,
             ),
             convert.reservation_message,
         )
@@ -417,8 +418,18 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             context, Reservation,
             lambda: commands.Fulfill(
                 request.reservation_id, request.request_id,
-                convert.line_quantities(request.lines),
+                convert.line_quantities(request.lines), request.expected_version,
             ),
+            convert.reservation_message,
+        )
+
+    async def Extend(
+        self, request: reservations_pb2.ExtendRequest, context: Any
+    ) -> common_pb2.Reservation:
+        return await self._mutate(
+            context, Reservation,
+            lambda: commands.Extend(request.reservation_id, request.request_id,
+                                    request.ttl_seconds, request.expected_version),
             convert.reservation_message,
         )
 

@@ -172,7 +172,7 @@ class ReservationLine(_message.Message):
     def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ..., request_line_id: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
-    __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy")
+    __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy", "version")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Reservation.State]
@@ -198,6 +198,7 @@ class Reservation(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     state: Reservation.State
     lines: _containers.RepeatedCompositeFieldContainer[ReservationLine]
@@ -209,7 +210,8 @@ class Reservation(_message.Message):
     customer_id: str
     destination_region: str
     policy: FulfillmentPolicy
-    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[FulfillmentPolicy, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[FulfillmentPolicy, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LineQuantity(_message.Message):
     __slots__ = ("line_id", "quantity")

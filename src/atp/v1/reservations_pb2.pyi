@@ -60,32 +60,50 @@ class ReserveBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ReserveResult, _Mapping]]] = ..., commit_sequence: _Optional[int] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("reservation_id", "request_id")
+    __slots__ = ("reservation_id", "request_id", "expected_version")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     request_id: str
-    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expected_version: int
+    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("reservation_id", "request_id", "lines")
+    __slots__ = ("reservation_id", "request_id", "lines", "expected_version")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     request_id: str
     lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineQuantity]
-    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.LineQuantity, _Mapping]]] = ...) -> None: ...
+    expected_version: int
+    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.LineQuantity, _Mapping]]] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class FulfillRequest(_message.Message):
-    __slots__ = ("reservation_id", "request_id", "lines")
+    __slots__ = ("reservation_id", "request_id", "lines", "expected_version")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     request_id: str
     lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineQuantity]
-    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.LineQuantity, _Mapping]]] = ...) -> None: ...
+    expected_version: int
+    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.LineQuantity, _Mapping]]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ExtendRequest(_message.Message):
+    __slots__ = ("reservation_id", "request_id", "ttl_seconds", "expected_version")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    request_id: str
+    ttl_seconds: int
+    expected_version: int
+    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class GetReservationRequest(_message.Message):
     __slots__ = ("reservation_id", "min_sequence")

@@ -65,6 +65,11 @@ class ReservationsStub:
                 request_serializer=atp_dot_v1_dot_reservations__pb2.FulfillRequest.SerializeToString,
                 response_deserializer=atp_dot_v1_dot_common__pb2.Reservation.FromString,
                 _registered_method=True)
+        self.Extend = channel.unary_unary(
+                '/atp.v1.Reservations/Extend',
+                request_serializer=atp_dot_v1_dot_reservations__pb2.ExtendRequest.SerializeToString,
+                response_deserializer=atp_dot_v1_dot_common__pb2.Reservation.FromString,
+                _registered_method=True)
         self.GetReservation = channel.unary_unary(
                 '/atp.v1.Reservations/GetReservation',
                 request_serializer=atp_dot_v1_dot_reservations__pb2.GetReservationRequest.SerializeToString,
@@ -128,6 +133,14 @@ class ReservationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Extend(self, request, context):
+        """Pushes a HELD reservation's expiry forward (a checkout waiting on a slow payment keeps
+        its units). Idempotent on request_id; conditional on expected_version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetReservation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -178,6 +191,11 @@ def add_ReservationsServicer_to_server(servicer, server):
             'Fulfill': grpc.unary_unary_rpc_method_handler(
                     servicer.Fulfill,
                     request_deserializer=atp_dot_v1_dot_reservations__pb2.FulfillRequest.FromString,
+                    response_serializer=atp_dot_v1_dot_common__pb2.Reservation.SerializeToString,
+            ),
+            'Extend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Extend,
+                    request_deserializer=atp_dot_v1_dot_reservations__pb2.ExtendRequest.FromString,
                     response_serializer=atp_dot_v1_dot_common__pb2.Reservation.SerializeToString,
             ),
             'GetReservation': grpc.unary_unary_rpc_method_handler(
@@ -357,6 +375,33 @@ class Reservations:
             target,
             '/atp.v1.Reservations/Fulfill',
             atp_dot_v1_dot_reservations__pb2.FulfillRequest.SerializeToString,
+            atp_dot_v1_dot_common__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Extend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atp.v1.Reservations/Extend',
+            atp_dot_v1_dot_reservations__pb2.ExtendRequest.SerializeToString,
             atp_dot_v1_dot_common__pb2.Reservation.FromString,
             options,
             channel_credentials,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from atp.ledger import commands, event_data, validation
 from atp.ledger.errors import (
     QUANTITY_EXCEEDS_OPEN,
+    VERSION_MISMATCH,
     AlreadyExists,
     FailedPrecondition,
     InsufficientOnHand,
@@ -78,10 +79,12 @@ def _open_reservation(
 
 
 def commit(state: LedgerState, command: commands.Commit, now: float) -> Reservation:
-    validation.check_reservation_call(command.reservation_id, command.request_id, ())
+    validation.check_reservation_call(command.reservation_id, command.request_id, (),
+                                     command.expected_version)
     reservation = state.reservation(command.reservation_id)
     if state.is_replay(command.request_id, command):
         return reservation
+    check_version(reservation, command.expected_version)
     if reservation.state is HELD:
         _firm_up(state, reservation)
         state.save_reservation(reservation)
@@ -91,6 +94,43 @@ def commit(state: LedgerState, command: commands.Commit, now: float) -> Reservat
         raise wrong_state(reservation, "commit")
     state.remember_request(command.request_id, command, now)
     return reservation
+
+
+def extend(state: LedgerState, command: commands.Extend, now: float) -> Reservation:
+    """A HELD reservation expires ttl_seconds from now (the default TTL for 0), or when it
+    already would, whichever is later: a checkout waiting on a slow payment keeps its units."""
+    validation.check_extend(command)
+    reservation = state.reservation(command.reservation_id)
+    if state.is_replay(command.request_id, command):
+        return reservation
+    check_version(reservation, command.expected_version)
+    if reservation.state is not HELD:
+        raise wrong_state(reservation, "extend",
+                          hint=" (only a HELD reservation expires)" if reservation.is_open else "")
+    ttl_seconds = command.ttl_seconds or state.config.default_ttl_seconds
+    expire_time = max(now + ttl_seconds, reservation.expire_time or now)
+    state.remember_request(command.request_id, command, now)
+    if expire_time == reservation.expire_time:
+        return reservation  # already expires later: unchanged (same version, no event)
+    state.move_expiry(reservation, expire_time)
+    state.save_reservation(reservation)
+    state.emit(now, "RESERVATION_EXTENDED", reservation_id=reservation.reservation_id,
+               expire_time=event_data.instant(expire_time), ttl_seconds=ttl_seconds)
+    return reservation
+
+
+def check_version(reservation: Reservation, expected_version: int) -> None:
+    """AIP-154's rule: a call made on what the caller last read is refused when the
+    reservation has changed since (0: the caller asked for no check)."""
+    if expected_version and expected_version != reservation.version:
+        raise FailedPrecondition(
+            VERSION_MISMATCH,
+            f"reservation {reservation.reservation_id!r} is at version {reservation.version}, "
+            f"not {expected_version}: it changed since it was read (read it again)",
+            {"reservation_id": reservation.reservation_id,
+             "version": str(reservation.version),
+             "expected_version": str(expected_version)},
+        )
 
 
 def _firm_up(state: LedgerState, reservation: Reservation) -> None:
@@ -105,10 +145,12 @@ def _firm_up(state: LedgerState, reservation: Reservation) -> None:
 
 
 def release(state: LedgerState, command: commands.Release, now: float) -> Reservation:
-    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines,
+                                     command.expected_version)
     reservation = state.reservation(command.reservation_id)
     if state.is_replay(command.request_id, command):
         return reservation
+    check_version(reservation, command.expected_version)
     if not reservation.is_open:
         raise wrong_state(reservation, "release")
     units = _line_units(reservation, command.lines, backordered_too=True)
@@ -131,10 +173,12 @@ def release_units(
 
 
 def fulfill(state: LedgerState, command: commands.Fulfill, now: float) -> Reservation:
-    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines)
+    validation.check_reservation_call(command.reservation_id, command.request_id, command.lines,
+                                     command.expected_version)
     reservation = state.reservation(command.reservation_id)
     if state.is_replay(command.request_id, command):
         return reservation
+    check_version(reservation, command.expected_version)
     if reservation.state is not COMMITTED:
         raise wrong_state(reservation, "fulfill",
                           hint=" (commit it first)" if reservation.state is HELD else "")

@@ -431,15 +431,15 @@ def event_message(event: Event) -> events_pb2.Event:
     """The Event of a journal event: `data` as recorded, and the same values typed in its
     `payload` member (event_payloads), both from the record's dict."""
     data = event.data
-    fields = dict(
-        sequence=event.sequence,
-        time=timestamp_message(event.time),
-        type=event.type,
-        reservation_id=str(data.get("reservation_id") or ""),
-        sku=str(data.get("sku") or ""),
-        node_id=str(data.get("node_id") or ""),
-        principal=event.principal,
-    )
+    fields: dict[str, Any] = {
+        "sequence": event.sequence,
+        "time": timestamp_message(event.time),
+        "type": event.type,
+        "reservation_id": str(data.get("reservation_id") or ""),
+        "sku": str(data.get("sku") or ""),
+        "node_id": str(data.get("node_id") or ""),
+        "principal": event.principal,
+    }
     try:
         message = events_pb2.Event(**fields, **event_payloads.payload_fields(event.type, data))
     except (TypeError, ValueError):  # a value of a kind the payload cannot take: data only

@@ -1239,6 +1239,9 @@ class Client(_ClientBase):
         follow: bool = False,
     ) -> Iterator[events_pb2.Event]:
         """Journal events after after_sequence, then live ones (or only up to the head).
+        Each event's values are typed in its `payload` member, named after its type
+        (event.WhichOneof("payload") == "reservation_created", event.reservation_created),
+        beside the untyped `data`.
 
         With several members, a stream that fails UNAVAILABLE (its member died, or ended its
         watches to install a snapshot or to shut down) is opened again on the next member

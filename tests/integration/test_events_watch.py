@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
+from atp.v1 import common_pb2, events_pb2, events_pb2_grpc, reservations_pb2
 from tests.integration.helpers import (
     CALL_TIMEOUT,
     Api,
@@ -162,6 +162,17 @@ def test_scripted_flow_arrives_in_order_with_the_expected_types(api: Api) -> Non
     assert created.data.fields["lines"].list_value.values[0].struct_value.fields[
         "sku"].string_value == sku
     assert all(event.time.seconds > 0 for event in mine)
+    # Over the wire, each event carries its typed payload too (tests/unit/test_event_payloads
+    # checks every type against data, field by field).
+    assert [event.WhichOneof("payload") for event in mine] == [e.type.lower() for e in mine]
+    assert (at_risk.line_at_risk.line_id, at_risk.line_at_risk.at_risk_reason) == (
+        "l1", "SHORTAGE")
+    [created_line] = created.reservation_created.lines
+    assert (created_line.sku, created_line.node_id, created_line.quantity) == (sku, node, 5)
+    assert created.reservation_created.state == common_pb2.Reservation.HELD
+    shipped = mine[-1].reservation_fulfilled
+    assert (shipped.state, [(u.line_id, u.quantity) for u in shipped.lines]) == (
+        common_pb2.Reservation.FULFILLED, [("l1", 5)])
 
 
 def test_live_events_follow_the_replay_without_gap(api: Api) -> None:

@@ -28,6 +28,7 @@ from atp.ledger.model import (
 )
 from atp.ledger.promising import OrderLine, OrderPlan
 from atp.ledger.reallocation import ReallocationResult
+from atp.server import event_payloads
 from atp.v1 import availability_pb2, common_pb2, events_pb2, inventory_pb2, reservations_pb2
 
 # ----- scalars -----------------------------------------------------------------------------
@@ -430,14 +431,21 @@ def reallocate_response(result: ReallocationResult) -> reservations_pb2.Realloca
 
 
 def event_message(event: Event) -> events_pb2.Event:
-    message = events_pb2.Event(
-        sequence=event.sequence,
-        time=timestamp_message(event.time),
-        type=event.type,
-        reservation_id=str(event.data.get("reservation_id") or ""),
-        sku=str(event.data.get("sku") or ""),
-        node_id=str(event.data.get("node_id") or ""),
-        principal=event.principal,
-    )
-    message.data.update(cast(Any, event.data))  # JSON values, as Struct takes them
+    """The Event of a journal event: `data` as recorded, and the same values typed in its
+    `payload` member (event_payloads), both from the record's dict."""
+    data = event.data
+    fields: dict[str, Any] = {
+        "sequence": event.sequence,
+        "time": timestamp_message(event.time),
+        "type": event.type,
+        "reservation_id": str(data.get("reservation_id") or ""),
+        "sku": str(data.get("sku") or ""),
+        "node_id": str(data.get("node_id") or ""),
+        "principal": event.principal,
+    }
+    try:
+        message = events_pb2.Event(**fields, **event_payloads.payload_fields(event.type, data))
+    except (TypeError, ValueError):  # a value of a kind the payload cannot take: data only
+        message = events_pb2.Event(**fields)
+    message.data.update(cast(Any, data))  # JSON values, as Struct takes them
     return message

@@ -22,21 +22,73 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from atp.v1 import common_pb2 as atp_dot_v1_dot_common__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/events.proto\x12\x06\x61tp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05types\x18\x02 \x03(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x14\n\x0cstop_at_head\x18\x06 \x01(\x08\x12\x11\n\tprincipal\x18\x07 \x01(\t\"\xc1\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprincipal\x18\x08 \x01(\t28\n\x06\x45vents\x12.\n\x05Watch\x12\x14.atp.v1.WatchRequest\x1a\r.atp.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/events.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x94\x01\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05types\x18\x02 \x03(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x14\n\x0cstop_at_head\x18\x06 \x01(\x08\x12\x11\n\tprincipal\x18\x07 \x01(\t\"\xfe\n\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprincipal\x18\x08 \x01(\t\x12-\n\rnode_upserted\x18\x14 \x01(\x0b\x32\x14.atp.v1.NodeUpsertedH\x00\x12)\n\x0bstock_moved\x18\x15 \x01(\x0b\x32\x12.atp.v1.StockMovedH\x00\x12\x32\n\x10safety_stock_set\x18\x16 \x01(\x0b\x32\x16.atp.v1.SafetyStockSetH\x00\x12/\n\x0esupply_created\x18\x17 \x01(\x0b\x32\x15.atp.v1.SupplyCreatedH\x00\x12/\n\x0esupply_updated\x18\x18 \x01(\x0b\x32\x15.atp.v1.SupplyUpdatedH\x00\x12\x31\n\x0fsupply_received\x18\x19 \x01(\x0b\x32\x16.atp.v1.SupplyReceivedH\x00\x12)\n\x0bhold_placed\x18\x1a \x01(\x0b\x32\x12.atp.v1.HoldPlacedH\x00\x12-\n\rhold_released\x18\x1b \x01(\x0b\x32\x14.atp.v1.HoldReleasedH\x00\x12+\n\x0chold_expired\x18\x1c \x01(\x0b\x32\x13.atp.v1.HoldExpiredH\x00\x12\x39\n\x13reservation_created\x18\x1d \x01(\x0b\x32\x1a.atp.v1.ReservationCreatedH\x00\x12=\n\x15reservation_committed\x18\x1e \x01(\x0b\x32\x1c.atp.v1.ReservationCommittedH\x00\x12;\n\x14reservation_released\x18\x1f \x01(\x0b\x32\x1b.atp.v1.ReservationReleasedH\x00\x12=\n\x15reservation_fulfilled\x18  \x01(\x0b\x32\x1c.atp.v1.ReservationFulfilledH\x00\x12\x39\n\x13reservation_expired\x18! \x01(\x0b\x32\x1a.atp.v1.ReservationExpiredH\x00\x12\x41\n\x17reservation_reallocated\x18\" \x01(\x0b\x32\x1e.atp.v1.ReservationReallocatedH\x00\x12\x33\n\x10\x62\x61\x63korder_filled\x18# \x01(\x0b\x32\x17.atp.v1.BackorderFilledH\x00\x12*\n\x0cline_at_risk\x18$ \x01(\x0b\x32\x12.atp.v1.LineAtRiskH\x00\x12/\n\x0eline_recovered\x18% \x01(\x0b\x32\x15.atp.v1.LineRecoveredH\x00\x12;\n\x15position_out_of_stock\x18& \x01(\x0b\x32\x1a.atp.v1.PositionOutOfStockH\x00\x12=\n\x16position_back_in_stock\x18\' \x01(\x0b\x32\x1b.atp.v1.PositionBackInStockH\x00\x12G\n\x1bposition_below_safety_stock\x18( \x01(\x0b\x32 .atp.v1.PositionBelowSafetyStockH\x00\x12;\n\x14reservation_extended\x18) \x01(\x0b\x32\x1b.atp.v1.ReservationExtendedH\x00\x42\t\n\x07payload\"/\n\x0cNodeUpserted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\"\xc0\x02\n\nStockMoved\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.atp.v1.StockMoved.Type\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x03\x12\x0f\n\x07on_hand\x18\x06 \x01(\x03\x12\x12\n\nto_node_id\x18\x07 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\"\x80\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RECEIPT\x10\x01\x12\n\n\x06RETURN\x10\x02\x12\r\n\tSHRINKAGE\x10\x03\x12\n\n\x06\x44\x41MAGE\x10\x04\x12\x0f\n\x0b\x43YCLE_COUNT\x10\x05\x12\x0c\n\x08TRANSFER\x10\x06\x12\x0f\n\x0bTRANSFER_IN\x10\x07\"@\n\x0eSafetyStockSet\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"\xa1\x01\n\rSupplyCreated\x12\x11\n\tsupply_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12(\n\rexpected_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.atp.v1.Supply.State\"\xb2\x01\n\rSupplyUpdated\x12\x11\n\tsupply_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12(\n\rexpected_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.atp.v1.Supply.State\x12\x0f\n\x07slipped\x18\x07 \x01(\x08\"\xcd\x01\n\x0eSupplyReceived\x12\x11\n\tsupply_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12(\n\rexpected_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.atp.v1.Supply.State\x12\x18\n\x10receipt_quantity\x18\x07 \x01(\x03\x12\x0f\n\x07on_hand\x18\x08 \x01(\x03\"l\n\nHoldPlaced\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\"n\n\x0cHoldReleased\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\"m\n\x0bHoldExpired\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\"\x9b\x01\n\x14ReservationEventLine\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12$\n\tship_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x1c\n\x14\x62\x61\x63kordered_quantity\x18\x06 \x01(\x03\"L\n\tLineUnits\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"\x83\x01\n\x12ReservationCreated\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.atp.v1.Reservation.State\x12+\n\x05lines\x18\x03 \x03(\x0b\x32\x1c.atp.v1.ReservationEventLine\"[\n\x14ReservationCommitted\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12+\n\x05lines\x18\x02 \x03(\x0b\x32\x1c.atp.v1.ReservationEventLine\"y\n\x13ReservationReleased\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.atp.v1.Reservation.State\x12 \n\x05lines\x18\x03 \x03(\x0b\x32\x11.atp.v1.LineUnits\"z\n\x14ReservationFulfilled\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.atp.v1.Reservation.State\x12 \n\x05lines\x18\x03 \x03(\x0b\x32\x11.atp.v1.LineUnits\"Y\n\x12ReservationExpired\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12+\n\x05lines\x18\x02 \x03(\x0b\x32\x1c.atp.v1.ReservationEventLine\"\xe3\x01\n\x16ReservationReallocated\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12+\n\x10old_promise_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12+\n\x10new_promise_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\x0f\n\x07slipped\x18\x04 \x01(\x08\x12\x19\n\x11unfilled_quantity\x18\x05 \x01(\x03\x12+\n\x05lines\x18\x06 \x03(\x0b\x32\x1c.atp.v1.ReservationEventLine\"s\n\x13ReservationExtended\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\"~\n\x0f\x42\x61\x63korderFilled\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07line_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\x04 \x01(\x03\x12\x1c\n\x14\x62\x61\x63kordered_quantity\x18\x05 \x01(\x03\"}\n\nLineAtRisk\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07line_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x16\n\x0e\x61t_risk_reason\x18\x06 \x01(\t\"h\n\rLineRecovered\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07line_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\"Y\n\x12PositionOutOfStock\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\"Z\n\x13PositionBackInStock\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\"_\n\x18PositionBelowSafetyStock\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x32\x38\n\x06\x45vents\x12.\n\x05Watch\x12\x14.atp.v1.WatchRequest\x1a\r.atp.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atp.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WATCHREQUEST']._serialized_start=95
-  _globals['_WATCHREQUEST']._serialized_end=243
-  _globals['_EVENT']._serialized_start=246
-  _globals['_EVENT']._serialized_end=439
-  _globals['_EVENTS']._serialized_start=441
-  _globals['_EVENTS']._serialized_end=497
+  _globals['_WATCHREQUEST']._serialized_start=140
+  _globals['_WATCHREQUEST']._serialized_end=288
+  _globals['_EVENT']._serialized_start=291
+  _globals['_EVENT']._serialized_end=1697
+  _globals['_NODEUPSERTED']._serialized_start=1699
+  _globals['_NODEUPSERTED']._serialized_end=1746
+  _globals['_STOCKMOVED']._serialized_start=1749
+  _globals['_STOCKMOVED']._serialized_end=2069
+  _globals['_STOCKMOVED_TYPE']._serialized_start=1941
+  _globals['_STOCKMOVED_TYPE']._serialized_end=2069
+  _globals['_SAFETYSTOCKSET']._serialized_start=2071
+  _globals['_SAFETYSTOCKSET']._serialized_end=2135
+  _globals['_SUPPLYCREATED']._serialized_start=2138
+  _globals['_SUPPLYCREATED']._serialized_end=2299
+  _globals['_SUPPLYUPDATED']._serialized_start=2302
+  _globals['_SUPPLYUPDATED']._serialized_end=2480
+  _globals['_SUPPLYRECEIVED']._serialized_start=2483
+  _globals['_SUPPLYRECEIVED']._serialized_end=2688
+  _globals['_HOLDPLACED']._serialized_start=2690
+  _globals['_HOLDPLACED']._serialized_end=2798
+  _globals['_HOLDRELEASED']._serialized_start=2800
+  _globals['_HOLDRELEASED']._serialized_end=2910
+  _globals['_HOLDEXPIRED']._serialized_start=2912
+  _globals['_HOLDEXPIRED']._serialized_end=3021
+  _globals['_RESERVATIONEVENTLINE']._serialized_start=3024
+  _globals['_RESERVATIONEVENTLINE']._serialized_end=3179
+  _globals['_LINEUNITS']._serialized_start=3181
+  _globals['_LINEUNITS']._serialized_end=3257
+  _globals['_RESERVATIONCREATED']._serialized_start=3260
+  _globals['_RESERVATIONCREATED']._serialized_end=3391
+  _globals['_RESERVATIONCOMMITTED']._serialized_start=3393
+  _globals['_RESERVATIONCOMMITTED']._serialized_end=3484
+  _globals['_RESERVATIONRELEASED']._serialized_start=3486
+  _globals['_RESERVATIONRELEASED']._serialized_end=3607
+  _globals['_RESERVATIONFULFILLED']._serialized_start=3609
+  _globals['_RESERVATIONFULFILLED']._serialized_end=3731
+  _globals['_RESERVATIONEXPIRED']._serialized_start=3733
+  _globals['_RESERVATIONEXPIRED']._serialized_end=3822
+  _globals['_RESERVATIONREALLOCATED']._serialized_start=3825
+  _globals['_RESERVATIONREALLOCATED']._serialized_end=4052
+  _globals['_RESERVATIONEXTENDED']._serialized_start=4054
+  _globals['_RESERVATIONEXTENDED']._serialized_end=4169
+  _globals['_BACKORDERFILLED']._serialized_start=4171
+  _globals['_BACKORDERFILLED']._serialized_end=4297
+  _globals['_LINEATRISK']._serialized_start=4299
+  _globals['_LINEATRISK']._serialized_end=4424
+  _globals['_LINERECOVERED']._serialized_start=4426
+  _globals['_LINERECOVERED']._serialized_end=4530
+  _globals['_POSITIONOUTOFSTOCK']._serialized_start=4532
+  _globals['_POSITIONOUTOFSTOCK']._serialized_end=4621
+  _globals['_POSITIONBACKINSTOCK']._serialized_start=4623
+  _globals['_POSITIONBACKINSTOCK']._serialized_end=4713
+  _globals['_POSITIONBELOWSAFETYSTOCK']._serialized_start=4715
+  _globals['_POSITIONBELOWSAFETYSTOCK']._serialized_end=4810
+  _globals['_EVENTS']._serialized_start=4812
+  _globals['_EVENTS']._serialized_end=4868
 # @@protoc_insertion_point(module_scope)

@@ -101,9 +101,10 @@ def test_readme_walkthrough(atpd: AtpdProcess) -> None:
     readme_walkthrough(atpd, {})
 
 
-def test_readme_walkthrough_over_mutual_tls(tmp_path: Path) -> None:
-    """The same walkthrough against an atpd that requires client certificates, atpctl given
-    its CA, certificate and key by ATP_TLS_* variables."""
+def test_atpctl_over_mutual_tls(tmp_path: Path) -> None:
+    """atpctl against an atpd that requires client certificates, given its CA, certificate and
+    key by ATP_TLS_* variables: the walkthrough's first steps (each command shares one
+    channel set-up, so the whole walkthrough again proves no more; it cost ~5 s of the suite)."""
     ca = CertificateAuthority(tmp_path / "pki")
     server, client = ca.issue("server"), ca.issue("client")
     env = {"ATP_TLS_CA": str(ca.cert), "ATP_TLS_CERT": str(client.cert),
@@ -115,7 +116,17 @@ def test_readme_walkthrough_over_mutual_tls(tmp_path: Path) -> None:
         # Without a client certificate: refused, in one line.
         no_cert = atpctl(server_process.target, "--tls-ca", str(ca.cert), "health", expect=1)
         assert no_cert.stderr.startswith("error: cannot reach atpd")
-        readme_walkthrough(server_process, env)
+        target = server_process.target
+        assert atpctl(target, "health", env=env).stdout.strip() == "SERVING"
+        atpctl(target, "nodes", "upsert", "DC1", "--region", "EU", "--lane", "EU:2:5", env=env)
+        atpctl(target, "stock", "adjust", "--sku", "SKU-1", "--node", "DC1", "--type", "RECEIPT",
+               "--quantity", "10", env=env)  # fmt: skip
+        held = atpctl_json(target, "reserve", "order-1", "--line", "l1:SKU-1:3@DC1", env=env)
+        assert held["state"] == "HELD"
+        committed = atpctl_json(target, "reservation", "commit", "order-1", env=env)
+        assert committed["state"] == "COMMITTED"
+        events = atpctl(target, "watch", "--until-head", env=env).stdout
+        assert "RESERVATION_COMMITTED" in events
 
 
 def readme_walkthrough(atpd: AtpdProcess, env: dict[str, str]) -> None:

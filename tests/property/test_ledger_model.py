@@ -155,6 +155,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now = START
         self.counter = 0
         self.restarts = 0
+        # reservation id -> (its content without the version, its version) when last checked
+        self.versions_seen: dict[str, tuple[str, int]] = {}
 
     def teardown(self) -> None:
         self.store.close()
@@ -597,6 +599,37 @@ class LedgerMachine(RuleBasedStateMachine):
             reservation.state = FULFILLED if any(l.fulfilled for l in reservation.lines) else RELEASED
             reservation.expire_time = None
 
+    @rule(target=requests, reservation_id=reservations, ttl=st.sampled_from([0, 60, 900, 7200]))
+    def extend(self, reservation_id: str, ttl: int) -> Any:
+        """A HELD reservation expires ttl (0: the default TTL) from now, or later if it
+        already would; any other state is refused."""
+        reservation = self.model.reservations[reservation_id]
+        command = commands.Extend(reservation_id, self.fresh("Q"), ttl)
+        if reservation.state != HELD:
+            self.run_expecting(command, wrong_state(
+                reservation.state if reservation.state == EXPIRED else COMMITTED))
+            return multiple()
+        self.run_expecting(command, None)
+        reservation.expire_time = max(
+            self.now + (ttl or CONFIG.default_ttl_seconds), reservation.expire_time)
+        self.model.requests[command.request_id] = command
+        return command.request_id
+
+    @rule(reservation_id=reservations, kind=st.sampled_from(["commit", "release", "fulfill",
+                                                             "extend"]))
+    def act_on_a_stale_version(self, reservation_id: str, kind: str) -> None:
+        """Whatever the state, a call conditional on a version the reservation is not at is
+        refused VERSION_MISMATCH and changes nothing."""
+        stale = self.ledger.reservation(reservation_id).version + 1
+        request_id = self.fresh("Q")
+        command = {
+            "commit": commands.Commit(reservation_id, request_id, expected_version=stale),
+            "release": commands.Release(reservation_id, request_id, expected_version=stale),
+            "fulfill": commands.Fulfill(reservation_id, request_id, expected_version=stale),
+            "extend": commands.Extend(reservation_id, request_id, 60, expected_version=stale),
+        }[kind]
+        self.run_expecting(command, (FailedPrecondition, "VERSION_MISMATCH"))
+
     @rule(target=requests, reservation_id=reservations, data=st.data())
     def release(self, reservation_id: str, data: st.DataObject) -> Any:
         reservation = self.model.reservations[reservation_id]
@@ -752,6 +785,19 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert timeline.atp_on(position, today, day, include) == naive[day], (
                         f"{key} ATP on day +{day - today} (safety stock usable={include})"
                     )
+
+    @invariant()
+    def versions_move_with_every_change_and_only_then(self) -> None:
+        for reservation_id in self.model.reservations:
+            actual = self.ledger.reservation(reservation_id)
+            content = repr(dataclasses.replace(actual, version=0))
+            last = self.versions_seen.get(reservation_id)
+            if last is not None:
+                if content != last[0]:
+                    assert actual.version > last[1], f"{reservation_id} changed, same version"
+                else:
+                    assert actual.version == last[1], f"{reservation_id}: version moved alone"
+            self.versions_seen[reservation_id] = (content, actual.version)
 
     @invariant()
     def records_match_the_model(self) -> None:

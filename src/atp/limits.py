@@ -14,6 +14,8 @@ lines_max = 500
 # Units in one quantity field, and in each quantity of a position: on_hand (stock movements,
 # receipts) and open inbound (supply upserts) each stay within it.
 quantity_max = 10**12
+# Substitute SKUs listed on one order or reservation line.
+substitutes_max = 10
 # A HELD reservation's time to live.
 ttl_seconds_max = 7 * 24 * 3600
 # Days of handling at a node or transit on a lane.

@@ -80,7 +80,7 @@ def position(document: dict[str, Any], node_id: str) -> dict[str, int]:
     return {
         key: int(value)
         for key, value in found.items()
-        if key not in ("sku", "node_id", "timeline", "short")
+        if key not in ("sku", "node_id", "timeline", "short", "channels")
     }
 
 

@@ -13,24 +13,34 @@ from atp.ledger.model import Objective, Policy
 texts = st.text(max_size=12)
 integers = st.integers(min_value=-(2**63), max_value=2**63)
 dates = st.none() | st.tuples(integers, integers, integers)
-lines = st.builds(commands.LineRequest, texts, texts, integers, texts, dates)
+lines = st.builds(
+    commands.LineRequest, texts, texts, integers, texts, dates,
+    st.sampled_from([0, 0, 7]), st.sampled_from([(), (), ("S1", "S2")]),
+    st.sampled_from([None, None, (2026, 1, 2)]),
+)
 policies = st.builds(Policy, st.booleans(), integers, st.booleans(), st.sampled_from(Objective))
 reserves = st.builds(
     commands.Reserve, texts, st.lists(lines, max_size=4).map(tuple), texts, policies,
-    integers, st.booleans(), integers, texts, texts,
+    integers, st.booleans(), integers, texts, texts, st.booleans(),
 )
+
+
+def line_content(line: commands.LineRequest) -> tuple[object, ...]:
+    """A line's five original fields; the later ones only when any is set."""
+    later = (line.unit_value, line.substitute_skus, line.need_by_date)
+    return tuple(line)[:5] + (later if later != (0, (), None) else ())
 
 
 def repr_text(command: commands.Reserve) -> str:
     """The text digests were always taken of (the original implementation)."""
     policy = command.policy
     return repr((
-        "Reserve", command.reservation_id, tuple(map(tuple, command.lines)),
+        "Reserve", command.reservation_id, tuple(map(line_content, command.lines)),
         command.destination_region,
         (policy.ship_complete, policy.max_nodes, policy.allow_partial, policy.objective.value),
         command.ttl_seconds, command.commit, command.priority, command.channel,
         command.customer_id,
-    ))
+    ) + ((True,) if command.allow_substitution else ()))
 
 
 @settings(max_examples=500)

@@ -31,6 +31,7 @@ def test_every_field_lands_in_its_place() -> None:
     assert command._asdict() | {"lines": None, "policy": None} == {
         "reservation_id": "r1", "lines": None, "destination_region": "EU", "policy": None,
         "ttl_seconds": 90, "commit": True, "priority": 4, "channel": "web", "customer_id": "c9",
+        "allow_substitution": False,
     }
     assert command.lines == (commands.LineRequest("l1", "S", 3, "N1", (2027, 0, 0)),)
     assert (command.policy.ship_complete, command.policy.max_nodes, command.policy.allow_partial,

@@ -103,6 +103,10 @@ class ReservationLine:
     # ...; a line moved by Reallocate or filled from backorder likewise). "" for a line that
     # is its request's own line (request_line_of gives the id either way).
     request_line_id: str = ""
+    # What one unit is worth to the business (minor units): the VALUE allocation criterion.
+    unit_value: int = 0
+    # The SKU the request asked for, when this line holds a substitute for it ("" otherwise).
+    substitute_for: str = ""
 
     @property
     def request_line_of(self) -> str:
@@ -113,6 +117,17 @@ class ReservationLine:
     def open_quantity(self) -> int:
         """Units still demanded at the node: neither shipped nor released."""
         return self.quantity - self.fulfilled_quantity - self.released_quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A reservation's delivery outcome, for the perfect-order KPIs."""
+
+    delivered_day: Day
+    units_delivered: int
+    damaged_units: int = 0
+    documentation_correct: bool = True
+    record_time: float = 0.0
 
 
 @dataclass(slots=True)
@@ -134,6 +149,11 @@ class Reservation:
     # Changes with every change of the reservation (1 when created): a caller that read it
     # may make its Commit/Release/Fulfill/Extend conditional on it (expected_version).
     version: int = 0
+    # The promise day it was created with (promise_day then; never moves): the DUE_DATE
+    # allocation criterion and the on-time KPI judge by it. None when nothing was dated.
+    first_promise_day: Day | None = None
+    # What reached the customer, once recorded (RecordDelivery).
+    delivery: Delivery | None = None
 
     @property
     def is_open(self) -> bool:
@@ -216,6 +236,7 @@ EVENT_TYPES = frozenset({
     "RESERVATION_EXTENDED",
     "BACKORDER_FILLED", "LINE_AT_RISK", "LINE_RECOVERED",
     "POSITION_OUT_OF_STOCK", "POSITION_BACK_IN_STOCK", "POSITION_BELOW_SAFETY_STOCK",
+    "DELIVERY_RECORDED", "ALLOCATION_POLICY_SET", "CHANNEL_ALLOCATION_SET",
 })
 
 

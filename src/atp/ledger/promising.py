@@ -606,10 +606,11 @@ class Planner:
 
 def line_from(
     allocation: Allocation, line_id: str, sku: str, has_destination: bool,
-    request_line_id: str = "",
+    request_line_id: str = "", unit_value: int = 0, substitute_for: str = "",
 ) -> ReservationLine:
     """A reservation line holding one allocation; `request_line_id`: the request's line it
-    holds part of, when that is another line id."""
+    holds part of, when that is another line id (whose unit value, and the SKU it is a
+    substitute for, the line carries)."""
     return ReservationLine(
         line_id=sys.intern(line_id),
         sku=sys.intern(sku),
@@ -619,6 +620,8 @@ def line_from(
         delivery_day=allocation.delivery_day if has_destination else None,
         from_inbound=allocation.from_inbound,
         request_line_id="" if request_line_id == line_id else request_line_id,
+        unit_value=unit_value,
+        substitute_for=substitute_for,
     )
 
 

@@ -254,6 +254,8 @@ def replacement_lines(
             line.sku,
             has_destination,
             origin,
+            line.unit_value,
+            line.substitute_for,
         )
         for index, allocation in enumerate(allocations)
     ]
@@ -265,6 +267,7 @@ def replacement_lines(
             line_id=line_id, sku=line.sku,
             node_id="" if has_destination else line.node_id, quantity=0, ship_day=line.ship_day,
             request_line_id="" if origin == line_id else origin,
+            unit_value=line.unit_value, substitute_for=line.substitute_for,
         ))
     if new_lines:
         new_lines[0].backordered_quantity = backordered

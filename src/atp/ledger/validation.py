@@ -70,7 +70,7 @@ class Violations:
             return None
         try:
             return datetime.date(*value).toordinal()
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: a part beyond a C int
             self.add(
                 field_path, f"not a calendar date: {value[0]:04d}-{value[1]:02d}-{value[2]:02d}"
             )
@@ -226,9 +226,12 @@ def _is_plain_reserve(command: commands.Reserve) -> bool:
     ids = [command.reservation_id, command.destination_region, command.channel,
            command.customer_id]
     quantity_max = limits.quantity_max
-    for line_id, sku, quantity, node_id, ship_date in lines:
+    for line_id, sku, quantity, node_id, ship_date, unit_value, substitutes, need_by in lines:
         if not (
             ship_date is None
+            and not substitutes
+            and need_by is None
+            and 0 <= unit_value <= quantity_max
             and 0 < len(line_id) <= most
             and 0 < len(sku) <= most
             and len(node_id) <= most
@@ -314,12 +317,29 @@ def _check_line(v: Violations, path: str, line: commands.LineRequest, today: Day
     v.identifier(f"{path}.sku", line.sku)
     v.identifier(f"{path}.node_id", line.node_id, required=False)
     v.quantity(f"{path}.quantity", line.quantity)
+    if not 0 <= line.unit_value <= limits.quantity_max:
+        v.add(f"{path}.unit_value", f"must be 0..{limits.quantity_max}, got {line.unit_value}")
+    _check_substitutes(v, path, line.sku, line.substitute_skus)
+    v.date(f"{path}.need_by_date", line.need_by_date, required=False)
     day = v.date(f"{path}.ship_date", line.ship_date, required=False)
     if day is not None and day < today:
         v.add(f"{path}.ship_date", "is in the past")
     elif day is not None and day > today + limits.horizon_days_max:
         v.add(f"{path}.ship_date", f"more than {limits.horizon_days_max} days ahead")
     return day
+
+
+def _check_substitutes(v: Violations, path: str, sku: str, substitutes: Sequence[str]) -> None:
+    """Substitute SKUs: <= substitutes_max ids, unique, none the line's own SKU."""
+    if not v.count(f"{path}.substitute_skus", len(substitutes), limits.substitutes_max,
+                   least=0):
+        return
+    for index, substitute in enumerate(substitutes):
+        v.identifier(f"{path}.substitute_skus[{index}]", substitute)
+        if substitute == sku:
+            v.add(f"{path}.substitute_skus[{index}]", "is the line's own sku")
+        elif substitute in substitutes[:index]:
+            v.add(f"{path}.substitute_skus[{index}]", f"duplicate {substitute!r}")
 
 
 def check_reservation_call(

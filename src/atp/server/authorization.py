@@ -63,6 +63,7 @@ _INVENTORY, _AVAILABILITY = "/atp.v1.Inventory/", "/atp.v1.Availability/"
 _RESERVATIONS, _EVENTS = "/atp.v1.Reservations/", "/atp.v1.Events/"
 _REPLICATION = "/atp.v1.Replication/"
 _SERVER = "/atp.v1.Server/"
+_ALLOCATIONS = "/atp.v1.Allocations/"
 _HEALTH = "/grpc.health.v1.Health/"
 _REFLECTION_V1 = "/grpc.reflection.v1.ServerReflection/"
 _REFLECTION_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/"
@@ -78,6 +79,10 @@ METHOD_ROLES: dict[str, str] = {
     _RESERVATIONS + "GetReservation": READER,
     _RESERVATIONS + "ListReservations": READER,
     _EVENTS + "Watch": READER,
+    _ALLOCATIONS + "GetAllocationPolicy": READER,
+    _ALLOCATIONS + "ListAllocationPolicies": READER,
+    _ALLOCATIONS + "ExplainAllocation": READER,
+    _ALLOCATIONS + "ListChannelAllocations": READER,
     # A capture service's writes: the life of a reservation.
     _RESERVATIONS + "Reserve": SERVICE,
     _RESERVATIONS + "ReserveBatch": SERVICE,
@@ -86,6 +91,8 @@ METHOD_ROLES: dict[str, str] = {
     _RESERVATIONS + "Extend": SERVICE,
     _RESERVATIONS + "Release": SERVICE,
     _RESERVATIONS + "Fulfill": SERVICE,
+    # What reached the customer: recorded by the delivery/carrier integration.
+    _RESERVATIONS + "RecordDelivery": SERVICE,
     # Operations: stock, nodes, supply, holds, re-sourcing (a dry run: see READ_ONLY_FORMS).
     _INVENTORY + "UpsertNode": OPS,
     _INVENTORY + "AdjustStock": OPS,
@@ -95,6 +102,9 @@ METHOD_ROLES: dict[str, str] = {
     _INVENTORY + "PlaceHold": OPS,
     _INVENTORY + "ReleaseHold": OPS,
     _RESERVATIONS + "Reallocate": OPS,
+    # Planners' rules: who gets scarce stock.
+    _ALLOCATIONS + "SetAllocationPolicy": OPS,
+    _ALLOCATIONS + "SetChannelAllocation": OPS,
     # The cluster: its status is an operator's view (atpctl cluster status); streaming the
     # store's batches or a whole snapshot of it is for members only.
     _REPLICATION + "Status": OPS,

@@ -14,6 +14,7 @@ from atp.ledger import commands, timeline
 from atp.ledger.errors import InvalidArgument
 from atp.ledger.model import (
     Day,
+    Delivery,
     Event,
     Hold,
     Lane,
@@ -156,6 +157,9 @@ def reserve(request: reservations_pb2.ReserveRequest) -> commands.Reserve:
         _new_tuple(_LINE_REQUEST, (
             line.line_id, line.sku, line.quantity, line.node_id,
             date_tuple(line.ship_date) if line.HasField("ship_date") else None,
+            line.unit_value,
+            tuple(line.substitute_skus) if line.substitute_skus else (),
+            date_tuple(line.need_by_date) if line.HasField("need_by_date") else None,
         ))
         for line in request.lines
     ])
@@ -169,6 +173,7 @@ def reserve(request: reservations_pb2.ReserveRequest) -> commands.Reserve:
         request.priority,
         request.channel,
         request.customer_id,
+        request.allow_substitution,
     ))
 
 
@@ -308,11 +313,23 @@ def fill_reservation(message: common_pb2.Reservation, reservation: Reservation) 
         _set_timestamp(message.expire_time, reservation.expire_time)
     if promise_day is not None:
         message.promise_date.CopyFrom(_date(promise_day))
+    if reservation.first_promise_day is not None:
+        message.first_promise_date.CopyFrom(_date(reservation.first_promise_day))
+    if reservation.delivery is not None:
+        _fill_delivery(message.delivery, reservation.delivery)
     policy = reservation.policy
     # The shared default policy without hashing it (a Policy's hash is a Python call).
     message.policy.CopyFrom(
         _DEFAULT_POLICY_MESSAGE if policy is DEFAULT_POLICY else _policy_message(policy)
     )
+
+
+def _fill_delivery(message: common_pb2.Delivery, delivery: Delivery) -> None:
+    message.delivered_date.CopyFrom(_date(delivery.delivered_day))
+    message.units_delivered = delivery.units_delivered
+    message.damaged_units = delivery.damaged_units
+    message.documentation_correct = delivery.documentation_correct
+    _set_timestamp(message.record_time, delivery.record_time)
 
 
 def line_message(line: ReservationLine) -> common_pb2.ReservationLine:
@@ -340,6 +357,10 @@ def _fill_line(message: common_pb2.ReservationLine, line: ReservationLine) -> No
         message.at_risk_reason = line.at_risk_reason
     if line.from_inbound:
         message.from_inbound = True
+    if line.unit_value:
+        message.unit_value = line.unit_value
+    if line.substitute_for:
+        message.substitute_for = line.substitute_for
 
 
 @functools.lru_cache(maxsize=4096)

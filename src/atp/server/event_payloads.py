@@ -177,7 +177,34 @@ def _line_risk(d: Data) -> Fields:
 def _line_at_risk(d: Data) -> Fields:
     fields = _line_risk(d)
     fields["at_risk_reason"] = d.get("reason")
+    fields["decided_by"] = d.get("decided_by")
     return fields
+
+
+def _delivery_recorded(d: Data) -> Fields:
+    get = d.get
+    return {
+        "reservation_id": get("reservation_id"), "channel": get("channel"),
+        "customer_id": get("customer_id"), "delivered_date": _date(get("delivered_date")),
+        "units_delivered": get("units_delivered"), "damaged_units": get("damaged_units"),
+        "documentation_correct": get("documentation_correct"),
+        "units_ordered": get("units_ordered"),
+        "first_promise_date": _date(get("first_promise_date")),
+    }
+
+
+def _allocation_policy_set(d: Data) -> Fields:
+    get = d.get
+    return {"sku": get("sku"), "node_id": get("node_id"), "criteria": get("criteria"),
+            "channel_ranks": get("channel_ranks")}
+
+
+def _channel_allocation_set(d: Data) -> Fields:
+    get = d.get
+    return {
+        "sku": get("sku"), "node_id": get("node_id"), "channel": get("channel"),
+        "quantity": get("quantity"), "share": get("share"), "end_date": _date(get("end_date")),
+    }
 
 
 def _stock_level(d: Data) -> Fields:
@@ -210,6 +237,9 @@ PAYLOADS: dict[str, tuple[str, Callable[[Data], Fields]]] = {
     "POSITION_OUT_OF_STOCK": ("position_out_of_stock", _stock_level),
     "POSITION_BACK_IN_STOCK": ("position_back_in_stock", _stock_level),
     "POSITION_BELOW_SAFETY_STOCK": ("position_below_safety_stock", _stock_level),
+    "DELIVERY_RECORDED": ("delivery_recorded", _delivery_recorded),
+    "ALLOCATION_POLICY_SET": ("allocation_policy_set", _allocation_policy_set),
+    "CHANNEL_ALLOCATION_SET": ("channel_allocation_set", _channel_allocation_set),
 }
 
 def payload_fields(event_type: str, data: Data) -> Fields:

@@ -38,7 +38,7 @@ class Node(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[str] = ..., region: _Optional[str] = ..., active: _Optional[bool] = ..., handling_days: _Optional[int] = ..., lanes: _Optional[_Iterable[_Union[Lane, _Mapping]]] = ...) -> None: ...
 
 class Position(_message.Message):
-    __slots__ = ("sku", "node_id", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "timeline", "short", "at_risk_quantity")
+    __slots__ = ("sku", "node_id", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "timeline", "short", "at_risk_quantity", "channels")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ON_HAND_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class Position(_message.Message):
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     SHORT_FIELD_NUMBER: _ClassVar[int]
     AT_RISK_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     on_hand: int
@@ -63,7 +64,8 @@ class Position(_message.Message):
     timeline: _containers.RepeatedCompositeFieldContainer[AtpBucket]
     short: bool
     at_risk_quantity: int
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., allocated: _Optional[int] = ..., reserved: _Optional[int] = ..., held: _Optional[int] = ..., safety_stock: _Optional[int] = ..., inbound: _Optional[int] = ..., available: _Optional[int] = ..., timeline: _Optional[_Iterable[_Union[AtpBucket, _Mapping]]] = ..., short: _Optional[bool] = ..., at_risk_quantity: _Optional[int] = ...) -> None: ...
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelAvailability]
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., allocated: _Optional[int] = ..., reserved: _Optional[int] = ..., held: _Optional[int] = ..., safety_stock: _Optional[int] = ..., inbound: _Optional[int] = ..., available: _Optional[int] = ..., timeline: _Optional[_Iterable[_Union[AtpBucket, _Mapping]]] = ..., short: _Optional[bool] = ..., at_risk_quantity: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelAvailability, _Mapping]]] = ...) -> None: ...
 
 class AtpBucket(_message.Message):
     __slots__ = ("date", "available")
@@ -142,7 +144,7 @@ class FulfillmentPolicy(_message.Message):
     def __init__(self, ship_complete: _Optional[bool] = ..., max_nodes: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., objective: _Optional[_Union[FulfillmentPolicy.Objective, str]] = ...) -> None: ...
 
 class ReservationLine(_message.Message):
-    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound", "at_risk_reason", "request_line_id")
+    __slots__ = ("line_id", "sku", "node_id", "quantity", "fulfilled_quantity", "ship_date", "delivery_date", "at_risk", "released_quantity", "backordered_quantity", "from_inbound", "at_risk_reason", "request_line_id", "unit_value", "substitute_skus", "substitute_for", "need_by_date")
     LINE_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +158,10 @@ class ReservationLine(_message.Message):
     FROM_INBOUND_FIELD_NUMBER: _ClassVar[int]
     AT_RISK_REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_LINE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SUBSTITUTE_SKUS_FIELD_NUMBER: _ClassVar[int]
+    SUBSTITUTE_FOR_FIELD_NUMBER: _ClassVar[int]
+    NEED_BY_DATE_FIELD_NUMBER: _ClassVar[int]
     line_id: str
     sku: str
     node_id: str
@@ -169,10 +175,14 @@ class ReservationLine(_message.Message):
     from_inbound: bool
     at_risk_reason: str
     request_line_id: str
-    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ..., request_line_id: _Optional[str] = ...) -> None: ...
+    unit_value: int
+    substitute_skus: _containers.RepeatedScalarFieldContainer[str]
+    substitute_for: str
+    need_by_date: _date_pb2.Date
+    def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., fulfilled_quantity: _Optional[int] = ..., ship_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., at_risk: _Optional[bool] = ..., released_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ..., from_inbound: _Optional[bool] = ..., at_risk_reason: _Optional[str] = ..., request_line_id: _Optional[str] = ..., unit_value: _Optional[int] = ..., substitute_skus: _Optional[_Iterable[str]] = ..., substitute_for: _Optional[str] = ..., need_by_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class Reservation(_message.Message):
-    __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy", "version")
+    __slots__ = ("reservation_id", "state", "lines", "create_time", "expire_time", "promise_date", "priority", "channel", "customer_id", "destination_region", "policy", "version", "first_promise_date", "delivery")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Reservation.State]
@@ -199,6 +209,8 @@ class Reservation(_message.Message):
     DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     state: Reservation.State
     lines: _containers.RepeatedCompositeFieldContainer[ReservationLine]
@@ -211,7 +223,37 @@ class Reservation(_message.Message):
     destination_region: str
     policy: FulfillmentPolicy
     version: int
-    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[FulfillmentPolicy, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    first_promise_date: _date_pb2.Date
+    delivery: Delivery
+    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationLine, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[FulfillmentPolicy, _Mapping]] = ..., version: _Optional[int] = ..., first_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("delivered_date", "units_delivered", "damaged_units", "documentation_correct", "record_time")
+    DELIVERED_DATE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTATION_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_TIME_FIELD_NUMBER: _ClassVar[int]
+    delivered_date: _date_pb2.Date
+    units_delivered: int
+    damaged_units: int
+    documentation_correct: bool
+    record_time: _timestamp_pb2.Timestamp
+    def __init__(self, delivered_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., units_delivered: _Optional[int] = ..., damaged_units: _Optional[int] = ..., documentation_correct: _Optional[bool] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ChannelAvailability(_message.Message):
+    __slots__ = ("channel", "allocated", "consumed", "available", "end_date")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    allocated: int
+    consumed: int
+    available: int
+    end_date: _date_pb2.Date
+    def __init__(self, channel: _Optional[str] = ..., allocated: _Optional[int] = ..., consumed: _Optional[int] = ..., available: _Optional[int] = ..., end_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class LineQuantity(_message.Message):
     __slots__ = ("line_id", "quantity")

@@ -32,7 +32,7 @@ class WatchRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., stop_at_head: _Optional[bool] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "time", "type", "reservation_id", "sku", "node_id", "data", "principal", "node_upserted", "stock_moved", "safety_stock_set", "supply_created", "supply_updated", "supply_received", "hold_placed", "hold_released", "hold_expired", "reservation_created", "reservation_committed", "reservation_released", "reservation_fulfilled", "reservation_expired", "reservation_reallocated", "backorder_filled", "line_at_risk", "line_recovered", "position_out_of_stock", "position_back_in_stock", "position_below_safety_stock", "reservation_extended")
+    __slots__ = ("sequence", "time", "type", "reservation_id", "sku", "node_id", "data", "principal", "node_upserted", "stock_moved", "safety_stock_set", "supply_created", "supply_updated", "supply_received", "hold_placed", "hold_released", "hold_expired", "reservation_created", "reservation_committed", "reservation_released", "reservation_fulfilled", "reservation_expired", "reservation_reallocated", "backorder_filled", "line_at_risk", "line_recovered", "position_out_of_stock", "position_back_in_stock", "position_below_safety_stock", "reservation_extended", "delivery_recorded", "allocation_policy_set", "channel_allocation_set")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,9 @@ class Event(_message.Message):
     POSITION_BACK_IN_STOCK_FIELD_NUMBER: _ClassVar[int]
     POSITION_BELOW_SAFETY_STOCK_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_EXTENDED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_POLICY_SET_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ALLOCATION_SET_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     type: str
@@ -93,7 +96,10 @@ class Event(_message.Message):
     position_back_in_stock: PositionBackInStock
     position_below_safety_stock: PositionBelowSafetyStock
     reservation_extended: ReservationExtended
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., reservation_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., principal: _Optional[str] = ..., node_upserted: _Optional[_Union[NodeUpserted, _Mapping]] = ..., stock_moved: _Optional[_Union[StockMoved, _Mapping]] = ..., safety_stock_set: _Optional[_Union[SafetyStockSet, _Mapping]] = ..., supply_created: _Optional[_Union[SupplyCreated, _Mapping]] = ..., supply_updated: _Optional[_Union[SupplyUpdated, _Mapping]] = ..., supply_received: _Optional[_Union[SupplyReceived, _Mapping]] = ..., hold_placed: _Optional[_Union[HoldPlaced, _Mapping]] = ..., hold_released: _Optional[_Union[HoldReleased, _Mapping]] = ..., hold_expired: _Optional[_Union[HoldExpired, _Mapping]] = ..., reservation_created: _Optional[_Union[ReservationCreated, _Mapping]] = ..., reservation_committed: _Optional[_Union[ReservationCommitted, _Mapping]] = ..., reservation_released: _Optional[_Union[ReservationReleased, _Mapping]] = ..., reservation_fulfilled: _Optional[_Union[ReservationFulfilled, _Mapping]] = ..., reservation_expired: _Optional[_Union[ReservationExpired, _Mapping]] = ..., reservation_reallocated: _Optional[_Union[ReservationReallocated, _Mapping]] = ..., backorder_filled: _Optional[_Union[BackorderFilled, _Mapping]] = ..., line_at_risk: _Optional[_Union[LineAtRisk, _Mapping]] = ..., line_recovered: _Optional[_Union[LineRecovered, _Mapping]] = ..., position_out_of_stock: _Optional[_Union[PositionOutOfStock, _Mapping]] = ..., position_back_in_stock: _Optional[_Union[PositionBackInStock, _Mapping]] = ..., position_below_safety_stock: _Optional[_Union[PositionBelowSafetyStock, _Mapping]] = ..., reservation_extended: _Optional[_Union[ReservationExtended, _Mapping]] = ...) -> None: ...
+    delivery_recorded: DeliveryRecorded
+    allocation_policy_set: AllocationPolicySet
+    channel_allocation_set: ChannelAllocationSet
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., reservation_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., principal: _Optional[str] = ..., node_upserted: _Optional[_Union[NodeUpserted, _Mapping]] = ..., stock_moved: _Optional[_Union[StockMoved, _Mapping]] = ..., safety_stock_set: _Optional[_Union[SafetyStockSet, _Mapping]] = ..., supply_created: _Optional[_Union[SupplyCreated, _Mapping]] = ..., supply_updated: _Optional[_Union[SupplyUpdated, _Mapping]] = ..., supply_received: _Optional[_Union[SupplyReceived, _Mapping]] = ..., hold_placed: _Optional[_Union[HoldPlaced, _Mapping]] = ..., hold_released: _Optional[_Union[HoldReleased, _Mapping]] = ..., hold_expired: _Optional[_Union[HoldExpired, _Mapping]] = ..., reservation_created: _Optional[_Union[ReservationCreated, _Mapping]] = ..., reservation_committed: _Optional[_Union[ReservationCommitted, _Mapping]] = ..., reservation_released: _Optional[_Union[ReservationReleased, _Mapping]] = ..., reservation_fulfilled: _Optional[_Union[ReservationFulfilled, _Mapping]] = ..., reservation_expired: _Optional[_Union[ReservationExpired, _Mapping]] = ..., reservation_reallocated: _Optional[_Union[ReservationReallocated, _Mapping]] = ..., backorder_filled: _Optional[_Union[BackorderFilled, _Mapping]] = ..., line_at_risk: _Optional[_Union[LineAtRisk, _Mapping]] = ..., line_recovered: _Optional[_Union[LineRecovered, _Mapping]] = ..., position_out_of_stock: _Optional[_Union[PositionOutOfStock, _Mapping]] = ..., position_back_in_stock: _Optional[_Union[PositionBackInStock, _Mapping]] = ..., position_below_safety_stock: _Optional[_Union[PositionBelowSafetyStock, _Mapping]] = ..., reservation_extended: _Optional[_Union[ReservationExtended, _Mapping]] = ..., delivery_recorded: _Optional[_Union[DeliveryRecorded, _Mapping]] = ..., allocation_policy_set: _Optional[_Union[AllocationPolicySet, _Mapping]] = ..., channel_allocation_set: _Optional[_Union[ChannelAllocationSet, _Mapping]] = ...) -> None: ...
 
 class NodeUpserted(_message.Message):
     __slots__ = ("node_id", "active")
@@ -355,6 +361,56 @@ class ReservationExtended(_message.Message):
     ttl_seconds: int
     def __init__(self, reservation_id: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
+class DeliveryRecorded(_message.Message):
+    __slots__ = ("reservation_id", "channel", "customer_id", "delivered_date", "units_delivered", "damaged_units", "documentation_correct", "units_ordered", "first_promise_date")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_DATE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTATION_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_ORDERED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    channel: str
+    customer_id: str
+    delivered_date: _date_pb2.Date
+    units_delivered: int
+    damaged_units: int
+    documentation_correct: bool
+    units_ordered: int
+    first_promise_date: _date_pb2.Date
+    def __init__(self, reservation_id: _Optional[str] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., delivered_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., units_delivered: _Optional[int] = ..., damaged_units: _Optional[int] = ..., documentation_correct: _Optional[bool] = ..., units_ordered: _Optional[int] = ..., first_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
+
+class AllocationPolicySet(_message.Message):
+    __slots__ = ("sku", "node_id", "criteria", "channel_ranks")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_RANKS_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    node_id: str
+    criteria: _containers.RepeatedScalarFieldContainer[str]
+    channel_ranks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., criteria: _Optional[_Iterable[str]] = ..., channel_ranks: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChannelAllocationSet(_message.Message):
+    __slots__ = ("sku", "node_id", "channel", "quantity", "share", "end_date")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    node_id: str
+    channel: str
+    quantity: int
+    share: float
+    end_date: _date_pb2.Date
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., channel: _Optional[str] = ..., quantity: _Optional[int] = ..., share: _Optional[float] = ..., end_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
+
 class BackorderFilled(_message.Message):
     __slots__ = ("reservation_id", "line_id", "sku", "filled_quantity", "backordered_quantity")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -370,20 +426,22 @@ class BackorderFilled(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., line_id: _Optional[str] = ..., sku: _Optional[str] = ..., filled_quantity: _Optional[int] = ..., backordered_quantity: _Optional[int] = ...) -> None: ...
 
 class LineAtRisk(_message.Message):
-    __slots__ = ("reservation_id", "line_id", "sku", "node_id", "quantity", "at_risk_reason")
+    __slots__ = ("reservation_id", "line_id", "sku", "node_id", "quantity", "at_risk_reason", "decided_by")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     LINE_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     AT_RISK_REASON_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     line_id: str
     sku: str
     node_id: str
     quantity: int
     at_risk_reason: str
-    def __init__(self, reservation_id: _Optional[str] = ..., line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., at_risk_reason: _Optional[str] = ...) -> None: ...
+    decided_by: str
+    def __init__(self, reservation_id: _Optional[str] = ..., line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ..., at_risk_reason: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class LineRecovered(_message.Message):
     __slots__ = ("reservation_id", "line_id", "sku", "node_id", "quantity")

@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61tp/v1/reservations.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\xf4\x01\n\x0eReserveRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12&\n\x05lines\x18\x02 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12\x1a\n\x12\x64\x65stination_region\x18\x03 \x01(\t\x12)\n\x06policy\x18\x04 \x01(\x0b\x32\x19.atp.v1.FulfillmentPolicy\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x08\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x08 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\t \x01(\t\"\xac\x01\n\rReserveResult\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12*\n\x0breservation\x18\x02 \x01(\x0b\x32\x13.atp.v1.ReservationH\x00\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x04\x42\x08\n\x06result\"?\n\x13ReserveBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.atp.v1.ReserveRequest\"W\n\x14ReserveBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.atp.v1.ReserveResult\x12\x17\n\x0f\x63ommit_sequence\x18\x02 \x01(\x04\"U\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"{\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.atp.v1.LineQuantity\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"{\n\x0e\x46ulfillRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.atp.v1.LineQuantity\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"j\n\rExtendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"E\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x02 \x01(\x04\"\xc0\x01\n\x17ListReservationsRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.atp.v1.Reservation.State\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x14\n\x07\x61t_risk\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x07 \x01(\x04\x42\n\n\x08_at_risk\"^\n\x18ListReservationsResponse\x12)\n\x0creservations\x18\x01 \x03(\x0b\x32\x13.atp.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x11ReallocateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x17\n\x0freservation_ids\x18\x03 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x15\n\rplan_sequence\x18\x05 \x01(\x04\"\x88\x02\n\x10ReallocationPlan\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12*\n\told_lines\x18\x02 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12*\n\tnew_lines\x18\x03 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12+\n\x10old_promise_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12+\n\x10new_promise_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x0f\n\x07slipped\x18\x06 \x01(\x08\x12\x19\n\x11unfilled_quantity\x18\x07 \x01(\x03\"~\n\x12ReallocateResponse\x12\'\n\x05plans\x18\x01 \x03(\x0b\x32\x18.atp.v1.ReallocationPlan\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x15\n\rplan_sequence\x18\x03 \x01(\x04\x12\x17\n\x0f\x63ommit_sequence\x18\x04 \x01(\x04\x32\x93\x05\n\x0cReservations\x12\x36\n\x07Reserve\x12\x16.atp.v1.ReserveRequest\x1a\x13.atp.v1.Reservation\x12I\n\x0cReserveBatch\x12\x1b.atp.v1.ReserveBatchRequest\x1a\x1c.atp.v1.ReserveBatchResponse\x12\x42\n\rReserveStream\x12\x16.atp.v1.ReserveRequest\x1a\x15.atp.v1.ReserveResult(\x01\x30\x01\x12\x34\n\x06\x43ommit\x12\x15.atp.v1.CommitRequest\x1a\x13.atp.v1.Reservation\x12\x36\n\x07Release\x12\x16.atp.v1.ReleaseRequest\x1a\x13.atp.v1.Reservation\x12\x36\n\x07\x46ulfill\x12\x16.atp.v1.FulfillRequest\x1a\x13.atp.v1.Reservation\x12\x34\n\x06\x45xtend\x12\x15.atp.v1.ExtendRequest\x1a\x13.atp.v1.Reservation\x12\x44\n\x0eGetReservation\x12\x1d.atp.v1.GetReservationRequest\x1a\x13.atp.v1.Reservation\x12U\n\x10ListReservations\x12\x1f.atp.v1.ListReservationsRequest\x1a .atp.v1.ListReservationsResponse\x12\x43\n\nReallocate\x12\x19.atp.v1.ReallocateRequest\x1a\x1a.atp.v1.ReallocateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61tp/v1/reservations.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\"\x90\x02\n\x0eReserveRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12&\n\x05lines\x18\x02 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12\x1a\n\x12\x64\x65stination_region\x18\x03 \x01(\t\x12)\n\x06policy\x18\x04 \x01(\x0b\x32\x19.atp.v1.FulfillmentPolicy\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x08\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x08 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\t \x01(\t\x12\x1a\n\x12\x61llow_substitution\x18\n \x01(\x08\"\xac\x01\n\rReserveResult\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12*\n\x0breservation\x18\x02 \x01(\x0b\x32\x13.atp.v1.ReservationH\x00\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x04\x42\x08\n\x06result\"?\n\x13ReserveBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.atp.v1.ReserveRequest\"W\n\x14ReserveBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.atp.v1.ReserveResult\x12\x17\n\x0f\x63ommit_sequence\x18\x02 \x01(\x04\"U\n\rCommitRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"{\n\x0eReleaseRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.atp.v1.LineQuantity\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"{\n\x0e\x46ulfillRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.atp.v1.LineQuantity\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"j\n\rExtendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\"E\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x02 \x01(\x04\"\xc0\x01\n\x17ListReservationsRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.atp.v1.Reservation.State\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x14\n\x07\x61t_risk\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x07 \x01(\x04\x42\n\n\x08_at_risk\"^\n\x18ListReservationsResponse\x12)\n\x0creservations\x18\x01 \x03(\x0b\x32\x13.atp.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x11ReallocateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x17\n\x0freservation_ids\x18\x03 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x15\n\rplan_sequence\x18\x05 \x01(\x04\"g\n\x15RecordDeliveryRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\"\n\x08\x64\x65livery\x18\x03 \x01(\x0b\x32\x10.atp.v1.Delivery\"\x9c\x02\n\x10ReallocationPlan\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12*\n\told_lines\x18\x02 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12*\n\tnew_lines\x18\x03 \x03(\x0b\x32\x17.atp.v1.ReservationLine\x12+\n\x10old_promise_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12+\n\x10new_promise_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x0f\n\x07slipped\x18\x06 \x01(\x08\x12\x19\n\x11unfilled_quantity\x18\x07 \x01(\x03\x12\x12\n\ndecided_by\x18\x08 \x01(\t\"~\n\x12ReallocateResponse\x12\'\n\x05plans\x18\x01 \x03(\x0b\x32\x18.atp.v1.ReallocationPlan\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x15\n\rplan_sequence\x18\x03 \x01(\x04\x12\x17\n\x0f\x63ommit_sequence\x18\x04 \x01(\x04\x32\xd9\x05\n\x0cReservations\x12\x36\n\x07Reserve\x12\x16.atp.v1.ReserveRequest\x1a\x13.atp.v1.Reservation\x12I\n\x0cReserveBatch\x12\x1b.atp.v1.ReserveBatchRequest\x1a\x1c.atp.v1.ReserveBatchResponse\x12\x42\n\rReserveStream\x12\x16.atp.v1.ReserveRequest\x1a\x15.atp.v1.ReserveResult(\x01\x30\x01\x12\x34\n\x06\x43ommit\x12\x15.atp.v1.CommitRequest\x1a\x13.atp.v1.Reservation\x12\x36\n\x07Release\x12\x16.atp.v1.ReleaseRequest\x1a\x13.atp.v1.Reservation\x12\x36\n\x07\x46ulfill\x12\x16.atp.v1.FulfillRequest\x1a\x13.atp.v1.Reservation\x12\x34\n\x06\x45xtend\x12\x15.atp.v1.ExtendRequest\x1a\x13.atp.v1.Reservation\x12\x44\n\x0eGetReservation\x12\x1d.atp.v1.GetReservationRequest\x1a\x13.atp.v1.Reservation\x12U\n\x10ListReservations\x12\x1f.atp.v1.ListReservationsRequest\x1a .atp.v1.ListReservationsResponse\x12\x43\n\nReallocate\x12\x19.atp.v1.ReallocateRequest\x1a\x1a.atp.v1.ReallocateResponse\x12\x44\n\x0eRecordDelivery\x12\x1d.atp.v1.RecordDeliveryRequest\x1a\x13.atp.v1.Reservationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atp.v1.reservations_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESERVEREQUEST']._serialized_start=108
-  _globals['_RESERVEREQUEST']._serialized_end=352
-  _globals['_RESERVERESULT']._serialized_start=355
-  _globals['_RESERVERESULT']._serialized_end=527
-  _globals['_RESERVEBATCHREQUEST']._serialized_start=529
-  _globals['_RESERVEBATCHREQUEST']._serialized_end=592
-  _globals['_RESERVEBATCHRESPONSE']._serialized_start=594
-  _globals['_RESERVEBATCHRESPONSE']._serialized_end=681
-  _globals['_COMMITREQUEST']._serialized_start=683
-  _globals['_COMMITREQUEST']._serialized_end=768
-  _globals['_RELEASEREQUEST']._serialized_start=770
-  _globals['_RELEASEREQUEST']._serialized_end=893
-  _globals['_FULFILLREQUEST']._serialized_start=895
-  _globals['_FULFILLREQUEST']._serialized_end=1018
-  _globals['_EXTENDREQUEST']._serialized_start=1020
-  _globals['_EXTENDREQUEST']._serialized_end=1126
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=1128
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=1197
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=1200
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=1392
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=1394
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=1488
-  _globals['_REALLOCATEREQUEST']._serialized_start=1490
-  _globals['_REALLOCATEREQUEST']._serialized_end=1604
-  _globals['_REALLOCATIONPLAN']._serialized_start=1607
-  _globals['_REALLOCATIONPLAN']._serialized_end=1871
-  _globals['_REALLOCATERESPONSE']._serialized_start=1873
-  _globals['_REALLOCATERESPONSE']._serialized_end=1999
-  _globals['_RESERVATIONS']._serialized_start=2002
-  _globals['_RESERVATIONS']._serialized_end=2661
+  _globals['_RESERVEREQUEST']._serialized_end=380
+  _globals['_RESERVERESULT']._serialized_start=383
+  _globals['_RESERVERESULT']._serialized_end=555
+  _globals['_RESERVEBATCHREQUEST']._serialized_start=557
+  _globals['_RESERVEBATCHREQUEST']._serialized_end=620
+  _globals['_RESERVEBATCHRESPONSE']._serialized_start=622
+  _globals['_RESERVEBATCHRESPONSE']._serialized_end=709
+  _globals['_COMMITREQUEST']._serialized_start=711
+  _globals['_COMMITREQUEST']._serialized_end=796
+  _globals['_RELEASEREQUEST']._serialized_start=798
+  _globals['_RELEASEREQUEST']._serialized_end=921
+  _globals['_FULFILLREQUEST']._serialized_start=923
+  _globals['_FULFILLREQUEST']._serialized_end=1046
+  _globals['_EXTENDREQUEST']._serialized_start=1048
+  _globals['_EXTENDREQUEST']._serialized_end=1154
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=1156
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=1225
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=1228
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=1420
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=1422
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=1516
+  _globals['_REALLOCATEREQUEST']._serialized_start=1518
+  _globals['_REALLOCATEREQUEST']._serialized_end=1632
+  _globals['_RECORDDELIVERYREQUEST']._serialized_start=1634
+  _globals['_RECORDDELIVERYREQUEST']._serialized_end=1737
+  _globals['_REALLOCATIONPLAN']._serialized_start=1740
+  _globals['_REALLOCATIONPLAN']._serialized_end=2024
+  _globals['_REALLOCATERESPONSE']._serialized_start=2026
+  _globals['_REALLOCATERESPONSE']._serialized_end=2152
+  _globals['_RESERVATIONS']._serialized_start=2155
+  _globals['_RESERVATIONS']._serialized_end=2884
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("reservation_id", "lines", "destination_region", "policy", "ttl_seconds", "commit", "priority", "channel", "customer_id")
+    __slots__ = ("reservation_id", "lines", "destination_region", "policy", "ttl_seconds", "commit", "priority", "channel", "customer_id", "allow_substitution")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class ReserveRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SUBSTITUTION_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.ReservationLine]
     destination_region: str
@@ -29,7 +30,8 @@ class ReserveRequest(_message.Message):
     priority: int
     channel: str
     customer_id: str
-    def __init__(self, reservation_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., commit: _Optional[bool] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+    allow_substitution: bool
+    def __init__(self, reservation_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., commit: _Optional[bool] = ..., priority: _Optional[int] = ..., channel: _Optional[str] = ..., customer_id: _Optional[str] = ..., allow_substitution: _Optional[bool] = ...) -> None: ...
 
 class ReserveResult(_message.Message):
     __slots__ = ("reservation_id", "reservation", "status", "reason", "commit_sequence")
@@ -153,8 +155,18 @@ class ReallocateRequest(_message.Message):
     plan_sequence: int
     def __init__(self, node_id: _Optional[str] = ..., sku: _Optional[str] = ..., reservation_ids: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ..., plan_sequence: _Optional[int] = ...) -> None: ...
 
+class RecordDeliveryRequest(_message.Message):
+    __slots__ = ("reservation_id", "request_id", "delivery")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    request_id: str
+    delivery: _common_pb2.Delivery
+    def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., delivery: _Optional[_Union[_common_pb2.Delivery, _Mapping]] = ...) -> None: ...
+
 class ReallocationPlan(_message.Message):
-    __slots__ = ("reservation_id", "old_lines", "new_lines", "old_promise_date", "new_promise_date", "slipped", "unfilled_quantity")
+    __slots__ = ("reservation_id", "old_lines", "new_lines", "old_promise_date", "new_promise_date", "slipped", "unfilled_quantity", "decided_by")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     OLD_LINES_FIELD_NUMBER: _ClassVar[int]
     NEW_LINES_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +174,7 @@ class ReallocationPlan(_message.Message):
     NEW_PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
     SLIPPED_FIELD_NUMBER: _ClassVar[int]
     UNFILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     old_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.ReservationLine]
     new_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.ReservationLine]
@@ -169,7 +182,8 @@ class ReallocationPlan(_message.Message):
     new_promise_date: _date_pb2.Date
     slipped: bool
     unfilled_quantity: int
-    def __init__(self, reservation_id: _Optional[str] = ..., old_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., new_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., old_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., new_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., slipped: _Optional[bool] = ..., unfilled_quantity: _Optional[int] = ...) -> None: ...
+    decided_by: str
+    def __init__(self, reservation_id: _Optional[str] = ..., old_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., new_lines: _Optional[_Iterable[_Union[_common_pb2.ReservationLine, _Mapping]]] = ..., old_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., new_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., slipped: _Optional[bool] = ..., unfilled_quantity: _Optional[int] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class ReallocateResponse(_message.Message):
     __slots__ = ("plans", "applied", "plan_sequence", "commit_sequence")

@@ -85,6 +85,11 @@ class ReservationsStub:
                 request_serializer=atp_dot_v1_dot_reservations__pb2.ReallocateRequest.SerializeToString,
                 response_deserializer=atp_dot_v1_dot_reservations__pb2.ReallocateResponse.FromString,
                 _registered_method=True)
+        self.RecordDelivery = channel.unary_unary(
+                '/atp.v1.Reservations/RecordDelivery',
+                request_serializer=atp_dot_v1_dot_reservations__pb2.RecordDeliveryRequest.SerializeToString,
+                response_deserializer=atp_dot_v1_dot_common__pb2.Reservation.FromString,
+                _registered_method=True)
 
 
 class ReservationsServicer:
@@ -160,6 +165,16 @@ class ReservationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDelivery(self, request, context):
+        """Records what reached the customer for a reservation that shipped (FULFILLED, or
+        COMMITTED with units fulfilled): the perfect-order KPIs (`atpctl kpi`, metrics) are
+        computed from it. Idempotent on request_id; a later record with another request_id
+        replaces the earlier one (a correction).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReservationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +227,11 @@ def add_ReservationsServicer_to_server(servicer, server):
                     servicer.Reallocate,
                     request_deserializer=atp_dot_v1_dot_reservations__pb2.ReallocateRequest.FromString,
                     response_serializer=atp_dot_v1_dot_reservations__pb2.ReallocateResponse.SerializeToString,
+            ),
+            'RecordDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDelivery,
+                    request_deserializer=atp_dot_v1_dot_reservations__pb2.RecordDeliveryRequest.FromString,
+                    response_serializer=atp_dot_v1_dot_common__pb2.Reservation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +504,33 @@ class Reservations:
             '/atp.v1.Reservations/Reallocate',
             atp_dot_v1_dot_reservations__pb2.ReallocateRequest.SerializeToString,
             atp_dot_v1_dot_reservations__pb2.ReallocateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atp.v1.Reservations/RecordDelivery',
+            atp_dot_v1_dot_reservations__pb2.RecordDeliveryRequest.SerializeToString,
+            atp_dot_v1_dot_common__pb2.Reservation.FromString,
             options,
             channel_credentials,
             insecure,

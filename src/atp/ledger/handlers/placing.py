@@ -115,6 +115,8 @@ def _fit_line(
         and bool(position.supply_days)
         and steps[0][1] - timeline.supply_due(position, today) < quantity,
     )
+    if request.unit_value:
+        line.unit_value = request.unit_value
     return Placement(position, line)
 
 
@@ -159,10 +161,12 @@ def _source_lines(
         )
     planner.hold(plan)
     taken_ids = {line.line_id for line in command.lines}
+    values = {line.line_id: line.unit_value for _, line in indexed}
     return [
         placement
         for line_plan in plan.lines
-        for placement in _placements_of(state, line_plan, today, taken_ids)
+        for placement in _placements_of(state, line_plan, today, taken_ids,
+                                        values[line_plan.line.line_id])
     ]
 
 
@@ -187,7 +191,7 @@ def _network_shortfall(planner: Planner, line: commands.LineRequest) -> Shortfal
 
 
 def _placements_of(
-    state: LedgerState, line_plan: LinePlan, today: Day, taken_ids: set[str]
+    state: LedgerState, line_plan: LinePlan, today: Day, taken_ids: set[str], unit_value: int
 ) -> list[Placement]:
     """One reservation line per allocation; a split line's extra parts get ids like l1/2."""
     line = line_plan.line
@@ -196,14 +200,15 @@ def _placements_of(
         line_id = line.line_id if part == 1 else free_part_id(line.line_id, taken_ids)
         position = state.positions[(line.sku, allocation.node_id)]
         placements.append(Placement(
-            position, line_from(allocation, line_id, line.sku, True, line.line_id)))
+            position, line_from(allocation, line_id, line.sku, True, line.line_id,
+                                unit_value)))
     backordered = line_plan.backordered_quantity
     if placements:
         placements[0].line.backordered_quantity = backordered
     else:
         unplaced = ReservationLine(
             line_id=line.line_id, sku=line.sku, node_id="", quantity=0, ship_day=today,
-            backordered_quantity=backordered,
+            backordered_quantity=backordered, unit_value=unit_value,
         )
         placements.append(Placement(Position(line.sku, ""), unplaced))
     return placements

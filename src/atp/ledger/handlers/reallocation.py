@@ -99,7 +99,8 @@ def fill_backorders(state: LedgerState, sku: str, now: float, today: Day) -> Non
             state.note_backorder(reservation.reservation_id, line)
         for allocation in allocations:
             part = line_from(allocation, free_part_id(line.line_id, taken), sku,
-                             bool(reservation.destination_region), line.request_line_of)
+                             bool(reservation.destination_region), line.request_line_of,
+                             line.unit_value, line.substitute_for)
             reservation.lines.append(part)
             _hold_new_line(state, reservation.reservation_id, held, part)
         _announce_fill(state, reservation, line, sku, filled, remaining, now)

@@ -48,6 +48,7 @@ def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reserv
         request_digest,  # request_digest
         state.sequence + 1,  # create_sequence
     )
+    reservation.first_promise_day = reservation.promise_day
     _open_reservation(state, reservation, placements)
     state.emit(
         now, "RESERVATION_CREATED", reservation_id=reservation.reservation_id,

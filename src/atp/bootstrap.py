@@ -27,6 +27,7 @@ from atp.ledger import Ledger, LedgerConfig
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
+from atp.server.allocations import AllocationsServicer
 from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
@@ -43,6 +44,8 @@ from atp.server.servicers import (
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
+    allocation_pb2,
+    allocation_pb2_grpc,
     availability_pb2,
     availability_pb2_grpc,
     events_pb2,
@@ -77,6 +80,7 @@ SERVICE_NAMES = (
     reservations_pb2.DESCRIPTOR.services_by_name["Reservations"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
     server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
+    allocation_pb2.DESCRIPTOR.services_by_name["Allocations"].full_name,
 )
 
 
@@ -247,11 +251,13 @@ class AtpServer:
         address = self.config.advertise or self.config.listen
         self._ledger_servicers = (InventoryServicer(self.writer, address),
                                   AvailabilityServicer(self.writer, address),
-                                  ReservationsServicer(self.writer, address))
-        inventory, availability, reservations = self._ledger_servicers
+                                  ReservationsServicer(self.writer, address),
+                                  AllocationsServicer(self.writer, address))
+        inventory, availability, reservations, allocations = self._ledger_servicers
         inventory_pb2_grpc.add_InventoryServicer_to_server(inventory, ours)
         availability_pb2_grpc.add_AvailabilityServicer_to_server(availability, ours)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(reservations, ours)
+        allocation_pb2_grpc.add_AllocationsServicer_to_server(allocations, ours)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.events), ours)
         replication_pb2_grpc.add_ReplicationServicer_to_server(
             ReplicationServicer(self.replication, self.writer, self.follower,

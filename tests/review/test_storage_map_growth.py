@@ -84,6 +84,7 @@ def test_first_start_of_an_old_data_dir_with_many_closed_reservations_completes(
             source.execute(commands.Reserve(rid, (commands.LineRequest("l1", "A", 1, "DC1"),)), NOW)
             closed = source.execute(commands.Release(rid, f"cancel-{rid}"), NOW)
             closed.close_time = None  # as written before retention existed
+            closed.first_promise_day = None  # and before first promise dates were kept
             batch.put("reservations", rid.encode(), codec.encode_record("reservations", closed))
         for (database, key), data in encode_batch(source.take_changes()).records.items():
             if database in ("nodes", "positions"):

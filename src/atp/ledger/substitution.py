@@ -66,7 +66,7 @@ def reserve(planner: Planner, lines: list[OrderLine]) -> OrderPlan:
     choices = choose(planner, best, explain=False)
     substituted = [
         line_plan if choice.offer is None else LinePlan(
-            line_plan.line._replace(sku=choice.offer.sku, substitute_skus=()),
+            OrderLine(line_plan.line.line_id, choice.offer.sku, line_plan.line.quantity),
             list(choice.offer.allocations),
         )
         for line_plan, choice in zip(best.lines, choices, strict=True)

@@ -144,8 +144,11 @@ def _fit_or_substitute(
         for sku in request.substitute_skus:
             if sku not in state.positions_by_sku:
                 continue  # never stocked: skipped, not an error
-            trial = _fit_line(state, command, index, request._replace(sku=sku), requested_day,
-                              today, include_safety, [])
+            substitute = commands.LineRequest(request.line_id, sku, request.quantity,
+                                              request.node_id, request.ship_date,
+                                              request.unit_value)
+            trial = _fit_line(state, command, index, substitute, requested_day, today,
+                              include_safety, [])
             if trial is not None and _meets(trial, need_by):
                 trial.line.substitute_for = request.sku
                 return trial

@@ -201,6 +201,8 @@ def test_the_outcome_tokens_are_the_ones_the_proto_documents() -> None:
     block = block[:block.index("string outcome = 2;")]
     documented = set(re.findall(r"\b([A-Z][A-Z_]{3,})\b", block))
     assert documented == {outcome.value for outcome in SubstituteOutcome}
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{outcome.value}`" in readme for outcome in SubstituteOutcome)
 
 
 # ----- Reserve ---------------------------------------------------------------------------------

@@ -324,3 +324,21 @@ def test_a_substitute_line_releases_and_commits_like_any_line() -> None:
     ledger.execute(commands.Release("r1", "x1"), NOW)
     assert ledger.positions[("B", "N1")].allocated == 0
     assert ledger.check_invariants() == []
+
+
+def test_a_substitute_split_across_nodes_names_the_requested_sku_on_every_part() -> None:
+    ledger = build({("A", "N1"): 1, ("B", "N1"): 3, ("B", "N2"): 3})
+    reservation = reserve(ledger, (commands.LineRequest("l1", "A", 5, substitute_skus=("B",)),))
+    assert sorted(held(reservation)) == [("l1", "B", "N1", 3, "A"), ("l1/2", "B", "N2", 2, "A")]
+    assert {line.request_line_of for line in reservation.lines} == {"l1"}
+
+
+def test_under_allow_partial_a_line_without_a_feasible_substitute_backorders() -> None:
+    """l1 takes its substitute; l2's substitutes cannot cover it: l2 backorders its own SKU."""
+    ledger = build({("A", "N1"): 1, ("B", "N1"): 5, ("C", "N1"): 2})
+    reservation = reserve(ledger, (
+        commands.LineRequest("l1", "A", 5, substitute_skus=("B",)),
+        commands.LineRequest("l2", "C", 4, substitute_skus=("B",)),
+    ), policy=Policy(allow_partial=True))
+    assert held(reservation) == [("l1", "B", "N1", 5, "A"), ("l2", "C", "N1", 2, "")]
+    assert reservation.lines[1].backordered_quantity == 2

@@ -81,7 +81,6 @@ def choose(planner: Planner, best: OrderPlan, explain: bool) -> list[LineChoice]
     demand: list[tuple[str, list[Allocation]]] = [
         (line_plan.line.sku, line_plan.allocations) for line_plan in best.lines
     ]
-    order_day = best.promise_day if planner.policy.ship_complete else None
     choices: list[LineChoice] = []
     for index, line_plan in enumerate(best.lines):
         line = line_plan.line
@@ -89,7 +88,7 @@ def choose(planner: Planner, best: OrderPlan, explain: bool) -> list[LineChoice]
             choices.append(LineChoice(None, []))
             continue
         need_by = need_by_day(line.need_by_date)
-        reason = shortcoming(line_plan, need_by, order_day)
+        reason = shortcoming(line_plan, need_by)
         if not reason:
             checks = [
                 SubstituteCheck(sku, SubstituteOutcome.NOT_CONSIDERED,
@@ -115,9 +114,10 @@ def need_by_day(date: tuple[int, int, int] | None) -> Day | None:
     return None if date is None else datetime.date(*date).toordinal()
 
 
-def shortcoming(line_plan: LinePlan, need_by: Day | None, order_day: Day | None = None) -> str:
+def shortcoming(line_plan: LinePlan, need_by: Day | None) -> str:
     """Why the line's own SKU cannot meet the request, one sentence; "" when it can.
-    order_day: the order's one delivery day under ship_complete (every line delivers then)."""
+    Its own allocations decide, also under ship_complete: a later line that holds the whole
+    order back is not this line's fault, and no substitute for this line would help."""
     line = line_plan.line
     backordered = line_plan.backordered_quantity
     if backordered:
@@ -126,8 +126,6 @@ def shortcoming(line_plan: LinePlan, need_by: Day | None, order_day: Day | None 
             return f"none of the {line.quantity} units of {line.sku} can be promised"
         return f"only {promised} of {line.quantity} units of {line.sku} can be promised"
     day = _latest_delivery(line_plan.allocations)
-    if order_day is not None and day is not None:
-        day = max(day, order_day)
     if need_by is not None and day is not None and day > need_by:
         return f"{line.sku} delivers {iso(day)}, after need_by {iso(need_by)}"
     return ""

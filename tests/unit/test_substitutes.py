@@ -342,3 +342,47 @@ def test_under_allow_partial_a_line_without_a_feasible_substitute_backorders() -
     ), policy=Policy(allow_partial=True))
     assert held(reservation) == [("l1", "B", "N1", 5, "A"), ("l2", "C", "N1", 2, "")]
     assert reservation.lines[1].backordered_quantity == 2
+
+
+# ----- client and atpctl -----------------------------------------------------------------------
+
+
+def test_the_client_builds_substitutes_into_requests() -> None:
+    from atp.client import PROMISE, reserve_request
+
+    line = {"line_id": "l1", "sku": "A", "quantity": 2, "substitute_skus": ["B", "C"],
+            "need_by_date": "2026-12-24"}
+    request = reserve_request("r1", [line], allow_substitution=True)
+    assert request.allow_substitution
+    assert list(request.lines[0].substitute_skus) == ["B", "C"]
+    assert (request.lines[0].need_by_date.year, request.lines[0].need_by_date.day) == (2026, 24)
+    assert not reserve_request("r1", [line]).allow_substitution  # off unless asked
+    promise = PROMISE.build([{**line, "need_by_date": datetime.date(2026, 12, 24)}], "EU")
+    assert list(promise.lines[0].substitute_skus) == ["B", "C"]
+    assert promise.lines[0].need_by_date.month == 12
+
+
+def test_atpctl_substitute_options_parse_and_attach_to_their_lines() -> None:
+    import argparse
+
+    from atp.cli.substitutes import need_by, substitute_list, with_substitutes
+
+    assert substitute_list("l1=B,C") == ("l1", ["B", "C"])
+    assert need_by("l1=2026-12-24") == ("l1", datetime.date(2026, 12, 24))
+    for bad in ("l1", "l1=", "l1=B,,C", "=B"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            substitute_list(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        need_by("l1=24.12.2026")
+    lines = [{"line_id": "l1", "sku": "A", "quantity": 1}, {"line_id": "l2", "sku": "B",
+                                                             "quantity": 1}]
+    arguments = argparse.Namespace(substitutes=[("l2", ["C"])],
+                                   need_by=[("l2", datetime.date(2026, 12, 24))])
+    assert with_substitutes(lines, arguments)[1] == {
+        "line_id": "l2", "sku": "B", "quantity": 1, "substitute_skus": ["C"],
+        "need_by_date": datetime.date(2026, 12, 24)}
+    with pytest.raises(ValueError, match="no --line has"):
+        with_substitutes(lines, argparse.Namespace(substitutes=[("l9", ["C"])], need_by=[]))
+    with pytest.raises(ValueError, match="twice"):
+        with_substitutes(lines, argparse.Namespace(substitutes=[("l1", ["C"]), ("l1", ["D"])],
+                                                   need_by=[]))

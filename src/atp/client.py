@@ -523,7 +523,9 @@ def _promise_request(
     priority: int = 0,
     explain: bool = False,
 ) -> availability_pb2.PromiseRequest:
-    """A read-only quote of where and when order lines can be fulfilled."""
+    """A read-only quote of where and when order lines can be fulfilled. A line may list
+    `substitute_skus` (and a `need_by_date`): when its own SKU cannot meet the request, the
+    first substitute that can is offered on its answer (LinePromise.substitute)."""
     return availability_pb2.PromiseRequest(
         lines=_to_messages(availability_pb2.OrderLine, lines),
         destination_region=destination_region,
@@ -544,8 +546,11 @@ def reserve_request(
     priority: int = 0,
     channel: str = "",
     customer_id: str = "",
+    allow_substitution: bool = False,
 ) -> reservations_pb2.ReserveRequest:
-    """Reserves every line or none; idempotent on reservation_id."""
+    """Reserves every line or none; idempotent on reservation_id. A line may list
+    `substitute_skus` (and a `need_by_date`): with allow_substitution, a line whose own SKU
+    cannot be held in full (or by need_by_date) holds the first substitute that can."""
     return reservations_pb2.ReserveRequest(
         reservation_id=reservation_id,
         lines=_to_messages(common_pb2.ReservationLine, lines),
@@ -556,6 +561,7 @@ def reserve_request(
         priority=priority,
         channel=channel,
         customer_id=customer_id,
+        allow_substitution=allow_substitution,
     )
 
 

@@ -16,6 +16,11 @@ from atp.cli.arguments import (
 )
 from atp.cli.inventory import add_request_id_option
 from atp.cli.outcome import EXIT_FAILURE, CommandTree, Outcome, json_document
+from atp.cli.substitutes import (
+    add_substitute_options,
+    promise_substitutes_view,
+    with_substitutes,
+)
 from atp.cli.views import (
     date_text,
     format_table,
@@ -121,6 +126,7 @@ def add_reserve_command(tree: CommandTree) -> None:
     reserve.add_argument("--channel", default="", help="sales channel")
     reserve.add_argument("--customer", dest="customer_id", default="", help="customer id")
     _add_policy_options(reserve)
+    add_substitute_options(reserve, reserve=True)
 
 def add_promise_command(tree: CommandTree) -> None:
     promise = tree.command(
@@ -138,6 +144,7 @@ def add_promise_command(tree: CommandTree) -> None:
     promise.add_argument("--region", required=True, help="destination region")
     promise.add_argument("--explain", action="store_true", help="show why each node won or lost")
     _add_policy_options(promise)
+    add_substitute_options(promise, reserve=False)
 
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -266,7 +273,7 @@ def _reservation_fulfill(client: Client, arguments: argparse.Namespace) -> Outco
 def _reserve(client: Client, arguments: argparse.Namespace) -> Outcome:
     reservation = client.reserve(
         arguments.reservation_id,
-        arguments.lines,
+        with_substitutes(arguments.lines, arguments),
         destination_region=arguments.region,
         policy=_policy(arguments),
         ttl_seconds=arguments.ttl,
@@ -274,18 +281,22 @@ def _reserve(client: Client, arguments: argparse.Namespace) -> Outcome:
         priority=arguments.priority,
         channel=arguments.channel,
         customer_id=arguments.customer_id,
+        allow_substitution=arguments.allow_substitution,
     )
     return Outcome(reservation, reservation_view(reservation))
 
 def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
     response = client.promise(
-        arguments.lines,
+        with_substitutes(arguments.lines, arguments),
         arguments.region,
         policy=_policy(arguments),
         priority=arguments.priority,
         explain=arguments.explain,
     )
     text = _promise_view(response, explain=arguments.explain)
+    substitutes = promise_substitutes_view(response, arguments.lines, explain=arguments.explain)
+    if substitutes:
+        text += "\n\n" + substitutes
     if not response.complete and not arguments.explain:
         text += "\n\n" + _why_not_promised(client, arguments.region)
     return Outcome(response, text)

@@ -139,7 +139,10 @@ def reservation_view(reservation: common_pb2.Reservation) -> str:
 def _reservation_lines_table(lines: Iterable[common_pb2.ReservationLine]) -> str:
     rows = [
         (
-            line.line_id, line.sku, line.node_id, line.quantity, line.fulfilled_quantity,
+            line.line_id,
+            f"{line.sku} (substitute for {line.substitute_for})" if line.substitute_for
+            else line.sku,
+            line.node_id, line.quantity, line.fulfilled_quantity,
             line.released_quantity, line.backordered_quantity, date_text(line.ship_date),
             date_text(line.delivery_date), line.from_inbound, line.at_risk,
         )

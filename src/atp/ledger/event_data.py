@@ -81,7 +81,7 @@ def line_quantity(line: ReservationLine, quantity: int) -> EventData:
 
 
 def line(line: ReservationLine) -> EventData:
-    return {
+    data: EventData = {
         "line_id": line.line_id,
         "sku": line.sku,
         "node_id": line.node_id,
@@ -89,3 +89,6 @@ def line(line: ReservationLine) -> EventData:
         "ship_date": iso(line.ship_day),
         "backordered": line.backordered_quantity,
     }
+    if line.substitute_for:  # only when set: the journal of every other line stays as it was
+        data["substitute_for"] = line.substitute_for
+    return data

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atp.ledger import commands, invariants, validation
+from atp.ledger import commands, invariants, substitution, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import expiry, holds, reallocation, reservations, risk, stock, supply
 from atp.ledger.model import Day, Policy, Reservation, day_of
@@ -111,7 +111,8 @@ class Ledger(LedgerState):
     ) -> OrderPlan:
         """A quote: where and when the lines can be fulfilled. Changes nothing."""
         validation.check_promise(lines, region, policy)
-        return Planner(self, day_of(now), region, policy, priority).plan(lines, explain)
+        planner = Planner(self, day_of(now), region, policy, priority)
+        return substitution.promise(planner, lines, explain)
 
     def plan_reallocation(self, scope: Scope, now: float) -> ReallocationResult:
         """A dry run: what Reallocate would do now. Changes nothing."""

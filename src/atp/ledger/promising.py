@@ -61,6 +61,39 @@ class OrderLine(NamedTuple):
     line_id: str
     sku: str
     quantity: int
+    # Substitute SKUs in preference order, offered when `sku` cannot meet the request (see
+    # ledger/substitution.py), and the latest acceptable delivery date (year, month, day).
+    substitute_skus: tuple[str, ...] = ()
+    need_by_date: tuple[int, int, int] | None = None
+
+
+class SubstituteOutcome(enum.StrEnum):
+    """What became of one substitute SKU of a line (Promise with explain): a fixed token, the
+    value of SubstituteExplanation.outcome, documented in protos/atp/v1/availability.proto."""
+
+    OFFERED = "OFFERED"  # the substitute on the line
+    INCOMPLETE = "INCOMPLETE"  # it cannot be promised in full
+    LATE = "LATE"  # it can, but not by need_by_date
+    UNKNOWN_SKU = "UNKNOWN_SKU"  # never stocked anywhere
+    NOT_CONSIDERED = "NOT_CONSIDERED"  # an earlier one was offered, or none was needed
+
+
+class SubstituteCheck(NamedTuple):
+    """One substitute considered for a line: its outcome, and the sentence saying why."""
+
+    sku: str
+    outcome: SubstituteOutcome
+    detail: str
+
+
+class SubstituteOffer(NamedTuple):
+    """The substitute SKU a line takes: its allocations, promise day, and why the line's own
+    SKU was not enough."""
+
+    sku: str
+    allocations: list[Allocation]
+    promise_day: Day
+    reason: str
 
 
 class Allocation(NamedTuple):
@@ -80,6 +113,11 @@ class LinePlan:
     allocations: list[Allocation] = field(default_factory=list)
     backorder_day: Day | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    # Set when the line's own SKU cannot meet the request and a substitute can (Promise):
+    # the fields above still answer for the line's own SKU.
+    substitute: SubstituteOffer | None = None
+    # With explain, for a line listing substitutes: each one's outcome.
+    substitutes: list[SubstituteCheck] = field(default_factory=list)
 
     @property
     def backordered_quantity(self) -> int:
@@ -147,12 +185,21 @@ class Planner:
 
     def plan(self, lines: list[OrderLine], explain: bool = False) -> OrderPlan:
         """The best plan by the policy, with backorders where the policy allows them."""
+        return self.finish(self.best_effort(lines), explain)
+
+    def best_effort(self, lines: list[OrderLine]) -> OrderPlan:
+        """The best plan by the policy's objective as if partial orders were allowed: which
+        lines fall short shows here even when the policy would refuse the whole order."""
         for line in lines:
             self.ledger.known_sku(line.sku)
         objective = self.policy.objective
-        best = min(self._candidates(lines), key=lambda candidate: candidate.score(objective))
+        return min(self._candidates(lines), key=lambda candidate: candidate.score(objective))
+
+    def finish(self, best: OrderPlan, explain: bool = False) -> OrderPlan:
+        """A best-effort plan made what the policy allows: nothing when it is incomplete and
+        partial orders are not allowed, backorder days, one delivery day (ship_complete)."""
         if not best.complete and not self.policy.allow_partial:
-            best = OrderPlan([LinePlan(line) for line in lines])
+            best = OrderPlan([LinePlan(line_plan.line) for line_plan in best.lines])
         if not best.complete:
             self._set_backorder_days(best)
         if self.policy.ship_complete:

@@ -274,6 +274,16 @@ class _OrderedLine(Protocol):
     def quantity(self) -> int: ...
 
 
+class _PromisedLine(_OrderedLine, Protocol):
+    """A Promise's line: an _OrderedLine that may list substitutes and a need-by date."""
+
+    @property
+    def substitute_skus(self) -> tuple[str, ...]: ...
+
+    @property
+    def need_by_date(self) -> tuple[int, int, int] | None: ...
+
+
 def _are_distinct_lines(lines: Sequence[_OrderedLine]) -> bool:
     """1..lines_max lines with distinct line ids."""
     return (
@@ -373,23 +383,25 @@ def _check_expected_version(v: Violations, expected_version: int) -> None:
         v.add("expected_version", f"must be 0 (no check) or a version, got {expected_version}")
 
 
-def check_promise(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> None:
+def check_promise(lines: Sequence[_PromisedLine], region: str, policy: Policy) -> None:
     if _is_plain_promise(lines, region, policy):
         return
     check_promise_fields(lines, region, policy)
 
 
-def _is_plain_promise(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> bool:
+def _is_plain_promise(lines: Sequence[_PromisedLine], region: str, policy: Policy) -> bool:
     """True only if check_promise_fields would find nothing wrong (as _is_plain_reserve)."""
     if not (_is_plain_id(region) and policy.max_nodes >= 0):
         return False
     for line in lines:
         if not _is_plain_line(line.line_id, line.sku, "", line.quantity):
             return False
+        if line.substitute_skus or line.need_by_date is not None:
+            return False  # rare: the full check names what is wrong with them
     return _are_distinct_lines(lines)
 
 
-def check_promise_fields(lines: Sequence[_OrderedLine], region: str, policy: Policy) -> None:
+def check_promise_fields(lines: Sequence[_PromisedLine], region: str, policy: Policy) -> None:
     """check_promise field by field, naming every violation."""
     v = Violations()
     v.identifier("destination_region", region)
@@ -400,6 +412,8 @@ def check_promise_fields(lines: Sequence[_OrderedLine], region: str, policy: Pol
             v.identifier(f"lines[{index}].line_id", line.line_id)
             v.identifier(f"lines[{index}].sku", line.sku)
             v.quantity(f"lines[{index}].quantity", line.quantity)
+            _check_substitutes(v, f"lines[{index}]", line.sku, line.substitute_skus)
+            v.date(f"lines[{index}].need_by_date", line.need_by_date, required=False)
         v.unique("lines", "line_id", [line.line_id for line in lines])
     v.raise_if_any()
 

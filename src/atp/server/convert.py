@@ -27,7 +27,7 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
-from atp.ledger.promising import OrderLine, OrderPlan
+from atp.ledger.promising import LinePlan, OrderLine, OrderPlan
 from atp.ledger.reallocation import ReallocationResult
 from atp.server import event_payloads
 from atp.v1 import availability_pb2, common_pb2, events_pb2, inventory_pb2, reservations_pb2
@@ -183,7 +183,15 @@ _RESERVE = commands.Reserve
 
 
 def order_lines(lines: Iterable[availability_pb2.OrderLine]) -> list[OrderLine]:
-    return [OrderLine(line.line_id, line.sku, line.quantity) for line in lines]
+    return [
+        OrderLine(line.line_id, line.sku, line.quantity)
+        if not line.substitute_skus and not line.HasField("need_by_date")
+        else OrderLine(
+            line.line_id, line.sku, line.quantity, tuple(line.substitute_skus),
+            date_tuple(line.need_by_date) if line.HasField("need_by_date") else None,
+        )
+        for line in lines
+    ]
 
 
 def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[commands.LineQuantity, ...]:
@@ -429,7 +437,24 @@ def promise_response(plan: OrderPlan) -> availability_pb2.PromiseResponse:
                             delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound)
         for node_id, outcome, detail in line_plan.candidates:
             message.candidates.add(node_id=node_id, outcome=outcome.value, detail=detail)
+        if line_plan.substitute is not None or line_plan.substitutes:
+            _fill_substitutes(message, line_plan)
     return response
+
+
+def _fill_substitutes(message: availability_pb2.LinePromise, line_plan: LinePlan) -> None:
+    """The substitute offered for the line, and (explain) each substitute's outcome."""
+    offer = line_plan.substitute
+    if offer is not None:
+        message.substitute.sku = offer.sku
+        message.substitute.reason = offer.reason
+        message.substitute.promise_date.CopyFrom(_date(offer.promise_day))
+        for a in offer.allocations:
+            message.substitute.allocations.add(
+                node_id=a.node_id, quantity=a.quantity, ship_date=_date(a.ship_day),
+                delivery_date=_date(a.delivery_day), from_inbound=a.from_inbound)
+    for sku, outcome, detail in line_plan.substitutes:
+        message.substitutes.add(sku=sku, outcome=outcome.value, detail=detail)
 
 
 def reallocate_response(result: ReallocationResult) -> reservations_pb2.ReallocateResponse:

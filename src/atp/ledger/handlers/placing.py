@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from atp.ledger import commands, timeline
+from atp.ledger import commands, substitution, timeline
 from atp.ledger.errors import (
     NODE_INACTIVE,
     SHIP_DATE_INFEASIBLE,
@@ -46,7 +46,7 @@ def place_lines(
             if not request.node_id:
                 any_unsourced = True
                 continue
-            placement = _fit_line(
+            placement = _fit_or_substitute(
                 state, command, index, request, requested_day, today, include_safety, shortfalls
             )
             if placement is not None:
@@ -120,6 +120,51 @@ def _fit_line(
     return Placement(position, line)
 
 
+def _fit_or_substitute(
+    state: LedgerState,
+    command: commands.Reserve,
+    index: int,
+    request: commands.LineRequest,
+    requested_day: Day | None,
+    today: Day,
+    include_safety: bool,
+    shortfalls: list[Shortfall],
+) -> Placement | None:
+    """_fit_line, or with allow_substitution, when the line's own SKU cannot be held in full
+    (or not by need_by_date) at its node, the first substitute that can be there
+    (ledger/substitution.py); no substitute can: the line's own fit (or shortfall)."""
+    if not (command.allow_substitution and request.substitute_skus):
+        return _fit_line(state, command, index, request, requested_day, today, include_safety,
+                         shortfalls)
+    own_shortfalls: list[Shortfall] = []
+    placement = _fit_line(state, command, index, request, requested_day, today, include_safety,
+                          own_shortfalls)
+    need_by = substitution.need_by_day(request.need_by_date)
+    if not _meets(placement, need_by):
+        for sku in request.substitute_skus:
+            if sku not in state.positions_by_sku:
+                continue  # never stocked: skipped, not an error
+            substitute = commands.LineRequest(request.line_id, sku, request.quantity,
+                                              request.node_id, request.ship_date,
+                                              request.unit_value)
+            trial = _fit_line(state, command, index, substitute, requested_day, today,
+                              include_safety, [])
+            if trial is not None and _meets(trial, need_by):
+                trial.line.substitute_for = request.sku
+                return trial
+    shortfalls += own_shortfalls
+    return placement
+
+
+def _meets(placement: Placement | None, need_by: Day | None) -> bool:
+    """The placement holds its whole line, by need_by (its delivery day, else ship day)."""
+    if placement is None or placement.line.backordered_quantity:
+        return False
+    line = placement.line
+    day = line.delivery_day if line.delivery_day is not None else line.ship_day
+    return need_by is None or day <= need_by
+
+
 def _line_shortfall(
     index: int, request: commands.LineRequest, requested_day: Day | None, today: Day,
     position: Position, steps: list[tuple[Day, int]],
@@ -152,9 +197,16 @@ def _source_lines(
                 f"lines[{index}].ship_date", "only for lines that name a node"
             )
     planner = Planner(state, today, command.destination_region, command.policy, command.priority)
-    plan = planner.plan(
-        [OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed]
-    )
+    if command.allow_substitution and any(line.substitute_skus for _, line in indexed):
+        plan = substitution.reserve(planner, [
+            OrderLine(line.line_id, line.sku, line.quantity, line.substitute_skus,
+                      line.need_by_date)
+            for _, line in indexed
+        ])
+    else:
+        plan = planner.plan(
+            [OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed]
+        )
     if not plan.complete and not command.policy.allow_partial:
         raise InsufficientAvailability(
             [_network_shortfall(planner, line) for _, line in indexed]
@@ -162,11 +214,13 @@ def _source_lines(
     planner.hold(plan)
     taken_ids = {line.line_id for line in command.lines}
     values = {line.line_id: line.unit_value for _, line in indexed}
+    requested_skus = {line.line_id: line.sku for _, line in indexed}
     return [
         placement
         for line_plan in plan.lines
         for placement in _placements_of(state, line_plan, today, taken_ids,
-                                        values[line_plan.line.line_id])
+                                        values[line_plan.line.line_id],
+                                        requested_skus[line_plan.line.line_id])
     ]
 
 
@@ -191,17 +245,20 @@ def _network_shortfall(planner: Planner, line: commands.LineRequest) -> Shortfal
 
 
 def _placements_of(
-    state: LedgerState, line_plan: LinePlan, today: Day, taken_ids: set[str], unit_value: int
+    state: LedgerState, line_plan: LinePlan, today: Day, taken_ids: set[str], unit_value: int,
+    requested_sku: str = "",
 ) -> list[Placement]:
-    """One reservation line per allocation; a split line's extra parts get ids like l1/2."""
+    """One reservation line per allocation; a split line's extra parts get ids like l1/2.
+    requested_sku: the request's SKU (the plan's differs when it holds a substitute)."""
     line = line_plan.line
+    substitute_for = requested_sku if requested_sku and requested_sku != line.sku else ""
     placements: list[Placement] = []
     for part, allocation in enumerate(line_plan.allocations, start=1):
         line_id = line.line_id if part == 1 else free_part_id(line.line_id, taken_ids)
         position = state.positions[(line.sku, allocation.node_id)]
         placements.append(Placement(
             position, line_from(allocation, line_id, line.sku, True, line.line_id,
-                                unit_value)))
+                                unit_value, substitute_for)))
     backordered = line_plan.backordered_quantity
     if placements:
         placements[0].line.backordered_quantity = backordered

@@ -672,10 +672,11 @@ def _reallocate_request(
     )
 
 
-def _criterion(value: int | str) -> int:
+def _criterion(value: int | str) -> allocation_pb2.AllocationPolicy.Criterion:
     """A criterion as its enum value, from the value or its name (any case)."""
     criteria = allocation_pb2.AllocationPolicy.Criterion
-    return criteria.Value(value.upper()) if isinstance(value, str) else value
+    number = criteria.Value(value.upper()) if isinstance(value, str) else value
+    return cast(allocation_pb2.AllocationPolicy.Criterion, number)
 
 
 def _set_allocation_policy_request(

@@ -120,7 +120,7 @@ def test_changing_the_policy_afterwards_moves_the_at_risk_marks_in_the_same_comm
     went = {str(e.data["reservation_id"]) for e in events if e.type == "LINE_AT_RISK"}
     came_back = {str(e.data["reservation_id"]) for e in events if e.type == "LINE_RECOVERED"}
     assert went == waits - {"C"} and came_back == {"C"} - waits
-    assert [e.type for e in events][0] == "ALLOCATION_POLICY_SET"
+    assert events[0].type == "ALLOCATION_POLICY_SET"
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -11,7 +11,7 @@ from atp.v1 import allocation_pb2
 
 _CRITERION = allocation_pb2.AllocationPolicy.Criterion
 _SOURCE = allocation_pb2.AllocationPolicy.Source
-CRITERIA = tuple(name for name in _CRITERION.keys() if _CRITERION.Value(name))
+CRITERIA = tuple(name for name in _CRITERION.keys() if _CRITERION.Value(name))  # noqa: SIM118
 
 
 def add_policy_commands(tree: CommandTree) -> None:

@@ -1,9 +1,9 @@
 """Re-sourcing at-risk demand (Reallocate) and filling backorders from new supply (§4).
 
 Both walk reservations in the order of their positions' allocation policies
-(atp.ledger.allocation_policy; the server default is priority descending, then creation time)
-and use the promising logic with each reservation's own destination and policy, so a plan made here is
-what Promise would answer for the moved units at that point of the walk.
+(atp.ledger.allocation_policy; the server default is priority descending, then creation
+time) and use the promising logic with each reservation's own destination and policy, so a
+plan made here is what Promise would answer for the moved units at that point of the walk.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
-
 from typing import NamedTuple
 
 from atp.ledger.allocation_policy import DEFAULT_POLICY, AllocationPolicy, SortKey

@@ -140,5 +140,5 @@ def policy_message(in_force: PolicyInForce) -> allocation_pb2.AllocationPolicy:
     )
 
 
-def criteria_numbers(policy: AllocationPolicy) -> list[int]:
-    return [Message.Criterion.Value(name) for name in policy.criterion_names]
+def criteria_numbers(policy: AllocationPolicy) -> list[Message.Criterion]:
+    return [getattr(Message, name) for name in policy.criterion_names]

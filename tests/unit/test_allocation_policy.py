@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 from typing import Any
 
 import pytest
@@ -24,13 +25,15 @@ from atp.ledger.allocation_policy import (
     parse_criteria,
 )
 from atp.ledger.errors import InvalidArgument, NotFound
-from atp.ledger.model import Reservation, ReservationLine, ReservationState
+from atp.ledger.model import Lane, Reservation, ReservationLine, ReservationState
 from atp.persistence import codec, encode_batch, ledger_from_records
 from atp.persistence.replica import apply_batch
 from atp.server.allocations import AllocationsServicer
 from atp.store import MemoryStore
 from atp.store.base import ALLOCATION_POLICIES, DATABASES
 from atp.v1 import allocation_pb2
+from tests.unit.test_replica import NODES as REPLICA_NODES
+from tests.unit.test_replica import SKUS, RandomClient, live_state
 
 NOW = datetime.datetime(2026, 12, 4, 12, tzinfo=datetime.UTC).timestamp()
 PRIORITY, CHANNEL_RANK, VALUE, DUE_DATE, FIFO = (
@@ -287,3 +290,44 @@ def test_the_rpcs_set_get_list_and_explain() -> None:
             await writer.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_follower_and_a_rebuild_hold_the_leaders_policies_and_marks_in_random_runs(
+    seed: int,
+) -> None:
+    """test_replica's random run with policies set, changed and removed among the commands:
+    after every batch the follower's live state (at-risk marks included) and policies are
+    the leader's, and so are a rebuild's at the end."""
+    rng = random.Random(seed)
+    leader = Ledger(LedgerConfig(closed_retention_s=3600))
+    follower = Ledger(LedgerConfig(closed_retention_s=3600))
+    store = MemoryStore()
+    client = RandomClient(seed, leader)
+    for node in REPLICA_NODES:
+        leader.execute(commands.UpsertNode(node, lanes=(Lane("EU", 1, 3), Lane("US", 2, 1))),
+                       NOW)
+    now, set_count = NOW, 0
+    for batch_number in range(40):
+        for _ in range(rng.randint(1, 8)):
+            now += rng.choice([0.0, 1.0, 30.0])
+            if rng.random() < 0.2:
+                criteria = tuple(rng.sample([c.value for c in Criterion], rng.randint(0, 3)))
+                ranks = ("web", "store") if "CHANNEL_RANK" in criteria else ()
+                node = rng.choice(("", *REPLICA_NODES))
+                command: commands.Command = commands.SetAllocationPolicy(
+                    rng.choice(SKUS), node, criteria, ranks)
+                set_count += not isinstance(leader.apply(command, now), Refused)
+            else:
+                leader.apply(client.command((2026, 9, 10)), now)
+        changes = leader.take_changes()
+        batch = encode_batch(changes)
+        store.commit(batch)
+        leader.forget_durable(changes)
+        apply_batch(follower, batch)
+        assert live_state(follower) == live_state(leader), f"batch {batch_number}"
+        assert follower.allocation_policies == leader.allocation_policies
+    rebuilt = ledger_from_records(store.load(), store.last_sequence(), None)
+    assert live_state(rebuilt) == live_state(leader)
+    assert rebuilt.allocation_policies == leader.allocation_policies
+    assert set_count > 0

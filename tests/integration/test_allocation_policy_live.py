@@ -10,12 +10,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from atp.client import AtpError, Client
-from atp.v1 import allocation_pb2
+from atp.v1 import allocation_pb2, allocation_pb2_grpc
+from tests.integration.test_fuzz_requests import check_refusal, messages
 from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
@@ -130,3 +134,31 @@ def test_bad_policies_are_refused_and_change_nothing(atpd: AtpdProcess, client: 
                                             expect=1)
     assert client.list_allocation_policies().policies == []
     assert "(none)" in atpctl(atpd.target, "policy", "list")
+
+
+# ----- generated requests ------------------------------------------------------------------------
+
+POLICY_RPCS = ("SetAllocationPolicy", "GetAllocationPolicy", "ListAllocationPolicies",
+               "ExplainAllocation")
+SERVICE = allocation_pb2.DESCRIPTOR.services_by_name["Allocations"]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(call=st.sampled_from(POLICY_RPCS).flatmap(
+    lambda name: messages(SERVICE.methods_by_name[name].input_type).map(
+        lambda request: (name, request))))
+def test_generated_policy_requests_are_answered_or_refused_cleanly(
+    atpd: AtpdProcess, client: Client, call: tuple[str, Any]
+) -> None:
+    """Random field values (test_fuzz_requests' generator): an answer, or a documented
+    refusal with its details; a refused Set changes no policy."""
+    method, request = call
+    before = client.list_allocation_policies()
+    with atpd.channel() as channel:
+        try:
+            getattr(allocation_pb2_grpc.AllocationsStub(channel), method)(request, timeout=30)
+        except grpc.RpcError as error:
+            check_refusal(error, f"{method}({request})")
+            assert client.list_allocation_policies() == before

@@ -140,7 +140,7 @@ def policy_problem(policy: AllocationPolicy) -> str:
 
 
 def detail(
-    criterion: str, policy: AllocationPolicy, before: tuple[Reservation, ReservationLine],
+    criterion: str, before: tuple[Reservation, ReservationLine],
     after: tuple[Reservation, ReservationLine],
 ) -> str:
     """One sentence for people on why `after` is served after `before`."""

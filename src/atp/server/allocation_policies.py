@@ -95,7 +95,7 @@ class PolicyMethods(LedgerServicer):
             decided_by = text = ""
             if previous is not None:
                 decided_by = policy.deciding(previous[0], sort_key)
-                text = detail(decided_by, policy, previous[1], (reservation, line))
+                text = detail(decided_by, previous[1], (reservation, line))
             response.lines.append(ranked_line(rank, reservation, line, decided_by, text))
             previous = (sort_key, (reservation, line))
         return response

@@ -3,7 +3,8 @@
 
 stock (nodes, stock movements, safety stock), supply, holds, reservations (with placing,
 where a Reserve's lines go), expiry, reallocation (and backorder fills), risk (at-risk
-marks and stock levels after each command) and allocation (allocation policies). atp.ledger.ledger dispatches to them.
+marks and stock levels after each command) and allocation (allocation policies).
+atp.ledger.ledger dispatches to them.
 
 May import: the rest of atp.ledger (state, model, commands, errors, validation, timeline,
 promising and reallocation planning) and atp.limits; never atp.ledger.ledger, nor anything

@@ -1,7 +1,7 @@
 """Allocation policies against a real atpd: the server default from --allocation-policy,
 SetAllocationPolicy / GetAllocationPolicy / ListAllocationPolicies / ExplainAllocation over
-gRPC and through atpctl, the at-risk marks following a policy change, and the policies
-surviving kill -9."""
+gRPC and through atpctl, the at-risk marks following a policy change, the policies surviving
+kill -9 and reaching a follower, and generated requests refused cleanly."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from atp.client import AtpError, Client
 from atp.v1 import allocation_pb2, allocation_pb2_grpc
+from tests.integration.helpers import wait_for
 from tests.integration.test_fuzz_requests import check_refusal, messages
 from tests.support.atpd import AtpdProcess
 
@@ -58,6 +59,11 @@ def atpctl(target: str, *arguments: str, expect: int = 0) -> str:
         capture_output=True, text=True, timeout=60)
     assert result.returncode == expect, (arguments, result.stdout, result.stderr)
     return result.stdout + result.stderr
+
+
+def policies(client: Client) -> list[tuple[str, str, list[int]]]:
+    return [(p.sku, p.node_id, list(p.criteria))
+            for p in client.list_allocation_policies().policies]
 
 
 def at_risk(client: Client) -> set[str]:
@@ -162,3 +168,26 @@ def test_generated_policy_requests_are_answered_or_refused_cleanly(
         except grpc.RpcError as error:
             check_refusal(error, f"{method}({request})")
             assert client.list_allocation_policies() == before
+
+
+def test_a_follower_serves_the_leaders_policies_also_after_kill_9(
+    atpd: AtpdProcess, client: Client, tmp_path: Path
+) -> None:
+    """Policies reach a follower with the batches that set them (and with a snapshot)."""
+    client.set_allocation_policy("W", ["fifo"], node_id="DC1")
+    follower = AtpdProcess(tmp_path / "follower", "--follow", atpd.target,
+                           "--advertise", "follower:1").start()
+    try:
+        with Client(follower.target, timeout_s=10) as reader:
+            wait_for(lambda: policies(reader) == [("W", "DC1", [FIFO])], timeout_s=15)
+            client.set_allocation_policy("W", ["value", "priority"])  # live, no restart
+            wait_for(lambda: len(policies(reader)) == 2, timeout_s=15)
+            assert reader.get_allocation_policy("W", "DC1").source == Policy.NODE_POLICY
+        follower.kill()
+        client.set_allocation_policy("W", [], node_id="DC1")  # removed while it was down
+        follower.restart()
+        with Client(follower.target, timeout_s=10) as reader:
+            wait_for(lambda: policies(reader) == [("W", "", [VALUE, PRIORITY])], timeout_s=15)
+            wait_for(lambda: at_risk(reader) == {"cheap"}, timeout_s=15)
+    finally:
+        follower.stop()

@@ -231,3 +231,33 @@ def test_reallocate_walks_reservations_in_policy_order_and_says_why() -> None:
     shrink_to_1000(ledger)
     plans = ledger.plan_reallocation(Scope(sku="W"), NOW).plans
     assert [(p.reservation_id, p.decided_by) for p in plans] == [("A", ""), ("B", "DUE_DATE")]
+
+
+def test_reallocate_across_positions_with_different_policies_keeps_each_ones_order() -> None:
+    """DC1 serves W by value (a node policy), DC2 by the default (priority, FIFO). A
+    Reallocate over the SKU walks each position's at-risk demand in its own policy's order;
+    between them, the next of each competes under the default."""
+    ledger = Ledger(LedgerConfig(default_ttl_seconds=3600))
+    for node in ("DC1", "DC2"):
+        ledger.execute(commands.UpsertNode(node), NOW)
+        ledger.execute(commands.AdjustStock(f"in-{node}", (
+            commands.Movement("W", node, "RECEIPT", 40),)), NOW)
+    set_policy(ledger, (VALUE,), node_id="DC1")
+    # (id, node, priority, value): 4 units each, 10 orders, 40 units at each node.
+    orders = [(f"a{i}", "DC1", i % 3, 10 * i) for i in range(5)] + [
+        (f"b{i}", "DC2", i % 3, 10 * i) for i in range(5)]
+    for reservation_id, node, priority, value in orders:
+        ledger.execute(commands.Reserve(reservation_id, (
+            commands.LineRequest("l1", "W", 8, node, unit_value=value),), priority=priority),
+            NOW)
+    for node in ("DC1", "DC2"):  # 40 -> 16 units: two of five orders fit at each node
+        ledger.execute(commands.AdjustStock(f"out-{node}", (
+            commands.Movement("W", node, "SHRINKAGE", 24),)), NOW)
+    assert waiting(ledger) == {"a0", "a1", "a2"}  # by value: a4, a3 fit
+    assert {key[0] for key in ledger.positions[("W", "DC2")].at_risk} == {"b0", "b3", "b4"}
+    plans = [plan.reservation_id for plan in ledger.plan_reallocation(Scope(sku="W"), NOW).plans]
+    at_dc1 = [rid for rid in plans if rid.startswith("a")]
+    at_dc2 = [rid for rid in plans if rid.startswith("b")]
+    assert at_dc1 == ["a2", "a1", "a0"]  # value descending
+    assert at_dc2 == ["b4", "b0", "b3"]  # priority descending (1, 0, 0), then FIFO
+    assert sorted(plans) == sorted(at_dc1 + at_dc2)

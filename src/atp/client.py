@@ -51,6 +51,8 @@ from grpc_status import rpc_status
 
 from atp.tls import TlsOptions
 from atp.v1 import (
+    allocation_pb2,
+    allocation_pb2_grpc,
     availability_pb2,
     availability_pb2_grpc,
     common_pb2,
@@ -676,6 +678,47 @@ def _reallocate_request(
     )
 
 
+def _criterion(value: int | str) -> allocation_pb2.AllocationPolicy.Criterion:
+    """A criterion as its enum value, from the value or its name (any case)."""
+    criteria = allocation_pb2.AllocationPolicy.Criterion
+    number = criteria.Value(value.upper()) if isinstance(value, str) else value
+    return cast(allocation_pb2.AllocationPolicy.Criterion, number)
+
+
+def _set_allocation_policy_request(
+    sku: str,
+    criteria: Iterable[int | str],
+    *,
+    node_id: str = "",
+    channel_ranks: Iterable[str] = (),
+) -> allocation_pb2.SetAllocationPolicyRequest:
+    """Sets the allocation policy of a SKU (or of the SKU at node_id): criteria as enum values
+    or names ("value", "PRIORITY", ...); no criteria removes it."""
+    return allocation_pb2.SetAllocationPolicyRequest(policy=allocation_pb2.AllocationPolicy(
+        sku=sku, node_id=node_id, criteria=[_criterion(each) for each in criteria],
+        channel_ranks=list(channel_ranks),
+    ))
+
+
+def _get_allocation_policy_request(
+    sku: str = "", node_id: str = ""
+) -> allocation_pb2.GetAllocationPolicyRequest:
+    """The policy in force for a SKU at a node (sku empty: the server default)."""
+    return allocation_pb2.GetAllocationPolicyRequest(sku=sku, node_id=node_id)
+
+
+def _list_allocation_policies_request() -> allocation_pb2.ListAllocationPoliciesRequest:
+    """Every SKU and node policy set."""
+    return allocation_pb2.ListAllocationPoliciesRequest()
+
+
+def _explain_allocation_request(
+    sku: str, node_id: str
+) -> allocation_pb2.ExplainAllocationRequest:
+    """A position's open lines in the order its policy serves them, and why."""
+    return allocation_pb2.ExplainAllocationRequest(sku=sku, node_id=node_id)
+
+
 def _health_check_request(service: str = "") -> health_pb2.HealthCheckRequest:
     """The standard gRPC health check ("" is the whole server)."""
     return health_pb2.HealthCheckRequest(service=service)
@@ -749,6 +792,7 @@ _Availability = availability_pb2_grpc.AvailabilityStub
 _Reservations = reservations_pb2_grpc.ReservationsStub
 _Health = health_pb2_grpc.HealthStub
 _Server = server_pb2_grpc.ServerStub
+_Allocations = allocation_pb2_grpc.AllocationsStub
 
 UPSERT_NODE = Rpc(
     _Inventory, "UpsertNode", _upsert_node_request, common_pb2.Node, Retry.NATURALLY_IDEMPOTENT
@@ -858,6 +902,34 @@ REALLOCATE = Rpc(
     reservations_pb2.ReallocateResponse,
     Retry.WHEN_DRY_RUN,
 )
+SET_ALLOCATION_POLICY = Rpc(
+    _Allocations,
+    "SetAllocationPolicy",
+    _set_allocation_policy_request,
+    allocation_pb2.AllocationPolicy,
+    Retry.NATURALLY_IDEMPOTENT,
+)
+GET_ALLOCATION_POLICY = Rpc(
+    _Allocations,
+    "GetAllocationPolicy",
+    _get_allocation_policy_request,
+    allocation_pb2.AllocationPolicy,
+    Retry.READ_ONLY,
+)
+LIST_ALLOCATION_POLICIES = Rpc(
+    _Allocations,
+    "ListAllocationPolicies",
+    _list_allocation_policies_request,
+    allocation_pb2.ListAllocationPoliciesResponse,
+    Retry.READ_ONLY,
+)
+EXPLAIN_ALLOCATION = Rpc(
+    _Allocations,
+    "ExplainAllocation",
+    _explain_allocation_request,
+    allocation_pb2.ExplainAllocationResponse,
+    Retry.READ_ONLY,
+)
 HEALTH_CHECK = Rpc(
     _Health,
     "Check",
@@ -898,11 +970,15 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         LIST_RESERVATIONS,
         REALLOCATE,
         GET_SERVER_INFO,
+        SET_ALLOCATION_POLICY,
+        GET_ALLOCATION_POLICY,
+        LIST_ALLOCATION_POLICIES,
+        EXPLAIN_ALLOCATION,
         HEALTH_CHECK,
     )
 }
 _STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, _Server,
-               events_pb2_grpc.EventsStub)
+               events_pb2_grpc.EventsStub, _Allocations)
 
 
 def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int, members: int) -> int:
@@ -1213,6 +1289,10 @@ class Client(_ClientBase):
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
     get_server_info = _sync_method(GET_SERVER_INFO)
+    set_allocation_policy = _sync_method(SET_ALLOCATION_POLICY)
+    get_allocation_policy = _sync_method(GET_ALLOCATION_POLICY)
+    list_allocation_policies = _sync_method(LIST_ALLOCATION_POLICIES)
+    explain_allocation = _sync_method(EXPLAIN_ALLOCATION)
 
     def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""
@@ -1419,6 +1499,10 @@ class AsyncClient(_ClientBase):
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)
     get_server_info = _async_method(GET_SERVER_INFO)
+    set_allocation_policy = _async_method(SET_ALLOCATION_POLICY)
+    get_allocation_policy = _async_method(GET_ALLOCATION_POLICY)
+    list_allocation_policies = _async_method(LIST_ALLOCATION_POLICIES)
+    explain_allocation = _async_method(EXPLAIN_ALLOCATION)
 
     async def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""

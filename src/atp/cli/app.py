@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from atp.cli.allocation import add_policy_commands
 from atp.cli.arguments import positive_float
 from atp.cli.auth import add_auth_commands
 from atp.cli.cluster import add_cluster_commands
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_promise_command(tree)
     add_at_risk_command(tree)
     add_reallocate_command(tree)
+    add_policy_commands(tree)
     add_watch_command(tree)
     add_kpi_command(tree)
     add_health_command(tree)

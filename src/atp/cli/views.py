@@ -201,6 +201,8 @@ def _plan_block(plan: reservations_pb2.ReallocationPlan) -> str:
         f"reservation {plan.reservation_id}: promise {old_promise} -> {new_promise}, "
         f"slipped: {plain_text(plan.slipped)}, unfilled: {plan.unfilled_quantity}"
     )
+    if plan.decided_by:  # the allocation-policy criterion that put it after the plan before
+        heading += f", after the previous by {plan.decided_by}"
     moves = [
         (old.line_id, old.sku, _line_place(old), "->", " + ".join(_line_place(n) for n in new))
         for old, new in _line_moves(plan)

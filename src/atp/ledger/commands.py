@@ -173,6 +173,18 @@ class ExpireDue:
     limit: int = 0
 
 
+@dataclass(frozen=True)
+class SetAllocationPolicy:
+    """Sets the allocation policy of a SKU (node_id "") or of a SKU at a node; no criteria
+    removes it. Criteria by name (PRIORITY, CHANNEL_RANK, VALUE, DUE_DATE, FIFO), as given:
+    the handler validates them."""
+
+    sku: str
+    node_id: str = ""
+    criteria: tuple[str, ...] = ()
+    channel_ranks: tuple[str, ...] = ()
+
+
 Command = (
     UpsertNode
     | AdjustStock
@@ -188,6 +200,7 @@ Command = (
     | Extend
     | Reallocate
     | ExpireDue
+    | SetAllocationPolicy
 )
 
 

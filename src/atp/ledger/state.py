@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from sortedcontainers import SortedDict, SortedList
 
 from atp.ledger import commands
+from atp.ledger.allocation_policy import (
+    DEFAULT_POLICY,
+    AllocationPolicy,
+    PolicyInForce,
+    Source,
+)
 from atp.ledger.archive import Archive, NoArchive
 from atp.ledger.errors import AlreadyExists, InvariantViolation, NotFound
 from atp.ledger.model import (
@@ -53,6 +59,8 @@ class LedgerConfig:
     closed_retention_s: float = 7 * 86400
     # Seconds an idempotency record (a request_id, a Reserve's content) is honoured.
     idempotency_window_s: float = 86400
+    # The allocation policy where no SKU or node policy is set (--allocation-policy).
+    allocation_policy: AllocationPolicy = DEFAULT_POLICY
 
 
 @dataclass
@@ -73,12 +81,16 @@ class Changes:
     closed: dict[str, Reservation] = field(default_factory=dict)
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # (sku, node_id) -> the allocation policy set there; None: removed.
+    allocation_policies: dict[PositionKey, AllocationPolicy | None] = field(
+        default_factory=dict)
 
     def __bool__(self) -> bool:
         # Events first: nearly every change emits one, so this rarely looks further.
         return bool(
             self.events or self.positions or self.reservations or self.closed
             or self.requests or self.nodes or self.supplies or self.holds or self.ended_holds
+            or self.allocation_policies
         )
 
 
@@ -133,6 +145,8 @@ class LedgerState:
         # The instant of the command being applied (closing stamps it on reservations).
         self.now = 0.0
         self.changes = Changes()
+        # (sku, node_id) -> the allocation policy set there (node_id "": the whole SKU).
+        self.allocation_policies: dict[PositionKey, AllocationPolicy] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -224,6 +238,10 @@ class LedgerState:
 
     def include_safety_stock(self, priority: int) -> bool:
         return priority >= self.config.safety_stock_priority_min
+
+    @property
+    def default_policy(self) -> AllocationPolicy:
+        return self.config.allocation_policy
 
     def next_expiry(self) -> float | None:
         return self.expiries[0][0] if self.expiries else None
@@ -434,6 +452,35 @@ class LedgerState:
     def save_supply(self, supply: Supply) -> None:
         self.supplies[supply.supply_id] = supply
         self.changes.supplies[supply.supply_id] = supply
+
+    # ----- allocation policies -----------------------------------------------------------
+
+    def policy_in_force(self, sku: str, node_id: str) -> PolicyInForce:
+        """The policy that orders a position's demand: the node's, else the SKU's, else the
+        server default (node_id "": the SKU's, else the default)."""
+        policies = self.allocation_policies
+        if policies:  # nearly always empty: no lookups then
+            if node_id:
+                policy = policies.get((sku, node_id))
+                if policy is not None:
+                    return PolicyInForce(sku, node_id, policy, Source.NODE_POLICY)
+            policy = policies.get((sku, ""))
+            if policy is not None:
+                return PolicyInForce(sku, node_id, policy, Source.SKU_POLICY)
+        return PolicyInForce(sku, node_id, self.config.allocation_policy, Source.SERVER_DEFAULT)
+
+    def policy_for(self, sku: str, node_id: str) -> AllocationPolicy:
+        return self.policy_in_force(sku, node_id).policy
+
+    def save_allocation_policy(
+        self, sku: str, node_id: str, policy: AllocationPolicy | None
+    ) -> None:
+        """Sets (None: removes) the policy of a scope, and queues its record."""
+        if policy is None:
+            self.allocation_policies.pop((sku, node_id), None)
+        else:
+            self.allocation_policies[(sku, node_id)] = policy
+        self.changes.allocation_policies[(sku, node_id)] = policy
 
     # ----- idempotency keys ---------------------------------------------------------------
 

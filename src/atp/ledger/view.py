@@ -11,6 +11,7 @@ from typing import Protocol
 
 from sortedcontainers import SortedList
 
+from atp.ledger.allocation_policy import AllocationPolicy
 from atp.ledger.model import Hold, Lane, Node, Position, Reservation, Supply
 from atp.ledger.sortedkeys import LazySortedSet
 
@@ -56,6 +57,11 @@ class LedgerView(Protocol):
     def committed_ids(self) -> LazySortedSet[str]: ...
 
     def include_safety_stock(self, priority: int) -> bool: ...
+
+    def policy_for(self, sku: str, node_id: str) -> AllocationPolicy: ...
+
+    @property
+    def default_policy(self) -> AllocationPolicy: ...
 
     def known_sku(self, sku: str) -> dict[str, Position]: ...
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from atp.ledger.state import Changes
 from atp.persistence.codec import encode_event, encode_record, position_key, time_key
 from atp.store.base import (
+    ALLOCATION_POLICIES,
     CLOSED,
     CLOSED_BY_TIME,
     ENDED_HOLDS,
@@ -42,6 +43,9 @@ def encode_batch(changes: Changes) -> WriteBatch:
     for request_id, record in changes.requests.items():
         put(REQUESTS, request_id.encode(), encode_record(REQUESTS, record))
         put(REQUESTS_BY_TIME, time_key(record.time, request_id).encode(), request_id.encode())
+    for (sku, node_id), policy in changes.allocation_policies.items():
+        put(ALLOCATION_POLICIES, position_key(sku, node_id).encode(),
+            None if policy is None else encode_record(ALLOCATION_POLICIES, (sku, node_id, policy)))
     for event in changes.events:
         batch.append(event.sequence, encode_event(event))
     return batch

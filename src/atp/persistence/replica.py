@@ -30,6 +30,7 @@ from atp.ledger.model import (
 from atp.ledger.state import EXPIRING_HOLD, LedgerState
 from atp.persistence import codec
 from atp.store.base import (
+    ALLOCATION_POLICIES,
     CLOSED,
     HOLDS,
     NODES,
@@ -41,7 +42,7 @@ from atp.store.base import (
 
 Records = Mapping[tuple[str, bytes], bytes | None]
 # Live state, in the order its records are applied: positions before what refers to them.
-_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED)
+_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED, ALLOCATION_POLICIES)
 
 
 def apply_batch(state: LedgerState, batch: WriteBatch) -> None:
@@ -67,10 +68,22 @@ def apply_records(state: LedgerState, records: Records) -> None:
         _apply_hold(state, key, value)
     for key, value in by_database[RESERVATIONS]:
         _apply_reservation(state, key, value)
+    for key, value in by_database[ALLOCATION_POLICIES]:
+        _apply_allocation_policy(state, key, value)
     for _, value in by_database[CLOSED]:
         if value is not None:  # counted for metrics, as the leader counts what closes
             state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
     state.touched.clear()  # a follower announces nothing: the leader's journal did
+
+
+def _apply_allocation_policy(state: LedgerState, key: bytes, value: bytes | None) -> None:
+    """A policy set, changed or removed (its key is the position key of its scope)."""
+    sku, _, node_id = key.decode().partition("\x1f")
+    if value is None:
+        state.allocation_policies.pop((sku, node_id), None)
+        return
+    _, _, policy = codec.decode_record(ALLOCATION_POLICIES, value)
+    state.allocation_policies[(sku, node_id)] = policy
 
 
 def _apply_node(state: LedgerState, key: bytes, value: bytes | None) -> None:

@@ -468,6 +468,7 @@ def reallocate_response(result: ReallocationResult) -> reservations_pb2.Realloca
                 new_promise_date=date_message(plan.new_promise_day),
                 slipped=plan.slipped,
                 unfilled_quantity=plan.unfilled_quantity,
+                decided_by=plan.decided_by,
             )
             for plan in result.plans
         ],

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from atp.ledger import commands, invariants, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import expiry, holds, reallocation, reservations, risk, stock, supply
+from atp.ledger.handlers.delivery import record_delivery
 from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner
@@ -155,4 +156,6 @@ def _handle(state: LedgerState, command: commands.Command, now: float) -> Result
             return stock.upsert_node(state, command, now)
         case commands.Reallocate():
             return reallocation.reallocate(state, command, now)
+        case commands.RecordDelivery():
+            return record_delivery(state, command, now)
     raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")

@@ -67,8 +67,10 @@ def apply_records(state: LedgerState, records: Records) -> None:
         _apply_hold(state, key, value)
     for key, value in by_database[RESERVATIONS]:
         _apply_reservation(state, key, value)
-    for _, value in by_database[CLOSED]:
-        if value is not None:  # counted for metrics, as the leader counts what closes
+    for key, value in by_database[CLOSED]:
+        # Counted for metrics, as the leader counts what closes: a closing also deletes the
+        # open record; a closed record written again alone (RecordDelivery) closes nothing.
+        if value is not None and (RESERVATIONS, key) in records:
             state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
     state.touched.clear()  # a follower announces nothing: the leader's journal did
 

@@ -67,12 +67,21 @@ def apply_records(state: LedgerState, records: Records) -> None:
         _apply_hold(state, key, value)
     for key, value in by_database[RESERVATIONS]:
         _apply_reservation(state, key, value)
-    for key, value in by_database[CLOSED]:
-        # Counted for metrics, as the leader counts what closes: a closing also deletes the
-        # open record; a closed record written again alone (RecordDelivery) closes nothing.
-        if value is not None and (RESERVATIONS, key) in records:
-            state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
+    for _, value in by_database[CLOSED]:
+        if value is None:
+            continue
+        closed: Reservation = codec.decode_record(CLOSED, value)
+        if not _rewritten(closed):  # counted for metrics, as the leader counts what closes
+            state.closed_counts[closed.state] += 1
     state.touched.clear()  # a follower announces nothing: the leader's journal did
+
+
+def _rewritten(closed: Reservation) -> bool:
+    """Whether a closed record is one written again after it closed (RecordDelivery on a
+    FULFILLED reservation): its delivery was recorded after it closed, so it closes nothing
+    now."""
+    delivery, close_time = closed.delivery, closed.close_time
+    return delivery is not None and close_time is not None and delivery.record_time > close_time
 
 
 def _apply_node(state: LedgerState, key: bytes, value: bytes | None) -> None:

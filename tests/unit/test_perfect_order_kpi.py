@@ -92,9 +92,10 @@ def test_overall_and_per_customer_by_hand() -> None:
     c1, c2 = report.perfect_order_by_customer["c1"], report.perfect_order_by_customer["c2"]
     # c1: w1, w2, s1.  c2: w3, w4, s2.
     assert (c1.on_time_rate, c1.in_full_rate, c1.perfect_order_rate, c1.all_four_share) == (
-        Fraction(1, 2), 1, Fraction(1, 2), Fraction(1, 2))
+        Fraction(1, 2), Fraction(1), Fraction(1, 2), Fraction(1, 2))
     assert (c2.on_time_rate, c2.in_full_rate, c2.damage_free_rate,
-            c2.documentation_accurate_rate) == (1, Fraction(2, 3), Fraction(2, 3), Fraction(2, 3))
+            c2.documentation_accurate_rate) == (
+        Fraction(1), Fraction(2, 3), Fraction(2, 3), Fraction(2, 3))
     assert c2.perfect_order_rate == Fraction(8, 27)
     assert c2.all_four_share == Fraction(1, 3)
 

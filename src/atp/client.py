@@ -633,6 +633,26 @@ def _extend_request(
     )
 
 
+def _record_delivery_request(
+    reservation_id: str,
+    delivered_date: DateLike,
+    units_delivered: int,
+    damaged_units: int = 0,
+    documentation_correct: bool = True,
+    request_id: str | None = None,
+) -> reservations_pb2.RecordDeliveryRequest:
+    """What reached the customer for a reservation that shipped (a record with a new
+    request_id replaces an earlier one: a correction)."""
+    return reservations_pb2.RecordDeliveryRequest(
+        reservation_id=reservation_id,
+        request_id=_request_id(request_id),
+        delivery=common_pb2.Delivery(
+            delivered_date=to_date(delivered_date), units_delivered=units_delivered,
+            damaged_units=damaged_units, documentation_correct=documentation_correct,
+        ),
+    )
+
+
 def _get_reservation_request(
     reservation_id: str, min_sequence: int = 0
 ) -> reservations_pb2.GetReservationRequest:
@@ -880,6 +900,10 @@ FULFILL = Rpc(
 EXTEND = Rpc(
     _Reservations, "Extend", _extend_request, common_pb2.Reservation, Retry.IDEMPOTENCY_KEY
 )
+RECORD_DELIVERY = Rpc(
+    _Reservations, "RecordDelivery", _record_delivery_request, common_pb2.Reservation,
+    Retry.IDEMPOTENCY_KEY,
+)
 GET_RESERVATION = Rpc(
     _Reservations,
     "GetReservation",
@@ -966,6 +990,7 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         RELEASE,
         FULFILL,
         EXTEND,
+        RECORD_DELIVERY,
         GET_RESERVATION,
         LIST_RESERVATIONS,
         REALLOCATE,
@@ -1285,6 +1310,7 @@ class Client(_ClientBase):
     release = _sync_method(RELEASE)
     fulfill = _sync_method(FULFILL)
     extend = _sync_method(EXTEND)
+    record_delivery = _sync_method(RECORD_DELIVERY)
     get_reservation = _sync_method(GET_RESERVATION)
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
@@ -1495,6 +1521,7 @@ class AsyncClient(_ClientBase):
     release = _async_method(RELEASE)
     fulfill = _async_method(FULFILL)
     extend = _async_method(EXTEND)
+    record_delivery = _async_method(RECORD_DELIVERY)
     get_reservation = _async_method(GET_RESERVATION)
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)

@@ -393,6 +393,7 @@ def test_every_mutation_is_keyed_or_naturally_idempotent() -> None:
         "Release",
         "Fulfill",
         "Extend",
+        "RecordDelivery",
     }
     natural = {
         name for name, rpc in RPCS.items() if rpc.retry is atp.client.Retry.NATURALLY_IDEMPOTENT

@@ -132,9 +132,24 @@ def reservation_view(reservation: common_pb2.Reservation) -> str:
         ("customer", reservation.customer_id),
         ("created", _time_text(reservation, "create_time")),
         ("expires", _time_text(reservation, "expire_time")),
+        ("delivery", delivery_text(reservation)),
     ]
     heading = format_table(("FIELD", "VALUE"), [(name, value) for name, value in fields if value])
     return heading.split("\n", 1)[1] + "\n\n" + _reservation_lines_table(reservation.lines)
+
+def delivery_text(reservation: common_pb2.Reservation) -> str:
+    """The recorded delivery outcome, e.g. "2026-12-05: 4 units, 1 damaged, documentation
+    wrong" ("" when none is recorded)."""
+    if not reservation.HasField("delivery"):
+        return ""
+    delivery = reservation.delivery
+    text = (f"{date_text(delivery.delivered_date)}: "
+            f"{plural(delivery.units_delivered, 'unit')}")
+    if delivery.damaged_units:
+        text += f", {delivery.damaged_units} damaged"
+    if not delivery.documentation_correct:
+        text += ", documentation wrong"
+    return text
 
 def _reservation_lines_table(lines: Iterable[common_pb2.ReservationLine]) -> str:
     rows = [

@@ -165,6 +165,19 @@ class Reallocate:
 
 
 @dataclass(frozen=True)
+class RecordDelivery:
+    """What reached the customer for a reservation that shipped (the perfect-order KPIs):
+    a later record with another request_id replaces the earlier one (a correction)."""
+
+    reservation_id: str
+    request_id: str
+    delivered_date: Date | None
+    units_delivered: int
+    damaged_units: int = 0
+    documentation_correct: bool = True
+
+
+@dataclass(frozen=True)
 class ExpireDue:
     """Expires HELD reservations and holds whose expire_time has passed (issued by the clock),
     the earliest first, at most `limit` of them (0: all) so that a large backlog (after a
@@ -201,6 +214,7 @@ Command = (
     | Reallocate
     | ExpireDue
     | SetAllocationPolicy
+    | RecordDelivery
 )
 
 

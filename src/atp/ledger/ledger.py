@@ -23,6 +23,7 @@ from atp.ledger.handlers import (
     stock,
     supply,
 )
+from atp.ledger.handlers.delivery import record_delivery
 from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner
@@ -167,4 +168,6 @@ def _handle(state: LedgerState, command: commands.Command, now: float) -> Result
             return reallocation.reallocate(state, command, now)
         case commands.SetAllocationPolicy():
             return allocation.set_allocation_policy(state, command, now)
+        case commands.RecordDelivery():
+            return record_delivery(state, command, now)
     raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")

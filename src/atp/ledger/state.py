@@ -23,6 +23,7 @@ from atp.ledger.allocation_policy import (
     Source,
 )
 from atp.ledger.archive import Archive, NoArchive
+from atp.ledger.delivery_measures import DeliveryTally
 from atp.ledger.errors import AlreadyExists, InvariantViolation, NotFound
 from atp.ledger.model import (
     EVENT_TYPES,
@@ -137,6 +138,8 @@ class LedgerState:
         self.closed_counts: collections.Counter[ReservationState] = collections.Counter()
         self.expired_total = 0
         self.at_risk_count = 0
+        # Deliveries recorded since start and the measures they met, per channel (metrics).
+        self.delivery_tally = DeliveryTally()
         # Positions the running command changed: re-examined (risk, stock levels, audit)
         # after it.
         self.touched: dict[PositionKey, Position] = {}
@@ -402,6 +405,9 @@ class LedgerState:
             self.changes.reservations[reservation.reservation_id] = reservation
         else:
             self.changes.closed[reservation.reservation_id] = reservation
+            # A closed one changed again (RecordDelivery) came from the archive: memory
+            # answers for it until the new record is durable, as for one just retired.
+            self.closed[reservation.reservation_id] = reservation
 
     # ----- holds --------------------------------------------------------------------------
 

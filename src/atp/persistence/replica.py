@@ -71,8 +71,11 @@ def apply_records(state: LedgerState, records: Records) -> None:
     for key, value in by_database[ALLOCATION_POLICIES]:
         _apply_allocation_policy(state, key, value)
     for _, value in by_database[CLOSED]:
-        if value is not None:  # counted for metrics, as the leader counts what closes
-            state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
+        if value is None:
+            continue
+        closed: Reservation = codec.decode_record(CLOSED, value)
+        if not _rewritten(closed):  # counted for metrics, as the leader counts what closes
+            state.closed_counts[closed.state] += 1
     state.touched.clear()  # a follower announces nothing: the leader's journal did
 
 
@@ -84,6 +87,14 @@ def _apply_allocation_policy(state: LedgerState, key: bytes, value: bytes | None
         return
     _, _, policy = codec.decode_record(ALLOCATION_POLICIES, value)
     state.allocation_policies[(sku, node_id)] = policy
+
+
+def _rewritten(closed: Reservation) -> bool:
+    """Whether a closed record is one written again after it closed (RecordDelivery on a
+    FULFILLED reservation): its delivery was recorded after it closed, so it closes nothing
+    now."""
+    delivery, close_time = closed.delivery, closed.close_time
+    return delivery is not None and close_time is not None and delivery.record_time > close_time
 
 
 def _apply_node(state: LedgerState, key: bytes, value: bytes | None) -> None:

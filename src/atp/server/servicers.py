@@ -433,6 +433,14 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             convert.reservation_message,
         )
 
+    async def RecordDelivery(
+        self, request: reservations_pb2.RecordDeliveryRequest, context: Any
+    ) -> common_pb2.Reservation:
+        return await self._mutate(
+            context, Reservation, lambda: convert.record_delivery(request),
+            convert.reservation_message,
+        )
+
     async def GetReservation(
         self, request: reservations_pb2.GetReservationRequest, context: Any
     ) -> common_pb2.Reservation:

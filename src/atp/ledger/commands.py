@@ -173,6 +173,18 @@ class ExpireDue:
     limit: int = 0
 
 
+@dataclass(frozen=True)
+class SetChannelAllocation:
+    """Sets (or, quantity and share both 0, removes) a channel's allocation of a SKU."""
+
+    sku: str
+    node_id: str
+    channel: str
+    quantity: int = 0
+    share: float = 0.0
+    end_date: Date | None = None
+
+
 Command = (
     UpsertNode
     | AdjustStock
@@ -188,6 +200,7 @@ Command = (
     | Extend
     | Reallocate
     | ExpireDue
+    | SetChannelAllocation
 )
 
 
@@ -231,3 +244,4 @@ def _line_text(line: LineRequest) -> str:
                       f"{line.need_by_date!r}")
     return (f"({line.line_id!r}, {line.sku!r}, {line.quantity!r}, {line.node_id!r}, "
             f"{date_text})")
+

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atp.ledger import commands, invariants, validation
+from atp.ledger import commands, invariants, quotas, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import expiry, holds, reallocation, reservations, risk, stock, supply
+from atp.ledger.handlers.channel_allocations import set_channel_allocation
 from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner
@@ -107,11 +108,21 @@ class Ledger(LedgerState):
 
     def promise(
         self, lines: list[OrderLine], region: str, policy: Policy, priority: int, now: float,
-        explain: bool = False,
+        explain: bool = False, channel: str = "",
     ) -> OrderPlan:
-        """A quote: where and when the lines can be fulfilled. Changes nothing."""
+        """A quote: where and when the lines can be fulfilled, for demand of `channel` (the
+        other channels' allocations fenced). Changes nothing."""
         validation.check_promise(lines, region, policy)
-        return Planner(self, day_of(now), region, policy, priority).plan(lines, explain)
+        today = day_of(now)
+        planner = Planner(self, today, region, policy, priority)
+        fence = quotas.fence_for(self, {line.sku for line in lines}, channel, today,
+                                 self.include_safety_stock(priority))
+        if fence is None:
+            return planner.plan(lines, explain)
+        try:
+            return fence.trim_plan(planner.plan(lines, explain), policy.allow_partial)
+        finally:
+            fence.undo()
 
     def plan_reallocation(self, scope: Scope, now: float) -> ReallocationResult:
         """A dry run: what Reallocate would do now. Changes nothing."""
@@ -155,4 +166,6 @@ def _handle(state: LedgerState, command: commands.Command, now: float) -> Result
             return stock.upsert_node(state, command, now)
         case commands.Reallocate():
             return reallocation.reallocate(state, command, now)
+        case commands.SetChannelAllocation():
+            return set_channel_allocation(state, command, now)
     raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")

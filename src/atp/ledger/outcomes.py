@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from atp.ledger.errors import LedgerError
 from atp.ledger.model import Hold, Node, Position, Reservation, Supply
+from atp.ledger.quotas import ChannelAllocation
 from atp.ledger.reallocation import ReallocationResult
 
 
@@ -29,6 +30,8 @@ class Refused:
 # Each command's result: UpsertNode a Node; AdjustStock the positions it moved;
 # SetSafetyStock a Position; UpsertSupply and ReceiveSupply a Supply; PlaceHold and
 # ReleaseHold a Hold; Reserve, Commit, Release, Fulfill and Extend a Reservation; Reallocate a
-# ReallocationResult; ExpireDue how many reservations and holds expired.
-Result = Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult | int
+# ReallocationResult; ExpireDue how many reservations and holds expired;
+# SetChannelAllocation the ChannelAllocation.
+Result = (Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult
+          | int | ChannelAllocation)
 Outcome = Result | Refused

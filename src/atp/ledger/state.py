@@ -34,6 +34,7 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
+from atp.ledger.quotas import AllocationKey, ChannelAllocation
 from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 LineKey = tuple[str, str]  # (reservation_id, line_id)
@@ -73,12 +74,16 @@ class Changes:
     closed: dict[str, Reservation] = field(default_factory=dict)
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # Channel allocations set, by (sku, node_id, channel); None: removed.
+    channel_allocations: dict[tuple[str, str, str], ChannelAllocation | None] = field(
+        default_factory=dict)
 
     def __bool__(self) -> bool:
         # Events first: nearly every change emits one, so this rarely looks further.
         return bool(
             self.events or self.positions or self.reservations or self.closed
             or self.requests or self.nodes or self.supplies or self.holds or self.ended_holds
+            or self.channel_allocations
         )
 
 
@@ -133,6 +138,9 @@ class LedgerState:
         # The instant of the command being applied (closing stamps it on reservations).
         self.now = 0.0
         self.changes = Changes()
+        # sku -> (node_id, channel) -> its channel allocation (quota); only SKUs with one, so
+        # that a Reserve of any other SKU pays one dict lookup (atp.ledger.quotas).
+        self.channel_allocations: dict[str, dict[AllocationKey, ChannelAllocation]] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -434,6 +442,24 @@ class LedgerState:
     def save_supply(self, supply: Supply) -> None:
         self.supplies[supply.supply_id] = supply
         self.changes.supplies[supply.supply_id] = supply
+
+    # ----- channel allocations ------------------------------------------------------------
+
+    def load_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        """An allocation (set, or from its record) into the index; a removed one out of it."""
+        by_key = self.channel_allocations.setdefault(allocation.sku, {})
+        if allocation.removed:
+            by_key.pop(allocation.key, None)
+            if not by_key:
+                del self.channel_allocations[allocation.sku]
+        else:
+            by_key[allocation.key] = allocation
+
+    def save_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        self.load_channel_allocation(allocation)
+        self.changes.channel_allocations[
+            (allocation.sku, allocation.node_id, allocation.channel)
+        ] = None if allocation.removed else allocation
 
     # ----- idempotency keys ---------------------------------------------------------------
 

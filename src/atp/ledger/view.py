@@ -7,12 +7,15 @@ module imports them; they import only this protocol and the model).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sortedcontainers import SortedList
 
 from atp.ledger.model import Hold, Lane, Node, Position, Reservation, Supply
 from atp.ledger.sortedkeys import LazySortedSet
+
+if TYPE_CHECKING:
+    from atp.ledger.quotas import ChannelAllocation
 
 
 class LedgerView(Protocol):
@@ -54,6 +57,9 @@ class LedgerView(Protocol):
 
     @property
     def committed_ids(self) -> LazySortedSet[str]: ...
+
+    @property
+    def channel_allocations(self) -> dict[str, dict[tuple[str, str], ChannelAllocation]]: ...
 
     def include_safety_stock(self, priority: int) -> bool: ...
 

@@ -18,7 +18,7 @@ from atp.ledger.model import Reservation, day_of
 from atp.ledger.state import LedgerConfig
 from atp.ledger.timeline import stock_flags
 from atp.persistence import codec
-from atp.store.base import REQUESTS, REQUESTS_BY_TIME
+from atp.store.base import CHANNEL_ALLOCATIONS, REQUESTS, REQUESTS_BY_TIME
 
 
 def ledger_from_records(
@@ -68,6 +68,8 @@ def _rebuild(
         ledger.index_hold(hold)
     for reservation in reservations:
         _load_reservation(ledger, reservation)
+    for allocation in _decoded(CHANNEL_ALLOCATIONS, read(CHANNEL_ALLOCATIONS)):
+        ledger.load_channel_allocation(allocation)
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
     _index_old_requests(ledger, read)

@@ -5,8 +5,15 @@ time; the open record a closed reservation or an ended hold leaves)."""
 from __future__ import annotations
 
 from atp.ledger.state import Changes
-from atp.persistence.codec import encode_event, encode_record, position_key, time_key
+from atp.persistence.codec import (
+    channel_allocation_key,
+    encode_event,
+    encode_record,
+    position_key,
+    time_key,
+)
 from atp.store.base import (
+    CHANNEL_ALLOCATIONS,
     CLOSED,
     CLOSED_BY_TIME,
     ENDED_HOLDS,
@@ -42,6 +49,9 @@ def encode_batch(changes: Changes) -> WriteBatch:
     for request_id, record in changes.requests.items():
         put(REQUESTS, request_id.encode(), encode_record(REQUESTS, record))
         put(REQUESTS_BY_TIME, time_key(record.time, request_id).encode(), request_id.encode())
+    for (sku, node_id, channel), allocation in changes.channel_allocations.items():
+        put(CHANNEL_ALLOCATIONS, channel_allocation_key(sku, node_id, channel).encode(),
+            encode_record(CHANNEL_ALLOCATIONS, allocation))
     for event in changes.events:
         batch.append(event.sequence, encode_event(event))
     return batch

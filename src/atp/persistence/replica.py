@@ -27,9 +27,11 @@ from atp.ledger.model import (
     Supply,
     SupplyState,
 )
+from atp.ledger.quotas import ChannelAllocation
 from atp.ledger.state import EXPIRING_HOLD, LedgerState
 from atp.persistence import codec
 from atp.store.base import (
+    CHANNEL_ALLOCATIONS,
     CLOSED,
     HOLDS,
     NODES,
@@ -41,7 +43,7 @@ from atp.store.base import (
 
 Records = Mapping[tuple[str, bytes], bytes | None]
 # Live state, in the order its records are applied: positions before what refers to them.
-_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED)
+_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED, CHANNEL_ALLOCATIONS)
 
 
 def apply_batch(state: LedgerState, batch: WriteBatch) -> None:
@@ -70,7 +72,17 @@ def apply_records(state: LedgerState, records: Records) -> None:
     for _, value in by_database[CLOSED]:
         if value is not None:  # counted for metrics, as the leader counts what closes
             state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
+    for key, value in by_database[CHANNEL_ALLOCATIONS]:
+        _apply_channel_allocation(state, key, value)
     state.touched.clear()  # a follower announces nothing: the leader's journal did
+
+
+def _apply_channel_allocation(state: LedgerState, key: bytes, value: bytes | None) -> None:
+    if value is not None:
+        state.load_channel_allocation(codec.decode_record(CHANNEL_ALLOCATIONS, value))
+        return
+    sku, node_id, channel = key.decode().split("\x1f")
+    state.load_channel_allocation(ChannelAllocation(sku, node_id, channel))  # removed
 
 
 def _apply_node(state: LedgerState, key: bytes, value: bytes | None) -> None:

@@ -51,6 +51,8 @@ from grpc_status import rpc_status
 
 from atp.tls import TlsOptions
 from atp.v1 import (
+    allocation_pb2,
+    allocation_pb2_grpc,
     availability_pb2,
     availability_pb2_grpc,
     common_pb2,
@@ -499,9 +501,11 @@ def _get_availability_request(
     include_timeline: bool = False,
     priority: int = 0,
     min_sequence: int = 0,
+    channel: str = "",
 ) -> availability_pb2.GetAvailabilityRequest:
     """Positions of SKUs (at the given nodes, or all) with the network totals; with
-    min_sequence, once the member holds that commit (a write's commit_sequence)."""
+    min_sequence, once the member holds that commit (a write's commit_sequence); `available`
+    as demand of `channel` sees it (other channels' unconsumed allocations taken off)."""
     if isinstance(skus, str):
         skus = [skus]  # A lone SKU would otherwise be split into characters.
     if isinstance(node_ids, str):
@@ -512,6 +516,7 @@ def _get_availability_request(
         include_timeline=include_timeline,
         priority=priority,
         min_sequence=min_sequence,
+        channel=channel,
     )
 
 
@@ -522,14 +527,17 @@ def _promise_request(
     policy: MessageLike[common_pb2.FulfillmentPolicy] | None = None,
     priority: int = 0,
     explain: bool = False,
+    channel: str = "",
 ) -> availability_pb2.PromiseRequest:
-    """A read-only quote of where and when order lines can be fulfilled."""
+    """A read-only quote of where and when order lines can be fulfilled (for demand of
+    `channel`: other channels' unconsumed allocations are not promised)."""
     return availability_pb2.PromiseRequest(
         lines=_to_messages(availability_pb2.OrderLine, lines),
         destination_region=destination_region,
         policy=_optional_message(common_pb2.FulfillmentPolicy, policy),
         priority=priority,
         explain=explain,
+        channel=channel,
     )
 
 
@@ -670,6 +678,32 @@ def _reallocate_request(
     )
 
 
+def _set_channel_allocation_request(
+    sku: str,
+    channel: str,
+    *,
+    node_id: str = "",
+    quantity: int = 0,
+    share: float = 0.0,
+    end_date: DateLike | None = None,
+) -> allocation_pb2.SetChannelAllocationRequest:
+    """Fences `quantity` units (or a `share` of the supply) of a SKU for a channel, across its
+    nodes or at node_id, until end_date; quantity and share both 0 remove the allocation."""
+    return allocation_pb2.SetChannelAllocationRequest(allocation=allocation_pb2.ChannelAllocation(
+        sku=sku, node_id=node_id, channel=channel, quantity=quantity, share=share,
+        end_date=None if end_date is None else to_date(end_date),
+    ))
+
+
+def _list_channel_allocations_request(
+    sku: str = "", node_id: str = "", channel: str = ""
+) -> allocation_pb2.ListChannelAllocationsRequest:
+    """The channel allocations set (optionally of one SKU, node or channel), each with what it
+    has allocated, consumed and available now."""
+    return allocation_pb2.ListChannelAllocationsRequest(
+        sku=sku, node_id=node_id, channel=channel)
+
+
 def _health_check_request(service: str = "") -> health_pb2.HealthCheckRequest:
     """The standard gRPC health check ("" is the whole server)."""
     return health_pb2.HealthCheckRequest(service=service)
@@ -743,6 +777,7 @@ _Availability = availability_pb2_grpc.AvailabilityStub
 _Reservations = reservations_pb2_grpc.ReservationsStub
 _Health = health_pb2_grpc.HealthStub
 _Server = server_pb2_grpc.ServerStub
+_Allocations = allocation_pb2_grpc.AllocationsStub
 
 UPSERT_NODE = Rpc(
     _Inventory, "UpsertNode", _upsert_node_request, common_pb2.Node, Retry.NATURALLY_IDEMPOTENT
@@ -852,6 +887,20 @@ REALLOCATE = Rpc(
     reservations_pb2.ReallocateResponse,
     Retry.WHEN_DRY_RUN,
 )
+SET_CHANNEL_ALLOCATION = Rpc(
+    _Allocations,
+    "SetChannelAllocation",
+    _set_channel_allocation_request,
+    allocation_pb2.ChannelAllocation,
+    Retry.NATURALLY_IDEMPOTENT,
+)
+LIST_CHANNEL_ALLOCATIONS = Rpc(
+    _Allocations,
+    "ListChannelAllocations",
+    _list_channel_allocations_request,
+    allocation_pb2.ListChannelAllocationsResponse,
+    Retry.READ_ONLY,
+)
 HEALTH_CHECK = Rpc(
     _Health,
     "Check",
@@ -892,11 +941,13 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         LIST_RESERVATIONS,
         REALLOCATE,
         GET_SERVER_INFO,
+        SET_CHANNEL_ALLOCATION,
+        LIST_CHANNEL_ALLOCATIONS,
         HEALTH_CHECK,
     )
 }
 _STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, _Server,
-               events_pb2_grpc.EventsStub)
+               events_pb2_grpc.EventsStub, _Allocations)
 
 
 def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int, members: int) -> int:
@@ -1207,6 +1258,8 @@ class Client(_ClientBase):
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
     get_server_info = _sync_method(GET_SERVER_INFO)
+    set_channel_allocation = _sync_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _sync_method(LIST_CHANNEL_ALLOCATIONS)
 
     def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""
@@ -1413,6 +1466,8 @@ class AsyncClient(_ClientBase):
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)
     get_server_info = _async_method(GET_SERVER_INFO)
+    set_channel_allocation = _async_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _async_method(LIST_CHANNEL_ALLOCATIONS)
 
     async def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""

@@ -93,11 +93,14 @@ def test_the_fence_leaves_no_trace_on_the_timeline(ledger: Ledger) -> None:
     reserve(ledger, "s1", "store", Line("l1", "A", 10, "DC1"))
     with pytest.raises(errors.InsufficientAvailability):
         reserve(ledger, "s2", "store", Line("l1", "A", 61, "DC1", date_after(0)))
-    # Without a ship date the line ships the day after the end date, when the fence is gone.
-    later = reserve(ledger, "s3", "store", Line("l1", "A", 61, "DC1"))
-    assert later.lines[0].ship_day == TODAY + 6  # type: ignore[attr-defined]
+    # Nor for a later day: the owner may take the units until its end date, and stock
+    # promised for a later day is stock it could not take today.
+    with pytest.raises(errors.InsufficientAvailability):
+        reserve(ledger, "s3", "store", Line("l1", "A", 61, "DC1"))
+    with pytest.raises(errors.InsufficientAvailability):
+        reserve(ledger, "s4", "store", Line("l1", "A", 61, "DC1", date_after(6)))
     deltas = ledger.positions[("A", "DC1")].deltas
-    assert deltas == {**before, TODAY: -10, TODAY + 6: -61}
+    assert deltas == {**before, TODAY: -10}
     assert ledger.check_invariants() == []
 
 
@@ -197,11 +200,13 @@ def test_after_its_end_date_the_allocation_returns_to_the_pool(ledger: Ledger) -
     allocate(ledger, "web", quantity=100, end_date=date_after(2))
     with pytest.raises(errors.InsufficientAvailability):
         reserve(ledger, "s1", "store", Line("l1", "A", 1, "DC1", date_after(2)))
-    # Units shipping after the end date are not fenced.
-    reserve(ledger, "s1", "store", Line("l1", "A", 10, "DC1", date_after(3)))
-    later = NOW + 3 * DAY
+    # Not even for after the end date: the owner may take them until then.
+    with pytest.raises(errors.InsufficientAvailability):
+        reserve(ledger, "s1", "store", Line("l1", "A", 1, "DC1", date_after(3)))
+    assert standing(ledger, "web", today=TODAY + 2) == (100, 0, 100)
+    # The day after the end date the allocation is gone: its units are the pool's again.
     assert standing(ledger, "web", today=TODAY + 3) == (0, 0, 0)
-    reserve(ledger, "s2", "store", Line("l1", "A", 90, "DC1"), now=later)
+    reserve(ledger, "s2", "store", Line("l1", "A", 100, "DC1"), now=NOW + 3 * DAY)
 
 
 # ----- Promise, reallocation, backorders ---------------------------------------------------

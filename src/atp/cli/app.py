@@ -39,6 +39,7 @@ from atp.cli.reservations import (
     add_reservation_commands,
     add_reserve_command,
 )
+from atp.cli.quotas import add_quota_commands
 from atp.cli.server import add_server_commands
 from atp.client import DEFAULT_TARGET, AtpError, Client, make_channel, with_token
 from atp.tls import TlsFileError, TlsOptions
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(tree)
     add_server_commands(tree)
     add_auth_commands(tree)
+    add_quota_commands(tree)
     return parser
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

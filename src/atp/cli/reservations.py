@@ -137,6 +137,8 @@ def add_promise_command(tree: CommandTree) -> None:
     )
     promise.add_argument("--region", required=True, help="destination region")
     promise.add_argument("--explain", action="store_true", help="show why each node won or lost")
+    promise.add_argument("--channel", default="", help="sales channel of the order: other "
+                         "channels' unconsumed allocations are not promised to it")
     _add_policy_options(promise)
 
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +286,7 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
         policy=_policy(arguments),
         priority=arguments.priority,
         explain=arguments.explain,
+        channel=arguments.channel,
     )
     text = _promise_view(response, explain=arguments.explain)
     if not response.complete and not arguments.explain:

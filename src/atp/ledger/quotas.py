@@ -13,7 +13,7 @@ an end date. Now, it stands at
 
 Demand from channel X (or from no channel) may not take the other channels' available units.
 For one command that is a Fence: each other channel's node-scoped available is phantom demand
-on its position's timeline (dated today, given back the day after its end date), and the
+on its position's timeline (dated today, for every later day too), and the
 other channels' SKU-wide available is a cap on how many units of the SKU the command may take
 in total (the network's promisable units, after the node fences, less that available). The
 caller undoes the fence before the command ends, so it never shows in the state, never puts
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from atp.ledger import timeline
 from atp.ledger.errors import InsufficientAvailability, Shortfall
-from atp.ledger.model import Day, Position, ReservationLine
+from atp.ledger.model import ChannelAllocation, Day, Position, ReservationLine
 from atp.ledger.promising import Allocation, LinePlan, OrderPlan
 
 if TYPE_CHECKING:
@@ -37,27 +37,7 @@ if TYPE_CHECKING:
 
 # (node_id, channel) of an allocation within its SKU; node_id "" for a SKU-wide one.
 AllocationKey = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelAllocation:
-    sku: str
-    node_id: str  # "" across every node of the SKU
-    channel: str
-    quantity: int = 0  # units fenced; or, when 0,
-    share: float = 0.0  # a share of the scope's supply, in (0, 1]
-    end_day: Day | None = None  # the last day it is fenced
-
-    @property
-    def key(self) -> AllocationKey:
-        return (self.node_id, self.channel)
-
-    @property
-    def removed(self) -> bool:
-        return not self.quantity and not self.share
-
-    def in_force(self, today: Day) -> bool:
-        return self.end_day is None or today <= self.end_day
+__all__ = ["AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "standings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +141,7 @@ class Fence:
             position, day, units = self.phantoms.pop()
             position.add_delta(day, units)
 
-    def _phantom(self, position: Position, day: Day, units: int) -> None:
+    def add_phantom(self, position: Position, day: Day, units: int) -> None:
         position.add_delta(day, -units)
         self.phantoms.append((position, day, units))
 
@@ -251,8 +231,9 @@ def trim_allocations(allocations: list[Allocation], budget: int) -> list[Allocat
         if budget <= 0:
             break
         quantity = min(budget, allocation.quantity)
-        kept.append(allocation if quantity == allocation.quantity
-                    else allocation._replace(quantity=quantity))
+        kept.append(allocation if quantity == allocation.quantity else Allocation(
+            allocation.node_id, quantity, allocation.ship_day, allocation.delivery_day,
+            allocation.from_inbound, allocation.cost))
         budget -= quantity
     return kept
 
@@ -296,10 +277,10 @@ def _fence_sku(
         here = [s for s in standings(view, sku, node_id, today) if s.allocation in node_scoped]
         for standing in here:
             if standing.available > 0:
-                end_day = standing.allocation.end_day
-                fence._phantom(position, today, standing.available)
-                if end_day is not None:
-                    fence._phantom(position, end_day + 1, -standing.available)  # given back
+                # Dated today and never given back: a unit the owner may still take before
+                # the end date cannot be promised to anyone else for a later date either
+                # (stock carries forward). After the end date the allocation is 0.
+                fence.add_phantom(position, today, standing.available)
                 fenced += standing.available
     if sku_wide:
         wide = others_available(

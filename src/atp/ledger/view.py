@@ -7,15 +7,12 @@ module imports them; they import only this protocol and the model).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sortedcontainers import SortedList
 
-from atp.ledger.model import Hold, Lane, Node, Position, Reservation, Supply
+from atp.ledger.model import ChannelAllocation, Hold, Lane, Node, Position, Reservation, Supply
 from atp.ledger.sortedkeys import LazySortedSet
-
-if TYPE_CHECKING:
-    from atp.ledger.quotas import ChannelAllocation
 
 
 class LedgerView(Protocol):

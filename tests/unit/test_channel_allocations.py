@@ -12,8 +12,8 @@ from atp.ledger import Ledger, LedgerConfig, commands, day_of, errors
 from atp.ledger.model import Lane, Policy, ReservationState
 from atp.ledger.promising import OrderLine
 from atp.ledger.quotas import ChannelAllocation, standing_of, standings
-from atp.persistence.records import encode_batch
 from atp.persistence.rebuild import ledger_from_records
+from atp.persistence.records import encode_batch
 from atp.persistence.replica import apply_batch
 from atp.store.base import CHANNEL_ALLOCATIONS
 
@@ -30,6 +30,13 @@ def date_after(days: int) -> tuple[int, int, int]:
 
 @pytest.fixture
 def ledger() -> Ledger:
+    ledger = seeded()
+    ledger.take_changes()
+    return ledger
+
+
+def seeded() -> Ledger:
+    """Two nodes with a lane to EU; A at both, B at DC1 (changes not yet taken)."""
     ledger = Ledger(LedgerConfig(default_ttl_seconds=600))
     ledger.execute(commands.UpsertNode("DC1", lanes=(Lane("EU", 1, 5),)), NOW)
     ledger.execute(commands.UpsertNode("DC2", lanes=(Lane("EU", 2, 5),)), NOW)
@@ -38,7 +45,6 @@ def ledger() -> Ledger:
         commands.Movement("A", "DC2", "RECEIPT", 50),
         commands.Movement("B", "DC1", "RECEIPT", 10),
     )), NOW)
-    ledger.take_changes()
     return ledger
 
 
@@ -288,7 +294,8 @@ def test_an_unknown_node_is_not_found(ledger: Ledger) -> None:
 
 # ----- persistence ----------------------------------------------------------------------------
 
-def test_allocations_survive_a_rebuild_and_replicate(ledger: Ledger) -> None:
+def test_allocations_survive_a_rebuild_and_replicate() -> None:
+    ledger = seeded()
     follower = Ledger()
     records: dict[str, dict[bytes, bytes]] = {}
 
@@ -301,16 +308,24 @@ def test_allocations_survive_a_rebuild_and_replicate(ledger: Ledger) -> None:
             else:
                 records.setdefault(database, {})[key] = value
 
+    reserve(ledger, "w0", "web", Line("l1", "A", 4, "DC1"))
+    commit()
     allocate(ledger, "web", quantity=10, end_date=date_after(30))
     allocate(ledger, "store", node_id="", share=0.2)
     allocate(ledger, "market", quantity=3)
+    reserve(ledger, "s0", "store", Line("l1", "A", 5, "DC2"))
     commit()
     allocate(ledger, "market")
+    ledger.execute(commands.Release("w0", "rel-w0"), NOW)
+    reserve(ledger, "w1", "web", Line("l1", "A", 2, "DC1"), commit=True)
     commit()
+    assert ledger.channel_units == {("A", "DC1"): {"web": 2}, ("A", "DC2"): {"store": 5}}
     assert len(records[CHANNEL_ALLOCATIONS]) == 2
     rebuilt = ledger_from_records(records, ledger.sequence, None, NOW)
     assert rebuilt.channel_allocations == ledger.channel_allocations
     assert follower.channel_allocations == ledger.channel_allocations
+    assert rebuilt.channel_units == follower.channel_units == ledger.channel_units
+    assert rebuilt.check_invariants() == follower.check_invariants() == []
     assert standing_of(rebuilt, rebuilt.channel_allocations["A"][("DC1", "web")], TODAY
                        ).allocated == 10
 
@@ -323,3 +338,22 @@ def test_reservation_state_counts_for_consumption(ledger: Ledger) -> None:
     assert standing(ledger, "web") == (30, 15, 15)
     ledger.execute(commands.Fulfill("w1", "f1", ()), NOW)
     assert standing(ledger, "web") == (30, 5, 25)
+
+
+def test_open_units_by_channel_are_kept_through_every_change(ledger: Ledger) -> None:
+    reserve(ledger, "w0", "web", Line("l1", "A", 3, "DC1"))  # before any allocation
+    allocate(ledger, "web", quantity=50)
+    assert ledger.channel_units == {("A", "DC1"): {"web": 3}}
+    reserve(ledger, "w1", "web", Line("l1", "A", 5, "DC1"), Line("l2", "A", 2, "DC2"),
+            commit=True)
+    reserve(ledger, "s1", "store", Line("l1", "A", 4), destination_region="EU")
+    reserve(ledger, "b1", "store", Line("l1", "B", 4, "DC1"))  # a SKU without one
+    ledger.execute(commands.Fulfill("w1", "f1", (commands.LineQuantity("l1", 2),)), NOW)
+    ledger.execute(commands.Release("w0", "r1", (commands.LineQuantity("l1", 1),)), NOW)
+    ledger.execute(commands.ExpireDue(), NOW + 3600)  # w0 and s1 expire
+    assert ledger.check_invariants() == []
+    assert ledger.channel_units == {("A", "DC1"): {"web": 3}, ("A", "DC2"): {"web": 2}}
+    assert standing(ledger, "web") == (50, 3, 47)
+    allocate(ledger, "web")  # the last allocation of A: its counts go
+    assert ledger.channel_units == {}
+    assert ledger.check_invariants() == []

@@ -32,6 +32,7 @@ from atp.cli.outcome import (
     Outcome,
     json_document,
 )
+from atp.cli.quotas import add_quota_commands
 from atp.cli.reservations import (
     add_at_risk_command,
     add_promise_command,
@@ -39,7 +40,6 @@ from atp.cli.reservations import (
     add_reservation_commands,
     add_reserve_command,
 )
-from atp.cli.quotas import add_quota_commands
 from atp.cli.server import add_server_commands
 from atp.client import DEFAULT_TARGET, AtpError, Client, make_channel, with_token
 from atp.tls import TlsFileError, TlsOptions

@@ -115,7 +115,7 @@ class Ledger(LedgerState):
         validation.check_promise(lines, region, policy)
         today = day_of(now)
         planner = Planner(self, today, region, policy, priority)
-        fence = quotas.fence_for(self, {line.sku for line in lines}, channel, today,
+        fence = quotas.fence_for(self, [(line.sku, "") for line in lines], channel, today,
                                  self.include_safety_stock(priority))
         if fence is None:
             return planner.plan(lines, explain)
@@ -132,7 +132,7 @@ class Ledger(LedgerState):
 
     def check_invariants(self) -> list[str]:
         """Recomputes every derived quantity from the records; returns each disagreement."""
-        return invariants.derived_problems(self)
+        return invariants.derived_problems(self) + quotas.count_problems(self)
 
 
 def _handle(state: LedgerState, command: commands.Command, now: float) -> Result:

@@ -71,16 +71,40 @@ def supply_base(positions: Iterable[Position]) -> int:
 
 
 def open_units_by_channel(view: LedgerView, positions: Iterable[Position]) -> dict[str, int]:
-    """Open units (HELD and COMMITTED lines) at the positions, by reservation channel."""
+    """Open units (HELD and COMMITTED lines) at the positions, by reservation channel: the
+    counts the state keeps for SKUs with an allocation (LedgerState.channel_units)."""
     units: dict[str, int] = {}
-    reservations = view.reservations
+    counted = view.channel_units
     for position in positions:
-        for (reservation_id, _), line in position.lines.items():
-            reservation = reservations.get(reservation_id)
-            if reservation is not None:
-                channel = reservation.channel
-                units[channel] = units.get(channel, 0) + line.open_quantity
+        for channel, count in counted.get((position.sku, position.node_id), {}).items():
+            units[channel] = units.get(channel, 0) + count
     return units
+
+
+def count_open_units(view: LedgerView, position: Position) -> dict[str, int]:
+    """open_units_by_channel of one position recounted from its lines (to check the counts)."""
+    units: dict[str, int] = {}
+    for (reservation_id, _), line in position.lines.items():
+        reservation = view.reservations.get(reservation_id)
+        if reservation is not None and line.open_quantity:
+            units[reservation.channel] = units.get(reservation.channel, 0) + line.open_quantity
+    return units
+
+
+def count_problems(view: LedgerView) -> list[str]:
+    """Where the kept open units per channel disagree with the lines (invariant checks)."""
+    problems = []
+    for sku in view.channel_allocations:
+        for node_id, position in view.positions_by_sku.get(sku, {}).items():
+            kept = view.channel_units.get((sku, node_id), {})
+            counted = count_open_units(view, position)
+            if kept != counted:
+                problems.append(f"{sku} at {node_id}: open units by channel {kept}, "
+                                f"the lines say {counted}")
+    tracked = {key for key in view.channel_units if key[0] not in view.channel_allocations}
+    problems += [f"{sku} at {node_id}: open units counted by channel without an allocation"
+                 for sku, node_id in sorted(tracked)]
+    return problems
 
 
 def standings(view: LedgerView, sku: str, node_id: str, today: Day) -> list[Standing]:
@@ -239,61 +263,98 @@ def trim_allocations(allocations: list[Allocation], budget: int) -> list[Allocat
 
 
 def fence_for(
-    view: LedgerView, skus: Iterable[str], channel: str, today: Day, include_safety: bool
+    view: LedgerView, demand: Iterable[tuple[str, str]], channel: str, today: Day,
+    include_safety: bool,
 ) -> Fence | None:
-    """Fences the other channels' available allocations of the SKUs from `channel`'s demand
-    (on the timelines until Fence.undo); None when none of the SKUs has an allocation in
-    force for another channel (the common case: a dict lookup per SKU)."""
+    """Fences the other channels' available allocations from `channel`'s demand, (sku,
+    node_id) pairs (node_id "" for demand that may go to any node): phantom demand at the
+    positions the demand may use, until Fence.undo; a cap per SKU for SKU-wide ones. None
+    when no SKU of the demand has an allocation of another channel in force (the common
+    case: a dict lookup per pair)."""
     by_sku = view.channel_allocations
     if not by_sku:
         return None
+    wanted: dict[str, set[str]] = {}
+    for sku, node_id in demand:
+        if sku in by_sku:
+            wanted.setdefault(sku, set()).add(node_id)
     fence: Fence | None = None
-    for sku in sorted(set(skus)):
-        allocations = by_sku.get(sku)
-        if not allocations:
-            continue
-        others = [a for a in allocations.values()
-                  if a.channel != channel and a.in_force(today)]
-        if not others:
-            continue
-        if fence is None:
-            fence = Fence(channel)
-        _fence_sku(view, fence, sku, others, today, include_safety)
+    for sku in sorted(wanted):
+        others = [a for a in by_sku[sku].values() if a.channel != channel and a.in_force(today)]
+        if others:
+            fence = fence or Fence(channel)
+            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety)
     return fence
 
 
 def _fence_sku(
-    view: LedgerView, fence: Fence, sku: str, others: list[ChannelAllocation], today: Day,
-    include_safety: bool,
+    view: LedgerView, fence: Fence, sku: str, others: list[ChannelAllocation],
+    node_ids: set[str], today: Day, include_safety: bool,
 ) -> None:
+    """Phantom demand at the positions of `node_ids` ("" among them: every position) for the
+    other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones."""
     by_node = view.positions_by_sku.get(sku, {})
-    fenced = 0
-    sku_wide = [a for a in others if not a.node_id]
-    node_scoped = [a for a in others if a.node_id]
-    for node_id in sorted({a.node_id for a in node_scoped}):
+    counted = view.channel_units
+    phantom: dict[str, int] = {}  # node_id -> units fenced there
+    sku_wide: list[ChannelAllocation] = []
+    for allocation in others:
+        node_id = allocation.node_id
+        if not node_id:
+            sku_wide.append(allocation)
+            continue
         position = by_node.get(node_id)
         if position is None:
             continue  # nothing there to take
-        here = [s for s in standings(view, sku, node_id, today) if s.allocation in node_scoped]
-        for standing in here:
-            if standing.available > 0:
-                # Dated today and never given back: a unit the owner may still take before
-                # the end date cannot be promised to anyone else for a later date either
-                # (stock carries forward). After the end date the allocation is 0.
-                fence.add_phantom(position, today, standing.available)
-                fenced += standing.available
-    if sku_wide:
-        wide = others_available(
-            (s for s in standings(view, sku, "", today) if s.allocation in sku_wide),
-            fence.channel)
+        allocated = allocation.quantity or int(allocation.share * supply_base((position,)))
+        used = counted.get((sku, node_id), {}).get(allocation.channel, 0)
+        if allocated > used:
+            phantom[node_id] = phantom.get(node_id, 0) + allocated - used
+    fenced = sum(phantom.values())
+    if sku_wide:  # before the phantoms go on: the network's units less every node's fence
+        wide = _sku_wide_available(view, sku, sku_wide, by_node)
         if wide > 0:
             nodes = view.nodes
-            network = sum(
-                max(0, timeline.max_promisable(position, today, include_safety))
-                for node_id, position in by_node.items()
-                if (node := nodes.get(node_id)) is not None and node.active
-            )
+            network = 0
+            for node_id, position in by_node.items():
+                node = nodes.get(node_id)
+                if node is not None and node.active:
+                    network += max(0, _final_net(position, include_safety)
+                                   - phantom.get(node_id, 0))
             fence.caps[sku] = max(0, network - wide)
             fenced += wide
+    anywhere = "" in node_ids
+    for node_id, units in phantom.items():
+        if anywhere or node_id in node_ids:
+            # Dated today and never given back: a unit the owner may still take before the
+            # end date cannot be promised to anyone else for a later date either (stock
+            # carries forward). After the end date the allocation is 0.
+            fence.add_phantom(by_node[node_id], today, units)
     if fenced:
         fence.fenced[sku] = fenced
+
+
+def _sku_wide_available(
+    view: LedgerView, sku: str, allocations: list[ChannelAllocation],
+    by_node: dict[str, Position],
+) -> int:
+    """What SKU-wide allocations still fence: allocated less their channels' open units."""
+    counted = view.channel_units
+    base: int | None = None
+    available = 0
+    for allocation in allocations:
+        allocated = allocation.quantity
+        if not allocated:
+            if base is None:
+                base = supply_base(by_node.values())
+            allocated = int(allocation.share * base)
+        used = sum(counted.get((sku, node_id), {}).get(allocation.channel, 0)
+                   for node_id in by_node)
+        available += max(0, allocated - used)
+    return available
+
+
+def _final_net(position: Position, include_safety: bool) -> int:
+    """Net supply after everything dated (timeline.max_promisable before its floor at 0),
+    without sorting the position's days."""
+    net = position.on_hand - position.held + sum(position.deltas.values())
+    return net if include_safety else net - position.safety_stock

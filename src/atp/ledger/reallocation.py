@@ -147,8 +147,9 @@ class Reallocator:
     ) -> list[Allocation]:
         """Where the units can go now: any node by the reservation's policy, or later at its
         node; the other channels' allocations fenced from the reservation's channel."""
-        fence = quotas.fence_for(self.ledger, (sku,), reservation.channel, self.today,
-                                 self.ledger.include_safety_stock(reservation.priority))
+        anywhere = "" if reservation.destination_region else node_id
+        fence = quotas.fence_for(self.ledger, [(sku, anywhere)], reservation.channel,
+                                 self.today, self.ledger.include_safety_stock(reservation.priority))
         if fence is None:
             return self._unfenced_resource(reservation, sku, node_id, quantity)
         try:

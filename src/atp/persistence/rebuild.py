@@ -68,12 +68,13 @@ def _rebuild(
         ledger.index_hold(hold)
     for reservation in reservations:
         _load_reservation(ledger, reservation)
-    for allocation in _decoded(CHANNEL_ALLOCATIONS, read(CHANNEL_ALLOCATIONS)):
-        ledger.load_channel_allocation(allocation)
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
     _index_old_requests(ledger, read)
     derive_from_records(ledger, ledger.positions)
+    # After the lines are on their positions: a SKU's first allocation counts them by channel.
+    for allocation in _decoded(CHANNEL_ALLOCATIONS, read(CHANNEL_ALLOCATIONS)):
+        ledger.load_channel_allocation(allocation)
     ledger.sequence = last_sequence
     index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)

@@ -170,7 +170,7 @@ def _put_on(state: LedgerState, reservation: Reservation) -> None:
             continue
         position = _position(state, line.sku, line.node_id)
         position.add_delta(line.ship_day, -line.open_quantity)
-        state.count_line(reservation.reservation_id, held, position, line)
+        state.count_line(reservation.reservation_id, held, position, line, reservation.channel)
         if line.at_risk:
             state.index_at_risk(position, (reservation.reservation_id, line.line_id))
     state.index_open(reservation)

@@ -68,7 +68,7 @@ def sku_availability(
     if sku not in view.channel_allocations:
         messages = [position_message(p) for p in positions]
         return messages, convert.network_total(sku, messages)
-    fence = quotas.fence_for(view, (sku,), channel, today, include_safety)
+    fence = quotas.fence_for(view, [(sku, "")], channel, today, include_safety)
     try:
         messages = [position_message(p) for p in positions]
     finally:

@@ -40,8 +40,9 @@ def place_lines(
     The other channels' allocations of the lines' SKUs are fenced meanwhile."""
     if not state.channel_allocations:  # no SKU has one: nothing to fence
         return _place_lines(state, command, requested_days, today)
-    fence = quotas.fence_for(state, [line.sku for line in command.lines], command.channel,
-                             today, state.include_safety_stock(command.priority))
+    fence = quotas.fence_for(state, [(line.sku, line.node_id) for line in command.lines],
+                             command.channel, today,
+                             state.include_safety_stock(command.priority))
     if fence is None:
         return _place_lines(state, command, requested_days, today)
     try:

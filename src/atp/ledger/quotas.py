@@ -65,9 +65,7 @@ def scope_positions(view: LedgerView, sku: str, node_id: str) -> list[Position]:
 def supply_base(positions: Iterable[Position]) -> int:
     """Supply a share is taken of: on hand plus open inbound, less holds and safety stock,
     each position counted at 0 at least."""
-    return sum(
-        max(0, p.on_hand + p.inbound - p.held - p.safety_stock) for p in positions
-    )
+    return sum(_base(position) for position in positions)
 
 
 def open_units_by_channel(view: LedgerView, positions: Iterable[Position]) -> dict[str, int]:
@@ -292,69 +290,79 @@ def _fence_sku(
     node_ids: set[str], today: Day, include_safety: bool,
 ) -> None:
     """Phantom demand at the positions of `node_ids` ("" among them: every position) for the
-    other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones."""
+    other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones.
+    One pass over the SKU's positions at most (on every Reserve of a SKU with allocations)."""
     by_node = view.positions_by_sku.get(sku, {})
     counted = view.channel_units
+    anywhere = "" in node_ids
+    sku_wide = [allocation for allocation in others if not allocation.node_id]
+    # The cap needs every node's fence; without one, only the nodes the demand may use.
+    every_node = anywhere or bool(sku_wide)
     phantom: dict[str, int] = {}  # node_id -> units fenced there
-    sku_wide: list[ChannelAllocation] = []
     for allocation in others:
         node_id = allocation.node_id
-        if not node_id:
-            sku_wide.append(allocation)
+        if not node_id or not (every_node or node_id in node_ids):
             continue
         position = by_node.get(node_id)
         if position is None:
             continue  # nothing there to take
-        allocated = allocation.quantity or int(allocation.share * supply_base((position,)))
-        used = counted.get((sku, node_id), {}).get(allocation.channel, 0)
+        allocated = allocation.quantity or int(allocation.share * _base(position))
+        units = counted.get((sku, node_id))
+        used = units.get(allocation.channel, 0) if units else 0
         if allocated > used:
             phantom[node_id] = phantom.get(node_id, 0) + allocated - used
-    fenced = sum(phantom.values())
+    fenced = 0
     if sku_wide:  # before the phantoms go on: the network's units less every node's fence
-        wide = _sku_wide_available(view, sku, sku_wide, by_node)
+        wide, network = _sku_wide_and_network(view, sku, sku_wide, phantom, include_safety)
         if wide > 0:
-            nodes = view.nodes
-            network = 0
-            for node_id, position in by_node.items():
-                node = nodes.get(node_id)
-                if node is not None and node.active:
-                    network += max(0, _final_net(position, include_safety)
-                                   - phantom.get(node_id, 0))
             fence.caps[sku] = max(0, network - wide)
             fenced += wide
-    anywhere = "" in node_ids
-    for node_id, units in phantom.items():
+    for node_id, units_fenced in phantom.items():
         if anywhere or node_id in node_ids:
             # Dated today and never given back: a unit the owner may still take before the
             # end date cannot be promised to anyone else for a later date either (stock
             # carries forward). After the end date the allocation is 0.
-            fence.add_phantom(by_node[node_id], today, units)
+            fence.add_phantom(by_node[node_id], today, units_fenced)
+            fenced += units_fenced
     if fenced:
         fence.fenced[sku] = fenced
 
 
-def _sku_wide_available(
-    view: LedgerView, sku: str, allocations: list[ChannelAllocation],
-    by_node: dict[str, Position],
-) -> int:
-    """What SKU-wide allocations still fence: allocated less their channels' open units."""
+def _sku_wide_and_network(
+    view: LedgerView, sku: str, allocations: list[ChannelAllocation], phantom: dict[str, int],
+    include_safety: bool,
+) -> tuple[int, int]:
+    """(what the SKU-wide allocations still fence, units the network can still promise on
+    some day less every node's fence), in one pass over the SKU's positions."""
     counted = view.channel_units
-    base: int | None = None
-    available = 0
+    nodes = view.nodes
+    used_by: dict[str, int] = {}
+    base = network = 0
+    for node_id, position in view.positions_by_sku.get(sku, {}).items():
+        units = counted.get((sku, node_id))
+        if units:
+            for channel, count in units.items():
+                used_by[channel] = used_by.get(channel, 0) + count
+        base += _base(position)
+        node = nodes.get(node_id)
+        if node is not None and node.active:
+            # The last step of the timeline (timeline.max_promisable), without sorting it.
+            net = position.on_hand - position.held + sum(position.deltas.values())
+            if not include_safety:
+                net -= position.safety_stock
+            net -= phantom.get(node_id, 0)
+            if net > 0:
+                network += net
+    wide = 0
     for allocation in allocations:
-        allocated = allocation.quantity
-        if not allocated:
-            if base is None:
-                base = supply_base(by_node.values())
-            allocated = int(allocation.share * base)
-        used = sum(counted.get((sku, node_id), {}).get(allocation.channel, 0)
-                   for node_id in by_node)
-        available += max(0, allocated - used)
-    return available
+        allocated = allocation.quantity or int(allocation.share * base)
+        used = used_by.get(allocation.channel, 0)
+        if allocated > used:
+            wide += allocated - used
+    return wide, network
 
 
-def _final_net(position: Position, include_safety: bool) -> int:
-    """Net supply after everything dated (timeline.max_promisable before its floor at 0),
-    without sorting the position's days."""
-    net = position.on_hand - position.held + sum(position.deltas.values())
-    return net if include_safety else net - position.safety_stock
+def _base(position: Position) -> int:
+    """A position's part of supply_base."""
+    base = position.on_hand + position.inbound - position.held - position.safety_stock
+    return base if base > 0 else 0

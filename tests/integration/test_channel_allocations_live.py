@@ -15,9 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from atp.client import AtpError, Client
-from atp.v1 import reservations_pb2
+from atp.v1 import allocation_pb2, allocation_pb2_grpc, reservations_pb2
 from tests.cli.test_cli_live import atpctl
 from tests.integration.helpers import (
     CALL_TIMEOUT,
@@ -33,6 +35,7 @@ from tests.integration.helpers import (
     upsert_node,
 )
 from tests.integration.test_concurrency import OK, run_concurrently
+from tests.integration.test_fuzz_requests import check_refusal, messages
 from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
@@ -223,3 +226,29 @@ def test_allocations_survive_kill_9(tmp_path: Path) -> None:
     finally:
         if server.process is not None:
             server.kill()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(request=st.one_of(
+    messages(allocation_pb2.SetChannelAllocationRequest.DESCRIPTOR),
+    messages(allocation_pb2.ListChannelAllocationsRequest.DESCRIPTOR),
+))
+def test_generated_requests_are_answered_or_refused_cleanly(
+    module_atpd: AtpdProcess, request: Any
+) -> None:
+    with module_atpd.channel() as channel:
+        stub = allocation_pb2_grpc.AllocationsStub(channel)
+        method = ("SetChannelAllocation"
+                  if isinstance(request, allocation_pb2.SetChannelAllocationRequest)
+                  else "ListChannelAllocations")
+        try:
+            getattr(stub, method)(request, timeout=CALL_TIMEOUT)
+            event(f"{method} OK")
+        except grpc.RpcError as error:
+            event(f"{method} {error.code().name}")
+            check_refusal(error, f"{method}({request})")
+        # The server still answers.
+        stub.ListChannelAllocations(allocation_pb2.ListChannelAllocationsRequest(),
+                                    timeout=CALL_TIMEOUT)

@@ -27,7 +27,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from atp.ledger import timeline
 from atp.ledger.errors import InsufficientAvailability, Shortfall
 from atp.ledger.model import ChannelAllocation, Day, Position, ReservationLine
 from atp.ledger.promising import Allocation, LinePlan, OrderPlan
@@ -204,8 +203,9 @@ class Fence:
             available=max(0, cap),
         )
 
-    def explained(self, error: InsufficientAvailability, sku_of: dict[str, str]) -> (
-            InsufficientAvailability):
+    def explained(
+        self, error: InsufficientAvailability, sku_of: dict[str, str]
+    ) -> InsufficientAvailability:
         """The refusal, each shortfall of a fenced SKU saying how many units are fenced for
         other channels (`sku_of`: shortfall subject -> its SKU)."""
         shortfalls = []
@@ -365,4 +365,4 @@ def _sku_wide_and_network(
 def _base(position: Position) -> int:
     """A position's part of supply_base."""
     base = position.on_hand + position.inbound - position.held - position.safety_stock
-    return base if base > 0 else 0
+    return max(0, base)

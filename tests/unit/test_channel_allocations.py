@@ -5,10 +5,12 @@ validation, persistence and the per-channel availability numbers."""
 from __future__ import annotations
 
 import datetime
+import random
+from collections import Counter
 
 import pytest
 
-from atp.ledger import Ledger, LedgerConfig, commands, day_of, errors
+from atp.ledger import Ledger, LedgerConfig, commands, day_of, errors, timeline
 from atp.ledger.model import Lane, Policy, ReservationState
 from atp.ledger.promising import OrderLine
 from atp.ledger.quotas import ChannelAllocation, standing_of, standings
@@ -356,4 +358,63 @@ def test_open_units_by_channel_are_kept_through_every_change(ledger: Ledger) -> 
     assert standing(ledger, "web") == (50, 3, 47)
     allocate(ledger, "web")  # the last allocation of A: its counts go
     assert ledger.channel_units == {}
+    assert ledger.check_invariants() == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_demand_never_takes_another_channels_allocation(seed: int) -> None:
+    """Random reserves (named nodes and sourced, whole and partial, from three channels and
+    none) and releases against node-scoped and SKU-wide allocations set up front: after every
+    step each position can still give its allocations' available units, and the network the
+    SKU-wide ones' (the fence is the only thing that keeps this true)."""
+    rng = random.Random(seed)
+    ledger = seeded()
+    allocate(ledger, "web", quantity=25)
+    allocate(ledger, "store", node_id="DC2", share=0.3)
+    allocate(ledger, "market", node_id="", quantity=20)
+    channels = ("web", "store", "market", "")
+    outcomes: Counter[str] = Counter()
+    for step in range(300):  # bounded
+        open_ids = sorted(ledger.reservations)
+        if open_ids and rng.random() < 0.3:
+            ledger.execute(commands.Release(rng.choice(open_ids), f"rel-{step}"), NOW)
+        else:
+            node_id = rng.choice(("DC1", "DC2", ""))
+            line = Line("l1", "A", rng.randint(1, 15), node_id)
+            outcome = ledger.apply(commands.Reserve(
+                f"r{step}", (line,), destination_region="" if node_id else "EU",
+                channel=rng.choice(channels),
+                policy=Policy(allow_partial=rng.random() < 0.5)), NOW)
+            outcomes[type(outcome).__name__] += 1
+        assert ledger.check_invariants() == []
+        node_fenced = {}
+        for node_id in ("DC1", "DC2"):
+            position = ledger.positions[("A", node_id)]
+            fenced = sum(s.available for s in standings(ledger, "A", node_id, TODAY))
+            atp = timeline.atp_today(position, TODAY, include_safety_stock=False)
+            assert atp >= fenced, (step, node_id, atp, fenced)
+            node_fenced[node_id] = fenced
+        wide = sum(s.available for s in standings(ledger, "A", "", TODAY))
+        network = sum(
+            max(0, timeline.max_promisable(ledger.positions[("A", n)], TODAY, False) - fenced)
+            for n, fenced in node_fenced.items())
+        assert network >= wide, (step, network, wide)
+    assert outcomes["Reservation"] > 50 and outcomes["Refused"] > 10, outcomes
+
+
+def test_reallocation_moves_lines_only_where_their_channel_may_take_units(
+    ledger: Ledger
+) -> None:
+    reservation = reserve(ledger, "s1", "store", Line("l1", "A", 20), destination_region="EU")
+    assert [ln.node_id for ln in reservation.lines] == ["DC1"]  # type: ignore[attr-defined]
+    allocate(ledger, "web", node_id="DC2", quantity=40)  # of DC2's 50
+    ledger.execute(commands.AdjustStock("count", (
+        commands.Movement("A", "DC1", "CYCLE_COUNT", 0),)), NOW)
+    assert ledger.reservations["s1"].lines[0].at_risk
+    result = ledger.execute(commands.Reallocate(sku="A"), NOW)
+    (plan,) = result.plans  # type: ignore[union-attr]
+    assert plan.unfilled_quantity == 10
+    lines = ledger.reservations["s1"].lines
+    assert [(ln.node_id, ln.quantity) for ln in lines if ln.quantity] == [("DC2", 10)]
+    assert standing(ledger, "web", node_id="DC2") == (40, 0, 40)
     assert ledger.check_invariants() == []

@@ -142,6 +142,20 @@ def test_availability_shows_each_channel_and_available_per_channel(
     assert position("store").available == 90 - 20  # web's 20 left fenced from store
     assert position("").available == 90 - 40
     assert position("market").available == 50
+    assert not position("market").short
+
+
+def test_an_allocation_above_the_stock_fences_all_of_it_and_shorts_nothing(
+    api: Api, client: Client
+) -> None:
+    sku, node_id = stocked(api, 20)
+    client.set_channel_allocation(sku, "web", node_id=node_id, quantity=30)
+    response = client.get_availability([sku], channel="store", include_timeline=True)
+    (position,) = response.positions
+    assert (position.available, position.short) == (0, False)
+    assert [bucket.available for bucket in position.timeline] == [-10]
+    assert channels_of(position) == {"web": (30, 0, 30)}
+    assert client.get_availability([sku], channel="web").positions[0].available == 20
 
 
 def test_promise_respects_other_channels_allocations(api: Api, client: Client) -> None:

@@ -65,15 +65,21 @@ def sku_availability(
     """The SKU's position messages and its network total as `channel` sees them: the other
     channels' unconsumed node-scoped allocations off each position's available, their
     SKU-wide ones off the total's; each with the per-channel standings."""
+    messages = [position_message(p) for p in positions]
     if sku not in view.channel_allocations:
-        messages = [position_message(p) for p in positions]
         return messages, convert.network_total(sku, messages)
     fence = quotas.fence_for(view, [(sku, "")], channel, today, include_safety)
-    try:
-        messages = [position_message(p) for p in positions]
-    finally:
-        if fence is not None:
+    if fence is not None:
+        # Only `available` and the timeline are as the channel sees them: the phantom
+        # demand is not demand, so it makes no position short.
+        try:
+            fenced = [position_message(p) for p in positions]
+        finally:
             fence.undo()
+        for message, seen in zip(messages, fenced, strict=True):
+            message.available = seen.available
+            del message.timeline[:]
+            message.timeline.extend(seen.timeline)
     for message in messages:
         message.channels.extend(availability_message(s) for s in quotas.standings(
             view, sku, message.node_id, today))

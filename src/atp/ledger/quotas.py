@@ -278,7 +278,8 @@ def fence_for(
             wanted.setdefault(sku, set()).add(node_id)
     fence: Fence | None = None
     for sku in sorted(wanted):
-        others = [a for a in by_sku[sku].values() if a.channel != channel and a.in_force(today)]
+        others = [a for a in by_sku[sku].values()
+                  if a.channel != channel and (a.end_day is None or today <= a.end_day)]
         if others:
             fence = fence or Fence(channel)
             _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety)
@@ -336,6 +337,7 @@ def _sku_wide_and_network(
     some day less every node's fence), in one pass over the SKU's positions."""
     counted = view.channel_units
     nodes = view.nodes
+    with_share = any(allocation.share for allocation in allocations)
     used_by: dict[str, int] = {}
     base = network = 0
     for node_id, position in view.positions_by_sku.get(sku, {}).items():
@@ -343,10 +345,12 @@ def _sku_wide_and_network(
         if units:
             for channel, count in units.items():
                 used_by[channel] = used_by.get(channel, 0) + count
-        base += _base(position)
+        if with_share:
+            base += _base(position)
         node = nodes.get(node_id)
         if node is not None and node.active:
-            # The last step of the timeline (timeline.max_promisable), without sorting it.
+            # The last step of the timeline (timeline.max_promisable), without sorting it;
+            # from the deltas, not the line sums: a planner may have demand shifted.
             net = position.on_hand - position.held + sum(position.deltas.values())
             if not include_safety:
                 net -= position.safety_stock

@@ -501,9 +501,11 @@ def _get_availability_request(
     include_timeline: bool = False,
     priority: int = 0,
     min_sequence: int = 0,
+    channel: str = "",
 ) -> availability_pb2.GetAvailabilityRequest:
     """Positions of SKUs (at the given nodes, or all) with the network totals; with
-    min_sequence, once the member holds that commit (a write's commit_sequence)."""
+    min_sequence, once the member holds that commit (a write's commit_sequence); `available`
+    as demand of `channel` sees it (other channels' unconsumed allocations taken off)."""
     if isinstance(skus, str):
         skus = [skus]  # A lone SKU would otherwise be split into characters.
     if isinstance(node_ids, str):
@@ -514,6 +516,7 @@ def _get_availability_request(
         include_timeline=include_timeline,
         priority=priority,
         min_sequence=min_sequence,
+        channel=channel,
     )
 
 
@@ -524,8 +527,10 @@ def _promise_request(
     policy: MessageLike[common_pb2.FulfillmentPolicy] | None = None,
     priority: int = 0,
     explain: bool = False,
+    channel: str = "",
 ) -> availability_pb2.PromiseRequest:
-    """A read-only quote of where and when order lines can be fulfilled. A line may list
+    """A read-only quote of where and when order lines can be fulfilled (for demand of
+    `channel`: other channels' unconsumed allocations are not promised). A line may list
     `substitute_skus` (and a `need_by_date`): when its own SKU cannot meet the request, the
     first substitute that can is offered on its answer (LinePromise.substitute)."""
     return availability_pb2.PromiseRequest(
@@ -534,6 +539,7 @@ def _promise_request(
         policy=_optional_message(common_pb2.FulfillmentPolicy, policy),
         priority=priority,
         explain=explain,
+        channel=channel,
     )
 
 
@@ -737,6 +743,32 @@ def _explain_allocation_request(
 ) -> allocation_pb2.ExplainAllocationRequest:
     """A position's open lines in the order its policy serves them, and why."""
     return allocation_pb2.ExplainAllocationRequest(sku=sku, node_id=node_id)
+
+
+def _set_channel_allocation_request(
+    sku: str,
+    channel: str,
+    *,
+    node_id: str = "",
+    quantity: int = 0,
+    share: float = 0.0,
+    end_date: DateLike | None = None,
+) -> allocation_pb2.SetChannelAllocationRequest:
+    """Fences `quantity` units (or a `share` of the supply) of a SKU for a channel, across its
+    nodes or at node_id, until end_date; quantity and share both 0 remove the allocation."""
+    return allocation_pb2.SetChannelAllocationRequest(allocation=allocation_pb2.ChannelAllocation(
+        sku=sku, node_id=node_id, channel=channel, quantity=quantity, share=share,
+        end_date=None if end_date is None else to_date(end_date),
+    ))
+
+
+def _list_channel_allocations_request(
+    sku: str = "", node_id: str = "", channel: str = ""
+) -> allocation_pb2.ListChannelAllocationsRequest:
+    """The channel allocations set (optionally of one SKU, node or channel), each with what it
+    has allocated, consumed and available now."""
+    return allocation_pb2.ListChannelAllocationsRequest(
+        sku=sku, node_id=node_id, channel=channel)
 
 
 def _health_check_request(service: str = "") -> health_pb2.HealthCheckRequest:
@@ -954,6 +986,20 @@ EXPLAIN_ALLOCATION = Rpc(
     allocation_pb2.ExplainAllocationResponse,
     Retry.READ_ONLY,
 )
+SET_CHANNEL_ALLOCATION = Rpc(
+    _Allocations,
+    "SetChannelAllocation",
+    _set_channel_allocation_request,
+    allocation_pb2.ChannelAllocation,
+    Retry.NATURALLY_IDEMPOTENT,
+)
+LIST_CHANNEL_ALLOCATIONS = Rpc(
+    _Allocations,
+    "ListChannelAllocations",
+    _list_channel_allocations_request,
+    allocation_pb2.ListChannelAllocationsResponse,
+    Retry.READ_ONLY,
+)
 HEALTH_CHECK = Rpc(
     _Health,
     "Check",
@@ -999,6 +1045,8 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         GET_ALLOCATION_POLICY,
         LIST_ALLOCATION_POLICIES,
         EXPLAIN_ALLOCATION,
+        SET_CHANNEL_ALLOCATION,
+        LIST_CHANNEL_ALLOCATIONS,
         HEALTH_CHECK,
     )
 }
@@ -1319,6 +1367,8 @@ class Client(_ClientBase):
     get_allocation_policy = _sync_method(GET_ALLOCATION_POLICY)
     list_allocation_policies = _sync_method(LIST_ALLOCATION_POLICIES)
     explain_allocation = _sync_method(EXPLAIN_ALLOCATION)
+    set_channel_allocation = _sync_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _sync_method(LIST_CHANNEL_ALLOCATIONS)
 
     def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""
@@ -1530,6 +1580,8 @@ class AsyncClient(_ClientBase):
     get_allocation_policy = _async_method(GET_ALLOCATION_POLICY)
     list_allocation_policies = _async_method(LIST_ALLOCATION_POLICIES)
     explain_allocation = _async_method(EXPLAIN_ALLOCATION)
+    set_channel_allocation = _async_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _async_method(LIST_CHANNEL_ALLOCATIONS)
 
     async def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""

@@ -399,7 +399,7 @@ def test_every_mutation_is_keyed_or_naturally_idempotent() -> None:
         name for name, rpc in RPCS.items() if rpc.retry is atp.client.Retry.NATURALLY_IDEMPOTENT
     }
     assert natural == {"UpsertNode", "SetSafetyStock", "UpsertSupply", "ReleaseHold",
-                       "SetAllocationPolicy"}
+                       "SetAllocationPolicy", "SetChannelAllocation"}
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -504,8 +504,6 @@ def test_a_passed_channel_is_left_open(fake_atpd: FakeAtpd) -> None:
 
 def test_the_rpc_table_covers_every_unary_rpc_of_the_protos() -> None:
     streaming = {"ReserveStream", "Watch"}
-    # Issue 18's RPCs land one by one; each leaves this set when the client gets it.
-    not_yet_in_client = {"SetChannelAllocation", "ListChannelAllocations"}
     proto_methods = {
         method.name
         for module in (inventory_pb2, availability_pb2, reservations_pb2, events_pb2, server_pb2,
@@ -513,7 +511,7 @@ def test_the_rpc_table_covers_every_unary_rpc_of_the_protos() -> None:
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
-    assert proto_methods - streaming - not_yet_in_client == set(RPCS) - {"Health.Check"}
+    assert proto_methods - streaming == set(RPCS) - {"Health.Check"}
 
 
 def test_both_clients_offer_the_same_methods_with_the_same_parameters() -> None:

@@ -33,6 +33,7 @@ from atp.cli.outcome import (
     Outcome,
     json_document,
 )
+from atp.cli.quotas import add_quota_commands
 from atp.cli.reservations import (
     add_at_risk_command,
     add_promise_command,
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(tree)
     add_server_commands(tree)
     add_auth_commands(tree)
+    add_quota_commands(tree)
     return parser
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

@@ -145,6 +145,8 @@ def add_promise_command(tree: CommandTree) -> None:
     )
     promise.add_argument("--region", required=True, help="destination region")
     promise.add_argument("--explain", action="store_true", help="show why each node won or lost")
+    promise.add_argument("--channel", default="", help="sales channel of the order: other "
+                         "channels' unconsumed allocations are not promised to it")
     _add_policy_options(promise)
     add_substitute_options(promise, reserve=False)
 
@@ -321,6 +323,7 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
         policy=_policy(arguments),
         priority=arguments.priority,
         explain=arguments.explain,
+        channel=arguments.channel,
     )
     text = _promise_view(response, explain=arguments.explain)
     substitutes = promise_substitutes_view(response, arguments.lines, explain=arguments.explain)

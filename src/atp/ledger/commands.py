@@ -198,6 +198,18 @@ class SetAllocationPolicy:
     channel_ranks: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SetChannelAllocation:
+    """Sets (or, quantity and share both 0, removes) a channel's allocation of a SKU."""
+
+    sku: str
+    node_id: str
+    channel: str
+    quantity: int = 0
+    share: float = 0.0
+    end_date: Date | None = None
+
+
 Command = (
     UpsertNode
     | AdjustStock
@@ -215,6 +227,7 @@ Command = (
     | ExpireDue
     | SetAllocationPolicy
     | RecordDelivery
+    | SetChannelAllocation
 )
 
 
@@ -258,3 +271,4 @@ def _line_text(line: LineRequest) -> str:
                       f"{line.need_by_date!r}")
     return (f"({line.line_id!r}, {line.sku!r}, {line.quantity!r}, {line.node_id!r}, "
             f"{date_text})")
+

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from atp.ledger.allocation_policy import PolicyInForce
 from atp.ledger.errors import LedgerError
 from atp.ledger.model import Hold, Node, Position, Reservation, Supply
+from atp.ledger.quotas import ChannelAllocation
 from atp.ledger.reallocation import ReallocationResult
 
 
@@ -31,9 +32,9 @@ class Refused:
 # SetSafetyStock a Position; UpsertSupply and ReceiveSupply a Supply; PlaceHold and
 # ReleaseHold a Hold; Reserve, Commit, Release, Fulfill and Extend a Reservation; Reallocate a
 # ReallocationResult; ExpireDue how many reservations and holds expired; SetAllocationPolicy
-# the PolicyInForce for its scope.
+# the PolicyInForce for its scope; SetChannelAllocation the ChannelAllocation.
 Result = (
     Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult | int
-    | PolicyInForce
+    | PolicyInForce | ChannelAllocation
 )
 Outcome = Result | Refused

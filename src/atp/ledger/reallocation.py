@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 
-from atp.ledger import timeline
+from atp.ledger import quotas, timeline
 from atp.ledger.allocation_policy import AllocationPolicy, SortKey, merge_orders
 from atp.ledger.model import Day, Position, Reservation, ReservationLine, promise_day_of
 from atp.ledger.promising import Allocation, OrderLine, Planner, free_part_id, line_from
@@ -171,7 +171,21 @@ class Reallocator:
         self, reservation: Reservation, sku: str, node_id: str, quantity: int
     ) -> list[Allocation]:
         """Where the units can go now: any node by the reservation's policy, or later at its
-        node."""
+        node; the other channels' allocations fenced from the reservation's channel."""
+        anywhere = "" if reservation.destination_region else node_id
+        fence = quotas.fence_for(self.ledger, [(sku, anywhere)], reservation.channel,
+                                 self.today, self.ledger.include_safety_stock(reservation.priority))
+        if fence is None:
+            return self._unfenced_resource(reservation, sku, node_id, quantity)
+        try:
+            return fence.cap_allocations(
+                sku, self._unfenced_resource(reservation, sku, node_id, quantity))
+        finally:
+            fence.undo()
+
+    def _unfenced_resource(
+        self, reservation: Reservation, sku: str, node_id: str, quantity: int
+    ) -> list[Allocation]:
         if reservation.destination_region:
             policy = replace(reservation.policy, allow_partial=True)
             planner = Planner(self.ledger, self.today, reservation.destination_region, policy,
@@ -250,10 +264,8 @@ class Reallocator:
     def _fill_allocations(
         self, reservation: Reservation, line: ReservationLine
     ) -> list[Allocation]:
-        if reservation.destination_region:
+        if reservation.destination_region or line.node_id:
             return self._resource(reservation, line.sku, line.node_id, line.backordered_quantity)
-        if line.node_id:
-            return self._same_node(reservation, line.sku, line.node_id, line.backordered_quantity)
         return []
 
 

@@ -41,6 +41,7 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
+from atp.ledger.quotas import AllocationKey, ChannelAllocation
 from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 LineKey = tuple[str, str]  # (reservation_id, line_id)
@@ -85,13 +86,16 @@ class Changes:
     # (sku, node_id) -> the allocation policy set there; None: removed.
     allocation_policies: dict[PositionKey, AllocationPolicy | None] = field(
         default_factory=dict)
+    # Channel allocations set, by (sku, node_id, channel); None: removed.
+    channel_allocations: dict[tuple[str, str, str], ChannelAllocation | None] = field(
+        default_factory=dict)
 
     def __bool__(self) -> bool:
         # Events first: nearly every change emits one, so this rarely looks further.
         return bool(
             self.events or self.positions or self.reservations or self.closed
             or self.requests or self.nodes or self.supplies or self.holds or self.ended_holds
-            or self.allocation_policies
+            or self.allocation_policies or self.channel_allocations
         )
 
 
@@ -150,6 +154,12 @@ class LedgerState:
         self.changes = Changes()
         # (sku, node_id) -> the allocation policy set there (node_id "": the whole SKU).
         self.allocation_policies: dict[PositionKey, AllocationPolicy] = {}
+        # sku -> (node_id, channel) -> its channel allocation (quota); only SKUs with one, so
+        # that a Reserve of any other SKU pays one dict lookup (atp.ledger.quotas).
+        self.channel_allocations: dict[str, dict[AllocationKey, ChannelAllocation]] = {}
+        # (sku, node_id) -> channel -> open units of its reservations there (HELD and
+        # COMMITTED lines), kept for the SKUs with an allocation only.
+        self.channel_units: dict[PositionKey, dict[str, int]] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -290,15 +300,19 @@ class LedgerState:
     # ----- reservations -------------------------------------------------------------------
 
     def count_line(
-        self, reservation_id: str, held: bool, position: Position, line: ReservationLine
+        self, reservation_id: str, held: bool, position: Position, line: ReservationLine,
+        channel: str,
     ) -> None:
-        """Adds an open line (whose demand is already on the timeline) to the position's sums."""
+        """Adds an open line (whose demand is already on the timeline) to the position's sums;
+        `channel`: its reservation's."""
         if held:
             position.reserved += line.open_quantity
         else:
             position.allocated += line.open_quantity
         position.lines[(reservation_id, line.line_id)] = line
         self.touched[(position.sku, position.node_id)] = position
+        if line.sku in self.channel_allocations:
+            self._count_channel_units(position, channel, line.open_quantity)
 
     def reduce_line(
         self, reservation: Reservation, line: ReservationLine, quantity: int
@@ -311,6 +325,8 @@ class LedgerState:
             position.reserved -= quantity
         else:
             position.allocated -= quantity
+        if line.sku in self.channel_allocations:
+            self._count_channel_units(position, reservation.channel, -quantity)
         if line.open_quantity == quantity:
             self._unindex_line(position, (reservation.reservation_id, line.line_id))
             line.at_risk, line.at_risk_reason = False, ""
@@ -487,6 +503,56 @@ class LedgerState:
         else:
             self.allocation_policies[(sku, node_id)] = policy
         self.changes.allocation_policies[(sku, node_id)] = policy
+
+    # ----- channel allocations ------------------------------------------------------------
+
+    def load_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        """An allocation (set, or from its record) into the index; a removed one out of it.
+        The open units per channel are counted at the positions of SKUs with an allocation
+        only: a SKU's first allocation counts its open lines, its last one drops the counts."""
+        sku = allocation.sku
+        by_key = self.channel_allocations.get(sku)
+        if by_key is None:
+            if allocation.removed:
+                return
+            by_key = self.channel_allocations[sku] = {}
+            self._recount_channel_units(sku)
+        if allocation.removed:
+            by_key.pop(allocation.key, None)
+            if not by_key:
+                del self.channel_allocations[sku]
+                for node_id in self.positions_by_sku.get(sku, {}):
+                    self.channel_units.pop((sku, node_id), None)
+        else:
+            by_key[allocation.key] = allocation
+
+    def _recount_channel_units(self, sku: str) -> None:
+        """The open units of each channel at each of the SKU's positions, from its lines."""
+        for node_id, position in self.positions_by_sku.get(sku, {}).items():
+            self.channel_units.pop((sku, node_id), None)
+            for (reservation_id, _), line in position.lines.items():
+                reservation = self.reservations.get(reservation_id)
+                if reservation is not None and line.open_quantity:
+                    self._count_channel_units(position, reservation.channel, line.open_quantity)
+
+    def _count_channel_units(self, position: Position, channel: str, units: int) -> None:
+        key = (position.sku, position.node_id)
+        by_channel = self.channel_units.get(key)
+        if by_channel is None:
+            by_channel = self.channel_units[key] = {}
+        total = by_channel.get(channel, 0) + units
+        if total:
+            by_channel[channel] = total
+        else:
+            by_channel.pop(channel, None)
+            if not by_channel:
+                del self.channel_units[key]
+
+    def save_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        self.load_channel_allocation(allocation)
+        self.changes.channel_allocations[
+            (allocation.sku, allocation.node_id, allocation.channel)
+        ] = None if allocation.removed else allocation
 
     # ----- idempotency keys ---------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Protocol
 from sortedcontainers import SortedList
 
 from atp.ledger.allocation_policy import AllocationPolicy
-from atp.ledger.model import Hold, Lane, Node, Position, Reservation, Supply
+from atp.ledger.model import ChannelAllocation, Hold, Lane, Node, Position, Reservation, Supply
 from atp.ledger.sortedkeys import LazySortedSet
 
 
@@ -55,6 +55,12 @@ class LedgerView(Protocol):
 
     @property
     def committed_ids(self) -> LazySortedSet[str]: ...
+
+    @property
+    def channel_allocations(self) -> dict[str, dict[tuple[str, str], ChannelAllocation]]: ...
+
+    @property
+    def channel_units(self) -> dict[tuple[str, str], dict[str, int]]: ...
 
     def include_safety_stock(self, priority: int) -> bool: ...
 

@@ -27,10 +27,12 @@ ENDED_HOLDS = "ended_holds"
 ENDED_HOLDS_BY_TIME = "ended_holds_by_time"
 # Allocation policies set per SKU (and per SKU at a node), by position key.
 ALLOCATION_POLICIES = "allocation_policies"
+# Channel allocations (quotas), keyed "<sku>\x1f<node_id>\x1f<channel>".
+CHANNEL_ALLOCATIONS = "channel_allocations"
 DATABASES: tuple[str, ...] = (
     META, NODES, POSITIONS, SUPPLY, RESERVATIONS, HOLDS, REQUESTS,
     CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME,
-    ALLOCATION_POLICIES,
+    ALLOCATION_POLICIES, CHANNEL_ALLOCATIONS,
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"

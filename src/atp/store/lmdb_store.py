@@ -45,6 +45,7 @@ _DATABASES_MAX = 32
 # open for writing).
 _ADDED_LATER = frozenset({
     "closed", "closed_by_time", "requests_by_time", "ended_holds", "ended_holds_by_time",
+    "channel_allocations",
 })
 
 __all__ = ["LmdbStore", "claim_writer", "decode_sequence", "encode_sequence"]

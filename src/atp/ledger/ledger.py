@@ -23,8 +23,8 @@ from atp.ledger.handlers import (
     stock,
     supply,
 )
-from atp.ledger.handlers.delivery import record_delivery
 from atp.ledger.handlers.channel_allocations import set_channel_allocation
+from atp.ledger.handlers.delivery import record_delivery
 from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner

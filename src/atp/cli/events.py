@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -122,6 +123,9 @@ def _watch(client: Client, arguments: argparse.Namespace) -> Outcome:
         follow=not arguments.until_head,
     )
     shown = 0
+    # SIGINT is how a follow ends, even when atpctl was started with it ignored (as a shell
+    # starts background jobs; Python then leaves it ignored): honour it explicitly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for message in stream:
             event = kpi.decode_event(message)

@@ -12,8 +12,11 @@ for a past window reads the same whenever it is made):
 - **fill rate**: units shipped (RESERVATION_FULFILLED) / units requested, where a reservation
   requests the held quantity plus the backordered quantity of every line at creation.
 - **promise date** of a reservation: its first promise, the one it was created with (never the
-  `new_promise_date` of a reallocation): the latest `delivery_date` of its lines at creation, or,
-  when the event carries none, the latest `ship_date` of the lines that hold units. A
+  `new_promise_date` of a reallocation): RESERVATION_CREATED's `first_promise_date` (the
+  reservation's first_promise_date: its latest delivery date, or ship date where a line has
+  none); for an event journaled before that key existed, the latest `delivery_date` of its
+  lines at creation, or, when the event carries none, the latest `ship_date` of the lines
+  that hold units. A
   reallocation that slipped (RESERVATION_REALLOCATED with `slipped`) breaks the promise; a
   reallocation that did not slip keeps it (its `new_promise_date` is reported, not judged).
   A promise is **kept** when the reservation reached FULFILLED on or before its promise date
@@ -476,7 +479,7 @@ class _Calculator:
         self.reservations[reservation_id] = _Reservation(
             created=event.time,
             state=str(event.data.get("state") or "HELD"),
-            promise_day=_promise_day(lines),
+            promise_day=_day(event.data.get("first_promise_date")) or _promise_day(lines),
             in_cohort=in_cohort,
             open_by_line={str(line.get("line_id")): _int(line.get("quantity")) for line in lines},
         )

@@ -287,6 +287,23 @@ def test_a_delivery_date_in_the_event_is_the_promise() -> None:
     assert report.fill_rate == 1.0
 
 
+def test_the_first_promise_date_of_the_event_is_the_promise() -> None:
+    """RESERVATION_CREATED's first_promise_date (a delivery date) wins over the lines' ship
+    dates: shipped 01-12, one day after the ship date, still kept for 01-13."""
+    def created(first_promise: str | None) -> list[dict[str, Any]]:
+        return [
+            event(1, at(), "RESERVATION_CREATED", "r1", state="COMMITTED",
+                  lines=[line("l1", "A", 2, "2030-01-11")], first_promise_date=first_promise),
+            event(2, at(days=2, hours=1), "RESERVATION_FULFILLED", "r1", state="FULFILLED",
+                  lines=[{"line_id": "l1", "quantity": 2}]),
+        ]
+
+    kept = kpi.compute_kpis(created("2030-01-13"))
+    assert (kept.promises_kept, kept.promises_late) == (1, 0)
+    late = kpi.compute_kpis(created(None))  # an older journal: the ship date is the promise
+    assert (late.promises_kept, late.promises_late) == (0, 1)
+
+
 def test_releasing_the_last_units_of_a_line_ends_its_episode() -> None:
     events = [
         event(

@@ -118,7 +118,7 @@ def _reservation_state(d: Data) -> int:
 
 def _reservation_created(d: Data) -> Fields:
     return {"reservation_id": d.get("reservation_id"), "state": _reservation_state(d),
-            "lines": _lines(d)}
+            "lines": _lines(d), "first_promise_date": _date(d.get("first_promise_date"))}
 
 
 def _reservation_lines(d: Data) -> Fields:

@@ -290,14 +290,16 @@ class LineUnits(_message.Message):
     def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class ReservationCreated(_message.Message):
-    __slots__ = ("reservation_id", "state", "lines")
+    __slots__ = ("reservation_id", "state", "lines", "first_promise_date")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PROMISE_DATE_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     state: _common_pb2.Reservation.State
     lines: _containers.RepeatedCompositeFieldContainer[ReservationEventLine]
-    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationEventLine, _Mapping]]] = ...) -> None: ...
+    first_promise_date: _date_pb2.Date
+    def __init__(self, reservation_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., lines: _Optional[_Iterable[_Union[ReservationEventLine, _Mapping]]] = ..., first_promise_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class ReservationCommitted(_message.Message):
     __slots__ = ("reservation_id", "lines")

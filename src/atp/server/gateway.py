@@ -1,0 +1,269 @@
+"""A gateway process's transport: reads answered from its follower copy of the ledger, once
+that copy holds everything the writer had committed when the read arrived; everything else
+forwarded, as bytes, to the writer process over its private Unix socket.
+
+`atpd --gateways N` (atp/supervisor.py) runs one writer process, which owns the data
+directory and serves on a Unix socket only, and N gateway processes sharing the public port
+(SO_REUSEPORT). A gateway is an atpd follower (server/replication.py `Follower`) of the
+writer, with an in-memory store, plus this module's `GatewayInterceptor`:
+
+- Which calls are reads comes from one place, authorization's `METHOD_ROLES`: the methods
+  a reader may call are answered here (health and reflection too, which need no ledger);
+  every other method (the writes, Reallocate even as a dry run, the replication and server
+  services) is forwarded, and so is any method the table does not know yet, which is always
+  correct, only slower.
+- A forwarded call is relayed unchanged: its request bytes, its metadata and deadline go to
+  the writer; the writer's response bytes, initial and trailing metadata (atp-commit-sequence
+  ...), status and details come back as they are. The gateway decodes nothing, so the writer
+  applies the call exactly as a single-process atpd does: durability, idempotency, refusals
+  and their field paths are its own. A writer that is down makes the call UNAVAILABLE.
+- A read is linearizable (`ReadIndex`, Raft's read-index): it learns the writer's commit
+  at its arrival (Replication.Status on the socket; the reads arriving while a query is out
+  share the next one) and waits until the follower copy has applied that commit, so it
+  reflects every write acknowledged before it began, through any gateway. A writer that
+  cannot be asked makes the read UNAVAILABLE rather than stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from atp.engine.writer import Writer
+from atp.ledger.errors import LedgerError, Unavailable
+from atp.server.authorization import METHOD_ROLES, OPEN, READER
+from atp.server.handlers import Behaviour, rebuilt, responses_of
+from atp.server.status import abort
+from atp.v1 import replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger("atp.gateway")
+
+# The roles whose methods a gateway answers itself; the rest go to the writer.
+LOCAL_ROLES = frozenset({READER, OPEN})
+# Services whose local methods read the ledger (and so wait for the read index first):
+# health and reflection answer without it.
+LEDGER_SERVICE_PREFIX = "/atp.v1."
+# The longest a read waits for the writer's commit and for the copy to apply it, whatever
+# its deadline (as a min_sequence read does).
+READ_INDEX_WAIT_MAX_S = 30.0
+# How long before the call's deadline a read stops waiting, to answer UNAVAILABLE itself.
+READ_DEADLINE_MARGIN_S = 0.2
+# Metadata a server may not be handed back as call metadata: HTTP/2 pseudo-headers and the
+# headers gRPC itself sets.
+_TRANSPORT_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "grpc-timeout",
+                                "grpc-encoding", "grpc-accept-encoding"})
+# The generated stub's constructor is unannotated: typed here, once.
+_replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
+
+
+def is_local(method: str) -> bool:
+    """Whether a gateway answers `method` itself (a read); False: the writer does."""
+    return METHOD_ROLES.get(method) in LOCAL_ROLES
+
+
+def reads_ledger(method: str) -> bool:
+    """Whether a local method reads the ledger (and so waits for the read index)."""
+    return is_local(method) and method.startswith(LEDGER_SERVICE_PREFIX)
+
+
+def forwarded_metadata(metadata: Any) -> tuple[tuple[str, Any], ...]:
+    """The caller's metadata that the writer should see (not gRPC's own headers)."""
+    return tuple((key, value) for key, value in metadata or ()
+                 if not key.startswith(":") and key not in _TRANSPORT_HEADERS)
+
+
+class ReadIndex:
+    """The writer's commit at a read's arrival, learned by one query for all the reads that
+    arrive while the previous query is out (a query already out may have been answered
+    before a read arrived, so that read waits for the next one)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = _replication_stub(channel)
+        # The query out now, and the one that goes out when it is answered (None: none).
+        self._out: asyncio.Task[int] | None = None
+        self._queued: asyncio.Task[int] | None = None
+        self.queries = 0  # queries sent to the writer (tests see that reads share them)
+
+    async def commit(self, timeout_s: float) -> int:
+        """The writer's commit, learned by a query sent after this call began."""
+        if self._out is None:
+            self._out = asyncio.create_task(self._ask(timeout_s))
+            waited = self._out
+        else:
+            if self._queued is None:
+                self._queued = asyncio.create_task(self._ask_after(self._out, timeout_s))
+            waited = self._queued
+        waited.add_done_callback(_retrieved)
+        return await asyncio.shield(waited)
+
+    async def _ask_after(self, previous: asyncio.Task[int], timeout_s: float) -> int:
+        await asyncio.gather(previous, return_exceptions=True)
+        self._out, self._queued = self._queued, None  # later arrivals queue behind this one
+        return await self._ask(timeout_s)
+
+    async def _ask(self, timeout_s: float) -> int:
+        try:
+            self.queries += 1
+            status = await self._stub.Status(replication_pb2.ReplicationStatusRequest(),
+                                             timeout=max(0.01, timeout_s))
+            return int(status.commit)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"the writer cannot be reached ({error.code().name}); retry "
+                              "shortly") from None
+        finally:
+            if self._out is asyncio.current_task():
+                self._out = None
+
+
+def _retrieved(task: asyncio.Task[int]) -> None:
+    """Marks a shared query's failure as seen (its readers may all have gone)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Forwards the calls that are not reads to the writer at `writer_target`, and holds
+    each read until the local copy (`writer`, a follower's) is as new as the writer was when
+    the read arrived. Innermost of the interceptors: the admission gate and metrics see a
+    forwarded call like any other."""
+
+    def __init__(self, writer: Writer, writer_target: str) -> None:
+        self.writer = writer
+        self.channel = grpc.aio.insecure_channel(writer_target)
+        self.read_index = ReadIndex(self.channel)
+        self.forwarded = 0  # calls forwarded so far
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            return handler
+        if not is_local(method):
+            return self._forwarding(method, handler)
+        if reads_ledger(method):
+            return rebuilt(handler, lambda kind, behaviour: self._linearized(kind, behaviour))
+        return handler
+
+    # ----- reads ---------------------------------------------------------------------------
+
+    def _linearized(self, kind: str, behaviour: Behaviour) -> Behaviour:
+        async def linearized(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                await self.caught_up(context.time_remaining())
+            except LedgerError as error:
+                await abort(context, error)
+            if kind.endswith("_unary"):
+                return await behaviour(request, context)
+            return await responses_of(behaviour, request, context)
+
+        return linearized
+
+    async def caught_up(self, time_remaining: float | None) -> None:
+        """Waits until the local copy holds the writer's commit as of now."""
+        wait_s = READ_INDEX_WAIT_MAX_S if time_remaining is None else min(
+            time_remaining - READ_DEADLINE_MARGIN_S, READ_INDEX_WAIT_MAX_S)
+        started = time.monotonic()
+        commit = await self.read_index.commit(wait_s)
+        if commit > self.writer.commit_index:
+            await self.writer.until_commit(commit, wait_s - (time.monotonic() - started))
+
+    # ----- everything else -----------------------------------------------------------------
+
+    def _forwarding(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """A handler of the same kind relaying raw bytes to and from the writer."""
+        if handler.unary_unary is not None:
+            behaviour = self._unary_unary(method)
+            return grpc.unary_unary_rpc_method_handler(behaviour)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, self.channel.unary_stream(method)))
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(self._stream_unary(method))
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, self.channel.stream_stream(method)))
+
+    def _unary_unary(self, method: str) -> Behaviour:
+        call_writer = self.channel.unary_unary(method)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.forwarded += 1
+            call = call_writer(request, metadata=forwarded_metadata(
+                context.invocation_metadata()), timeout=context.time_remaining())
+            try:
+                response: bytes = await call
+            except grpc.aio.AioRpcError as error:
+                await _relay_failure(context, error)
+                raise  # unreachable: abort raises
+            await _relay_metadata(context, call)
+            return response
+
+        return forward
+
+    def _stream_unary(self, method: str) -> Behaviour:
+        call_writer = self.channel.stream_unary(method)
+
+        async def forward(requests: AsyncIterator[bytes],
+                          context: grpc.aio.ServicerContext) -> bytes:
+            self.forwarded += 1
+            call = call_writer(requests, metadata=forwarded_metadata(
+                context.invocation_metadata()), timeout=context.time_remaining())
+            try:
+                response: bytes = await call
+            except grpc.aio.AioRpcError as error:
+                await _relay_failure(context, error)
+                raise  # unreachable: abort raises
+            await _relay_metadata(context, call)
+            return response
+
+        return forward
+
+    def _streaming(self, method: str, call_writer: Any) -> Behaviour:
+        """Relays a call with a stream of responses (the request: one, or a stream)."""
+
+        async def forward(request: Any, context: grpc.aio.ServicerContext) -> None:
+            self.forwarded += 1
+            call = call_writer(request, metadata=forwarded_metadata(
+                context.invocation_metadata()), timeout=context.time_remaining())
+            try:
+                initial = await call.initial_metadata()
+                if initial:
+                    await context.send_initial_metadata(tuple(initial))
+                async for response in call:
+                    await context.write(response)
+            except grpc.aio.AioRpcError as error:
+                await _relay_failure(context, error)
+            finally:
+                call.cancel()  # a client gone: the writer's side ends too
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
+
+        return forward
+
+
+async def _relay_metadata(context: grpc.aio.ServicerContext, call: Any) -> None:
+    initial = await call.initial_metadata()
+    if initial:
+        await context.send_initial_metadata(tuple(initial))
+    trailing = await call.trailing_metadata()
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
+
+
+async def _relay_failure(context: grpc.aio.ServicerContext,
+                         error: grpc.aio.AioRpcError) -> None:
+    """Ends the call as the writer ended it: code, message and details (raises)."""
+    trailing = tuple(error.trailing_metadata() or ())
+    await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)

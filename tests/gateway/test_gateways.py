@@ -1,0 +1,221 @@
+"""`atpd --gateways 2` against real processes: the README's calls through the shared port,
+reads that see every write acknowledged before them (through any connection), kill -9 of a
+gateway and of the writer under load with nothing acknowledged lost, and a clean drain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from atp.v1 import (
+    availability_pb2,
+    common_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    reservations_pb2,
+    server_pb2,
+    server_pb2_grpc,
+)
+from tests.gateway.support import (
+    GATEWAYS,
+    Load,
+    all_present,
+    channels,
+    children,
+    gateway_atpd,
+    kill9,
+    supervisor_pid,
+    wait_replaced,
+)
+from tests.integration.helpers import (
+    CALL_TIMEOUT,
+    Api,
+    Code,
+    commit,
+    expect_error,
+    get_position,
+    get_reservation,
+    line,
+    reserve,
+    reserve_request,
+    stocked,
+    wait_for,
+)
+from tests.support.atpd import AtpdProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.crash]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[AtpdProcess]:
+    process = gateway_atpd(tmp_path / "data").start()
+    try:
+        yield process
+    finally:
+        if process.process is not None:
+            code = process.stop()
+            assert code == 0, f"atpd exited {code}; see {process.log_path}"
+
+
+def test_the_walkthrough_works_through_the_gateways(server: AtpdProcess) -> None:
+    pids = children(supervisor_pid(server))
+    assert len(pids["writer"]) == 1 and len(pids["gateway"]) == GATEWAYS
+    api = Api(server.channel())
+    sku, node = stocked(api, 10)
+    held = reserve(api, line("l1", sku, node, 3))
+    assert held.state == common_pb2.Reservation.HELD
+    committed = commit(api, held.reservation_id)
+    assert committed.state == common_pb2.Reservation.COMMITTED
+    position = get_position(api, sku, node)
+    assert (position.on_hand, position.allocated, position.available) == (10, 3, 7)
+    assert get_reservation(api, held.reservation_id) == committed
+    # A write's trailers come from the writer, relayed unchanged.
+    _, call = api.reservations.Reserve.with_call(
+        reserve_request(None, [line("l1", sku, node, 1)]), timeout=CALL_TIMEOUT)
+    trailers = dict(call.trailing_metadata())
+    assert int(trailers["atp-commit-sequence"]) > 0
+    assert trailers["atp-member"] == server.target
+    # Refusals keep their code, reason and field paths.
+    expect_error(api.reservations.Reserve, reserve_request(None, [line("l1", sku, node, 100)]),
+                 Code.FAILED_PRECONDITION, "INSUFFICIENT_AVAILABILITY")
+    expect_error(api.reservations.Reserve, reserve_request("", []), Code.INVALID_ARGUMENT,
+                 "INVALID_ARGUMENT", fields=["reservation_id", "lines"])
+    # Watch, from the gateway's copy of the journal.
+    events = list(events_pb2_grpc.EventsStub(api.channel).Watch(
+        events_pb2.WatchRequest(sku=sku, stop_at_head=True), timeout=CALL_TIMEOUT))
+    types = [event.type for event in events]
+    assert "RESERVATION_CREATED" in types and "RESERVATION_COMMITTED" in types
+    # GetServerInfo is the writer's (it leads); health answers on the shared port.
+    info = server_pb2_grpc.ServerStub(api.channel).GetServerInfo(
+        server_pb2.GetServerInfoRequest(), timeout=CALL_TIMEOUT)
+    assert info.role == "leader"
+    health = health_pb2_grpc.HealthStub(api.channel).Check(health_pb2.HealthCheckRequest(),
+                                                           timeout=CALL_TIMEOUT)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_read_through_another_connection_sees_every_acknowledged_write(
+    server: AtpdProcess,
+) -> None:
+    apis = [Api(channel) for channel in channels(server, 4)]
+    sku, node = stocked(apis[0], 1000)
+    for index in range(60):
+        writer_api, reader_api = apis[index % 4], apis[(index + 1) % 4]
+        held = reserve(writer_api, line("l1", sku, node, 1))
+        assert get_reservation(reader_api, held.reservation_id).reservation_id == \
+            held.reservation_id
+        assert get_position(reader_api, sku, node).reserved == index + 1
+        listed = reader_api.reservations.ListReservations(
+            reservations_pb2.ListReservationsRequest(sku=sku, page_size=1000),
+            timeout=CALL_TIMEOUT)
+        assert len(listed.reservations) == index + 1
+
+
+def test_kill9_of_a_gateway_fails_only_its_calls_and_it_is_restarted(
+    server: AtpdProcess,
+) -> None:
+    api = Api(server.channel())
+    sku, node = stocked(api, 100_000)
+    load = Load([Api(channel) for channel in channels(server, 4)], sku, node).start()
+    try:
+        load.until_acknowledged(20)
+        victim = children(supervisor_pid(server))["gateway"][0]
+        kill9(victim)
+        wait_replaced(server, "gateway", victim, GATEWAYS)
+        load.until_acknowledged(40)
+    finally:
+        load.finish()
+    assert set(load.failures) <= {grpc.StatusCode.UNAVAILABLE}, load.failures
+    assert all_present(Api(server.channel()), load.acknowledged) == []
+    # Retries with the same id never reserved twice.
+    assert get_position(api, sku, node).reserved == len(load.acknowledged)
+
+
+def test_kill9_of_the_writer_makes_calls_unavailable_until_it_is_back(
+    server: AtpdProcess,
+) -> None:
+    api = Api(server.channel())
+    sku, node = stocked(api, 100_000)
+    load = Load([Api(channel) for channel in channels(server, 3)], sku, node).start()
+    try:
+        load.until_acknowledged(20)
+        victim = children(supervisor_pid(server))["writer"][0]
+        kill9(victim)
+        wait_replaced(server, "writer", victim, 1)
+        load.until_acknowledged(30)
+    finally:
+        load.finish()
+    assert set(load.failures) <= {grpc.StatusCode.UNAVAILABLE}, load.failures
+    # Reads too wait for the new writer (never a stale answer): every acknowledged write.
+    assert all_present(api, load.acknowledged) == []
+    assert get_position(api, sku, node).reserved == len(load.acknowledged)
+
+
+def test_reads_are_unavailable_while_the_writer_is_down(tmp_path: Path) -> None:
+    """With the writer gone for good (its data directory taken away), a gateway refuses to
+    answer from a copy it cannot prove current, and atpd stops non-zero."""
+    server = gateway_atpd(tmp_path / "data").start()
+    api = Api(server.channel())
+    sku, node = stocked(api, 5)
+    writer = children(supervisor_pid(server))["writer"][0]
+    (tmp_path / "data").rename(tmp_path / "moved")
+    (tmp_path / "data").write_text("not a directory")  # the writer cannot come back
+    kill9(writer)
+    failure = wait_for(lambda: _failure_of_read(api, sku, node), timeout_s=30)
+    assert failure is Code.UNAVAILABLE
+    assert server.process is not None
+    code = server.process.wait(60)
+    server.process = None
+    assert code != 0
+
+
+def _failure_of_read(api: Api, sku: str, node: str) -> grpc.StatusCode | None:
+    try:
+        api.availability.GetAvailability(
+            availability_pb2.GetAvailabilityRequest(skus=[sku], node_ids=[node]), timeout=5)
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def test_sigterm_drains_every_process_and_exits_0(tmp_path: Path) -> None:
+    server = gateway_atpd(tmp_path / "data").start()
+    api = Api(server.channel())
+    sku, node = stocked(api, 100_000)
+    supervisor = supervisor_pid(server)
+    before = children(supervisor)
+    load = Load([Api(channel) for channel in channels(server, 3)], sku, node).start()
+    try:
+        load.until_acknowledged(10)
+        assert server.stop() == 0
+    finally:
+        load.finish()
+    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid)
+               for pid in [*before["writer"], *before["gateway"]])
+    # Everything acknowledged is on disk: a single-process atpd finds it.
+    with AtpdProcess(tmp_path / "data") as single:
+        assert all_present(Api(single.channel()), load.acknowledged) == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_writer_that_cannot_start_stops_atpd_non_zero(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    finished = subprocess.run(
+        [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0", "--gateways", "1",
+         "--data-dir", str(not_a_directory)],
+        check=False, capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0
+    assert "atpd listening" not in finished.stdout

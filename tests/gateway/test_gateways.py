@@ -86,6 +86,17 @@ def test_the_walkthrough_works_through_the_gateways(server: AtpdProcess) -> None
                  Code.FAILED_PRECONDITION, "INSUFFICIENT_AVAILABILITY")
     expect_error(api.reservations.Reserve, reserve_request("", []), Code.INVALID_ARGUMENT,
                  "INVALID_ARGUMENT", fields=["reservation_id", "lines"])
+    # The batch and the stream are relayed too (a stream of requests, a stream of results).
+    batch = api.reservations.ReserveBatch(reservations_pb2.ReserveBatchRequest(requests=[
+        reserve_request(None, [line("l1", sku, node, 1)]) for _ in range(3)]),
+        timeout=CALL_TIMEOUT)
+    assert [result.WhichOneof("result") for result in batch.results] == ["reservation"] * 3
+    streamed = list(api.reservations.ReserveStream(
+        iter([reserve_request(None, [line("l1", sku, node, 1)]) for _ in range(2)]),
+        timeout=CALL_TIMEOUT))
+    assert [result.WhichOneof("result") for result in streamed] == ["reservation"] * 2
+    position = get_position(api, sku, node)
+    assert (position.allocated, position.reserved) == (3, 1 + 3 + 2)
     # Watch, from the gateway's copy of the journal.
     events = list(events_pb2_grpc.EventsStub(api.channel).Watch(
         events_pb2.WatchRequest(sku=sku, stop_at_head=True), timeout=CALL_TIMEOUT))
@@ -155,6 +166,12 @@ def test_kill9_of_the_writer_makes_calls_unavailable_until_it_is_back(
     # Reads too wait for the new writer (never a stale answer): every acknowledged write.
     assert all_present(api, load.acknowledged) == []
     assert get_position(api, sku, node).reserved == len(load.acknowledged)
+    # A gateway started now takes a snapshot of the new writer (whose log starts after it).
+    victim = children(supervisor_pid(server))["gateway"][0]
+    kill9(victim)
+    wait_replaced(server, "gateway", victim, GATEWAYS)
+    for channel in channels(server, 4):
+        assert get_position(Api(channel), sku, node).reserved == len(load.acknowledged)
 
 
 def test_reads_are_unavailable_while_the_writer_is_down(tmp_path: Path) -> None:
@@ -219,3 +236,13 @@ def test_a_writer_that_cannot_start_stops_atpd_non_zero(tmp_path: Path) -> None:
         check=False, capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0
     assert "atpd listening" not in finished.stdout
+
+
+def test_the_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    server = gateway_atpd(tmp_path / "data").start()
+    pids = children(supervisor_pid(server))
+    server.kill()  # kill -9 of the supervisor: nobody left to restart or drain them
+    orphans = [*pids["writer"], *pids["gateway"]]
+    assert len(orphans) == 1 + GATEWAYS
+    wait_for(lambda: all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in orphans),
+             timeout_s=30)

@@ -125,8 +125,10 @@ class Child:
     def start(self) -> None:
         self.ready = threading.Event()
         self.started_at = time.monotonic()
-        # stderr (the log) is the supervisor's; stdout says when the child serves.
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        # stderr (the log) is the supervisor's; stdout says when the child serves. A session
+        # of its own: a terminal's Ctrl-C reaches the supervisor only, which drains in order.
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
         threading.Thread(target=self._read_stdout, args=(self.process, self.ready),
                          name=f"atpd-{self.name}-stdout", daemon=True).start()
 

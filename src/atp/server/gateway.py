@@ -134,7 +134,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
 
     def __init__(self, writer: Writer, writer_target: str) -> None:
         self.writer = writer
-        self.channel = grpc.aio.insecure_channel(writer_target)
+        # Whatever the writer answers, a single atpd would have sent: no size limit here
+        # (the caller's own receive limit applies, as with one process).
+        self.channel = grpc.aio.insecure_channel(
+            writer_target, options=[("grpc.max_receive_message_length", -1),
+                                    ("grpc.max_send_message_length", -1)])
         self.read_index = ReadIndex(self.channel)
         self.forwarded = 0  # calls forwarded so far
 

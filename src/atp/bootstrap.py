@@ -31,7 +31,7 @@ from atp.server.allocations import AllocationsServicer
 from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
-from atp.server.gateway import GatewayInterceptor
+from atp.server.gateway import CommitBoard, GatewayInterceptor, publish_commits
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
@@ -153,6 +153,9 @@ class ServerConfig:
     # address with SO_REUSEPORT (the gateways share it); follower_id: this member's name to
     # its leader ("": its advertised address).
     gateway_of: str = ""
+    # The file the writer of `atpd --gateways` publishes its commit in, for its gateways'
+    # reads (server/gateway.py CommitBoard); "" for none (a gateway then asks the writer).
+    commit_file: str = ""
     reuse_port: bool = False
     follower_id: str = ""
 
@@ -221,8 +224,10 @@ class AtpServer:
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
-        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of)
+        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file)
                         if config.gateway_of else None)
+        if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
+            publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
         self.server = grpc.aio.server(
             # The gate innermost: the metrics interceptor counts its refusals (and the
             # authorization's) like any answer.

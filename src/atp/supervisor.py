@@ -49,6 +49,8 @@ log = logging.getLogger("atp.supervisor")
 WRITER, GATEWAY = "writer", "gateway"
 ROLES = (WRITER, GATEWAY)
 SOCKET_NAME = "writer.sock"
+# Beside it, the writer's last durable commit, which gateways read before each read.
+COMMIT_FILE_NAME = "commit"
 # The line a child (and atpd) prints once it serves.
 LISTENING = "atpd listening on "
 # How often the supervisor looks at its children.
@@ -101,12 +103,14 @@ def gateway_conflict(args: argparse.Namespace) -> str:
 def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
     """A child's configuration: the supervisor's, made into a writer's or a gateway's."""
     target = f"unix:{args.writer_socket}"
+    commit_file = str(Path(args.writer_socket).with_name(COMMIT_FILE_NAME))
     if args.gateway_role == WRITER:
         # Named by the public address in its writes' metadata, as a single atpd would be.
         return dataclasses.replace(config, listen=target, advertise=args.listen, tls=None,
-                                   peer_tls=None)
+                                   peer_tls=None, commit_file=commit_file)
     return dataclasses.replace(
         config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
+        commit_file=commit_file,
         follower_id=f"gateway-{args.gateway_index}", advertise=args.listen,
         metrics_listen=None, peer_tls=None, sync_replicas=0)
 
@@ -284,6 +288,8 @@ class Supervisor:
             gateway.wait(grace_s)
         self.writer.terminate()
         code = self.writer.wait(grace_s)
+        if code == -signal.SIGTERM:  # stopped while starting, before it served: a clean stop
+            code = 0
         return failure if failure is not None else code
 
 

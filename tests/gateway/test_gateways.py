@@ -4,6 +4,8 @@ gateway and of the writer under load with nothing acknowledged lost, and a clean
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.v1 import (
-    availability_pb2,
     common_pb2,
     events_pb2,
     events_pb2_grpc,
@@ -174,31 +175,58 @@ def test_kill9_of_the_writer_makes_calls_unavailable_until_it_is_back(
         assert get_position(Api(channel), sku, node).reserved == len(load.acknowledged)
 
 
-def test_reads_are_unavailable_while_the_writer_is_down(tmp_path: Path) -> None:
-    """With the writer gone for good (its data directory taken away), a gateway refuses to
-    answer from a copy it cannot prove current, and atpd stops non-zero."""
-    server = gateway_atpd(tmp_path / "data").start()
+def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
+    server: AtpdProcess,
+) -> None:
+    """The supervisor stopped (SIGSTOP) so that the writer stays down: writes fail
+    UNAVAILABLE, reads answer from the gateways' copies (proven current: no acknowledged
+    write is newer than the dead writer's last published commit); once the supervisor
+    continues, the writer is back with everything."""
     api = Api(server.channel())
-    sku, node = stocked(api, 5)
+    sku, node = stocked(api, 10)
+    held = reserve(api, line("l1", sku, node, 4))
+    supervisor = supervisor_pid(server)
+    writer = children(supervisor)["writer"][0]
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        kill9(writer)
+        wait_for(lambda: _zombie(writer), timeout_s=30)
+        expect_error(api.reservations.Reserve, reserve_request(None, [line("l1", sku, node, 1)]),
+                     Code.UNAVAILABLE)
+        for channel in channels(server, 4):
+            assert get_reservation(Api(channel), held.reservation_id) == held
+            assert get_position(Api(channel), sku, node).reserved == 4
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_replaced(server, "writer", writer, 1)
+    request = reserve_request(None, [line("l1", sku, node, 1)])
+    again = wait_for(lambda: _answered(api, request), timeout_s=30)
+    assert again.state == common_pb2.Reservation.HELD
+    assert get_position(api, sku, node).reserved == 5
+
+
+def _answered(api: Api, request: reservations_pb2.ReserveRequest,
+              ) -> common_pb2.Reservation | None:
+    """The reservation, or None while the writer is not back (UNAVAILABLE)."""
+    try:
+        return api.reservations.Reserve(request, timeout=CALL_TIMEOUT)
+    except grpc.RpcError as error:
+        if error.code() is not grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            raise
+        return None
+
+
+def test_a_writer_that_cannot_come_back_stops_atpd_non_zero(tmp_path: Path) -> None:
+    server = gateway_atpd(tmp_path / "data").start()
+    stocked(Api(server.channel()), 5)
     writer = children(supervisor_pid(server))["writer"][0]
     (tmp_path / "data").rename(tmp_path / "moved")
-    (tmp_path / "data").write_text("not a directory")  # the writer cannot come back
+    (tmp_path / "data").write_text("not a directory")  # the writer cannot start again
     kill9(writer)
-    failure = wait_for(lambda: _failure_of_read(api, sku, node), timeout_s=30)
-    assert failure is Code.UNAVAILABLE
     assert server.process is not None
     code = server.process.wait(60)
     server.process = None
     assert code != 0
-
-
-def _failure_of_read(api: Api, sku: str, node: str) -> grpc.StatusCode | None:
-    try:
-        api.availability.GetAvailability(
-            availability_pb2.GetAvailabilityRequest(skus=[sku], node_ids=[node]), timeout=5)
-    except grpc.RpcError as error:
-        return error.code()  # type: ignore[attr-defined, no-any-return]
-    return None
 
 
 def test_sigterm_drains_every_process_and_exits_0(tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
+import os
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,7 +41,8 @@ from atp.engine.writer import Writer
 from atp.ledger.errors import LedgerError, Unavailable
 from atp.server.authorization import METHOD_ROLES, OPEN, READER
 from atp.server.handlers import Behaviour, rebuilt, responses_of
-from atp.server.status import abort
+from atp.server.status import DETAILS_KEY, abort
+from atp.store import WriteBatch
 from atp.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("atp.gateway")
@@ -57,6 +61,13 @@ READ_DEADLINE_MARGIN_S = 0.2
 # headers gRPC itself sets.
 _TRANSPORT_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "grpc-timeout",
                                 "grpc-encoding", "grpc-accept-encoding"})
+# A restarted writer is reached again within a second: gRPC's default backoff grows to
+# two minutes, during which every forwarded call would fail although the writer serves.
+WRITER_RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 # The generated stub's constructor is unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
 
@@ -120,6 +131,74 @@ class ReadIndex:
                 self._out = None
 
 
+class CommitBoard:
+    """The writer's last durable commit, published in a 16-byte file that the gateways map
+    into memory: a read learns it for the cost of a memory load, and the writer pays nothing
+    per read (a `ReadIndex` query costs it a gRPC call).
+
+    The writer publishes each commit after it is durable and before anyone is answered
+    (`publish_commits`), so every acknowledged write's commit is on the board before its
+    caller can start a read. The board outlives a writer: while the writer is down it still
+    holds a commit no acknowledged write exceeds, so reads go on from the gateways' copies.
+    The value is stored with its complement: a torn read (a publish halfway) is told apart
+    and read again."""
+
+    SIZE = 16
+    _CHECK = (1 << 64) - 1
+
+    def __init__(self, path: str, writable: bool = False) -> None:
+        self.path = path
+        self.writable = writable
+        self._map: mmap.mmap | None = None
+
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            flags = os.O_RDWR | os.O_CREAT if self.writable else os.O_RDONLY
+            try:
+                descriptor = os.open(self.path, flags, 0o600)
+            except OSError as error:  # the writer has not published yet
+                raise Unavailable(f"the writer's commit is not published yet ({error.strerror})"
+                                  "; retry shortly") from None
+            try:
+                if self.writable and os.fstat(descriptor).st_size < self.SIZE:
+                    os.ftruncate(descriptor, self.SIZE)
+                access = mmap.ACCESS_WRITE if self.writable else mmap.ACCESS_READ
+                self._map = mmap.mmap(descriptor, self.SIZE, access=access)
+            finally:
+                os.close(descriptor)
+        return self._map
+
+    def publish(self, commit: int) -> None:
+        self._mapped()[:self.SIZE] = struct.pack("<QQ", commit, commit ^ self._CHECK)
+
+    def read(self) -> int:
+        board = self._mapped()
+        for _attempt in range(1000):
+            commit, check = struct.unpack_from("<QQ", board)
+            if commit ^ self._CHECK == check:
+                return int(commit)
+        raise Unavailable("the writer's published commit could not be read; retry")
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+def publish_commits(writer: Writer, board: CommitBoard) -> None:
+    """Has `writer` publish its commit now and after each durable batch, before the batch's
+    callers are answered (Writer.on_durable_batch runs before them)."""
+    board.publish(writer.commit_index)
+    then = writer.on_durable_batch
+
+    def published(commit: int, batch: WriteBatch, term: int) -> None:
+        board.publish(commit)
+        if then is not None:
+            then(commit, batch, term)
+
+    writer.on_durable_batch = published
+
+
 def _retrieved(task: asyncio.Task[int]) -> None:
     """Marks a shared query's failure as seen (its readers may all have gone)."""
     if not task.cancelled():
@@ -132,18 +211,23 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     the read arrived. Innermost of the interceptors: the admission gate and metrics see a
     forwarded call like any other."""
 
-    def __init__(self, writer: Writer, writer_target: str) -> None:
+    def __init__(self, writer: Writer, writer_target: str, commit_file: str = "") -> None:
         self.writer = writer
+        # Where the writer's commit is learned: its board (same machine), else by queries.
+        self.board = CommitBoard(commit_file) if commit_file else None
         # Whatever the writer answers, a single atpd would have sent: no size limit here
         # (the caller's own receive limit applies, as with one process).
         self.channel = grpc.aio.insecure_channel(
             writer_target, options=[("grpc.max_receive_message_length", -1),
-                                    ("grpc.max_send_message_length", -1)])
+                                    ("grpc.max_send_message_length", -1),
+                                    *WRITER_RECONNECT_OPTIONS])
         self.read_index = ReadIndex(self.channel)
         self.forwarded = 0  # calls forwarded so far
 
     async def close(self) -> None:
         await self.channel.close()
+        if self.board is not None:
+            self.board.close()
 
     async def intercept_service(
         self,
@@ -179,7 +263,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         wait_s = READ_INDEX_WAIT_MAX_S if time_remaining is None else min(
             time_remaining - READ_DEADLINE_MARGIN_S, READ_INDEX_WAIT_MAX_S)
         started = time.monotonic()
-        commit = await self.read_index.commit(wait_s)
+        if self.board is not None:
+            commit = self.board.read()
+        else:
+            commit = await self.read_index.commit(wait_s)
         if commit > self.writer.commit_index:
             await self.writer.until_commit(commit, wait_s - (time.monotonic() - started))
 
@@ -268,6 +355,14 @@ async def _relay_metadata(context: grpc.aio.ServicerContext, call: Any) -> None:
 
 async def _relay_failure(context: grpc.aio.ServicerContext,
                          error: grpc.aio.AioRpcError) -> None:
-    """Ends the call as the writer ended it: code, message and details (raises)."""
+    """Ends the call as the writer ended it: code, message and details (raises). A writer
+    that could not be reached, or went away during the call, is this gateway's own
+    UNAVAILABLE, with the error model's details (the transport's words name a private
+    socket)."""
     trailing = tuple(error.trailing_metadata() or ())
+    if error.code() is grpc.StatusCode.UNAVAILABLE and not any(
+            key == DETAILS_KEY for key, _ in trailing):
+        await abort(context, Unavailable(
+            "the writer is not reachable (it is restarting, or stopping): if this was a "
+            "write, it may or may not have been applied; retry with the same ids"))
     await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)

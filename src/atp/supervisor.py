@@ -8,7 +8,9 @@ restarted and drained by the atpd process itself (the supervisor).
 - Each **gateway** is an atpd follower of the writer over that socket, with an in-memory
   store, bound to the public --listen address with SO_REUSEPORT: the kernel spreads the
   connections over the gateways. It answers reads from its copy and forwards everything
-  else to the writer (server/gateway.py).
+  else to the writer (server/gateway.py). The writer publishes its durable commit in a
+  file beside its socket (`commit`, the gateways' read index: server/gateway.py
+  CommitBoard).
 - With --listen port 0 the supervisor picks the port: it binds a probe socket with
   SO_REUSEPORT to port 0 and keeps it bound (never listening, so it takes no connection)
   for its whole life, so the port stays ours across gateway restarts.

@@ -17,11 +17,13 @@ writer, with an in-memory store, plus this module's `GatewayInterceptor`:
   ...), status and details come back as they are. The gateway decodes nothing, so the writer
   applies the call exactly as a single-process atpd does: durability, idempotency, refusals
   and their field paths are its own. A writer that is down makes the call UNAVAILABLE.
-- A read is linearizable (`ReadIndex`, Raft's read-index): it learns the writer's commit
-  at its arrival (Replication.Status on the socket; the reads arriving while a query is out
-  share the next one) and waits until the follower copy has applied that commit, so it
-  reflects every write acknowledged before it began, through any gateway. A writer that
-  cannot be asked makes the read UNAVAILABLE rather than stale.
+- A read is linearizable (Raft's read-index idea): it learns the writer's commit at its
+  arrival and waits until the follower copy has applied that commit, so it reflects every
+  write acknowledged before it began, through any gateway. On one machine the commit is
+  read from the writer's `CommitBoard` (shared memory: no cost to the writer, and reads go
+  on while the writer restarts); without one, `ReadIndex` asks the writer
+  (Replication.Status; the reads arriving while a query is out share the next one), and a
+  writer that cannot be asked makes the read UNAVAILABLE rather than stale.
 """
 
 from __future__ import annotations

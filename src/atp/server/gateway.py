@@ -225,6 +225,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                                     *WRITER_RECONNECT_OPTIONS])
         self.read_index = ReadIndex(self.channel)
         self.forwarded = 0  # calls forwarded so far
+        # method -> its forwarding handler, made at its first call.
+        self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
 
     async def close(self) -> None:
         await self.channel.close()
@@ -241,7 +243,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         if handler is None:
             return handler
         if not is_local(method):
-            return self._forwarding(method, handler)
+            forwarder = self._forwarders.get(method)
+            if forwarder is None:
+                forwarder = self._forwarders[method] = self._forwarding(method, handler)
+            return forwarder
         if reads_ledger(method):
             return rebuilt(handler, lambda kind, behaviour: self._linearized(kind, behaviour))
         return handler

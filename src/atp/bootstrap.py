@@ -362,6 +362,8 @@ class AtpServer:
             await self.follower.stop()
         self.events.close()
         self._ledger_servicers[2].end_streams()
+        if self.gateway is not None:
+            self.gateway.end_streams()
         await self.server.stop(self.config.grace_seconds)
         if self.gateway is not None:
             await self.gateway.close()

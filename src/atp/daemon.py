@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     config, supervisor_pid = config_from(args), 0
     if args.gateway_role:
         config, supervisor_pid = supervisor.child_config(config, args), os.getppid()
+        supervisor.die_with_supervisor(supervisor_pid)
     try:
         code = asyncio.run(serve(config, supervisor_pid))
     except (StoreError, OSError, TlsFileError) as error:

@@ -103,10 +103,11 @@ def test_the_walkthrough_works_through_the_gateways(server: AtpdProcess) -> None
         events_pb2.WatchRequest(sku=sku, stop_at_head=True), timeout=CALL_TIMEOUT))
     types = [event.type for event in events]
     assert "RESERVATION_CREATED" in types and "RESERVATION_COMMITTED" in types
-    # GetServerInfo is the writer's (it leads); health answers on the shared port.
+    # GetServerInfo is the writer's (standing alone: its gateways are not followers);
+    # health answers on the shared port.
     info = server_pb2_grpc.ServerStub(api.channel).GetServerInfo(
         server_pb2.GetServerInfoRequest(), timeout=CALL_TIMEOUT)
-    assert info.role == "leader"
+    assert info.role == "standalone"
     health = health_pb2_grpc.HealthStub(api.channel).Check(health_pb2.HealthCheckRequest(),
                                                            timeout=CALL_TIMEOUT)
     assert health.status == health_pb2.HealthCheckResponse.SERVING

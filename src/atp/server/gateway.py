@@ -29,6 +29,7 @@ writer, with an in-memory store, plus this module's `GatewayInterceptor`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
@@ -40,7 +41,7 @@ from typing import Any
 import grpc
 
 from atp.engine.writer import Writer
-from atp.ledger.errors import LedgerError, Unavailable
+from atp.ledger.errors import InvalidArgument, LedgerError, Unavailable
 from atp.server.authorization import METHOD_ROLES, OPEN, READER
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DETAILS_KEY, abort
@@ -49,6 +50,8 @@ from atp.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("atp.gateway")
 
+# The follower ids of gateways (a writer's server info does not count them as followers).
+GATEWAY_FOLLOWER_PREFIX = "gateway-"
 # The roles whose methods a gateway answers itself; the rest go to the writer.
 LOCAL_ROLES = frozenset({READER, OPEN})
 # Services whose local methods read the ledger (and so wait for the read index first):
@@ -72,6 +75,15 @@ WRITER_RECONNECT_OPTIONS = [
 ]
 # The generated stub's constructor is unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
+
+
+def gateway_follower_id(index: int) -> str:
+    """The name a gateway follows its writer under."""
+    return f"{GATEWAY_FOLLOWER_PREFIX}{index}"
+
+
+def is_gateway(follower_id: str) -> bool:
+    return follower_id.startswith(GATEWAY_FOLLOWER_PREFIX)
 
 
 def is_local(method: str) -> bool:
@@ -131,6 +143,14 @@ class ReadIndex:
         finally:
             if self._out is asyncio.current_task():
                 self._out = None
+
+
+def refuse_unmade(min_sequence: Any, commit: int) -> None:
+    """A read's min_sequence beyond the writer's commit at its arrival is refused, as the
+    writer of a single atpd refuses it (the gateway's copy would wait for it in vain)."""
+    if isinstance(min_sequence, int) and min_sequence > commit:
+        raise InvalidArgument.single(
+            "min_sequence", f"commit {min_sequence} has not been made; the newest is {commit}")
 
 
 class CommitBoard:
@@ -227,6 +247,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         self.forwarded = 0  # calls forwarded so far
         # method -> its forwarding handler, made at its first call.
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
+        # The tasks sending forwarded request streams on, stopped at shutdown.
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.streams_ending = False
 
     async def close(self) -> None:
         await self.channel.close()
@@ -256,7 +279,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     def _linearized(self, kind: str, behaviour: Behaviour) -> Behaviour:
         async def linearized(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                await self.caught_up(context.time_remaining())
+                commit = await self.caught_up(context.time_remaining())
+                refuse_unmade(getattr(request, "min_sequence", 0), commit)
             except LedgerError as error:
                 await abort(context, error)
             if kind.endswith("_unary"):
@@ -265,8 +289,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
 
         return linearized
 
-    async def caught_up(self, time_remaining: float | None) -> None:
-        """Waits until the local copy holds the writer's commit as of now."""
+    async def caught_up(self, time_remaining: float | None) -> int:
+        """Waits until the local copy holds the writer's commit as of now; that commit."""
         wait_s = READ_INDEX_WAIT_MAX_S if time_remaining is None else min(
             time_remaining - READ_DEADLINE_MARGIN_S, READ_INDEX_WAIT_MAX_S)
         started = time.monotonic()
@@ -276,6 +300,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             commit = await self.read_index.commit(wait_s)
         if commit > self.writer.commit_index:
             await self.writer.until_commit(commit, wait_s - (time.monotonic() - started))
+        return commit
 
     # ----- everything else -----------------------------------------------------------------
 
@@ -290,7 +315,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(self._stream_unary(method))
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, self.channel.stream_stream(method)))
+            self._streaming(method, self.channel.stream_stream(method), streamed_requests=True))
 
     def _unary_unary(self, method: str) -> Behaviour:
         call_writer = self.channel.unary_unary(method)
@@ -327,13 +352,26 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
 
         return forward
 
-    def _streaming(self, method: str, call_writer: Any) -> Behaviour:
-        """Relays a call with a stream of responses (the request: one, or a stream)."""
+    def _streaming(self, method: str, call_writer: Any, streamed_requests: bool = False,
+                   ) -> Behaviour:
+        """Relays a call with a stream of responses. Its request is one message, or a
+        stream (`streamed_requests`) pumped to the writer by a task of its own, which
+        `end_streams` stops at shutdown: the writer then answers what it was sent, and the
+        call ends UNAVAILABLE, as a single atpd's ReserveStream does."""
 
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> None:
             self.forwarded += 1
-            call = call_writer(request, metadata=forwarded_metadata(
-                context.invocation_metadata()), timeout=context.time_remaining())
+            metadata = forwarded_metadata(context.invocation_metadata())
+            timeout = context.time_remaining()
+            pump = None
+            if streamed_requests:
+                call = call_writer(metadata=metadata, timeout=timeout)
+                pump = asyncio.create_task(_pump(request, call))
+                self._pumps.add(pump)
+                if self.streams_ending:
+                    pump.cancel()
+            else:
+                call = call_writer(request, metadata=metadata, timeout=timeout)
             try:
                 initial = await call.initial_metadata()
                 if initial:
@@ -344,11 +382,38 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 await _relay_failure(context, error)
             finally:
                 call.cancel()  # a client gone: the writer's side ends too
+                if pump is not None:
+                    self._pumps.discard(pump)
+                    pump.cancel()
+            if pump is not None:
+                await asyncio.wait((pump,))
+                if pump.cancelled():  # only end_streams stops it while the call goes on
+                    await abort(context, Unavailable(
+                        "the server is shutting down; every message answered on this stream "
+                        "was applied, none after them: open a new stream once it is back"))
+                await pump  # a client's stream that failed fails the call
             trailing = await call.trailing_metadata()
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
 
         return forward
+
+    def end_streams(self) -> None:
+        """At shutdown: forwarded request streams stop reading (see `_streaming`)."""
+        self.streams_ending = True
+        for pump in self._pumps:
+            pump.cancel()
+
+
+async def _pump(requests: AsyncIterator[bytes], call: Any) -> None:
+    """Sends a client's request stream on to the writer's call; the writer's stream is
+    half-closed when the client's ends, or when this task is cancelled (shutdown)."""
+    try:
+        async for request in requests:
+            await call.write(request)
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await asyncio.shield(call.done_writing())
 
 
 async def _relay_metadata(context: grpc.aio.ServicerContext, call: Any) -> None:

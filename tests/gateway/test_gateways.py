@@ -5,6 +5,7 @@ gateway and of the writer under load with nothing acknowledged lost, and a clean
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.v1 import (
+    availability_pb2,
     common_pb2,
     events_pb2,
     events_pb2_grpc,
@@ -275,3 +277,40 @@ def test_the_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None
     assert len(orphans) == 1 + GATEWAYS
     wait_for(lambda: all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in orphans),
              timeout_s=30)
+
+
+def test_a_min_sequence_not_made_yet_is_refused_as_by_one_process(server: AtpdProcess) -> None:
+    api = Api(server.channel())
+    sku, node = stocked(api, 5)
+    _, call = api.reservations.Reserve.with_call(
+        reserve_request(None, [line("l1", sku, node, 1)]), timeout=CALL_TIMEOUT)
+    made = int(dict(call.trailing_metadata())["atp-commit-sequence"])
+    read = availability_pb2.GetAvailabilityRequest(skus=[sku], min_sequence=made)
+    assert api.availability.GetAvailability(read, timeout=CALL_TIMEOUT).positions[0].reserved == 1
+    read.min_sequence = made + 1000
+    expect_error(api.availability.GetAvailability, read, Code.INVALID_ARGUMENT,
+                 "INVALID_ARGUMENT", fields=["min_sequence"])
+
+
+def test_sigterm_ends_a_forwarded_reserve_stream_unavailable_at_once(tmp_path: Path) -> None:
+    server = gateway_atpd(tmp_path / "data", "--grace", "30").start()
+    api = Api(server.channel())
+    sku, node = stocked(api, 100)
+    requests: queue.Queue[reservations_pb2.ReserveRequest | None] = queue.Queue()
+
+    def sent() -> Iterator[reservations_pb2.ReserveRequest]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    stream = api.reservations.ReserveStream(sent(), timeout=60)
+    requests.put(reserve_request(None, [line("l1", sku, node, 1)]))
+    first = next(stream)
+    assert first.reservation.reservation_id and not first.status.code
+    # Within the 30 s grace only because the stream is ended, not waited for.
+    assert server.stop(timeout_s=25) == 0
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            pass
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "shutting down" in (ended.value.details() or "")  # type: ignore[attr-defined]
+    requests.put(None)

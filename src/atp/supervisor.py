@@ -10,7 +10,8 @@ restarted and drained by the atpd process itself (the supervisor).
   connections over the gateways. It answers reads from its copy and forwards everything
   else to the writer (server/gateway.py). The writer publishes its durable commit in a
   file beside its socket (`commit`, the gateways' read index: server/gateway.py
-  CommitBoard).
+  CommitBoard). With --metrics-port P the writer serves its metrics on P and gateway i on
+  P + 1 + i.
 - With --listen port 0 the supervisor picks the port: it binds a probe socket with
   SO_REUSEPORT to port 0 and keeps it bound (never listening, so it takes no connection)
   for its whole life, so the port stays ours across gateway restarts.
@@ -100,6 +101,9 @@ def gateway_conflict(args: argparse.Namespace) -> str:
         if given:
             return (f"--gateways {args.gateways} does not work with {flag} yet: run with "
                     "--gateways 0 (one process)")
+    if args.metrics_port and args.metrics_port + args.gateways > flags.PORT_MAX:
+        return (f"--metrics-port {args.metrics_port} leaves no port for the metrics of "
+                f"{args.gateways} gateways (they take the ports after it)")
     return ""
 
 
@@ -115,7 +119,17 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
         config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
         commit_file=commit_file,
         follower_id=gateway_follower_id(args.gateway_index), advertise=args.listen,
-        metrics_listen=None, peer_tls=None, sync_replicas=0)
+        metrics_listen=gateway_metrics(config.metrics_listen, args.gateway_index),
+        peer_tls=None, sync_replicas=0)
+
+
+def gateway_metrics(writer_metrics: str | None, index: int) -> str | None:
+    """Where gateway `index` serves /metrics: the port after the writer's --metrics-port
+    for gateway 0, and so on (None: no metrics)."""
+    if not writer_metrics:
+        return None
+    host, port = writer_metrics.rsplit(":", 1)
+    return f"{host}:{int(port) + 1 + index}"
 
 
 class Child:

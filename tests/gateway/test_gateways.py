@@ -9,6 +9,7 @@ import queue
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from tests.integration.helpers import (
     stocked,
     wait_for,
 )
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 
@@ -314,3 +315,31 @@ def test_sigterm_ends_a_forwarded_reserve_stream_unavailable_at_once(tmp_path: P
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert "shutting down" in (ended.value.details() or "")  # type: ignore[attr-defined]
     requests.put(None)
+
+
+def test_each_process_serves_its_own_metrics(tmp_path: Path) -> None:
+    """The writer on --metrics-port, gateway i on the port 1 + i after it."""
+    port = free_port()
+    server = gateway_atpd(tmp_path / "data", "--metrics-port", str(port)).start()
+    try:
+        api = Api(server.channel())
+        sku, node = stocked(api, 5)
+        for _ in range(10):
+            get_position(api, sku, node)
+        pages = [_metrics(port + offset) for offset in range(1 + GATEWAYS)]
+        writer, gateways = pages[0], pages[1:]
+        assert 'atp_rpc_total{code="OK",method="AdjustStock"}' in writer
+        assert "GetAvailability" not in writer  # reads never reach the writer
+        assert sum(_count(page, 'method="GetAvailability"') for page in gateways) == 10
+    finally:
+        assert server.stop() == 0
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def _count(page: str, label: str) -> float:
+    return sum(float(row.rsplit(" ", 1)[1]) for row in page.splitlines()
+               if row.startswith("atp_rpc_total{") and label in row and 'code="OK"' in row)

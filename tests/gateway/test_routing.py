@@ -112,4 +112,14 @@ def test_a_childs_configuration_follows_its_role() -> None:
     assert (gateway.listen, gateway.data_dir, gateway.follow, gateway.gateway_of) == (
         "127.0.0.1:5000", None, "unix:/tmp/x/writer.sock", "unix:/tmp/x/writer.sock")
     assert gateway.reuse_port and gateway.follower_id == "gateway-1"
-    assert gateway.metrics_listen is None
+    assert gateway.metrics_listen == "127.0.0.1:9102"  # the writer's port + 1 + index
+    assert supervisor.child_config(
+        daemon.config_from(daemon.parse_args(["--gateways", "1"], environ={})),
+        gateway_args).metrics_listen is None
+
+
+def test_the_gateways_metrics_ports_must_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        daemon.parse_args(["--gateways", "2", "--metrics-port", "65534"], environ={})
+    assert "leaves no port for the metrics of 2 gateways" in capsys.readouterr().err
+    daemon.parse_args(["--gateways", "1", "--metrics-port", "65534"], environ={})

@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         result["baseline_runs_calls_per_s"] = baseline_runs
         _rate_against_adjacent(result["workloads"], baseline_runs)
         result["baseline_calls_per_s"] = report.add_ratios(result["workloads"], baseline_runs)
+        _compare_rules(result)
         print("bench: auditing (SIGTERM, verify, recompute every position, restart)", flush=True)
         result["audit"] = audit(server, stocked, acked, restart=not args.skip_restart_check)
         passed = result["audit"]["passed"] and not result["workload_failures"]
@@ -378,6 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code
 
 
+def _compare_rules(result: dict[str, Any]) -> None:
+    """`reserve_rules` against `reserve`, each as its ratio to the baselines around it: what
+    an allocation policy and channel allocations cost a Reserve (issue 18: within 10%)."""
+    workloads = result["workloads"]
+    plain, ruled = workloads.get("reserve"), workloads.get("reserve_rules")
+    if not plain or not ruled or not plain.get("ratio_to_baseline"):
+        return
+    change = ruled["ratio_to_baseline"] / plain["ratio_to_baseline"] - 1
+    result["rules_throughput_change"] = round(change, 3)
+    print(f"bench: reserve under allocation rules {ruled['ratio_to_baseline']:.3f} x baseline "
+          f"against {plain['ratio_to_baseline']:.3f} x without: {change:+.1%}", flush=True)
+
+
 def _schedule(args: argparse.Namespace) -> list[str]:
     """The order of runs: with --baseline each, a baseline before every workload and at the end."""
     workloads = [name for name in args.selected if name != "baseline"]
@@ -404,9 +418,13 @@ def _run_workload(
 ) -> dict[str, Any] | str:
     """Figures of one workload, or the failure text when its workers failed."""
     workload = WORKLOADS[name]
+    setup: dict[str, object] = {}
+    if workload.setup is not None:
+        setup = workload.setup(server.target, catalog)
+        print(f"  {name:<12} setup  {setup}", flush=True)
     params = Params(
         target=server.target,
-        tag=f"{run_tag}-{name[:3]}",
+        tag=f"{run_tag}-{name}",  # unique per workload: reserve and reserve_rules
         duration_s=args.duration,
         max_calls=max(1, args.max_calls // args.processes),
         concurrency=args.concurrency,
@@ -438,6 +456,8 @@ def _run_workload(
     cpu_after = server.cpu_seconds_by_role()
     by_role = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
     figures = report.merge(name, workload.description, unit, results, sum(by_role.values()))
+    if setup:
+        figures["setup"] = setup
     if args.gateways:  # CPU microseconds per unit of each role
         units = max(1, figures["ok_units"])
         figures["cpu_us_per_unit_by_role"] = {

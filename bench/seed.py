@@ -36,7 +36,7 @@ def seed(target: str, catalog: Catalog, tag: str, timeout_s: float = 120.0) -> d
                     for region, transit, cost in plan["lanes"]  # type: ignore[attr-defined]
                 ],
             ))
-        _pipelined(
+        pipelined(
             stub.UpsertNode,
             (inventory_pb2.UpsertNodeRequest(node=node) for node in nodes),
             timeout_s,
@@ -55,7 +55,7 @@ def seed(target: str, catalog: Catalog, tag: str, timeout_s: float = 120.0) -> d
             )
             for index in range(0, len(pairs), SEED_CHUNK)
         )
-        calls = _pipelined(stub.AdjustStock, requests, timeout_s)
+        calls = pipelined(stub.AdjustStock, requests, timeout_s)
     return {
         "nodes": len(nodes),
         "positions": len(pairs),
@@ -65,7 +65,7 @@ def seed(target: str, catalog: Catalog, tag: str, timeout_s: float = 120.0) -> d
     }
 
 
-def _pipelined(method: Any, requests: Iterable[Any], timeout_s: float) -> int:
+def pipelined(method: Any, requests: Iterable[Any], timeout_s: float) -> int:
     """Sends requests with up to _WINDOW in flight; raises the first failure."""
     inflight: deque[Any] = deque()
     count = 0

@@ -25,7 +25,9 @@ from atp.v1 import (
     reservations_pb2,
     reservations_pb2_grpc,
 )
+from bench.catalog import Catalog
 from bench.context import Ctx
+from bench.rules import install_rules
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Workload:
     description: str
     # What throughput counts: "calls" (OK RPCs / stream messages) or "reservations".
     unit: str = "calls"
+    # Run once against the server before the workload (not timed): (target, catalog) ->
+    # figures for the report.
+    setup: Callable[[str, Catalog], dict[str, object]] | None = None
 
 
 async def baseline(ctx: Ctx) -> None:
@@ -74,6 +79,22 @@ async def reserve(ctx: Ctx) -> None:
 
     async def operation() -> None:
         await ctx.unary("Reserve", stub.Reserve, ctx.reserve_request(), acked)
+
+    await ctx.slots(operation)
+
+
+async def reserve_rules(ctx: Ctx) -> None:
+    """`reserve`, each line with a unit value, on SKUs that have an allocation policy and
+    channel allocations of other channels (bench.rules): the with-rules half of the
+    with/without comparison."""
+    stub = reservations_pb2_grpc.ReservationsStub(ctx.channel)
+    acked = _count_reservation(ctx)
+
+    async def operation() -> None:
+        request = ctx.reserve_request()
+        for line in request.lines:
+            line.unit_value = ctx.rng.randint(1, 500)
+        await ctx.unary("Reserve", stub.Reserve, request, acked)
 
     await ctx.slots(operation)
 
@@ -291,5 +312,9 @@ WORKLOADS: dict[str, Workload] = {
         Workload("stream", stream, "ReserveStream, 1 reservation per message"),
         Workload("batch", batch, "ReserveBatch, batch-size/5..2x batch-size reservations per call",
                  "reservations"),
+        # Last: the rules it installs stay, and no other workload should run under them.
+        Workload("reserve_rules", reserve_rules,
+                 "Reserve as `reserve`, under an allocation policy and channel allocations",
+                 setup=install_rules),
     )
 }

@@ -51,6 +51,8 @@ from grpc_status import rpc_status
 
 from atp.tls import TlsOptions
 from atp.v1 import (
+    allocation_pb2,
+    allocation_pb2_grpc,
     availability_pb2,
     availability_pb2_grpc,
     common_pb2,
@@ -499,9 +501,11 @@ def _get_availability_request(
     include_timeline: bool = False,
     priority: int = 0,
     min_sequence: int = 0,
+    channel: str = "",
 ) -> availability_pb2.GetAvailabilityRequest:
     """Positions of SKUs (at the given nodes, or all) with the network totals; with
-    min_sequence, once the member holds that commit (a write's commit_sequence)."""
+    min_sequence, once the member holds that commit (a write's commit_sequence); `available`
+    as demand of `channel` sees it (other channels' unconsumed allocations taken off)."""
     if isinstance(skus, str):
         skus = [skus]  # A lone SKU would otherwise be split into characters.
     if isinstance(node_ids, str):
@@ -512,6 +516,7 @@ def _get_availability_request(
         include_timeline=include_timeline,
         priority=priority,
         min_sequence=min_sequence,
+        channel=channel,
     )
 
 
@@ -522,8 +527,10 @@ def _promise_request(
     policy: MessageLike[common_pb2.FulfillmentPolicy] | None = None,
     priority: int = 0,
     explain: bool = False,
+    channel: str = "",
 ) -> availability_pb2.PromiseRequest:
-    """A read-only quote of where and when order lines can be fulfilled. A line may list
+    """A read-only quote of where and when order lines can be fulfilled (for demand of
+    `channel`: other channels' unconsumed allocations are not promised). A line may list
     `substitute_skus` (and a `need_by_date`): when its own SKU cannot meet the request, the
     first substitute that can is offered on its answer (LinePromise.substitute)."""
     return availability_pb2.PromiseRequest(
@@ -532,6 +539,7 @@ def _promise_request(
         policy=_optional_message(common_pb2.FulfillmentPolicy, policy),
         priority=priority,
         explain=explain,
+        channel=channel,
     )
 
 
@@ -631,6 +639,26 @@ def _extend_request(
     )
 
 
+def _record_delivery_request(
+    reservation_id: str,
+    delivered_date: DateLike,
+    units_delivered: int,
+    damaged_units: int = 0,
+    documentation_correct: bool = True,
+    request_id: str | None = None,
+) -> reservations_pb2.RecordDeliveryRequest:
+    """What reached the customer for a reservation that shipped (a record with a new
+    request_id replaces an earlier one: a correction)."""
+    return reservations_pb2.RecordDeliveryRequest(
+        reservation_id=reservation_id,
+        request_id=_request_id(request_id),
+        delivery=common_pb2.Delivery(
+            delivered_date=to_date(delivered_date), units_delivered=units_delivered,
+            damaged_units=damaged_units, documentation_correct=documentation_correct,
+        ),
+    )
+
+
 def _get_reservation_request(
     reservation_id: str, min_sequence: int = 0
 ) -> reservations_pb2.GetReservationRequest:
@@ -674,6 +702,73 @@ def _reallocate_request(
         dry_run=dry_run,
         plan_sequence=plan_sequence,
     )
+
+
+def _criterion(value: int | str) -> allocation_pb2.AllocationPolicy.Criterion:
+    """A criterion as its enum value, from the value or its name (any case)."""
+    criteria = allocation_pb2.AllocationPolicy.Criterion
+    number = criteria.Value(value.upper()) if isinstance(value, str) else value
+    return cast(allocation_pb2.AllocationPolicy.Criterion, number)
+
+
+def _set_allocation_policy_request(
+    sku: str,
+    criteria: Iterable[int | str],
+    *,
+    node_id: str = "",
+    channel_ranks: Iterable[str] = (),
+) -> allocation_pb2.SetAllocationPolicyRequest:
+    """Sets the allocation policy of a SKU (or of the SKU at node_id): criteria as enum values
+    or names ("value", "PRIORITY", ...); no criteria removes it."""
+    return allocation_pb2.SetAllocationPolicyRequest(policy=allocation_pb2.AllocationPolicy(
+        sku=sku, node_id=node_id, criteria=[_criterion(each) for each in criteria],
+        channel_ranks=list(channel_ranks),
+    ))
+
+
+def _get_allocation_policy_request(
+    sku: str = "", node_id: str = ""
+) -> allocation_pb2.GetAllocationPolicyRequest:
+    """The policy in force for a SKU at a node (sku empty: the server default)."""
+    return allocation_pb2.GetAllocationPolicyRequest(sku=sku, node_id=node_id)
+
+
+def _list_allocation_policies_request() -> allocation_pb2.ListAllocationPoliciesRequest:
+    """Every SKU and node policy set."""
+    return allocation_pb2.ListAllocationPoliciesRequest()
+
+
+def _explain_allocation_request(
+    sku: str, node_id: str
+) -> allocation_pb2.ExplainAllocationRequest:
+    """A position's open lines in the order its policy serves them, and why."""
+    return allocation_pb2.ExplainAllocationRequest(sku=sku, node_id=node_id)
+
+
+def _set_channel_allocation_request(
+    sku: str,
+    channel: str,
+    *,
+    node_id: str = "",
+    quantity: int = 0,
+    share: float = 0.0,
+    end_date: DateLike | None = None,
+) -> allocation_pb2.SetChannelAllocationRequest:
+    """Fences `quantity` units (or a `share` of the supply) of a SKU for a channel, across its
+    nodes or at node_id, until end_date; quantity and share both 0 remove the allocation."""
+    return allocation_pb2.SetChannelAllocationRequest(allocation=allocation_pb2.ChannelAllocation(
+        sku=sku, node_id=node_id, channel=channel, quantity=quantity, share=share,
+        end_date=None if end_date is None else to_date(end_date),
+    ))
+
+
+def _list_channel_allocations_request(
+    sku: str = "", node_id: str = "", channel: str = ""
+) -> allocation_pb2.ListChannelAllocationsRequest:
+    """The channel allocations set (optionally of one SKU, node or channel), each with what it
+    has allocated, consumed and available now."""
+    return allocation_pb2.ListChannelAllocationsRequest(
+        sku=sku, node_id=node_id, channel=channel)
 
 
 def _health_check_request(service: str = "") -> health_pb2.HealthCheckRequest:
@@ -749,6 +844,7 @@ _Availability = availability_pb2_grpc.AvailabilityStub
 _Reservations = reservations_pb2_grpc.ReservationsStub
 _Health = health_pb2_grpc.HealthStub
 _Server = server_pb2_grpc.ServerStub
+_Allocations = allocation_pb2_grpc.AllocationsStub
 
 UPSERT_NODE = Rpc(
     _Inventory, "UpsertNode", _upsert_node_request, common_pb2.Node, Retry.NATURALLY_IDEMPOTENT
@@ -836,6 +932,10 @@ FULFILL = Rpc(
 EXTEND = Rpc(
     _Reservations, "Extend", _extend_request, common_pb2.Reservation, Retry.IDEMPOTENCY_KEY
 )
+RECORD_DELIVERY = Rpc(
+    _Reservations, "RecordDelivery", _record_delivery_request, common_pb2.Reservation,
+    Retry.IDEMPOTENCY_KEY,
+)
 GET_RESERVATION = Rpc(
     _Reservations,
     "GetReservation",
@@ -857,6 +957,48 @@ REALLOCATE = Rpc(
     _reallocate_request,
     reservations_pb2.ReallocateResponse,
     Retry.WHEN_DRY_RUN,
+)
+SET_ALLOCATION_POLICY = Rpc(
+    _Allocations,
+    "SetAllocationPolicy",
+    _set_allocation_policy_request,
+    allocation_pb2.AllocationPolicy,
+    Retry.NATURALLY_IDEMPOTENT,
+)
+GET_ALLOCATION_POLICY = Rpc(
+    _Allocations,
+    "GetAllocationPolicy",
+    _get_allocation_policy_request,
+    allocation_pb2.AllocationPolicy,
+    Retry.READ_ONLY,
+)
+LIST_ALLOCATION_POLICIES = Rpc(
+    _Allocations,
+    "ListAllocationPolicies",
+    _list_allocation_policies_request,
+    allocation_pb2.ListAllocationPoliciesResponse,
+    Retry.READ_ONLY,
+)
+EXPLAIN_ALLOCATION = Rpc(
+    _Allocations,
+    "ExplainAllocation",
+    _explain_allocation_request,
+    allocation_pb2.ExplainAllocationResponse,
+    Retry.READ_ONLY,
+)
+SET_CHANNEL_ALLOCATION = Rpc(
+    _Allocations,
+    "SetChannelAllocation",
+    _set_channel_allocation_request,
+    allocation_pb2.ChannelAllocation,
+    Retry.NATURALLY_IDEMPOTENT,
+)
+LIST_CHANNEL_ALLOCATIONS = Rpc(
+    _Allocations,
+    "ListChannelAllocations",
+    _list_channel_allocations_request,
+    allocation_pb2.ListChannelAllocationsResponse,
+    Retry.READ_ONLY,
 )
 HEALTH_CHECK = Rpc(
     _Health,
@@ -894,15 +1036,22 @@ RPCS: dict[str, Rpc[..., Any, Any]] = {
         RELEASE,
         FULFILL,
         EXTEND,
+        RECORD_DELIVERY,
         GET_RESERVATION,
         LIST_RESERVATIONS,
         REALLOCATE,
         GET_SERVER_INFO,
+        SET_ALLOCATION_POLICY,
+        GET_ALLOCATION_POLICY,
+        LIST_ALLOCATION_POLICIES,
+        EXPLAIN_ALLOCATION,
+        SET_CHANNEL_ALLOCATION,
+        LIST_CHANNEL_ALLOCATIONS,
         HEALTH_CHECK,
     )
 }
 _STUB_TYPES = (_Inventory, _Availability, _Reservations, _Health, _Server,
-               events_pb2_grpc.EventsStub)
+               events_pb2_grpc.EventsStub, _Allocations)
 
 
 def _attempts(rpc: Rpc[..., Any, Any], request: Message, retries: int, members: int) -> int:
@@ -1209,10 +1358,17 @@ class Client(_ClientBase):
     release = _sync_method(RELEASE)
     fulfill = _sync_method(FULFILL)
     extend = _sync_method(EXTEND)
+    record_delivery = _sync_method(RECORD_DELIVERY)
     get_reservation = _sync_method(GET_RESERVATION)
     list_reservations = _sync_method(LIST_RESERVATIONS)
     reallocate = _sync_method(REALLOCATE)
     get_server_info = _sync_method(GET_SERVER_INFO)
+    set_allocation_policy = _sync_method(SET_ALLOCATION_POLICY)
+    get_allocation_policy = _sync_method(GET_ALLOCATION_POLICY)
+    list_allocation_policies = _sync_method(LIST_ALLOCATION_POLICIES)
+    explain_allocation = _sync_method(EXPLAIN_ALLOCATION)
+    set_channel_allocation = _sync_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _sync_method(LIST_CHANNEL_ALLOCATIONS)
 
     def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""
@@ -1415,10 +1571,17 @@ class AsyncClient(_ClientBase):
     release = _async_method(RELEASE)
     fulfill = _async_method(FULFILL)
     extend = _async_method(EXTEND)
+    record_delivery = _async_method(RECORD_DELIVERY)
     get_reservation = _async_method(GET_RESERVATION)
     list_reservations = _async_method(LIST_RESERVATIONS)
     reallocate = _async_method(REALLOCATE)
     get_server_info = _async_method(GET_SERVER_INFO)
+    set_allocation_policy = _async_method(SET_ALLOCATION_POLICY)
+    get_allocation_policy = _async_method(GET_ALLOCATION_POLICY)
+    list_allocation_policies = _async_method(LIST_ALLOCATION_POLICIES)
+    explain_allocation = _async_method(EXPLAIN_ALLOCATION)
+    set_channel_allocation = _async_method(SET_CHANNEL_ALLOCATION)
+    list_channel_allocations = _async_method(LIST_CHANNEL_ALLOCATIONS)
 
     async def health(self, service: str = "") -> str:
         """The serving status of the server: SERVING, NOT_SERVING, UNKNOWN..."""

@@ -14,7 +14,15 @@ from atp import flags, limits, supervisor
 from atp.bootstrap import AtpServer, ServerConfig
 from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
+from atp.ledger.allocation_policy import (
+    CHANNEL_RANKS_MAX,
+    AllocationPolicy,
+    Criterion,
+    parse_criteria,
+    policy_problem,
+)
 from atp.ledger.errors import DamagedRecordError
+from atp.ledger.validation import id_problem
 from atp.server import authorization
 from atp.store import StoreError
 from atp.store.integrity import RESTORE_ADVICE
@@ -55,6 +63,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
     parser.add_flag("--safety-stock-priority", "ATP_SAFETY_STOCK_PRIORITY",
                     flags.int_in_range(PRIORITY_MIN, PRIORITY_MAX), "100",
                     "demand at or above this priority may use safety stock", metavar="PRIORITY")
+    parser.add_flag("--allocation-policy", "ATP_ALLOCATION_POLICY", allocation_criteria,
+                    "priority,fifo", "the server default allocation policy: criteria, comma "
+                    "separated, from priority, channel_rank, value, due_date, fifo (ties: ids)",
+                    metavar="CRITERIA")
+    parser.add_flag("--allocation-channel-ranks", "ATP_ALLOCATION_CHANNEL_RANKS",
+                    channel_ranks, "", "channels in the order the default policy's "
+                    "channel_rank serves them, comma separated", metavar="CHANNELS")
     parser.add_flag("--grace", "ATP_GRACE", flags.parse_duration, "5",
                     "seconds to drain in-flight calls on SIGTERM; a unit may follow: 30s, 1m",
                     metavar="SECONDS")
@@ -182,8 +197,9 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    conflict = (flag_conflict(args) or supervisor.gateway_conflict(args)
-                or tls_conflict(args) or tls_file_problem(args))
+    conflict = (flag_conflict(args) or allocation_policy_conflict(args)
+                or supervisor.gateway_conflict(args) or tls_conflict(args)
+                or tls_file_problem(args))
     if conflict:
         parser.error(conflict)
     return args
@@ -258,6 +274,41 @@ def flag_conflict(args: argparse.Namespace) -> str:
         return ("--cluster needs the address other members reach this one at: --advertise "
                 "HOST:PORT, or a --listen with a fixed port")
     return ""
+
+
+def allocation_criteria(text: str) -> tuple[Criterion, ...]:
+    """--allocation-policy: criterion names, comma separated, any case."""
+    try:
+        return parse_criteria(text)
+    except ValueError as error:
+        raise flags.InvalidValue(str(error)) from None
+
+
+def channel_ranks(text: str) -> tuple[str, ...]:
+    """--allocation-channel-ranks: channel names, comma separated, each once."""
+    channels = tuple(name.strip() for name in text.split(",") if name.strip())
+    if len(channels) > CHANNEL_RANKS_MAX:
+        raise flags.InvalidValue(f"{len(channels)} channels; at most {CHANNEL_RANKS_MAX}")
+    if len(set(channels)) != len(channels):
+        raise flags.InvalidValue("each channel may be ranked once")
+    for channel in channels:
+        problem = id_problem(channel)
+        if problem:
+            raise flags.InvalidValue(f"channel {channel!r}: {problem}")
+    return channels
+
+
+def allocation_policy_conflict(args: argparse.Namespace) -> str:
+    """Why --allocation-policy and --allocation-channel-ranks cannot go together ("" when
+    they can)."""
+    problem = policy_problem(AllocationPolicy(args.allocation_policy,
+                                              args.allocation_channel_ranks))
+    if not problem:
+        return ""
+    return ("--allocation-policy names channel_rank: give --allocation-channel-ranks too"
+            if args.allocation_channel_ranks == () else
+            "--allocation-channel-ranks is used only when --allocation-policy names "
+            "channel_rank")
 
 
 def cluster_name(text: str) -> str:
@@ -335,6 +386,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             safety_stock_priority_min=args.safety_stock_priority,
             closed_retention_s=args.closed_retention,
             idempotency_window_s=args.idempotency_window,
+            allocation_policy=AllocationPolicy(args.allocation_policy,
+                                               args.allocation_channel_ranks),
         ),
         journal_retention_s=args.journal_retention,
         clock_step_max_s=args.clock_step_max,

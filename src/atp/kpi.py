@@ -11,7 +11,8 @@ for a past window reads the same whenever it is made):
   promises, backorders and outcomes are about the cohort.
 - **fill rate**: units shipped (RESERVATION_FULFILLED) / units requested, where a reservation
   requests the held quantity plus the backordered quantity of every line at creation.
-- **promise date** of a reservation: the latest `delivery_date` of its lines at creation, or,
+- **promise date** of a reservation: its first promise, the one it was created with (never the
+  `new_promise_date` of a reallocation): the latest `delivery_date` of its lines at creation, or,
   when the event carries none, the latest `ship_date` of the lines that hold units. A
   reallocation that slipped (RESERVATION_REALLOCATED with `slipped`) breaks the promise; a
   reallocation that did not slip keeps it (its `new_promise_date` is reported, not judged).
@@ -19,6 +20,16 @@ for a past window reads the same whenever it is made):
   (the UTC day of the event), **late** when after it, **overdue** when still open after it
   at the end of the window. Reservations released or expired without a slip are not judged.
 - **backorders**: lines with `backordered > 0` at creation; filled by BACKORDER_FILLED.
+- **perfect order** (from DELIVERY_RECORDED, see `atp.ledger.delivery_measures`): the
+  reservations with a delivery recorded in the window, each judged on its latest record
+  there (a later record is a correction). Per channel, per customer and overall: the on-time
+  rate (delivered on or before the first promise date, over the orders that have one: an
+  order without a promise date is not judged on time, and is left out of that rate and of
+  the all-four share), the in-full rate (units delivered >= units ordered), the damage-free
+  and documentation-accurate rates (over every order recorded), the **perfect order rate**
+  (the product of the four rates, the compound measure) and the share of orders that met all
+  four. Unlike the cohort measures, these are about deliveries recorded in the window,
+  whenever their reservation was created.
 - **time at risk**: an episode starts at LINE_AT_RISK (a reason change does not restart it)
   within the window and ends at LINE_RECOVERED, a reallocation of the reservation, the line's
   last open unit released or shipped, or the reservation reaching a final state. The mean is
@@ -31,12 +42,16 @@ import datetime
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
+
+from atp.ledger.delivery_measures import Measures, measures_met
 
 __all__ = [
     "KPI_EVENT_TYPES",
     "JournalEvent",
     "KpiReport",
+    "PerfectOrder",
     "compute_kpis",
     "decode_event",
     "event_from_dict",
@@ -55,7 +70,10 @@ KPI_EVENT_TYPES = (
     "LINE_AT_RISK",
     "LINE_RECOVERED",
     "BACKORDER_FILLED",
+    "DELIVERY_RECORDED",
 )
+# The groupings of the perfect-order measures (`atpctl kpi --by-channel/--by-customer`).
+PERFECT_ORDER_GROUPS = ("channel", "customer")
 FINAL_STATES = ("FULFILLED", "RELEASED", "EXPIRED")
 OUTCOME_STATES = ("HELD", "COMMITTED", "FULFILLED", "RELEASED", "EXPIRED")
 
@@ -172,6 +190,85 @@ def _day(text: Any) -> datetime.date | None:
 
 
 @dataclass
+class PerfectOrder:
+    """The perfect-order measures of a set of delivered orders; rates are exact fractions
+    (None when nothing is there to judge)."""
+
+    orders: int = 0  # reservations with a delivery recorded (their latest record each)
+    on_time_judged: int = 0  # of those, the ones with a first promise date
+    on_time: int = 0
+    in_full: int = 0
+    damage_free: int = 0
+    documentation_accurate: int = 0
+    all_four: int = 0  # judged on time, and met all four measures
+
+    def add(self, measures: Measures) -> None:
+        self.orders += 1
+        if measures.on_time is not None:
+            self.on_time_judged += 1
+            self.on_time += measures.on_time
+            self.all_four += bool(measures.perfect)
+        self.in_full += measures.in_full
+        self.damage_free += measures.damage_free
+        self.documentation_accurate += measures.documentation_accurate
+
+    @staticmethod
+    def _share(part: int, whole: int) -> Fraction | None:
+        return Fraction(part, whole) if whole else None
+
+    @property
+    def on_time_rate(self) -> Fraction | None:
+        return self._share(self.on_time, self.on_time_judged)
+
+    @property
+    def in_full_rate(self) -> Fraction | None:
+        return self._share(self.in_full, self.orders)
+
+    @property
+    def damage_free_rate(self) -> Fraction | None:
+        return self._share(self.damage_free, self.orders)
+
+    @property
+    def documentation_accurate_rate(self) -> Fraction | None:
+        return self._share(self.documentation_accurate, self.orders)
+
+    @property
+    def perfect_order_rate(self) -> Fraction | None:
+        """The compound measure: the product of the four rates."""
+        rates = (self.on_time_rate, self.in_full_rate, self.damage_free_rate,
+                 self.documentation_accurate_rate)
+        product = Fraction(1)
+        for rate in rates:
+            if rate is None:
+                return None
+            product *= rate
+        return product
+
+    @property
+    def all_four_share(self) -> Fraction | None:
+        """Orders that met all four measures, of those judged on all four."""
+        return self._share(self.all_four, self.on_time_judged)
+
+    def to_dict(self) -> dict[str, Any]:
+        def rate(value: Fraction | None) -> float | None:
+            return None if value is None else float(value)
+
+        return {
+            "orders": self.orders,
+            "perfect_order_rate": rate(self.perfect_order_rate),
+            "all_four_share": rate(self.all_four_share),
+            "all_four": self.all_four,
+            "on_time": {"rate": rate(self.on_time_rate), "met": self.on_time,
+                        "judged": self.on_time_judged,
+                        "not_judged": self.orders - self.on_time_judged},
+            "in_full": {"rate": rate(self.in_full_rate), "met": self.in_full},
+            "damage_free": {"rate": rate(self.damage_free_rate), "met": self.damage_free},
+            "documentation_accurate": {"rate": rate(self.documentation_accurate_rate),
+                                       "met": self.documentation_accurate},
+        }
+
+
+@dataclass
 class KpiReport:
     since: datetime.datetime | None
     until: datetime.datetime | None
@@ -203,6 +300,18 @@ class KpiReport:
     reservations_reallocated: int = 0
     reservations_slipped: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    perfect_order: PerfectOrder = field(default_factory=PerfectOrder)
+    # The same measures by the reservation's channel and customer ("" when it had none).
+    perfect_order_by_channel: dict[str, PerfectOrder] = field(default_factory=dict)
+    perfect_order_by_customer: dict[str, PerfectOrder] = field(default_factory=dict)
+
+    def perfect_order_groups(self, group: str) -> dict[str, PerfectOrder]:
+        """The perfect-order measures by `group` (one of PERFECT_ORDER_GROUPS)."""
+        if group == "channel":
+            return self.perfect_order_by_channel
+        if group == "customer":
+            return self.perfect_order_by_customer
+        raise ValueError(f"no grouping {group!r}: one of {', '.join(PERFECT_ORDER_GROUPS)}")
 
     @property
     def fill_rate(self) -> float | None:
@@ -242,8 +351,15 @@ class KpiReport:
             return self.first_event_time
         return self.since
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (`atpctl kpi --json`)."""
+    def to_dict(self, by: Iterable[str] = ()) -> dict[str, Any]:
+        """The report as JSON-ready data (`atpctl kpi --json`); the perfect-order measures
+        also by each grouping in `by` (PERFECT_ORDER_GROUPS)."""
+        perfect_order = self.perfect_order.to_dict()
+        for group in by:
+            perfect_order[f"by_{group}"] = {
+                name: measures.to_dict()
+                for name, measures in sorted(self.perfect_order_groups(group).items())
+            }
 
         def instant(moment: datetime.datetime | None) -> str | None:
             return format_instant(moment) if moment is not None else None
@@ -298,6 +414,7 @@ class KpiReport:
                 "slipped": self.reservations_slipped,
             },
             "outcomes": {state: self.outcomes.get(state, 0) for state in OUTCOME_STATES},
+            "perfect_order": perfect_order,
         }
 
 
@@ -333,6 +450,8 @@ class _Calculator:
         self.reservations: dict[str, _Reservation] = {}
         self.episodes: dict[tuple[str, str], _Episode] = {}
         self.backorders: dict[tuple[str, str], int] = {}  # cohort line -> units still open
+        # reservation -> the data of its latest DELIVERY_RECORDED in the window.
+        self.deliveries: dict[str, Mapping[str, Any]] = {}
         self.last_time: datetime.datetime | None = None
 
     def in_window(self, moment: datetime.datetime) -> bool:
@@ -475,6 +594,30 @@ class _Calculator:
                 report.at_risk_seconds_total += max(0.0, (moment - episode.start).total_seconds())
                 report.at_risk_ended_by[ended_by] = report.at_risk_ended_by.get(ended_by, 0) + 1
 
+    # ----- deliveries --------------------------------------------------------------------
+
+    def on_delivery_recorded(self, event: JournalEvent, reservation_id: str) -> None:
+        if self.in_window(event.time):
+            self.deliveries[reservation_id] = event.data  # a later record corrects it
+
+    def _judge_deliveries(self) -> None:
+        report = self.report
+        for data in self.deliveries.values():
+            delivered_day = _day(data.get("delivered_date"))
+            if delivered_day is None:
+                continue  # not a delivery the server would record
+            promise_day = _day(data.get("first_promise_date"))
+            measures = measures_met(
+                delivered_day.toordinal(),
+                None if promise_day is None else promise_day.toordinal(),
+                _int(data.get("units_delivered")), _int(data.get("units_ordered")),
+                _int(data.get("damaged_units")), data.get("documentation_correct") is not False,
+            )
+            report.perfect_order.add(measures)
+            channel, customer = str(data.get("channel") or ""), str(data.get("customer_id") or "")
+            report.perfect_order_by_channel.setdefault(channel, PerfectOrder()).add(measures)
+            report.perfect_order_by_customer.setdefault(customer, PerfectOrder()).add(measures)
+
     # ----- the end -----------------------------------------------------------------------
 
     def finish(self) -> KpiReport:
@@ -493,6 +636,7 @@ class _Calculator:
             self._judge_promise(reservation, as_of_day)
         report.outcomes = {state: outcomes.get(state, 0) for state in OUTCOME_STATES}
         report.outcomes.update({s: n for s, n in outcomes.items() if s not in OUTCOME_STATES})
+        self._judge_deliveries()
         return report
 
     def _judge_promise(self, reservation: _Reservation, as_of_day: datetime.date | None) -> None:
@@ -632,7 +776,48 @@ def report_rows(report: KpiReport) -> list[tuple[str, str]]:
         )
     )
     rows += [(f"outcome {state}", str(count)) for state, count in report.outcomes.items()]
+    rows += perfect_order_rows(report.perfect_order)
     return rows
+
+
+def _fraction(rate: Fraction | None, met: int, whole: int) -> str:
+    return f"{_percent(None if rate is None else float(rate))} ({met} of {whole})"
+
+
+def perfect_order_rows(measures: PerfectOrder) -> list[tuple[str, str]]:
+    """(KPI, value) rows of the perfect-order measures."""
+    not_judged = measures.orders - measures.on_time_judged
+    rate = measures.perfect_order_rate
+    return [
+        ("deliveries recorded", str(measures.orders)),
+        ("on time", _fraction(measures.on_time_rate, measures.on_time, measures.on_time_judged)
+         + (f"; {not_judged} without a promise date, not judged" if not_judged else "")),
+        ("in full", _fraction(measures.in_full_rate, measures.in_full, measures.orders)),
+        ("damage free", _fraction(measures.damage_free_rate, measures.damage_free,
+                                  measures.orders)),
+        ("documentation accurate", _fraction(
+            measures.documentation_accurate_rate, measures.documentation_accurate,
+            measures.orders)),
+        ("perfect order rate", _percent(None if rate is None else float(rate))
+         + " (on time x in full x damage free x documentation accurate)"),
+        ("perfect on all four", _fraction(measures.all_four_share, measures.all_four,
+                                          measures.on_time_judged)),
+    ]
+
+
+def perfect_order_table_rows(groups: Mapping[str, PerfectOrder]) -> list[tuple[Any, ...]]:
+    """One row per group: name ("-" for none), orders, the four rates, the perfect order rate
+    and the all-four share, as percentages."""
+
+    def percent(rate: Fraction | None) -> str:
+        return _percent(None if rate is None else float(rate))
+
+    return [
+        (name or "-", m.orders, percent(m.on_time_rate), percent(m.in_full_rate),
+         percent(m.damage_free_rate), percent(m.documentation_accurate_rate),
+         percent(m.perfect_order_rate), percent(m.all_four_share))
+        for name, m in sorted(groups.items())
+    ]
 
 
 def _counts(counts: Mapping[str, int]) -> str:

@@ -69,6 +69,9 @@ rpc_backlog_max = 10_000
 #   replication_log_bytes_max bytes at most.
 # - caches: dates and policies as messages, ISO dates, routes by region: lru_caches of at
 #   most 4,096 entries, and one routes entry per region (cleared when a node changes).
+# - delivery counters for metrics (ledger.delivery_measures.DeliveryTally): one series per
+#   channel for the first metric_channels_max distinct channels; later ones count as "other".
+metric_channels_max = 100
 # Committed batches the leader keeps in memory for followers to stream, at most this many
 # and this many bytes (a follower further behind starts from a snapshot).
 replication_log_batches_max = 10_000

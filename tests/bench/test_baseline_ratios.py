@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench import report
-from bench.run import _rate_against_adjacent, _schedule
+from bench.run import _compare_rules, _rate_against_adjacent, _schedule
 
 
 def _args(selected: list[str], baseline: str) -> argparse.Namespace:
@@ -38,3 +38,14 @@ def test_without_adjacent_baselines_the_mean_of_all_runs_is_used() -> None:
     assert report.add_ratios(workloads, [2000.0, 3000.0]) == 2500.0
     assert workloads["batch"]["ratio_to_baseline"] == 2.0
     assert workloads["batch"]["calls_ratio_to_baseline"] == 0.004
+
+
+def test_reserve_under_rules_is_compared_with_reserve_by_their_ratios() -> None:
+    """Each against its own baselines: a noisy machine moves both halves alike."""
+    result = {"workloads": {"reserve": {"ratio_to_baseline": 0.5},
+                            "reserve_rules": {"ratio_to_baseline": 0.47}}}
+    _compare_rules(result)
+    assert result["rules_throughput_change"] == -0.06
+    without = {"workloads": {"reserve": {"ratio_to_baseline": 0.5}}}
+    _compare_rules(without)
+    assert "rules_throughput_change" not in without

@@ -16,7 +16,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ("baseline", "availability", "promise", "reserve", "lifecycle", "mixed", "stream",
-             "batch")
+             "batch", "reserve_rules")
 
 
 @pytest.mark.integration
@@ -48,6 +48,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert figures["ok_units"] > 0, (name, figures)
         assert figures["ratio_to_baseline"] is not None, name
     assert result["baseline_calls_per_s"] > 0
+    # The with/without comparison of a Reserve under allocation rules (a figure, not a target).
+    assert isinstance(result["rules_throughput_change"], float)
 
     audit = result["audit"]
     assert audit["passed"] is True, audit

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 import atp.client
 from atp.client import RPCS, AsyncClient, AtpError, Client, reservation_from_result
 from atp.v1 import (
+    allocation_pb2,
     availability_pb2,
     common_pb2,
     events_pb2,
@@ -392,11 +393,13 @@ def test_every_mutation_is_keyed_or_naturally_idempotent() -> None:
         "Release",
         "Fulfill",
         "Extend",
+        "RecordDelivery",
     }
     natural = {
         name for name, rpc in RPCS.items() if rpc.retry is atp.client.Retry.NATURALLY_IDEMPOTENT
     }
-    assert natural == {"UpsertNode", "SetSafetyStock", "UpsertSupply", "ReleaseHold"}
+    assert natural == {"UpsertNode", "SetSafetyStock", "UpsertSupply", "ReleaseHold",
+                       "SetAllocationPolicy", "SetChannelAllocation"}
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -503,7 +506,8 @@ def test_the_rpc_table_covers_every_unary_rpc_of_the_protos() -> None:
     streaming = {"ReserveStream", "Watch"}
     proto_methods = {
         method.name
-        for module in (inventory_pb2, availability_pb2, reservations_pb2, events_pb2, server_pb2)
+        for module in (inventory_pb2, availability_pb2, reservations_pb2, events_pb2, server_pb2,
+                       allocation_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }

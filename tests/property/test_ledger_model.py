@@ -157,6 +157,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.restarts = 0
         # reservation id -> (its content without the version, its version) when last checked
         self.versions_seen: dict[str, tuple[str, int]] = {}
+        # reservation id -> (delivered day, units, damaged, documentation right) last recorded
+        self.deliveries: dict[str, tuple[int, int, int, bool]] = {}
 
     def teardown(self) -> None:
         self.store.close()
@@ -670,6 +672,36 @@ class LedgerMachine(RuleBasedStateMachine):
         self.apply_lines(reservation, lines, "fulfilled")
         self.model.requests[command.request_id] = command
         return command.request_id
+
+    @rule(target=requests, reservation_id=reservations, data=st.data())
+    def record_delivery(self, reservation_id: str, data: st.DataObject) -> Any:
+        """A reservation that shipped (FULFILLED, or COMMITTED with units fulfilled) takes a
+        delivery outcome; a new request id replaces the earlier one. Any other is refused as
+        in the wrong state."""
+        reservation = self.model.reservations[reservation_id]
+        units = data.draw(st.integers(0, 8), label="units")
+        damaged = data.draw(st.integers(0, units), label="damaged")
+        documents = data.draw(st.booleans(), label="documentation_correct")
+        command = commands.RecordDelivery(reservation_id, self.fresh("Q"), date_of(self.today),
+                                          units, damaged, documents)
+        shipped = reservation.state == FULFILLED or (
+            reservation.state == COMMITTED and any(line.fulfilled for line in reservation.lines))
+        if not shipped:
+            self.run_expecting(command, wrong_state(reservation.state))
+            return multiple()
+        self.run_expecting(command, None)
+        self.deliveries[reservation_id] = (self.today, units, damaged, documents)
+        self.model.requests[command.request_id] = command
+        return command.request_id
+
+    @invariant()
+    def deliveries_match_the_model(self) -> None:
+        for reservation_id in self.model.reservations:
+            delivery = self.ledger.reservation(reservation_id).delivery
+            found = None if delivery is None else (
+                delivery.delivered_day, delivery.units_delivered, delivery.damaged_units,
+                delivery.documentation_correct)
+            assert found == self.deliveries.get(reservation_id), reservation_id
 
     # ----- idempotency keys -----------------------------------------------------------------
 

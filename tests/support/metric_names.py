@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from atp.engine.clock import SteadyClock
 from atp.engine.writer import Writer
 from atp.ledger import Ledger
+from atp.ledger.delivery_measures import measures_met
 from atp.server.admission import AdmissionGate
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics
@@ -84,7 +85,10 @@ def served_catalogue(tmp_path: Path) -> Catalogue:
 
 def _cluster_follower_metrics() -> Metrics:
     admission = AdmissionGate(1, ())
-    metrics = Metrics(Writer(Ledger(), MemoryStore(), clock=SteadyClock()), admission)
+    ledger = Ledger()
+    metrics = Metrics(Writer(ledger, MemoryStore(), clock=SteadyClock()), admission)
+    # A delivery counted, so that the delivery families' labels are seen.
+    ledger.delivery_tally.count("web", measures_met(1, 1, 1, 1, 0, True))
     admission.on_refused("Reserve")  # a child, so its labels are seen
     status = replication_pb2.ReplicationStatus(
         role="follower", commit=1, term=1, connected=True, cluster="c",

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from atp.cli.allocation import add_policy_commands
 from atp.cli.arguments import positive_float
 from atp.cli.auth import add_auth_commands
 from atp.cli.cluster import add_cluster_commands
@@ -32,6 +33,7 @@ from atp.cli.outcome import (
     Outcome,
     json_document,
 )
+from atp.cli.quotas import add_quota_commands
 from atp.cli.reservations import (
     add_at_risk_command,
     add_promise_command,
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_promise_command(tree)
     add_at_risk_command(tree)
     add_reallocate_command(tree)
+    add_policy_commands(tree)
     add_watch_command(tree)
     add_kpi_command(tree)
     add_health_command(tree)
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(tree)
     add_server_commands(tree)
     add_auth_commands(tree)
+    add_quota_commands(tree)
     return parser
 
 def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

@@ -69,7 +69,8 @@ def add_watch_command(tree: CommandTree) -> None:
 def add_kpi_command(tree: CommandTree) -> None:
     kpi_command = tree.command(
         "kpi",
-        "fill rate, promises kept, backorders, time at risk and outcomes, from the journal",
+        "fill rate, promises kept, backorders, time at risk, outcomes and perfect orders, "
+        "from the journal",
         _kpi,
     )
     kpi_command.add_argument(
@@ -84,6 +85,11 @@ def add_kpi_command(tree: CommandTree) -> None:
         metavar="ISO",
         help="only what happened before this date or date-time (default: now)",
     )
+    for group in kpi.PERFECT_ORDER_GROUPS:
+        kpi_command.add_argument(
+            f"--by-{group}", dest="perfect_order_by", action="append_const", const=group,
+            help=f"also the perfect-order measures per {group}",
+        )
 
 def add_health_command(tree: CommandTree) -> None:
     tree.command("health", "the server's health status (exit 1 unless SERVING)", _health)
@@ -196,7 +202,14 @@ def _kpi(client: Client, arguments: argparse.Namespace) -> Outcome:
     events = list(_watch_stream(arguments, request))
     now = datetime.datetime.now(datetime.UTC)
     report = kpi.compute_kpis(events, since=since, until=until, now=now)
-    return Outcome(report.to_dict(), format_table(("KPI", "VALUE"), kpi.report_rows(report)))
+    groups = arguments.perfect_order_by or []
+    text = format_table(("KPI", "VALUE"), kpi.report_rows(report))
+    for group in groups:
+        rows = kpi.perfect_order_table_rows(report.perfect_order_groups(group))
+        text += f"\n\nperfect orders by {group}\n" + format_table(
+            (group.upper(), "ORDERS", "ON_TIME", "IN_FULL", "DAMAGE_FREE", "DOCS_OK",
+             "PERFECT_RATE", "ALL_FOUR"), rows)
+    return Outcome(report.to_dict(by=groups), text)
 
 def _health(client: Client, arguments: argparse.Namespace) -> Outcome:
     status = client.health()

@@ -17,6 +17,7 @@ from atp.cli.arguments import (
     whole_count,
 )
 from atp.cli.outcome import CommandTree, Outcome, json_document
+from atp.cli.quotas import channels_table
 from atp.cli.views import (
     date_text,
     format_table,
@@ -69,6 +70,8 @@ def add_stock_commands(tree: CommandTree) -> None:
     get.add_argument(
         "--priority", type=int, default=0, help="demand priority to compute for (default: 0)"
     )
+    get.add_argument("--channel", default="", help="sales channel to compute available for: "
+                     "other channels' unconsumed allocations are not available to it")
 
     adjust = stock.command("adjust", "book a receipt, return, shrinkage or damage", _stock_adjust)
     _add_position_arguments(adjust)
@@ -175,8 +178,12 @@ def _stock_get(client: Client, arguments: argparse.Namespace) -> Outcome:
         node_ids=arguments.node_ids,
         include_timeline=arguments.timeline,
         priority=arguments.priority,
+        channel=arguments.channel,
     )
     text = positions_table(response.positions, response.totals)
+    channels = channels_table(response.positions, response.totals)
+    if channels:
+        text += "\n\n" + channels
     if arguments.timeline:
         text += "\n\n" + timeline_table(response.positions)
     return Outcome(response, text)

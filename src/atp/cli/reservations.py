@@ -9,6 +9,7 @@ from atp.cli.arguments import (
     PAGE_SIZE_MAX,
     RESERVATION_LIST_LIMIT_DEFAULT,
     RESERVATION_STATES,
+    date,
     line_quantity,
     order_line,
     reservation_line,
@@ -73,6 +74,7 @@ def add_reservation_commands(tree: CommandTree) -> None:
     )
     add_request_id_option(extend)
     _add_expected_version_option(extend)
+    _add_record_delivery_command(reservation)
     for name, help_text, run in (
         ("release", "release a reservation, or some units of its lines", _reservation_release),
         ("fulfill", "ship a reservation, or some units of its lines", _reservation_fulfill),
@@ -143,6 +145,8 @@ def add_promise_command(tree: CommandTree) -> None:
     )
     promise.add_argument("--region", required=True, help="destination region")
     promise.add_argument("--explain", action="store_true", help="show why each node won or lost")
+    promise.add_argument("--channel", default="", help="sales channel of the order: other "
+                         "channels' unconsumed allocations are not promised to it")
     _add_policy_options(promise)
     add_substitute_options(promise, reserve=False)
 
@@ -256,6 +260,33 @@ def _reservation_extend(client: Client, arguments: argparse.Namespace) -> Outcom
     )
     return Outcome(reservation, reservation_view(reservation))
 
+def _add_record_delivery_command(reservation: CommandTree) -> None:
+    record = reservation.command(
+        "record-delivery",
+        "record what reached the customer for a reservation that shipped (the perfect-order "
+        "KPIs of `atpctl kpi`); recording again with a new request id corrects it",
+        _reservation_record_delivery,
+    )
+    record.add_argument("reservation_id", metavar="ID")
+    record.add_argument("--delivered-date", type=date, required=True, metavar="YYYY-MM-DD",
+                        help="the day the order reached the customer")
+    record.add_argument("--units", type=whole_count, required=True, metavar="N",
+                        help="units the customer received")
+    record.add_argument("--damaged", type=whole_count, default=0, metavar="N",
+                        help="of those, units that arrived damaged (default: 0)")
+    record.add_argument("--documentation-wrong", action="store_true",
+                        help="the paperwork (invoice, packing list, labels) was wrong")
+    add_request_id_option(record)
+
+def _reservation_record_delivery(client: Client, arguments: argparse.Namespace) -> Outcome:
+    reservation = client.record_delivery(
+        arguments.reservation_id, arguments.delivered_date, arguments.units,
+        damaged_units=arguments.damaged,
+        documentation_correct=not arguments.documentation_wrong,
+        request_id=arguments.request_id,
+    )
+    return Outcome(reservation, reservation_view(reservation))
+
 def _reservation_release(client: Client, arguments: argparse.Namespace) -> Outcome:
     reservation = client.release(
         arguments.reservation_id, lines=arguments.lines, request_id=arguments.request_id,
@@ -292,6 +323,7 @@ def _promise(client: Client, arguments: argparse.Namespace) -> Outcome:
         policy=_policy(arguments),
         priority=arguments.priority,
         explain=arguments.explain,
+        channel=arguments.channel,
     )
     text = _promise_view(response, explain=arguments.explain)
     substitutes = promise_substitutes_view(response, arguments.lines, explain=arguments.explain)

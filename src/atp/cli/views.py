@@ -132,9 +132,24 @@ def reservation_view(reservation: common_pb2.Reservation) -> str:
         ("customer", reservation.customer_id),
         ("created", _time_text(reservation, "create_time")),
         ("expires", _time_text(reservation, "expire_time")),
+        ("delivery", delivery_text(reservation)),
     ]
     heading = format_table(("FIELD", "VALUE"), [(name, value) for name, value in fields if value])
     return heading.split("\n", 1)[1] + "\n\n" + _reservation_lines_table(reservation.lines)
+
+def delivery_text(reservation: common_pb2.Reservation) -> str:
+    """The recorded delivery outcome, e.g. "2026-12-05: 4 units, 1 damaged, documentation
+    wrong" ("" when none is recorded)."""
+    if not reservation.HasField("delivery"):
+        return ""
+    delivery = reservation.delivery
+    text = (f"{date_text(delivery.delivered_date)}: "
+            f"{plural(delivery.units_delivered, 'unit')}")
+    if delivery.damaged_units:
+        text += f", {delivery.damaged_units} damaged"
+    if not delivery.documentation_correct:
+        text += ", documentation wrong"
+    return text
 
 def _reservation_lines_table(lines: Iterable[common_pb2.ReservationLine]) -> str:
     rows = [
@@ -201,6 +216,8 @@ def _plan_block(plan: reservations_pb2.ReallocationPlan) -> str:
         f"reservation {plan.reservation_id}: promise {old_promise} -> {new_promise}, "
         f"slipped: {plain_text(plan.slipped)}, unfilled: {plan.unfilled_quantity}"
     )
+    if plan.decided_by:  # the allocation-policy criterion that put it after the plan before
+        heading += f", after the previous by {plan.decided_by}"
     moves = [
         (old.line_id, old.sku, _line_place(old), "->", " + ".join(_line_place(n) for n in new))
         for old, new in _line_moves(plan)

@@ -165,12 +165,49 @@ class Reallocate:
 
 
 @dataclass(frozen=True)
+class RecordDelivery:
+    """What reached the customer for a reservation that shipped (the perfect-order KPIs):
+    a later record with another request_id replaces the earlier one (a correction)."""
+
+    reservation_id: str
+    request_id: str
+    delivered_date: Date | None
+    units_delivered: int
+    damaged_units: int = 0
+    documentation_correct: bool = True
+
+
+@dataclass(frozen=True)
 class ExpireDue:
     """Expires HELD reservations and holds whose expire_time has passed (issued by the clock),
     the earliest first, at most `limit` of them (0: all) so that a large backlog (after a
     clock step, say) is worked off in slices between other commands."""
 
     limit: int = 0
+
+
+@dataclass(frozen=True)
+class SetAllocationPolicy:
+    """Sets the allocation policy of a SKU (node_id "") or of a SKU at a node; no criteria
+    removes it. Criteria by name (PRIORITY, CHANNEL_RANK, VALUE, DUE_DATE, FIFO), as given:
+    the handler validates them."""
+
+    sku: str
+    node_id: str = ""
+    criteria: tuple[str, ...] = ()
+    channel_ranks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetChannelAllocation:
+    """Sets (or, quantity and share both 0, removes) a channel's allocation of a SKU."""
+
+    sku: str
+    node_id: str
+    channel: str
+    quantity: int = 0
+    share: float = 0.0
+    end_date: Date | None = None
 
 
 Command = (
@@ -188,6 +225,9 @@ Command = (
     | Extend
     | Reallocate
     | ExpireDue
+    | SetAllocationPolicy
+    | RecordDelivery
+    | SetChannelAllocation
 )
 
 
@@ -231,3 +271,4 @@ def _line_text(line: LineRequest) -> str:
                       f"{line.need_by_date!r}")
     return (f"({line.line_id!r}, {line.sku!r}, {line.quantity!r}, {line.node_id!r}, "
             f"{date_text})")
+

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atp.ledger import commands, invariants, substitution, validation
+from atp.ledger import commands, invariants, quotas, substitution, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
-from atp.ledger.handlers import expiry, holds, reallocation, reservations, risk, stock, supply
+from atp.ledger.handlers import (
+    allocation,
+    expiry,
+    holds,
+    reallocation,
+    reservations,
+    risk,
+    stock,
+    supply,
+)
+from atp.ledger.handlers.channel_allocations import set_channel_allocation
+from atp.ledger.handlers.delivery import record_delivery
 from atp.ledger.model import Day, Policy, Reservation, day_of
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.promising import OrderLine, OrderPlan, Planner
@@ -107,12 +118,23 @@ class Ledger(LedgerState):
 
     def promise(
         self, lines: list[OrderLine], region: str, policy: Policy, priority: int, now: float,
-        explain: bool = False,
+        explain: bool = False, channel: str = "",
     ) -> OrderPlan:
-        """A quote: where and when the lines can be fulfilled. Changes nothing."""
+        """A quote: where and when the lines can be fulfilled, for demand of `channel` (the
+        other channels' allocations fenced). Changes nothing."""
         validation.check_promise(lines, region, policy)
-        planner = Planner(self, day_of(now), region, policy, priority)
-        return substitution.promise(planner, lines, explain)
+        today = day_of(now)
+        planner = Planner(self, today, region, policy, priority)
+        demand = [(sku, "") for line in lines for sku in (line.sku, *line.substitute_skus)]
+        fence = quotas.fence_for(self, demand, channel, today,
+                                 self.include_safety_stock(priority))
+        if fence is None:
+            return substitution.promise(planner, lines, explain)
+        try:
+            return fence.trim_plan(substitution.promise(planner, lines, explain),
+                                   policy.allow_partial)
+        finally:
+            fence.undo()
 
     def plan_reallocation(self, scope: Scope, now: float) -> ReallocationResult:
         """A dry run: what Reallocate would do now. Changes nothing."""
@@ -122,7 +144,7 @@ class Ledger(LedgerState):
 
     def check_invariants(self) -> list[str]:
         """Recomputes every derived quantity from the records; returns each disagreement."""
-        return invariants.derived_problems(self)
+        return invariants.derived_problems(self) + quotas.count_problems(self)
 
 
 def _handle(state: LedgerState, command: commands.Command, now: float) -> Result:
@@ -156,4 +178,10 @@ def _handle(state: LedgerState, command: commands.Command, now: float) -> Result
             return stock.upsert_node(state, command, now)
         case commands.Reallocate():
             return reallocation.reallocate(state, command, now)
+        case commands.SetAllocationPolicy():
+            return allocation.set_allocation_policy(state, command, now)
+        case commands.RecordDelivery():
+            return record_delivery(state, command, now)
+        case commands.SetChannelAllocation():
+            return set_channel_allocation(state, command, now)
     raise InvalidArgument.single("command", f"unknown command {type(command).__name__}")

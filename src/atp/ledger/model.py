@@ -292,3 +292,26 @@ def _add(by_day: dict[Day, int], day: Day, amount: int) -> None:
         by_day[day] = total
     else:
         by_day.pop(day, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAllocation:
+    """A channel's allocation (quota) of a SKU (atp.ledger.quotas says what it does)."""
+
+    sku: str
+    node_id: str  # "" across every node of the SKU
+    channel: str
+    quantity: int = 0  # units fenced; or, when 0,
+    share: float = 0.0  # a share of the scope's supply, in (0, 1]
+    end_day: Day | None = None  # the last day it is fenced
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.node_id, self.channel)
+
+    @property
+    def removed(self) -> bool:
+        return not self.quantity and not self.share
+
+    def in_force(self, today: Day) -> bool:
+        return self.end_day is None or today <= self.end_day

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from atp.ledger.allocation_policy import PolicyInForce
 from atp.ledger.errors import LedgerError
 from atp.ledger.model import Hold, Node, Position, Reservation, Supply
+from atp.ledger.quotas import ChannelAllocation
 from atp.ledger.reallocation import ReallocationResult
 
 
@@ -29,6 +31,10 @@ class Refused:
 # Each command's result: UpsertNode a Node; AdjustStock the positions it moved;
 # SetSafetyStock a Position; UpsertSupply and ReceiveSupply a Supply; PlaceHold and
 # ReleaseHold a Hold; Reserve, Commit, Release, Fulfill and Extend a Reservation; Reallocate a
-# ReallocationResult; ExpireDue how many reservations and holds expired.
-Result = Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult | int
+# ReallocationResult; ExpireDue how many reservations and holds expired; SetAllocationPolicy
+# the PolicyInForce for its scope; SetChannelAllocation the ChannelAllocation.
+Result = (
+    Node | list[Position] | Position | Supply | Hold | Reservation | ReallocationResult | int
+    | PolicyInForce | ChannelAllocation
+)
 Outcome = Result | Refused

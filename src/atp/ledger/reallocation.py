@@ -1,8 +1,9 @@
 """Re-sourcing at-risk demand (Reallocate) and filling backorders from new supply (§4).
 
-Both walk reservations in policy order (priority descending, then creation time) and use the
-promising logic with each reservation's own destination and policy, so a plan made here is
-what Promise would answer for the moved units at that point of the walk.
+Both walk reservations in the order of their positions' allocation policies
+(atp.ledger.allocation_policy; the server default is priority descending, then creation
+time) and use the promising logic with each reservation's own destination and policy, so a
+plan made here is what Promise would answer for the moved units at that point of the walk.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 
-from atp.ledger import timeline
+from atp.ledger import quotas, timeline
+from atp.ledger.allocation_policy import AllocationPolicy, SortKey, merge_orders
 from atp.ledger.model import Day, Position, Reservation, ReservationLine, promise_day_of
 from atp.ledger.promising import Allocation, OrderLine, Planner, free_part_id, line_from
-from atp.ledger.risk import policy_order
 from atp.ledger.view import LedgerView
 
 LineKey = tuple[str, str]
@@ -38,6 +39,8 @@ class ReservationPlan:
     moves: list[tuple[str, list[Allocation], int]] = field(default_factory=list)
     # moved line id -> the lines that replace it.
     replacements: dict[str, list[ReservationLine]] = field(default_factory=dict)
+    # The allocation-policy criterion that placed this plan after the one before it.
+    decided_by: str = ""
 
     @property
     def slipped(self) -> bool:
@@ -71,17 +74,26 @@ class Reallocator:
         """
         try:
             affected = self._affected(scope)
-            for reservation, keys in affected:
+            for reservation, keys, _ in affected:
                 for key in keys:
                     line = reservation.line(key[1])
                     assert line is not None
                     position = self.ledger.positions[(line.sku, line.node_id)]
                     self._shift(position, line.ship_day, -line.open_quantity)
-            return [self._plan_reservation(r, keys) for r, keys in affected]
+            plans = []
+            for reservation, keys, decided_by in affected:
+                plan = self._plan_reservation(reservation, keys)
+                plan.decided_by = decided_by
+                plans.append(plan)
+            return plans
         finally:
             self._rollback()
 
-    def _affected(self, scope: Scope) -> list[tuple[Reservation, list[LineKey]]]:
+    def _affected(self, scope: Scope) -> list[tuple[Reservation, list[LineKey], str]]:
+        """The reservations with at-risk lines in scope, in policy order: each at the place
+        of its first at-risk line in the order of that line's position's policy (see
+        allocation_policy.merge_orders for positions whose policies differ), with the
+        criterion that placed it after the one before and its at-risk lines in scope."""
         ledger = self.ledger
         for reservation_id in scope.reservation_ids:
             ledger.reservation(reservation_id)
@@ -90,13 +102,26 @@ class Reallocator:
         if scope.sku:
             ledger.known_sku(scope.sku)
         by_reservation: dict[str, list[LineKey]] = {}
+        # (reservation, its at-risk lines at one position, that position's key).
+        competing: list[tuple[Reservation, list[ReservationLine], tuple[str, str]]] = []
         for position in self._positions_in(scope):
-            for key in position.at_risk:
+            at_position: dict[str, list[ReservationLine]] = {}
+            for key in sorted(position.at_risk):
                 if not scope.reservation_ids or key[0] in scope.reservation_ids:
                     by_reservation.setdefault(key[0], []).append(key)
-        reservations = [ledger.reservations[rid] for rid in by_reservation]
-        reservations.sort(key=lambda r: policy_order(r, ""))
-        return [(r, sorted(by_reservation[r.reservation_id])) for r in reservations]
+                    at_position.setdefault(key[0], []).append(position.lines[key])
+            competing.extend((ledger.reservations[rid], lines, position.key)
+                             for rid, lines in at_position.items())
+
+        def key_of(policy: AllocationPolicy,
+                   item: tuple[Reservation, list[ReservationLine], tuple[str, str]]) -> SortKey:
+            return min(policy.key(item[0], line) for line in item[1])
+
+        ordered = merge_orders(
+            competing, lambda item: ledger.policy_for(*item[2]), key_of,
+            lambda item: item[0].reservation_id, ledger.default_policy)
+        return [(item[0], sorted(by_reservation[item[0].reservation_id]), decided_by)
+                for item, decided_by in ordered]
 
     def _positions_in(self, scope: Scope) -> list[Position]:
         ledger = self.ledger
@@ -146,7 +171,21 @@ class Reallocator:
         self, reservation: Reservation, sku: str, node_id: str, quantity: int
     ) -> list[Allocation]:
         """Where the units can go now: any node by the reservation's policy, or later at its
-        node."""
+        node; the other channels' allocations fenced from the reservation's channel."""
+        anywhere = "" if reservation.destination_region else node_id
+        fence = quotas.fence_for(self.ledger, [(sku, anywhere)], reservation.channel,
+                                 self.today, self.ledger.include_safety_stock(reservation.priority))
+        if fence is None:
+            return self._unfenced_resource(reservation, sku, node_id, quantity)
+        try:
+            return fence.cap_allocations(
+                sku, self._unfenced_resource(reservation, sku, node_id, quantity))
+        finally:
+            fence.undo()
+
+    def _unfenced_resource(
+        self, reservation: Reservation, sku: str, node_id: str, quantity: int
+    ) -> list[Allocation]:
         if reservation.destination_region:
             policy = replace(reservation.policy, allow_partial=True)
             planner = Planner(self.ledger, self.today, reservation.destination_region, policy,
@@ -186,12 +225,10 @@ class Reallocator:
     def backorder_fills(
         self, sku: str
     ) -> list[tuple[Reservation, ReservationLine, list[Allocation]]]:
-        """What open supply can give the backordered lines of a sku, in policy order (undone)."""
+        """What open supply can give the backordered lines of a sku, in policy order (undone):
+        each line under the policy of its position (the SKU's where it has no node)."""
         ledger = self.ledger
-        keys = sorted(
-            ledger.backorders.get(sku, ()),
-            key=lambda key: policy_order(ledger.reservations[key[0]], key[1]),
-        )
+        keys = [key for key, _ in self.backorder_order(sku)]
         fills = []
         try:
             for reservation_id, line_id in keys:
@@ -208,13 +245,27 @@ class Reallocator:
             self._rollback()
         return fills
 
+    def backorder_order(self, sku: str) -> list[tuple[LineKey, str]]:
+        """The backordered lines of a sku in the order they are filled, each with the
+        criterion that placed it after the one before."""
+        ledger = self.ledger
+
+        def line_of(key: LineKey) -> ReservationLine:
+            line = ledger.reservations[key[0]].line(key[1])
+            assert line is not None
+            return line
+
+        return merge_orders(
+            sorted(ledger.backorders.get(sku, ())),
+            lambda key: ledger.policy_for(sku, line_of(key).node_id),
+            lambda policy, key: policy.key(ledger.reservations[key[0]], line_of(key)),
+            lambda key: key, ledger.default_policy)
+
     def _fill_allocations(
         self, reservation: Reservation, line: ReservationLine
     ) -> list[Allocation]:
-        if reservation.destination_region:
+        if reservation.destination_region or line.node_id:
             return self._resource(reservation, line.sku, line.node_id, line.backordered_quantity)
-        if line.node_id:
-            return self._same_node(reservation, line.sku, line.node_id, line.backordered_quantity)
         return []
 
 

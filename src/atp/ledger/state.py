@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from sortedcontainers import SortedDict, SortedList
 
 from atp.ledger import commands
+from atp.ledger.allocation_policy import (
+    DEFAULT_POLICY,
+    AllocationPolicy,
+    PolicyInForce,
+    Source,
+)
 from atp.ledger.archive import Archive, NoArchive
+from atp.ledger.delivery_measures import DeliveryTally
 from atp.ledger.errors import AlreadyExists, InvariantViolation, NotFound
 from atp.ledger.model import (
     EVENT_TYPES,
@@ -34,6 +41,7 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
+from atp.ledger.quotas import AllocationKey, ChannelAllocation
 from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 LineKey = tuple[str, str]  # (reservation_id, line_id)
@@ -53,6 +61,8 @@ class LedgerConfig:
     closed_retention_s: float = 7 * 86400
     # Seconds an idempotency record (a request_id, a Reserve's content) is honoured.
     idempotency_window_s: float = 86400
+    # The allocation policy where no SKU or node policy is set (--allocation-policy).
+    allocation_policy: AllocationPolicy = DEFAULT_POLICY
 
 
 @dataclass
@@ -73,12 +83,19 @@ class Changes:
     closed: dict[str, Reservation] = field(default_factory=dict)
     requests: dict[str, RequestRecord] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # (sku, node_id) -> the allocation policy set there; None: removed.
+    allocation_policies: dict[PositionKey, AllocationPolicy | None] = field(
+        default_factory=dict)
+    # Channel allocations set, by (sku, node_id, channel); None: removed.
+    channel_allocations: dict[tuple[str, str, str], ChannelAllocation | None] = field(
+        default_factory=dict)
 
     def __bool__(self) -> bool:
         # Events first: nearly every change emits one, so this rarely looks further.
         return bool(
             self.events or self.positions or self.reservations or self.closed
             or self.requests or self.nodes or self.supplies or self.holds or self.ended_holds
+            or self.allocation_policies or self.channel_allocations
         )
 
 
@@ -125,6 +142,8 @@ class LedgerState:
         self.closed_counts: collections.Counter[ReservationState] = collections.Counter()
         self.expired_total = 0
         self.at_risk_count = 0
+        # Deliveries recorded since start and the measures they met, per channel (metrics).
+        self.delivery_tally = DeliveryTally()
         # Positions the running command changed: re-examined (risk, stock levels, audit)
         # after it.
         self.touched: dict[PositionKey, Position] = {}
@@ -133,6 +152,14 @@ class LedgerState:
         # The instant of the command being applied (closing stamps it on reservations).
         self.now = 0.0
         self.changes = Changes()
+        # (sku, node_id) -> the allocation policy set there (node_id "": the whole SKU).
+        self.allocation_policies: dict[PositionKey, AllocationPolicy] = {}
+        # sku -> (node_id, channel) -> its channel allocation (quota); only SKUs with one, so
+        # that a Reserve of any other SKU pays one dict lookup (atp.ledger.quotas).
+        self.channel_allocations: dict[str, dict[AllocationKey, ChannelAllocation]] = {}
+        # (sku, node_id) -> channel -> open units of its reservations there (HELD and
+        # COMMITTED lines), kept for the SKUs with an allocation only.
+        self.channel_units: dict[PositionKey, dict[str, int]] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -225,6 +252,10 @@ class LedgerState:
     def include_safety_stock(self, priority: int) -> bool:
         return priority >= self.config.safety_stock_priority_min
 
+    @property
+    def default_policy(self) -> AllocationPolicy:
+        return self.config.allocation_policy
+
     def next_expiry(self) -> float | None:
         return self.expiries[0][0] if self.expiries else None
 
@@ -269,15 +300,19 @@ class LedgerState:
     # ----- reservations -------------------------------------------------------------------
 
     def count_line(
-        self, reservation_id: str, held: bool, position: Position, line: ReservationLine
+        self, reservation_id: str, held: bool, position: Position, line: ReservationLine,
+        channel: str,
     ) -> None:
-        """Adds an open line (whose demand is already on the timeline) to the position's sums."""
+        """Adds an open line (whose demand is already on the timeline) to the position's sums;
+        `channel`: its reservation's."""
         if held:
             position.reserved += line.open_quantity
         else:
             position.allocated += line.open_quantity
         position.lines[(reservation_id, line.line_id)] = line
         self.touched[(position.sku, position.node_id)] = position
+        if line.sku in self.channel_allocations:
+            self._count_channel_units(position, channel, line.open_quantity)
 
     def reduce_line(
         self, reservation: Reservation, line: ReservationLine, quantity: int
@@ -290,6 +325,8 @@ class LedgerState:
             position.reserved -= quantity
         else:
             position.allocated -= quantity
+        if line.sku in self.channel_allocations:
+            self._count_channel_units(position, reservation.channel, -quantity)
         if line.open_quantity == quantity:
             self._unindex_line(position, (reservation.reservation_id, line.line_id))
             line.at_risk, line.at_risk_reason = False, ""
@@ -384,6 +421,9 @@ class LedgerState:
             self.changes.reservations[reservation.reservation_id] = reservation
         else:
             self.changes.closed[reservation.reservation_id] = reservation
+            # A closed one changed again (RecordDelivery) came from the archive: memory
+            # answers for it until the new record is durable, as for one just retired.
+            self.closed[reservation.reservation_id] = reservation
 
     # ----- holds --------------------------------------------------------------------------
 
@@ -434,6 +474,85 @@ class LedgerState:
     def save_supply(self, supply: Supply) -> None:
         self.supplies[supply.supply_id] = supply
         self.changes.supplies[supply.supply_id] = supply
+
+    # ----- allocation policies -----------------------------------------------------------
+
+    def policy_in_force(self, sku: str, node_id: str) -> PolicyInForce:
+        """The policy that orders a position's demand: the node's, else the SKU's, else the
+        server default (node_id "": the SKU's, else the default)."""
+        policies = self.allocation_policies
+        if policies:  # nearly always empty: no lookups then
+            if node_id:
+                policy = policies.get((sku, node_id))
+                if policy is not None:
+                    return PolicyInForce(sku, node_id, policy, Source.NODE_POLICY)
+            policy = policies.get((sku, ""))
+            if policy is not None:
+                return PolicyInForce(sku, node_id, policy, Source.SKU_POLICY)
+        return PolicyInForce(sku, node_id, self.config.allocation_policy, Source.SERVER_DEFAULT)
+
+    def policy_for(self, sku: str, node_id: str) -> AllocationPolicy:
+        return self.policy_in_force(sku, node_id).policy
+
+    def save_allocation_policy(
+        self, sku: str, node_id: str, policy: AllocationPolicy | None
+    ) -> None:
+        """Sets (None: removes) the policy of a scope, and queues its record."""
+        if policy is None:
+            self.allocation_policies.pop((sku, node_id), None)
+        else:
+            self.allocation_policies[(sku, node_id)] = policy
+        self.changes.allocation_policies[(sku, node_id)] = policy
+
+    # ----- channel allocations ------------------------------------------------------------
+
+    def load_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        """An allocation (set, or from its record) into the index; a removed one out of it.
+        The open units per channel are counted at the positions of SKUs with an allocation
+        only: a SKU's first allocation counts its open lines, its last one drops the counts."""
+        sku = allocation.sku
+        by_key = self.channel_allocations.get(sku)
+        if by_key is None:
+            if allocation.removed:
+                return
+            by_key = self.channel_allocations[sku] = {}
+            self._recount_channel_units(sku)
+        if allocation.removed:
+            by_key.pop(allocation.key, None)
+            if not by_key:
+                del self.channel_allocations[sku]
+                for node_id in self.positions_by_sku.get(sku, {}):
+                    self.channel_units.pop((sku, node_id), None)
+        else:
+            by_key[allocation.key] = allocation
+
+    def _recount_channel_units(self, sku: str) -> None:
+        """The open units of each channel at each of the SKU's positions, from its lines."""
+        for node_id, position in self.positions_by_sku.get(sku, {}).items():
+            self.channel_units.pop((sku, node_id), None)
+            for (reservation_id, _), line in position.lines.items():
+                reservation = self.reservations.get(reservation_id)
+                if reservation is not None and line.open_quantity:
+                    self._count_channel_units(position, reservation.channel, line.open_quantity)
+
+    def _count_channel_units(self, position: Position, channel: str, units: int) -> None:
+        key = (position.sku, position.node_id)
+        by_channel = self.channel_units.get(key)
+        if by_channel is None:
+            by_channel = self.channel_units[key] = {}
+        total = by_channel.get(channel, 0) + units
+        if total:
+            by_channel[channel] = total
+        else:
+            by_channel.pop(channel, None)
+            if not by_channel:
+                del self.channel_units[key]
+
+    def save_channel_allocation(self, allocation: ChannelAllocation) -> None:
+        self.load_channel_allocation(allocation)
+        self.changes.channel_allocations[
+            (allocation.sku, allocation.node_id, allocation.channel)
+        ] = None if allocation.removed else allocation
 
     # ----- idempotency keys ---------------------------------------------------------------
 

@@ -427,3 +427,21 @@ def check_scope(node_id: str, sku: str, reservation_ids: tuple[str, ...]) -> Non
         for index, reservation_id in enumerate(reservation_ids):
             violations.identifier(f"reservation_ids[{index}]", reservation_id)
     violations.raise_if_any()
+
+
+def check_record_delivery(command: commands.RecordDelivery) -> Day:
+    """RecordDelivery's shape; returns the delivered day. That day against the reservation's
+    creation and today is the handler's to check (it needs the reservation)."""
+    v = Violations()
+    v.identifier("reservation_id", command.reservation_id)
+    v.identifier("request_id", command.request_id)
+    day = v.date("delivery.delivered_date", command.delivered_date, required=True)
+    v.quantity("delivery.units_delivered", command.units_delivered, allow_zero=True)
+    if command.damaged_units < 0:
+        v.add("delivery.damaged_units", f"must be at least 0, got {command.damaged_units}")
+    elif command.damaged_units > max(command.units_delivered, 0):
+        v.add("delivery.damaged_units", f"must be at most units_delivered "
+              f"({command.units_delivered}), got {command.damaged_units}")
+    v.raise_if_any()
+    assert day is not None  # required: a missing or invalid date is a violation above
+    return day

@@ -11,7 +11,8 @@ from typing import Protocol
 
 from sortedcontainers import SortedList
 
-from atp.ledger.model import Hold, Lane, Node, Position, Reservation, Supply
+from atp.ledger.allocation_policy import AllocationPolicy
+from atp.ledger.model import ChannelAllocation, Hold, Lane, Node, Position, Reservation, Supply
 from atp.ledger.sortedkeys import LazySortedSet
 
 
@@ -55,7 +56,18 @@ class LedgerView(Protocol):
     @property
     def committed_ids(self) -> LazySortedSet[str]: ...
 
+    @property
+    def channel_allocations(self) -> dict[str, dict[tuple[str, str], ChannelAllocation]]: ...
+
+    @property
+    def channel_units(self) -> dict[tuple[str, str], dict[str, int]]: ...
+
     def include_safety_stock(self, priority: int) -> bool: ...
+
+    def policy_for(self, sku: str, node_id: str) -> AllocationPolicy: ...
+
+    @property
+    def default_policy(self) -> AllocationPolicy: ...
 
     def known_sku(self, sku: str) -> dict[str, Position]: ...
 

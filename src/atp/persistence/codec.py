@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from atp.ledger.allocation_policy import AllocationPolicy, Criterion
 from atp.ledger.model import (
     Delivery,
     Event,
@@ -24,7 +25,10 @@ from atp.ledger.model import (
     Supply,
     SupplyState,
 )
+from atp.ledger.quotas import ChannelAllocation
 from atp.store.base import (
+    ALLOCATION_POLICIES,
+    CHANNEL_ALLOCATIONS,
     CLOSED,
     CLOSED_BY_TIME,
     ENDED_HOLDS,
@@ -210,6 +214,31 @@ def _request_back(raw: list[Any]) -> RequestRecord:
     return RequestRecord(*raw)
 
 
+def _allocation_policy(scoped: tuple[str, str, AllocationPolicy]) -> list[Any]:
+    sku, node_id, policy = scoped
+    return [sku, node_id, policy.criterion_names, list(policy.channel_ranks)]
+
+
+def _allocation_policy_back(raw: list[Any]) -> tuple[str, str, AllocationPolicy]:
+    sku, node_id, criteria, channel_ranks = raw
+    return sku, node_id, AllocationPolicy(tuple(Criterion(name) for name in criteria),
+                                          tuple(channel_ranks))
+
+
+def channel_allocation_key(sku: str, node_id: str, channel: str) -> str:
+    return f"{sku}\x1f{node_id}\x1f{channel}"
+
+
+def _channel_allocation(allocation: ChannelAllocation) -> list[Any]:
+    return [allocation.sku, allocation.node_id, allocation.channel, allocation.quantity,
+            allocation.share, allocation.end_day]
+
+
+def _channel_allocation_back(raw: list[Any]) -> ChannelAllocation:
+    sku, node_id, channel, quantity, share, end_day = raw
+    return ChannelAllocation(sku, node_id, channel, quantity, float(share), end_day)
+
+
 def _key_of(value: Any) -> Any:
     """The purge indexes' values: the key of the record they index, stored as it is (the
     store deletes that key), not as JSON."""
@@ -225,6 +254,8 @@ _ENCODERS: dict[str, Any] = {
     REQUESTS: _request,
     CLOSED: _reservation,
     ENDED_HOLDS: _hold,
+    ALLOCATION_POLICIES: _allocation_policy,
+    CHANNEL_ALLOCATIONS: _channel_allocation,
     # Purge indexes: key "<time in ms, 15 digits>\x1f<id>", value the id.
     CLOSED_BY_TIME: _key_of,
     REQUESTS_BY_TIME: _key_of,
@@ -239,6 +270,8 @@ _DECODERS: dict[str, Any] = {
     REQUESTS: _request_back,
     CLOSED: _reservation_back,
     ENDED_HOLDS: _hold_back,
+    ALLOCATION_POLICIES: _allocation_policy_back,
+    CHANNEL_ALLOCATIONS: _channel_allocation_back,
     CLOSED_BY_TIME: _key_of,
     REQUESTS_BY_TIME: _key_of,
     ENDED_HOLDS_BY_TIME: _key_of,

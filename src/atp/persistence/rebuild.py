@@ -18,7 +18,7 @@ from atp.ledger.model import Reservation, day_of
 from atp.ledger.state import LedgerConfig
 from atp.ledger.timeline import stock_flags
 from atp.persistence import codec
-from atp.store.base import REQUESTS, REQUESTS_BY_TIME
+from atp.store.base import ALLOCATION_POLICIES, CHANNEL_ALLOCATIONS, REQUESTS, REQUESTS_BY_TIME
 
 
 def ledger_from_records(
@@ -68,10 +68,15 @@ def _rebuild(
         ledger.index_hold(hold)
     for reservation in reservations:
         _load_reservation(ledger, reservation)
+    for sku, node_id, policy in _decoded(ALLOCATION_POLICIES, read(ALLOCATION_POLICIES)):
+        ledger.allocation_policies[(sku, node_id)] = policy
     _move_closed_out(ledger, now)
     _move_ended_holds_out(ledger, now)
     _index_old_requests(ledger, read)
     derive_from_records(ledger, ledger.positions)
+    # After the lines are on their positions: a SKU's first allocation counts them by channel.
+    for allocation in _decoded(CHANNEL_ALLOCATIONS, read(CHANNEL_ALLOCATIONS)):
+        ledger.load_channel_allocation(allocation)
     ledger.sequence = last_sequence
     index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)

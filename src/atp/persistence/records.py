@@ -5,8 +5,16 @@ time; the open record a closed reservation or an ended hold leaves)."""
 from __future__ import annotations
 
 from atp.ledger.state import Changes
-from atp.persistence.codec import encode_event, encode_record, position_key, time_key
+from atp.persistence.codec import (
+    channel_allocation_key,
+    encode_event,
+    encode_record,
+    position_key,
+    time_key,
+)
 from atp.store.base import (
+    ALLOCATION_POLICIES,
+    CHANNEL_ALLOCATIONS,
     CLOSED,
     CLOSED_BY_TIME,
     ENDED_HOLDS,
@@ -42,6 +50,12 @@ def encode_batch(changes: Changes) -> WriteBatch:
     for request_id, record in changes.requests.items():
         put(REQUESTS, request_id.encode(), encode_record(REQUESTS, record))
         put(REQUESTS_BY_TIME, time_key(record.time, request_id).encode(), request_id.encode())
+    for (sku, node_id), policy in changes.allocation_policies.items():
+        put(ALLOCATION_POLICIES, position_key(sku, node_id).encode(),
+            None if policy is None else encode_record(ALLOCATION_POLICIES, (sku, node_id, policy)))
+    for (sku, node_id, channel), allocation in changes.channel_allocations.items():
+        put(CHANNEL_ALLOCATIONS, channel_allocation_key(sku, node_id, channel).encode(),
+            encode_record(CHANNEL_ALLOCATIONS, allocation))
     for event in changes.events:
         batch.append(event.sequence, encode_event(event))
     return batch

@@ -27,9 +27,12 @@ from atp.ledger.model import (
     Supply,
     SupplyState,
 )
+from atp.ledger.quotas import ChannelAllocation
 from atp.ledger.state import EXPIRING_HOLD, LedgerState
 from atp.persistence import codec
 from atp.store.base import (
+    ALLOCATION_POLICIES,
+    CHANNEL_ALLOCATIONS,
     CLOSED,
     HOLDS,
     NODES,
@@ -41,7 +44,8 @@ from atp.store.base import (
 
 Records = Mapping[tuple[str, bytes], bytes | None]
 # Live state, in the order its records are applied: positions before what refers to them.
-_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED)
+_APPLIED = (NODES, POSITIONS, SUPPLY, HOLDS, RESERVATIONS, CLOSED, ALLOCATION_POLICIES,
+            CHANNEL_ALLOCATIONS)
 
 
 def apply_batch(state: LedgerState, batch: WriteBatch) -> None:
@@ -67,10 +71,43 @@ def apply_records(state: LedgerState, records: Records) -> None:
         _apply_hold(state, key, value)
     for key, value in by_database[RESERVATIONS]:
         _apply_reservation(state, key, value)
+    for key, value in by_database[ALLOCATION_POLICIES]:
+        _apply_allocation_policy(state, key, value)
     for _, value in by_database[CLOSED]:
-        if value is not None:  # counted for metrics, as the leader counts what closes
-            state.closed_counts[codec.decode_record(CLOSED, value).state] += 1
+        if value is None:
+            continue
+        closed: Reservation = codec.decode_record(CLOSED, value)
+        if not _rewritten(closed):  # counted for metrics, as the leader counts what closes
+            state.closed_counts[closed.state] += 1
+    for key, value in by_database[CHANNEL_ALLOCATIONS]:
+        _apply_channel_allocation(state, key, value)
     state.touched.clear()  # a follower announces nothing: the leader's journal did
+
+
+def _apply_allocation_policy(state: LedgerState, key: bytes, value: bytes | None) -> None:
+    """A policy set, changed or removed (its key is the position key of its scope)."""
+    sku, _, node_id = key.decode().partition("\x1f")
+    if value is None:
+        state.allocation_policies.pop((sku, node_id), None)
+        return
+    _, _, policy = codec.decode_record(ALLOCATION_POLICIES, value)
+    state.allocation_policies[(sku, node_id)] = policy
+
+
+def _rewritten(closed: Reservation) -> bool:
+    """Whether a closed record is one written again after it closed (RecordDelivery on a
+    FULFILLED reservation): its delivery was recorded after it closed, so it closes nothing
+    now."""
+    delivery, close_time = closed.delivery, closed.close_time
+    return delivery is not None and close_time is not None and delivery.record_time > close_time
+
+
+def _apply_channel_allocation(state: LedgerState, key: bytes, value: bytes | None) -> None:
+    if value is not None:
+        state.load_channel_allocation(codec.decode_record(CHANNEL_ALLOCATIONS, value))
+        return
+    sku, node_id, channel = key.decode().split("\x1f")
+    state.load_channel_allocation(ChannelAllocation(sku, node_id, channel))  # removed
 
 
 def _apply_node(state: LedgerState, key: bytes, value: bytes | None) -> None:
@@ -158,7 +195,7 @@ def _put_on(state: LedgerState, reservation: Reservation) -> None:
             continue
         position = _position(state, line.sku, line.node_id)
         position.add_delta(line.ship_day, -line.open_quantity)
-        state.count_line(reservation.reservation_id, held, position, line)
+        state.count_line(reservation.reservation_id, held, position, line, reservation.channel)
         if line.at_risk:
             state.index_at_risk(position, (reservation.reservation_id, line.line_id))
     state.index_open(reservation)

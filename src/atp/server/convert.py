@@ -198,6 +198,17 @@ def line_quantities(lines: Iterable[common_pb2.LineQuantity]) -> tuple[commands.
     return tuple(commands.LineQuantity(line.line_id, line.quantity) for line in lines)
 
 
+def record_delivery(request: reservations_pb2.RecordDeliveryRequest) -> commands.RecordDelivery:
+    """A RecordDelivery command: an unset documentation_correct means true (the usual case)."""
+    delivery = request.delivery
+    return commands.RecordDelivery(
+        request.reservation_id, request.request_id,
+        date_tuple(delivery.delivered_date, delivery.HasField("delivered_date")),
+        delivery.units_delivered, delivery.damaged_units,
+        delivery.documentation_correct if delivery.HasField("documentation_correct") else True,
+    )
+
+
 # ----- records to messages -----------------------------------------------------------------
 
 
@@ -468,6 +479,7 @@ def reallocate_response(result: ReallocationResult) -> reservations_pb2.Realloca
                 new_promise_date=date_message(plan.new_promise_day),
                 slipped=plan.slipped,
                 unfilled_quantity=plan.unfilled_quantity,
+                decided_by=plan.decided_by,
             )
             for plan in result.plans
         ],

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from atp.engine.clock import SteadyClock
 from atp.engine.writer import Writer
+from atp.ledger.delivery_measures import DeliveryTally
 from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
 from atp.server.handlers import Behaviour, rebuilt, responses_of
@@ -244,6 +245,7 @@ class _LedgerCollector(Collector):
             value=self.writer.housekeeping_failures,
         )
         yield from _clock_steps(self.writer.clock)
+        yield from _delivery_metrics(ledger.delivery_tally)
 
 
 def _retention_metrics(writer: Writer) -> Iterator[Any]:
@@ -302,6 +304,24 @@ def _storage_metrics(writer: Writer) -> Iterator[Any]:
         "atp_storage_full", "1 while writes that add data are refused (STORAGE_FULL)",
         value=1 if writer.storage.full_reason is not None else 0,
     )
+
+
+def _delivery_metrics(tally: DeliveryTally) -> Iterator[Any]:
+    """Deliveries recorded (RecordDelivery) and the perfect-order measures they met, by
+    channel (the first limits.metric_channels_max distinct ones; later ones as "other")."""
+    recorded = CounterMetricFamily(
+        "atp_deliveries_recorded", "Delivery outcomes recorded since start (corrections "
+        "included), by the reservation's channel", labels=["channel"])
+    for channel, count in sorted(tally.recorded.items()):
+        recorded.add_metric([channel], count)
+    yield recorded
+    met = CounterMetricFamily(
+        "atp_delivery_measures_met", "Recorded deliveries that met a perfect-order measure "
+        "(on_time, in_full, damage_free, documentation_accurate, perfect: all four), by channel",
+        labels=["channel", "measure"])
+    for (channel, measure), count in sorted(tally.met.items()):
+        met.add_metric([channel, measure], count)
+    yield met
 
 
 def _clock_steps(clock: object) -> Iterator[Any]:

@@ -33,7 +33,7 @@ from atp.ledger.model import (
 from atp.ledger.reallocation import ReallocationResult, Scope
 from atp.ledger.validation import Violations
 from atp.persistence.archive import StoreArchive
-from atp.server import convert, status
+from atp.server import channel_views, convert, status
 from atp.server.authorization import caller_name
 from atp.server.decoding import Undecodable
 from atp.server.status import abort
@@ -258,6 +258,7 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
         today = self._today()
         include_safety = self.ledger.include_safety_stock(request.priority)
         by_sku: dict[str, list[common_pb2.Position]] = {}
+        totals: dict[str, availability_pb2.NetworkAvailability] = {}
         for sku in request.skus:
             by_node = self.ledger.known_sku(sku)
             chosen = (
@@ -265,13 +266,15 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
                 if request.node_ids
                 else [by_node[n] for n in sorted(by_node)]
             )
-            by_sku[sku] = [
-                self._position_message(p, today, include_safety, request.include_timeline)
-                for p in chosen
-            ]
+            # With channel allocations: each channel's standing, and `available` as
+            # request.channel sees it (channel_views).
+            by_sku[sku], totals[sku] = channel_views.sku_availability(
+                self.ledger, sku, chosen, request.channel, today, include_safety,
+                lambda p: self._position_message(p, today, include_safety,
+                                                 request.include_timeline))
         return availability_pb2.GetAvailabilityResponse(
             positions=[message for sku in sorted(by_sku) for message in by_sku[sku]],
-            totals=[convert.network_total(sku, by_sku[sku]) for sku in request.skus],
+            totals=[totals[sku] for sku in request.skus],
         )
 
 
@@ -282,7 +285,7 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
             plan = self.ledger.promise(
                 convert.order_lines(request.lines), request.destination_region,
                 convert.policy(request.policy), request.priority, self.writer.clock(),
-                explain=request.explain,
+                explain=request.explain, channel=request.channel,
             )
             return convert.promise_response(plan)
 
@@ -430,6 +433,14 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             context, Reservation,
             lambda: commands.Extend(request.reservation_id, request.request_id,
                                     request.ttl_seconds, request.expected_version),
+            convert.reservation_message,
+        )
+
+    async def RecordDelivery(
+        self, request: reservations_pb2.RecordDeliveryRequest, context: Any
+    ) -> common_pb2.Reservation:
+        return await self._mutate(
+            context, Reservation, lambda: convert.record_delivery(request),
             convert.reservation_message,
         )
 

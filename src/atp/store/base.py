@@ -25,9 +25,14 @@ REQUESTS_BY_TIME = "requests_by_time"
 # Ended holds (released, expired), kept like closed reservations, and their purge index.
 ENDED_HOLDS = "ended_holds"
 ENDED_HOLDS_BY_TIME = "ended_holds_by_time"
+# Allocation policies set per SKU (and per SKU at a node), by position key.
+ALLOCATION_POLICIES = "allocation_policies"
+# Channel allocations (quotas), keyed "<sku>\x1f<node_id>\x1f<channel>".
+CHANNEL_ALLOCATIONS = "channel_allocations"
 DATABASES: tuple[str, ...] = (
     META, NODES, POSITIONS, SUPPLY, RESERVATIONS, HOLDS, REQUESTS,
     CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME,
+    ALLOCATION_POLICIES, CHANNEL_ALLOCATIONS,
 )
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"

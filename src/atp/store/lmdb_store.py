@@ -40,11 +40,12 @@ from atp.store.base import (
 # emptying the journal cannot make last_sequence() go back and sequences be reused.
 _STATE_DATABASE = "store_state"
 _TRIMMED_THROUGH_KEY = b"journal_trimmed_through"
-_DATABASES_MAX = 16
+_DATABASES_MAX = 32
 # Databases that data directories written by earlier versions lack (created on their first
 # open for writing).
 _ADDED_LATER = frozenset({
     "closed", "closed_by_time", "requests_by_time", "ended_holds", "ended_holds_by_time",
+    "channel_allocations",
 })
 
 __all__ = ["LmdbStore", "claim_writer", "decode_sequence", "encode_sequence"]

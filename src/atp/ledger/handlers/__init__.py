@@ -2,8 +2,9 @@
 `(state, command, now) -> result`, raising a LedgerError (and changing nothing) to refuse.
 
 stock (nodes, stock movements, safety stock), supply, holds, reservations (with placing,
-where a Reserve's lines go), expiry, reallocation (and backorder fills) and risk (at-risk
-marks and stock levels after each command). atp.ledger.ledger dispatches to them.
+where a Reserve's lines go), expiry, reallocation (and backorder fills), risk (at-risk
+marks and stock levels after each command) and allocation (allocation policies).
+atp.ledger.ledger dispatches to them.
 
 May import: the rest of atp.ledger (state, model, commands, errors, validation, timeline,
 promising and reallocation planning) and atp.limits; never atp.ledger.ledger, nor anything

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from atp.ledger import commands, substitution, timeline
+from atp.ledger import commands, quotas, substitution, timeline
 from atp.ledger.errors import (
     NODE_INACTIVE,
     SHIP_DATE_INFEASIBLE,
@@ -36,7 +36,44 @@ class Placement:
 def place_lines(
     state: LedgerState, command: commands.Reserve, requested_days: list[Day | None], today: Day
 ) -> list[Placement]:
-    """Fits every line (their demand added to the timelines) or raises having undone all."""
+    """Fits every line (their demand added to the timelines) or raises having undone all.
+    The other channels' allocations of the lines' SKUs are fenced meanwhile."""
+    if not state.channel_allocations:  # no SKU has one: nothing to fence
+        return _place_lines(state, command, requested_days, today)
+    fence = quotas.fence_for(state, _demanded(command), command.channel, today,
+                             state.include_safety_stock(command.priority))
+    if fence is None:
+        return _place_lines(state, command, requested_days, today)
+    try:
+        placements = _place_lines(state, command, requested_days, today)
+        try:
+            fence.enforce_on_lines([(p.position, p.line) for p in placements if p.line.node_id],
+                                   command.policy.allow_partial)
+        except LedgerError:
+            for placement in placements:
+                placement.position.add_delta(placement.line.ship_day, placement.line.quantity)
+            raise
+        return placements
+    except InsufficientAvailability as error:
+        raise fence.explained(
+            error, {f"line {line.line_id}": line.sku for line in command.lines}) from None
+    finally:
+        fence.undo()
+
+
+def _demanded(command: commands.Reserve) -> list[tuple[str, str]]:
+    """(sku, node_id) of what the lines may take: their SKUs, and their substitutes when
+    substitution is allowed."""
+    return [
+        (sku, line.node_id)
+        for line in command.lines
+        for sku in (line.sku, *(line.substitute_skus if command.allow_substitution else ()))
+    ]
+
+
+def _place_lines(
+    state: LedgerState, command: commands.Reserve, requested_days: list[Day | None], today: Day
+) -> list[Placement]:
     include_safety = state.include_safety_stock(command.priority)
     placements: list[Placement] = []
     shortfalls: list[Shortfall] = []

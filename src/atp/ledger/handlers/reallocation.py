@@ -54,7 +54,7 @@ def _apply_plan(state: LedgerState, plan: ReservationPlan, now: float) -> None:
             state.reduce_line(reservation, line, line.open_quantity)
         state.backorders.get(line.sku, set()).discard((reservation.reservation_id, line.line_id))
         for new in replacements:
-            _hold_new_line(state, reservation.reservation_id, held, new)
+            _hold_new_line(state, reservation, held, new)
             lines.append(new)
     reservation.lines = lines
     state.save_reservation(reservation)
@@ -68,15 +68,15 @@ def _apply_plan(state: LedgerState, plan: ReservationPlan, now: float) -> None:
 
 
 def _hold_new_line(
-    state: LedgerState, reservation_id: str, held: bool, line: ReservationLine
+    state: LedgerState, reservation: Reservation, held: bool, line: ReservationLine
 ) -> None:
     """Puts a new line's open units on its position's timeline and sums."""
-    state.note_backorder(reservation_id, line)
+    state.note_backorder(reservation.reservation_id, line)
     if not line.node_id or not line.open_quantity:
         return
     position = state.positions[(line.sku, line.node_id)]
     position.add_delta(line.ship_day, -line.open_quantity)
-    state.count_line(reservation_id, held, position, line)
+    state.count_line(reservation.reservation_id, held, position, line, reservation.channel)
 
 
 def fill_backorders(state: LedgerState, sku: str, now: float, today: Day) -> None:
@@ -94,7 +94,7 @@ def fill_backorders(state: LedgerState, sku: str, now: float, today: Day) -> Non
             )
             line.delivery_day = first.delivery_day if reservation.destination_region else None
             line.from_inbound = first.from_inbound
-            _hold_new_line(state, reservation.reservation_id, held, line)
+            _hold_new_line(state, reservation, held, line)
         else:
             state.note_backorder(reservation.reservation_id, line)
         for allocation in allocations:
@@ -102,7 +102,7 @@ def fill_backorders(state: LedgerState, sku: str, now: float, today: Day) -> Non
                              bool(reservation.destination_region), line.request_line_of,
                              line.unit_value, line.substitute_for)
             reservation.lines.append(part)
-            _hold_new_line(state, reservation.reservation_id, held, part)
+            _hold_new_line(state, reservation, held, part)
         _announce_fill(state, reservation, line, sku, filled, remaining, now)
 
 

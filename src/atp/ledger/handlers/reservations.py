@@ -74,7 +74,8 @@ def _open_reservation(
             state.index_position(position)
             state.save_position(position)
         if line.quantity:
-            state.count_line(reservation.reservation_id, held, position, line)
+            state.count_line(reservation.reservation_id, held, position, line,
+                             reservation.channel)
     state.index_open(reservation)
     state.save_reservation(reservation)
 

@@ -30,19 +30,23 @@ def refresh_risk(
     """Marks the position's lines that no longer fit at risk (for `trigger`), and clears the
     marks of those that fit again."""
     node = state.nodes.get(position.node_id)
+    decided_by: dict[LineKey, str] = {}
     if node is not None and not node.active:
         risky, reason = set(position.lines), NODE_INACTIVE
     elif position.at_risk or timeline.is_short(position, today):
-        risky, reason = risk.lines_at_risk(position, state.reservations, today), trigger
+        policy = state.policy_for(position.sku, position.node_id)
+        placed = risk.place_lines(position, state.reservations, today, policy)
+        decided_by = {line.key: line.decided_by for line in placed if not line.fits}
+        risky, reason = set(decided_by), trigger
     else:
         return
     for key in position.at_risk - risky:
         _mark_line(state, position, key, "", now)
-    for key in risky:
+    for key in sorted(risky):  # events in a deterministic order
         current = position.lines[key].at_risk_reason
         # A line keeps the reason it went at risk for, unless its node went down or back up.
         if current != reason and (current in ("", NODE_INACTIVE) or reason == NODE_INACTIVE):
-            _mark_line(state, position, key, reason, now)
+            _mark_line(state, position, key, reason, now, decided_by.get(key, ""))
     state.at_risk_count += len(risky) - len(position.at_risk)
     position.at_risk = frozenset(risky)
     if risky:
@@ -52,17 +56,22 @@ def refresh_risk(
 
 
 def _mark_line(
-    state: LedgerState, position: Position, key: LineKey, reason: str, now: float
+    state: LedgerState, position: Position, key: LineKey, reason: str, now: float,
+    decided_by: str = "",
 ) -> None:
+    """Marks a line at risk for `reason` ("" clears the mark); `decided_by` is the policy
+    criterion that placed it after the last line ahead of it that fits."""
     line = position.lines[key]
     line.at_risk = bool(reason)
     line.at_risk_reason = reason
     state.save_reservation(state.reservations[key[0]])
-    state.emit(
-        now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", reservation_id=key[0],
-        line_id=key[1], sku=line.sku, node_id=line.node_id, quantity=line.open_quantity,
-        reason=reason,
-    )
+    data: dict[str, object] = {
+        "reservation_id": key[0], "line_id": key[1], "sku": line.sku,
+        "node_id": line.node_id, "quantity": line.open_quantity, "reason": reason,
+    }
+    if reason:
+        data["decided_by"] = decided_by
+    state.emit(now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", **data)
 
 
 def announce_stock_level(state: LedgerState, position: Position, now: float, today: Day) -> None:

@@ -249,6 +249,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
         # The tasks sending forwarded request streams on, stopped at shutdown.
         self._pumps: set[asyncio.Task[None]] = set()
+        # ...and those end_streams stopped before their client's stream ended.
+        self._stopped_pumps: set[asyncio.Task[None]] = set()
         self.streams_ending = False
 
     async def close(self) -> None:
@@ -369,6 +371,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 pump = asyncio.create_task(_pump(request, call))
                 self._pumps.add(pump)
                 if self.streams_ending:
+                    self._stopped_pumps.add(pump)
                     pump.cancel()
             else:
                 call = call_writer(request, metadata=metadata, timeout=timeout)
@@ -384,14 +387,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 call.cancel()  # a client gone: the writer's side ends too
                 if pump is not None:
                     self._pumps.discard(pump)
-                    pump.cancel()
-            if pump is not None:
-                await asyncio.wait((pump,))
-                if pump.cancelled():  # only end_streams stops it while the call goes on
-                    await abort(context, Unavailable(
-                        "the server is shutting down; every message answered on this stream "
-                        "was applied, none after them: open a new stream once it is back"))
-                await pump  # a client's stream that failed fails the call
+                    pump.cancel()  # done by now, unless the writer ended the call first
+            if pump is not None and pump in self._stopped_pumps:
+                self._stopped_pumps.discard(pump)
+                await abort(context, Unavailable(
+                    "the server is shutting down; every message answered on this stream "
+                    "was applied, none after them: open a new stream once it is back"))
             trailing = await call.trailing_metadata()
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
@@ -402,7 +403,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         """At shutdown: forwarded request streams stop reading (see `_streaming`)."""
         self.streams_ending = True
         for pump in self._pumps:
-            pump.cancel()
+            if not pump.done():
+                self._stopped_pumps.add(pump)
+                pump.cancel()
 
 
 async def _pump(requests: AsyncIterator[bytes], call: Any) -> None:

@@ -343,3 +343,19 @@ def _metrics(port: int) -> str:
 def _count(page: str, label: str) -> float:
     return sum(float(row.rsplit(" ", 1)[1]) for row in page.splitlines()
                if row.startswith("atp_rpc_total{") and label in row and 'code="OK"' in row)
+
+
+def test_forwarded_reserve_streams_end_ok_when_their_requests_end(server: AtpdProcess) -> None:
+    """The writer's answers may end before the gateway has finished half-closing the
+    writer's side: that is the stream's normal end, never a shutdown."""
+    api = Api(server.channel())
+    sku, node = stocked(api, 10_000)
+    assert list(api.reservations.ReserveStream(iter([]), timeout=CALL_TIMEOUT)) == []
+    for count in range(20):  # 0 to 19 messages (refused ones too: the writer ends first)
+        requests = [reserve_request(None, [line("l1", sku, node, 1 if index % 3 else 0)])
+                    for index in range(count)]
+        results = list(api.reservations.ReserveStream(iter(requests), timeout=CALL_TIMEOUT))
+        assert [result.reservation_id for result in results] == [
+            request.reservation_id for request in requests]
+    assert get_position(api, sku, node).reserved == sum(
+        sum(1 for index in range(count) if index % 3) for count in range(20))

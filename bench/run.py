@@ -412,6 +412,19 @@ def _rate_against_adjacent(
             figures["baseline_calls_per_s"] = round(sum(around) / len(around), 1)
 
 
+PROJECTED_CORES = (4, 8, 16, 32)
+
+
+def projected_throughput(cpu_us_by_role: dict[str, float]) -> dict[int, float]:
+    """What the measured CPU per unit allows on machines of PROJECTED_CORES cores: the
+    writer has one core and caps the rate; the gateways share the others. A projection from
+    CPU cost alone (no contention, no load generator on the machine), not a measurement."""
+    writer_us = max(cpu_us_by_role.get("writer", 0.0), 1e-3)
+    gateway_us = max(cpu_us_by_role.get("gateway", 0.0), 1e-3)
+    return {cores: round(min(1e6 / writer_us, (cores - 1) * 1e6 / gateway_us))
+            for cores in PROJECTED_CORES}
+
+
 def _run_workload(
     pool: WorkerPool, server: ServerProcess, args: argparse.Namespace, catalog: Catalog,
     run_tag: str, name: str,
@@ -465,6 +478,11 @@ def _run_workload(
         print(f"  {name:<12} CPU per {unit.removesuffix('s')}: " + ", ".join(
             f"{role} {us:,.0f} µs" for role, us in figures["cpu_us_per_unit_by_role"].items()),
             flush=True)
+        figures["projected_per_s_at_cores"] = projected_throughput(
+            figures["cpu_us_per_unit_by_role"])
+        print(f"  {name:<12} projected {unit}/s: " + ", ".join(
+            f"{cores} cores {rate:,.0f}" for cores, rate in
+            figures["projected_per_s_at_cores"].items()), flush=True)
     lat = figures["latency_ms"]
     errors = report.errors_text(figures)
     print(f"  {name:<12} done   {figures['throughput_per_s']:,.0f} {unit}/s over "

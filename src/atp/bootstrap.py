@@ -224,7 +224,8 @@ class AtpServer:
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
-        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file)
+        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
+                                           writer_health=(WRITES_HEALTH_NAME,))
                         if config.gateway_of else None)
         if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
             publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))

@@ -197,6 +197,9 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
         wait_for(lambda: _zombie(writer), timeout_s=30)
         expect_error(api.reservations.Reserve, reserve_request(None, [line("l1", sku, node, 1)]),
                      Code.UNAVAILABLE)
+        # Whether writes are taken is the writer's to say: not now. The gateway serves.
+        assert _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert _health(api, "") == health_pb2.HealthCheckResponse.SERVING
         for channel in channels(server, 4):
             assert get_reservation(Api(channel), held.reservation_id) == held
             assert get_position(Api(channel), sku, node).reserved == 4
@@ -207,6 +210,12 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     again = wait_for(lambda: _answered(api, request), timeout_s=30)
     assert again.state == common_pb2.Reservation.HELD
     assert get_position(api, sku, node).reserved == 5
+    assert _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING
+
+
+def _health(api: Api, service: str) -> int:
+    return int(health_pb2_grpc.HealthStub(api.channel).Check(
+        health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT).status)
 
 
 def _answered(api: Api, request: reservations_pb2.ReserveRequest,

@@ -303,8 +303,13 @@ class Supervisor:
             gateway.terminate()
         for gateway in self.gateways:
             gateway.wait(grace_s)
+        down = self.writer.exit_code  # it died, and was told to stop before its restart
         self.writer.terminate()
         code = self.writer.wait(grace_s)
+        if down is not None:
+            log.warning("stopping while the writer was down (it exited with code %s); its "
+                        "data is as a kill -9 leaves it: whole", down)
+            code = 0
         if code == -signal.SIGTERM:  # stopped while starting, before it served: a clean stop
             code = 0
         return failure if failure is not None else code

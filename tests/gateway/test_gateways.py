@@ -22,6 +22,8 @@ from atp.v1 import (
     common_pb2,
     events_pb2,
     events_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
     reservations_pb2,
     server_pb2,
     server_pb2_grpc,
@@ -189,6 +191,9 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     api = Api(server.channel())
     sku, node = stocked(api, 10)
     held = reserve(api, line("l1", sku, node, 4))
+    # Both copies hold the last commit (one that does not could not prove a read current,
+    # and would answer UNAVAILABLE until the writer is back).
+    wait_for(lambda: _gateways_hold_all(api), timeout_s=30)
     supervisor = supervisor_pid(server)
     writer = children(supervisor)["writer"][0]
     os.kill(supervisor, signal.SIGSTOP)
@@ -211,6 +216,13 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     assert again.state == common_pb2.Reservation.HELD
     assert get_position(api, sku, node).reserved == 5
     assert _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING
+
+
+def _gateways_hold_all(api: Api) -> bool:
+    status = replication_pb2_grpc.ReplicationStub(api.channel).Status(
+        replication_pb2.ReplicationStatusRequest(), timeout=CALL_TIMEOUT)
+    return len(status.followers) == GATEWAYS and all(
+        follower.acknowledged_commit == status.commit for follower in status.followers)
 
 
 def _health(api: Api, service: str) -> int:

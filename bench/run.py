@@ -109,6 +109,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sync", choices=("on", "off"), default="on",
                         help="atpd --sync: on = fsync every group commit (default)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    parser.add_argument("--gateways", type=int, default=0,
+                        help="atpd --gateways N: a writer and N gateway processes; the CPU "
+                        "of each role is reported (0: one process, the default)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes and 0.5 s per workload (for the smoke test)")
     parser.add_argument("--results-dir", dest="results_dir",
@@ -275,7 +278,8 @@ def _result_paths(results_dir: str, stamp: str) -> dict[str, str]:
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     keys = ["workloads", "duration", "max_calls", "processes", "concurrency", "skus", "nodes",
             "hot_share", "hot_skus", "batch_size", "batch_concurrency", "streams",
-            "promise_nodes", "promise_skus", "regions", "call_timeout", "sync", "seed", "smoke"]
+            "promise_nodes", "promise_skus", "regions", "call_timeout", "sync", "seed", "smoke",
+            "gateways"]
     config = {key: getattr(args, key) for key in keys}
     config["workloads"] = args.selected
     return config
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
           f"in flight, {args.duration:g} s each, sync {args.sync}", flush=True)
     temp_dir = tempfile.mkdtemp(prefix="atp-bench-")
     server = ServerProcess(os.path.join(temp_dir, "data"), args.sync,
-                           os.path.join(temp_dir, "atpd.log"))
+                           os.path.join(temp_dir, "atpd.log"), gateways=args.gateways)
     pool = WorkerPool(args.processes)
     keep_data = args.keep_data
     exit_code = 1
@@ -408,6 +412,19 @@ def _rate_against_adjacent(
             figures["baseline_calls_per_s"] = round(sum(around) / len(around), 1)
 
 
+PROJECTED_CORES = (4, 8, 16, 32)
+
+
+def projected_throughput(cpu_us_by_role: dict[str, float]) -> dict[int, float]:
+    """What the measured CPU per unit allows on machines of PROJECTED_CORES cores: the
+    writer has one core and caps the rate; the gateways share the others. A projection from
+    CPU cost alone (no contention, no load generator on the machine), not a measurement."""
+    writer_us = max(cpu_us_by_role.get("writer", 0.0), 1e-3)
+    gateway_us = max(cpu_us_by_role.get("gateway", 0.0), 1e-3)
+    return {cores: round(min(1e6 / writer_us, (cores - 1) * 1e6 / gateway_us))
+            for cores in PROJECTED_CORES}
+
+
 def _run_workload(
     pool: WorkerPool, server: ServerProcess, args: argparse.Namespace, catalog: Catalog,
     run_tag: str, name: str,
@@ -441,7 +458,7 @@ def _run_workload(
         print(f"  {name:<12} {elapsed:5.1f}s  ok {units if unit != 'calls' else ok:>10,}  "
               f"{rate:>10,.0f} {unit}/s{extra}  errors {errors:,}", flush=True)
 
-    cpu_before = server.cpu_seconds()
+    cpu_before = server.cpu_seconds_by_role()
     try:
         results, _, _ = pool.run(name, params, ready_timeout_s=30.0 + args.call_timeout,
                                  limit_s=args.duration + args.call_timeout + _OVERRUN_S,
@@ -449,10 +466,23 @@ def _run_workload(
     except HarnessError as error:
         print(f"  {name:<12} FAILED: {error}", file=sys.stderr)
         return str(error)
-    server_cpu = server.cpu_seconds() - cpu_before
-    figures = report.merge(name, workload.description, unit, results, server_cpu)
+    cpu_after = server.cpu_seconds_by_role()
+    by_role = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
+    figures = report.merge(name, workload.description, unit, results, sum(by_role.values()))
     if setup:
         figures["setup"] = setup
+    if args.gateways:  # CPU microseconds per unit of each role
+        units = max(1, figures["ok_units"])
+        figures["cpu_us_per_unit_by_role"] = {
+            role: round(seconds / units * 1e6, 1) for role, seconds in by_role.items()}
+        print(f"  {name:<12} CPU per {unit.removesuffix('s')}: " + ", ".join(
+            f"{role} {us:,.0f} µs" for role, us in figures["cpu_us_per_unit_by_role"].items()),
+            flush=True)
+        figures["projected_per_s_at_cores"] = projected_throughput(
+            figures["cpu_us_per_unit_by_role"])
+        print(f"  {name:<12} projected {unit}/s: " + ", ".join(
+            f"{cores} cores {rate:,.0f}" for cores, rate in
+            figures["projected_per_s_at_cores"].items()), flush=True)
     lat = figures["latency_ms"]
     errors = report.errors_text(figures)
     print(f"  {name:<12} done   {figures['throughput_per_s']:,.0f} {unit}/s over "

@@ -31,11 +31,31 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def _children_by_role(parent: int) -> list[tuple[int, str]]:
+    """The (pid, role) of atpd --gateways' children, from their command lines."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"--gateway-role" in command:
+            found.append((int(entry), command[command.index(b"--gateway-role") + 1].decode()))
+    return found
+
+
 class ServerProcess:
     """Starts atpd on 127.0.0.1:0 (port read from its stdout) and waits for SERVING."""
 
-    def __init__(self, data_dir: str, sync: str, log_path: str) -> None:
+    def __init__(self, data_dir: str, sync: str, log_path: str, gateways: int = 0) -> None:
         self.data_dir = data_dir
+        # atpd --gateways N: a supervisor, one writer and N gateway processes (0: one process).
+        self.gateways = gateways
         self.sync = sync
         self.log_path = log_path
         self.process: subprocess.Popen[str] | None = None
@@ -54,6 +74,7 @@ class ServerProcess:
         command = [
             sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
             "--data-dir", self.data_dir, "--sync", self.sync, "--log-level", "WARNING",
+            *(["--gateways", str(self.gateways)] if self.gateways else []),
         ]
         with open(self.log_path, "a", encoding="utf-8") as log:
             self.process = subprocess.Popen(
@@ -103,7 +124,21 @@ class ServerProcess:
                 time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
+        """CPU of atpd and, with --gateways, of its writer and gateway processes."""
+        return sum(self.cpu_seconds_by_role().values())
+
+    def cpu_seconds_by_role(self) -> dict[str, float]:
+        """CPU seconds of each role: `atpd` alone, or with --gateways `supervisor`, `writer`
+        and `gateway` (all gateways together). A child restarted meanwhile starts again at 0."""
+        if not self.gateways:
+            return {"atpd": process_cpu_seconds(self.pid)}
+        roles = {"supervisor": process_cpu_seconds(self.pid), "writer": 0.0, "gateway": 0.0}
+        for pid, role in _children_by_role(self.pid):
+            try:
+                roles[role] += process_cpu_seconds(pid)
+            except OSError:
+                pass  # gone meanwhile
+        return roles
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (drain, final commit, close) and wait; kill -9 and return -9 on timeout."""

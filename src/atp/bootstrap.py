@@ -31,6 +31,7 @@ from atp.server.allocations import AllocationsServicer
 from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
+from atp.server.gateway import CommitBoard, GatewayInterceptor, publish_commits
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
@@ -146,6 +147,17 @@ class ServerConfig:
     peer_tls: TlsOptions | None = None
     metrics_tls: bool = False
     etcd_tls: TlsOptions | None = None
+    # A gateway process of `atpd --gateways N` (atp/supervisor.py): the writer's private
+    # target (unix:PATH) that calls other than reads are forwarded to, with `follow` the same
+    # target and an in-memory store; "" is any other atpd. reuse_port: bind the listen
+    # address with SO_REUSEPORT (the gateways share it); follower_id: this member's name to
+    # its leader ("": its advertised address).
+    gateway_of: str = ""
+    # The file the writer of `atpd --gateways` publishes its commit in, for its gateways'
+    # reads (server/gateway.py CommitBoard); "" for none (a gateway then asks the writer).
+    commit_file: str = ""
+    reuse_port: bool = False
+    follower_id: str = ""
 
 
 class AtpServer:
@@ -196,7 +208,7 @@ class AtpServer:
                                  Timing(config.lease_ttl_s), config.max_lag_on_failover)
         elif config.follow:
             self.writer.leader_address = config.follow
-            self.follower = Follower(self.writer, config.follow, address,
+            self.follower = Follower(self.writer, config.follow, config.follower_id or address,
                                      tls=config.peer_tls)
         if self.follower is not None and config.peer_token:
             self.follower.metadata = (("authorization", f"Bearer {config.peer_token}"),)
@@ -211,13 +223,20 @@ class AtpServer:
             [MetricsInterceptor(self.metrics)] if self.metrics else [])
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
+        # A gateway's forwarding innermost: the gate and the metrics see its calls too.
+        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
+                                           writer_health=(WRITES_HEALTH_NAME,))
+                        if config.gateway_of else None)
+        if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
+            publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
         self.server = grpc.aio.server(
             # The gate innermost: the metrics interceptor counts its refusals (and the
             # authorization's) like any answer.
-            interceptors=[*interceptors, self.admission],
+            interceptors=[*interceptors, self.admission,
+                          *([self.gateway] if self.gateway is not None else [])],
             options=[
                 ("grpc.max_receive_message_length", limits.message_bytes_max),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if config.reuse_port else 0),
                 *backlog_options(limits.rpc_backlog_max),
             ]
         )
@@ -344,7 +363,11 @@ class AtpServer:
             await self.follower.stop()
         self.events.close()
         self._ledger_servicers[2].end_streams()
+        if self.gateway is not None:
+            self.gateway.end_streams()
         await self.server.stop(self.config.grace_seconds)
+        if self.gateway is not None:
+            await self.gateway.close()
         if self.member is not None:  # calls drained: resign, then stop following
             await self.member.stop()
             await self.member.etcd.close()

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
-from atp import flags, limits
+from atp import flags, limits, supervisor
 from atp.bootstrap import AtpServer, ServerConfig
 from atp.flags import FlagParser
 from atp.ledger import LedgerConfig
@@ -177,6 +177,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "PEM client certificate to present to etcd, with --etcd-key", metavar="FILE")
     parser.add_flag("--etcd-key", "ATP_ETCD_KEY", flags.optional_path, "",
                     "PEM private key of --etcd-cert", metavar="FILE")
+    parser.add_flag("--gateways", "ATP_GATEWAYS", supervisor.gateway_count, "0",
+                    "gateway processes sharing --listen (SO_REUSEPORT) in front of one writer "
+                    "process: reads answered by the gateways, writes forwarded to the writer; "
+                    "auto: cores - 1 (at least 1); 0: one process", metavar="N")
+    # A child of `atpd --gateways N` (atp/supervisor.py): its role, the writer's socket, and
+    # which gateway it is. Set by the supervisor only.
+    parser.add_argument("--gateway-role", choices=supervisor.ROLES, default="",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--writer-socket", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--gateway-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_flag("--log-level", "ATP_LOG_LEVEL", flags.log_level, "INFO",
                     f"one of {', '.join(flags.LOG_LEVELS)}", metavar="LEVEL")
     return parser
@@ -187,7 +197,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    conflict = (flag_conflict(args) or allocation_policy_conflict(args) or tls_conflict(args)
+    conflict = (flag_conflict(args) or allocation_policy_conflict(args)
+                or supervisor.gateway_conflict(args) or tls_conflict(args)
                 or tls_file_problem(args))
     if conflict:
         parser.error(conflict)
@@ -427,15 +438,19 @@ def warn_of_bare_journal_retention(argv: list[str], environ: Mapping[str, str]) 
             "count, use --journal-retention-events)", given.strip(), int(given))
 
 
-async def serve(config: ServerConfig) -> int:
+async def serve(config: ServerConfig, supervisor_pid: int = 0) -> int:
     server = AtpServer(config)
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, lambda: loop.create_task(server.stop()))
     await server.start()
+    if supervisor_pid:  # a child of `atpd --gateways N`: stops if its supervisor is gone
+        watch = loop.create_task(supervisor.stop_when_orphaned(supervisor_pid, server.stop))
     # Tests and scripts read this line to learn the port when listening on port 0.
     print(f"atpd listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     await server.stopped.wait()
+    if supervisor_pid:
+        watch.cancel()
     logging.getLogger("atp.server").info("atpd stopped")
     return 1 if server.fatal_error else 0
 
@@ -445,9 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    warn_of_bare_journal_retention(sys.argv[1:] if argv is None else argv, os.environ)
+    given = sys.argv[1:] if argv is None else argv
+    warn_of_bare_journal_retention(given, os.environ)
+    if args.gateways and not args.gateway_role:
+        return supervisor.run(args, given)
+    config, supervisor_pid = config_from(args), 0
+    if args.gateway_role:
+        config, supervisor_pid = supervisor.child_config(config, args), os.getppid()
+        supervisor.die_with_supervisor(supervisor_pid)
     try:
-        code = asyncio.run(serve(config_from(args)))
+        code = asyncio.run(serve(config, supervisor_pid))
     except (StoreError, OSError, TlsFileError) as error:
         print(f"atpd: {error}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ class AtpdProcess:
     def start(self, timeout_s: float = 30.0) -> AtpdProcess:
         command = [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
                    "--data-dir", str(self.data_dir), "--log-level", "WARNING", *self.extra_args]
+        if os.environ.get("ATP_TEST_GATEWAYS"):
+            command += ["--gateways", os.environ["ATP_TEST_GATEWAYS"]]
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, text=True, env=self.env

@@ -22,6 +22,7 @@ from google.protobuf import timestamp_pb2
 from atp import __version__, limits
 from atp.engine.replication import ReplicationLog
 from atp.engine.writer import Writer
+from atp.server.gateway import is_gateway
 from atp.server.replication import role_of
 from atp.v1 import server_pb2, server_pb2_grpc
 
@@ -107,7 +108,9 @@ def server_role(writer: Writer, replication_log: ReplicationLog, clustered: bool
     role = role_of(writer)
     if role != LEADER:
         return role
-    if clustered or writer.sync_replicas or replication_log.acknowledged:
+    # The gateways of `atpd --gateways` follow their writer, but it stands alone all the same.
+    followers = [name for name in replication_log.acknowledged if not is_gateway(name)]
+    if clustered or writer.sync_replicas or followers:
         return LEADER
     return STANDALONE
 

@@ -1,0 +1,349 @@
+"""`atpd --gateways N`: one writer process and N gateway processes, started, watched,
+restarted and drained by the atpd process itself (the supervisor).
+
+- The **writer** is an ordinary atpd that owns the data directory (ledger, LMDB, journal)
+  and serves only on a private Unix socket (`unix:DIR/writer.sock`, DIR a fresh 0700
+  directory under the system's temporary directory: a socket path may not exceed 107 bytes,
+  which a data directory's may).
+- Each **gateway** is an atpd follower of the writer over that socket, with an in-memory
+  store, bound to the public --listen address with SO_REUSEPORT: the kernel spreads the
+  connections over the gateways. It answers reads from its copy and forwards everything
+  else to the writer (server/gateway.py). The writer publishes its durable commit in a
+  file beside its socket (`commit`, the gateways' read index: server/gateway.py
+  CommitBoard). With --metrics-port P the writer serves its metrics on P and gateway i on
+  P + 1 + i.
+- With --listen port 0 the supervisor picks the port: it binds a probe socket with
+  SO_REUSEPORT to port 0 and keeps it bound (never listening, so it takes no connection)
+  for its whole life, so the port stays ours across gateway restarts.
+- A gateway that exits is started again (after a pause that doubles, up to
+  `RESTART_PAUSE_MOST_S`, while it keeps dying young); so is the writer, and the gateways
+  answer UNAVAILABLE meanwhile. A writer that exits before it serves (its data directory
+  unusable, its socket unbindable) cannot come back: the supervisor stops the gateways and
+  exits non-zero.
+- SIGTERM (or SIGINT) drains: the gateways stop taking calls and finish theirs (--grace),
+  then the writer makes its final commit and stops; the exit code is the writer's (0).
+- The children are `python -m atp.daemon` with the supervisor's own arguments, plus hidden
+  flags naming their role; each stops by itself if the supervisor disappears (kill -9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from atp import flags
+from atp.bootstrap import ServerConfig
+from atp.server.gateway import gateway_follower_id
+
+log = logging.getLogger("atp.supervisor")
+
+WRITER, GATEWAY = "writer", "gateway"
+ROLES = (WRITER, GATEWAY)
+SOCKET_NAME = "writer.sock"
+# Beside it, the writer's last durable commit, which gateways read before each read.
+COMMIT_FILE_NAME = "commit"
+# The line a child (and atpd) prints once it serves.
+LISTENING = "atpd listening on "
+# How often the supervisor looks at its children.
+POLL_S = 0.1
+# A child that dies within this long of its start is dying young: its next start waits
+# longer, from the first pause to the most.
+YOUNG_S = 10.0
+RESTART_PAUSE_FIRST_S = 0.1
+RESTART_PAUSE_MOST_S = 5.0
+# Beyond --grace, how long a stopping child may take before it is killed.
+STOP_MARGIN_S = 15.0
+# How often a child looks whether its supervisor is still there.
+ORPHAN_CHECK_S = 1.0
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gateway_count(text: str) -> int:
+    """--gateways: a whole number >= 0, or `auto` (cores - 1, at least 1)."""
+    if text.strip().lower() == "auto":
+        return max(1, cores() - 1)
+    try:
+        return flags.non_negative_int(text)
+    except flags.InvalidValue:
+        raise flags.InvalidValue(
+            f"{text!r} is neither auto nor a whole number of at least 0") from None
+
+
+def gateway_conflict(args: argparse.Namespace) -> str:
+    """Why --gateways cannot go with the other flags given ("" when it can). These are not
+    built yet for gateways (see the README's "Gateways" section)."""
+    if not args.gateways or args.gateway_role:
+        return ""
+    excluded = (("--follow", args.follow), ("--cluster", args.cluster),
+                ("--auth-policy", args.auth_policy), ("--sync-replicas", args.sync_replicas),
+                ("--metrics-tls", args.metrics_port and args.tls_cert
+                 and args.metrics_tls != "off"))
+    for flag, given in excluded:
+        if given:
+            return (f"--gateways {args.gateways} does not work with {flag} yet: run with "
+                    "--gateways 0 (one process)")
+    if args.metrics_port and args.metrics_port + args.gateways > flags.PORT_MAX:
+        return (f"--metrics-port {args.metrics_port} leaves no port for the metrics of "
+                f"{args.gateways} gateways (they take the ports after it)")
+    return ""
+
+
+def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
+    """A child's configuration: the supervisor's, made into a writer's or a gateway's."""
+    target = f"unix:{args.writer_socket}"
+    commit_file = str(Path(args.writer_socket).with_name(COMMIT_FILE_NAME))
+    if args.gateway_role == WRITER:
+        # Named by the public address in its writes' metadata, as a single atpd would be.
+        return dataclasses.replace(config, listen=target, advertise=args.listen, tls=None,
+                                   peer_tls=None, commit_file=commit_file)
+    return dataclasses.replace(
+        config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
+        commit_file=commit_file,
+        follower_id=gateway_follower_id(args.gateway_index), advertise=args.listen,
+        metrics_listen=gateway_metrics(config.metrics_listen, args.gateway_index),
+        peer_tls=None, sync_replicas=0)
+
+
+def gateway_metrics(writer_metrics: str | None, index: int) -> str | None:
+    """Where gateway `index` serves /metrics: the port after the writer's --metrics-port
+    for gateway 0, and so on (None: no metrics)."""
+    if not writer_metrics:
+        return None
+    host, port = writer_metrics.rsplit(":", 1)
+    return f"{host}:{int(port) + 1 + index}"
+
+
+class Child:
+    """One child process: its command, whether it serves yet, how often it died young."""
+
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.command = command
+        self.process: subprocess.Popen[str] | None = None
+        self.ready = threading.Event()
+        self.started_at = 0.0
+        self.pause_s = RESTART_PAUSE_FIRST_S
+
+    def start(self) -> None:
+        self.ready = threading.Event()
+        self.started_at = time.monotonic()
+        # stderr (the log) is the supervisor's; stdout says when the child serves. A session
+        # of its own: a terminal's Ctrl-C reaches the supervisor only, which drains in order.
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        threading.Thread(target=self._read_stdout, args=(self.process, self.ready),
+                         name=f"atpd-{self.name}-stdout", daemon=True).start()
+
+    @staticmethod
+    def _read_stdout(process: subprocess.Popen[str], ready: threading.Event) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:  # read to the end: a full pipe would block the child
+            if line.startswith(LISTENING):
+                ready.set()
+        process.stdout.close()
+
+    def wait_ready(self, stopping: threading.Event) -> bool:
+        """Until the child serves (True), or exits or the supervisor is told to stop."""
+        while not self.ready.wait(POLL_S):
+            if self.exit_code is not None or stopping.is_set():
+                return False
+        return True
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def next_pause(self) -> float:
+        """How long to wait before starting it again after it exited."""
+        if time.monotonic() - self.started_at > YOUNG_S:
+            self.pause_s = RESTART_PAUSE_FIRST_S
+        pause, self.pause_s = self.pause_s, min(RESTART_PAUSE_MOST_S, self.pause_s * 2)
+        return pause
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float) -> int:
+        """Its exit code, killing it if it takes longer than timeout_s."""
+        if self.process is None:
+            return 0
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("the %s (pid %d) did not stop in %.0f s: killed", self.name, self.pid,
+                      timeout_s)
+            self.process.kill()
+            self.process.wait()
+            return 1
+
+
+class Supervisor:
+    def __init__(self, args: argparse.Namespace, argv: list[str]) -> None:
+        self.args = args
+        self.argv = argv
+        self.stopping = threading.Event()
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="atpd-"))  # 0700: ours only
+        self.writer_socket = self.socket_dir / SOCKET_NAME
+        self.probe: socket.socket | None = None
+        self.listen = self._public_address(args.listen)
+        self.writer = Child(WRITER, self._command(WRITER, 0))
+        self.gateways = [Child(f"{GATEWAY} {index}", self._command(GATEWAY, index))
+                         for index in range(args.gateways)]
+
+    def _public_address(self, listen: str) -> str:
+        """--listen with its port fixed: port 0 becomes a port held for the gateways."""
+        host, port = listen.rsplit(":", 1)
+        if port != "0":
+            return listen
+        bare = host.strip("[]")
+        probe = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((bare, 0))
+        self.probe = probe
+        return f"{host}:{probe.getsockname()[1]}"
+
+    def _command(self, role: str, index: int) -> list[str]:
+        return [sys.executable, "-m", "atp.daemon", *self.argv, "--listen", self.listen,
+                "--gateway-role", role, "--writer-socket", str(self.writer_socket),
+                "--gateway-index", str(index)]
+
+    def run(self) -> int:
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signal_number, lambda *_: self.stopping.set())
+        try:
+            code = self._start()
+            if code is None:
+                print(f"{LISTENING}{self.listen}", flush=True)
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s)",
+                         self.listen, self.writer.pid, len(self.gateways),
+                         ", ".join(str(gateway.pid) for gateway in self.gateways))
+                code = self._watch()
+            return self._drain(code)
+        finally:
+            if self.probe is not None:
+                self.probe.close()
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def _start(self) -> int | None:
+        """Starts the writer, then the gateways; an exit code if one of them cannot start."""
+        self.writer.start()
+        if not self.writer.wait_ready(self.stopping):
+            return self._start_failure(self.writer)
+        for gateway in self.gateways:
+            gateway.start()
+            if not gateway.wait_ready(self.stopping):
+                return self._start_failure(gateway)
+        return None
+
+    def _start_failure(self, child: Child) -> int | None:
+        if self.stopping.is_set():
+            return None  # told to stop while starting: drain what runs
+        code = child.exit_code
+        log.error("the %s exited (code %s) before it served; atpd stops", child.name, code)
+        return code or 2
+
+    def _watch(self) -> int | None:
+        """Restarts what dies until told to stop; an exit code if the writer cannot come
+        back."""
+        while not self.stopping.wait(POLL_S):
+            if self.writer.exit_code is not None:
+                code = self._restart(self.writer)
+                if code is not None:
+                    return code
+            for gateway in self.gateways:
+                if gateway.exit_code is not None and not self.stopping.is_set():
+                    self._restart(gateway)
+        return None
+
+    def _restart(self, child: Child) -> int | None:
+        pause = child.next_pause()
+        log.warning("the %s (pid %d) exited with code %s; starting it again in %.1f s",
+                    child.name, child.pid, child.exit_code, pause)
+        if self.stopping.wait(pause):
+            return None
+        child.start()
+        if child.wait_ready(self.stopping) or self.stopping.is_set():
+            log.info("the %s serves again (pid %d)", child.name, child.pid)
+            return None
+        if child is self.writer:
+            log.error("the writer cannot come back (it exited with code %s before it "
+                      "served); atpd stops", child.exit_code)
+            return child.exit_code or 1
+        return None  # a gateway: tried again on the next look
+
+    def _drain(self, failure: int | None) -> int:
+        """Gateways first (they finish their calls, which still reach the writer), then the
+        writer (its final commit); the writer's exit code unless a failure came first."""
+        grace_s = self.args.grace + STOP_MARGIN_S
+        for gateway in self.gateways:
+            gateway.terminate()
+        for gateway in self.gateways:
+            gateway.wait(grace_s)
+        down = self.writer.exit_code  # it died, and was told to stop before its restart
+        self.writer.terminate()
+        code = self.writer.wait(grace_s)
+        if down is not None:
+            log.warning("stopping while the writer was down (it exited with code %s); its "
+                        "data is as a kill -9 leaves it: whole", down)
+            code = 0
+        if code == -signal.SIGTERM:  # stopped while starting, before it served: a clean stop
+            code = 0
+        return failure if failure is not None else code
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """atpd with --gateways N >= 1 (as the supervisor): its exit code."""
+    return Supervisor(args, argv).run()
+
+
+def die_with_supervisor(supervisor_pid: int) -> None:
+    """A child is killed (SIGKILL) the moment its supervisor dies: kill -9 of atpd is then
+    kill -9 of all its processes, as with one process, and the data directory is free at
+    once for an atpd started again (Linux's PR_SET_PDEATHSIG; elsewhere, and should the
+    supervisor already be gone, `stop_when_orphaned` stops the child within a second)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # Linux only
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def stop_when_orphaned(supervisor_pid: int, stop: Callable[[], Awaitable[None]],
+                             ) -> None:
+    """A child's watch on its supervisor: once it is gone (killed), the child stops too,
+    rather than serve on with nobody to restart or drain it."""
+    while os.getppid() == supervisor_pid:
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.warning("the supervisor (pid %d) is gone: stopping", supervisor_pid)
+    await stop()

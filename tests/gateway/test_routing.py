@@ -1,0 +1,125 @@
+"""Which calls a gateway answers and which it forwards (from authorization's one table),
+the metadata it forwards, and the --gateways flag: its values, default and exclusions."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from atp import daemon, flags, supervisor
+from atp.server.authorization import METHOD_ROLES, READ_ONLY_FORMS, READER
+from atp.server.gateway import forwarded_metadata, is_local, reads_ledger
+
+WRITES = [
+    "/atp.v1.Reservations/" + name for name in (
+        "Reserve", "ReserveBatch", "ReserveStream", "Commit", "Release", "Fulfill", "Extend",
+        "RecordDelivery", "Reallocate")
+] + [
+    "/atp.v1.Inventory/" + name for name in (
+        "UpsertNode", "AdjustStock", "SetSafetyStock", "UpsertSupply", "ReceiveSupply",
+        "PlaceHold", "ReleaseHold")
+] + ["/atp.v1.Allocations/SetAllocationPolicy", "/atp.v1.Allocations/SetChannelAllocation"]
+READS = [
+    "/atp.v1.Availability/GetAvailability", "/atp.v1.Availability/Promise",
+    "/atp.v1.Reservations/GetReservation", "/atp.v1.Reservations/ListReservations",
+    "/atp.v1.Events/Watch", "/atp.v1.Inventory/ListNodes", "/atp.v1.Inventory/ListSupply",
+    "/atp.v1.Inventory/ListHolds",
+]
+
+
+@pytest.mark.parametrize("method", WRITES)
+def test_every_write_is_forwarded_to_the_writer(method: str) -> None:
+    assert method in METHOD_ROLES
+    assert not is_local(method)
+
+
+@pytest.mark.parametrize("method", READS)
+def test_reads_are_answered_by_the_gateway_after_the_read_index(method: str) -> None:
+    assert is_local(method) and reads_ledger(method)
+
+
+def test_the_table_decides_and_what_it_does_not_know_goes_to_the_writer() -> None:
+    for method, role in METHOD_ROLES.items():
+        assert is_local(method) == (role in (READER, "open")), method
+    # Reallocate's dry run is a reader's call, but it plans on the writer (as the applying
+    # form does): the table's role for the method decides, not the request.
+    assert all(not is_local(method) for method in READ_ONLY_FORMS)
+    assert not is_local("/atp.v1.Reservations/SomethingNew")
+    # The server's own view, and replication, are the writer's.
+    assert not is_local("/atp.v1.Server/GetServerInfo")
+    assert not is_local("/atp.v1.Replication/Status")
+    # Health is answered at once, without asking the writer.
+    assert is_local("/grpc.health.v1.Health/Check")
+    assert not reads_ledger("/grpc.health.v1.Health/Check")
+
+
+def test_only_the_callers_own_metadata_is_forwarded() -> None:
+    given = ((":authority", "x"), ("user-agent", "grpc-python"), ("grpc-timeout", "1S"),
+             ("authorization", "Bearer t"), ("x-trace", "1"), ("data-bin", b"\x00"))
+    assert forwarded_metadata(given) == (("authorization", "Bearer t"), ("x-trace", "1"),
+                                         ("data-bin", b"\x00"))
+    assert forwarded_metadata(None) == ()
+
+
+def test_gateway_count_values() -> None:
+    assert supervisor.gateway_count("auto") == max(1, supervisor.cores() - 1)
+    assert supervisor.gateway_count("AUTO") >= 1
+    assert supervisor.gateway_count("0") == 0
+    assert supervisor.gateway_count("3") == 3
+    for bad in ("-1", "two", ""):
+        with pytest.raises(flags.InvalidValue, match="neither auto nor a whole number"):
+            supervisor.gateway_count(bad)
+
+
+def test_the_default_is_one_process() -> None:
+    assert daemon.parse_args([], environ={}).gateways == 0
+    assert daemon.parse_args([], environ={"ATP_GATEWAYS": "2"}).gateways == 2
+
+
+@pytest.mark.parametrize("extra", [
+    ["--follow", "127.0.0.1:1"], ["--auth-policy", "{policy}"], ["--sync-replicas", "1"],
+    ["--cluster", "c", "--etcd", "127.0.0.1:2379", "--listen", "127.0.0.1:5000"],
+])
+def test_flags_not_built_for_gateways_yet_are_refused(
+    extra: list[str], tmp_path: object, capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy = f"{tmp_path}/policy.json"
+    with open(policy, "w") as file:
+        file.write('{"allow": []}')
+    argv = [word.replace("{policy}", policy) for word in extra]
+    with pytest.raises(SystemExit) as exited:
+        daemon.parse_args(["--gateways", "2", *argv], environ={})
+    assert exited.value.code == 2
+    assert "does not work with" in capsys.readouterr().err
+    # ... and accepted in one process.
+    daemon.parse_args(["--gateways", "0", *argv], environ={})
+
+
+def test_a_childs_configuration_follows_its_role() -> None:
+    args = daemon.parse_args(["--listen", "127.0.0.1:5000", "--gateways", "2",
+                              "--metrics-port", "9100"], environ={})
+    config = daemon.config_from(args)
+    writer_args = argparse.Namespace(**{**vars(args), "gateway_role": "writer",
+                                        "writer_socket": "/tmp/x/writer.sock"})
+    writer = supervisor.child_config(config, writer_args)
+    assert (writer.listen, writer.advertise, writer.data_dir) == (
+        "unix:/tmp/x/writer.sock", "127.0.0.1:5000", "./data")
+    assert writer.metrics_listen == "127.0.0.1:9100" and not writer.gateway_of
+    gateway_args = argparse.Namespace(**{**vars(writer_args), "gateway_role": "gateway",
+                                         "gateway_index": 1})
+    gateway = supervisor.child_config(config, gateway_args)
+    assert (gateway.listen, gateway.data_dir, gateway.follow, gateway.gateway_of) == (
+        "127.0.0.1:5000", None, "unix:/tmp/x/writer.sock", "unix:/tmp/x/writer.sock")
+    assert gateway.reuse_port and gateway.follower_id == "gateway-1"
+    assert gateway.metrics_listen == "127.0.0.1:9102"  # the writer's port + 1 + index
+    assert supervisor.child_config(
+        daemon.config_from(daemon.parse_args(["--gateways", "1"], environ={})),
+        gateway_args).metrics_listen is None
+
+
+def test_the_gateways_metrics_ports_must_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        daemon.parse_args(["--gateways", "2", "--metrics-port", "65534"], environ={})
+    assert "leaves no port for the metrics of 2 gateways" in capsys.readouterr().err
+    daemon.parse_args(["--gateways", "1", "--metrics-port", "65534"], environ={})

@@ -347,29 +347,17 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             self._streaming(method, self.channel.stream_stream(method), streamed_requests=True))
 
     def _unary_unary(self, method: str) -> Behaviour:
-        call_writer = self.channel.unary_unary(method)
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            self.forwarded += 1
-            call = call_writer(request, metadata=forwarded_metadata(
-                context.invocation_metadata()), timeout=context.time_remaining())
-            try:
-                response: bytes = await call
-            except grpc.aio.AioRpcError as error:
-                await _relay_failure(context, error)
-                raise  # unreachable: abort raises
-            await _relay_metadata(context, call)
-            return response
-
-        return forward
+        return self._answered_once(self.channel.unary_unary(method))
 
     def _stream_unary(self, method: str) -> Behaviour:
-        call_writer = self.channel.stream_unary(method)
+        return self._answered_once(self.channel.stream_unary(method))
 
-        async def forward(requests: AsyncIterator[bytes],
-                          context: grpc.aio.ServicerContext) -> bytes:
+    def _answered_once(self, call_writer: Any) -> Behaviour:
+        """Forwards a call with one answer (its request a message or a stream of them)."""
+
+        async def forward(request: Any, context: grpc.aio.ServicerContext) -> bytes:
             self.forwarded += 1
-            call = call_writer(requests, metadata=forwarded_metadata(
+            call = call_writer(request, metadata=forwarded_metadata(
                 context.invocation_metadata()), timeout=context.time_remaining())
             try:
                 response: bytes = await call

@@ -471,7 +471,7 @@ def _run_workload(
     figures = report.merge(name, workload.description, unit, results, sum(by_role.values()))
     if setup:
         figures["setup"] = setup
-    if getattr(args, "gateways", 0):  # CPU µs per unit of each role (bench.scale has no flag)
+    if args.gateways:  # CPU microseconds per unit of each role
         units = max(1, figures["ok_units"])
         figures["cpu_us_per_unit_by_role"] = {
             role: round(seconds / units * 1e6, 1) for role, seconds in by_role.items()}

@@ -141,6 +141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the JSON and markdown go (bench/results)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data dirs (always kept when the run fails)")
+    # bench.run's workload runner reads it; the scale scenario runs one process.
+    parser.set_defaults(gateways=0)
     args = parser.parse_args(argv)
     for name, (normal, smoke) in DEFAULTS.items():
         if getattr(args, name) is None:

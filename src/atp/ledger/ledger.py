@@ -125,7 +125,8 @@ class Ledger(LedgerState):
         validation.check_promise(lines, region, policy)
         today = day_of(now)
         planner = Planner(self, today, region, policy, priority)
-        demand = [(sku, "") for line in lines for sku in (line.sku, *line.substitute_skus)]
+        # A generator: fence_for reads it only when some SKU has an allocation.
+        demand = ((sku, "") for line in lines for sku in (line.sku, *line.substitute_skus))
         fence = quotas.fence_for(self, demand, channel, today,
                                  self.include_safety_stock(priority))
         if fence is None:

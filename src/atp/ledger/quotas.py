@@ -336,8 +336,8 @@ def _sku_wide_and_network(
     """(what the SKU-wide allocations still fence, units the network can still promise on
     some day less every node's fence), in one pass over the SKU's positions.
 
-    On every Reserve of a SKU with a SKU-wide allocation of another channel: written out
-    inline (no call per position, only the allocations' channels counted)."""
+    On every Reserve of a SKU with a SKU-wide allocation of another channel: only the
+    allocations' own channels are counted."""
     counted = view.channel_units
     nodes = view.nodes
     channels = {allocation.channel: 0 for allocation in allocations}  # -> its open units
@@ -348,16 +348,14 @@ def _sku_wide_and_network(
         if units:
             for channel in channels:
                 channels[channel] += units.get(channel, 0)
-        on_hand_less_held = position.on_hand - position.held
         if with_share:
-            supply = on_hand_less_held + position.inbound - position.safety_stock
-            if supply > 0:
-                base += supply
+            base += _base(position)
         node = nodes.get(node_id)
         if node is not None and node.active:
             # The last step of the timeline (timeline.max_promisable), without sorting it;
             # from the deltas, not the line sums: a planner may have demand shifted.
-            net = on_hand_less_held + sum(position.deltas.values()) - phantom.get(node_id, 0)
+            net = (position.on_hand - position.held + sum(position.deltas.values())
+                   - phantom.get(node_id, 0))
             if not include_safety:
                 net -= position.safety_stock
             if net > 0:

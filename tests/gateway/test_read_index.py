@@ -89,6 +89,22 @@ def test_a_read_never_answers_from_a_copy_behind_the_writer(tmp_path: Path, boar
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await reservations.GetReservation(get, timeout=1.0)
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                # A STALE read does not wait: it answers from the copy as it is (which has
+                # not seen the reservation), and an unknown consistency is refused.
+                stale = reservations_pb2.GetReservationRequest(
+                    reservation_id="r1", consistency=common_pb2.READ_CONSISTENCY_STALE)
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    await reservations.GetReservation(stale, timeout=5)
+                assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+                stale_view = await availability.GetAvailability(
+                    availability_pb2.GetAvailabilityRequest(
+                        skus=["s1"], consistency=common_pb2.READ_CONSISTENCY_STALE), timeout=5)
+                assert stale_view.positions[0].reserved == 0
+                bad = availability_pb2.GetAvailabilityRequest(skus=["s1"], consistency=7)
+                with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                    await availability.GetAvailability(bad, timeout=5)
+                assert unknown.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert "consistency" in unknown.value.details()
 
                 gateway.follower.start()  # caught up again: the write is there
                 assert await reservations.GetReservation(get, timeout=10) == held

@@ -283,6 +283,19 @@ def test_get_reservation_with_a_100_kb_id_is_invalid_argument(api: Api) -> None:
     )
 
 
+def test_an_unknown_read_consistency_is_invalid_argument_and_stale_reads_answer(
+    api: Api,
+) -> None:
+    sku, node = stocked(api, 5)
+    bad = availability_pb2.GetAvailabilityRequest(skus=[sku], consistency=9)
+    expect_error(api.availability.GetAvailability, bad, Code.INVALID_ARGUMENT,
+                 fields=["consistency"])
+    stale = availability_pb2.GetAvailabilityRequest(
+        skus=[sku], consistency=common_pb2.READ_CONSISTENCY_STALE)
+    reply = api.availability.GetAvailability(stale, timeout=CALL_TIMEOUT)
+    assert [(p.node_id, p.on_hand) for p in reply.positions] == [(node, 5)]
+
+
 def test_non_printable_ids_are_refused(api: Api, unchanged: Unchanged) -> None:
     sku, node_id = stocked(api, 10)
     unchanged.track(sku)

@@ -109,3 +109,24 @@ class GuardingRegistrar:
             (grpc.method_handlers_generic_handler(service_name, guarded),)
         )
         self.server.add_registered_method_handlers(service_name, guarded)
+
+
+# ReadConsistency's values (atp.v1 common.proto): UNSPECIFIED, LINEARIZABLE, STALE.
+READ_CONSISTENCY_STALE = 2
+_READ_CONSISTENCIES = range(3)
+
+
+def read_options(request: Any) -> int:
+    """A read request's min_sequence (0 when it has none), once its consistency is checked
+    (an unknown value is INVALID_ARGUMENT, as every unknown enum is)."""
+    if request is None:
+        return 0
+    consistency = getattr(request, "consistency", 0)
+    if consistency not in _READ_CONSISTENCIES:
+        raise InvalidArgument.single("consistency", f"unknown ReadConsistency {consistency}")
+    return int(getattr(request, "min_sequence", 0))
+
+
+def is_stale_read(request: Any) -> bool:
+    """Whether a read asked to skip the gateway's read-index wait (checked: read_options)."""
+    return getattr(request, "consistency", 0) == READ_CONSISTENCY_STALE

@@ -35,7 +35,7 @@ from atp.ledger.validation import Violations
 from atp.persistence.archive import StoreArchive
 from atp.server import channel_views, convert, status
 from atp.server.authorization import caller_name
-from atp.server.decoding import Undecodable
+from atp.server.decoding import Undecodable, read_options
 from atp.server.status import abort
 from atp.v1 import (
     availability_pb2,
@@ -107,12 +107,15 @@ class LedgerServicer:
         stamp_commit(context, answer, self.writer.commit_index, self.writer.term, self.address)
 
     async def _read(
-        self, context: grpc.aio.ServicerContext, read: Callable[[], T], min_sequence: int = 0
+        self, context: grpc.aio.ServicerContext, read: Callable[[], T], request: Any = None
     ) -> T:
         """Answers from memory as it is now, once all of it is durable (Watch likewise shows
-        only committed events): what a reader is shown, a crash cannot take back. With a
-        min_sequence, first waits until this member holds that commit (read your writes)."""
+        only committed events): what a reader is shown, a crash cannot take back. With the
+        request's min_sequence, first waits until this member holds that commit (read your
+        writes). Its consistency is checked only: this process's memory is the newest
+        there is here, so STALE and LINEARIZABLE read the same (gateways tell them apart)."""
         try:
+            min_sequence = read_options(request)
             if min_sequence > self.writer.commit_index:
                 if self.writer.leader_address is None:  # the leader makes every commit
                     raise InvalidArgument.single(
@@ -154,7 +157,7 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
     ) -> inventory_pb2.ListNodesResponse:
         return await self._read(context, lambda: inventory_pb2.ListNodesResponse(
             nodes=[convert.node_message(node) for node in self.ledger.nodes.values()]
-        ), request.min_sequence)
+        ), request)
 
     async def AdjustStock(
         self, request: inventory_pb2.AdjustStockRequest, context: Any
@@ -207,7 +210,7 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
                 supplies=[convert.supply_message(s) for s in page], next_page_token=token
             )
 
-        return await self._read(context, read, request.min_sequence)
+        return await self._read(context, read, request)
 
     async def PlaceHold(
         self, request: inventory_pb2.PlaceHoldRequest, context: Any
@@ -239,15 +242,14 @@ class InventoryServicer(LedgerServicer, inventory_pb2_grpc.InventoryServicer):
                 holds=[convert.hold_message(h) for h in page], next_page_token=token
             )
 
-        return await self._read(context, read, request.min_sequence)
+        return await self._read(context, read, request)
 
 
 class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilityServicer):
     async def GetAvailability(
         self, request: availability_pb2.GetAvailabilityRequest, context: Any
     ) -> availability_pb2.GetAvailabilityResponse:
-        return await self._read(context, lambda: self._availability(request),
-                                request.min_sequence)
+        return await self._read(context, lambda: self._availability(request), request)
 
     def _availability(
         self, request: availability_pb2.GetAvailabilityRequest
@@ -289,7 +291,7 @@ class AvailabilityServicer(LedgerServicer, availability_pb2_grpc.AvailabilitySer
             )
             return convert.promise_response(plan)
 
-        return await self._read(context, read, request.min_sequence)
+        return await self._read(context, read, request)
 
 
 class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsServicer):
@@ -453,7 +455,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             violations.raise_if_any()
             return convert.reservation_message(self.ledger.reservation(request.reservation_id))
 
-        return await self._read(context, read, request.min_sequence)
+        return await self._read(context, read, request)
 
     async def ListReservations(
         self, request: reservations_pb2.ListReservationsRequest, context: Any
@@ -464,7 +466,7 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
                 reservations=[convert.reservation_message(r) for r in page], next_page_token=token
             )
 
-        return await self._read(context, read, request.min_sequence)
+        return await self._read(context, read, request)
 
     def _list_reservations(
         self, request: reservations_pb2.ListReservationsRequest

@@ -26,7 +26,7 @@ from atp.v1 import common_pb2 as atp_dot_v1_dot_common__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61tp/v1/availability.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\x1a\x16google/type/date.proto\"\x8b\x01\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x18\n\x10include_timeline\x18\x03 \x01(\x08\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x14\n\x0cmin_sequence\x18\x05 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\"\xcf\x01\n\x13NetworkAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07on_hand\x18\x02 \x01(\x03\x12\x11\n\tallocated\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x0c\n\x04held\x18\x05 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x06 \x01(\x03\x12\x0f\n\x07inbound\x18\x07 \x01(\x03\x12\x11\n\tavailable\x18\x08 \x01(\x03\x12-\n\x08\x63hannels\x18\t \x03(\x0b\x32\x1b.atp.v1.ChannelAvailability\"k\n\x17GetAvailabilityResponse\x12#\n\tpositions\x18\x01 \x03(\x0b\x32\x10.atp.v1.Position\x12+\n\x06totals\x18\x02 \x03(\x0b\x32\x1b.atp.v1.NetworkAvailability\"}\n\tOrderLine\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x17\n\x0fsubstitute_skus\x18\x04 \x03(\t\x12\'\n\x0cneed_by_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\"\xc3\x01\n\x0ePromiseRequest\x12 \n\x05lines\x18\x01 \x03(\x0b\x32\x11.atp.v1.OrderLine\x12\x1a\n\x12\x64\x65stination_region\x18\x02 \x01(\t\x12)\n\x06policy\x18\x03 \x01(\x0b\x32\x19.atp.v1.FulfillmentPolicy\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\x12\x14\n\x0cmin_sequence\x18\x06 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\t\"\x95\x01\n\nAllocation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12$\n\tship_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12(\n\rdelivery_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x14\n\x0c\x66rom_inbound\x18\x05 \x01(\x08\"H\n\x14\x43\x61ndidateExplanation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa3\x02\n\x0bLinePromise\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\'\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\x12.atp.v1.Allocation\x12\x1c\n\x14\x62\x61\x63kordered_quantity\x18\x03 \x01(\x03\x12)\n\x0e\x62\x61\x63korder_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\ncandidates\x18\x05 \x03(\x0b\x32\x1c.atp.v1.CandidateExplanation\x12+\n\nsubstitute\x18\x06 \x01(\x0b\x32\x17.atp.v1.SubstituteOffer\x12\x32\n\x0bsubstitutes\x18\x07 \x03(\x0b\x32\x1d.atp.v1.SubstituteExplanation\"\x80\x01\n\x0fSubstituteOffer\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\x12.atp.v1.Allocation\x12\'\n\x0cpromise_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\x0e\n\x06reason\x18\x04 \x01(\t\"E\n\x15SubstituteExplanation\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"p\n\x0fPromiseResponse\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.atp.v1.LinePromise\x12\'\n\x0cpromise_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x32\x9e\x01\n\x0c\x41vailability\x12R\n\x0fGetAvailability\x12\x1e.atp.v1.GetAvailabilityRequest\x1a\x1f.atp.v1.GetAvailabilityResponse\x12:\n\x07Promise\x12\x16.atp.v1.PromiseRequest\x1a\x17.atp.v1.PromiseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61tp/v1/availability.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\x1a\x16google/type/date.proto\"\xb9\x01\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x18\n\x10include_timeline\x18\x03 \x01(\x08\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x14\n\x0cmin_sequence\x18\x05 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12,\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x17.atp.v1.ReadConsistency\"\xcf\x01\n\x13NetworkAvailability\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07on_hand\x18\x02 \x01(\x03\x12\x11\n\tallocated\x18\x03 \x01(\x03\x12\x10\n\x08reserved\x18\x04 \x01(\x03\x12\x0c\n\x04held\x18\x05 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x06 \x01(\x03\x12\x0f\n\x07inbound\x18\x07 \x01(\x03\x12\x11\n\tavailable\x18\x08 \x01(\x03\x12-\n\x08\x63hannels\x18\t \x03(\x0b\x32\x1b.atp.v1.ChannelAvailability\"k\n\x17GetAvailabilityResponse\x12#\n\tpositions\x18\x01 \x03(\x0b\x32\x10.atp.v1.Position\x12+\n\x06totals\x18\x02 \x03(\x0b\x32\x1b.atp.v1.NetworkAvailability\"}\n\tOrderLine\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x17\n\x0fsubstitute_skus\x18\x04 \x03(\t\x12\'\n\x0cneed_by_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\"\xf1\x01\n\x0ePromiseRequest\x12 \n\x05lines\x18\x01 \x03(\x0b\x32\x11.atp.v1.OrderLine\x12\x1a\n\x12\x64\x65stination_region\x18\x02 \x01(\t\x12)\n\x06policy\x18\x03 \x01(\x0b\x32\x19.atp.v1.FulfillmentPolicy\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\x12\x14\n\x0cmin_sequence\x18\x06 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\t\x12,\n\x0b\x63onsistency\x18\x08 \x01(\x0e\x32\x17.atp.v1.ReadConsistency\"\x95\x01\n\nAllocation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12$\n\tship_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12(\n\rdelivery_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x14\n\x0c\x66rom_inbound\x18\x05 \x01(\x08\"H\n\x14\x43\x61ndidateExplanation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa3\x02\n\x0bLinePromise\x12\x0f\n\x07line_id\x18\x01 \x01(\t\x12\'\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\x12.atp.v1.Allocation\x12\x1c\n\x14\x62\x61\x63kordered_quantity\x18\x03 \x01(\x03\x12)\n\x0e\x62\x61\x63korder_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\ncandidates\x18\x05 \x03(\x0b\x32\x1c.atp.v1.CandidateExplanation\x12+\n\nsubstitute\x18\x06 \x01(\x0b\x32\x17.atp.v1.SubstituteOffer\x12\x32\n\x0bsubstitutes\x18\x07 \x03(\x0b\x32\x1d.atp.v1.SubstituteExplanation\"\x80\x01\n\x0fSubstituteOffer\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\'\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\x12.atp.v1.Allocation\x12\'\n\x0cpromise_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\x0e\n\x06reason\x18\x04 \x01(\t\"E\n\x15SubstituteExplanation\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"p\n\x0fPromiseResponse\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.atp.v1.LinePromise\x12\'\n\x0cpromise_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x32\x9e\x01\n\x0c\x41vailability\x12R\n\x0fGetAvailability\x12\x1e.atp.v1.GetAvailabilityRequest\x1a\x1f.atp.v1.GetAvailabilityResponse\x12:\n\x07Promise\x12\x16.atp.v1.PromiseRequest\x1a\x17.atp.v1.PromiseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atp.v1.availability_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETAVAILABILITYREQUEST']._serialized_start=83
-  _globals['_GETAVAILABILITYREQUEST']._serialized_end=222
-  _globals['_NETWORKAVAILABILITY']._serialized_start=225
-  _globals['_NETWORKAVAILABILITY']._serialized_end=432
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=434
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=541
-  _globals['_ORDERLINE']._serialized_start=543
-  _globals['_ORDERLINE']._serialized_end=668
-  _globals['_PROMISEREQUEST']._serialized_start=671
-  _globals['_PROMISEREQUEST']._serialized_end=866
-  _globals['_ALLOCATION']._serialized_start=869
-  _globals['_ALLOCATION']._serialized_end=1018
-  _globals['_CANDIDATEEXPLANATION']._serialized_start=1020
-  _globals['_CANDIDATEEXPLANATION']._serialized_end=1092
-  _globals['_LINEPROMISE']._serialized_start=1095
-  _globals['_LINEPROMISE']._serialized_end=1386
-  _globals['_SUBSTITUTEOFFER']._serialized_start=1389
-  _globals['_SUBSTITUTEOFFER']._serialized_end=1517
-  _globals['_SUBSTITUTEEXPLANATION']._serialized_start=1519
-  _globals['_SUBSTITUTEEXPLANATION']._serialized_end=1588
-  _globals['_PROMISERESPONSE']._serialized_start=1590
-  _globals['_PROMISERESPONSE']._serialized_end=1702
-  _globals['_AVAILABILITY']._serialized_start=1705
-  _globals['_AVAILABILITY']._serialized_end=1863
+  _globals['_GETAVAILABILITYREQUEST']._serialized_end=268
+  _globals['_NETWORKAVAILABILITY']._serialized_start=271
+  _globals['_NETWORKAVAILABILITY']._serialized_end=478
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=480
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=587
+  _globals['_ORDERLINE']._serialized_start=589
+  _globals['_ORDERLINE']._serialized_end=714
+  _globals['_PROMISEREQUEST']._serialized_start=717
+  _globals['_PROMISEREQUEST']._serialized_end=958
+  _globals['_ALLOCATION']._serialized_start=961
+  _globals['_ALLOCATION']._serialized_end=1110
+  _globals['_CANDIDATEEXPLANATION']._serialized_start=1112
+  _globals['_CANDIDATEEXPLANATION']._serialized_end=1184
+  _globals['_LINEPROMISE']._serialized_start=1187
+  _globals['_LINEPROMISE']._serialized_end=1478
+  _globals['_SUBSTITUTEOFFER']._serialized_start=1481
+  _globals['_SUBSTITUTEOFFER']._serialized_end=1609
+  _globals['_SUBSTITUTEEXPLANATION']._serialized_start=1611
+  _globals['_SUBSTITUTEEXPLANATION']._serialized_end=1680
+  _globals['_PROMISERESPONSE']._serialized_start=1682
+  _globals['_PROMISERESPONSE']._serialized_end=1794
+  _globals['_AVAILABILITY']._serialized_start=1797
+  _globals['_AVAILABILITY']._serialized_end=1955
 # @@protoc_insertion_point(module_scope)

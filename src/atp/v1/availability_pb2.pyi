@@ -9,20 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetAvailabilityRequest(_message.Message):
-    __slots__ = ("skus", "node_ids", "include_timeline", "priority", "min_sequence", "channel")
+    __slots__ = ("skus", "node_ids", "include_timeline", "priority", "min_sequence", "channel", "consistency")
     SKUS_FIELD_NUMBER: _ClassVar[int]
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TIMELINE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     skus: _containers.RepeatedScalarFieldContainer[str]
     node_ids: _containers.RepeatedScalarFieldContainer[str]
     include_timeline: bool
     priority: int
     min_sequence: int
     channel: str
-    def __init__(self, skus: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ..., include_timeline: _Optional[bool] = ..., priority: _Optional[int] = ..., min_sequence: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, skus: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ..., include_timeline: _Optional[bool] = ..., priority: _Optional[int] = ..., min_sequence: _Optional[int] = ..., channel: _Optional[str] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class NetworkAvailability(_message.Message):
     __slots__ = ("sku", "on_hand", "allocated", "reserved", "held", "safety_stock", "inbound", "available", "channels")
@@ -69,7 +71,7 @@ class OrderLine(_message.Message):
     def __init__(self, line_id: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., substitute_skus: _Optional[_Iterable[str]] = ..., need_by_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class PromiseRequest(_message.Message):
-    __slots__ = ("lines", "destination_region", "policy", "priority", "explain", "min_sequence", "channel")
+    __slots__ = ("lines", "destination_region", "policy", "priority", "explain", "min_sequence", "channel", "consistency")
     LINES_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_REGION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class PromiseRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedCompositeFieldContainer[OrderLine]
     destination_region: str
     policy: _common_pb2.FulfillmentPolicy
@@ -84,7 +87,8 @@ class PromiseRequest(_message.Message):
     explain: bool
     min_sequence: int
     channel: str
-    def __init__(self, lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., priority: _Optional[int] = ..., explain: _Optional[bool] = ..., min_sequence: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., destination_region: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.FulfillmentPolicy, _Mapping]] = ..., priority: _Optional[int] = ..., explain: _Optional[bool] = ..., min_sequence: _Optional[int] = ..., channel: _Optional[str] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("node_id", "quantity", "ship_date", "delivery_date", "from_inbound")

@@ -11,6 +11,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReadConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_CONSISTENCY_UNSPECIFIED: _ClassVar[ReadConsistency]
+    READ_CONSISTENCY_LINEARIZABLE: _ClassVar[ReadConsistency]
+    READ_CONSISTENCY_STALE: _ClassVar[ReadConsistency]
+READ_CONSISTENCY_UNSPECIFIED: ReadConsistency
+READ_CONSISTENCY_LINEARIZABLE: ReadConsistency
+READ_CONSISTENCY_STALE: ReadConsistency
+
 class Lane(_message.Message):
     __slots__ = ("region", "transit_days", "cost")
     REGION_FIELD_NUMBER: _ClassVar[int]

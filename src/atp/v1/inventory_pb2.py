@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from atp.v1 import common_pb2 as atp_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61tp/v1/inventory.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\"/\n\x11UpsertNodeRequest\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.atp.v1.Node\"(\n\x10ListNodesRequest\x12\x14\n\x0cmin_sequence\x18\x01 \x01(\x04\"0\n\x11ListNodesResponse\x12\x1b\n\x05nodes\x18\x01 \x03(\x0b\x32\x0c.atp.v1.Node\"\xfe\x01\n\rStockMovement\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.atp.v1.StockMovement.Type\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x12\n\nto_node_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"o\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RECEIPT\x10\x01\x12\n\n\x06RETURN\x10\x02\x12\r\n\tSHRINKAGE\x10\x03\x12\n\n\x06\x44\x41MAGE\x10\x04\x12\x0f\n\x0b\x43YCLE_COUNT\x10\x05\x12\x0c\n\x08TRANSFER\x10\x06\"R\n\x12\x41\x64justStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\tmovements\x18\x02 \x03(\x0b\x32\x15.atp.v1.StockMovement\"S\n\x13\x41\x64justStockResponse\x12#\n\tpositions\x18\x01 \x03(\x0b\x32\x10.atp.v1.Position\x12\x17\n\x0f\x63ommit_sequence\x18\x02 \x01(\x04\"G\n\x15SetSafetyStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"5\n\x13UpsertSupplyRequest\x12\x1e\n\x06supply\x18\x01 \x01(\x0b\x32\x0e.atp.v1.Supply\"O\n\x14ReceiveSupplyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tsupply_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"\x86\x01\n\x11ListSupplyRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_closed\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x06 \x01(\x04\"O\n\x12ListSupplyResponse\x12 \n\x08supplies\x18\x01 \x03(\x0b\x32\x0e.atp.v1.Supply\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x10PlaceHoldRequest\x12\x1a\n\x04hold\x18\x01 \x01(\x0b\x32\x0c.atp.v1.Hold\"%\n\x12ReleaseHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"m\n\x10ListHoldsRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x05 \x01(\x04\"I\n\x11ListHoldsResponse\x12\x1b\n\x05holds\x18\x01 \x03(\x0b\x32\x0c.atp.v1.Hold\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x05\n\tInventory\x12\x35\n\nUpsertNode\x12\x19.atp.v1.UpsertNodeRequest\x1a\x0c.atp.v1.Node\x12@\n\tListNodes\x12\x18.atp.v1.ListNodesRequest\x1a\x19.atp.v1.ListNodesResponse\x12\x46\n\x0b\x41\x64justStock\x12\x1a.atp.v1.AdjustStockRequest\x1a\x1b.atp.v1.AdjustStockResponse\x12\x41\n\x0eSetSafetyStock\x12\x1d.atp.v1.SetSafetyStockRequest\x1a\x10.atp.v1.Position\x12;\n\x0cUpsertSupply\x12\x1b.atp.v1.UpsertSupplyRequest\x1a\x0e.atp.v1.Supply\x12=\n\rReceiveSupply\x12\x1c.atp.v1.ReceiveSupplyRequest\x1a\x0e.atp.v1.Supply\x12\x43\n\nListSupply\x12\x19.atp.v1.ListSupplyRequest\x1a\x1a.atp.v1.ListSupplyResponse\x12\x33\n\tPlaceHold\x12\x18.atp.v1.PlaceHoldRequest\x1a\x0c.atp.v1.Hold\x12\x37\n\x0bReleaseHold\x12\x1a.atp.v1.ReleaseHoldRequest\x1a\x0c.atp.v1.Hold\x12@\n\tListHolds\x12\x18.atp.v1.ListHoldsRequest\x1a\x19.atp.v1.ListHoldsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61tp/v1/inventory.proto\x12\x06\x61tp.v1\x1a\x13\x61tp/v1/common.proto\"/\n\x11UpsertNodeRequest\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.atp.v1.Node\"V\n\x10ListNodesRequest\x12\x14\n\x0cmin_sequence\x18\x01 \x01(\x04\x12,\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x17.atp.v1.ReadConsistency\"0\n\x11ListNodesResponse\x12\x1b\n\x05nodes\x18\x01 \x03(\x0b\x32\x0c.atp.v1.Node\"\xfe\x01\n\rStockMovement\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.atp.v1.StockMovement.Type\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x12\n\nto_node_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"o\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RECEIPT\x10\x01\x12\n\n\x06RETURN\x10\x02\x12\r\n\tSHRINKAGE\x10\x03\x12\n\n\x06\x44\x41MAGE\x10\x04\x12\x0f\n\x0b\x43YCLE_COUNT\x10\x05\x12\x0c\n\x08TRANSFER\x10\x06\"R\n\x12\x41\x64justStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\tmovements\x18\x02 \x03(\x0b\x32\x15.atp.v1.StockMovement\"S\n\x13\x41\x64justStockResponse\x12#\n\tpositions\x18\x01 \x03(\x0b\x32\x10.atp.v1.Position\x12\x17\n\x0f\x63ommit_sequence\x18\x02 \x01(\x04\"G\n\x15SetSafetyStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"5\n\x13UpsertSupplyRequest\x12\x1e\n\x06supply\x18\x01 \x01(\x0b\x32\x0e.atp.v1.Supply\"O\n\x14ReceiveSupplyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tsupply_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"\xb4\x01\n\x11ListSupplyRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x16\n\x0einclude_closed\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x06 \x01(\x04\x12,\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x17.atp.v1.ReadConsistency\"O\n\x12ListSupplyResponse\x12 \n\x08supplies\x18\x01 \x03(\x0b\x32\x0e.atp.v1.Supply\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x10PlaceHoldRequest\x12\x1a\n\x04hold\x18\x01 \x01(\x0b\x32\x0c.atp.v1.Hold\"%\n\x12ReleaseHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"\x9b\x01\n\x10ListHoldsRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x14\n\x0cmin_sequence\x18\x05 \x01(\x04\x12,\n\x0b\x63onsistency\x18\x06 \x01(\x0e\x32\x17.atp.v1.ReadConsistency\"I\n\x11ListHoldsResponse\x12\x1b\n\x05holds\x18\x01 \x03(\x0b\x32\x0c.atp.v1.Hold\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x05\n\tInventory\x12\x35\n\nUpsertNode\x12\x19.atp.v1.UpsertNodeRequest\x1a\x0c.atp.v1.Node\x12@\n\tListNodes\x12\x18.atp.v1.ListNodesRequest\x1a\x19.atp.v1.ListNodesResponse\x12\x46\n\x0b\x41\x64justStock\x12\x1a.atp.v1.AdjustStockRequest\x1a\x1b.atp.v1.AdjustStockResponse\x12\x41\n\x0eSetSafetyStock\x12\x1d.atp.v1.SetSafetyStockRequest\x1a\x10.atp.v1.Position\x12;\n\x0cUpsertSupply\x12\x1b.atp.v1.UpsertSupplyRequest\x1a\x0e.atp.v1.Supply\x12=\n\rReceiveSupply\x12\x1c.atp.v1.ReceiveSupplyRequest\x1a\x0e.atp.v1.Supply\x12\x43\n\nListSupply\x12\x19.atp.v1.ListSupplyRequest\x1a\x1a.atp.v1.ListSupplyResponse\x12\x33\n\tPlaceHold\x12\x18.atp.v1.PlaceHoldRequest\x1a\x0c.atp.v1.Hold\x12\x37\n\x0bReleaseHold\x12\x1a.atp.v1.ReleaseHoldRequest\x1a\x0c.atp.v1.Hold\x12@\n\tListHolds\x12\x18.atp.v1.ListHoldsRequest\x1a\x19.atp.v1.ListHoldsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,35 +35,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTNODEREQUEST']._serialized_start=55
   _globals['_UPSERTNODEREQUEST']._serialized_end=102
   _globals['_LISTNODESREQUEST']._serialized_start=104
-  _globals['_LISTNODESREQUEST']._serialized_end=144
-  _globals['_LISTNODESRESPONSE']._serialized_start=146
-  _globals['_LISTNODESRESPONSE']._serialized_end=194
-  _globals['_STOCKMOVEMENT']._serialized_start=197
-  _globals['_STOCKMOVEMENT']._serialized_end=451
-  _globals['_STOCKMOVEMENT_TYPE']._serialized_start=340
-  _globals['_STOCKMOVEMENT_TYPE']._serialized_end=451
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=453
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=535
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=537
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=620
-  _globals['_SETSAFETYSTOCKREQUEST']._serialized_start=622
-  _globals['_SETSAFETYSTOCKREQUEST']._serialized_end=693
-  _globals['_UPSERTSUPPLYREQUEST']._serialized_start=695
-  _globals['_UPSERTSUPPLYREQUEST']._serialized_end=748
-  _globals['_RECEIVESUPPLYREQUEST']._serialized_start=750
-  _globals['_RECEIVESUPPLYREQUEST']._serialized_end=829
-  _globals['_LISTSUPPLYREQUEST']._serialized_start=832
-  _globals['_LISTSUPPLYREQUEST']._serialized_end=966
-  _globals['_LISTSUPPLYRESPONSE']._serialized_start=968
-  _globals['_LISTSUPPLYRESPONSE']._serialized_end=1047
-  _globals['_PLACEHOLDREQUEST']._serialized_start=1049
-  _globals['_PLACEHOLDREQUEST']._serialized_end=1095
-  _globals['_RELEASEHOLDREQUEST']._serialized_start=1097
-  _globals['_RELEASEHOLDREQUEST']._serialized_end=1134
-  _globals['_LISTHOLDSREQUEST']._serialized_start=1136
-  _globals['_LISTHOLDSREQUEST']._serialized_end=1245
-  _globals['_LISTHOLDSRESPONSE']._serialized_start=1247
-  _globals['_LISTHOLDSRESPONSE']._serialized_end=1320
-  _globals['_INVENTORY']._serialized_start=1323
-  _globals['_INVENTORY']._serialized_end=1963
+  _globals['_LISTNODESREQUEST']._serialized_end=190
+  _globals['_LISTNODESRESPONSE']._serialized_start=192
+  _globals['_LISTNODESRESPONSE']._serialized_end=240
+  _globals['_STOCKMOVEMENT']._serialized_start=243
+  _globals['_STOCKMOVEMENT']._serialized_end=497
+  _globals['_STOCKMOVEMENT_TYPE']._serialized_start=386
+  _globals['_STOCKMOVEMENT_TYPE']._serialized_end=497
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=499
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=581
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=583
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=666
+  _globals['_SETSAFETYSTOCKREQUEST']._serialized_start=668
+  _globals['_SETSAFETYSTOCKREQUEST']._serialized_end=739
+  _globals['_UPSERTSUPPLYREQUEST']._serialized_start=741
+  _globals['_UPSERTSUPPLYREQUEST']._serialized_end=794
+  _globals['_RECEIVESUPPLYREQUEST']._serialized_start=796
+  _globals['_RECEIVESUPPLYREQUEST']._serialized_end=875
+  _globals['_LISTSUPPLYREQUEST']._serialized_start=878
+  _globals['_LISTSUPPLYREQUEST']._serialized_end=1058
+  _globals['_LISTSUPPLYRESPONSE']._serialized_start=1060
+  _globals['_LISTSUPPLYRESPONSE']._serialized_end=1139
+  _globals['_PLACEHOLDREQUEST']._serialized_start=1141
+  _globals['_PLACEHOLDREQUEST']._serialized_end=1187
+  _globals['_RELEASEHOLDREQUEST']._serialized_start=1189
+  _globals['_RELEASEHOLDREQUEST']._serialized_end=1226
+  _globals['_LISTHOLDSREQUEST']._serialized_start=1229
+  _globals['_LISTHOLDSREQUEST']._serialized_end=1384
+  _globals['_LISTHOLDSRESPONSE']._serialized_start=1386
+  _globals['_LISTHOLDSRESPONSE']._serialized_end=1459
+  _globals['_INVENTORY']._serialized_start=1462
+  _globals['_INVENTORY']._serialized_end=2102
 # @@protoc_insertion_point(module_scope)

@@ -15,10 +15,12 @@ class UpsertNodeRequest(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
-    __slots__ = ("min_sequence",)
+    __slots__ = ("min_sequence", "consistency")
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     min_sequence: int
-    def __init__(self, min_sequence: _Optional[int] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, min_sequence: _Optional[int] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
@@ -101,20 +103,22 @@ class ReceiveSupplyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., supply_id: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class ListSupplyRequest(_message.Message):
-    __slots__ = ("sku", "node_id", "include_closed", "page_size", "page_token", "min_sequence")
+    __slots__ = ("sku", "node_id", "include_closed", "page_size", "page_token", "min_sequence", "consistency")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CLOSED_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     include_closed: bool
     page_size: int
     page_token: str
     min_sequence: int
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., include_closed: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., include_closed: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class ListSupplyResponse(_message.Message):
     __slots__ = ("supplies", "next_page_token")
@@ -137,18 +141,20 @@ class ReleaseHoldRequest(_message.Message):
     def __init__(self, hold_id: _Optional[str] = ...) -> None: ...
 
 class ListHoldsRequest(_message.Message):
-    __slots__ = ("sku", "node_id", "page_size", "page_token", "min_sequence")
+    __slots__ = ("sku", "node_id", "page_size", "page_token", "min_sequence", "consistency")
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     sku: str
     node_id: str
     page_size: int
     page_token: str
     min_sequence: int
-    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, sku: _Optional[str] = ..., node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class ListHoldsResponse(_message.Message):
     __slots__ = ("holds", "next_page_token")

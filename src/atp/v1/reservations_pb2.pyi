@@ -108,15 +108,17 @@ class ExtendRequest(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class GetReservationRequest(_message.Message):
-    __slots__ = ("reservation_id", "min_sequence")
+    __slots__ = ("reservation_id", "min_sequence", "consistency")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     min_sequence: int
-    def __init__(self, reservation_id: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, reservation_id: _Optional[str] = ..., min_sequence: _Optional[int] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class ListReservationsRequest(_message.Message):
-    __slots__ = ("state", "sku", "node_id", "at_risk", "page_size", "page_token", "min_sequence")
+    __slots__ = ("state", "sku", "node_id", "at_risk", "page_size", "page_token", "min_sequence", "consistency")
     STATE_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,7 @@ class ListReservationsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.Reservation.State
     sku: str
     node_id: str
@@ -131,7 +134,8 @@ class ListReservationsRequest(_message.Message):
     page_size: int
     page_token: str
     min_sequence: int
-    def __init__(self, state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., at_risk: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ...) -> None: ...
+    consistency: _common_pb2.ReadConsistency
+    def __init__(self, state: _Optional[_Union[_common_pb2.Reservation.State, str]] = ..., sku: _Optional[str] = ..., node_id: _Optional[str] = ..., at_risk: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_sequence: _Optional[int] = ..., consistency: _Optional[_Union[_common_pb2.ReadConsistency, str]] = ...) -> None: ...
 
 class ListReservationsResponse(_message.Message):
     __slots__ = ("reservations", "next_page_token")

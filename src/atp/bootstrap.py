@@ -30,6 +30,7 @@ from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.allocations import AllocationsServicer
 from atp.server.authorization import Authorization
 from atp.server.cluster_node import ClusterNode
+from atp.server.command_link import CommandLink, CommandLinkServer
 from atp.server.decoding import GuardingRegistrar
 from atp.server.gateway import CommitBoard, GatewayInterceptor, publish_commits
 from atp.server.health import CountedHealthServicer
@@ -156,6 +157,10 @@ class ServerConfig:
     # The file the writer of `atpd --gateways` publishes its commit in, for its gateways'
     # reads (server/gateway.py CommitBoard); "" for none (a gateway then asks the writer).
     commit_file: str = ""
+    # The Unix socket of the command link (server/command_link.py): the writer of `atpd
+    # --gateways` serves it, and its gateways send the writes they decoded over it; "" for
+    # none (a gateway then forwards writes to the writer as gRPC calls).
+    command_link: str = ""
     reuse_port: bool = False
     follower_id: str = ""
 
@@ -224,11 +229,18 @@ class AtpServer:
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
+        self.command_link = (CommandLink(config.command_link)
+                             if config.gateway_of and config.command_link else None)
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
-                                           writer_health=(WRITES_HEALTH_NAME,))
+                                           writer_health=(WRITES_HEALTH_NAME,),
+                                           applies_writes=self.command_link is not None)
                         if config.gateway_of else None)
-        if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
-            publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
+        self.command_link_server: CommandLinkServer | None = None
+        if not config.gateway_of:  # the writer of `--gateways N`
+            if config.commit_file:
+                publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
+            if config.command_link:
+                self.command_link_server = CommandLinkServer(self.writer, config.command_link)
         self.server = grpc.aio.server(
             # The gate innermost: the metrics interceptor counts its refusals (and the
             # authorization's) like any answer.
@@ -273,6 +285,9 @@ class AtpServer:
                                   ReservationsServicer(self.writer, address),
                                   AllocationsServicer(self.writer, address))
         inventory, availability, reservations, allocations = self._ledger_servicers
+        if self.command_link is not None:  # a gateway's writes go to the writer process
+            for servicer in self._ledger_servicers:
+                servicer.mutations = self.command_link
         inventory_pb2_grpc.add_InventoryServicer_to_server(inventory, ours)
         availability_pb2_grpc.add_AvailabilityServicer_to_server(availability, ours)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(reservations, ours)
@@ -319,6 +334,8 @@ class AtpServer:
         if self.writer.leads:
             # Expire what fell due while the server was down before taking any call.
             await self.writer.expire_backlog()
+        if self.command_link_server is not None:
+            await self.command_link_server.start()
         await self.server.start()
         if self.member is not None:
             self.member.start()
@@ -368,12 +385,16 @@ class AtpServer:
         await self.server.stop(self.config.grace_seconds)
         if self.gateway is not None:
             await self.gateway.close()
+        if self.command_link is not None:
+            await self.command_link.close()
         if self.member is not None:  # calls drained: resign, then stop following
             await self.member.stop()
             await self.member.etcd.close()
             if self.follower is not None:
                 await self.follower.stop()
         await self.writer.close()
+        if self.command_link_server is not None:  # after the final commit has answered
+            await self.command_link_server.close()
         self._freezer.cancel()
         if self._tls_watch is not None:
             self._tls_watch.cancel()

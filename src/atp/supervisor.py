@@ -55,6 +55,8 @@ ROLES = (WRITER, GATEWAY)
 SOCKET_NAME = "writer.sock"
 # Beside it, the writer's last durable commit, which gateways read before each read.
 COMMIT_FILE_NAME = "commit"
+# ... and the command link's socket, which gateways send the writes they decoded over.
+COMMAND_LINK_NAME = "commands.sock"
 # The line a child (and atpd) prints once it serves.
 LISTENING = "atpd listening on "
 # How often the supervisor looks at its children.
@@ -111,13 +113,15 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
     """A child's configuration: the supervisor's, made into a writer's or a gateway's."""
     target = f"unix:{args.writer_socket}"
     commit_file = str(Path(args.writer_socket).with_name(COMMIT_FILE_NAME))
+    command_link = str(Path(args.writer_socket).with_name(COMMAND_LINK_NAME))
     if args.gateway_role == WRITER:
         # Named by the public address in its writes' metadata, as a single atpd would be.
         return dataclasses.replace(config, listen=target, advertise=args.listen, tls=None,
-                                   peer_tls=None, commit_file=commit_file)
+                                   peer_tls=None, commit_file=commit_file,
+                                   command_link=command_link)
     return dataclasses.replace(
         config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
-        commit_file=commit_file,
+        commit_file=commit_file, command_link=command_link,
         follower_id=gateway_follower_id(args.gateway_index), advertise=args.listen,
         metrics_listen=gateway_metrics(config.metrics_listen, args.gateway_index),
         peer_tls=None, sync_replicas=0)

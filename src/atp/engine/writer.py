@@ -13,7 +13,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar, overload
 
@@ -226,6 +226,30 @@ class Writer:
         outcomes, durable = self.apply(batch, principal)
         await self.until_durable(durable, len(batch))
         return outcomes
+
+    async def execute_each(
+        self, batch: Sequence[commands.Command], present: Callable[[Outcome], T],
+        principal: str = "",
+    ) -> list[T]:
+        """Applies commands one by one in one step and presents each outcome (a refusal
+        too) at once; the answers, once durable. Raises Unavailable/ResourceExhausted,
+        having applied nothing, when the writer cannot take commands."""
+        outcomes, durable = self.apply(batch, principal)
+        answers = [present(outcome) for outcome in outcomes]
+        await self.until_durable(durable, len(batch))
+        return answers
+
+    def submit(
+        self, command: commands.Command, present: Callable[[Outcome], T], principal: str = ""
+    ) -> Awaitable[T]:
+        """Applies one command now and presents its outcome at once (a command the writer
+        cannot take is presented as its refusal); the answer is awaited once durable. A
+        stream's messages: applied in the order they arrive, answered as they commit."""
+        try:
+            outcome, durable = self.apply_one(command, principal)
+        except LedgerError as error:
+            return _answered(present(Refused(error)), None, self)
+        return _answered(present(outcome), durable, self)
 
     def apply_one(
         self, command: commands.Command, principal: str = ""
@@ -713,3 +737,8 @@ def _refuse(waiters: Sequence[asyncio.Future[None]], error: LedgerError) -> None
         if not future.done():
             future.set_exception(error)
             future.exception()  # mark retrieved: waiters may have gone
+
+
+async def _answered(answer: T, durable: asyncio.Future[None] | None, writer: Writer) -> T:
+    await writer.until_durable(durable)
+    return answer

@@ -142,14 +142,15 @@ def check_safety_stock(command: commands.SetSafetyStock) -> None:
     v.raise_if_any()
 
 
-def check_supply(command: commands.UpsertSupply, today: Day) -> Day:
+def check_supply(command: commands.UpsertSupply, today: Day | None) -> Day:
+    """UpsertSupply's checks; with today None, all but the date's distance from today."""
     v = Violations()
     v.identifier("supply.supply_id", command.supply_id)
     v.identifier("supply.sku", command.sku, required=False)
     v.identifier("supply.node_id", command.node_id, required=False)
     v.quantity("supply.quantity", command.quantity, allow_zero=True)
     day = v.date("supply.expected_date", command.expected_date, required=True)
-    if day is not None and day > today + limits.horizon_days_max:
+    if day is not None and today is not None and day > today + limits.horizon_days_max:
         v.add("supply.expected_date", f"more than {limits.horizon_days_max} days ahead")
     v.raise_if_any()
     assert day is not None
@@ -164,26 +165,34 @@ def check_receive(command: commands.ReceiveSupply) -> None:
     v.raise_if_any()
 
 
-def check_hold(command: commands.PlaceHold, now: float) -> None:
+def check_hold(command: commands.PlaceHold, now: float | None) -> None:
+    """PlaceHold's checks; with now None, all but expire_time's being in the future."""
     v = Violations()
     v.identifier("hold.hold_id", command.hold_id)
     v.identifier("hold.sku", command.sku)
     v.identifier("hold.node_id", command.node_id)
     v.quantity("hold.quantity", command.quantity)
     v.text("hold.reason", command.reason)
-    if command.expire_time is not None and command.expire_time <= now:
+    if command.expire_time is not None and now is not None and command.expire_time <= now:
         v.add("hold.expire_time", "must be in the future")
     v.raise_if_any()
 
 
-def check_reserve(command: commands.Reserve, today: Day) -> list[Day | None]:
-    """Validates a Reserve and returns each line's requested ship day (None: earliest)."""
+def check_release_hold(command: commands.ReleaseHold) -> None:
+    v = Violations()
+    v.identifier("hold_id", command.hold_id)
+    v.raise_if_any()
+
+
+def check_reserve(command: commands.Reserve, today: Day | None) -> list[Day | None]:
+    """Validates a Reserve and returns each line's requested ship day (None: earliest).
+    With today None, all but the ship dates' distance from today."""
     if _is_plain_reserve(command):
         return [None] * len(command.lines)
     return check_reserve_fields(command, today)
 
 
-def check_reserve_fields(command: commands.Reserve, today: Day) -> list[Day | None]:
+def check_reserve_fields(command: commands.Reserve, today: Day | None) -> list[Day | None]:
     """check_reserve field by field, naming every violation."""
     v = Violations()
     v.identifier("reservation_id", command.reservation_id)
@@ -322,7 +331,9 @@ def id_problem(value: str) -> str:
     return ""
 
 
-def _check_line(v: Violations, path: str, line: commands.LineRequest, today: Day) -> Day | None:
+def _check_line(
+    v: Violations, path: str, line: commands.LineRequest, today: Day | None
+) -> Day | None:
     v.identifier(f"{path}.line_id", line.line_id)
     v.identifier(f"{path}.sku", line.sku)
     v.identifier(f"{path}.node_id", line.node_id, required=False)
@@ -332,9 +343,11 @@ def _check_line(v: Violations, path: str, line: commands.LineRequest, today: Day
     _check_substitutes(v, path, line.sku, line.substitute_skus)
     v.date(f"{path}.need_by_date", line.need_by_date, required=False)
     day = v.date(f"{path}.ship_date", line.ship_date, required=False)
-    if day is not None and day < today:
+    if day is None or today is None:
+        return day
+    if day < today:
         v.add(f"{path}.ship_date", "is in the past")
-    elif day is not None and day > today + limits.horizon_days_max:
+    elif day > today + limits.horizon_days_max:
         v.add(f"{path}.ship_date", f"more than {limits.horizon_days_max} days ahead")
     return day
 

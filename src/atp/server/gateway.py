@@ -78,6 +78,17 @@ WRITER_RECONNECT_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+# The writes a gateway with a command link decodes, validates and answers itself, sending
+# only their commands to the writer: those whose answer is built from the command's outcome
+# alone. The rest (AdjustStock and SetSafetyStock answer positions read from the ledger,
+# Reallocate plans on it, the admin and replication services) are relayed as calls.
+APPLIED_HERE = frozenset({
+    *(f"/atp.v1.Reservations/{name}" for name in (
+        "Reserve", "ReserveBatch", "ReserveStream", "Commit", "Release", "Fulfill", "Extend",
+        "RecordDelivery")),
+    *(f"/atp.v1.Inventory/{name}" for name in (
+        "UpsertNode", "UpsertSupply", "ReceiveSupply", "PlaceHold", "ReleaseHold")),
+})
 # The generated stubs' constructors are unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
 _health_stub: Callable[[grpc.aio.Channel], Any] = health_pb2_grpc.HealthStub
@@ -240,8 +251,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     forwarded call like any other."""
 
     def __init__(self, writer: Writer, writer_target: str, commit_file: str = "",
-                 writer_health: tuple[str, ...] = ()) -> None:
+                 writer_health: tuple[str, ...] = (), applies_writes: bool = False) -> None:
         self.writer = writer
+        # The writes this gateway decodes and applies through its command link (its
+        # servicers' `mutations`) rather than relaying the call.
+        self.applied_here = APPLIED_HERE if applies_writes else frozenset()
         # Health names only the writer can answer (whether it takes writes): Check asks it.
         self.writer_health = frozenset(writer_health)
         # Where the writer's commit is learned: its board (same machine), else by queries.
@@ -277,7 +291,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         method = handler_call_details.method
         if handler is None:
             return handler
-        if not is_local(method):
+        if not is_local(method) and method not in self.applied_here:
             forwarder = self._forwarders.get(method)
             if forwarder is None:
                 forwarder = self._forwarders[method] = self._forwarding(method, handler)

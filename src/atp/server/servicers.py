@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +35,7 @@ from atp.ledger.validation import Violations
 from atp.persistence.archive import StoreArchive
 from atp.server import channel_views, convert, status
 from atp.server.authorization import caller_name
+from atp.server.command_link import CommandLink
 from atp.server.decoding import Undecodable, read_options
 from atp.server.status import abort
 from atp.v1 import (
@@ -62,8 +63,8 @@ READ_WAIT_MAX_S = 30.0
 # How long before the call's deadline a read gives up waiting, to answer UNAVAILABLE (this
 # member is behind: retry, or read elsewhere) rather than let the deadline expire.
 READ_DEADLINE_MARGIN_S = 0.2
-# A stream message's answer and the durability future it waits for.
-_StreamItem = tuple[reservations_pb2.ReserveResult, "asyncio.Future[None] | None"]
+# A stream message's answer, once durable.
+_StreamItem = Awaitable[reservations_pb2.ReserveResult]
 
 
 class LedgerServicer:
@@ -73,6 +74,9 @@ class LedgerServicer:
     def __init__(self, writer: Writer, address: str = "") -> None:
         self.writer = writer
         self.address = address  # this member's advertised HOST:PORT
+        # Where commands go: the writer itself, or on a gateway of `atpd --gateways N` the
+        # link to the writer process (reads still come from `writer`, the gateway's copy).
+        self.mutations: Writer | CommandLink = writer
 
     @property
     def ledger(self) -> Ledger:
@@ -92,7 +96,7 @@ class LedgerServicer:
         result (a `kind`) at once and answers that once durable; a refusal ends the call with
         its status."""
         try:
-            answer = await self.writer.execute(
+            answer = await self.mutations.execute(
                 build(), presenting(kind, present), principal=caller_name())
         except LedgerError as error:  # not a command; or overloaded, stopping
             await abort(context, error)
@@ -104,7 +108,8 @@ class LedgerServicer:
         return answer
 
     def _stamp(self, context: grpc.aio.ServicerContext, answer: object) -> None:
-        stamp_commit(context, answer, self.writer.commit_index, self.writer.term, self.address)
+        stamp_commit(context, answer, self.mutations.commit_index, self.mutations.term,
+                     self.address)
 
     async def _read(
         self, context: grpc.aio.ServicerContext, read: Callable[[], T], request: Any = None
@@ -315,14 +320,22 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
                 "requests", f"{count} requests; 1..{limits.batch_requests_max} allowed"))
         built = [reserve_command(item) for item in request.requests]
         accepted = [item for item in built if not isinstance(item, Refused)]
+        response = reservations_pb2.ReserveBatchResponse()
+        awaiting: list[reservations_pb2.ReserveResult] = []  # the accepted items' results
+        for item, item_built in zip(request.requests, built):
+            result = response.results.add(reservation_id=item.reservation_id)
+            if isinstance(item_built, Refused):
+                fill_reserve_result(result, item.reservation_id, item_built)
+            else:
+                awaiting.append(result)
+        unfilled = iter(awaiting)
+
+        def present(outcome: Outcome) -> None:  # in place: batches hold 1,000 reservations
+            result = next(unfilled)
+            fill_reserve_result(result, result.reservation_id, outcome)
+
         try:
-            applied, durable = self.writer.apply(accepted, caller_name())
-            outcomes = iter(applied)
-            response = reservations_pb2.ReserveBatchResponse()
-            for item, item_built in zip(request.requests, built):
-                outcome = item_built if isinstance(item_built, Refused) else next(outcomes)
-                fill_reserve_result(response.results.add(), item.reservation_id, outcome)
-            await self.writer.until_durable(durable, len(accepted))
+            await self.mutations.execute_each(accepted, present, caller_name())
         except LedgerError as error:  # overloaded or stopping; or storage failed meanwhile
             await abort(context, error)
         self._stamp(context, response)
@@ -359,9 +372,8 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             if self.streams_ending:
                 reader.cancel()
             while (item := await in_flight.get()) is not None:
-                result, durable = item
-                await self.writer.until_durable(durable)
-                result.commit_sequence = self.writer.commit_index
+                result = await item
+                result.commit_sequence = self.mutations.commit_index
                 yield result
             await asyncio.wait((reader,))
             if reader.cancelled():  # only end_streams cancels it while the call goes on
@@ -381,18 +393,16 @@ class ReservationsServicer(LedgerServicer, reservations_pb2_grpc.ReservationsSer
             reader.cancel()
 
     def _apply_reserve(self, request: reservations_pb2.ReserveRequest | Undecodable) -> _StreamItem:
-        """Applies one stream message now (no task of its own) and builds its answer, which
-        goes out once durable."""
+        """Submits one stream message now (no task of its own: messages apply in the order
+        they arrive); its answer, built as it is applied, goes out once durable."""
         if isinstance(request, Undecodable):  # fails this message only, as any bad message does
-            return reserve_result("", Refused(request.error())), None
+            return _ready(reserve_result("", Refused(request.error())))
         built = reserve_command(request)
         if isinstance(built, Refused):
-            return reserve_result(request.reservation_id, built), None
-        try:
-            outcome, durable = self.writer.apply_one(built, caller_name())
-        except LedgerError as error:  # overloaded, stopping
-            return reserve_result(request.reservation_id, Refused(error)), None
-        return reserve_result(request.reservation_id, outcome), durable
+            return _ready(reserve_result(request.reservation_id, built))
+        reservation_id = request.reservation_id
+        return self.mutations.submit(
+            built, lambda outcome: reserve_result(reservation_id, outcome), caller_name())
 
     async def Commit(
         self, request: reservations_pb2.CommitRequest, context: Any
@@ -535,6 +545,10 @@ def check_watch_request(request: events_pb2.WatchRequest) -> None:
     for name in ("sku", "node_id", "reservation_id"):
         violations.identifier(name, getattr(request, name), required=False)
     violations.raise_if_any()
+
+
+async def _ready(answer: T) -> T:
+    return answer
 
 
 def reserve_command(request: reservations_pb2.ReserveRequest) -> commands.Reserve | Refused:

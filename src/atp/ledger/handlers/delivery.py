@@ -35,6 +35,9 @@ def record_delivery(
     _check_delivered_day(reservation, delivered_day, day_of(now))
     delivery = Delivery(delivered_day, command.units_delivered, command.damaged_units,
                         command.documentation_correct, now)
+    if delivery == reservation.delivery:  # the same record again: nothing changes (version)
+        state.remember_request(command.request_id, command, now)
+        return reservation
     reservation.delivery = delivery
     state.remember_request(command.request_id, command, now)
     state.save_reservation(reservation)

@@ -52,9 +52,7 @@ def _check_hold_fits(command: commands.PlaceHold, position: Position | None, tod
 
 
 def release_hold(state: LedgerState, command: commands.ReleaseHold, now: float) -> Hold:
-    violations = validation.Violations()
-    violations.identifier("hold_id", command.hold_id)
-    violations.raise_if_any()
+    validation.check_release_hold(command)
     hold = state.retained_hold(command.hold_id, now)
     if hold is None:
         raise NotFound("hold", command.hold_id)

@@ -23,7 +23,7 @@ from atp.engine.housekeeping import Retention
 from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
-from atp.ledger import Ledger, LedgerConfig
+from atp.ledger import Ledger, LedgerConfig, commands, gateway_plans
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
@@ -229,7 +229,7 @@ class AtpServer:
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
-        self.command_link = (CommandLink(config.command_link)
+        self.command_link = (CommandLink(config.command_link, offer=self._offer_plan)
                              if config.gateway_of and config.command_link else None)
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
                                            writer_health=(WRITES_HEALTH_NAME,),
@@ -275,6 +275,11 @@ class AtpServer:
         if port == "0":  # the port picked for us: name it in the writes' metadata
             for servicer in self._ledger_servicers:
                 servicer.address = f"{host}:{self.port}"
+
+    def _offer_plan(self, command: commands.Command) -> commands.Command:
+        """A gateway's command with the plan made on its copy, as it is now."""
+        return gateway_plans.offer(self.writer.ledger, command, self.writer.clock(),
+                                   self.writer.commit_index)
 
     def _add_services(self) -> None:
         # Our services' handlers answer undecodable request bytes as INVALID_ARGUMENT.

@@ -80,6 +80,22 @@ def test_writes_travel_as_commands_and_their_answers_match_one_process(tmp_path:
                 assert link_server.commands - applied == 30
                 assert link_server.frames - frames < 30
 
+                # A sourced reserve goes with the gateway's plan, which the writer takes.
+                await inventory_pb2_grpc.InventoryStub(channel).UpsertNode(
+                    inventory_pb2.UpsertNodeRequest(node=common_pb2.Node(
+                        node_id="n1", lanes=[common_pb2.Lane(region="EU", transit_days=1)])),
+                    timeout=10)
+                ledger = writer.writer.ledger
+                await gateway.writer.until_commit(writer.writer.commit_index, 10)
+                offered, taken = ledger.plans_offered, ledger.plans_taken
+                sourced = await reservations.Reserve(reservations_pb2.ReserveRequest(
+                    reservation_id="r-sourced", destination_region="EU",
+                    lines=[common_pb2.ReservationLine(line_id="l1", sku="s1", quantity=2)]),
+                    timeout=10)
+                assert [(line.node_id, line.quantity) for line in sourced.lines] == [("n1", 2)]
+                assert ledger.plans_offered == offered + 1
+                assert ledger.plans_taken == taken + 1
+
                 # The answer names the commit it is durable at; the writer holds it.
                 call = reservations.Reserve(_reserve("r-commit"), timeout=10)
                 answer = await call

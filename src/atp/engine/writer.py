@@ -120,6 +120,7 @@ class Writer:
         # (then replaced) each time it grows, for reads waiting on a min_sequence.
         self.commit_index = stored_commit(store)
         self._committed = asyncio.Event()
+        plans_valid_from(ledger, self.commit_index)
         # Set on a follower: the leader's address; commands are refused (NOT_LEADER) and
         # batches come from the leader instead (commit_replicated).
         self.leader_address: str | None = None
@@ -416,6 +417,8 @@ class Writer:
             self._inflight_waiters = waiters
             try:
                 changes = self.ledger.take_changes()
+                # What is applied from now on goes in the batch after this one.
+                self.ledger.change_mark = self.commit_index + 2
                 batch = encode_batch(changes)
                 number_batch(batch, self.commit_index + 1)
                 if self._terms_unstored:
@@ -448,6 +451,9 @@ class Writer:
 
     def _advance(self, commit: int) -> None:
         self.commit_index = commit
+        # What is applied from now on goes in the next batch (the mark of the gateway plans
+        # its changes would make stale: ledger/gateway_plans.py).
+        self.ledger.change_mark = commit + 1
         self._committed.set()
         self._committed = asyncio.Event()
 
@@ -593,6 +599,7 @@ class Writer:
         self.terms = stored_terms(self.store)
         self.term = self.terms[-1][0] if self.terms else 0
         self._advance(stored_commit(self.store))
+        plans_valid_from(ledger, self.commit_index)
         self.snapshots_installed += 1
         if self.on_snapshot_installed is not None:
             self.on_snapshot_installed(self.commit_index)
@@ -742,3 +749,10 @@ def _refuse(waiters: Sequence[asyncio.Future[None]], error: LedgerError) -> None
 async def _answered(answer: T, durable: asyncio.Future[None] | None, writer: Writer) -> T:
     await writer.until_durable(durable)
     return answer
+
+
+def plans_valid_from(ledger: Ledger, commit: int) -> None:
+    """A ledger loaded (or installed) at `commit` takes gateway plans made at it or later
+    only: what changed before is not marked (ledger/gateway_plans.py)."""
+    ledger.everything_changed = commit
+    ledger.change_mark = commit + 1

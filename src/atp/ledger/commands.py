@@ -210,6 +210,19 @@ class SetChannelAllocation:
     end_date: Date | None = None
 
 
+class PlannedReserve(NamedTuple):
+    """A Reserve whose lines (all sourced: none names a node) a gateway of `atpd --gateways
+    N` planned on its copy of the ledger, as it was at commit `planned_at` on `day`. The
+    ledger takes `plan` only if nothing the plan read has changed since (the lines' SKUs'
+    positions, the nodes, the day), and plans itself otherwise: the result is the same
+    either way. The request is `reserve`'s: its digest, its replays."""
+
+    reserve: Reserve
+    plan: object  # a promising.OrderPlan (commands do not import the planner)
+    planned_at: int
+    day: int
+
+
 Command = (
     UpsertNode
     | AdjustStock
@@ -228,6 +241,7 @@ Command = (
     | SetAllocationPolicy
     | RecordDelivery
     | SetChannelAllocation
+    | PlannedReserve
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atp.ledger import commands, invariants, quotas, substitution, validation
+from atp.ledger import commands, gateway_plans, invariants, quotas, substitution, validation
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import (
     allocation,
@@ -61,6 +61,11 @@ class Ledger(LedgerState):
         if named is not None and named.expire_time is not None and named.expire_time <= now:
             self._expire_overdue(named, now)
         self.principal = principal
+        if isinstance(command, commands.PlannedReserve):
+            self.offered_plan = gateway_plans.usable_plan(self, command, today)
+            self.plans_offered += 1
+            self.plans_taken += self.offered_plan is not None
+            command = command.reserve
         try:
             result = _handle(self, command, now)
         except LedgerError as error:
@@ -69,8 +74,11 @@ class Ledger(LedgerState):
         else:
             if self.touched:
                 self._settle(command, now, today)
+            if isinstance(command, commands.UpsertNode):
+                self.everything_changed = self.change_mark
         finally:
             self.principal = ""
+            self.offered_plan = None
         return result
 
     def apply_batch(
@@ -102,6 +110,7 @@ class Ledger(LedgerState):
                 reallocation.fill_backorders(self, sku, now, today)
         trigger = risk.SUPPLY_SLIPPED if isinstance(command, commands.UpsertSupply) else (
             risk.SHORTAGE)
+        gateway_plans.note_changes(self, command)
         touched = list(self.touched.values())
         self.touched.clear()
         may_short = not isinstance(command, DEMAND_ONLY_COMMANDS)

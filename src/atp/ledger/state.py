@@ -132,6 +132,17 @@ class LedgerState:
         self.expiries: SortedList = SortedList()
         # sku -> (reservation_id, line_id) of lines of open reservations with backordered units.
         self.backorders: dict[str, set[LineKey]] = {}
+        # Plans a gateway made on its copy (commands.PlannedReserve) are taken while nothing
+        # they read changed after the commit they were made at. The writer keeps change_mark
+        # at the commit that will carry what is applied now; a SKU's positions changed at
+        # sku_changed[sku], the nodes (or anything, at load) at everything_changed.
+        self.change_mark = 0
+        self.sku_changed: dict[str, int] = {}
+        self.everything_changed = 0
+        # The plan offered for the command being applied (placing takes it), or None.
+        self.offered_plan: object | None = None
+        self.plans_offered = 0  # gateway plans offered, and those valid (taken)
+        self.plans_taken = 0
         # The sequence of the last journal event.
         self.sequence = 0
         # The principal the command being applied came from (its events record it).

@@ -1,23 +1,25 @@
 """The command link of `atpd --gateways N`: gateways send the writer ledger commands, not
 calls; the writer sends back outcomes, once they are durable.
 
-A gateway decodes and validates a write itself (its servicers are a single atpd's), so
-every INVALID_ARGUMENT refusal happens there and the writer sees only commands. The commands
-its calls submit within one turn of its event loop travel as one frame over a Unix socket
-beside the writer's private gRPC socket; the writer applies a frame as one batch through the
-same core as any call (`Writer.apply`), pickles the outcomes at once (a reservation is the
-state the command made, not a later one), and answers once the batch is durable, and
-replicated when sync replicas are configured. The gateway presents the outcomes (builds the
-answers) itself. Idempotency is the ledger's, in the writer: a gateway that lost its link
-fails its calls UNAVAILABLE, and their retries with the same ids are answered as the first
-time or applied once.
+A gateway decodes and validates a write itself (its servicers are a single atpd's; the
+ledger's prechecks refuse what a command's own fields show wrong), so bad input never
+reaches the writer. Commands travel in frames over a Unix socket beside the writer's private
+gRPC socket: at once while fewer than FRAMES_IN_FLIGHT_MAX frames are out, else together in
+the next. The writer applies a frame as one batch through the same core as any call
+(`Writer.apply`), pickles the outcomes at once (a reservation is the state the command made,
+not a later one), and answers once the batch is durable, and replicated when sync replicas
+are configured. The gateway presents the outcomes (builds the answers) itself. A sourced
+Reserve goes with the plan the gateway made on its copy (ledger/gateway_plans.py), which the
+writer takes if still valid. Idempotency is the ledger's, in the writer: a gateway that lost
+its link fails its calls UNAVAILABLE, and their retries with the same ids are answered as
+the first time or applied once.
 
 Frames: a header (`<IQ`: body length, frame id) and a pickled body. Gateway to writer: the
 list of (principal, command). Writer to gateway: a header `<IQQQB` (body length, frame id,
 commit, term, kind) and either the outcomes, one per command (kind OUTCOMES), or the error
-that refused the whole frame (kind FAILED: the writer could not take it, or storage failed
-before it was durable). Both ends are processes of one atpd, one user and one version:
-pickle is their common language (ledger commands and outcomes are plain values that pickle).
+that refused the whole frame (kind FAILED: storage failed before it was durable). Both ends
+are processes of one atpd, one user and one version: pickle is their common language
+(ledger commands, plans and outcomes are plain values that pickle).
 """
 
 from __future__ import annotations
@@ -174,8 +176,12 @@ class CommandLink:
     at the first command, and again after losing the writer; while the writer cannot be
     reached, commands fail UNAVAILABLE at once."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str,
+                 offer: Callable[[commands.Command], commands.Command] | None = None) -> None:
         self.path = path
+        # Makes a command lighter for the writer before it goes (a sourced Reserve gets the
+        # plan made on this gateway's copy: ledger/gateway_plans.py).
+        self.offer = offer
         # The newest commit and term the writer answered with: a write's answer names this
         # commit (its own, or a later one), as a single atpd's names its own commit index.
         self.commit_index = 0
@@ -237,6 +243,8 @@ class CommandLink:
         except LedgerError as error:
             future.set_result(Refused(error))
             return future
+        if self.offer is not None:
+            command = self.offer(command)
         self._pending.append((principal, command))
         self._pending_futures.append(future)
         if not self._flush_scheduled:

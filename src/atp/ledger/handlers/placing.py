@@ -19,7 +19,14 @@ from atp.ledger.errors import (
 )
 from atp.ledger.event_data import iso
 from atp.ledger.model import Day, Node, Position, ReservationLine
-from atp.ledger.promising import LinePlan, OrderLine, Planner, free_part_id, line_from
+from atp.ledger.promising import (
+    LinePlan,
+    OrderLine,
+    OrderPlan,
+    Planner,
+    free_part_id,
+    line_from,
+)
 from atp.ledger.refusals import shortfall
 from atp.ledger.state import LedgerState
 
@@ -240,6 +247,8 @@ def _source_lines(
                       line.need_by_date)
             for _, line in indexed
         ])
+    elif isinstance(state.offered_plan, OrderPlan):  # a gateway's, still valid
+        plan = state.offered_plan
     else:
         plan = planner.plan(
             [OrderLine(line.line_id, line.sku, line.quantity) for _, line in indexed]

@@ -58,6 +58,10 @@ PURGE_REQUESTS = PurgeKind("requests", "requests", "requests_by_time",
 
 # Deletions per store transaction: about 10 ms of the commit thread at most (measured).
 SLICE_RECORDS = 200
+# After a group commit, slices run if this long has passed since the last ones, or at once
+# while a backlog lasts: a busy writer commits hundreds of batches a second, and a round of
+# slices after each cost it a commit-thread round trip per kind, for nothing to purge.
+AFTER_COMMIT_INTERVAL_S = 0.05
 
 
 class Housekeeper:
@@ -82,6 +86,13 @@ class Housekeeper:
         self.failures = 0
         self.longest_slice_s = 0.0
         self._busy = asyncio.Lock()
+        self._last_round = -math.inf  # monotonic time of the last round of slices
+        self._backlog = False  # the last round had a full slice: more is due
+
+    async def tidy_after_commit(self) -> None:
+        """tidy(), after a group commit: while a backlog lasts, or once an interval."""
+        if self._backlog or time.monotonic() - self._last_round >= AFTER_COMMIT_INTERVAL_S:
+            await self.tidy()
 
     async def tidy(self) -> bool:
         """One slice of each kind that has work; True if any slice was full (more is due).
@@ -92,7 +103,9 @@ class Housekeeper:
         steps = (self._purge_closed, self._purge_requests, self._purge_ended_holds,
                  self._trim_journal)
         async with self._busy:
-            return any([await self._slice(step) for step in steps])
+            self._last_round = time.monotonic()
+            self._backlog = any([await self._slice(step) for step in steps])
+            return self._backlog
 
     @contextlib.asynccontextmanager
     async def held_back(self) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 METRICS_PORT ?= 0
 
-.PHONY: run test test-fast lint protos proto-bundle bench bench-smoke clean
+.PHONY: run test test-fast lint protos proto-bundle bench bench-gateways bench-smoke clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,8 +55,15 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 
 ## Load test on a fresh atpd: every workload, then the audit; results in bench/results/.
 ## Pass flags with BENCH_ARGS="--duration 5 --workloads reserve,stream".
+## Then the same four workloads with --gateways 0 and 1 side by side (bench.gateways;
+## GATEWAY_BENCH_ARGS="--counts 0,7" on a bigger machine).
 bench: $(BENCH_INSTALLED)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.gateways $(GATEWAY_BENCH_ARGS)
+
+## Only the gateway comparison: reserve, stream, availability, promise with each count.
+bench-gateways: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench.gateways $(GATEWAY_BENCH_ARGS)
 
 ## The bench smoke run (tiny sizes, about 10 s; also part of make test).
 bench-smoke: $(INSTALLED)

@@ -1,0 +1,147 @@
+"""Gateway counts side by side: the same workloads against `atpd --gateways N` for each N
+given, one fresh server per count, in one run; each workload's throughput with N gateways
+as a ratio to its throughput with the first count, and the CPU per call by role.
+
+    python -m bench.gateways                     # 0 and 1, reserve/stream/availability/promise
+    python -m bench.gateways --counts 0,7 --processes 8 --concurrency 64   # a 16-core machine
+
+The first count is the reference (0: one process). Every run is a full bench.run (seed,
+workloads, audit); its figures are in bench/results/ as usual, and this run's comparison in
+bench/results/<stamp>-gateways.json. On a machine with many cores this is the script that
+measures gateways for real (bench/README.md, "Gateways"): give the load generator enough
+processes that it is not what limits the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+from bench import report, run
+
+DEFAULT_WORKLOADS = "reserve,stream,availability,promise"
+# The issue's 2-core rule: no workload more than this much slower with gateways.
+SLOWER_MOST = 0.15
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="Run the same workloads against atpd --gateways N for each N; compare.")
+    parser.add_argument("--counts", default="0,1",
+                        help="gateway counts, the first the reference (0,1)")
+    parser.add_argument("--workloads", default=DEFAULT_WORKLOADS,
+                        help=f"workloads ({DEFAULT_WORKLOADS})")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per workload (8)")
+    parser.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__),
+                                                              "results"))
+    args, passed_on = parser.parse_known_args(argv)
+    try:
+        args.count_list = [int(count) for count in args.counts.split(",")]
+    except ValueError:
+        parser.error("--counts: comma-separated integers, e.g. 0,1")
+    if len(args.count_list) < 2 or any(count < 0 for count in args.count_list):
+        parser.error("--counts: at least two counts, each 0 or more")
+    return args, passed_on
+
+
+def run_count(count: int, args: argparse.Namespace, passed_on: list[str]) -> dict[str, Any]:
+    """One full bench run with `count` gateways; its result document."""
+    results_dir = tempfile.mkdtemp(prefix=f"atp-bench-g{count}-")
+    print(f"bench.gateways: --gateways {count}", flush=True)
+    code = run.main(["--workloads", args.workloads, "--duration", str(args.duration),
+                     "--baseline", "once", "--skip-restart-check", "--gateways", str(count),
+                     "--results-dir", results_dir, *passed_on])
+    files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
+    if not files:
+        raise SystemExit(f"bench.gateways: the run with --gateways {count} wrote no result "
+                         f"(exit {code})")
+    with open(files[-1], encoding="utf-8") as file:
+        document: dict[str, Any] = json.load(file)
+    document["exit_code"] = code
+    return document
+
+
+def compare(documents: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Per workload: calls/s and CPU by role for each count, and the ratio to the first."""
+    counts = list(documents)
+    reference = documents[counts[0]]["workloads"]
+    table: dict[str, Any] = {}
+    for name, figures in reference.items():
+        if name == "baseline":
+            continue
+        row: dict[str, Any] = {}
+        for count in counts:
+            other = documents[count]["workloads"].get(name)
+            if other is None:
+                continue
+            row[str(count)] = {
+                "calls_per_s": other["calls_per_s"],
+                "ratio": round(other["calls_per_s"] / figures["calls_per_s"], 3)
+                if figures["calls_per_s"] else None,
+                "cpu_us_per_unit_by_role": other.get("cpu_us_per_unit_by_role", {}),
+                "projected_per_s_at_cores": other.get("projected_per_s_at_cores", {}),
+            }
+        table[name] = row
+    return table
+
+
+def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:
+    """Prints the comparison; returns the workloads more than SLOWER_MOST slower than the
+    reference with any count."""
+    slower: list[str] = []
+    header = "".join(f"{f'--gateways {count}':>22}" for count in counts)
+    print(f"bench.gateways: calls/s (ratio to --gateways {counts[0]})\n  {'workload':<14}{header}")
+    for name, row in table.items():
+        cells = []
+        for count in counts:
+            cell = row.get(str(count))
+            if cell is None:
+                cells.append(f"{'-':>22}")
+                continue
+            cells.append(f"{cell['calls_per_s']:>13,.0f} ({cell['ratio']:.2f})")
+            if cell["ratio"] is not None and cell["ratio"] < 1 - SLOWER_MOST:
+                slower.append(f"{name} with --gateways {count}")
+        print(f"  {name:<14}{''.join(cells)}")
+        for count in counts[1:]:
+            cell = row.get(str(count))
+            if cell and cell["cpu_us_per_unit_by_role"]:
+                roles = ", ".join(f"{role} {us:,.0f} µs" for role, us in
+                                  cell["cpu_us_per_unit_by_role"].items())
+                print(f"  {'':<14}--gateways {count} CPU per call: {roles}")
+    return slower
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, passed_on = parse_args(argv)
+    documents = {count: run_count(count, args, passed_on) for count in args.count_list}
+    table = compare(documents)
+    slower = print_table(table, args.count_list)
+    failed = [count for count, document in documents.items() if document["exit_code"] != 0]
+    summary = {
+        "schema": "atp-bench-gateways/1",
+        "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "counts": args.count_list,
+        "workloads": table,
+        "slower_than_allowed": slower,
+        "failed_counts": failed,
+    }
+    report.ensure_dir(args.results_dir)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(args.results_dir, f"{stamp}-gateways.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(summary, file, indent=2)
+    print(f"bench.gateways: written {path}")
+    if slower:
+        print(f"bench.gateways: more than {SLOWER_MOST:.0%} slower: {', '.join(slower)}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

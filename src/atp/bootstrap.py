@@ -229,8 +229,12 @@ class AtpServer:
         if config.auth_policy:
             interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
-        self.command_link = (CommandLink(config.command_link, offer=self._offer_plan)
+        self.command_link = (CommandLink(config.command_link, offer=self._offer_plan,
+                                         follower_id=config.follower_id or config.listen)
                              if config.gateway_of and config.command_link else None)
+        if self.follower is not None and self.command_link is not None:
+            # A gateway's copy is fed over its command link (gRPC for snapshots only).
+            self.follower.feed = self.command_link.feed
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
                                            writer_health=(WRITES_HEALTH_NAME,),
                                            applies_writes=self.command_link is not None)
@@ -240,7 +244,8 @@ class AtpServer:
             if config.commit_file:
                 publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
             if config.command_link:
-                self.command_link_server = CommandLinkServer(self.writer, config.command_link)
+                self.command_link_server = CommandLinkServer(self.writer, config.command_link,
+                                                             log=self.replication)
         self.server = grpc.aio.server(
             # The gate innermost: the metrics interceptor counts its refusals (and the
             # authorization's) like any answer.

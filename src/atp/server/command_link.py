@@ -17,28 +17,41 @@ the first time or applied once.
 Frames: a header (`<IQ`: body length, frame id) and a pickled body. Gateway to writer: the
 list of (principal, command). Writer to gateway: a header `<IQQQB` (body length, frame id,
 commit, term, kind) and either the outcomes, one per command (kind OUTCOMES), or the error
-that refused the whole frame (kind FAILED: storage failed before it was durable). Both ends
-are processes of one atpd, one user and one version: pickle is their common language
-(ledger commands, plans and outcomes are plain values that pickle).
+that refused the whole frame (kind FAILED: storage failed before it was durable).
+
+The link also carries the commit feed: a gateway subscribes (frame id 0) after the commit
+its copy holds, and the writer sends it every committed batch after that, then each new one
+as it commits (kind FEED), each batch encoded once for all gateways. It is the replication
+stream a follower would read over gRPC (the same ReplicationLog), at a fraction of the
+writer's cost; a gateway acknowledges what its copy applied, so Replication.Status shows
+its lag, and falls back on a gRPC snapshot when the log no longer holds what it needs. A
+write's answer leaves after its batch's FEED frame on the same socket: the gateway's copy
+holds a write before its caller is answered.
+
+Both ends are processes of one atpd, one user and one version: pickle is their common
+language (ledger commands, plans, outcomes and store batches are plain values that pickle).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import pickle
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from atp.engine.replication import ReplicationLog
 from atp.engine.writer import Writer
 from atp.ledger import commands
 from atp.ledger.errors import LedgerError, Unavailable
 from atp.ledger.outcomes import Outcome, Refused, Result
 from atp.ledger.prechecks import precheck
+from atp.store import WriteBatch
 
 log = logging.getLogger("atp.command_link")
 
@@ -46,7 +59,20 @@ T = TypeVar("T")
 
 _REQUEST = struct.Struct("<IQ")
 _ANSWER = struct.Struct("<IQQQB")
-OUTCOMES, FAILED = 0, 1
+# Kinds of the writer's frames: a command frame's outcomes, or its failure; a batch of the
+# commit feed, or the error that ended the feed.
+OUTCOMES, FAILED, FEED, FEED_ENDED = 0, 1, 2, 3
+# A gateway's frame id for the commit feed's control frames (command frames count from 1):
+# ("subscribe", follower id, the commit the feed starts after), ("ack", the commit its copy
+# holds) so that the writer knows its gateways' progress as a leader knows its followers'.
+SUBSCRIBE = 0
+# Encoded feed batches kept for the gateways that ask for them just after another did.
+FEED_CACHE_BATCHES = 64
+# Feed batches a gateway holds before it stops reading its link (its copy applies them in
+# order; a copy that lags holds its own link back, not the writer).
+FEED_QUEUE_BATCHES = 1024
+# What a gateway's feed queue carries: a batch, the writer's acceptance, or the end.
+FeedItem = tuple[int, WriteBatch, int] | LedgerError | None
 # The largest frame either end accepts: far above any batch of real commands (a frame holds
 # what one turn of a gateway's loop submitted), far below what would exhaust memory.
 FRAME_BYTES_MAX = 1 << 30
@@ -74,9 +100,13 @@ class NotTaken:
 class CommandLinkServer:
     """Serves the command link on a Unix socket: each connection is one gateway."""
 
-    def __init__(self, writer: Writer, path: str) -> None:
+    def __init__(self, writer: Writer, path: str, log: ReplicationLog | None = None) -> None:
         self.writer = writer
         self.path = path
+        # The committed batches, fed to every gateway that subscribes (its follower copy):
+        # each encoded once, whatever the number of gateways.
+        self.log = log
+        self._encoded: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.frames = 0  # frames applied (tests see that commands travel together)
@@ -102,15 +132,23 @@ class CommandLinkServer:
         assert task is not None
         self._connections.add(task)
         answering: set[asyncio.Task[None]] = set()
+        follower_id = ""  # the gateway's name once it subscribed to the feed
         try:
             while True:
                 length, frame_id = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
                 if length > FRAME_BYTES_MAX:
                     log.error("a gateway sent a frame of %d bytes: closing its link", length)
                     return
-                items: list[tuple[str, commands.Command]] = pickle.loads(
-                    await reader.readexactly(length))
-                answer = asyncio.create_task(self._apply(frame_id, items, stream))
+                body = pickle.loads(await reader.readexactly(length))
+                if frame_id == SUBSCRIBE:
+                    if body[0] == "ack":
+                        if self.log is not None and follower_id:
+                            self.log.acknowledge(follower_id, int(body[1]))
+                        continue
+                    follower_id = str(body[1])
+                    answer = asyncio.create_task(self._feed(follower_id, int(body[2]), stream))
+                else:
+                    answer = asyncio.create_task(self._apply(frame_id, body, stream))
                 answering.add(answer)
                 answer.add_done_callback(answering.discard)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -151,6 +189,53 @@ class CommandLinkServer:
                                   self.writer.term, kind) + body)
 
 
+    async def _feed(self, follower_id: str, after: int, stream: asyncio.StreamWriter) -> None:
+        """Sends a gateway every committed batch after `after`, then each new one, until the
+        link closes; a feed the log cannot serve (it no longer holds `after`'s successor)
+        ends with that error, and the gateway takes a snapshot."""
+        if self.log is None:
+            return
+        self.log.acknowledge(follower_id, after)
+        self.log.connected.add(follower_id)
+        stream.write(_ANSWER.pack(0, SUBSCRIBE, after, self.writer.term, FEED))  # accepted
+        try:
+            async for commit, batch, term in self.log.after(after):
+                body = self._encoded_batch(commit, batch)
+                stream.write(_ANSWER.pack(len(body), SUBSCRIBE, commit, term, FEED) + body)
+                await stream.drain()  # a gateway that lags holds its own feed back only
+        except LedgerError as error:
+            body = pickle.dumps(error, PICKLE_PROTOCOL)
+            stream.write(_ANSWER.pack(len(body), SUBSCRIBE, 0, 0, FEED_ENDED) + body)
+        except ConnectionError:
+            pass
+        finally:
+            self.log.connected.discard(follower_id)
+
+    def _encoded_batch(self, commit: int, batch: WriteBatch) -> bytes:
+        body = self._encoded.get(commit)
+        if body is None:
+            body = self._encoded[commit] = pickle.dumps(batch, PICKLE_PROTOCOL)
+            if len(self._encoded) > FEED_CACHE_BATCHES:
+                self._encoded.popitem(last=False)
+        return body
+
+
+def _send_control(stream: asyncio.StreamWriter, message: tuple[object, ...]) -> None:
+    if not stream.is_closing():
+        body = pickle.dumps(message, PICKLE_PROTOCOL)
+        stream.write(_REQUEST.pack(len(body), SUBSCRIBE) + body)
+
+
+def _end_feed(queue: asyncio.Queue[FeedItem] | None) -> None:
+    """Ends an open feed at once, the link being lost: what it had not applied yet is
+    dropped (its follower starts again from its own commit)."""
+    if queue is None:
+        return
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(Unavailable(LINK_LOST))
+
+
 def runs_by_principal(
     items: Sequence[tuple[str, commands.Command]],
 ) -> list[tuple[str, list[commands.Command]]]:
@@ -177,8 +262,10 @@ class CommandLink:
     reached, commands fail UNAVAILABLE at once."""
 
     def __init__(self, path: str,
-                 offer: Callable[[commands.Command], commands.Command] | None = None) -> None:
+                 offer: Callable[[commands.Command], commands.Command] | None = None,
+                 follower_id: str = "") -> None:
         self.path = path
+        self.follower_id = follower_id  # this gateway's name on the commit feed
         # Makes a command lighter for the writer before it goes (a sourced Reserve gets the
         # plan made on this gateway's copy: ledger/gateway_plans.py).
         self.offer = offer
@@ -195,6 +282,8 @@ class CommandLink:
         self._waiting: dict[int, list[asyncio.Future[Outcome | NotTaken]]] = {}
         self._next_frame = 1
         self.frames_sent = 0
+        # The commit feed's queue while a feed is open (one at a time).
+        self._feed_queue: asyncio.Queue[FeedItem] | None = None
 
     # --- what servicers call ---
 
@@ -223,6 +312,34 @@ class CommandLink:
         """Writer.submit over the link: sent now, in order; the answer awaited later."""
         return self._presented(self._submit(command, principal), present)
 
+    async def feed(self, after: int, accepted: Callable[[], None],
+                   ) -> AsyncIterator[tuple[int, WriteBatch, int]]:
+        """The writer's committed batches after `after`, then each new one (a follower's
+        feed: replication.Follower.feed): `accepted` is called once the writer took the
+        subscription. Ends with Unavailable when the link is lost, and with the writer's
+        error (SNAPSHOT_REQUIRED) when it cannot feed from `after`."""
+        stream = await self._connected()
+        queue: asyncio.Queue[FeedItem] = asyncio.Queue(FEED_QUEUE_BATCHES)
+        self._feed_queue = queue
+        _send_control(stream, ("subscribe", self.follower_id, after))
+        applied = acknowledged = after
+        try:
+            while True:
+                if queue.empty() and applied > acknowledged:  # caught up: say so, once
+                    _send_control(stream, ("ack", applied))
+                    acknowledged = applied
+                item = await queue.get()
+                if item is None:
+                    accepted()
+                elif isinstance(item, LedgerError):
+                    raise item
+                else:
+                    yield item  # the follower applies it before it asks for the next
+                    applied = item[0]
+        finally:
+            if self._feed_queue is queue:
+                self._feed_queue = None
+
     async def close(self) -> None:
         for task in (self._connecting, self._reader_task):
             if task is not None:
@@ -230,6 +347,7 @@ class CommandLink:
         if self._stream is not None:
             self._stream.close()
         self._fail_all(Unavailable(LINK_LOST))
+        _end_feed(self._feed_queue)
 
     # --- sending ---
 
@@ -277,6 +395,17 @@ class CommandLink:
         self.frames_sent += 1
         self._stream.write(_REQUEST.pack(len(body), frame_id) + body)
 
+    async def _connected(self) -> asyncio.StreamWriter:
+        """The link's stream, connecting first if need be; Unavailable if the writer cannot
+        be reached."""
+        if self._stream is None or self._stream.is_closing():
+            if self._connecting is None:
+                self._connecting = asyncio.create_task(self._connect())
+            await asyncio.shield(self._connecting)
+        if self._stream is None or self._stream.is_closing():
+            raise Unavailable(LINK_LOST)
+        return self._stream
+
     async def _connect(self) -> None:
         try:
             reader, stream = await asyncio.open_unix_connection(self.path)
@@ -297,7 +426,10 @@ class CommandLink:
             while True:
                 length, frame_id, commit, term, kind = _ANSWER.unpack(
                     await reader.readexactly(_ANSWER.size))
-                body = pickle.loads(await reader.readexactly(length))
+                body: Any = pickle.loads(await reader.readexactly(length)) if length else None
+                if kind in (FEED, FEED_ENDED):
+                    await self._to_feed(kind, commit, term, body)
+                    continue
                 self.commit_index = max(self.commit_index, commit)
                 self.term = max(self.term, term)
                 futures = self._waiting.pop(frame_id, [])
@@ -317,6 +449,19 @@ class CommandLink:
             if self._stream is stream:
                 self._stream = None
             self._fail_waiting(Unavailable(LINK_LOST))
+            _end_feed(self._feed_queue)
+
+    async def _to_feed(self, kind: int, commit: int, term: int, body: object) -> None:
+        queue = self._feed_queue
+        if queue is None:
+            return  # a feed closed meanwhile
+        if kind == FEED_ENDED:
+            await queue.put(body if isinstance(body, LedgerError) else Unavailable(LINK_LOST))
+        elif body is None:
+            await queue.put(None)  # the writer took the subscription
+        else:
+            assert isinstance(body, WriteBatch)
+            await queue.put((commit, body, term))
 
     def _fail_waiting(self, error: LedgerError) -> None:
         waiting, self._waiting = self._waiting, {}

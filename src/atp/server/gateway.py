@@ -78,6 +78,9 @@ WRITER_RECONNECT_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+# How long a gateway's Check of a writer-only name waits for the writer's channel to connect
+# (about its longest reconnect backoff) before it says NOT_SERVING.
+WRITER_HEALTH_WAIT_S = 1.5
 # The writes a gateway with a command link decodes, validates and answers itself, sending
 # only their commands to the writer: those whose answer is built from the command's outcome
 # alone. The rest (AdjustStock and SetSafetyStock answer positions read from the ledger,
@@ -310,9 +313,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                         context: grpc.aio.ServicerContext) -> Any:
             if request.service not in self.writer_health:
                 return await behaviour(request, context)
+            remaining = context.time_remaining()
             try:
+                # Waits out a reconnection to a writer just back (writes no longer keep this
+                # channel connected: they go over the command link), not more.
                 answer: health_pb2.HealthCheckResponse = await self._health_stub.Check(
-                    request, timeout=context.time_remaining())
+                    request, wait_for_ready=True, timeout=min(
+                        WRITER_HEALTH_WAIT_S, remaining if remaining is not None
+                        else WRITER_HEALTH_WAIT_S))
                 return answer
             except grpc.aio.AioRpcError:
                 return health_pb2.HealthCheckResponse(

@@ -54,6 +54,10 @@ SNAPSHOT_REASONS = (SNAPSHOT_REQUIRED, HISTORY_DIVERGED)
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
 
 
+# A source of the leader's batches after a commit (calling back once the leader accepted).
+Feed = Callable[[int, Callable[[], None]], AsyncIterator[tuple[int, WriteBatch, int]]]
+
+
 def batch_message(commit: int, batch: WriteBatch, term: int = 0) -> replication_pb2.ReplicatedBatch:
     message = replication_pb2.ReplicatedBatch(commit=commit, term=term)
     for (database, key), value in batch.records.items():
@@ -191,6 +195,10 @@ class Follower:
         # Call metadata presenting this member to a leader run with --auth-policy (its
         # bearer token, for the replica role); none by default.
         self.metadata: tuple[tuple[str, str], ...] = ()
+        # Where the leader's batches come from instead of its Replicate stream, if set: a
+        # gateway's command link (every batch after a commit, then each new one). Snapshots
+        # still come over gRPC.
+        self.feed: Feed | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="atp-follower")
@@ -225,7 +233,7 @@ class Follower:
                 if snapshot_needed or self.writer.restoring:
                     await self._install_snapshot()
                     snapshot_needed = False
-                await self._follow()
+                await (self._follow_feed() if self.feed is not None else self._follow())
             except grpc.aio.AioRpcError as error:
                 if _reason_of(error) in SNAPSHOT_REASONS:
                     commit = self.writer.commit_index  # a new member's first snapshot: routine
@@ -236,9 +244,14 @@ class Follower:
                 elif self.connected or wait_s >= RECONNECT_MOST_S:
                     log.warning("replication from %s broke: %s", self.leader, error.code())
             except (LedgerError, StoreError, TlsFileError) as error:
-                # A batch out of order: start over from our commit. A snapshot that ended
-                # short or could not be stored: take another.
-                log.error("replication from %s: %s", self.leader, error)
+                if isinstance(error, LedgerError) and error.reason in SNAPSHOT_REASONS:
+                    log.warning("the leader's feed cannot go on after our commit %d: %s; "
+                                "taking a snapshot", self.writer.commit_index, error)
+                    snapshot_needed = True
+                else:
+                    # A batch out of order: start over from our commit. A snapshot that ended
+                    # short or could not be stored: take another.
+                    log.error("replication from %s: %s", self.leader, error)
             if self.connected:
                 wait_s = RECONNECT_FIRST_S
             self.connected = False
@@ -287,6 +300,16 @@ class Follower:
             finally:
                 stream.cancel()  # ends the request stream's reader with the call
 
+
+    async def _follow_feed(self) -> None:
+        """_follow, with the batches from `feed` (no acknowledgements: the leader counts
+        none from a feed)."""
+        assert self.feed is not None
+        async for commit, batch, term in self.feed(self.writer.commit_index, self._accepted):
+            await self.writer.commit_replicated(commit, batch, term)
+
+    def _accepted(self) -> None:
+        self.connected = True
 
     def _channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         if self.tls is None:

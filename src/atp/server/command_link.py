@@ -24,9 +24,7 @@ its copy holds, and the writer sends it every committed batch after that, then e
 as it commits (kind FEED), each batch encoded once for all gateways. It is the replication
 stream a follower would read over gRPC (the same ReplicationLog), at a fraction of the
 writer's cost; a gateway acknowledges what its copy applied, so Replication.Status shows
-its lag, and falls back on a gRPC snapshot when the log no longer holds what it needs. A
-write's answer leaves after its batch's FEED frame on the same socket: the gateway's copy
-holds a write before its caller is answered.
+its lag, and falls back on a gRPC snapshot when the log no longer holds what it needs.
 
 Both ends are processes of one atpd, one user and one version: pickle is their common
 language (ledger commands, plans, outcomes and store batches are plain values that pickle).

@@ -502,10 +502,12 @@ def _get_availability_request(
     priority: int = 0,
     min_sequence: int = 0,
     channel: str = "",
+    stale: bool = False,
 ) -> availability_pb2.GetAvailabilityRequest:
     """Positions of SKUs (at the given nodes, or all) with the network totals; with
     min_sequence, once the member holds that commit (a write's commit_sequence); `available`
-    as demand of `channel` sees it (other channels' unconsumed allocations taken off)."""
+    as demand of `channel` sees it (other channels' unconsumed allocations taken off). With
+    stale, a gateway answers from its copy without waiting for the writer's last commit."""
     if isinstance(skus, str):
         skus = [skus]  # A lone SKU would otherwise be split into characters.
     if isinstance(node_ids, str):
@@ -517,7 +519,12 @@ def _get_availability_request(
         priority=priority,
         min_sequence=min_sequence,
         channel=channel,
+        consistency=_consistency(stale),
     )
+
+
+def _consistency(stale: bool) -> common_pb2.ReadConsistency:
+    return common_pb2.READ_CONSISTENCY_STALE if stale else common_pb2.READ_CONSISTENCY_UNSPECIFIED
 
 
 def _promise_request(
@@ -528,6 +535,7 @@ def _promise_request(
     priority: int = 0,
     explain: bool = False,
     channel: str = "",
+    stale: bool = False,
 ) -> availability_pb2.PromiseRequest:
     """A read-only quote of where and when order lines can be fulfilled (for demand of
     `channel`: other channels' unconsumed allocations are not promised). A line may list
@@ -540,6 +548,7 @@ def _promise_request(
         priority=priority,
         explain=explain,
         channel=channel,
+        consistency=_consistency(stale),
     )
 
 
@@ -660,11 +669,13 @@ def _record_delivery_request(
 
 
 def _get_reservation_request(
-    reservation_id: str, min_sequence: int = 0
+    reservation_id: str, min_sequence: int = 0, stale: bool = False
 ) -> reservations_pb2.GetReservationRequest:
-    """One reservation by id; with min_sequence, once the member holds that commit."""
+    """One reservation by id; with min_sequence, once the member holds that commit (with
+    stale, a gateway answers from its copy at once)."""
     return reservations_pb2.GetReservationRequest(
-        reservation_id=reservation_id, min_sequence=min_sequence)
+        reservation_id=reservation_id, min_sequence=min_sequence,
+        consistency=_consistency(stale))
 
 
 def _list_reservations_request(

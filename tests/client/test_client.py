@@ -160,6 +160,18 @@ def test_get_availability_accepts_a_lone_sku(fake_atpd: FakeAtpd, client: Client
     assert request.include_timeline
 
 
+def test_reads_ask_for_stale_consistency_only_when_told(
+    fake_atpd: FakeAtpd, client: Client,
+) -> None:
+    fake_atpd.answer("GetAvailability", availability_pb2.GetAvailabilityResponse())
+    fake_atpd.answer("GetAvailability", availability_pb2.GetAvailabilityResponse())
+    client.get_availability("SKU-1")
+    client.get_availability("SKU-1", stale=True)
+    default, stale = fake_atpd.requests("GetAvailability")
+    assert default.consistency == common_pb2.READ_CONSISTENCY_UNSPECIFIED
+    assert stale.consistency == common_pb2.READ_CONSISTENCY_STALE
+
+
 def test_list_reservations_maps_state_names_and_optional_at_risk(
     fake_atpd: FakeAtpd, client: Client
 ) -> None:

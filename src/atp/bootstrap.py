@@ -28,10 +28,10 @@ from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.allocations import AllocationsServicer
-from atp.server.authorization import Authorization
+from atp.server.authorization import Authorization, TrustedPrincipal
 from atp.server.cluster_node import ClusterNode
 from atp.server.decoding import GuardingRegistrar
-from atp.server.gateway import CommitBoard, GatewayInterceptor, publish_commits
+from atp.server.gateway import CommitBoard, GatewayInterceptor, is_gateway, publish_commits
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
@@ -42,6 +42,7 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
+from atp.server.summed_metrics import serve_page
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
@@ -158,6 +159,16 @@ class ServerConfig:
     commit_file: str = ""
     reuse_port: bool = False
     follower_id: str = ""
+    # The writer of `atpd --gateways N`: `listen` is its private Unix socket, served in
+    # plaintext to its gateways only (a 0700 directory); `tls` and `auth_policy` describe the
+    # public port its gateways serve (GetServerInfo reports them; `tls` also serves this
+    # process's own metrics port), and the caller of each call is the principal its gateway
+    # names (authorization's TrustedPrincipal). Gateways' acknowledgements never count
+    # towards `sync_replicas`.
+    behind_gateways: bool = False
+    # A child of `atpd --gateways N` with metrics: the Unix socket its supervisor reads its
+    # metrics page from, to serve the sum of its processes (server/summed_metrics.py).
+    metrics_socket: str = ""
 
 
 class AtpServer:
@@ -196,6 +207,8 @@ class AtpServer:
         self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
         self.writer.sync_timeout_s = config.sync_timeout_s
         self.replication.on_replicated = self.writer.replicas_hold
+        if config.behind_gateways:  # its gateways follow it too, but replicate nothing
+            self.replication.counts_as_replica = lambda follower_id: not is_gateway(follower_id)
         self.follower: Follower | None = None
         self.member: Member | None = None
         address = config.advertise or config.listen
@@ -218,11 +231,13 @@ class AtpServer:
         gc.freeze()
         self.health = CountedHealthServicer(("", *SERVICE_NAMES, WRITES_HEALTH_NAME))
         self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
-        self.metrics = Metrics(self.writer, self.admission) if config.metrics_listen else None
+        self.metrics = (Metrics(self.writer, self.admission)
+                        if config.metrics_listen or config.metrics_socket else None)
         interceptors: list[grpc.aio.ServerInterceptor] = (
             [MetricsInterceptor(self.metrics)] if self.metrics else [])
         if config.auth_policy:
-            interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
+            interceptors.append(TrustedPrincipal() if config.behind_gateways
+                                else Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
                                            writer_health=(WRITES_HEALTH_NAME,))
@@ -249,7 +264,7 @@ class AtpServer:
                                          lambda: self.writer.snapshots_installed)
         self._add_services()
         try:
-            if self.tls is not None:
+            if self.tls is not None and not config.behind_gateways:
                 self.port = self.server.add_secure_port(config.listen, self.tls.credentials())
             else:
                 self.port = self.server.add_insecure_port(config.listen)
@@ -341,6 +356,8 @@ class AtpServer:
         return f"metrics at {scheme}://{self.config.metrics_listen}/metrics"
 
     def _serve_metrics(self) -> None:
+        if self.metrics is not None and self.config.metrics_socket:
+            serve_page(self.metrics.registry, self.config.metrics_socket)
         if self.metrics is None or not self.config.metrics_listen:
             return
         host, port = self.config.metrics_listen.rsplit(":", 1)

@@ -45,7 +45,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.engine.writer import Writer
 from atp.ledger.errors import InvalidArgument, LedgerError, Unavailable
-from atp.server.authorization import METHOD_ROLES, OPEN, READER
+from atp.server.authorization import (
+    METHOD_ROLES,
+    OPEN,
+    PRINCIPAL_KEY,
+    READER,
+    principal_metadata,
+)
 from atp.server.decoding import is_stale_read, read_options
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DETAILS_KEY, abort
@@ -103,9 +109,12 @@ def reads_ledger(method: str) -> bool:
 
 
 def forwarded_metadata(metadata: Any) -> tuple[tuple[str, Any], ...]:
-    """The caller's metadata that the writer should see (not gRPC's own headers)."""
+    """The caller's metadata that the writer should see (not gRPC's own headers), and the
+    caller's principal as authorized here (a principal the client named itself is dropped:
+    the writer trusts the one this gateway names)."""
     return tuple((key, value) for key, value in metadata or ()
-                 if not key.startswith(":") and key not in _TRANSPORT_HEADERS)
+                 if not key.startswith(":") and key not in _TRANSPORT_HEADERS
+                 and key != PRINCIPAL_KEY) + principal_metadata()
 
 
 class ReadIndex:

@@ -43,6 +43,7 @@ from atp.server.servicers import (
     ReservationsServicer,
 )
 from atp.server.summed_metrics import serve_page
+from atp.server.writer_health import following
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
@@ -242,6 +243,7 @@ class AtpServer:
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
                                            writer_health=(WRITES_HEALTH_NAME,))
                         if config.gateway_of else None)
+        self._writer_health: list[asyncio.Task[None]] = []  # a gateway's, from `start`
         if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
             publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
         self.server = grpc.aio.server(
@@ -342,6 +344,10 @@ class AtpServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
+        # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory copy).
+        self._writer_health = (following(self.gateway.channel, self.health,
+                                         (WRITES_HEALTH_NAME,))
+                               if self.gateway is not None else [])
         log.info(
             "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
@@ -375,6 +381,8 @@ class AtpServer:
         """Health NOT_SERVING, drain calls, final commit, close the store."""
         if self.stopped.is_set():
             return
+        for task in self._writer_health:
+            task.cancel()
         await self.health.enter_graceful_shutdown()
         if self.member is None and self.follower is not None:
             await self.follower.stop()
@@ -419,7 +427,10 @@ class AtpServer:
 
     def _storage_state_changed(self, has_room: bool) -> None:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
-        overall status, stay SERVING: the server still answers and ends demand)."""
+        overall status, stay SERVING: the server still answers and ends demand). A gateway
+        follows its writer's instead (`start`)."""
+        if self.gateway is not None:
+            return
         status = health_pb2.HealthCheckResponse
         asyncio.get_running_loop().create_task(self.health.set(
             WRITES_HEALTH_NAME, status.SERVING if has_room else status.NOT_SERVING))

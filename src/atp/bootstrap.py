@@ -344,10 +344,13 @@ class AtpServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
-        # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory copy).
-        self._writer_health = (following(self.gateway.channel, self.health,
-                                         (WRITES_HEALTH_NAME,))
-                               if self.gateway is not None else [])
+        if self.gateway is not None:
+            # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory
+            # copy): unknown, so not serving, until the writer says.
+            await self.health.set(WRITES_HEALTH_NAME,
+                                  health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._writer_health = following(self.gateway.channel, self.health,
+                                            (WRITES_HEALTH_NAME,))
         log.info(
             "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),

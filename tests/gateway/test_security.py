@@ -168,10 +168,10 @@ def _answer(channel: grpc.Channel, method: str, request: bytes,
 def test_gateways_refuse_and_admit_exactly_as_one_process(
     secured: Deployment, files: Files, tmp_path: Path,
 ) -> None:
-    with deployment(files, tmp_path / "single", 0) as single:
-        with make_channel(single.target, secured.client_tls) as channel:
-            expected = {name: _answer(channel, method, request, metadata)
-                        for name, method, request, metadata in _probes()}
+    with deployment(files, tmp_path / "single", 0) as single, \
+            make_channel(single.target, secured.client_tls) as channel:
+        expected = {name: _answer(channel, method, request, metadata)
+                    for name, method, request, metadata in _probes()}
     assert expected["certificate writes"][0] == "PERMISSION_DENIED"
     assert expected["unknown token"][0] == "UNAUTHENTICATED"
     assert expected["reader plans a dry run"][0] == "allowed"
@@ -203,7 +203,7 @@ def test_the_journal_records_the_callers_principal_never_one_it_names_itself(
     secured: Deployment,
 ) -> None:
     sku, node = uid("SKU"), uid("NODE")
-    claims_admin = ((PRINCIPAL_KEY, "admin-p".encode()),)
+    claims_admin = ((PRINCIPAL_KEY, b"admin-p"),)
     channels = secured.channels()
     ops, service, reader = (Api(channel) for channel in channels[:3])
     ops.inventory.UpsertNode(inventory_pb2.UpsertNodeRequest(

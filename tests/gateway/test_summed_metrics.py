@@ -5,7 +5,10 @@ with --tls-cert."""
 
 from __future__ import annotations
 
+import socket
 import ssl
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -147,3 +150,18 @@ def test_metrics_over_mutual_tls_with_gateways(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.integration
+def test_a_metrics_port_in_use_stops_atpd_before_it_starts_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0", "--data-dir",
+             str(tmp_path / "data"), "--gateways", str(GATEWAYS), "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert not (tmp_path / "data").exists()  # no writer was started

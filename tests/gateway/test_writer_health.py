@@ -75,8 +75,8 @@ def test_a_watch_of_writes_on_a_gateway_follows_the_writer(server: AtpdProcess) 
     writes = [Watcher(channel, WRITES) for channel in held]
     whole = Watcher(held[0], "")
     try:
-        for watcher in writes:
-            assert watcher.until(SERVING)[0] == SERVING
+        for watcher in writes:  # (NOT_SERVING first if it began before the writer answered)
+            assert set(watcher.until(SERVING)) <= {NOT_SERVING, SERVING}
         assert whole.until(SERVING) == [SERVING]
         supervisor = supervisor_pid(server)
         writer = children(supervisor)["writer"][0]

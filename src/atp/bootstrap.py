@@ -43,7 +43,7 @@ from atp.server.servicers import (
     ReservationsServicer,
 )
 from atp.server.summed_metrics import serve_page
-from atp.server.writer_health import following
+from atp.server.writer_health import GatewayHealthServicer
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
@@ -230,7 +230,12 @@ class AtpServer:
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
         gc.freeze()
-        self.health = CountedHealthServicer(("", *SERVICE_NAMES, WRITES_HEALTH_NAME))
+        health_names = ("", *SERVICE_NAMES, WRITES_HEALTH_NAME)
+        # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory copy).
+        self.gateway_health = (GatewayHealthServicer(health_names, config.gateway_of,
+                                                     (WRITES_HEALTH_NAME,))
+                               if config.gateway_of else None)
+        self.health = self.gateway_health or CountedHealthServicer(health_names)
         self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
         self.metrics = (Metrics(self.writer, self.admission)
                         if config.metrics_listen or config.metrics_socket else None)
@@ -240,10 +245,8 @@ class AtpServer:
             interceptors.append(TrustedPrincipal() if config.behind_gateways
                                 else Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
-        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
-                                           writer_health=(WRITES_HEALTH_NAME,))
+        self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file)
                         if config.gateway_of else None)
-        self._writer_health: list[asyncio.Task[None]] = []  # a gateway's, from `start`
         if config.commit_file and not config.gateway_of:  # the writer of `--gateways N`
             publish_commits(self.writer, CommitBoard(config.commit_file, writable=True))
         self.server = grpc.aio.server(
@@ -344,13 +347,8 @@ class AtpServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
-        if self.gateway is not None:
-            # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory
-            # copy): unknown, so not serving, until the writer says.
-            await self.health.set(WRITES_HEALTH_NAME,
-                                  health_pb2.HealthCheckResponse.NOT_SERVING)
-            self._writer_health = following(self.gateway.channel, self.health,
-                                            (WRITES_HEALTH_NAME,))
+        if self.gateway_health is not None:
+            await self.gateway_health.follow_writer()
         log.info(
             "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
@@ -384,8 +382,8 @@ class AtpServer:
         """Health NOT_SERVING, drain calls, final commit, close the store."""
         if self.stopped.is_set():
             return
-        for task in self._writer_health:
-            task.cancel()
+        if self.gateway_health is not None:
+            await self.gateway_health.close()
         await self.health.enter_graceful_shutdown()
         if self.member is None and self.follower is not None:
             await self.follower.stop()
@@ -432,7 +430,7 @@ class AtpServer:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
         overall status, stay SERVING: the server still answers and ends demand). A gateway
         follows its writer's instead (`start`)."""
-        if self.gateway is not None:
+        if self.gateway_health is not None:
             return
         status = health_pb2.HealthCheckResponse
         asyncio.get_running_loop().create_task(self.health.set(

@@ -271,9 +271,10 @@ class Supervisor:
             code = self._start()
             if code is None:
                 print(f"{LISTENING}{self.listen}", flush=True)
-                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s)",
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s); %s",
                          self.listen, self.writer.pid, len(self.gateways),
-                         ", ".join(str(gateway.pid) for gateway in self.gateways))
+                         ", ".join(str(gateway.pid) for gateway in self.gateways),
+                         self._metrics_where())
                 code = self._watch()
             return self._drain(code)
         finally:
@@ -296,6 +297,16 @@ class Supervisor:
             reloader.on_reload.append(server.reload_tls)
             threading.Thread(target=self._watch_tls, args=(reloader,),
                              name="atpd-metrics-tls", daemon=True).start()
+
+    def _metrics_where(self) -> str:
+        """Where the metrics are served, for the start-up line (operators look there)."""
+        args = self.args
+        if not args.metrics_port:
+            return "no metrics (--metrics-port 0)"
+        scheme = "https" if args.tls_cert and args.metrics_tls != "off" else "http"
+        address = flags.join_host_port(args.metrics_host, args.metrics_port)
+        return (f"metrics at {scheme}://{address}/metrics (all processes; each its own on "
+                f"the {len(self.gateways) + 1} ports after it)")
 
     def _watch_tls(self, reloader: CertificateReloader) -> None:
         while not self.stopping.wait(METRICS_TLS_CHECK_S):

@@ -41,7 +41,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.engine.writer import Writer
 from atp.ledger.errors import InvalidArgument, LedgerError, Unavailable
@@ -83,10 +82,8 @@ WRITER_RECONNECT_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # The generated stubs' constructors are unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
-_health_stub: Callable[[grpc.aio.Channel], Any] = health_pb2_grpc.HealthStub
 
 
 def gateway_follower_id(index: int) -> str:
@@ -248,11 +245,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     the read arrived. Innermost of the interceptors: the admission gate and metrics see a
     forwarded call like any other."""
 
-    def __init__(self, writer: Writer, writer_target: str, commit_file: str = "",
-                 writer_health: tuple[str, ...] = ()) -> None:
+    def __init__(self, writer: Writer, writer_target: str, commit_file: str = "") -> None:
         self.writer = writer
-        # Health names only the writer can answer (whether it takes writes): Check asks it.
-        self.writer_health = frozenset(writer_health)
         # Where the writer's commit is learned: its board (same machine), else by queries.
         self.board = CommitBoard(commit_file) if commit_file else None
         # Whatever the writer answers, a single atpd would have sent: no size limit here
@@ -262,7 +256,6 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                                     ("grpc.max_send_message_length", -1),
                                     *WRITER_RECONNECT_OPTIONS])
         self.read_index = ReadIndex(self.channel)
-        self._health_stub = _health_stub(self.channel)
         self.forwarded = 0  # calls forwarded so far
         # method -> its forwarding handler, made at its first call.
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
@@ -293,27 +286,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             return forwarder
         if reads_ledger(method):
             return rebuilt(handler, lambda kind, behaviour: self._linearized(kind, behaviour))
-        if method == HEALTH_CHECK and self.writer_health:
-            return rebuilt(handler, lambda _kind, behaviour: self._writers_health(behaviour))
         return handler
-
-    def _writers_health(self, behaviour: Behaviour) -> Behaviour:
-        """Health.Check, asking the writer for the names only it can answer (NOT_SERVING
-        while it cannot be reached)."""
-
-        async def check(request: health_pb2.HealthCheckRequest,
-                        context: grpc.aio.ServicerContext) -> Any:
-            if request.service not in self.writer_health:
-                return await behaviour(request, context)
-            try:
-                answer: health_pb2.HealthCheckResponse = await self._health_stub.Check(
-                    request, timeout=context.time_remaining())
-                return answer
-            except grpc.aio.AioRpcError:
-                return health_pb2.HealthCheckResponse(
-                    status=health_pb2.HealthCheckResponse.NOT_SERVING)
-
-        return check
 
     # ----- reads ---------------------------------------------------------------------------
 

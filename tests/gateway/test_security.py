@@ -28,6 +28,8 @@ from atp.v1 import (
     events_pb2,
     events_pb2_grpc,
     inventory_pb2,
+    replication_pb2,
+    replication_pb2_grpc,
     reservations_pb2,
     server_pb2,
     server_pb2_grpc,
@@ -42,6 +44,7 @@ from tests.integration.helpers import (
     movement,
     reserve_request,
     uid,
+    wait_for,
 )
 from tests.support.atpd import AtpdProcess
 from tests.support.certs import CertificateAuthority, Issued
@@ -55,9 +58,10 @@ POLICY = {
     "allow": [{"role": "reader", "principals": [CERTIFICATE_PRINCIPAL]},
               {"role": "service", "principals": ["service-p"]},
               {"role": "ops", "principals": ["ops-p"]},
+              {"role": "replica", "principals": ["replica-p"]},
               {"role": "admin", "principals": ["admin-p", "denied-p"]}],
 }
-TOKEN_PRINCIPALS = ("service-p", "ops-p", "admin-p", "denied-p")
+TOKEN_PRINCIPALS = ("service-p", "ops-p", "replica-p", "admin-p", "denied-p")
 # Channels with a connection each: the kernel spreads them over the gateways.
 CHANNELS = 4
 
@@ -254,3 +258,40 @@ def test_a_forwarded_dry_run_is_read_from_its_bytes() -> None:
         dry_run=True).SerializeToString()) == READER
     assert role_needed(method, reservations_pb2.ReallocateRequest().SerializeToString()) == "ops"
     assert role_needed(method, b"\xff\xff") == "ops"  # undecodable: no read-only form
+
+
+def test_a_follower_replicates_through_the_gateways_with_its_role_only(
+    secured: Deployment, files: Files, tmp_path: Path,
+) -> None:
+    """Over mutual TLS, presenting a token: the replica role lets it in; the reader role of
+    its certificate alone does not."""
+    api = Api(secured.channels(1)[0])
+    node = uid("NODE")
+    api.inventory.UpsertNode(inventory_pb2.UpsertNodeRequest(
+        node=common_pb2.Node(node_id=node)), metadata=bearer("ops-p"), timeout=CALL_TIMEOUT)
+    own = files.ca.issue("follower")
+    flags = ("--follow", secured.server.target, "--tls-cert", str(own.cert), "--tls-key",
+             str(own.key), "--client-ca", str(files.ca.cert), "--sync", "off")
+    (tmp_path / "replica-token").write_text(token_of("replica-p") + "\n")
+    (tmp_path / "service-token").write_text(token_of("service-p") + "\n")
+    with AtpdProcess(tmp_path / "follower", *flags, "--peer-token-file",
+                     str(tmp_path / "replica-token"), tls=secured.client_tls) as follower, \
+            follower.channel() as channel:
+        wait_for(lambda: node in _nodes(channel), timeout_s=30)
+    refused = AtpdProcess(tmp_path / "refused", *flags, "--peer-token-file",
+                          str(tmp_path / "service-token"), tls=secured.client_tls)
+    with refused, refused.channel() as channel:
+        stream = replication_pb2_grpc.ReplicationStub(api.channel).Replicate(
+            iter([replication_pb2.FollowerProgress(follower_id="probe")]),
+            metadata=bearer("service-p"), timeout=CALL_TIMEOUT)
+        with pytest.raises(grpc.RpcError) as denied:
+            next(iter(stream))
+        assert denied.value.code() is Code.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert node not in _nodes(channel)  # the follower refused got nothing
+    api.close()
+
+
+def _nodes(channel: grpc.Channel) -> list[str]:
+    listed = Api(channel).inventory.ListNodes(
+        inventory_pb2.ListNodesRequest(), timeout=CALL_TIMEOUT)
+    return [node.node_id for node in listed.nodes]

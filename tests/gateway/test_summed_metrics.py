@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from atp.server.summed_metrics import GATEWAY, WRITER, combined, summed_over
@@ -97,6 +98,8 @@ def test_one_scrape_target_has_the_totals_and_each_process_its_own(tmp_path: Pat
         reserve(api, line("l1", sku, node, 2))
         for channel in channels(server, READS):  # spread over the gateways
             get_position(Api(channel), sku, node)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="atp.v1.Writes"), timeout=10)
             channel.close()
         processes = [_samples(_scrape(port + 1 + offset)) for offset in range(GATEWAYS + 1)]
         gateways, writer = processes[:GATEWAYS], processes[GATEWAYS]
@@ -117,6 +120,10 @@ def test_one_scrape_target_has_the_totals_and_each_process_its_own(tmp_path: Pat
         held = ("atp_reservations", (("state", "HELD"),))
         assert summed[held] == writer[held] == 1  # the writer's ledger, not 3 copies
         assert summed[("atp_gateways_scraped", ())] == GATEWAYS
+        # A Check of the writer's health name is the writer's answer, counted once.
+        writes_checked = ("atp_health_checks_total", (
+            ("method", "Check"), ("service", "atp.v1.Writes"), ("status", "SERVING")))
+        assert summed[writes_checked] == READS
         cpu = ("process_cpu_seconds_total", ())
         assert summed[cpu] >= max(page[cpu] for page in processes)
         assert summed[("atp_commit_batches_total", ())] >= 1

@@ -152,8 +152,12 @@ def process_metrics(summed_metrics: str | None, offset: int) -> str | None:
 def metrics_socket(writer_socket: str, summed_metrics: str | None, role: str,
                    index: int = 0) -> str:
     """The socket a child serves its metrics page on for the supervisor ("": no metrics)."""
-    if not summed_metrics:
-        return ""
+    return page_socket(writer_socket, role, index) if summed_metrics else ""
+
+
+def page_socket(writer_socket: str, role: str, index: int = 0) -> str:
+    """Where the child of `role` (gateway `index`) serves its metrics page: beside the
+    writer's socket, in the supervisor's private directory."""
     name = "metrics-writer.sock" if role == WRITER else f"metrics-gateway-{index}.sock"
     return str(Path(writer_socket).with_name(name))
 
@@ -264,9 +268,9 @@ class Supervisor:
             try:  # first: a metrics port that cannot be bound stops atpd before anything runs
                 self._serve_metrics()
             except (OSError, TlsFileError) as error:
-                print(f"atpd: cannot serve metrics on {self.args.metrics_host}:"
-                      f"{self.args.metrics_port}: {getattr(error, 'strerror', None) or error}",
-                      file=sys.stderr)
+                address = flags.join_host_port(self.args.metrics_host, self.args.metrics_port)
+                print(f"atpd: cannot serve metrics on {address}: "
+                      f"{getattr(error, 'strerror', None) or error}", file=sys.stderr)
                 return 2
             code = self._start()
             if code is None:
@@ -314,8 +318,8 @@ class Supervisor:
 
     def _metrics_pages(self) -> list[Page]:
         """Each child's metrics page, read now (a child that does not answer is left out)."""
-        sources = [(WRITER, metrics_socket(str(self.writer_socket), "-", WRITER))]
-        sources += [(GATEWAY, metrics_socket(str(self.writer_socket), "-", GATEWAY, index))
+        sources = [(WRITER, page_socket(str(self.writer_socket), WRITER))]
+        sources += [(GATEWAY, page_socket(str(self.writer_socket), GATEWAY, index))
                     for index in range(len(self.gateways))]
         pages = []
         for role, path in sources:

@@ -40,9 +40,10 @@ from atp.tls import ServerTls
 
 log = logging.getLogger("atp.metrics")
 
+# The roles, as the supervisor names its children.
 WRITER, GATEWAY = "writer", "gateway"
 # How long a scrape waits for one child's page.
-PAGE_TIMEOUT_S = 5.0
+PAGE_TIMEOUT_S = 2.0
 # Families summed over the gateways (the public calls), by name prefix (a counter's family
 # name is without its _total).
 GATEWAY_SUMMED_PREFIXES = ("atp_rpc", "atp_health_checks")

@@ -17,6 +17,12 @@ starts: the figures are the steady state (handshakes are not measured).
 
 Prints calls/s and p50/p99 latency for each, and the TLS/plaintext ratios over the rounds'
 sums; `--json FILE` writes them too.
+
+`--gateways N` runs both atpds with `--gateways N` (the gateways terminate TLS); `--auth`
+also gives the TLS one `--auth-policy` (the client certificate's principal has the ops
+role): what serving securely costs, transport and authorization together.
+
+    python -m bench.tls --gateways 1 --auth --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -105,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--gateways", type=int, default=0,
+                        help="run both atpds with --gateways N (0: one process)")
+    parser.add_argument("--auth", action="store_true",
+                        help="the TLS atpd also checks callers (--auth-policy)")
     parser.add_argument("--json", metavar="FILE")
     options = parser.parse_args(argv)
 
@@ -115,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     ca = CertificateAuthority(work / "pki", "bench")
     server, client = ca.issue("server"), ca.issue("client")
     tls = TlsOptions(ca=str(ca.cert), cert=str(client.cert), key=str(client.key))
+    common = ("--sync", "off", "--gateways", str(options.gateways))
+    secure = ("--tls-cert", str(server.cert), "--tls-key", str(server.key), "--client-ca",
+              str(ca.cert))
+    if options.auth:  # the client certificate's principal (its DNS SAN) may seed and load
+        policy = work / "policy.json"
+        policy.write_text(json.dumps({"allow": [{"role": "ops", "principals": ["localhost"]}]}))
+        secure += ("--auth-policy", str(policy))
     servers = {
-        "plaintext": (AtpdProcess(work / "plain", "--sync", "off"), None),
-        "tls": (AtpdProcess(work / "tls", "--sync", "off", "--tls-cert", str(server.cert),
-                            "--tls-key", str(server.key), "--client-ca", str(ca.cert),
-                            tls=tls), tls),
+        "plaintext": (AtpdProcess(work / "plain", *common), None),
+        "tls": (AtpdProcess(work / "tls", *common, *secure, tls=tls), tls),
     }
     figures: dict[str, dict[str, list[dict[str, float]]]] = {
         workload: {mode: [] for mode in servers} for workload in WORKLOADS}

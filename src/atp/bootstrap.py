@@ -28,11 +28,11 @@ from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import StoreArchive
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.allocations import AllocationsServicer
-from atp.server.authorization import Authorization
+from atp.server.authorization import Authorization, TrustedPrincipal
 from atp.server.cluster_node import ClusterNode
 from atp.server.command_link import CommandLink, CommandLinkServer
 from atp.server.decoding import GuardingRegistrar
-from atp.server.gateway import CommitBoard, GatewayInterceptor, publish_commits
+from atp.server.gateway import CommitBoard, GatewayInterceptor, is_gateway, publish_commits
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics, MetricsInterceptor
 from atp.server.replication import Follower, ReplicationServicer, replication_status
@@ -43,6 +43,8 @@ from atp.server.servicers import (
     InventoryServicer,
     ReservationsServicer,
 )
+from atp.server.summed_metrics import serve_page
+from atp.server.writer_health import GatewayHealthServicer
 from atp.store import LmdbStore, MemoryStore, Store, StoreError
 from atp.tls import CertificateReloader, ServerTls, TlsOptions
 from atp.v1 import (
@@ -163,6 +165,16 @@ class ServerConfig:
     command_link: str = ""
     reuse_port: bool = False
     follower_id: str = ""
+    # The writer of `atpd --gateways N`: `listen` is its private Unix socket, served in
+    # plaintext to its gateways only (a 0700 directory); `tls` and `auth_policy` describe the
+    # public port its gateways serve (GetServerInfo reports them; `tls` also serves this
+    # process's own metrics port), and the caller of each call is the principal its gateway
+    # names (authorization's TrustedPrincipal). Gateways' acknowledgements never count
+    # towards `sync_replicas`.
+    behind_gateways: bool = False
+    # A child of `atpd --gateways N` with metrics: the Unix socket its supervisor reads its
+    # metrics page from, to serve the sum of its processes (server/summed_metrics.py).
+    metrics_socket: str = ""
 
 
 class AtpServer:
@@ -201,6 +213,8 @@ class AtpServer:
         self.writer.sync_replicas = self.replication.sync_replicas = config.sync_replicas
         self.writer.sync_timeout_s = config.sync_timeout_s
         self.replication.on_replicated = self.writer.replicas_hold
+        if config.behind_gateways:  # its gateways follow it too, but replicate nothing
+            self.replication.counts_as_replica = lambda follower_id: not is_gateway(follower_id)
         self.follower: Follower | None = None
         self.member: Member | None = None
         address = config.advertise or config.listen
@@ -221,13 +235,20 @@ class AtpServer:
         # The loaded ledger lives as long as the process: keep the cyclic collector from
         # rescanning its millions of objects on every full collection (latency spikes).
         gc.freeze()
-        self.health = CountedHealthServicer(("", *SERVICE_NAMES, WRITES_HEALTH_NAME))
+        health_names = ("", *SERVICE_NAMES, WRITES_HEALTH_NAME)
+        # A gateway's WRITES_HEALTH_NAME is its writer's (its own store is a memory copy).
+        self.gateway_health = (GatewayHealthServicer(health_names, config.gateway_of,
+                                                     (WRITES_HEALTH_NAME,))
+                               if config.gateway_of else None)
+        self.health = self.gateway_health or CountedHealthServicer(health_names)
         self.admission = AdmissionGate(config.concurrent_rpcs_max, SERVICE_NAMES)
-        self.metrics = Metrics(self.writer, self.admission) if config.metrics_listen else None
+        self.metrics = (Metrics(self.writer, self.admission)
+                        if config.metrics_listen or config.metrics_socket else None)
         interceptors: list[grpc.aio.ServerInterceptor] = (
             [MetricsInterceptor(self.metrics)] if self.metrics else [])
         if config.auth_policy:
-            interceptors.append(Authorization(config.auth_policy, config.auth_tokens))
+            interceptors.append(TrustedPrincipal() if config.behind_gateways
+                                else Authorization(config.auth_policy, config.auth_tokens))
         # A gateway's forwarding innermost: the gate and the metrics see its calls too.
         self.command_link = (CommandLink(config.command_link, offer=self._offer_plan,
                                          follower_id=config.follower_id or config.listen)
@@ -236,7 +257,6 @@ class AtpServer:
             # A gateway's copy is fed over its command link (gRPC for snapshots only).
             self.follower.feed = self.command_link.feed
         self.gateway = (GatewayInterceptor(self.writer, config.gateway_of, config.commit_file,
-                                           writer_health=(WRITES_HEALTH_NAME,),
                                            applies_writes=self.command_link is not None)
                         if config.gateway_of else None)
         self.command_link_server: CommandLinkServer | None = None
@@ -266,7 +286,7 @@ class AtpServer:
                                          lambda: self.writer.snapshots_installed)
         self._add_services()
         try:
-            if self.tls is not None:
+            if self.tls is not None and not config.behind_gateways:
                 self.port = self.server.add_secure_port(config.listen, self.tls.credentials())
             else:
                 self.port = self.server.add_insecure_port(config.listen)
@@ -354,6 +374,8 @@ class AtpServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._storage_state_changed(self.writer.storage.full_reason is None)
+        if self.gateway_health is not None:
+            await self.gateway_health.follow_writer()
         log.info(
             "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
             self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
@@ -368,6 +390,8 @@ class AtpServer:
         return f"metrics at {scheme}://{self.config.metrics_listen}/metrics"
 
     def _serve_metrics(self) -> None:
+        if self.metrics is not None and self.config.metrics_socket:
+            serve_page(self.metrics.registry, self.config.metrics_socket)
         if self.metrics is None or not self.config.metrics_listen:
             return
         host, port = self.config.metrics_listen.rsplit(":", 1)
@@ -385,6 +409,8 @@ class AtpServer:
         """Health NOT_SERVING, drain calls, final commit, close the store."""
         if self.stopped.is_set():
             return
+        if self.gateway_health is not None:
+            await self.gateway_health.close()
         await self.health.enter_graceful_shutdown()
         if self.member is None and self.follower is not None:
             await self.follower.stop()
@@ -433,7 +459,10 @@ class AtpServer:
 
     def _storage_state_changed(self, has_room: bool) -> None:
         """Health of WRITES_HEALTH_NAME: NOT_SERVING while storage is full (reads, and the
-        overall status, stay SERVING: the server still answers and ends demand)."""
+        overall status, stay SERVING: the server still answers and ends demand). A gateway
+        follows its writer's instead (`start`)."""
+        if self.gateway_health is not None:
+            return
         status = health_pb2.HealthCheckResponse
         asyncio.get_running_loop().create_task(self.health.set(
             WRITES_HEALTH_NAME, status.SERVING if has_room else status.NOT_SERVING))

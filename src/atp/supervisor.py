@@ -10,8 +10,16 @@ restarted and drained by the atpd process itself (the supervisor).
   connections over the gateways. It answers reads from its copy and forwards everything
   else to the writer (server/gateway.py). The writer publishes its durable commit in a
   file beside its socket (`commit`, the gateways' read index: server/gateway.py
-  CommitBoard). With --metrics-port P the writer serves its metrics on P and gateway i on
-  P + 1 + i.
+  CommitBoard).
+- With --auth-policy and TLS the gateways authorize each call and terminate TLS on the
+  public port; the writer takes the caller's principal from the metadata its gateway sets
+  (server/authorization.py TrustedPrincipal). With --sync-replicas the writer waits for
+  that many followers other than its gateways (external `atpd --follow` members, which
+  follow the public port: their Replication calls are forwarded to the writer).
+- With --metrics-port P the supervisor serves on P the metrics of all its processes
+  combined (server/summed_metrics.py: each child serves its page on a socket beside the
+  writer's); each process serves its own too, gateway i on P + 1 + i, the writer on
+  P + 1 + N.
 - With --listen port 0 the supervisor picks the port: it binds a probe socket with
   SO_REUSEPORT to port 0 and keeps it bound (never listening, so it takes no connection)
   for its whole life, so the port stays ours across gateway restarts.
@@ -47,6 +55,8 @@ from pathlib import Path
 from atp import flags
 from atp.bootstrap import ServerConfig
 from atp.server.gateway import gateway_follower_id
+from atp.server.summed_metrics import Page, SummedMetricsServer, read_page
+from atp.tls import CertificateReloader, ServerTls, TlsFileError
 
 log = logging.getLogger("atp.supervisor")
 
@@ -68,6 +78,9 @@ RESTART_PAUSE_FIRST_S = 0.1
 RESTART_PAUSE_MOST_S = 5.0
 # Beyond --grace, how long a stopping child may take before it is killed.
 STOP_MARGIN_S = 15.0
+# How often the supervisor looks whether the TLS files of its /metrics changed (gRPC looks
+# at each new connection; an HTTPS server has no such hook).
+METRICS_TLS_CHECK_S = 1.0
 # How often a child looks whether its supervisor is still there.
 ORPHAN_CHECK_S = 1.0
 
@@ -95,17 +108,13 @@ def gateway_conflict(args: argparse.Namespace) -> str:
     built yet for gateways (see the README's "Gateways" section)."""
     if not args.gateways or args.gateway_role:
         return ""
-    excluded = (("--follow", args.follow), ("--cluster", args.cluster),
-                ("--auth-policy", args.auth_policy), ("--sync-replicas", args.sync_replicas),
-                ("--metrics-tls", args.metrics_port and args.tls_cert
-                 and args.metrics_tls != "off"))
-    for flag, given in excluded:
+    for flag, given in (("--follow", args.follow), ("--cluster", args.cluster)):
         if given:
             return (f"--gateways {args.gateways} does not work with {flag} yet: run with "
                     "--gateways 0 (one process)")
-    if args.metrics_port and args.metrics_port + args.gateways > flags.PORT_MAX:
+    if args.metrics_port and args.metrics_port + 1 + args.gateways > flags.PORT_MAX:
         return (f"--metrics-port {args.metrics_port} leaves no port for the metrics of "
-                f"{args.gateways} gateways (they take the ports after it)")
+                f"{args.gateways} gateways and the writer (they take the ports after it)")
     return ""
 
 
@@ -115,25 +124,45 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
     commit_file = str(Path(args.writer_socket).with_name(COMMIT_FILE_NAME))
     command_link = str(Path(args.writer_socket).with_name(COMMAND_LINK_NAME))
     if args.gateway_role == WRITER:
-        # Named by the public address in its writes' metadata, as a single atpd would be.
-        return dataclasses.replace(config, listen=target, advertise=args.listen, tls=None,
-                                   peer_tls=None, commit_file=commit_file,
-                                   command_link=command_link)
+        # Named by the public address in its writes' metadata, as a single atpd would be;
+        # its `tls` and `auth_policy` are its gateways' (it serves its socket in plaintext,
+        # and trusts the principal its gateways name).
+        return dataclasses.replace(
+            config, listen=target, advertise=args.listen, behind_gateways=True,
+            peer_tls=None, commit_file=commit_file, command_link=command_link,
+            metrics_listen=process_metrics(config.metrics_listen, args.gateways),
+            metrics_socket=metrics_socket(args.writer_socket, config.metrics_listen, WRITER))
     return dataclasses.replace(
         config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
         commit_file=commit_file, command_link=command_link,
         follower_id=gateway_follower_id(args.gateway_index), advertise=args.listen,
-        metrics_listen=gateway_metrics(config.metrics_listen, args.gateway_index),
-        peer_tls=None, sync_replicas=0)
+        metrics_listen=process_metrics(config.metrics_listen, args.gateway_index),
+        metrics_socket=metrics_socket(args.writer_socket, config.metrics_listen, GATEWAY,
+                                      args.gateway_index),
+        peer_tls=None, peer_token="", sync_replicas=0)
 
 
-def gateway_metrics(writer_metrics: str | None, index: int) -> str | None:
-    """Where gateway `index` serves /metrics: the port after the writer's --metrics-port
-    for gateway 0, and so on (None: no metrics)."""
-    if not writer_metrics:
+def process_metrics(summed_metrics: str | None, offset: int) -> str | None:
+    """Where a child serves its own /metrics: `offset` + 1 ports after --metrics-port (where
+    the supervisor serves them all combined): gateway i at offset i, the writer after the
+    last gateway (None: no metrics)."""
+    if not summed_metrics:
         return None
-    host, port = writer_metrics.rsplit(":", 1)
-    return f"{host}:{int(port) + 1 + index}"
+    host, port = summed_metrics.rsplit(":", 1)
+    return f"{host}:{int(port) + 1 + offset}"
+
+
+def metrics_socket(writer_socket: str, summed_metrics: str | None, role: str,
+                   index: int = 0) -> str:
+    """The socket a child serves its metrics page on for the supervisor ("": no metrics)."""
+    return page_socket(writer_socket, role, index) if summed_metrics else ""
+
+
+def page_socket(writer_socket: str, role: str, index: int = 0) -> str:
+    """Where the child of `role` (gateway `index`) serves its metrics page: beside the
+    writer's socket, in the supervisor's private directory."""
+    name = "metrics-writer.sock" if role == WRITER else f"metrics-gateway-{index}.sock"
+    return str(Path(writer_socket).with_name(name))
 
 
 class Child:
@@ -239,18 +268,68 @@ class Supervisor:
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signal_number, lambda *_: self.stopping.set())
         try:
+            try:  # first: a metrics port that cannot be bound stops atpd before anything runs
+                self._serve_metrics()
+            except (OSError, TlsFileError) as error:
+                address = flags.join_host_port(self.args.metrics_host, self.args.metrics_port)
+                print(f"atpd: cannot serve metrics on {address}: "
+                      f"{getattr(error, 'strerror', None) or error}", file=sys.stderr)
+                return 2
             code = self._start()
             if code is None:
                 print(f"{LISTENING}{self.listen}", flush=True)
-                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s)",
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s); %s",
                          self.listen, self.writer.pid, len(self.gateways),
-                         ", ".join(str(gateway.pid) for gateway in self.gateways))
+                         ", ".join(str(gateway.pid) for gateway in self.gateways),
+                         self._metrics_where())
                 code = self._watch()
             return self._drain(code)
         finally:
             if self.probe is not None:
                 self.probe.close()
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def _serve_metrics(self) -> None:
+        """--metrics-port: the combined metrics of the children, over HTTPS like theirs when
+        --metrics-tls is on (and the certificate reloaded when its files change)."""
+        args = self.args
+        if not args.metrics_port:
+            return
+        server = SummedMetricsServer(self._metrics_pages)
+        tls = (ServerTls(args.tls_cert, args.tls_key, args.client_ca or None)
+               if args.tls_cert and args.metrics_tls != "off" else None)
+        server.serve(args.metrics_host.strip("[]"), args.metrics_port, tls)
+        if tls is not None:
+            reloader = CertificateReloader(tls)
+            reloader.on_reload.append(server.reload_tls)
+            threading.Thread(target=self._watch_tls, args=(reloader,),
+                             name="atpd-metrics-tls", daemon=True).start()
+
+    def _metrics_where(self) -> str:
+        """Where the metrics are served, for the start-up line (operators look there)."""
+        args = self.args
+        if not args.metrics_port:
+            return "no metrics (--metrics-port 0)"
+        scheme = "https" if args.tls_cert and args.metrics_tls != "off" else "http"
+        address = flags.join_host_port(args.metrics_host, args.metrics_port)
+        return (f"metrics at {scheme}://{address}/metrics (all processes; each its own on "
+                f"the {len(self.gateways) + 1} ports after it)")
+
+    def _watch_tls(self, reloader: CertificateReloader) -> None:
+        while not self.stopping.wait(METRICS_TLS_CHECK_S):
+            reloader.check()
+
+    def _metrics_pages(self) -> list[Page]:
+        """Each child's metrics page, read now (a child that does not answer is left out)."""
+        sources = [(WRITER, page_socket(str(self.writer_socket), WRITER))]
+        sources += [(GATEWAY, page_socket(str(self.writer_socket), GATEWAY, index))
+                    for index in range(len(self.gateways))]
+        pages = []
+        for role, path in sources:
+            page = read_page(path)
+            if page is not None:
+                pages.append((role, page))
+        return pages
 
     def _start(self) -> int | None:
         """Starts the writer, then the gateways; an exit code if one of them cannot start."""

@@ -339,7 +339,8 @@ def test_sigterm_ends_a_forwarded_reserve_stream_unavailable_at_once(tmp_path: P
 
 
 def test_each_process_serves_its_own_metrics(tmp_path: Path) -> None:
-    """The writer on --metrics-port, gateway i on the port 1 + i after it."""
+    """Gateway i on the port 1 + i after --metrics-port, the writer after the last gateway
+    (--metrics-port itself serves their totals: test_summed_metrics.py)."""
     port = free_port()
     server = gateway_atpd(tmp_path / "data", "--metrics-port", str(port)).start()
     try:
@@ -347,8 +348,8 @@ def test_each_process_serves_its_own_metrics(tmp_path: Path) -> None:
         sku, node = stocked(api, 5)
         for _ in range(10):
             get_position(api, sku, node)
-        pages = [_metrics(port + offset) for offset in range(1 + GATEWAYS)]
-        writer, gateways = pages[0], pages[1:]
+        pages = [_metrics(port + 1 + offset) for offset in range(GATEWAYS + 1)]
+        gateways, writer = pages[:GATEWAYS], pages[GATEWAYS]
         assert 'atp_rpc_total{code="OK",method="AdjustStock"}' in writer
         assert "GetAvailability" not in writer  # reads never reach the writer
         assert sum(_count(page, 'method="GetAvailability"') for page in gateways) == 10

@@ -4,12 +4,23 @@ the metadata it forwards, and the --gateways flag: its values, default and exclu
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
 
 import pytest
 
 from atp import daemon, flags, supervisor
-from atp.server.authorization import METHOD_ROLES, READ_ONLY_FORMS, READER
+from atp.server.authorization import (
+    METHOD_ROLES,
+    PRINCIPAL_KEY,
+    READ_ONLY_FORMS,
+    READER,
+    Principal,
+    _current,
+    trusted_principal,
+)
 from atp.server.gateway import forwarded_metadata, is_local, reads_ledger
+from tests.support.certs import CertificateAuthority
 
 WRITES = [
     "/atp.v1.Reservations/" + name for name in (
@@ -56,10 +67,24 @@ def test_the_table_decides_and_what_it_does_not_know_goes_to_the_writer() -> Non
 
 def test_only_the_callers_own_metadata_is_forwarded() -> None:
     given = ((":authority", "x"), ("user-agent", "grpc-python"), ("grpc-timeout", "1S"),
-             ("authorization", "Bearer t"), ("x-trace", "1"), ("data-bin", b"\x00"))
+             ("authorization", "Bearer t"), ("x-trace", "1"), ("data-bin", b"\x00"),
+             (PRINCIPAL_KEY, b"admin"))  # a client naming a principal itself: dropped
     assert forwarded_metadata(given) == (("authorization", "Bearer t"), ("x-trace", "1"),
                                          ("data-bin", b"\x00"))
     assert forwarded_metadata(None) == ()
+
+
+def test_the_authorized_principal_is_forwarded_and_trusted_by_the_writer_only() -> None:
+    async def forwarded_as(principal: Principal) -> tuple[tuple[str, object], ...]:
+        _current.set(principal)  # as Authorization sets it for the call
+        return forwarded_metadata(((PRINCIPAL_KEY, b"admin"), ("x-trace", "1")))
+
+    principal = Principal("caf\u00e9-service", ("caf\u00e9-service",), "token")
+    metadata = asyncio.run(forwarded_as(principal))
+    assert metadata == (("x-trace", "1"), (PRINCIPAL_KEY, "caf\u00e9-service".encode()))
+    trusted = trusted_principal(metadata)
+    assert trusted is not None and trusted.name == "caf\u00e9-service"
+    assert trusted_principal((("x-trace", "1"),)) is None
 
 
 def test_gateway_count_values() -> None:
@@ -78,48 +103,68 @@ def test_the_default_is_one_process() -> None:
 
 
 @pytest.mark.parametrize("extra", [
-    ["--follow", "127.0.0.1:1"], ["--auth-policy", "{policy}"], ["--sync-replicas", "1"],
+    ["--follow", "127.0.0.1:1"],
     ["--cluster", "c", "--etcd", "127.0.0.1:2379", "--listen", "127.0.0.1:5000"],
 ])
 def test_flags_not_built_for_gateways_yet_are_refused(
-    extra: list[str], tmp_path: object, capsys: pytest.CaptureFixture[str],
+    extra: list[str], capsys: pytest.CaptureFixture[str],
 ) -> None:
-    policy = f"{tmp_path}/policy.json"
-    with open(policy, "w") as file:
-        file.write('{"allow": []}')
-    argv = [word.replace("{policy}", policy) for word in extra]
     with pytest.raises(SystemExit) as exited:
-        daemon.parse_args(["--gateways", "2", *argv], environ={})
+        daemon.parse_args(["--gateways", "2", *extra], environ={})
     assert exited.value.code == 2
     assert "does not work with" in capsys.readouterr().err
     # ... and accepted in one process.
-    daemon.parse_args(["--gateways", "0", *argv], environ={})
+    daemon.parse_args(["--gateways", "0", *extra], environ={})
 
 
-def test_a_childs_configuration_follows_its_role() -> None:
+def test_security_and_sync_replication_go_with_gateways(tmp_path: Path) -> None:
+    policy, ca = tmp_path / "policy.json", CertificateAuthority(tmp_path)
+    policy.write_text('{"allow": []}')
+    issued = ca.issue("server")
+    args = daemon.parse_args([
+        "--gateways", "2", "--auth-policy", str(policy), "--sync-replicas", "1",
+        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--client-ca",
+        str(ca.cert), "--metrics-port", "9100"], environ={})
+    assert (args.gateways, args.sync_replicas, args.metrics_port) == (2, 1, 9100)
+
+
+def test_a_childs_configuration_follows_its_role(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path)
+    issued = ca.issue("server")
     args = daemon.parse_args(["--listen", "127.0.0.1:5000", "--gateways", "2",
-                              "--metrics-port", "9100"], environ={})
+                              "--metrics-port", "9100", "--sync-replicas", "1",
+                              "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)],
+                             environ={})
     config = daemon.config_from(args)
     writer_args = argparse.Namespace(**{**vars(args), "gateway_role": "writer",
                                         "writer_socket": "/tmp/x/writer.sock"})
     writer = supervisor.child_config(config, writer_args)
     assert (writer.listen, writer.advertise, writer.data_dir) == (
         "unix:/tmp/x/writer.sock", "127.0.0.1:5000", "./data")
-    assert writer.metrics_listen == "127.0.0.1:9100" and not writer.gateway_of
+    assert writer.behind_gateways and not writer.gateway_of and writer.sync_replicas == 1
+    # The public port's TLS: reported by GetServerInfo, and serving its own metrics.
+    assert writer.tls == config.tls and writer.peer_tls is None
+    # The supervisor serves 9100; the gateways the ports after it, the writer the next.
+    assert writer.metrics_listen == "127.0.0.1:9103"
+    assert writer.metrics_socket == "/tmp/x/metrics-writer.sock"
     gateway_args = argparse.Namespace(**{**vars(writer_args), "gateway_role": "gateway",
                                          "gateway_index": 1})
     gateway = supervisor.child_config(config, gateway_args)
     assert (gateway.listen, gateway.data_dir, gateway.follow, gateway.gateway_of) == (
         "127.0.0.1:5000", None, "unix:/tmp/x/writer.sock", "unix:/tmp/x/writer.sock")
     assert gateway.reuse_port and gateway.follower_id == "gateway-1"
-    assert gateway.metrics_listen == "127.0.0.1:9102"  # the writer's port + 1 + index
-    assert supervisor.child_config(
-        daemon.config_from(daemon.parse_args(["--gateways", "1"], environ={})),
-        gateway_args).metrics_listen is None
+    assert gateway.tls == config.tls and not gateway.behind_gateways
+    assert gateway.sync_replicas == 0 and not gateway.peer_token
+    assert gateway.metrics_listen == "127.0.0.1:9102"  # --metrics-port + 1 + index
+    assert gateway.metrics_socket == "/tmp/x/metrics-gateway-1.sock"
+    plain = supervisor.child_config(
+        daemon.config_from(daemon.parse_args(["--gateways", "1"], environ={})), gateway_args)
+    assert plain.metrics_listen is None and plain.metrics_socket == ""
 
 
 def test_the_gateways_metrics_ports_must_exist(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        daemon.parse_args(["--gateways", "2", "--metrics-port", "65534"], environ={})
-    assert "leaves no port for the metrics of 2 gateways" in capsys.readouterr().err
-    daemon.parse_args(["--gateways", "1", "--metrics-port", "65534"], environ={})
+        daemon.parse_args(["--gateways", "2", "--metrics-port", "65533"], environ={})
+    assert "leaves no port for the metrics of 2 gateways and the writer" in (
+        capsys.readouterr().err)
+    daemon.parse_args(["--gateways", "1", "--metrics-port", "65533"], environ={})

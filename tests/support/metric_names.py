@@ -1,9 +1,10 @@
 """Every metric atpd can serve, with its labels: what the dashboard, the alert rules and the
 metrics reference are checked against, so none of them can name a metric that is not there.
 
-Two sources, joined: a live atpd's /metrics (the real process: storage, process_*, build
-info), and an in-process `Metrics` given a follower-in-a-cluster replication status (the
-families a standalone server does not serve: atp_replication_connected, atp_cluster_*).
+Three sources, joined: a live atpd's /metrics (the real process: storage, process_*, build
+info), an in-process `Metrics` given a follower-in-a-cluster replication status (the
+families a standalone server does not serve: atp_replication_connected, atp_cluster_*), and
+what the supervisor of `atpd --gateways N` adds to its processes' totals.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from atp.ledger.delivery_measures import measures_met
 from atp.server.admission import AdmissionGate
 from atp.server.health import CountedHealthServicer
 from atp.server.metrics import Metrics
+from atp.server.summed_metrics import SummedCollector
 from atp.store import MemoryStore
 from atp.v1 import replication_pb2
 from tests.support.atpd import AtpdProcess, free_port
@@ -78,6 +80,8 @@ def served_catalogue(tmp_path: Path) -> Catalogue:
         text = reply.read().decode()
     _add(families, text_string_to_metric_families(text))
     _add(families, _cluster_follower_metrics().registry.collect())
+    # What only the supervisor of `atpd --gateways N` adds to its children's totals.
+    _add(families, SummedCollector(list).collect())
     # In-process, the Info family atp_build; served, the gauge atp_build_info: one series.
     families.pop("atp_build", None)
     return Catalogue(families)

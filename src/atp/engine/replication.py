@@ -109,6 +109,9 @@ class ReplicationLog:
         # they count): only their acknowledgements confirm writes, so that a standby holds
         # everything confirmed and may take over. None: any sync_replicas followers count.
         self.sync_standbys: tuple[str, ...] | None = None
+        # Whether a follower's acknowledgements count towards sync_replicas (the gateways of
+        # `atpd --gateways N` follow their writer, but are no replicas: they hold memory only).
+        self.counts_as_replica: Callable[[str], bool] = _every_follower
         # Snapshots streamed to followers in full (server.snapshot counts them).
         self.snapshots_sent = 0
 
@@ -199,5 +202,10 @@ class ReplicationLog:
             if len(self.sync_standbys) < replicas:
                 return 0
             return min(self.acknowledged.get(name, 0) for name in self.sync_standbys)
-        held = sorted(self.acknowledged.values(), reverse=True)
+        held = sorted((commit for name, commit in self.acknowledged.items()
+                       if self.counts_as_replica(name)), reverse=True)
         return held[replicas - 1] if len(held) >= replicas else 0
+
+
+def _every_follower(_follower_id: str) -> bool:
+    return True

@@ -18,6 +18,11 @@
   ErrorInfo (reason PERMISSION_DENIED, metadata role_needed and principal). Either way before
   the handler runs, so a refused call changes nothing. Handlers (and later the journal) learn
   the caller through `current_principal()`.
+- With `atpd --gateways N` the gateways run `Authorization` on the public port; a call a
+  gateway forwards to the writer carries the caller's principal in `PRINCIPAL_KEY` metadata
+  (`principal_metadata`), which the gateway strips from every client's own metadata, and
+  which only the writer's `TrustedPrincipal` reads: the writer serves nothing but a private
+  Unix socket in a directory only its user may enter, so whoever reaches it is a gateway.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from atp.ledger.errors import PERMISSION_DENIED, UNAUTHENTICATED
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DOMAIN, trailing_metadata
+from atp.v1 import reservations_pb2
 
 log = logging.getLogger("atp.server")
 T = TypeVar("T")
@@ -124,13 +131,19 @@ METHOD_ROLES: dict[str, str] = {
 
 
 def _is_dry_run(request: Any) -> bool:
+    if isinstance(request, bytes):  # a gateway's forwarded call: not decoded for the writer
+        try:
+            request = reservations_pb2.ReallocateRequest.FromString(request)
+        except DecodeError:
+            return False  # the writer refuses it INVALID_ARGUMENT, if the caller may write
     return getattr(request, "dry_run", False) is True
 
 
 # Requests that only read, of a method whose table role is for its writing form: the role
 # such a request needs instead. A Reallocate dry run computes a plan and changes nothing; it
 # shows what GetAvailability and ListReservations(at_risk) already show a reader, so a
-# routing service with the reader role may ask for plans (applying one needs ops).
+# routing service with the reader role may ask for plans (applying one needs ops). Each
+# test takes the decoded request, or its bytes (on a gateway, which forwards them as bytes).
 READ_ONLY_FORMS: dict[str, tuple[Callable[[Any], bool], str]] = {
     _RESERVATIONS + "Reallocate": (_is_dry_run, READER),
 }
@@ -140,6 +153,11 @@ BEARER = "bearer "
 PERMISSION_DENIED_REASON = PERMISSION_DENIED
 UNAUTHENTICATED_REASON = UNAUTHENTICATED
 ANY_PRINCIPAL = "*"
+# The metadata in which a gateway of `atpd --gateways N` names the caller of a call it
+# forwards to the writer (binary: a principal is any UTF-8 text). Trusted by the writer only.
+PRINCIPAL_KEY = "atp-principal-bin"
+# The source of a principal the writer learned from its gateway.
+FROM_GATEWAY = "gateway"
 # A changed file is noticed within this many seconds.
 RELOAD_INTERVAL_S = 1.0
 
@@ -503,3 +521,56 @@ class Authorization(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc i
 
 def _unauthenticated(message: str) -> Refusal:
     return Refusal(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_REASON, message, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Behind gateways
+
+
+def principal_metadata() -> tuple[tuple[str, bytes], ...]:
+    """The metadata naming the current call's principal to the writer (none without one)."""
+    principal = _current.get()
+    if principal is None:
+        return ()
+    return ((PRINCIPAL_KEY, principal.name.encode()),)
+
+
+def without_principal(metadata: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """A client's metadata less any principal it claims: only a gateway may name one."""
+    return tuple((key, value) for key, value in metadata if key != PRINCIPAL_KEY)
+
+
+def trusted_principal(metadata: Iterable[tuple[str, Any]]) -> Principal | None:
+    """The principal a gateway named in `metadata` (None: it named none)."""
+    for key, value in metadata:
+        if key == PRINCIPAL_KEY:
+            name = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            return Principal(name, (name,), FROM_GATEWAY)
+    return None
+
+
+class TrustedPrincipal(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """The writer of `atpd --gateways N` with --auth-policy: its gateways have authorized
+    each call already, and name its caller in PRINCIPAL_KEY; this sets that principal for
+    the handler (and so the journal). Installed only on the writer's private Unix socket."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        principal = trusted_principal(handler_call_details.invocation_metadata or ())
+        if handler is None or principal is None:
+            return handler
+
+        def as_principal(kind: str, behaviour: Behaviour) -> Behaviour:
+            async def named(request_or_stream: Any, context: grpc.aio.ServicerContext) -> Any:
+                _current.set(principal)
+                if kind.endswith("_unary"):
+                    return await behaviour(request_or_stream, context)
+                return await responses_of(behaviour, request_or_stream, context)
+
+            return named
+
+        return rebuilt(handler, as_principal)

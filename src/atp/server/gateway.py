@@ -41,11 +41,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.engine.writer import Writer
 from atp.ledger.errors import InvalidArgument, LedgerError, Unavailable
-from atp.server.authorization import METHOD_ROLES, OPEN, READER
+from atp.server.authorization import (
+    METHOD_ROLES,
+    OPEN,
+    PRINCIPAL_KEY,
+    READER,
+    principal_metadata,
+)
 from atp.server.decoding import is_stale_read, read_options
 from atp.server.handlers import Behaviour, rebuilt, responses_of
 from atp.server.status import DETAILS_KEY, abort
@@ -77,10 +82,6 @@ WRITER_RECONNECT_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-# How long a gateway's Check of a writer-only name waits for the writer's channel to connect
-# (about its longest reconnect backoff) before it says NOT_SERVING.
-WRITER_HEALTH_WAIT_S = 1.5
 # The writes a gateway with a command link decodes, validates and answers itself, sending
 # only their commands to the writer: those whose answer is built from the command's outcome
 # alone. The rest (AdjustStock and SetSafetyStock answer positions read from the ledger,
@@ -94,7 +95,6 @@ APPLIED_HERE = frozenset({
 })
 # The generated stubs' constructors are unannotated: typed here, once.
 _replication_stub: Callable[[grpc.aio.Channel], Any] = replication_pb2_grpc.ReplicationStub
-_health_stub: Callable[[grpc.aio.Channel], Any] = health_pb2_grpc.HealthStub
 
 
 def gateway_follower_id(index: int) -> str:
@@ -117,9 +117,12 @@ def reads_ledger(method: str) -> bool:
 
 
 def forwarded_metadata(metadata: Any) -> tuple[tuple[str, Any], ...]:
-    """The caller's metadata that the writer should see (not gRPC's own headers)."""
+    """The caller's metadata that the writer should see (not gRPC's own headers), and the
+    caller's principal as authorized here (a principal the client named itself is dropped:
+    the writer trusts the one this gateway names)."""
     return tuple((key, value) for key, value in metadata or ()
-                 if not key.startswith(":") and key not in _TRANSPORT_HEADERS)
+                 if not key.startswith(":") and key not in _TRANSPORT_HEADERS
+                 and key != PRINCIPAL_KEY) + principal_metadata()
 
 
 class ReadIndex:
@@ -254,13 +257,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     forwarded call like any other."""
 
     def __init__(self, writer: Writer, writer_target: str, commit_file: str = "",
-                 writer_health: tuple[str, ...] = (), applies_writes: bool = False) -> None:
+                 applies_writes: bool = False) -> None:
         self.writer = writer
         # The writes this gateway decodes and applies through its command link (its
         # servicers' `mutations`) rather than relaying the call.
         self.applied_here = APPLIED_HERE if applies_writes else frozenset()
-        # Health names only the writer can answer (whether it takes writes): Check asks it.
-        self.writer_health = frozenset(writer_health)
         # Where the writer's commit is learned: its board (same machine), else by queries.
         self.board = CommitBoard(commit_file) if commit_file else None
         # Whatever the writer answers, a single atpd would have sent: no size limit here
@@ -270,7 +271,6 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                                     ("grpc.max_send_message_length", -1),
                                     *WRITER_RECONNECT_OPTIONS])
         self.read_index = ReadIndex(self.channel)
-        self._health_stub = _health_stub(self.channel)
         self.forwarded = 0  # calls forwarded so far
         # method -> its forwarding handler, made at its first call.
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
@@ -301,32 +301,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             return forwarder
         if reads_ledger(method):
             return rebuilt(handler, lambda kind, behaviour: self._linearized(kind, behaviour))
-        if method == HEALTH_CHECK and self.writer_health:
-            return rebuilt(handler, lambda _kind, behaviour: self._writers_health(behaviour))
         return handler
-
-    def _writers_health(self, behaviour: Behaviour) -> Behaviour:
-        """Health.Check, asking the writer for the names only it can answer (NOT_SERVING
-        while it cannot be reached)."""
-
-        async def check(request: health_pb2.HealthCheckRequest,
-                        context: grpc.aio.ServicerContext) -> Any:
-            if request.service not in self.writer_health:
-                return await behaviour(request, context)
-            remaining = context.time_remaining()
-            try:
-                # Waits out a reconnection to a writer just back (writes no longer keep this
-                # channel connected: they go over the command link), not more.
-                answer: health_pb2.HealthCheckResponse = await self._health_stub.Check(
-                    request, wait_for_ready=True, timeout=min(
-                        WRITER_HEALTH_WAIT_S, remaining if remaining is not None
-                        else WRITER_HEALTH_WAIT_S))
-                return answer
-            except grpc.aio.AioRpcError:
-                return health_pb2.HealthCheckResponse(
-                    status=health_pb2.HealthCheckResponse.NOT_SERVING)
-
-        return check
 
     # ----- reads ---------------------------------------------------------------------------
 

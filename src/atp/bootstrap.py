@@ -535,7 +535,11 @@ def _bind_failure(error: OSError) -> str:
 
 def open_store(config: ServerConfig) -> Store:
     if config.data_dir is None:
-        return MemoryStore()
+        store = MemoryStore()
+        # A gateway's copy: each batch it applies would cost more as a thread round trip
+        # than as the dict updates it is.
+        store.commits_inline = bool(config.gateway_of)
+        return store
     return LmdbStore(config.data_dir, map_size=min(config.map_size_bytes, config.max_data_bytes),
                      sync=config.sync)
 

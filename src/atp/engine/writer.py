@@ -669,7 +669,10 @@ class Writer:
             self.on_storage_state(has_room)
 
     async def _on_commit_thread(self, function: Callable[..., T], *args: object) -> T:
-        """Runs a store call on the commit thread, between group commits."""
+        """Runs a store call on the commit thread, between group commits (on the event loop
+        for a store that commits inline: in memory)."""
+        if self.store.commits_inline:
+            return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     @property

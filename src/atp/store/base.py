@@ -126,6 +126,11 @@ class WriteBatch:
 class Store(abc.ABC):
     """Records and journal persisted together; every commit is all or nothing."""
 
+    # Whether the writer may run this store's calls on the event loop itself rather than on
+    # its commit thread: set on a gateway's in-memory copy, whose calls take microseconds,
+    # so that a thread round trip per batch would cost more than the call.
+    commits_inline = False
+
     @abc.abstractmethod
     def load(self) -> dict[str, dict[bytes, bytes]]:
         """Every record of every database in DATABASES (not the journal), each database present."""

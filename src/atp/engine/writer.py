@@ -420,7 +420,7 @@ class Writer:
                 self.on_commit(len(batch), time.perf_counter() - started)
             # One slice of retention purges: a failure there loses nothing (the batch is
             # durable), so it is logged, counted and tried again rather than fatal.
-            await self.housekeeper.tidy()
+            await self.housekeeper.tidy_if_idle()
 
     def _advance(self, commit: int) -> None:
         self.commit_index = commit

@@ -15,10 +15,12 @@ per command, best of --repeats runs on a fresh ledger:
   commit   Writer.apply of groups of G commands, then until_durable: the commit loop encodes
            the group's changes and commits them to a real LmdbStore (synced) in a temp dir;
            one group commit per group (G = --groups)
-  pickle   pickle.loads of each command and pickle.dumps of its outcome (the gateway link)
+  pickle   pickle.loads of the commands and pickle.dumps of their outcomes, one pickle per
+           group of G (the link to the gateways)
 
 CPU time on a shared machine drifts 10-20% between runs; --instructions counts instructions
-instead (valgrind's callgrind, two sizes, the difference per command), which do not drift.
+instead (valgrind's callgrind, two sizes, the difference per command), which do not drift;
+there `commit` is unsynced (an fsync's instructions are the kernel's) and G is 16.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ SKUS = 2_000
 NODES = 5
 REGION = "EU"
 LEDGER_BATCH = 64
+INSTRUCTION_SIZES = (1_000, 3_000)  # commands in callgrind's small and large runs
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -138,15 +141,20 @@ async def _commit_groups(batch: Sequence[commands.Reserve], group_size: int,
     return spent
 
 
-def run_pickle(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome]) -> float:
-    """CPU seconds of pickle.loads of every command and pickle.dumps of its outcome."""
-    wire = [pickle.dumps(command, pickle.HIGHEST_PROTOCOL) for command in batch]
+def run_pickle(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+               group_size: int) -> float:
+    """CPU seconds of pickle.loads of the commands and pickle.dumps of their outcomes, one
+    pickle per group of `group_size` (a gateway sends commands and gets outcomes in batches)."""
+    protocol = pickle.HIGHEST_PROTOCOL
+    groups = range(0, len(batch), group_size)
+    wire = [pickle.dumps(list(batch[start:start + group_size]), protocol) for start in groups]
+    answers = [list(outcomes[start:start + group_size]) for start in groups]
     _quiet_gc()
-    loads, dumps, protocol = pickle.loads, pickle.dumps, pickle.HIGHEST_PROTOCOL
+    loads, dumps = pickle.loads, pickle.dumps
     began = time.process_time()
-    for data, outcome in zip(wire, outcomes):
+    for data, answer in zip(wire, answers):
         loads(data)
-        dumps(outcome, protocol)
+        dumps(answer, protocol)
     spent = time.process_time() - began
     gc.enable()
     return spent
@@ -174,10 +182,9 @@ def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], 
             if profile:
                 _profiled(lambda size=group_size: run_commit(batch, size))  # type: ignore[misc]
     if "pickle" in parts:
-        _report(kind, "pickle in+out", min(run_pickle(batch, outcomes) for _ in range(repeats)),
-                count)
-        if profile:
-            _profiled(lambda: run_pickle(batch, outcomes))
+        for group_size in groups:
+            spent = min(run_pickle(batch, outcomes, group_size) for _ in range(repeats))
+            _report(kind, f"pickle in+out G={group_size}", spent, count)
 
 
 def _report(kind: str, part: str, seconds: float, count: int) -> None:
@@ -201,8 +208,9 @@ def workload(kind: str, part: str, count: int) -> None:
         run_ledger(batch)
     elif part == "commit":
         run_commit(batch, 16, sync=False)  # an fsync's instructions are the kernel's
-    else:
-        run_pickle(batch, run_ledger(batch)[1])
+    else:  # outcomes of a fixed run, so that its cost cancels out between the two sizes
+        outcomes = run_ledger(reserve_commands(INSTRUCTION_SIZES[1], kind))[1]
+        run_pickle(batch, outcomes, 16)
 
 
 def count_instructions(kind: str, part: str, count: int) -> int:
@@ -229,7 +237,8 @@ def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: 
                 counts = list(pool.map(count_instructions, (kind, kind), (part, part),
                                        (small, large)))
             per_command = (counts[1] - counts[0]) / (large - small)
-            label = "writer+commit G=16" if part == "commit" else part
+            label = {"commit": "writer+commit G=16", "pickle": "pickle in+out G=16"}.get(
+                part, part)
             print(f"{kind:8s} {label:22s} {per_command:10,.0f} instructions per command",
                   flush=True)
 
@@ -255,7 +264,7 @@ def main() -> None:
         workload(kind, part, int(count))
         return
     if args.instructions:
-        instructions(args.kinds, args.parts, 1_000, 3_000)
+        instructions(args.kinds, args.parts, *INSTRUCTION_SIZES)
         return
     for kind in args.kinds:
         measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile)

@@ -28,6 +28,11 @@ class ReservationState(enum.Enum):
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
 
+    # Members are singletons compared by identity, so identity hashing is exact; Enum's own
+    # __hash__ is a Python call (hash of the name), ~0.7 us of every reserve through the
+    # per-state counts (a Counter keyed by state) on Python 3.11.
+    __hash__ = object.__hash__
+
 
 # The open states as module names: reading a member off its Enum class costs ~160 ns on
 # Python 3.11 (the class's __getattr__ path), a module global ~15 ns (timeit); the ledger

@@ -54,7 +54,7 @@ SKUS = 2_000
 NODES = 5
 REGION = "EU"
 LEDGER_BATCH = 64
-INSTRUCTION_SIZES = (1_000, 3_000)  # commands in callgrind's small and large runs
+INSTRUCTION_SIZES = (960, 2_880)  # multiples of 16  # commands in callgrind's small and large runs
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -145,12 +145,21 @@ def run_pickle(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
                group_size: int) -> float:
     """CPU seconds of pickle.loads of the commands and pickle.dumps of their outcomes, one
     pickle per group of `group_size` (a gateway sends commands and gets outcomes in batches)."""
-    protocol = pickle.HIGHEST_PROTOCOL
+    return _load_and_answer(*_pickle_groups(batch, outcomes, group_size))
+
+
+def _pickle_groups(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+                   group_size: int) -> tuple[list[bytes], list[list[Outcome]]]:
+    """The commands as a gateway sends them (a pickle per group), and the outcome groups."""
     groups = range(0, len(batch), group_size)
-    wire = [pickle.dumps(list(batch[start:start + group_size]), protocol) for start in groups]
-    answers = [list(outcomes[start:start + group_size]) for start in groups]
+    wire = [pickle.dumps(list(batch[start:start + group_size]), pickle.HIGHEST_PROTOCOL)
+            for start in groups]
+    return wire, [list(outcomes[start:start + group_size]) for start in groups]
+
+
+def _load_and_answer(wire: Sequence[bytes], answers: Sequence[list[Outcome]]) -> float:
     _quiet_gc()
-    loads, dumps = pickle.loads, pickle.dumps
+    loads, dumps, protocol = pickle.loads, pickle.dumps, pickle.HIGHEST_PROTOCOL
     began = time.process_time()
     for data, answer in zip(wire, answers):
         loads(data)
@@ -202,15 +211,17 @@ def _profiled(run: Callable[[], object]) -> None:
 # ----- instructions (callgrind) ---------------------------------------------------------------
 
 def workload(kind: str, part: str, count: int) -> None:
-    """One part once, untimed: what callgrind counts (set-up cancels out between two sizes)."""
-    batch = reserve_commands(count, kind)
+    """The part over the first `count` of a fixed set of commands, untimed: what callgrind
+    counts. Everything else (the ledger, the commands, their pickles and outcomes) is the same
+    in both sizes, so it cancels out."""
+    everything = reserve_commands(INSTRUCTION_SIZES[1], kind)
     if part == "ledger":
-        run_ledger(batch)
+        run_ledger(everything[:count])
     elif part == "commit":
-        run_commit(batch, 16, sync=False)  # an fsync's instructions are the kernel's
-    else:  # outcomes of a fixed run, so that its cost cancels out between the two sizes
-        outcomes = run_ledger(reserve_commands(INSTRUCTION_SIZES[1], kind))[1]
-        run_pickle(batch, outcomes, 16)
+        run_commit(everything[:count], 16, sync=False)  # an fsync's instructions are the kernel's
+    else:
+        wire, answers = _pickle_groups(everything, run_ledger(everything)[1], 16)
+        _load_and_answer(wire[:count // 16], answers[:count // 16])
 
 
 def count_instructions(kind: str, part: str, count: int) -> int:
@@ -254,7 +265,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (best kept)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true",
-                        help="count instructions with callgrind (1,000 and 3,000 commands)")
+                        help="count instructions with callgrind (960 and 2,880 commands)")
     parser.add_argument("--workload", metavar="KIND:PART:COUNT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.commands < 1 or args.repeats < 1 or min(args.groups) < 1:

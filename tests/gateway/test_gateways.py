@@ -215,7 +215,9 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     again = wait_for(lambda: _answered(api, request), timeout_s=30)
     assert again.state == common_pb2.Reservation.HELD
     assert get_position(api, sku, node).reserved == 5
-    assert _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING
+    # The gateway follows the writer's health by a Watch, which reconnects on its own time.
+    wait_for(lambda: _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING,
+             timeout_s=10)
 
 
 def _gateways_hold_all(api: Api) -> bool:

@@ -1,0 +1,285 @@
+"""What the writer does per Reserve command, in process: the part of a unary reservation that
+stays on the one writer core when gateways decode, validate and answer.
+
+    python -m bench.writer_step                       # every part, both kinds, 20,000 commands
+    python -m bench.writer_step --parts ledger --profile   # one part, with cProfile's top
+    python -m bench.writer_step --instructions        # the in-process parts under callgrind
+
+Commands are 1-3 line Reserves (one unit each) over 2,000 SKUs stocked at 5 nodes with lanes
+to region EU; `node` names a node on every line, `sourced` names none (the planner chooses).
+Parts, each in microseconds of process CPU (time.process_time: the commit thread included)
+per command, best of --repeats runs on a fresh ledger:
+
+  ledger   Ledger.apply_batch alone, in batches of 64 (taking the changes between batches is
+           not timed: the writer's commit loop does that, and `commit` counts it)
+  commit   Writer.apply of groups of G commands, then until_durable: the commit loop encodes
+           the group's changes and commits them to a real LmdbStore (synced) in a temp dir;
+           one group commit per group (G = --groups)
+  pickle   pickle.loads of the commands and pickle.dumps of their outcomes, one pickle per
+           group of G (the link to the gateways)
+
+CPU time on a shared machine drifts 10-20% between runs; --instructions counts instructions
+instead (valgrind's callgrind, two sizes, the difference per command), which do not drift;
+there `commit` is unsynced (an fsync's instructions are the kernel's) and G is 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import os
+import pickle
+import pstats
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from atp.engine.writer import Writer
+from atp.ledger import Ledger, Outcome, Refused, commands
+from atp.ledger.model import Lane
+from atp.store import LmdbStore
+from bench.micro import NOW
+
+KINDS = ("node", "sourced")
+PARTS = ("ledger", "commit", "pickle")
+SKUS = 2_000
+NODES = 5
+REGION = "EU"
+LEDGER_BATCH = 64
+INSTRUCTION_SIZES = (960, 2_880)  # multiples of 16  # commands in callgrind's small and large runs
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def network_ledger() -> Ledger:
+    """N0..N4 with a lane to EU each (1-3 transit days, handling 0-1), S0..S1999 stocked
+    with 10^9 units at every node; the changes already taken, as after a restart."""
+    ledger = Ledger()
+    for node in range(NODES):
+        lane = Lane(REGION, 1 + node % 3, 5 + node)
+        ledger.execute(commands.UpsertNode(f"N{node}", kind="DC", region=REGION,
+                                           handling_days=node % 2, lanes=(lane,)), NOW)
+    for chunk in range(0, SKUS, 100):
+        movements = tuple(
+            commands.Movement(f"S{sku}", f"N{node}", "RECEIPT", 10**9)
+            for sku in range(chunk, chunk + 100)
+            for node in range(NODES)
+        )
+        ledger.execute(commands.AdjustStock(f"seed-{chunk}", movements), NOW)
+    ledger.take_changes()
+    return ledger
+
+
+def reserve_commands(count: int, kind: str, seed: int = 1) -> list[commands.Reserve]:
+    """`count` Reserves of 1-3 one-unit lines to EU: at a node each (`node`) or sourced."""
+    rng = random.Random(seed)
+    return [
+        commands.Reserve(f"r{index}", tuple(
+            commands.LineRequest(f"l{line}", f"S{rng.randrange(SKUS)}", 1,
+                                 f"N{rng.randrange(NODES)}" if kind == "node" else "")
+            for line in range(rng.randint(1, 3))
+        ), destination_region=REGION)
+        for index in range(count)
+    ]
+
+
+def _quiet_gc() -> None:
+    """As atpd after its periodic freeze: the collector nearly idle (GC is the gRPC bench's)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+def run_ledger(batch: Sequence[commands.Reserve]) -> tuple[float, list[Outcome]]:
+    """CPU seconds of Ledger.apply_batch over the commands in groups of LEDGER_BATCH."""
+    ledger = network_ledger()
+    _quiet_gc()
+    outcomes: list[Outcome] = []
+    spent = 0.0
+    for start in range(0, len(batch), LEDGER_BATCH):
+        group = batch[start:start + LEDGER_BATCH]
+        began = time.process_time()
+        outcomes += ledger.apply_batch(group, NOW)
+        spent += time.process_time() - began
+        ledger.forget_durable(ledger.take_changes())
+    gc.enable()
+    _check_placed(outcomes)
+    return spent, outcomes
+
+
+def run_commit(batch: Sequence[commands.Reserve], group_size: int, sync: bool = True) -> float:
+    """CPU seconds of Writer.apply + until_durable per group of `group_size` commands, on an
+    LmdbStore in a temp dir (its commit thread's CPU included: process time)."""
+    return asyncio.run(_commit_groups(batch, group_size, sync))
+
+
+async def _commit_groups(batch: Sequence[commands.Reserve], group_size: int,
+                         sync: bool) -> float:
+    with tempfile.TemporaryDirectory() as data_dir:
+        store = LmdbStore(data_dir, sync=sync)
+        writer = Writer(network_ledger(), store, clock=lambda: NOW)
+        writer.start()
+        _quiet_gc()
+        outcomes: list[Outcome] = []
+        began = time.process_time()
+        for start in range(0, len(batch), group_size):
+            applied, durable = writer.apply(batch[start:start + group_size])
+            await writer.until_durable(durable, len(applied))
+            outcomes += applied
+        spent = time.process_time() - began
+        gc.enable()
+        await writer.close()
+        store.close()
+    _check_placed(outcomes)
+    return spent
+
+
+def run_pickle(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+               group_size: int) -> float:
+    """CPU seconds of pickle.loads of the commands and pickle.dumps of their outcomes, one
+    pickle per group of `group_size` (a gateway sends commands and gets outcomes in batches)."""
+    return _load_and_answer(*_pickle_groups(batch, outcomes, group_size))
+
+
+def _pickle_groups(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+                   group_size: int) -> tuple[list[bytes], list[list[Outcome]]]:
+    """The commands as a gateway sends them (a pickle per group), and the outcome groups."""
+    groups = range(0, len(batch), group_size)
+    wire = [pickle.dumps(list(batch[start:start + group_size]), pickle.HIGHEST_PROTOCOL)
+            for start in groups]
+    return wire, [list(outcomes[start:start + group_size]) for start in groups]
+
+
+def _load_and_answer(wire: Sequence[bytes], answers: Sequence[list[Outcome]]) -> float:
+    _quiet_gc()
+    loads, dumps, protocol = pickle.loads, pickle.dumps, pickle.HIGHEST_PROTOCOL
+    began = time.process_time()
+    for data, answer in zip(wire, answers):
+        loads(data)
+        dumps(answer, protocol)
+    spent = time.process_time() - began
+    gc.enable()
+    return spent
+
+
+def _check_placed(outcomes: Sequence[Outcome]) -> None:
+    refused = [outcome for outcome in outcomes if isinstance(outcome, Refused)]
+    if refused:
+        raise SystemExit(f"{len(refused)} reserves refused, first: {refused[0].message}")
+
+
+def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], repeats: int,
+            profile: bool) -> None:
+    batch = reserve_commands(count, kind)
+    best_ledger, outcomes = min((run_ledger(batch) for _ in range(repeats)),
+                                key=lambda timed: timed[0])
+    if "ledger" in parts:
+        _report(kind, "ledger apply_batch", best_ledger, count)
+        if profile:
+            _profiled(lambda: run_ledger(batch))
+    if "commit" in parts:
+        for group_size in groups:
+            spent = min(run_commit(batch, group_size) for _ in range(repeats))
+            _report(kind, f"writer+commit G={group_size}", spent, count)
+            if profile:
+                _profiled(lambda size=group_size: run_commit(batch, size))  # type: ignore[misc]
+    if "pickle" in parts:
+        for group_size in groups:
+            spent = min(run_pickle(batch, outcomes, group_size) for _ in range(repeats))
+            _report(kind, f"pickle in+out G={group_size}", spent, count)
+
+
+def _report(kind: str, part: str, seconds: float, count: int) -> None:
+    print(f"{kind:8s} {part:22s} {seconds / count * 1e6:8.1f} us CPU per command", flush=True)
+
+
+def _profiled(run: Callable[[], object]) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+
+
+# ----- instructions (callgrind) ---------------------------------------------------------------
+
+def workload(kind: str, part: str, count: int) -> None:
+    """The part over the first `count` of a fixed set of commands, untimed: what callgrind
+    counts. Everything else (the ledger, the commands, their pickles and outcomes) is the same
+    in both sizes, so it cancels out."""
+    everything = reserve_commands(INSTRUCTION_SIZES[1], kind)
+    if part == "ledger":
+        run_ledger(everything[:count])
+    elif part == "commit":
+        run_commit(everything[:count], 16, sync=False)  # an fsync's instructions are the kernel's
+    else:
+        wire, answers = _pickle_groups(everything, run_ledger(everything)[1], 16)
+        _load_and_answer(wire[:count // 16], answers[:count // 16])
+
+
+def count_instructions(kind: str, part: str, count: int) -> int:
+    with tempfile.TemporaryDirectory() as out_dir:
+        completed = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
+             sys.executable, "-m", "bench.writer_step", "--workload", f"{kind}:{part}:{count}"],
+            capture_output=True, text=True, check=False, timeout=1800,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
+        )
+    match = _COLLECTED.search(completed.stderr)
+    if completed.returncode != 0 or match is None:
+        raise SystemExit(f"valgrind run failed:\n{completed.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: int) -> None:
+    """Instructions per command: (large run - small run) / (large - small)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not found: install it (Debian: apt-get install valgrind)")
+    for kind in kinds:
+        for part in parts:
+            with ThreadPoolExecutor(2) as pool:  # the two runs are independent: one per core
+                counts = list(pool.map(count_instructions, (kind, kind), (part, part),
+                                       (small, large)))
+            per_command = (counts[1] - counts[0]) / (large - small)
+            label = {"commit": "writer+commit G=16", "pickle": "pickle in+out G=16"}.get(
+                part, part)
+            print(f"{kind:8s} {label:22s} {per_command:10,.0f} instructions per command",
+                  flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.writer_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--commands", type=int, default=20_000)
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, 16, 64],
+                        help="commands per group commit (commit part)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (best kept)")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions with callgrind (960 and 2,880 commands)")
+    parser.add_argument("--workload", metavar="KIND:PART:COUNT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.commands < 1 or args.repeats < 1 or min(args.groups) < 1:
+        parser.error("--commands, --repeats and --groups must be at least 1")
+    if args.workload:
+        kind, part, count = args.workload.split(":")
+        workload(kind, part, int(count))
+        return
+    if args.instructions:
+        instructions(args.kinds, args.parts, *INSTRUCTION_SIZES)
+        return
+    for kind in args.kinds:
+        measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,11 +32,15 @@ from atp.ledger.model import ChannelAllocation, Day, Position, ReservationLine
 from atp.ledger.promising import Allocation, LinePlan, OrderPlan
 
 if TYPE_CHECKING:
+    from atp.ledger.commands import Reserve
     from atp.ledger.view import LedgerView
 
 # (node_id, channel) of an allocation within its SKU; node_id "" for a SKU-wide one.
 AllocationKey = tuple[str, str]
-__all__ = ["AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "standings"]
+__all__ = [
+    "AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "fence_for_reserve",
+    "standings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,14 @@ def count_problems(view: LedgerView) -> list[str]:
     tracked = {key for key in view.channel_units if key[0] not in view.channel_allocations}
     problems += [f"{sku} at {node_id}: open units counted by channel without an allocation"
                  for sku, node_id in sorted(tracked)]
+    summed: dict[str, dict[str, int]] = {}
+    for (sku, _), by_channel in view.channel_units.items():
+        for channel, units in by_channel.items():
+            summed.setdefault(sku, {})[channel] = summed.get(sku, {}).get(channel, 0) + units
+    problems += [f"{sku}: open units by channel across its positions "
+                 f"{view.sku_channel_units.get(sku, {})}, its positions say {summed.get(sku, {})}"
+                 for sku in sorted(summed.keys() | view.sku_channel_units.keys())
+                 if view.sku_channel_units.get(sku, {}) != summed.get(sku, {})]
     return problems
 
 
@@ -262,13 +274,16 @@ def trim_allocations(allocations: list[Allocation], budget: int) -> list[Allocat
 
 def fence_for(
     view: LedgerView, demand: Iterable[tuple[str, str]], channel: str, today: Day,
-    include_safety: bool,
+    include_safety: bool, most_units: dict[str, int] | None = None,
 ) -> Fence | None:
     """Fences the other channels' available allocations from `channel`'s demand, (sku,
     node_id) pairs (node_id "" for demand that may go to any node): phantom demand at the
     positions the demand may use, until Fence.undo; a cap per SKU for SKU-wide ones. None
     when no SKU of the demand has an allocation of another channel in force (the common
-    case: a dict lookup per pair)."""
+    case: a dict lookup per pair).
+
+    `most_units` (sku -> the most units the command may take of it, for demand at named
+    nodes only) lets a cap that cannot bind be left off: see _fence_sku."""
     by_sku = view.channel_allocations
     if not by_sku:
         return None
@@ -282,27 +297,78 @@ def fence_for(
                   if a.channel != channel and (a.end_day is None or today <= a.end_day)]
         if others:
             fence = fence or Fence(channel)
-            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety)
+            most = None if most_units is None else most_units.get(sku)
+            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety, most)
     return fence
+
+
+def fence_for_reserve(
+    view: LedgerView, command: Reserve, today: Day, include_safety: bool
+) -> Fence | None:
+    """fence_for of a Reserve's lines: their SKUs, and their substitutes when substitution is
+    allowed, each at the line's node; knowing the most units the Reserve may take of each
+    SKU (a line takes at most its quantity, of its SKU or of a substitute), a SKU-wide cap
+    those units cannot reach is left off."""
+    if not view.channel_allocations:
+        return None
+    demand: list[tuple[str, str]] = []
+    most_units: dict[str, int] = {}
+    for line in command.lines:
+        for sku in (line.sku, *(line.substitute_skus if command.allow_substitution else ())):
+            demand.append((sku, line.node_id))
+            most_units[sku] = most_units.get(sku, 0) + line.quantity
+    return fence_for(view, demand, command.channel, today, include_safety, most_units)
 
 
 def _fence_sku(
     view: LedgerView, fence: Fence, sku: str, others: list[ChannelAllocation],
-    node_ids: set[str], today: Day, include_safety: bool,
+    node_ids: set[str], today: Day, include_safety: bool, most: int | None = None,
 ) -> None:
     """Phantom demand at the positions of `node_ids` ("" among them: every position) for the
     other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones.
-    One pass over the SKU's positions at most (on every Reserve of a SKU with allocations)."""
-    by_node = view.positions_by_sku.get(sku, {})
-    counted = view.channel_units
+
+    The cap is the network's promisable units less every node's fence and less what the
+    SKU-wide allocations still fence (`wide`), and it takes a pass over all the SKU's
+    positions; so it is computed only when it could bind. Not when `wide` is 0 (no cap at
+    all), nor when the command, taking at most `most` units of the SKU at named nodes, stays
+    within a lower bound of it: the same sum over the demand's nodes only (every term is >= 0).
+    Left off, a cap would not have cut anything: the command's outcome is the same."""
     anywhere = "" in node_ids
     sku_wide = [allocation for allocation in others if not allocation.node_id]
-    # The cap needs every node's fence; without one, only the nodes the demand may use.
-    every_node = anywhere or bool(sku_wide)
-    phantom: dict[str, int] = {}  # node_id -> units fenced there
+    wide = _sku_wide_available(view, sku, sku_wide) if sku_wide else 0
+    phantom = _node_fences(view, sku, others, None if anywhere else node_ids)
+    fenced = 0
+    if wide > 0:
+        # Before the phantoms go on: the network's units less every node's fence.
+        lower = -1 if most is None or anywhere else (
+            _promisable(view, sku, node_ids, phantom, include_safety) - wide)
+        if most is None or most > lower:
+            every_node = phantom if anywhere else _node_fences(view, sku, others, None)
+            network = _promisable(view, sku, None, every_node, include_safety)
+            fence.caps[sku] = max(0, network - wide)
+        fenced += wide
+    by_node = view.positions_by_sku.get(sku, {})
+    for node_id, units_fenced in phantom.items():
+        # Dated today and never given back: a unit the owner may still take before the end
+        # date cannot be promised to anyone else for a later date either (stock carries
+        # forward). After the end date the allocation is 0.
+        fence.add_phantom(by_node[node_id], today, units_fenced)
+        fenced += units_fenced
+    if fenced:
+        fence.fenced[sku] = fenced
+
+
+def _node_fences(
+    view: LedgerView, sku: str, others: list[ChannelAllocation], node_ids: set[str] | None
+) -> dict[str, int]:
+    """node_id -> units the node-scoped allocations among `others` still fence there, at the
+    SKU's positions among node_ids (None: at all of them)."""
+    by_node = view.positions_by_sku.get(sku, {})
+    counted = view.channel_units
+    fences: dict[str, int] = {}
     for allocation in others:
         node_id = allocation.node_id
-        if not node_id or not (every_node or node_id in node_ids):
+        if not node_id or (node_ids is not None and node_id not in node_ids):
             continue
         position = by_node.get(node_id)
         if position is None:
@@ -311,62 +377,52 @@ def _fence_sku(
         units = counted.get((sku, node_id))
         used = units.get(allocation.channel, 0) if units else 0
         if allocated > used:
-            phantom[node_id] = phantom.get(node_id, 0) + allocated - used
-    fenced = 0
-    if sku_wide:  # before the phantoms go on: the network's units less every node's fence
-        wide, network = _sku_wide_and_network(view, sku, sku_wide, phantom, include_safety)
-        if wide > 0:
-            fence.caps[sku] = max(0, network - wide)
-            fenced += wide
-    for node_id, units_fenced in phantom.items():
-        if anywhere or node_id in node_ids:
-            # Dated today and never given back: a unit the owner may still take before the
-            # end date cannot be promised to anyone else for a later date either (stock
-            # carries forward). After the end date the allocation is 0.
-            fence.add_phantom(by_node[node_id], today, units_fenced)
-            fenced += units_fenced
-    if fenced:
-        fence.fenced[sku] = fenced
+            fences[node_id] = fences.get(node_id, 0) + allocated - used
+    return fences
 
 
-def _sku_wide_and_network(
-    view: LedgerView, sku: str, allocations: list[ChannelAllocation], phantom: dict[str, int],
+def _sku_wide_available(
+    view: LedgerView, sku: str, allocations: list[ChannelAllocation]
+) -> int:
+    """What the SKU-wide allocations still fence: each one's allocated units less its
+    channel's open units across the SKU (the state's running sums); a share needs the
+    SKU's supply base, one pass over its positions."""
+    units = view.sku_channel_units.get(sku, {})
+    base = 0
+    if any(allocation.share for allocation in allocations):
+        base = supply_base(view.positions_by_sku.get(sku, {}).values())
+    wide = 0
+    for allocation in allocations:
+        allocated = allocation.quantity or int(allocation.share * base)
+        used = units.get(allocation.channel, 0)
+        if allocated > used:
+            wide += allocated - used
+    return wide
+
+
+def _promisable(
+    view: LedgerView, sku: str, node_ids: set[str] | None, fences: dict[str, int],
     include_safety: bool,
-) -> tuple[int, int]:
-    """(what the SKU-wide allocations still fence, units the network can still promise on
-    some day less every node's fence), in one pass over the SKU's positions.
-
-    On every Reserve of a SKU with a SKU-wide allocation of another channel: only the
-    allocations' own channels are counted."""
-    counted = view.channel_units
+) -> int:
+    """Units the SKU's positions at active nodes among node_ids (None: all of them) can still
+    promise on some day, each less its node's fence and counted at 0 at least."""
+    by_node = view.positions_by_sku.get(sku, {})
     nodes = view.nodes
-    channels = {allocation.channel: 0 for allocation in allocations}  # -> its open units
-    with_share = any(allocation.share for allocation in allocations)
-    base = network = 0
-    for node_id, position in view.positions_by_sku.get(sku, {}).items():
-        units = counted.get((sku, node_id))
-        if units:
-            for channel in channels:
-                channels[channel] += units.get(channel, 0)
-        if with_share:
-            base += _base(position)
+    chosen = by_node.items() if node_ids is None else (
+        (node_id, by_node[node_id]) for node_id in node_ids if node_id in by_node)
+    total = 0
+    for node_id, position in chosen:
         node = nodes.get(node_id)
         if node is not None and node.active:
             # The last step of the timeline (timeline.max_promisable), without sorting it;
             # from the deltas, not the line sums: a planner may have demand shifted.
             net = (position.on_hand - position.held + sum(position.deltas.values())
-                   - phantom.get(node_id, 0))
+                   - fences.get(node_id, 0))
             if not include_safety:
                 net -= position.safety_stock
             if net > 0:
-                network += net
-    wide = 0
-    for allocation in allocations:
-        allocated = allocation.quantity or int(allocation.share * base)
-        used = channels[allocation.channel]
-        if allocated > used:
-            wide += allocated - used
-    return wide, network
+                total += net
+    return total
 
 
 def _base(position: Position) -> int:

@@ -93,7 +93,8 @@ def count_open_units(view: LedgerView, position: Position) -> dict[str, int]:
 
 
 def count_problems(view: LedgerView) -> list[str]:
-    """Where the kept open units per channel disagree with the lines (invariant checks)."""
+    """Where what the state keeps for channel allocations (open units by channel, per
+    position and per SKU; supply bases) disagrees with a recount (invariant checks)."""
     problems = []
     for sku in view.channel_allocations:
         for node_id, position in view.positions_by_sku.get(sku, {}).items():
@@ -113,6 +114,12 @@ def count_problems(view: LedgerView) -> list[str]:
                  f"{view.sku_channel_units.get(sku, {})}, its positions say {summed.get(sku, {})}"
                  for sku in sorted(summed.keys() | view.sku_channel_units.keys())
                  if view.sku_channel_units.get(sku, {}) != summed.get(sku, {})]
+    for sku, base in sorted(view.supply_bases.items()):
+        recounted = supply_base(view.positions_by_sku.get(sku, {}).values())
+        if sku not in view.channel_allocations or base != recounted:
+            problems.append(f"{sku}: supply base kept as {base}, its positions say "
+                            f"{recounted}" + ("" if sku in view.channel_allocations
+                                             else " (and it has no allocation)"))
     return problems
 
 
@@ -385,12 +392,10 @@ def _sku_wide_available(
     view: LedgerView, sku: str, allocations: list[ChannelAllocation]
 ) -> int:
     """What the SKU-wide allocations still fence: each one's allocated units less its
-    channel's open units across the SKU (the state's running sums); a share needs the
-    SKU's supply base, one pass over its positions."""
+    channel's open units across the SKU; both from what the state keeps per SKU (no pass
+    over the SKU's positions)."""
     units = view.sku_channel_units.get(sku, {})
-    base = 0
-    if any(allocation.share for allocation in allocations):
-        base = supply_base(view.positions_by_sku.get(sku, {}).values())
+    base = view.supply_base_of(sku) if any(a.share for a in allocations) else 0
     wide = 0
     for allocation in allocations:
         allocated = allocation.quantity or int(allocation.share * base)

@@ -42,7 +42,7 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
-from atp.ledger.quotas import AllocationKey, ChannelAllocation
+from atp.ledger.quotas import AllocationKey, ChannelAllocation, supply_base
 from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 LineKey = tuple[str, str]  # (reservation_id, line_id)
@@ -166,6 +166,13 @@ class LedgerState:
         # channel_units: what a SKU-wide allocation's consumption is read from, without a
         # pass over the SKU's positions on every Reserve (quotas.count_problems checks it).
         self.sku_channel_units: dict[str, dict[str, int]] = {}
+        # sku -> quotas.supply_base of its positions, for SKUs with an allocation, filled when
+        # a fence first needs it (a SKU-wide share is taken of it on every Reserve). On hand,
+        # safety stock, holds and inbound change only with a save_position, so a save (and
+        # indexing or dropping a position) drops the SKU's entry; a follower, which applies
+        # its leader's records without saving, drops them all (forget_supply_bases).
+        # quotas.count_problems checks every entry.
+        self.supply_bases: dict[str, int] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -282,6 +289,7 @@ class LedgerState:
         self.positions[position.key] = position
         self.positions_by_sku.setdefault(position.sku, {})[position.node_id] = position
         self.positions_by_node.setdefault(position.node_id, {})[position.sku] = position
+        self.supply_bases.pop(position.sku, None)
 
     def drop_position(self, position: Position) -> None:
         """Takes a position created by a command that was then refused out of the indexes."""
@@ -291,12 +299,14 @@ class LedgerState:
         if not by_node:
             del self.positions_by_sku[position.sku]
         del self.positions_by_node[position.node_id][position.sku]
+        self.supply_bases.pop(position.sku, None)
 
     def save_position(self, position: Position) -> None:
         """The position's stored fields changed (or it is new): write it, and re-examine it."""
         key = (position.sku, position.node_id)  # not the .key property: a call, every reserve
         self.touched[key] = position
         self.changes.positions[key] = position
+        self.supply_bases.pop(position.sku, None)
 
     def reexamine(self, position: Position) -> None:
         """Only derived quantities changed: nothing to write, but the position is re-examined
@@ -530,6 +540,7 @@ class LedgerState:
                 for node_id in self.positions_by_sku.get(sku, {}):
                     self.channel_units.pop((sku, node_id), None)
                 self.sku_channel_units.pop(sku, None)
+                self.supply_bases.pop(sku, None)
         else:
             by_key[allocation.key] = allocation
 
@@ -546,6 +557,19 @@ class LedgerState:
     def _count_channel_units(self, position: Position, channel: str, units: int) -> None:
         _add_units(self.channel_units, (position.sku, position.node_id), channel, units)
         _add_units(self.sku_channel_units, position.sku, channel, units)
+
+    def supply_base_of(self, sku: str) -> int:
+        """quotas.supply_base of the SKU's positions, kept while it has an allocation."""
+        base = self.supply_bases.get(sku)
+        if base is None:
+            base = supply_base(self.positions_by_sku.get(sku, {}).values())
+            if sku in self.channel_allocations:
+                self.supply_bases[sku] = base
+        return base
+
+    def forget_supply_bases(self) -> None:
+        """Positions changed without save_position (a follower applying records)."""
+        self.supply_bases.clear()
 
     def save_channel_allocation(self, allocation: ChannelAllocation) -> None:
         self.load_channel_allocation(allocation)

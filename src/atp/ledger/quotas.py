@@ -281,16 +281,13 @@ def trim_allocations(allocations: list[Allocation], budget: int) -> list[Allocat
 
 def fence_for(
     view: LedgerView, demand: Iterable[tuple[str, str]], channel: str, today: Day,
-    include_safety: bool, most_units: dict[str, int] | None = None,
+    include_safety: bool,
 ) -> Fence | None:
     """Fences the other channels' available allocations from `channel`'s demand, (sku,
     node_id) pairs (node_id "" for demand that may go to any node): phantom demand at the
     positions the demand may use, until Fence.undo; a cap per SKU for SKU-wide ones. None
     when no SKU of the demand has an allocation of another channel in force (the common
-    case: a dict lookup per pair).
-
-    `most_units` (sku -> the most units the command may take of it, for demand at named
-    nodes only) lets a cap that cannot bind be left off: see _fence_sku."""
+    case: a dict lookup per pair)."""
     by_sku = view.channel_allocations
     if not by_sku:
         return None
@@ -298,63 +295,73 @@ def fence_for(
     for sku, node_id in demand:
         if sku in by_sku:
             wanted.setdefault(sku, set()).add(node_id)
-    fence: Fence | None = None
-    for sku in sorted(wanted):
-        others = [a for a in by_sku[sku].values()
-                  if a.channel != channel and (a.end_day is None or today <= a.end_day)]
-        if others:
-            fence = fence or Fence(channel)
-            most = None if most_units is None else most_units.get(sku)
-            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety, most)
-    return fence
+    return _fence(view, wanted, {}, channel, today, include_safety)
 
 
 def fence_for_reserve(
     view: LedgerView, command: Reserve, today: Day, include_safety: bool
 ) -> Fence | None:
     """fence_for of a Reserve's lines: their SKUs, and their substitutes when substitution is
-    allowed, each at the line's node; knowing the most units the Reserve may take of each
-    SKU (a line takes at most its quantity, of its SKU or of a substitute), a SKU-wide cap
-    those units cannot reach is left off."""
-    if not view.channel_allocations:
+    allowed, each at the line's node. A line takes at most its quantity, of its SKU or of a
+    substitute: knowing the most units the Reserve may take of each SKU, a SKU-wide cap that
+    many units cannot reach is left off (see _fence_sku)."""
+    by_sku = view.channel_allocations
+    if not by_sku:
         return None
-    demand: list[tuple[str, str]] = []
+    wanted: dict[str, set[str]] = {}
     most_units: dict[str, int] = {}
     for line in command.lines:
         for sku in (line.sku, *(line.substitute_skus if command.allow_substitution else ())):
-            demand.append((sku, line.node_id))
-            most_units[sku] = most_units.get(sku, 0) + line.quantity
-    return fence_for(view, demand, command.channel, today, include_safety, most_units)
+            if sku in by_sku:
+                wanted.setdefault(sku, set()).add(line.node_id)
+                most_units[sku] = most_units.get(sku, 0) + line.quantity
+    return _fence(view, wanted, most_units, command.channel, today, include_safety)
+
+
+def _fence(
+    view: LedgerView, wanted: dict[str, set[str]], most_units: dict[str, int], channel: str,
+    today: Day, include_safety: bool,
+) -> Fence | None:
+    """The fence of demand for `wanted` (sku -> node_ids, each SKU with an allocation);
+    most_units: sku -> the most units the command may take of it, where known."""
+    fence: Fence | None = None
+    by_sku = view.channel_allocations
+    for sku in sorted(wanted):
+        others = [a for a in by_sku[sku].values()
+                  if a.channel != channel and (a.end_day is None or today <= a.end_day)]
+        if others:
+            fence = fence or Fence(channel)
+            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety,
+                       most_units.get(sku))
+    return fence
 
 
 def _fence_sku(
     view: LedgerView, fence: Fence, sku: str, others: list[ChannelAllocation],
-    node_ids: set[str], today: Day, include_safety: bool, most: int | None = None,
+    node_ids: set[str], today: Day, include_safety: bool, most: int | None,
 ) -> None:
     """Phantom demand at the positions of `node_ids` ("" among them: every position) for the
     other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones.
 
-    The cap is the network's promisable units less every node's fence and less what the
-    SKU-wide allocations still fence (`wide`), and it takes a pass over all the SKU's
-    positions; so it is computed only when it could bind. Not when `wide` is 0 (no cap at
-    all), nor when the command, taking at most `most` units of the SKU at named nodes, stays
-    within a lower bound of it: the same sum over the demand's nodes only (every term is >= 0).
-    Left off, a cap would not have cut anything: the command's outcome is the same."""
+    The cap is the network's promisable units less every node's fence, less what the SKU-wide
+    allocations still fence (`wide`); it takes a pass over all the SKU's positions, so it is
+    computed only where it could bind. Not when `wide` is 0 (there is no cap), nor when a
+    command taking at most `most` units of the SKU, at named nodes only, stays within a lower
+    bound of it: the same sum over those nodes only (no term of the sum is negative). A cap
+    left off would have cut nothing: the command's outcome is the same."""
     anywhere = "" in node_ids
-    sku_wide = [allocation for allocation in others if not allocation.node_id]
-    wide = _sku_wide_available(view, sku, sku_wide) if sku_wide else 0
-    phantom = _node_fences(view, sku, others, None if anywhere else node_ids)
+    by_node = view.positions_by_sku.get(sku, {})
+    phantom = _node_fences(view, sku, others, by_node, None if anywhere else node_ids)
+    wide = _sku_wide_available(view, sku, others)
     fenced = 0
     if wide > 0:
-        # Before the phantoms go on: the network's units less every node's fence.
-        lower = -1 if most is None or anywhere else (
-            _promisable(view, sku, node_ids, phantom, include_safety) - wide)
-        if most is None or most > lower:
-            every_node = phantom if anywhere else _node_fences(view, sku, others, None)
-            network = _promisable(view, sku, None, every_node, include_safety)
-            fence.caps[sku] = max(0, network - wide)
         fenced += wide
-    by_node = view.positions_by_sku.get(sku, {})
+        # Before the phantoms go on: the network's units less every node's fence.
+        if most is None or anywhere or most > _cap_lower_bound(
+                view, by_node, node_ids, phantom, include_safety, wide):
+            every_node = phantom if anywhere else _node_fences(view, sku, others, by_node, None)
+            network = _promisable(view, by_node.values(), every_node, include_safety)
+            fence.caps[sku] = max(0, network - wide)
     for node_id, units_fenced in phantom.items():
         # Dated today and never given back: a unit the owner may still take before the end
         # date cannot be promised to anyone else for a later date either (stock carries
@@ -365,12 +372,21 @@ def _fence_sku(
         fence.fenced[sku] = fenced
 
 
+def _cap_lower_bound(
+    view: LedgerView, by_node: dict[str, Position], node_ids: set[str], phantom: dict[str, int],
+    include_safety: bool, wide: int,
+) -> int:
+    """At most the SKU's cap (network less wide): the network's terms at node_ids only."""
+    positions = [by_node[node_id] for node_id in node_ids if node_id in by_node]
+    return _promisable(view, positions, phantom, include_safety) - wide
+
+
 def _node_fences(
-    view: LedgerView, sku: str, others: list[ChannelAllocation], node_ids: set[str] | None
+    view: LedgerView, sku: str, others: list[ChannelAllocation], by_node: dict[str, Position],
+    node_ids: set[str] | None,
 ) -> dict[str, int]:
     """node_id -> units the node-scoped allocations among `others` still fence there, at the
-    SKU's positions among node_ids (None: at all of them)."""
-    by_node = view.positions_by_sku.get(sku, {})
+    SKU's positions (by_node) among node_ids (None: at all of them)."""
     counted = view.channel_units
     fences: dict[str, int] = {}
     for allocation in others:
@@ -388,17 +404,18 @@ def _node_fences(
     return fences
 
 
-def _sku_wide_available(
-    view: LedgerView, sku: str, allocations: list[ChannelAllocation]
-) -> int:
-    """What the SKU-wide allocations still fence: each one's allocated units less its
-    channel's open units across the SKU; both from what the state keeps per SKU (no pass
-    over the SKU's positions)."""
-    units = view.sku_channel_units.get(sku, {})
-    base = view.supply_base_of(sku) if any(a.share for a in allocations) else 0
+def _sku_wide_available(view: LedgerView, sku: str, others: list[ChannelAllocation]) -> int:
+    """What the SKU-wide allocations among `others` still fence: each one's allocated units
+    less its channel's open units across the SKU, both from what the state keeps per SKU (no
+    pass over the SKU's positions)."""
     wide = 0
-    for allocation in allocations:
-        allocated = allocation.quantity or int(allocation.share * base)
+    units: dict[str, int] | None = None
+    for allocation in others:
+        if allocation.node_id:
+            continue
+        if units is None:
+            units = view.sku_channel_units.get(sku, {})
+        allocated = allocation.quantity or int(allocation.share * view.supply_base_of(sku))
         used = units.get(allocation.channel, 0)
         if allocated > used:
             wide += allocated - used
@@ -406,23 +423,20 @@ def _sku_wide_available(
 
 
 def _promisable(
-    view: LedgerView, sku: str, node_ids: set[str] | None, fences: dict[str, int],
+    view: LedgerView, positions: Iterable[Position], fences: dict[str, int],
     include_safety: bool,
 ) -> int:
-    """Units the SKU's positions at active nodes among node_ids (None: all of them) can still
-    promise on some day, each less its node's fence and counted at 0 at least."""
-    by_node = view.positions_by_sku.get(sku, {})
+    """Units the positions at active nodes can still promise on some day, each less its
+    node's fence and counted at 0 at least."""
     nodes = view.nodes
-    chosen = by_node.items() if node_ids is None else (
-        (node_id, by_node[node_id]) for node_id in node_ids if node_id in by_node)
     total = 0
-    for node_id, position in chosen:
-        node = nodes.get(node_id)
+    for position in positions:
+        node = nodes.get(position.node_id)
         if node is not None and node.active:
             # The last step of the timeline (timeline.max_promisable), without sorting it;
             # from the deltas, not the line sums: a planner may have demand shifted.
             net = (position.on_hand - position.held + sum(position.deltas.values())
-                   - fences.get(node_id, 0))
+                   - fences.get(position.node_id, 0))
             if not include_safety:
                 net -= position.safety_stock
             if net > 0:

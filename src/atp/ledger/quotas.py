@@ -162,7 +162,7 @@ def others_available(standing_list: Iterable[Standing], channel: str) -> int:
     return sum(s.available for s in standing_list if s.allocation.channel != channel)
 
 
-@dataclass
+@dataclass(slots=True)
 class Fence:
     """The other channels' available allocations, fenced from one command's demand until
     undo(): phantom demand on the positions of node-scoped ones, a cap per SKU for SKU-wide
@@ -377,7 +377,12 @@ def _cap_lower_bound(
     include_safety: bool, wide: int,
 ) -> int:
     """At most the SKU's cap (network less wide): the network's terms at node_ids only."""
-    positions = [by_node[node_id] for node_id in node_ids if node_id in by_node]
+    if len(node_ids) == 1:  # the usual case: every line of the SKU at one node
+        (node_id,) = node_ids
+        position = by_node.get(node_id)
+        positions = () if position is None else (position,)
+        return _promisable(view, positions, phantom, include_safety) - wide
+    positions = tuple(by_node[node_id] for node_id in node_ids if node_id in by_node)
     return _promisable(view, positions, phantom, include_safety) - wide
 
 

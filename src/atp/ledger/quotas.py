@@ -377,12 +377,7 @@ def _cap_lower_bound(
     include_safety: bool, wide: int,
 ) -> int:
     """At most the SKU's cap (network less wide): the network's terms at node_ids only."""
-    if len(node_ids) == 1:  # the usual case: every line of the SKU at one node
-        (node_id,) = node_ids
-        position = by_node.get(node_id)
-        positions = () if position is None else (position,)
-        return _promisable(view, positions, phantom, include_safety) - wide
-    positions = tuple(by_node[node_id] for node_id in node_ids if node_id in by_node)
+    positions = [by_node[node_id] for node_id in node_ids if node_id in by_node]
     return _promisable(view, positions, phantom, include_safety) - wide
 
 

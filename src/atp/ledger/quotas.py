@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 # (node_id, channel) of an allocation within its SKU; node_id "" for a SKU-wide one.
 AllocationKey = tuple[str, str]
+NO_UNITS: dict[str, int] = {}  # open units by channel where none are counted (never changed)
 __all__ = [
     "AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "fence_for_reserve",
     "standings",
@@ -348,17 +349,38 @@ def _fence_sku(
     computed only where it could bind. Not when `wide` is 0 (there is no cap), nor when a
     command taking at most `most` units of the SKU, at named nodes only, stays within a lower
     bound of it: the same sum over those nodes only (no term of the sum is negative). A cap
-    left off would have cut nothing: the command's outcome is the same."""
+    left off would have cut nothing: the command's outcome is the same.
+
+    On every Reserve of a SKU with an allocation of another channel, so written out as one
+    loop over those allocations without calls (_node_fences is the same for the cap's
+    pass); `wide` is read from what the state keeps per SKU, without a pass."""
     anywhere = "" in node_ids
     by_node = view.positions_by_sku.get(sku, {})
-    phantom = _node_fences(view, sku, others, by_node, None if anywhere else node_ids)
-    wide = _sku_wide_available(view, sku, others)
+    counted = view.channel_units
+    phantom: dict[str, int] = {}  # node_id -> units fenced there, at the demand's nodes
+    wide = 0
+    for allocation in others:
+        node_id = allocation.node_id
+        if not node_id:  # SKU-wide: its channel's open units across the SKU are consumed
+            allocated = allocation.quantity or int(allocation.share * view.supply_base_of(sku))
+            used = view.sku_channel_units.get(sku, NO_UNITS).get(allocation.channel, 0)
+            if allocated > used:
+                wide += allocated - used
+        elif anywhere or node_id in node_ids:
+            position = by_node.get(node_id)
+            if position is None:
+                continue  # nothing there to take
+            allocated = allocation.quantity or int(allocation.share * _base(position))
+            used = counted.get((sku, node_id), NO_UNITS).get(allocation.channel, 0)
+            if allocated > used:
+                phantom[node_id] = phantom.get(node_id, 0) + allocated - used
     fenced = 0
     if wide > 0:
         fenced += wide
         # Before the phantoms go on: the network's units less every node's fence.
-        if most is None or anywhere or most > _cap_lower_bound(
-                view, by_node, node_ids, phantom, include_safety, wide):
+        if most is None or anywhere or most > _promisable(
+                view, [by_node[n] for n in node_ids if n in by_node], phantom,
+                include_safety) - wide:
             every_node = phantom if anywhere else _node_fences(view, sku, others, by_node, None)
             network = _promisable(view, by_node.values(), every_node, include_safety)
             fence.caps[sku] = max(0, network - wide)
@@ -370,15 +392,6 @@ def _fence_sku(
         fenced += units_fenced
     if fenced:
         fence.fenced[sku] = fenced
-
-
-def _cap_lower_bound(
-    view: LedgerView, by_node: dict[str, Position], node_ids: set[str], phantom: dict[str, int],
-    include_safety: bool, wide: int,
-) -> int:
-    """At most the SKU's cap (network less wide): the network's terms at node_ids only."""
-    positions = [by_node[node_id] for node_id in node_ids if node_id in by_node]
-    return _promisable(view, positions, phantom, include_safety) - wide
 
 
 def _node_fences(
@@ -402,24 +415,6 @@ def _node_fences(
         if allocated > used:
             fences[node_id] = fences.get(node_id, 0) + allocated - used
     return fences
-
-
-def _sku_wide_available(view: LedgerView, sku: str, others: list[ChannelAllocation]) -> int:
-    """What the SKU-wide allocations among `others` still fence: each one's allocated units
-    less its channel's open units across the SKU, both from what the state keeps per SKU (no
-    pass over the SKU's positions)."""
-    wide = 0
-    units: dict[str, int] | None = None
-    for allocation in others:
-        if allocation.node_id:
-            continue
-        if units is None:
-            units = view.sku_channel_units.get(sku, {})
-        allocated = allocation.quantity or int(allocation.share * view.supply_base_of(sku))
-        used = units.get(allocation.channel, 0)
-        if allocated > used:
-            wide += allocated - used
-    return wide
 
 
 def _promisable(

@@ -312,10 +312,13 @@ def fence_for_reserve(
     wanted: dict[str, set[str]] = {}
     most_units: dict[str, int] = {}
     for line in command.lines:
-        for sku in (line.sku, *(line.substitute_skus if command.allow_substitution else ())):
+        skus = (line.sku, *line.substitute_skus) if command.allow_substitution else (line.sku,)
+        for sku in skus:
             if sku in by_sku:
                 wanted.setdefault(sku, set()).add(line.node_id)
                 most_units[sku] = most_units.get(sku, 0) + line.quantity
+    if not wanted:
+        return None
     return _fence(view, wanted, most_units, command.channel, today, include_safety)
 
 
@@ -327,7 +330,8 @@ def _fence(
     most_units: sku -> the most units the command may take of it, where known."""
     fence: Fence | None = None
     by_sku = view.channel_allocations
-    for sku in sorted(wanted):
+    # In SKU order, so that fences and their messages do not depend on the lines' order.
+    for sku in sorted(wanted) if len(wanted) > 1 else wanted:
         others = [a for a in by_sku[sku].values()
                   if a.channel != channel and (a.end_day is None or today <= a.end_day)]
         if others:

@@ -355,9 +355,9 @@ def _fence_sku(
     bound of it: the same sum over those nodes only (no term of the sum is negative). A cap
     left off would have cut nothing: the command's outcome is the same.
 
-    On every Reserve of a SKU with an allocation of another channel, so written out as one
-    loop over those allocations without calls (_node_fences is the same for the cap's
-    pass); `wide` is read from what the state keeps per SKU, without a pass."""
+    This runs on every Reserve of a SKU with an allocation of another channel, so it is one
+    loop over those allocations (_node_fences repeats its node part for the cap's pass), and
+    `wide` is read from what the state keeps per SKU instead of a pass over its positions."""
     anywhere = "" in node_ids
     by_node = view.positions_by_sku.get(sku, {})
     counted = view.channel_units
@@ -383,7 +383,7 @@ def _fence_sku(
         fenced += wide
         # Before the phantoms go on: the network's units less every node's fence.
         if most is None or anywhere or most > _promisable(
-                view, [by_node[n] for n in node_ids if n in by_node], phantom,
+                view, [by_node[node] for node in node_ids if node in by_node], phantom,
                 include_safety) - wide:
             every_node = phantom if anywhere else _node_fences(view, sku, others, by_node, None)
             network = _promisable(view, by_node.values(), every_node, include_safety)

@@ -32,11 +32,16 @@ from atp.ledger.model import ChannelAllocation, Day, Position, ReservationLine
 from atp.ledger.promising import Allocation, LinePlan, OrderPlan
 
 if TYPE_CHECKING:
+    from atp.ledger.commands import Reserve
     from atp.ledger.view import LedgerView
 
 # (node_id, channel) of an allocation within its SKU; node_id "" for a SKU-wide one.
 AllocationKey = tuple[str, str]
-__all__ = ["AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "standings"]
+NO_UNITS: dict[str, int] = {}  # open units by channel where none are counted (never changed)
+__all__ = [
+    "AllocationKey", "ChannelAllocation", "Fence", "Standing", "fence_for", "fence_for_reserve",
+    "standings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,8 @@ def count_open_units(view: LedgerView, position: Position) -> dict[str, int]:
 
 
 def count_problems(view: LedgerView) -> list[str]:
-    """Where the kept open units per channel disagree with the lines (invariant checks)."""
+    """Where what the state keeps for channel allocations (open units by channel, per
+    position and per SKU; supply bases) disagrees with a recount (invariant checks)."""
     problems = []
     for sku in view.channel_allocations:
         for node_id, position in view.positions_by_sku.get(sku, {}).items():
@@ -101,6 +107,20 @@ def count_problems(view: LedgerView) -> list[str]:
     tracked = {key for key in view.channel_units if key[0] not in view.channel_allocations}
     problems += [f"{sku} at {node_id}: open units counted by channel without an allocation"
                  for sku, node_id in sorted(tracked)]
+    summed: dict[str, dict[str, int]] = {}
+    for (sku, _), by_channel in view.channel_units.items():
+        for channel, units in by_channel.items():
+            summed.setdefault(sku, {})[channel] = summed.get(sku, {}).get(channel, 0) + units
+    problems += [f"{sku}: open units by channel across its positions "
+                 f"{view.sku_channel_units.get(sku, {})}, its positions say {summed.get(sku, {})}"
+                 for sku in sorted(summed.keys() | view.sku_channel_units.keys())
+                 if view.sku_channel_units.get(sku, {}) != summed.get(sku, {})]
+    for sku, base in sorted(view.supply_bases.items()):
+        recounted = supply_base(view.positions_by_sku.get(sku, {}).values())
+        if sku not in view.channel_allocations or base != recounted:
+            problems.append(f"{sku}: supply base kept as {base}, its positions say "
+                            f"{recounted}" + ("" if sku in view.channel_allocations
+                                             else " (and it has no allocation)"))
     return problems
 
 
@@ -143,7 +163,7 @@ def others_available(standing_list: Iterable[Standing], channel: str) -> int:
     return sum(s.available for s in standing_list if s.allocation.channel != channel)
 
 
-@dataclass
+@dataclass(slots=True)
 class Fence:
     """The other channels' available allocations, fenced from one command's demand until
     undo(): phantom demand on the positions of node-scoped ones, a cap per SKU for SKU-wide
@@ -276,33 +296,119 @@ def fence_for(
     for sku, node_id in demand:
         if sku in by_sku:
             wanted.setdefault(sku, set()).add(node_id)
+    return _fence(view, wanted, {}, channel, today, include_safety)
+
+
+def fence_for_reserve(
+    view: LedgerView, command: Reserve, today: Day, include_safety: bool
+) -> Fence | None:
+    """fence_for of a Reserve's lines: their SKUs, and their substitutes when substitution is
+    allowed, each at the line's node. A line takes at most its quantity, of its SKU or of a
+    substitute: knowing the most units the Reserve may take of each SKU, a SKU-wide cap that
+    many units cannot reach is left off (see _fence_sku)."""
+    by_sku = view.channel_allocations
+    if not by_sku:
+        return None
+    wanted: dict[str, set[str]] = {}
+    most_units: dict[str, int] = {}
+    for line in command.lines:
+        skus = (line.sku, *line.substitute_skus) if command.allow_substitution else (line.sku,)
+        for sku in skus:
+            if sku in by_sku:
+                wanted.setdefault(sku, set()).add(line.node_id)
+                most_units[sku] = most_units.get(sku, 0) + line.quantity
+    if not wanted:
+        return None
+    return _fence(view, wanted, most_units, command.channel, today, include_safety)
+
+
+def _fence(
+    view: LedgerView, wanted: dict[str, set[str]], most_units: dict[str, int], channel: str,
+    today: Day, include_safety: bool,
+) -> Fence | None:
+    """The fence of demand for `wanted` (sku -> node_ids, each SKU with an allocation);
+    most_units: sku -> the most units the command may take of it, where known."""
     fence: Fence | None = None
-    for sku in sorted(wanted):
+    by_sku = view.channel_allocations
+    # In SKU order, so that fences and their messages do not depend on the lines' order.
+    for sku in sorted(wanted) if len(wanted) > 1 else wanted:
         others = [a for a in by_sku[sku].values()
                   if a.channel != channel and (a.end_day is None or today <= a.end_day)]
         if others:
             fence = fence or Fence(channel)
-            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety)
+            _fence_sku(view, fence, sku, others, wanted[sku], today, include_safety,
+                       most_units.get(sku))
     return fence
 
 
 def _fence_sku(
     view: LedgerView, fence: Fence, sku: str, others: list[ChannelAllocation],
-    node_ids: set[str], today: Day, include_safety: bool,
+    node_ids: set[str], today: Day, include_safety: bool, most: int | None,
 ) -> None:
     """Phantom demand at the positions of `node_ids` ("" among them: every position) for the
     other channels' node-scoped allocations there; the SKU's cap for their SKU-wide ones.
-    One pass over the SKU's positions at most (on every Reserve of a SKU with allocations)."""
+
+    The cap is the network's promisable units less every node's fence, less what the SKU-wide
+    allocations still fence (`wide`); it takes a pass over all the SKU's positions, so it is
+    computed only where it could bind. Not when `wide` is 0 (there is no cap), nor when a
+    command taking at most `most` units of the SKU, at named nodes only, stays within a lower
+    bound of it: the same sum over those nodes only (no term of the sum is negative). A cap
+    left off would have cut nothing: the command's outcome is the same.
+
+    This runs on every Reserve of a SKU with an allocation of another channel, so it is one
+    loop over those allocations (_node_fences repeats its node part for the cap's pass), and
+    `wide` is read from what the state keeps per SKU instead of a pass over its positions."""
+    anywhere = "" in node_ids
     by_node = view.positions_by_sku.get(sku, {})
     counted = view.channel_units
-    anywhere = "" in node_ids
-    sku_wide = [allocation for allocation in others if not allocation.node_id]
-    # The cap needs every node's fence; without one, only the nodes the demand may use.
-    every_node = anywhere or bool(sku_wide)
-    phantom: dict[str, int] = {}  # node_id -> units fenced there
+    phantom: dict[str, int] = {}  # node_id -> units fenced there, at the demand's nodes
+    wide = 0
     for allocation in others:
         node_id = allocation.node_id
-        if not node_id or not (every_node or node_id in node_ids):
+        if not node_id:  # SKU-wide: its channel's open units across the SKU are consumed
+            allocated = allocation.quantity or int(allocation.share * view.supply_base_of(sku))
+            used = view.sku_channel_units.get(sku, NO_UNITS).get(allocation.channel, 0)
+            if allocated > used:
+                wide += allocated - used
+        elif anywhere or node_id in node_ids:
+            position = by_node.get(node_id)
+            if position is None:
+                continue  # nothing there to take
+            allocated = allocation.quantity or int(allocation.share * _base(position))
+            used = counted.get((sku, node_id), NO_UNITS).get(allocation.channel, 0)
+            if allocated > used:
+                phantom[node_id] = phantom.get(node_id, 0) + allocated - used
+    fenced = 0
+    if wide > 0:
+        fenced += wide
+        # Before the phantoms go on: the network's units less every node's fence.
+        if most is None or anywhere or most > _promisable(
+                view, [by_node[node] for node in node_ids if node in by_node], phantom,
+                include_safety) - wide:
+            every_node = phantom if anywhere else _node_fences(view, sku, others, by_node, None)
+            network = _promisable(view, by_node.values(), every_node, include_safety)
+            fence.caps[sku] = max(0, network - wide)
+    for node_id, units_fenced in phantom.items():
+        # Dated today and never given back: a unit the owner may still take before the end
+        # date cannot be promised to anyone else for a later date either (stock carries
+        # forward). After the end date the allocation is 0.
+        fence.add_phantom(by_node[node_id], today, units_fenced)
+        fenced += units_fenced
+    if fenced:
+        fence.fenced[sku] = fenced
+
+
+def _node_fences(
+    view: LedgerView, sku: str, others: list[ChannelAllocation], by_node: dict[str, Position],
+    node_ids: set[str] | None,
+) -> dict[str, int]:
+    """node_id -> units the node-scoped allocations among `others` still fence there, at the
+    SKU's positions (by_node) among node_ids (None: at all of them)."""
+    counted = view.channel_units
+    fences: dict[str, int] = {}
+    for allocation in others:
+        node_id = allocation.node_id
+        if not node_id or (node_ids is not None and node_id not in node_ids):
             continue
         position = by_node.get(node_id)
         if position is None:
@@ -311,62 +417,30 @@ def _fence_sku(
         units = counted.get((sku, node_id))
         used = units.get(allocation.channel, 0) if units else 0
         if allocated > used:
-            phantom[node_id] = phantom.get(node_id, 0) + allocated - used
-    fenced = 0
-    if sku_wide:  # before the phantoms go on: the network's units less every node's fence
-        wide, network = _sku_wide_and_network(view, sku, sku_wide, phantom, include_safety)
-        if wide > 0:
-            fence.caps[sku] = max(0, network - wide)
-            fenced += wide
-    for node_id, units_fenced in phantom.items():
-        if anywhere or node_id in node_ids:
-            # Dated today and never given back: a unit the owner may still take before the
-            # end date cannot be promised to anyone else for a later date either (stock
-            # carries forward). After the end date the allocation is 0.
-            fence.add_phantom(by_node[node_id], today, units_fenced)
-            fenced += units_fenced
-    if fenced:
-        fence.fenced[sku] = fenced
+            fences[node_id] = fences.get(node_id, 0) + allocated - used
+    return fences
 
 
-def _sku_wide_and_network(
-    view: LedgerView, sku: str, allocations: list[ChannelAllocation], phantom: dict[str, int],
+def _promisable(
+    view: LedgerView, positions: Iterable[Position], fences: dict[str, int],
     include_safety: bool,
-) -> tuple[int, int]:
-    """(what the SKU-wide allocations still fence, units the network can still promise on
-    some day less every node's fence), in one pass over the SKU's positions.
-
-    On every Reserve of a SKU with a SKU-wide allocation of another channel: only the
-    allocations' own channels are counted."""
-    counted = view.channel_units
+) -> int:
+    """Units the positions at active nodes can still promise on some day, each less its
+    node's fence and counted at 0 at least."""
     nodes = view.nodes
-    channels = {allocation.channel: 0 for allocation in allocations}  # -> its open units
-    with_share = any(allocation.share for allocation in allocations)
-    base = network = 0
-    for node_id, position in view.positions_by_sku.get(sku, {}).items():
-        units = counted.get((sku, node_id))
-        if units:
-            for channel in channels:
-                channels[channel] += units.get(channel, 0)
-        if with_share:
-            base += _base(position)
-        node = nodes.get(node_id)
+    total = 0
+    for position in positions:
+        node = nodes.get(position.node_id)
         if node is not None and node.active:
             # The last step of the timeline (timeline.max_promisable), without sorting it;
             # from the deltas, not the line sums: a planner may have demand shifted.
             net = (position.on_hand - position.held + sum(position.deltas.values())
-                   - phantom.get(node_id, 0))
+                   - fences.get(position.node_id, 0))
             if not include_safety:
                 net -= position.safety_stock
             if net > 0:
-                network += net
-    wide = 0
-    for allocation in allocations:
-        allocated = allocation.quantity or int(allocation.share * base)
-        used = channels[allocation.channel]
-        if allocated > used:
-            wide += allocated - used
-    return wide, network
+                total += net
+    return total
 
 
 def _base(position: Position) -> int:

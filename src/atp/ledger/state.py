@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sortedcontainers import SortedDict, SortedList
 
@@ -41,11 +42,12 @@ from atp.ledger.model import (
     ReservationState,
     Supply,
 )
-from atp.ledger.quotas import AllocationKey, ChannelAllocation
+from atp.ledger.quotas import AllocationKey, ChannelAllocation, supply_base
 from atp.ledger.sortedkeys import LazySortedDict, LazySortedSet
 
 LineKey = tuple[str, str]  # (reservation_id, line_id)
 PositionKey = tuple[str, str]  # (sku, node_id)
+_Key = TypeVar("_Key", str, PositionKey)  # what open units by channel are counted under
 # What the expiry queue holds: (expire_time, kind, id) of HELD reservations and of holds.
 EXPIRING_RESERVATION = "reservation"
 EXPIRING_HOLD = "hold"
@@ -171,6 +173,17 @@ class LedgerState:
         # (sku, node_id) -> channel -> open units of its reservations there (HELD and
         # COMMITTED lines), kept for the SKUs with an allocation only.
         self.channel_units: dict[PositionKey, dict[str, int]] = {}
+        # sku -> channel -> the same open units summed over the SKU's positions, kept with
+        # channel_units: what a SKU-wide allocation's consumption is read from, without a
+        # pass over the SKU's positions on every Reserve (quotas.count_problems checks it).
+        self.sku_channel_units: dict[str, dict[str, int]] = {}
+        # sku -> quotas.supply_base of its positions, for SKUs with an allocation, filled when
+        # a fence first needs it (a SKU-wide share is taken of it on every Reserve). On hand,
+        # safety stock, holds and inbound change only with a save_position, so a save (and
+        # indexing or dropping a position) drops the SKU's entry; a follower, which applies
+        # its leader's records without saving, drops them all (forget_supply_bases).
+        # quotas.count_problems checks every entry.
+        self.supply_bases: dict[str, int] = {}
         # region -> the active nodes with a lane there, and those lanes; cleared on node change.
         self._routes: dict[str, tuple[list[Node], dict[str, Lane]]] = {}
 
@@ -287,6 +300,7 @@ class LedgerState:
         self.positions[position.key] = position
         self.positions_by_sku.setdefault(position.sku, {})[position.node_id] = position
         self.positions_by_node.setdefault(position.node_id, {})[position.sku] = position
+        self.supply_bases.pop(position.sku, None)
 
     def drop_position(self, position: Position) -> None:
         """Takes a position created by a command that was then refused out of the indexes."""
@@ -296,12 +310,14 @@ class LedgerState:
         if not by_node:
             del self.positions_by_sku[position.sku]
         del self.positions_by_node[position.node_id][position.sku]
+        self.supply_bases.pop(position.sku, None)
 
     def save_position(self, position: Position) -> None:
         """The position's stored fields changed (or it is new): write it, and re-examine it."""
         key = (position.sku, position.node_id)  # not the .key property: a call, every reserve
         self.touched[key] = position
         self.changes.positions[key] = position
+        self.supply_bases.pop(position.sku, None)
 
     def reexamine(self, position: Position) -> None:
         """Only derived quantities changed: nothing to write, but the position is re-examined
@@ -534,11 +550,14 @@ class LedgerState:
                 del self.channel_allocations[sku]
                 for node_id in self.positions_by_sku.get(sku, {}):
                     self.channel_units.pop((sku, node_id), None)
+                self.sku_channel_units.pop(sku, None)
+                self.supply_bases.pop(sku, None)
         else:
             by_key[allocation.key] = allocation
 
     def _recount_channel_units(self, sku: str) -> None:
         """The open units of each channel at each of the SKU's positions, from its lines."""
+        self.sku_channel_units.pop(sku, None)
         for node_id, position in self.positions_by_sku.get(sku, {}).items():
             self.channel_units.pop((sku, node_id), None)
             for (reservation_id, _), line in position.lines.items():
@@ -547,17 +566,21 @@ class LedgerState:
                     self._count_channel_units(position, reservation.channel, line.open_quantity)
 
     def _count_channel_units(self, position: Position, channel: str, units: int) -> None:
-        key = (position.sku, position.node_id)
-        by_channel = self.channel_units.get(key)
-        if by_channel is None:
-            by_channel = self.channel_units[key] = {}
-        total = by_channel.get(channel, 0) + units
-        if total:
-            by_channel[channel] = total
-        else:
-            by_channel.pop(channel, None)
-            if not by_channel:
-                del self.channel_units[key]
+        _add_units(self.channel_units, (position.sku, position.node_id), channel, units)
+        _add_units(self.sku_channel_units, position.sku, channel, units)
+
+    def supply_base_of(self, sku: str) -> int:
+        """quotas.supply_base of the SKU's positions, kept while it has an allocation."""
+        base = self.supply_bases.get(sku)
+        if base is None:
+            base = supply_base(self.positions_by_sku.get(sku, {}).values())
+            if sku in self.channel_allocations:
+                self.supply_bases[sku] = base
+        return base
+
+    def forget_supply_bases(self) -> None:
+        """Positions changed without save_position (a follower applying records)."""
+        self.supply_bases.clear()
 
     def save_channel_allocation(self, allocation: ChannelAllocation) -> None:
         self.load_channel_allocation(allocation)
@@ -613,3 +636,17 @@ class LedgerState:
         for request_id, record in changes.requests.items():
             if self.requests.get(request_id) is record:
                 del self.requests[request_id]
+
+
+def _add_units(counts: dict[_Key, dict[str, int]], key: _Key, channel: str, units: int) -> None:
+    """Adds units to counts[key][channel], dropping a count that reaches 0 and an empty key."""
+    by_channel = counts.get(key)
+    if by_channel is None:
+        by_channel = counts[key] = {}
+    total = by_channel.get(channel, 0) + units
+    if total:
+        by_channel[channel] = total
+    else:
+        by_channel.pop(channel, None)
+        if not by_channel:
+            del counts[key]

@@ -81,6 +81,7 @@ def apply_records(state: LedgerState, records: Records) -> None:
             state.closed_counts[closed.state] += 1
     for key, value in by_database[CHANNEL_ALLOCATIONS]:
         _apply_channel_allocation(state, key, value)
+    state.forget_supply_bases()  # positions changed here without save_position
     state.touched.clear()  # a follower announces nothing: the leader's journal did
 
 

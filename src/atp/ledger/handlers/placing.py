@@ -47,8 +47,8 @@ def place_lines(
     The other channels' allocations of the lines' SKUs are fenced meanwhile."""
     if not state.channel_allocations:  # no SKU has one: nothing to fence
         return _place_lines(state, command, requested_days, today)
-    fence = quotas.fence_for(state, _demanded(command), command.channel, today,
-                             state.include_safety_stock(command.priority))
+    fence = quotas.fence_for_reserve(state, command, today,
+                                     state.include_safety_stock(command.priority))
     if fence is None:
         return _place_lines(state, command, requested_days, today)
     try:
@@ -66,16 +66,6 @@ def place_lines(
             error, {f"line {line.line_id}": line.sku for line in command.lines}) from None
     finally:
         fence.undo()
-
-
-def _demanded(command: commands.Reserve) -> list[tuple[str, str]]:
-    """(sku, node_id) of what the lines may take: their SKUs, and their substitutes when
-    substitution is allowed."""
-    return [
-        (sku, line.node_id)
-        for line in command.lines
-        for sku in (line.sku, *(line.substitute_skus if command.allow_substitution else ()))
-    ]
 
 
 def _place_lines(

@@ -36,7 +36,8 @@ from atp.v1 import events_pb2, reservations_pb2
 from tests.support.atpd import AtpdProcess
 from tests.support.certs import CertificateAuthority, Issued
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_process(
+    reason="--gateways refuses --auth-policy (not built yet for gateways: README, Gateways)")]
 
 # A principal of each role, one that no rule allows, and one a deny rule shuts out although
 # an allow rule would make it admin.
@@ -67,7 +68,7 @@ def write_files(directory: Path, principals: list[str], policy: dict[str, Any],
 def auth_atpd(directory: Path, principals: list[str], policy: dict[str, Any]) -> AtpdProcess:
     tokens_path, policy_path = write_files(directory, principals, policy)
     return AtpdProcess(directory / "data", "--auth-policy", str(policy_path),
-                       "--auth-tokens", str(tokens_path))
+                       "--auth-tokens", str(tokens_path), gateways=0)  # see pytestmark
 
 
 @pytest.fixture(scope="module")

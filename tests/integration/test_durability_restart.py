@@ -45,8 +45,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[AtpdProcess]:
-    process = AtpdProcess(tmp_path / "data")
+def server(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
+    process = AtpdProcess(tmp_path / "data", gateways=gateways)
     try:
         yield process
     finally:
@@ -343,8 +343,10 @@ def test_held_reservation_and_hold_expire_across_a_restart(server: AtpdProcess) 
     assert server.stop() == 0
 
 
-def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(tmp_path: Path) -> None:
-    server = AtpdProcess(tmp_path / "data", "--default-ttl", "2").start()
+def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(
+    tmp_path: Path, gateways: int,
+) -> None:
+    server = AtpdProcess(tmp_path / "data", "--default-ttl", "2", gateways=gateways).start()
     api = connect(server)
     try:
         sku, node_id = stocked(api, 5)
@@ -420,11 +422,12 @@ def test_a_second_atpd_on_the_same_data_dir_is_refused_and_the_first_keeps_servi
     sku, node_id = stocked(api, 5)
     second = subprocess.run(
         [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
-         "--data-dir", str(server.data_dir)],
+         "--data-dir", str(server.data_dir), "--gateways", str(server.gateways)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert second.returncode == 2, second
-    assert f"in use by another writer (pid {server.process.pid})" in second.stderr
+    # The lock is the writer's: atpd itself, or with gateways its writer process.
+    assert f"in use by another writer (pid {server.writer_pid()})" in second.stderr
     adjust(api, movement(sku, node_id, Movement.RECEIPT, 1))
     assert_position(api, sku, node_id, on_hand=6)
     server.kill()  # kill -9 drops the lock with the process: a restart takes it over
@@ -432,7 +435,7 @@ def test_a_second_atpd_on_the_same_data_dir_is_refused_and_the_first_keeps_servi
     assert_position(connect(server), sku, node_id, on_hand=6)
 
 
-def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
+def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path, gateways: int) -> None:
     """Found by a new-user review against 01834d6: a 20-line traceback, exit code 1."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -440,7 +443,7 @@ def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         refused = subprocess.run(
             [sys.executable, "-m", "atp.daemon", "--listen", address,
-             "--data-dir", str(tmp_path / "data")],
+             "--data-dir", str(tmp_path / "data"), "--gateways", str(gateways)],
             capture_output=True, text=True, timeout=60, check=False,
         )
     assert refused.returncode == 2, refused

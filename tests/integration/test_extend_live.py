@@ -22,8 +22,8 @@ WORKERS = 8
 
 
 @pytest.fixture
-def atpd(tmp_path: Path) -> Iterator[AtpdProcess]:
-    with AtpdProcess(tmp_path / "data", "--sync", "on") as server:
+def atpd(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
+    with AtpdProcess(tmp_path / "data", "--sync", "on", gateways=gateways) as server:
         yield server
 
 

@@ -54,9 +54,10 @@ def metrics_port() -> int:
 
 
 @pytest.fixture
-def atpd(tmp_path: Path, metrics_port: int) -> Iterator[AtpdProcess]:
+def atpd(tmp_path: Path, metrics_port: int, gateways: int) -> Iterator[AtpdProcess]:
+    # With gateways the ledger's delivery counters are the writer's, served on metrics_port.
     with AtpdProcess(tmp_path / "data", "--sync", "on", "--metrics-port",
-                     str(metrics_port)) as server:
+                     str(metrics_port), gateways=gateways) as server:
         yield server
 
 

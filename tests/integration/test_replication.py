@@ -38,7 +38,10 @@ from tests.integration.helpers import (
 )
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_process(
+    reason="followers and --sync-replicas: --gateways refuses --follow and --sync-replicas "
+    "(README, Gateways); a leader in gateway mode is followed in test_tls and "
+    "test_allocation_policy_live")]
 
 
 @pytest.fixture

@@ -69,10 +69,13 @@ def fill_until_refused(stub: reservations_pb2_grpc.ReservationsStub) -> tuple[in
     raise AssertionError(f"{ATTEMPTS_MAX} reservations fitted in a 4 MiB cap")
 
 
-def test_a_full_store_refuses_writes_serves_reads_and_recovers_by_itself(tmp_path: Path) -> None:
+def test_a_full_store_refuses_writes_serves_reads_and_recovers_by_itself(
+    tmp_path: Path, gateways: int,
+) -> None:
     server = AtpdProcess(
         tmp_path / "data", "--max-data-mb", "4", "--map-size-mb", "1", "--sync", "off",
         "--closed-retention", "1s", "--idempotency-window", "1s", "--journal-retention", "1s",
+        gateways=gateways,
     ).start()
     try:
         with grpc.insecure_channel(server.target) as channel:

@@ -26,8 +26,8 @@ ATPCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "atp.cli
 
 
 @pytest.fixture
-def atpd(tmp_path: Path) -> Iterator[AtpdProcess]:
-    process = AtpdProcess(tmp_path / "data")
+def atpd(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
+    process = AtpdProcess(tmp_path / "data", gateways=gateways)
     try:
         yield process.start()
     finally:

@@ -75,7 +75,9 @@ def _add(families: dict[str, Family], metrics: Iterable[Metric]) -> None:
 def served_catalogue(tmp_path: Path) -> Catalogue:
     families: dict[str, Family] = {}
     port = free_port()
-    with (AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port)),
+    # One process serves every family; with --gateways each process would serve its part
+    # (README, Gateways: metrics are per process), so the catalogue is one process's.
+    with (AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port), gateways=0),
           urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply):
         text = reply.read().decode()
     _add(families, text_string_to_metric_families(text))

@@ -344,12 +344,15 @@ class Supervisor:
         return pages
 
     def _start(self) -> int | None:
-        """Starts the writer, then the gateways; an exit code if one of them cannot start."""
+        """Starts the writer, then the gateways all at once (each waits for the writer, none
+        for another: a start takes one gateway's time, not N); an exit code if one of them
+        cannot start."""
         self.writer.start()
         if not self.writer.wait_ready(self.stopping):
             return self._start_failure(self.writer)
         for gateway in self.gateways:
             gateway.start()
+        for gateway in self.gateways:
             if not gateway.wait_ready(self.stopping):
                 return self._start_failure(gateway)
         return None

@@ -322,10 +322,11 @@ def serving_counts(server: AtpdProcess) -> tuple[int, int]:
 def test_a_restart_loads_open_reservations_only_and_closed_ones_stay_readable(
     tmp_path: Path, gateways: int,
 ) -> None:
-    closed_s = 5.0
-    server = AtpdProcess(tmp_path / "data", "--closed-retention", "5s",
-                         "--idempotency-window", "5s", "--sync", "off", "--log-level", "INFO",
-                         gateways=gateways)
+    # Long enough for a stop and a start to fit in it (with gateways, three processes start).
+    closed_s = 8.0 if gateways else 5.0
+    server = AtpdProcess(tmp_path / "data", "--closed-retention", f"{closed_s:g}s",
+                         "--idempotency-window", f"{closed_s:g}s", "--sync", "off",
+                         "--log-level", "INFO", gateways=gateways)
     server.start()
     try:
         api = Api(server.channel())

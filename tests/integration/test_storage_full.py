@@ -28,7 +28,9 @@ from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
 
-PADDING = "x" * 100  # bigger records fill the 4 MiB cap in fewer calls
+# Bigger records fill the 4 MiB cap in fewer calls (a few hundred, each later released).
+PADDING = "x" * 100
+LINES_PER_RESERVATION = 25
 ATTEMPTS_MAX = 4000
 
 
@@ -40,7 +42,7 @@ def reserve(stub: reservations_pb2_grpc.ReservationsStub, index: int) -> None:
     stub.Reserve(reservations_pb2.ReserveRequest(
         reservation_id=reservation_id(index), customer_id=PADDING,
         lines=[common_pb2.ReservationLine(line_id=f"l{n}", sku="SKU", node_id="DC1", quantity=1)
-               for n in range(5)],
+               for n in range(LINES_PER_RESERVATION)],
     ), timeout=10)
 
 

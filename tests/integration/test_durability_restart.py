@@ -43,6 +43,14 @@ from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
 
+# Each test here starts a server of its own, and restarts it: three processes each time
+# behind gateways. The tests of what gateways change (a stop, a kill -9, the data
+# directory's lock, the port) run in both modes; those of the ledger's own rules across a
+# restart (expiry, TTLs, positions) run against one process, to keep `make test` near its
+# time budget (docs/gateways.md).
+ONE_PROCESS_FOR_TIME = pytest.mark.one_process(
+    reason="time: a ledger rule across a restart, which gateways do not change")
+
 
 @pytest.fixture
 def server(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
@@ -241,6 +249,7 @@ def test_sigterm_exits_zero_and_restart_keeps_every_acknowledged_change(
     assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_a_second_restart_after_more_changes_keeps_them_all(server: AtpdProcess) -> None:
     server.start()
     for round_number in range(3):
@@ -261,6 +270,7 @@ def test_a_second_restart_after_more_changes_keeps_them_all(server: AtpdProcess)
         api.close()
 
 
+@ONE_PROCESS_FOR_TIME
 def test_held_reservation_with_ttl_2_expires_on_time_while_running(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -294,6 +304,7 @@ def test_held_reservation_with_ttl_2_expires_on_time_while_running(server: AtpdP
     assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_held_reservation_and_hold_expire_across_a_restart(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -343,6 +354,7 @@ def test_held_reservation_and_hold_expire_across_a_restart(server: AtpdProcess) 
     assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(
     tmp_path: Path, gateways: int,
 ) -> None:
@@ -365,6 +377,7 @@ def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(
         assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_restart_keeps_a_position_created_by_a_backordered_line(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)

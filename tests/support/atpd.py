@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.client import make_channel
-from atp.supervisor import GATEWAY, WRITER
+from atp.supervisor import GATEWAY, WRITER, gateway_count
 from atp.tls import TlsOptions
 
 _LISTENING = re.compile(r"atpd listening on (\S+)")
@@ -139,10 +139,10 @@ class AtpdProcess:
 
 
 def default_gateways() -> int:
-    """ATP_TEST_GATEWAYS: the --gateways of every atpd a test starts without saying (0 when
-    unset)."""
+    """ATP_TEST_GATEWAYS: the --gateways of every atpd a test starts without saying (a count
+    or `auto`, as the flag takes; 0 when unset)."""
     text = os.environ.get("ATP_TEST_GATEWAYS", "").strip()
-    return int(text) if text else 0
+    return gateway_count(text) if text else 0
 
 
 def children(supervisor_pid: int) -> dict[str, list[int]]:

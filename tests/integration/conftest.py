@@ -4,8 +4,9 @@ Every test that takes the `gateways` argument (the shared `module_atpd` and `api
 do the servers that modules start themselves) runs twice: against one atpd process
 (`[gateways-0]`) and against `atpd --gateways 2`, a writer behind two gateway processes
 (`[gateways-2]`). The argument is module-scoped, so a module's shared server starts once
-per mode. A test that cannot run behind gateways is marked `one_process(reason)` and runs
-as `[gateways-0]` only; the reason is in the marker, where a reader of the test sees it.
+per mode. A test that cannot run behind gateways (or, to save time, does not) is marked
+`one_process(reason)` and runs as `[gateways-0]` only; the reason is in the marker, where a
+reader of the test sees it.
 `-k gateways-2` runs the gateway half alone."""
 
 from __future__ import annotations

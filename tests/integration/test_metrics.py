@@ -15,9 +15,7 @@ from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
 from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve, reserve_request, stocked
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.one_process(
-    reason="with --gateways each process serves its own metrics, on ports of its own, not "
-    "summed yet (README, Gateways); these count calls of one process")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -73,11 +71,11 @@ def test_metrics_count_calls_streams_commits_and_reservations(
 
 
 def test_metrics_say_what_runs_and_the_start_up_line_says_where_they_are(
-    tmp_path: Path,
+    tmp_path: Path, gateways: int,
 ) -> None:
     port = free_port()
     with AtpdProcess(tmp_path / "data", "--metrics-port", str(port),
-                     "--log-level", "INFO", gateways=0) as server:  # see pytestmark
+                     "--log-level", "INFO", gateways=gateways) as server:
         samples = _scrape(port)
         log = server.log_path.read_text()
     [build] = [name for name in samples if name.startswith("atp_build_info{")]

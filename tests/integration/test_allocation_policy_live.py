@@ -23,14 +23,10 @@ from tests.integration.helpers import wait_for
 from tests.integration.test_fuzz_requests import check_refusal, messages
 from tests.support.atpd import AtpdProcess
 
-pytestmark = pytest.mark.integration
-
-# Each test here starts a server of its own (they share fixed names). Behind gateways runs
-# the one whose subject gateways change (a follower of a leader in gateway mode); the
-# policies' own rules run against one process, to keep `make test` near its time budget
-# (docs/gateways.md).
-ONE_PROCESS_FOR_TIME = pytest.mark.one_process(
-    reason="time: a server per test for allocation rules, which gateways do not change")
+# A server per test (they share fixed names) for allocation rules, which gateways do not
+# change; a follower of a leader behind gateways is tests/gateway/test_security.py's.
+pytestmark = [pytest.mark.integration, pytest.mark.one_process_for_time(
+    reason="time: allocation rules on a server per test; gateways change none of them")]
 
 Policy = allocation_pb2.AllocationPolicy
 VALUE, FIFO, PRIORITY = Policy.VALUE, Policy.FIFO, Policy.PRIORITY
@@ -77,7 +73,6 @@ def at_risk(client: Client) -> set[str]:
     return {r.reservation_id for r in client.list_reservations(at_risk=True).reservations}
 
 
-@ONE_PROCESS_FOR_TIME
 def test_the_flag_sets_the_default_and_policies_move_the_at_risk_marks(
     atpd: AtpdProcess, client: Client
 ) -> None:
@@ -130,7 +125,6 @@ def test_the_flag_sets_the_default_and_policies_move_the_at_risk_marks(
         assert at_risk(again) == {"cheap"}
 
 
-@ONE_PROCESS_FOR_TIME
 def test_bad_policies_are_refused_and_change_nothing(atpd: AtpdProcess, client: Client) -> None:
     with pytest.raises(AtpError) as refused:
         client.set_allocation_policy("W", ["channel_rank"])
@@ -158,7 +152,6 @@ POLICY_RPCS = ("SetAllocationPolicy", "GetAllocationPolicy", "ListAllocationPoli
 SERVICE = allocation_pb2.DESCRIPTOR.services_by_name["Allocations"]
 
 
-@ONE_PROCESS_FOR_TIME
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])

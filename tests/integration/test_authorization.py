@@ -342,6 +342,8 @@ def test_a_client_certificate_names_the_principal(
     assert read not in REFUSED and reserve is denied and adjust is denied
 
 
+@pytest.mark.one_process_for_time(reason="time: a follower through secured gateways is "
+                                   "tests/gateway/test_security.py's")
 def test_a_follower_presents_its_peer_token_to_a_leader_with_a_policy(
     tmp_path: Path, gateways: int,
 ) -> None:

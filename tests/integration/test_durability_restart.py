@@ -44,12 +44,14 @@ from tests.support.atpd import AtpdProcess
 pytestmark = pytest.mark.integration
 
 # Each test here starts a server of its own, and restarts it: three processes each time
-# behind gateways. The tests of what gateways change (a stop, a kill -9, the data
-# directory's lock, the port) run in both modes; those of the ledger's own rules across a
-# restart (expiry, TTLs, positions) run against one process, to keep `make test` near its
-# time budget (docs/gateways.md).
-ONE_PROCESS_FOR_TIME = pytest.mark.one_process(
-    reason="time: a ledger rule across a restart, which gateways do not change")
+# behind gateways. What only the supervisor does (the data directory's lock held by its
+# writer, a port in use) runs in both modes; SIGTERM and kill -9 behind gateways are
+# tests/gateway/test_gateways.py's, and the ledger's own rules across a restart (expiry,
+# TTLs, positions) do not change behind gateways: those run against one process, to keep
+# `make test` near its time budget (docs/gateways.md).
+ONE_PROCESS_FOR_TIME = pytest.mark.one_process_for_time(
+    reason="time: a restart's outcome, the same behind gateways (tests/gateway checks "
+    "SIGTERM and kill -9 there)")
 
 
 @pytest.fixture
@@ -179,6 +181,7 @@ def _build_state(api: Api) -> dict[str, Any]:
     }
 
 
+@ONE_PROCESS_FOR_TIME
 def test_sigterm_exits_zero_and_restart_keeps_every_acknowledged_change(
     server: AtpdProcess,
 ) -> None:
@@ -403,6 +406,7 @@ def test_restart_keeps_a_position_created_by_a_backordered_line(server: AtpdProc
 
 
 @pytest.mark.crash
+@ONE_PROCESS_FOR_TIME
 def test_kill_9_keeps_every_acknowledged_change(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)

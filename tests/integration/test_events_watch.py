@@ -317,6 +317,8 @@ def own_server(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
             server.kill()
 
 
+@pytest.mark.one_process_for_time(reason="time: kill -9 under load behind gateways is "
+                                   "tests/gateway/test_gateways.py's; the journal is the writer's")
 def test_resume_after_kill_9_keeps_every_acknowledged_event(own_server: Any) -> None:
     server: AtpdProcess = own_server()
     api = Api(server.channel())

@@ -15,7 +15,10 @@ from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
 from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve, reserve_request, stocked
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = pytest.mark.integration
+# Behind gateways, --metrics-port serves the sum of the processes' pages:
+# tests/gateway/test_summed_metrics.py checks those totals.
+pytestmark = [pytest.mark.integration, pytest.mark.one_process_for_time(
+    reason="time: a server per test; summed metrics are tests/gateway's")]
 
 
 @pytest.fixture

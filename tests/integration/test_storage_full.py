@@ -71,6 +71,8 @@ def fill_until_refused(stub: reservations_pb2_grpc.ReservationsStub) -> tuple[in
     raise AssertionError(f"{ATTEMPTS_MAX} reservations fitted in a 4 MiB cap")
 
 
+@pytest.mark.one_process_for_time(reason="time: the writer's storage guard; a gateway "
+                                   "following the writer's health is tests/gateway's")
 def test_a_full_store_refuses_writes_serves_reads_and_recovers_by_itself(
     tmp_path: Path, gateways: int,
 ) -> None:

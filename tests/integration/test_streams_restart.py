@@ -32,6 +32,8 @@ from tests.support.atpd import AtpdProcess, free_port
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.one_process_for_time(reason="time: SIGTERM ending streams behind gateways is "
+                                   "tests/gateway/test_gateways.py's")
 def test_sigterm_ends_live_watch_and_reserve_stream_unavailable(
     tmp_path: Path, gateways: int,
 ) -> None:

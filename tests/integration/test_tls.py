@@ -342,6 +342,8 @@ def test_a_cluster_member_reaches_etcd_over_mutual_tls(
             wait_for(leads, timeout_s=15)
 
 
+@pytest.mark.one_process_for_time(reason="time: principals from certificates behind "
+                                   "gateways are tests/gateway/test_security.py's")
 def test_mtls_certificates_name_principals_whose_roles_bound_them_and_the_journal_says_who(
     pki: Pki, tmp_path: Path, gateways: int,
 ) -> None:

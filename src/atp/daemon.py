@@ -457,9 +457,7 @@ async def serve(config: ServerConfig, supervisor_pid: int = 0) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format=supervisor.log_format(args))
     given = sys.argv[1:] if argv is None else argv
     warn_of_bare_journal_retention(given, os.environ)
     if args.gateways and not args.gateway_role:

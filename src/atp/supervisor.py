@@ -69,6 +69,8 @@ COMMIT_FILE_NAME = "commit"
 COMMAND_LINK_NAME = "commands.sock"
 # The line a child (and atpd) prints once it serves.
 LISTENING = "atpd listening on "
+# atpd's log line; a child's names its role after the level (`log_format`).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # How often the supervisor looks at its children.
 POLL_S = 0.1
 # A child that dies within this long of its start is dying young: its next start waits
@@ -116,6 +118,16 @@ def gateway_conflict(args: argparse.Namespace) -> str:
         return (f"--metrics-port {args.metrics_port} leaves no port for the metrics of "
                 f"{args.gateways} gateways and the writer (they take the ports after it)")
     return ""
+
+
+def log_format(args: argparse.Namespace) -> str:
+    """atpd's log format; a child's lines also name who wrote them (`[writer]`, `[gateway 0]`
+    ...), since the N + 1 processes share one log: an operator, or a test, can tell the
+    writer's start-up line (what it loaded) from the gateways'."""
+    if not args.gateway_role:
+        return LOG_FORMAT
+    who = WRITER if args.gateway_role == WRITER else f"{GATEWAY} {args.gateway_index}"
+    return LOG_FORMAT.replace(" %(name)s", f" [{who}] %(name)s", 1)
 
 
 def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
@@ -332,12 +344,15 @@ class Supervisor:
         return pages
 
     def _start(self) -> int | None:
-        """Starts the writer, then the gateways; an exit code if one of them cannot start."""
+        """Starts the writer, then the gateways all at once (each waits for the writer, none
+        for another: a start takes one gateway's time, not N); an exit code if one of them
+        cannot start."""
         self.writer.start()
         if not self.writer.wait_ready(self.stopping):
             return self._start_failure(self.writer)
         for gateway in self.gateways:
             gateway.start()
+        for gateway in self.gateways:
             if not gateway.wait_ready(self.stopping):
                 return self._start_failure(gateway)
         return None

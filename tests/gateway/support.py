@@ -12,33 +12,13 @@ import grpc
 
 from atp.v1 import reservations_pb2
 from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve_request, uid, wait_for
-from tests.support.atpd import AtpdProcess
+from tests.support.atpd import AtpdProcess, children
 
 GATEWAYS = 2
 
 
 def gateway_atpd(data_dir: Path, *extra: str) -> AtpdProcess:
-    return AtpdProcess(data_dir, "--gateways", str(GATEWAYS), *extra)
-
-
-def children(supervisor_pid: int) -> dict[str, list[int]]:
-    """The supervisor's live children by role (writer, gateway), from /proc."""
-    found: dict[str, list[int]] = {"writer": [], "gateway": []}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        state, parent = fields[0], int(fields[1])
-        if parent != supervisor_pid or state == "Z" or b"--gateway-role" not in command:
-            continue
-        role = command[command.index(b"--gateway-role") + 1].decode()
-        found[role].append(int(entry.name))
-    return found
+    return AtpdProcess(data_dir, *extra, gateways=GATEWAYS)
 
 
 def supervisor_pid(server: AtpdProcess) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,15 @@ def test_the_gateways_metrics_ports_must_exist(capsys: pytest.CaptureFixture[str
     assert "leaves no port for the metrics of 2 gateways and the writer" in (
         capsys.readouterr().err)
     daemon.parse_args(["--gateways", "1", "--metrics-port", "65533"], environ={})
+
+
+def test_a_childs_log_lines_name_its_role() -> None:
+    """The N + 1 processes share one log: a child's lines say who wrote them."""
+    args = daemon.parse_args(["--gateways", "2"], environ={})
+    assert supervisor.log_format(args) == supervisor.LOG_FORMAT  # the supervisor: as atpd
+    role = {"writer": "[writer]", "gateway": "[gateway 1]"}
+    for name, tag in role.items():
+        child = argparse.Namespace(**{**vars(args), "gateway_role": name, "gateway_index": 1})
+        line = logging.Formatter(supervisor.log_format(child)).format(logging.LogRecord(
+            "atp.server", logging.INFO, __file__, 1, "atpd serving", None, None))
+        assert line.endswith(f" INFO {tag} atp.server: atpd serving"), line

@@ -23,16 +23,19 @@ from tests.integration.helpers import wait_for
 from tests.integration.test_fuzz_requests import check_refusal, messages
 from tests.support.atpd import AtpdProcess
 
-pytestmark = pytest.mark.integration
+# A server per test (they share fixed names) for allocation rules, which gateways do not
+# change; a follower of a leader behind gateways is tests/gateway/test_security.py's.
+pytestmark = [pytest.mark.integration, pytest.mark.one_process_for_time(
+    reason="time: allocation rules on a server per test; gateways change none of them")]
 
 Policy = allocation_pb2.AllocationPolicy
 VALUE, FIFO, PRIORITY = Policy.VALUE, Policy.FIFO, Policy.PRIORITY
 
 
 @pytest.fixture
-def atpd(tmp_path: Path) -> Iterator[AtpdProcess]:
+def atpd(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
     with AtpdProcess(tmp_path / "data", "--sync", "on", "--allocation-policy",
-                     "value,fifo") as server:
+                     "value,fifo", gateways=gateways) as server:
         yield server
 
 
@@ -175,8 +178,9 @@ def test_a_follower_serves_the_leaders_policies_also_after_kill_9(
 ) -> None:
     """Policies reach a follower with the batches that set them (and with a snapshot)."""
     client.set_allocation_policy("W", ["fifo"], node_id="DC1")
+    # The leader runs in both modes; a follower is one process (--gateways refuses --follow).
     follower = AtpdProcess(tmp_path / "follower", "--follow", atpd.target,
-                           "--advertise", "follower:1").start()
+                           "--advertise", "follower:1", gateways=0).start()
     try:
         with Client(follower.target, timeout_s=10) as reader:
             wait_for(lambda: policies(reader) == [("W", "DC1", [FIFO])], timeout_s=15)

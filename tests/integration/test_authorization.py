@@ -64,16 +64,17 @@ def write_files(directory: Path, principals: list[str], policy: dict[str, Any],
     return tokens_path, policy_path
 
 
-def auth_atpd(directory: Path, principals: list[str], policy: dict[str, Any]) -> AtpdProcess:
+def auth_atpd(directory: Path, principals: list[str], policy: dict[str, Any],
+              gateways: int) -> AtpdProcess:
     tokens_path, policy_path = write_files(directory, principals, policy)
     return AtpdProcess(directory / "data", "--auth-policy", str(policy_path),
-                       "--auth-tokens", str(tokens_path))
+                       "--auth-tokens", str(tokens_path), gateways=gateways)
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtpdProcess]:
+def secured(tmp_path_factory: pytest.TempPathFactory, gateways: int) -> Iterator[AtpdProcess]:
     principals = [*ROLE_PRINCIPALS.values(), NOBODY, DENIED]
-    with auth_atpd(tmp_path_factory.mktemp("authz"), principals, POLICY) as server:
+    with auth_atpd(tmp_path_factory.mktemp("authz"), principals, POLICY, gateways) as server:
         yield server
 
 
@@ -260,9 +261,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-def test_tokens_and_policy_are_reloaded_without_restart(tmp_path: Path) -> None:
+def test_tokens_and_policy_are_reloaded_without_restart(tmp_path: Path, gateways: int) -> None:
     policy = {"allow": [{"role": "reader", "principals": ["first"]}]}
-    with auth_atpd(tmp_path, ["first"], policy) as server, \
+    with auth_atpd(tmp_path, ["first"], policy, gateways) as server, \
             grpc.insecure_channel(server.target) as channel:
         list_nodes, upsert = "/atp.v1.Inventory/ListNodes", "/atp.v1.Inventory/UpsertNode"
         assert call(channel, list_nodes, bearer("late")) is grpc.StatusCode.UNAUTHENTICATED
@@ -341,15 +342,21 @@ def test_a_client_certificate_names_the_principal(
     assert read not in REFUSED and reserve is denied and adjust is denied
 
 
-def test_a_follower_presents_its_peer_token_to_a_leader_with_a_policy(tmp_path: Path) -> None:
+@pytest.mark.one_process_for_time(reason="time: a follower through secured gateways is "
+                                   "tests/gateway/test_security.py's")
+def test_a_follower_presents_its_peer_token_to_a_leader_with_a_policy(
+    tmp_path: Path, gateways: int,
+) -> None:
     policy = {"allow": [{"role": "replica", "principals": ["member-2"]},
                         {"role": "ops", "principals": ["ops-p"]}]}
     (tmp_path / "peer-token").write_text(token_of("member-2") + "\n")
-    with auth_atpd(tmp_path, ["member-2", "ops-p"], policy) as leader:
+    with auth_atpd(tmp_path, ["member-2", "ops-p"], policy, gateways) as leader:
         with Client(leader.target, token=token_of("ops-p")) as ops:
             ops.upsert_node(node_id="AUTHZ-DC", kind="DC", region="EU")
+        # The leader runs in both modes; a follower is one process (--gateways refuses
+        # --follow).
         follower = AtpdProcess(tmp_path / "follower", "--follow", leader.target,
-                               "--peer-token-file", str(tmp_path / "peer-token"))
+                               "--peer-token-file", str(tmp_path / "peer-token"), gateways=0)
         with follower, Client(follower.target) as reader:  # the follower itself checks no one
             wait_until(lambda: [node.node_id for node in reader.list_nodes().nodes]
                        == ["AUTHZ-DC"], timeout_s=15)

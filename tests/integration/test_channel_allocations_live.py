@@ -208,8 +208,10 @@ def test_atpctl_quota_set_list_clear_and_stock(api: Api, module_atpd: AtpdProces
     atpctl(target, "quota", "set", "--sku", sku, "--channel", "web", "--share", "2", expect=2)
 
 
-def test_allocations_survive_kill_9(tmp_path: Path) -> None:
-    server = AtpdProcess(tmp_path / "data").start()
+@pytest.mark.one_process_for_time(reason="time: a server of its own for the ledger's "
+                                   "allocations; kill -9 behind gateways is tests/gateway's")
+def test_allocations_survive_kill_9(tmp_path: Path, gateways: int) -> None:
+    server = AtpdProcess(tmp_path / "data", gateways=gateways).start()
     try:
         with Client(server.target, timeout_s=CALL_TIMEOUT) as client:
             api = Api(server.channel())

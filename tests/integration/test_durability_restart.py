@@ -43,10 +43,20 @@ from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
 
+# Each test here starts a server of its own, and restarts it: three processes each time
+# behind gateways. What only the supervisor does (the data directory's lock held by its
+# writer, a port in use) runs in both modes; SIGTERM and kill -9 behind gateways are
+# tests/gateway/test_gateways.py's, and the ledger's own rules across a restart (expiry,
+# TTLs, positions) do not change behind gateways: those run against one process, to keep
+# `make test` near its time budget (docs/gateways.md).
+ONE_PROCESS_FOR_TIME = pytest.mark.one_process_for_time(
+    reason="time: a restart's outcome, the same behind gateways (tests/gateway checks "
+    "SIGTERM and kill -9 there)")
+
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[AtpdProcess]:
-    process = AtpdProcess(tmp_path / "data")
+def server(tmp_path: Path, gateways: int) -> Iterator[AtpdProcess]:
+    process = AtpdProcess(tmp_path / "data", gateways=gateways)
     try:
         yield process
     finally:
@@ -171,6 +181,7 @@ def _build_state(api: Api) -> dict[str, Any]:
     }
 
 
+@ONE_PROCESS_FOR_TIME
 def test_sigterm_exits_zero_and_restart_keeps_every_acknowledged_change(
     server: AtpdProcess,
 ) -> None:
@@ -241,6 +252,7 @@ def test_sigterm_exits_zero_and_restart_keeps_every_acknowledged_change(
     assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_a_second_restart_after_more_changes_keeps_them_all(server: AtpdProcess) -> None:
     server.start()
     for round_number in range(3):
@@ -261,6 +273,7 @@ def test_a_second_restart_after_more_changes_keeps_them_all(server: AtpdProcess)
         api.close()
 
 
+@ONE_PROCESS_FOR_TIME
 def test_held_reservation_with_ttl_2_expires_on_time_while_running(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -294,6 +307,7 @@ def test_held_reservation_with_ttl_2_expires_on_time_while_running(server: AtpdP
     assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_held_reservation_and_hold_expire_across_a_restart(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -343,8 +357,11 @@ def test_held_reservation_and_hold_expire_across_a_restart(server: AtpdProcess) 
     assert server.stop() == 0
 
 
-def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(tmp_path: Path) -> None:
-    server = AtpdProcess(tmp_path / "data", "--default-ttl", "2").start()
+@ONE_PROCESS_FOR_TIME
+def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(
+    tmp_path: Path, gateways: int,
+) -> None:
+    server = AtpdProcess(tmp_path / "data", "--default-ttl", "2", gateways=gateways).start()
     api = connect(server)
     try:
         sku, node_id = stocked(api, 5)
@@ -363,6 +380,7 @@ def test_default_ttl_flag_sets_the_ttl_of_reservations_without_one(tmp_path: Pat
         assert server.stop() == 0
 
 
+@ONE_PROCESS_FOR_TIME
 def test_restart_keeps_a_position_created_by_a_backordered_line(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -388,6 +406,7 @@ def test_restart_keeps_a_position_created_by_a_backordered_line(server: AtpdProc
 
 
 @pytest.mark.crash
+@ONE_PROCESS_FOR_TIME
 def test_kill_9_keeps_every_acknowledged_change(server: AtpdProcess) -> None:
     server.start()
     api = connect(server)
@@ -420,11 +439,12 @@ def test_a_second_atpd_on_the_same_data_dir_is_refused_and_the_first_keeps_servi
     sku, node_id = stocked(api, 5)
     second = subprocess.run(
         [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
-         "--data-dir", str(server.data_dir)],
+         "--data-dir", str(server.data_dir), "--gateways", str(server.gateways)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert second.returncode == 2, second
-    assert f"in use by another writer (pid {server.process.pid})" in second.stderr
+    # The lock is the writer's: atpd itself, or with gateways its writer process.
+    assert f"in use by another writer (pid {server.writer_pid()})" in second.stderr
     adjust(api, movement(sku, node_id, Movement.RECEIPT, 1))
     assert_position(api, sku, node_id, on_hand=6)
     server.kill()  # kill -9 drops the lock with the process: a restart takes it over
@@ -432,7 +452,7 @@ def test_a_second_atpd_on_the_same_data_dir_is_refused_and_the_first_keeps_servi
     assert_position(connect(server), sku, node_id, on_hand=6)
 
 
-def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
+def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path, gateways: int) -> None:
     """Found by a new-user review against 01834d6: a 20-line traceback, exit code 1."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -440,7 +460,7 @@ def test_a_busy_port_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         refused = subprocess.run(
             [sys.executable, "-m", "atp.daemon", "--listen", address,
-             "--data-dir", str(tmp_path / "data")],
+             "--data-dir", str(tmp_path / "data"), "--gateways", str(gateways)],
             capture_output=True, text=True, timeout=60, check=False,
         )
     assert refused.returncode == 2, refused

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -21,9 +20,11 @@ HELD = common_pb2.Reservation.State.HELD
 WORKERS = 8
 
 
-@pytest.fixture
-def atpd(tmp_path: Path) -> Iterator[AtpdProcess]:
-    with AtpdProcess(tmp_path / "data", "--sync", "on") as server:
+@pytest.fixture(scope="module")
+def atpd(tmp_path_factory: pytest.TempPathFactory, gateways: int) -> Iterator[AtpdProcess]:
+    """One atpd for the module (its tests use ids of their own), one start per mode."""
+    data = tmp_path_factory.mktemp("extend") / "data"
+    with AtpdProcess(data, "--sync", "on", gateways=gateways) as server:
         yield server
 
 

@@ -188,9 +188,10 @@ def a_unary_call() -> st.SearchStrategy[tuple[str, str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AtpdProcess, Api]]:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory, gateways: int,
+           ) -> Iterator[tuple[AtpdProcess, Api]]:
     """An atpd of its own (the fuzz changes shared records), seeded with the pool's ids."""
-    server = AtpdProcess(tmp_path_factory.mktemp("fuzz") / "data").start()
+    server = AtpdProcess(tmp_path_factory.mktemp("fuzz") / "data", gateways=gateways).start()
     api = Api(server.channel())
     try:
         _seed(api)

@@ -15,13 +15,16 @@ from atp.v1 import events_pb2, events_pb2_grpc, reservations_pb2
 from tests.integration.helpers import CALL_TIMEOUT, Api, line, reserve, reserve_request, stocked
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = pytest.mark.integration
+# Behind gateways, --metrics-port serves the sum of the processes' pages:
+# tests/gateway/test_summed_metrics.py checks those totals.
+pytestmark = [pytest.mark.integration, pytest.mark.one_process_for_time(
+    reason="time: a server per test; summed metrics are tests/gateway's")]
 
 
 @pytest.fixture
-def metered(tmp_path: Path) -> Iterator[tuple[AtpdProcess, int]]:
+def metered(tmp_path: Path, gateways: int) -> Iterator[tuple[AtpdProcess, int]]:
     port = free_port()
-    server = AtpdProcess(tmp_path / "data", "--metrics-port", str(port)).start()
+    server = AtpdProcess(tmp_path / "data", "--metrics-port", str(port), gateways=gateways).start()
     try:
         yield server, port
     finally:
@@ -71,11 +74,11 @@ def test_metrics_count_calls_streams_commits_and_reservations(
 
 
 def test_metrics_say_what_runs_and_the_start_up_line_says_where_they_are(
-    tmp_path: Path,
+    tmp_path: Path, gateways: int,
 ) -> None:
     port = free_port()
     with AtpdProcess(tmp_path / "data", "--metrics-port", str(port),
-                     "--log-level", "INFO") as server:
+                     "--log-level", "INFO", gateways=gateways) as server:
         samples = _scrape(port)
         log = server.log_path.read_text()
     [build] = [name for name in samples if name.startswith("atp_build_info{")]

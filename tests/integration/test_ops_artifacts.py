@@ -30,8 +30,8 @@ OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 
 
 @pytest.fixture(scope="module")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
-    return served_catalogue(tmp_path_factory.mktemp("catalogue"))
+def catalogue(tmp_path_factory: pytest.TempPathFactory, gateways: int) -> Catalogue:
+    return served_catalogue(tmp_path_factory.mktemp("catalogue"), gateways)
 
 
 def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -54,9 +54,10 @@ def metrics_port() -> int:
 
 
 @pytest.fixture
-def atpd(tmp_path: Path, metrics_port: int) -> Iterator[AtpdProcess]:
+def atpd(tmp_path: Path, metrics_port: int, gateways: int) -> Iterator[AtpdProcess]:
+    # With gateways the ledger's delivery counters are the writer's, served on metrics_port.
     with AtpdProcess(tmp_path / "data", "--sync", "on", "--metrics-port",
-                     str(metrics_port)) as server:
+                     str(metrics_port), gateways=gateways) as server:
         yield server
 
 
@@ -76,6 +77,8 @@ def reserve(client: Client, reservation_id: str, quantity: int = 4) -> common_pb
                           commit=True, channel="web", customer_id="c1")
 
 
+@pytest.mark.one_process_for_time(reason="time: a server of its own for the ledger's "
+                                   "delivery records; kill -9 behind gateways is tests/gateway's")
 def test_record_read_back_correct_report_and_survive_kill_9(
     atpd: AtpdProcess, client: Client, metrics_port: int
 ) -> None:

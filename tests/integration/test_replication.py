@@ -38,7 +38,10 @@ from tests.integration.helpers import (
 )
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_process(
+    reason="followers: --gateways refuses --follow (README, Gateways); a leader in gateway "
+    "mode is followed in test_tls, test_authorization and test_allocation_policy_live, and "
+    "with --sync-replicas in tests/gateway")]
 
 
 @pytest.fixture

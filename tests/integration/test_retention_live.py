@@ -49,12 +49,15 @@ JOURNAL_S = 3.0
 FLAGS = ("--closed-retention", "3s", "--idempotency-window", "2s",
          "--journal-retention", "3s", "--sync", "off")
 CLOSED_STATES = (State.RELEASED, State.FULFILLED, State.EXPIRED)
-SERVING = re.compile(r"atpd serving on port \d+ \((\d+) reservations, (\d+) positions")
+# atpd's start-up line; with gateways, the writer's (a gateway's copy loads nothing from disk).
+SERVING = re.compile(r"^\S+ \S+ INFO (?:\[writer\] )?atp\.\S+: atpd serving on port \d+ "
+                     r"\((\d+) reservations, (\d+) positions", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtpdProcess]:
-    process = AtpdProcess(tmp_path_factory.mktemp("retention") / "data", *FLAGS).start()
+def server(tmp_path_factory: pytest.TempPathFactory, gateways: int) -> Iterator[AtpdProcess]:
+    process = AtpdProcess(tmp_path_factory.mktemp("retention") / "data", *FLAGS,
+                          gateways=gateways).start()
     try:
         yield process
     finally:
@@ -317,11 +320,13 @@ def serving_counts(server: AtpdProcess) -> tuple[int, int]:
 
 
 def test_a_restart_loads_open_reservations_only_and_closed_ones_stay_readable(
-    tmp_path: Path,
+    tmp_path: Path, gateways: int,
 ) -> None:
-    closed_s = 5.0
-    server = AtpdProcess(tmp_path / "data", "--closed-retention", "5s",
-                         "--idempotency-window", "5s", "--sync", "off", "--log-level", "INFO")
+    # Long enough for a stop and a start to fit in it (with gateways, three processes start).
+    closed_s = 8.0 if gateways else 5.0
+    server = AtpdProcess(tmp_path / "data", "--closed-retention", f"{closed_s:g}s",
+                         "--idempotency-window", f"{closed_s:g}s", "--sync", "off",
+                         "--log-level", "INFO", gateways=gateways)
     server.start()
     try:
         api = Api(server.channel())

@@ -22,13 +22,14 @@ ATPCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "atp.cli
 
 
 @pytest.fixture(scope="module")
-def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtpdProcess]:
+def configured(tmp_path_factory: pytest.TempPathFactory, gateways: int,
+               ) -> Iterator[AtpdProcess]:
     directory = tmp_path_factory.mktemp("info")
     with AtpdProcess(directory / "data", "--sync", "off", "--default-ttl", "2h",
                      "--safety-stock-priority", "50", "--journal-retention", "2d",
                      "--journal-retention-events", "5000", "--closed-retention", "3d",
                      "--idempotency-window", "12h", "--concurrent-rpcs-max", "64",
-                     env={"ATP_BUILD_COMMIT": "0123abcd"}) as server:
+                     env={"ATP_BUILD_COMMIT": "0123abcd"}, gateways=gateways) as server:
         yield server
 
 

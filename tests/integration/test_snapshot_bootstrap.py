@@ -41,7 +41,8 @@ from tests.integration.helpers import (
 from tests.integration.test_replication import caught_up
 from tests.support.atpd import AtpdProcess, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_process(
+    reason="followers: --gateways refuses --follow (README, Gateways)")]
 
 LOG_BATCHES = "5"
 

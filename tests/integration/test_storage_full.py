@@ -28,7 +28,9 @@ from tests.support.atpd import AtpdProcess
 
 pytestmark = pytest.mark.integration
 
-PADDING = "x" * 100  # bigger records fill the 4 MiB cap in fewer calls
+# Bigger records fill the 4 MiB cap in fewer calls (a few hundred, each later released).
+PADDING = "x" * 100
+LINES_PER_RESERVATION = 25
 ATTEMPTS_MAX = 4000
 
 
@@ -40,7 +42,7 @@ def reserve(stub: reservations_pb2_grpc.ReservationsStub, index: int) -> None:
     stub.Reserve(reservations_pb2.ReserveRequest(
         reservation_id=reservation_id(index), customer_id=PADDING,
         lines=[common_pb2.ReservationLine(line_id=f"l{n}", sku="SKU", node_id="DC1", quantity=1)
-               for n in range(5)],
+               for n in range(LINES_PER_RESERVATION)],
     ), timeout=10)
 
 
@@ -69,10 +71,15 @@ def fill_until_refused(stub: reservations_pb2_grpc.ReservationsStub) -> tuple[in
     raise AssertionError(f"{ATTEMPTS_MAX} reservations fitted in a 4 MiB cap")
 
 
-def test_a_full_store_refuses_writes_serves_reads_and_recovers_by_itself(tmp_path: Path) -> None:
+@pytest.mark.one_process_for_time(reason="time: the writer's storage guard; a gateway "
+                                   "following the writer's health is tests/gateway's")
+def test_a_full_store_refuses_writes_serves_reads_and_recovers_by_itself(
+    tmp_path: Path, gateways: int,
+) -> None:
     server = AtpdProcess(
         tmp_path / "data", "--max-data-mb", "4", "--map-size-mb", "1", "--sync", "off",
         "--closed-retention", "1s", "--idempotency-window", "1s", "--journal-retention", "1s",
+        gateways=gateways,
     ).start()
     try:
         with grpc.insecure_channel(server.target) as channel:

@@ -32,8 +32,12 @@ from tests.support.atpd import AtpdProcess, free_port
 pytestmark = pytest.mark.integration
 
 
-def test_sigterm_ends_live_watch_and_reserve_stream_unavailable(tmp_path: Path) -> None:
-    server = AtpdProcess(tmp_path / "data").start()
+@pytest.mark.one_process_for_time(reason="time: SIGTERM ending streams behind gateways is "
+                                   "tests/gateway/test_gateways.py's")
+def test_sigterm_ends_live_watch_and_reserve_stream_unavailable(
+    tmp_path: Path, gateways: int,
+) -> None:
+    server = AtpdProcess(tmp_path / "data", gateways=gateways).start()
     api = Api(server.channel())
     try:
         sku, node = stocked(api, 100)
@@ -117,10 +121,11 @@ class Follower:
 
 
 def test_a_followed_watch_sees_every_event_once_across_kill_9_and_sigterm_restarts(
-    tmp_path: Path,
+    tmp_path: Path, gateways: int,
 ) -> None:
     port = free_port()
-    server = AtpdProcess(tmp_path / "data", "--listen", f"127.0.0.1:{port}").start()
+    server = AtpdProcess(tmp_path / "data", "--listen", f"127.0.0.1:{port}",
+                         gateways=gateways).start()
     target = server.target
     assert target.endswith(f":{port}")
     followers = [Follower(target, asynchronous=False), Follower(target, asynchronous=True)]

@@ -25,9 +25,11 @@ _SCRIPT = Path(sys.executable).with_name("atpctl")
 ATPCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "atp.cli"]
 
 
-@pytest.fixture
-def atpd(tmp_path: Path) -> Iterator[AtpdProcess]:
-    process = AtpdProcess(tmp_path / "data")
+@pytest.fixture(scope="module")
+def atpd(tmp_path_factory: pytest.TempPathFactory, gateways: int) -> Iterator[AtpdProcess]:
+    """One atpd for the module (its tests use names and ids of their own), one start per
+    mode."""
+    process = AtpdProcess(tmp_path_factory.mktemp("substitutes") / "data", gateways=gateways)
     try:
         yield process.start()
     finally:

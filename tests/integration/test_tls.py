@@ -62,9 +62,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def mtls_atpd(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtpdProcess]:
+def mtls_atpd(pki: Pki, tmp_path_factory: pytest.TempPathFactory, gateways: int,
+              ) -> Iterator[AtpdProcess]:
     data = tmp_path_factory.mktemp("mtls") / "data"
-    with AtpdProcess(data, "--sync", "off", *pki.mtls_args(), tls=pki.client_tls()) as server:
+    with AtpdProcess(data, "--sync", "off", *pki.mtls_args(), tls=pki.client_tls(),
+                     gateways=gateways) as server:
         yield server
 
 
@@ -112,7 +114,7 @@ def test_every_member_channel_of_a_multi_target_client_uses_the_credentials(
 
 
 def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
-    pki: Pki, tmp_path: Path
+    pki: Pki, tmp_path: Path, gateways: int,
 ) -> None:
     cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
     shutil.copy(pki.server.cert, cert)
@@ -121,7 +123,7 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
     metrics = free_port()
     with AtpdProcess(tmp_path / "data", "--sync", "off", "--tls-cert", str(cert),
                      "--tls-key", str(key), "--metrics-port", str(metrics),
-                     tls=trusts_a) as server:
+                     tls=trusts_a, gateways=gateways) as server:
         assert health(server.target, trusts_a) == "SERVING"
         refused(server.target, trusts_b)
         # /metrics is served over HTTPS with the same certificate (--metrics-tls auto).
@@ -136,7 +138,8 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_a_restart(
         by_name = TlsOptions(ca=str(pki.b.cert), server_name="localhost")
         wait_for(lambda: _answers(server.target, by_name), timeout_s=10)
         refused(server.target, trusts_a)
-        assert "atp_rpc_total" in scrape(metrics, pki.b.cert, "localhost")
+        # With gateways the supervisor serves /metrics, and looks at the files each second.
+        wait_for(lambda: _scrapes(metrics, pki.b.cert, "localhost"), timeout_s=10)
         assert server.process is not None and server.process.poll() is None  # no restart
     log = server.log_path.read_text()
     assert "cannot be used" in log and "still serving the certificate loaded before" in log
@@ -147,6 +150,13 @@ def scrape(port: int, ca: Path, host: str = "127.0.0.1") -> str:
     with urllib.request.urlopen(f"https://{host}:{port}/metrics", timeout=5,
                                 context=context) as answer:
         return str(answer.read().decode())
+
+
+def _scrapes(port: int, ca: Path, host: str) -> bool:
+    try:
+        return "atp_rpc_total" in scrape(port, ca, host)
+    except OSError:  # urllib's URLError: the certificate in force is not yet the new one
+        return False
 
 
 def _answers(target: str, tls: TlsOptions) -> bool:
@@ -163,8 +173,9 @@ def test_a_follower_replicates_from_its_leader_over_mutual_tls(
     leader_api = Api(mtls_atpd.channel())
     sku, node = stocked(leader_api, 10)
     reserve(leader_api, line("l1", sku, node, 3))
+    # The leader runs in both modes; a follower is one process (--gateways refuses --follow).
     with AtpdProcess(tmp_path / "follower", "--sync", "off", "--follow", mtls_atpd.target,
-                     *pki.mtls_args(own), tls=pki.client_tls()) as follower:
+                     *pki.mtls_args(own), tls=pki.client_tls(), gateways=0) as follower:
         follower_api = Api(follower.channel())
         wait_for(lambda: _same(leader_api, follower_api, [sku]), timeout_s=15)
         follower_api.close()
@@ -187,7 +198,8 @@ def test_a_follower_with_a_certificate_of_another_ca_is_not_let_in(
                 "--client-ca", str(pki.b.cert), "--peer-ca", str(pki.a.cert))
     with AtpdProcess(tmp_path / "follower", "--sync", "off", "--follow", mtls_atpd.target,
                      *stranger, tls=TlsOptions(ca=str(pki.b.cert), cert=str(pki.stranger.cert),
-                                               key=str(pki.stranger.key))) as follower:
+                                               key=str(pki.stranger.key)),
+                     gateways=0) as follower:  # one process: --gateways refuses --follow
         time.sleep(1.0)
         with follower.channel() as channel:
             status = replication_pb2_grpc.ReplicationStub(channel).Status(
@@ -228,7 +240,9 @@ def test_plaintext_on_a_non_loopback_address_is_refused_in_one_line(
     assert "not a loopback address" in result.stderr and "--insecure" in result.stderr
 
 
-def test_non_loopback_listening_is_allowed_with_insecure_or_tls(pki: Pki, tmp_path: Path) -> None:
+def test_non_loopback_listening_is_allowed_with_insecure_or_tls(
+    pki: Pki, tmp_path: Path, gateways: int,
+) -> None:
     tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
     for arguments in (
         ("--listen", "0.0.0.0:0", "--insecure"),
@@ -241,7 +255,7 @@ def test_non_loopback_listening_is_allowed_with_insecure_or_tls(pki: Pki, tmp_pa
     assert daemon.parse_args(["--listen", "0.0.0.0:0"], environ={"ATP_INSECURE": "1"}).insecure
     # And it serves: plaintext on every address with --insecure.
     with AtpdProcess(tmp_path / "data", "--sync", "off", "--listen", "0.0.0.0:0",
-                     "--insecure") as server:
+                     "--insecure", gateways=gateways) as server:
         port = server.target.rsplit(":", 1)[1]
         assert health(f"127.0.0.1:{port}", None) == "SERVING"
 
@@ -289,7 +303,10 @@ def test_loopback_addresses() -> None:
 # etcd over mutual TLS
 
 
-def test_a_cluster_member_reaches_etcd_over_mutual_tls(pki: Pki, tmp_path: Path) -> None:
+@pytest.mark.one_process(reason="--gateways refuses --cluster (README, Gateways)")
+def test_a_cluster_member_reaches_etcd_over_mutual_tls(
+    pki: Pki, tmp_path: Path, gateways: int,
+) -> None:
     """etcd requiring client certificates: EtcdClient gets in with one and not without; a
     one-member atpd cluster (itself serving mTLS) is elected through it."""
     try:
@@ -315,7 +332,7 @@ def test_a_cluster_member_reaches_etcd_over_mutual_tls(pki: Pki, tmp_path: Path)
         with AtpdProcess(tmp_path / "member", "--sync", "off", "--listen", address,
                          "--cluster", "tls", "--etcd", etcd.url, *etcd_flags,
                          "--lease-ttl", "2s", *pki.mtls_args(),
-                         tls=pki.client_tls()) as member:
+                         tls=pki.client_tls(), gateways=gateways) as member:
             def leads() -> bool:
                 with member.channel() as channel:
                     status = replication_pb2_grpc.ReplicationStub(channel).Status(
@@ -325,8 +342,10 @@ def test_a_cluster_member_reaches_etcd_over_mutual_tls(pki: Pki, tmp_path: Path)
             wait_for(leads, timeout_s=15)
 
 
+@pytest.mark.one_process_for_time(reason="time: principals from certificates behind "
+                                   "gateways are tests/gateway/test_security.py's")
 def test_mtls_certificates_name_principals_whose_roles_bound_them_and_the_journal_says_who(
-    pki: Pki, tmp_path: Path
+    pki: Pki, tmp_path: Path, gateways: int,
 ) -> None:
     """TLS, roles and the audit trail together: a capture service known by the URI SAN of its
     client certificate may reserve but not adjust stock; an operator's certificate may; each
@@ -341,7 +360,8 @@ def test_mtls_certificates_name_principals_whose_roles_bound_them_and_the_journa
     sku = "AUDIT-1"
     receipt = {"sku": sku, "node_id": "DC1", "type": "RECEIPT", "quantity": 5}
     with AtpdProcess(tmp_path / "data", "--sync", "off", *pki.mtls_args(),
-                     "--auth-policy", str(policy), tls=pki.client_tls(operator)) as server, \
+                     "--auth-policy", str(policy), tls=pki.client_tls(operator),
+                     gateways=gateways) as server, \
             Client(server.target, tls=pki.client_tls(operator)) as ops, \
             Client(server.target, tls=pki.client_tls(capture)) as service:
         ops.upsert_node({"node_id": "DC1"})

@@ -72,10 +72,13 @@ def _add(families: dict[str, Family], metrics: Iterable[Metric]) -> None:
             family.labels.update(name for name in sample.labels if name != "le")
 
 
-def served_catalogue(tmp_path: Path) -> Catalogue:
+def served_catalogue(tmp_path: Path, gateways: int = 0) -> Catalogue:
+    """Every family atpd serves on --metrics-port (with `gateways`, the supervisor's sum of
+    its processes' pages), and those only a cluster follower or a supervisor adds."""
     families: dict[str, Family] = {}
     port = free_port()
-    with (AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port)),
+    with (AtpdProcess(tmp_path / "catalogue-data", "--metrics-port", str(port),
+                      gateways=gateways),
           urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply):
         text = reply.read().decode()
     _add(families, text_string_to_metric_families(text))

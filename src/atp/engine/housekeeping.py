@@ -59,10 +59,6 @@ PURGE_REQUESTS = PurgeKind("requests", "requests", "requests_by_time",
 
 # Deletions per store transaction: about 10 ms of the commit thread at most (measured).
 SLICE_RECORDS = 200
-# After a group commit, slices run if this long has passed since the last ones, or at once
-# while a backlog lasts: a busy writer commits hundreds of batches a second, and a round of
-# slices after each cost it a commit-thread round trip per kind, for nothing to purge.
-AFTER_COMMIT_INTERVAL_S = 0.05
 
 
 class Housekeeper:
@@ -87,17 +83,14 @@ class Housekeeper:
         self.failures = 0
         self.longest_slice_s = 0.0
         self._busy = asyncio.Lock()
-        self._last_round = -math.inf  # monotonic time of the last round of slices
-        self._backlog = False  # the last round had a full slice: more is due
 
     async def tidy_after_commit(self) -> bool:
-        """tidy(), after a group commit: while a backlog lasts, or once an interval; never
-        waiting on a pass already running (the maintenance loop's)."""
+        """tidy() after a group commit (retention keeps pace with writes: a window or count
+        is honoured right after the commit that passes it), unless a pass is running (the
+        maintenance loop's): then False at once, never waiting on it."""
         if self._busy.locked():
             return False
-        if self._backlog or time.monotonic() - self._last_round >= AFTER_COMMIT_INTERVAL_S:
-            return await self.tidy()
-        return False
+        return await self.tidy()
 
     async def tidy(self) -> bool:
         """One slice of each kind that has work; True if any slice was full (more is due).
@@ -105,7 +98,6 @@ class Housekeeper:
         this pass is the caller's own. A failure loses nothing (the data stays until a later
         slice removes it): it is logged, counted and tried again next time."""
         async with self._busy:
-            self._last_round = time.monotonic()
             # One trip to the commit thread for the four kinds: a trip (a thread hand-off
             # each way) cost more CPU than the slices themselves when there is little to
             # purge: 4 trips were ~30% of a unary reserve.
@@ -114,10 +106,8 @@ class Housekeeper:
             except Exception:  # the trip itself failed (each slice catches its own)
                 self.failures += 1
                 log.exception("retention purge failed (will retry)")
-                self._backlog = False
                 return False
-            self._backlog = any(full)
-            return self._backlog
+            return any(full)
 
     @contextlib.asynccontextmanager
     async def held_back(self) -> AsyncIterator[None]:

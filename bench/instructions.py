@@ -143,11 +143,17 @@ WORKLOADS = {"reserve": run_reserves, "unary": run_unary, "stream": run_stream,
 
 def count_instructions(path: str, calls: int) -> int:
     """Instructions of a whole `--workload` run under callgrind."""
+    return callgrind_instructions(["bench.instructions", path, "--workload", str(calls)], 900)
+
+
+def callgrind_instructions(module_args: list[str], timeout_s: float) -> int:
+    """Instructions of `python -m MODULE ARGS...` under callgrind (what every bench that
+    counts instructions runs: its own module with its `--workload` arguments)."""
     with tempfile.TemporaryDirectory() as out_dir:
         completed = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
-             sys.executable, "-m", "bench.instructions", path, "--workload", str(calls)],
-            capture_output=True, text=True, check=False, timeout=900,
+             sys.executable, "-m", *module_args],
+            capture_output=True, text=True, check=False, timeout=timeout_s,
             env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
         )
     match = _COLLECTED.search(completed.stderr)

@@ -25,13 +25,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import os
 import pstats
 import random
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +37,7 @@ from atp.ledger import Ledger, commands
 from atp.server.servicers import ReservationsServicer
 from atp.store import LmdbStore
 from atp.v1 import reservations_pb2
+from bench.instructions import callgrind_instructions
 from bench.micro import NOW, stocked_ledger
 from bench.rules import (
     BENCH_CHANNEL,
@@ -56,7 +53,6 @@ SKUS = 2000  # the SKUs the reserves draw from (each one ruled in `rules`)
 NODES = 5
 # Reservations in the small and the large counted run (--instructions).
 INSTRUCTION_SIZES = (1_000, 3_000)
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def requests(count: int, seed: int, valued: bool) -> list[reservations_pb2.ReserveRequest]:
@@ -125,18 +121,8 @@ async def measure(configuration: str, count: int, seed: int,
 
 def count_instructions(configuration: str, calls: int) -> int:
     """Instructions of a whole counted run (`--workload`) under callgrind."""
-    with tempfile.TemporaryDirectory() as out_dir:
-        completed = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
-             sys.executable, "-m", "bench.quota_servicer", "--workload", configuration,
-             str(calls)],
-            capture_output=True, text=True, check=False, timeout=1800,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
-        )
-    match = _COLLECTED.search(completed.stderr)
-    if completed.returncode != 0 or match is None:
-        raise SystemExit(f"valgrind run failed:\n{completed.stderr[-2000:]}")
-    return int(match.group(1))
+    return callgrind_instructions(
+        ["bench.quota_servicer", "--workload", configuration, str(calls)], 1800)
 
 
 def instructions() -> None:

@@ -29,14 +29,10 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import os
 import pickle
 import pstats
 import random
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +42,7 @@ from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
 from atp.ledger.model import Lane
 from atp.store import LmdbStore
+from bench.instructions import callgrind_instructions
 from bench.micro import NOW
 
 KINDS = ("node", "sourced")
@@ -55,7 +52,6 @@ NODES = 5
 REGION = "EU"
 LEDGER_BATCH = 64
 INSTRUCTION_SIZES = (960, 2_880)  # multiples of 16  # commands in callgrind's small and large runs
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def network_ledger() -> Ledger:
@@ -225,17 +221,8 @@ def workload(kind: str, part: str, count: int) -> None:
 
 
 def count_instructions(kind: str, part: str, count: int) -> int:
-    with tempfile.TemporaryDirectory() as out_dir:
-        completed = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/callgrind.out",
-             sys.executable, "-m", "bench.writer_step", "--workload", f"{kind}:{part}:{count}"],
-            capture_output=True, text=True, check=False, timeout=1800,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # same hashing, same instructions
-        )
-    match = _COLLECTED.search(completed.stderr)
-    if completed.returncode != 0 or match is None:
-        raise SystemExit(f"valgrind run failed:\n{completed.stderr[-2000:]}")
-    return int(match.group(1))
+    return callgrind_instructions(
+        ["bench.writer_step", "--workload", f"{kind}:{part}:{count}"], 1800)
 
 
 def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: int) -> None:

@@ -63,7 +63,7 @@ def usable_plan(state: LedgerState, command: commands.PlannedReserve,
     return plan
 
 
-def note_changes(state: LedgerState, command: commands.Command) -> None:
+def note_changes(state: LedgerState) -> None:
     """After a command: the SKUs whose positions it touched changed at the change mark."""
     mark = state.change_mark
     changed = state.sku_changed

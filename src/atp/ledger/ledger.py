@@ -110,7 +110,7 @@ class Ledger(LedgerState):
                 reallocation.fill_backorders(self, sku, now, today)
         trigger = risk.SUPPLY_SLIPPED if isinstance(command, commands.UpsertSupply) else (
             risk.SHORTAGE)
-        gateway_plans.note_changes(self, command)
+        gateway_plans.note_changes(self)
         touched = list(self.touched.values())
         self.touched.clear()
         may_short = not isinstance(command, DEMAND_ONLY_COMMANDS)

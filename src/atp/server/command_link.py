@@ -477,9 +477,3 @@ class CommandLink:
     def _fail_all(self, error: LedgerError) -> None:
         self._fail_waiting(error)
         self._fail_pending(error)
-
-
-def link_path(writer_socket: str) -> str:
-    """The command link's socket beside the writer's private gRPC socket."""
-    return os.path.join(os.path.dirname(writer_socket), "commands.sock")
-

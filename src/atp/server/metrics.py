@@ -54,7 +54,34 @@ def build_info() -> dict[str, str]:
             "grpc": grpc.__version__}
 
 
-class Metrics:
+class ServedRegistry:
+    """A registry served on /metrics over HTTP, or HTTPS whose certificate can be reloaded
+    (one atpd's Metrics, and the supervisor's sum of its children's)."""
+
+    registry: CollectorRegistry
+    _tls_context: ssl.SSLContext | None = None
+
+    def serve(self, host: str, port: int, tls: ServerTls | None = None) -> None:
+        """Serves /metrics over HTTP, or HTTPS with `tls` (client certificates required when
+        it names a client CA)."""
+        if tls is None:
+            start_http_server(port, addr=host, registry=self.registry)
+            return
+        server, _ = start_http_server(
+            port, addr=host, registry=self.registry, certfile=tls.cert, keyfile=tls.key,
+            client_cafile=tls.client_ca, client_auth_required=tls.client_ca is not None)
+        self._tls_context = cast(ssl.SSLSocket, server.socket).context
+
+    def reload_tls(self, tls: ServerTls) -> None:
+        """Later HTTPS connections present the certificate in `tls`'s files (read now)."""
+        if self._tls_context is None:
+            return
+        self._tls_context.load_cert_chain(tls.cert, tls.key)
+        if tls.client_ca:
+            self._tls_context.load_verify_locations(cafile=tls.client_ca)
+
+
+class Metrics(ServedRegistry):
     def __init__(self, writer: Writer, admission: AdmissionGate | None = None) -> None:
         # No `<counter>_created` / `<histogram>_created` series: one more series per labelled
         # child, on every scrape, that no dashboard or alert here reads (the process-wide switch
@@ -125,26 +152,6 @@ class Metrics:
     def observe_commit(self, records: int, seconds: float) -> None:
         self.commit_records.observe(records)
         self.commit_latency.observe(seconds)
-
-    def serve(self, host: str, port: int, tls: ServerTls | None = None) -> None:
-        """Serves /metrics over HTTP, or HTTPS with `tls` (client certificates required when
-        it names a client CA)."""
-        if tls is None:
-            start_http_server(port, addr=host, registry=self.registry)
-            return
-        server, _ = start_http_server(
-            port, addr=host, registry=self.registry, certfile=tls.cert, keyfile=tls.key,
-            client_cafile=tls.client_ca, client_auth_required=tls.client_ca is not None)
-        self._tls_context = cast(ssl.SSLSocket, server.socket).context
-
-    def reload_tls(self, tls: ServerTls) -> None:
-        """Later HTTPS connections present the certificate in `tls`'s files (read now)."""
-        context: ssl.SSLContext | None = getattr(self, "_tls_context", None)
-        if context is None:
-            return
-        context.load_cert_chain(tls.cert, tls.key)
-        if tls.client_ca:
-            context.load_verify_locations(cafile=tls.client_ca)
 
 
 class _ReplicationCollector(Collector):

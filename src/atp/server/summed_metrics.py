@@ -26,17 +26,16 @@ import logging
 import os
 import socket
 import socketserver
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, cast
+from typing import cast
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from atp.tls import ServerTls
+from atp.server.metrics import ServedRegistry
 
 log = logging.getLogger("atp.metrics")
 
@@ -136,28 +135,10 @@ def serve_page(registry: CollectorRegistry, path: str) -> socketserver.BaseServe
     return server
 
 
-class SummedMetricsServer:
+class SummedMetricsServer(ServedRegistry):
     """The supervisor's /metrics: the children's pages combined, over HTTP, or HTTPS with
     `tls` (client certificates required when it names a client CA)."""
 
     def __init__(self, pages: Callable[[], list[Page]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SummedCollector(pages))
-        self._tls_context: ssl.SSLContext | None = None
-
-    def serve(self, host: str, port: int, tls: ServerTls | None = None) -> None:
-        if tls is None:
-            start_http_server(port, addr=host, registry=self.registry)
-            return
-        server, _ = start_http_server(
-            port, addr=host, registry=self.registry, certfile=tls.cert, keyfile=tls.key,
-            client_cafile=tls.client_ca, client_auth_required=tls.client_ca is not None)
-        self._tls_context = cast(Any, server.socket).context
-
-    def reload_tls(self, tls: ServerTls) -> None:
-        """Later HTTPS connections present the certificate in `tls`'s files (read now)."""
-        if self._tls_context is None:
-            return
-        self._tls_context.load_cert_chain(tls.cert, tls.key)
-        if tls.client_ca:
-            self._tls_context.load_verify_locations(cafile=tls.client_ca)

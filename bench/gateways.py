@@ -23,7 +23,7 @@ import sys
 import tempfile
 from typing import Any
 
-from bench import report, run
+from bench import report, run, writer_cap
 
 DEFAULT_WORKLOADS = "reserve,stream,availability,promise"
 # The issue's 2-core rule: no workload more than this much slower with gateways.
@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per workload (8)")
     parser.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__),
                                                               "results"))
+    parser.add_argument("--writer-seconds", type=float, default=6.0,
+                        help="after the counts, when reserve is among the workloads: the "
+                             "writer driven at full speed for this long (bench.writer_cap; "
+                             "0: skip) (6)")
     args, passed_on = parser.parse_known_args(argv)
     try:
         args.count_list = [int(count) for count in args.counts.split(",")]
@@ -91,6 +95,32 @@ def compare(documents: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def writer_capacity(args: argparse.Namespace, passed_on: list[str],
+                    table: dict[str, Any]) -> dict[str, Any] | None:
+    """The writer at full speed (bench.writer_cap) and what its cost per reserve allows with
+    the gateways' measured cost per Reserve: the projection bench.run makes from the writer's
+    cost at this machine's small groups, made again from its cost when saturated, as the
+    writer of a many-core machine is."""
+    if args.writer_seconds <= 0 or "reserve" not in table:
+        return None
+    smoke = "--smoke" in passed_on
+    figures = writer_cap.measure(drivers=1 if smoke else 2, in_flight=16 if smoke else 256,
+                                 seconds=args.writer_seconds)
+    gateway_us = max((cell["cpu_us_per_unit_by_role"].get("gateway", 0.0)
+                      for cell in table["reserve"].values()
+                      if cell["cpu_us_per_unit_by_role"]), default=0.0)
+    writer_us = max(figures["writer_cpu_us_per_reserve"], 1e-3)
+    figures["projected_reserve_per_s_at_cores"] = {
+        cores: round(min(1e6 / writer_us, (cores - 1) * 1e6 / max(gateway_us, 1e-3)))
+        for cores in run.PROJECTED_CORES} if gateway_us else {}
+    print(f"bench.gateways: the writer at full speed: {figures['reserves_per_s']:,} reserves/s "
+          f"at {figures['writer_cpu_cores']:.2f} cores, {writer_us:,.1f} µs per reserve "
+          f"({figures['reserves_per_frame']:.0f} per frame); Reserve projected with it: " +
+          ", ".join(f"{cores} cores {rate:,}" for cores, rate in
+                    figures["projected_reserve_per_s_at_cores"].items()), flush=True)
+    return figures
+
+
 def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:
     """Prints the comparison; returns the workloads more than SLOWER_MOST slower than the
     reference with any count."""
@@ -122,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     documents = {count: run_count(count, args, passed_on) for count in args.count_list}
     table = compare(documents)
     slower = print_table(table, args.count_list)
+    capacity = writer_capacity(args, passed_on, table)
     failed = [count for count, document in documents.items() if document["exit_code"] != 0]
     summary = {
         "schema": "atp-bench-gateways/1",
@@ -129,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "counts": args.count_list,
         "workloads": table,
         "slower_than_allowed": slower,
+        "writer_at_full_speed": capacity,
         "failed_counts": failed,
     }
     report.ensure_dir(args.results_dir)

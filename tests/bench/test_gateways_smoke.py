@@ -24,7 +24,7 @@ def test_gateways_smoke(tmp_path: Path) -> None:
     results_dir = tmp_path / "results"
     command = [sys.executable, "-m", "bench.gateways", "--counts", "0,1", "--duration", "0.25",
                "--workloads", "reserve,availability", "--results-dir", str(results_dir),
-               "--smoke"]
+               "--writer-seconds", "0.5", "--smoke"]
     completed = subprocess.run(
         command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=140,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -35,6 +35,9 @@ def test_gateways_smoke(tmp_path: Path) -> None:
     summary = json.loads(summary_file.read_text())
     assert summary["counts"] == [0, 1] and summary["failed_counts"] == []
     assert set(summary["workloads"]) == {"reserve", "availability"}
+    full_speed = summary["writer_at_full_speed"]
+    assert full_speed["reserves"] > 0 and full_speed["refused"] == 0
+    assert set(full_speed["projected_reserve_per_s_at_cores"]) == {"4", "8", "16", "32"}
     for name, row in summary["workloads"].items():
         assert row["0"]["ratio"] == 1.0, name
         assert row["1"]["calls_per_s"] > 0, name

@@ -52,29 +52,45 @@ __all__ = ["LmdbStore", "claim_writer", "decode_sequence", "encode_sequence"]
 
 
 class _OperationGate:
-    """Counts calls in flight so that close() waits for them instead of unmapping under them."""
+    """Counts calls in flight so that close() waits for them instead of unmapping under them.
+
+    enter()/leave() are plain calls, not a context manager: a point read (the archive's
+    check of every new id) pays for the gate on every Reserve, and two generator-based
+    context managers cost several times the LMDB read itself."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        # enter() and leave() take the lock itself (a C call): the Condition's own
+        # __enter__ is a Python call around it.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._in_flight = 0
         self._closed = False
         self._exclusive = False
 
-    @contextlib.contextmanager
-    def enter(self) -> Iterator[None]:
-        """Hold the store open for the duration of one call; StoreError once it is closed."""
-        with self._condition:
-            self._condition.wait_for(lambda: not self._exclusive)
+    def enter(self) -> None:
+        """Holds the store open until leave(); StoreError once it is closed."""
+        with self._lock:
+            if self._exclusive:
+                self._condition.wait_for(lambda: not self._exclusive)
             if self._closed:
                 raise StoreError("the store is closed")
             self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            # Only exclusive() and close() wait for the calls in flight to end.
+            if self._in_flight == 0 and (self._exclusive or self._closed):
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        """enter() ... leave() around a block."""
+        self.enter()
         try:
             yield
         finally:
-            with self._condition:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._condition.notify_all()
+            self.leave()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -179,9 +195,19 @@ class LmdbStore(Store):
         handle = self._handle(database)
         if handle is None:
             return None
-        with self._reading() as transaction:
-            value: bytes | None = transaction.get(key, db=handle)
-            return value
+        # _reading() spelled out: this point read runs on every new reservation id.
+        self._gate.enter()
+        try:
+            transaction = self._begin_read()
+            try:
+                value: bytes | None = transaction.get(key, db=handle)
+            finally:
+                transaction.abort()
+        except lmdb.Error as error:
+            raise StoreError(f"reading {self._path} failed: {error}") from error
+        finally:
+            self._gate.leave()
+        return value
 
     def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         validate_limit(limit)
@@ -224,20 +250,26 @@ class LmdbStore(Store):
 
     def commit(self, batch: WriteBatch) -> None:
         if batch.is_empty():
-            with self._gate.enter():
+            with self._gate.open():
                 return
         with self._writing() as transaction:
             # Inside the write transaction: no other writer can move the last sequence meanwhile.
             validate_batch(batch, self._last_sequence_in(transaction))
+            puts: dict[str, list[tuple[bytes, bytes]]] = {}
             for (database, key), value in batch.records.items():
                 if value is None:
                     transaction.delete(key, db=self._handles[database])
                 else:
-                    transaction.put(key, value, db=self._handles[database])
-            journal = self._handles[JOURNAL_DATABASE]
-            for sequence, event in batch.journal:
+                    puts.setdefault(database, []).append((key, value))
+            # One putmulti per database: the loop over records runs in C (a batch holds a
+            # few records per reservation; each Python-level put cost more than its write).
+            for database, items in puts.items():
+                transaction.cursor(db=self._handles[database]).putmulti(items)
+            if batch.journal:
                 # append=True skips the B-tree search; validation guarantees keys only grow.
-                transaction.put(encode_sequence(sequence), event, db=journal, append=True)
+                transaction.cursor(db=self._handles[JOURNAL_DATABASE]).putmulti(
+                    [(encode_sequence(sequence), event) for sequence, event in batch.journal],
+                    append=True)
 
     def read_journal(self, after_sequence: int, limit: int) -> list[tuple[int, bytes]]:
         validate_limit(limit)
@@ -253,7 +285,7 @@ class LmdbStore(Store):
 
     def trim_journal(self, keep_after: int) -> int:
         if keep_after <= 0:
-            with self._gate.enter():
+            with self._gate.open():
                 return 0
         limit_key = encode_sequence(min(keep_after, SEQUENCE_MAX))
         with self._writing() as transaction:
@@ -305,7 +337,7 @@ class LmdbStore(Store):
             yield JOURNAL_TRIMMED_THROUGH, TRIMMED_THROUGH_KEY, encode_sequence(trimmed_through)
 
     def _open_snapshot(self) -> _Snapshot:
-        with self._gate.enter():
+        with self._gate.open():
             try:
                 snapshot = _Snapshot(self._begin_read())
             except lmdb.Error as error:
@@ -317,7 +349,7 @@ class LmdbStore(Store):
     @contextlib.contextmanager
     def _snapshot_step(self, snapshot: _Snapshot) -> Iterator[None]:
         """Reading one chunk: the store stays open and its map unchanged meanwhile."""
-        with self._gate.enter():
+        with self._gate.open():
             if snapshot.ended is not None:
                 raise StoreError(f"the snapshot of {self._path} was ended ({snapshot.ended}); "
                                  "take another")
@@ -389,7 +421,7 @@ class LmdbStore(Store):
 
     def copy_to(self, destination_dir: str | os.PathLike[str], *, compact: bool = True) -> None:
         """Write a consistent copy of the environment into the existing, empty `destination_dir`."""
-        with self._gate.enter():
+        with self._gate.open():
             try:
                 self._environment.copy(os.fspath(destination_dir), compact=compact)
             except lmdb.Error as error:
@@ -426,7 +458,7 @@ class LmdbStore(Store):
         """LMDB keeps a reader slot per open read transaction in lock.mdb; a reader killed with
         -9 (an `atpctl db verify`, say) leaves its slot taken until someone checks for it, and
         once all slots are taken every read fails with MDB_READERS_FULL."""
-        with self._gate.enter():
+        with self._gate.open():
             try:
                 cleared: int = self._environment.reader_check()
             except lmdb.Error as error:
@@ -457,7 +489,7 @@ class LmdbStore(Store):
     @contextlib.contextmanager
     def _reading(self) -> Iterator[lmdb.Transaction[bytes]]:
         """A read transaction of the calling thread; lmdb errors become StoreError."""
-        with self._gate.enter():
+        with self._gate.open():
             try:
                 with self._begin_read() as transaction:
                     yield transaction
@@ -476,7 +508,7 @@ class LmdbStore(Store):
     @contextlib.contextmanager
     def _writing(self) -> Iterator[lmdb.Transaction[bytes]]:
         """A write transaction committed on success and aborted on any exception."""
-        with self._gate.enter():
+        with self._gate.open():
             if self._readonly:
                 raise StoreError(f"{self._path} is open read-only")
             try:

@@ -6,6 +6,7 @@ INSTALLED := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 METRICS_PORT ?= 0
+GATEWAYS ?= auto
 
 .PHONY: run test test-fast lint protos proto-bundle bench bench-gateways bench-smoke clean
 
@@ -15,10 +16,12 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(INSTALLED)
 
-## Start atpd on 127.0.0.1:50051 with its LMDB data in ./data; METRICS_PORT=9464 serves
+## Start atpd on 127.0.0.1:50051 with its LMDB data in ./data (--gateways auto: a writer
+## process and a gateway per core but one; GATEWAYS=0 runs one process); METRICS_PORT=9464 serves
 ## Prometheus metrics at http://127.0.0.1:9464/metrics (0, the default: none).
 run: $(INSTALLED)
-	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR) --metrics-port $(METRICS_PORT)
+	$(BIN)/atpd --listen $(LISTEN) --data-dir $(DATA_DIR) --metrics-port $(METRICS_PORT) \
+		--gateways $(GATEWAYS)
 
 ## Run every test tier: unit, store contract, property, integration, crash, CLI, cluster...
 ## One pytest process; a header line as it enters each tier (tests/<tier>/).

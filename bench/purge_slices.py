@@ -61,7 +61,8 @@ def start_atpd(data_dir: str, metrics_port: int, args: argparse.Namespace) -> su
     retention = "1h" if args.no_purge else "20s"
     command = [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
                "--data-dir", data_dir, "--sync", args.sync, "--closed-retention", retention,
-               "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+               "--metrics-port", str(metrics_port), "--log-level", "WARNING",
+               "--gateways", "0"]  # one process: its own metrics page is the one read
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     return server

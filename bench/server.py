@@ -74,7 +74,7 @@ class ServerProcess:
         command = [
             sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
             "--data-dir", self.data_dir, "--sync", self.sync, "--log-level", "WARNING",
-            *(["--gateways", str(self.gateways)] if self.gateways else []),
+            "--gateways", str(self.gateways),  # said even when 0: atpd's default is auto
         ]
         with open(self.log_path, "a", encoding="utf-8") as log:
             self.process = subprocess.Popen(

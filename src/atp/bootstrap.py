@@ -403,7 +403,7 @@ class AtpServer:
         except OSError as error:
             self.store.close()
             raise OSError(f"cannot serve metrics on {self.config.metrics_listen}: "
-                          f"{_bind_failure(error)}") from error
+                          f"{bind_failure(error)}") from error
 
     async def stop(self) -> None:
         """Health NOT_SERVING, drain calls, final commit, close the store."""
@@ -523,7 +523,7 @@ async def watch_tls_files(reloader: CertificateReloader,
         reloader.check()
 
 
-def _bind_failure(error: OSError) -> str:
+def bind_failure(error: OSError) -> str:
     """Why a port could not be bound, in words a user can act on."""
     reasons = {
         errno.EADDRINUSE: "the address is in use",

@@ -177,10 +177,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "PEM client certificate to present to etcd, with --etcd-key", metavar="FILE")
     parser.add_flag("--etcd-key", "ATP_ETCD_KEY", flags.optional_path, "",
                     "PEM private key of --etcd-cert", metavar="FILE")
-    parser.add_flag("--gateways", "ATP_GATEWAYS", supervisor.gateway_count, "0",
+    parser.add_flag("--gateways", "ATP_GATEWAYS", supervisor.gateway_count, "auto",
                     "gateway processes sharing --listen (SO_REUSEPORT) in front of one writer "
                     "process: reads answered by the gateways, writes forwarded to the writer; "
-                    "auto: cores - 1 (at least 1); 0: one process", metavar="N")
+                    "auto: cores - 1 (at least 1), or one process with --cluster or --follow; "
+                    "0: one process", metavar="N")
     # A child of `atpd --gateways N` (atp/supervisor.py): its role, the writer's socket, and
     # which gateway it is. Set by the supervisor only.
     parser.add_argument("--gateway-role", choices=supervisor.ROLES, default="",
@@ -197,6 +198,7 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
+    args.gateways = supervisor.resolved_gateways(args)
     conflict = (flag_conflict(args) or allocation_policy_conflict(args)
                 or supervisor.gateway_conflict(args) or tls_conflict(args)
                 or tls_file_problem(args))

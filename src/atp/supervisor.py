@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from atp import flags
-from atp.bootstrap import ServerConfig
+from atp.bootstrap import ServerConfig, bind_failure
 from atp.server.gateway import gateway_follower_id
 from atp.server.summed_metrics import Page, SummedMetricsServer, read_page
 from atp.tls import CertificateReloader, ServerTls, TlsFileError
@@ -94,15 +94,36 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+# --gateways auto, until resolved_gateways() makes it a count.
+AUTO_GATEWAYS = -1
+
+
 def gateway_count(text: str) -> int:
-    """--gateways: a whole number >= 0, or `auto` (cores - 1, at least 1)."""
+    """--gateways: a whole number >= 0, or `auto` (AUTO_GATEWAYS: see resolved_gateways)."""
     if text.strip().lower() == "auto":
-        return max(1, cores() - 1)
+        return AUTO_GATEWAYS
     try:
         return flags.non_negative_int(text)
     except flags.InvalidValue:
         raise flags.InvalidValue(
             f"{text!r} is neither auto nor a whole number of at least 0") from None
+
+
+def auto_gateways() -> int:
+    """What `auto` means on this machine: a core for the writer, the others for gateways,
+    and at least one gateway."""
+    return max(1, cores() - 1)
+
+
+def resolved_gateways(args: argparse.Namespace) -> int:
+    """--gateways as a count. `auto` (the default) is auto_gateways(), except where gateways
+    cannot run yet: a member of a cluster (--cluster) or a follower (--follow) is one process,
+    as it was before gateways existed; a count given there is refused (gateway_conflict)."""
+    if args.gateways != AUTO_GATEWAYS:
+        return int(args.gateways)
+    if args.gateway_role or args.follow or args.cluster:
+        return 0
+    return auto_gateways()
 
 
 def gateway_conflict(args: argparse.Namespace) -> str:
@@ -258,6 +279,7 @@ class Supervisor:
         self.writer = Child(WRITER, self._command(WRITER, 0))
         self.gateways = [Child(f"{GATEWAY} {index}", self._command(GATEWAY, index))
                          for index in range(args.gateways)]
+        self.never_served = False  # a child could not start: atpd never served
 
     def _public_address(self, listen: str) -> str:
         """--listen with its port fixed: port 0 becomes a port held for the gateways."""
@@ -272,9 +294,11 @@ class Supervisor:
         return f"{host}:{probe.getsockname()[1]}"
 
     def _command(self, role: str, index: int) -> list[str]:
+        # The count resolved here (auto is this machine's), after the flags given: the last
+        # --gateways wins, so that every child agrees with its supervisor.
         return [sys.executable, "-m", "atp.daemon", *self.argv, "--listen", self.listen,
-                "--gateway-role", role, "--writer-socket", str(self.writer_socket),
-                "--gateway-index", str(index)]
+                "--gateways", str(self.args.gateways), "--gateway-role", role,
+                "--writer-socket", str(self.writer_socket), "--gateway-index", str(index)]
 
     def run(self) -> int:
         for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -284,14 +308,15 @@ class Supervisor:
                 self._serve_metrics()
             except (OSError, TlsFileError) as error:
                 address = flags.join_host_port(self.args.metrics_host, self.args.metrics_port)
-                print(f"atpd: cannot serve metrics on {address}: "
-                      f"{getattr(error, 'strerror', None) or error}", file=sys.stderr)
+                reason = bind_failure(error) if isinstance(error, OSError) else error
+                print(f"atpd: cannot serve metrics on {address}: {reason}", file=sys.stderr)
                 return 2
             code = self._start()
             if code is None:
                 print(f"{LISTENING}{self.listen}", flush=True)
-                log.info("atpd serving on %s: a writer (pid %d) and %d gateways (pids %s); %s",
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateway%s (pids %s); %s",
                          self.listen, self.writer.pid, len(self.gateways),
+                         "" if len(self.gateways) == 1 else "s",
                          ", ".join(str(gateway.pid) for gateway in self.gateways),
                          self._metrics_where())
                 code = self._watch()
@@ -361,7 +386,11 @@ class Supervisor:
         if self.stopping.is_set():
             return None  # told to stop while starting: drain what runs
         code = child.exit_code
-        log.error("the %s exited (code %s) before it served; atpd stops", child.name, code)
+        # The child said why on stderr, in the one line a single atpd prints (an unusable
+        # data directory, a busy port): what the operator reads, with the same exit code;
+        # a line of ours on top would only repeat it.
+        log.debug("the %s exited (code %s) before it served; atpd stops", child.name, code)
+        self.never_served = True
         return code or 2
 
     def _watch(self) -> int | None:
@@ -404,7 +433,7 @@ class Supervisor:
         down = self.writer.exit_code  # it died, and was told to stop before its restart
         self.writer.terminate()
         code = self.writer.wait(grace_s)
-        if down is not None:
+        if down is not None and not self.never_served:
             log.warning("stopping while the writer was down (it exited with code %s); its "
                         "data is as a kill -9 leaves it: whole", down)
             code = 0

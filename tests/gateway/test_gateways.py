@@ -53,6 +53,7 @@ from tests.integration.helpers import (
     stocked,
     wait_for,
 )
+from atp.supervisor import auto_gateways
 from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
@@ -383,3 +384,29 @@ def test_forwarded_reserve_streams_end_ok_when_their_requests_end(server: AtpdPr
             request.reservation_id for request in requests]
     assert get_position(api, sku, node).reserved == sum(
         sum(1 for index in range(count) if index % 3) for count in range(20))
+
+
+def test_atpd_without_the_flag_runs_a_writer_and_a_gateway_per_core_but_one(
+    tmp_path: Path,
+) -> None:
+    """The default is `--gateways auto`: nothing said, nothing in the environment."""
+    environment = {name: value for name, value in os.environ.items() if name != "ATP_GATEWAYS"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("atpd listening on 127.0.0.1:"), line
+        found = children(process.pid)
+        assert len(found["writer"]) == 1
+        assert len(found["gateway"]) == auto_gateways()
+        target = line.split()[-1]
+        with grpc.insecure_channel(target) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0

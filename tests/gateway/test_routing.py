@@ -89,8 +89,9 @@ def test_the_authorized_principal_is_forwarded_and_trusted_by_the_writer_only() 
 
 
 def test_gateway_count_values() -> None:
-    assert supervisor.gateway_count("auto") == max(1, supervisor.cores() - 1)
-    assert supervisor.gateway_count("AUTO") >= 1
+    assert supervisor.gateway_count("auto") == supervisor.AUTO_GATEWAYS
+    assert supervisor.gateway_count("AUTO") == supervisor.AUTO_GATEWAYS
+    assert supervisor.auto_gateways() == max(1, supervisor.cores() - 1)
     assert supervisor.gateway_count("0") == 0
     assert supervisor.gateway_count("3") == 3
     for bad in ("-1", "two", ""):
@@ -98,9 +99,22 @@ def test_gateway_count_values() -> None:
             supervisor.gateway_count(bad)
 
 
-def test_the_default_is_one_process() -> None:
-    assert daemon.parse_args([], environ={}).gateways == 0
+def test_the_default_is_auto_a_gateway_per_core_but_one() -> None:
+    assert daemon.parse_args([], environ={}).gateways == max(1, supervisor.cores() - 1)
+    assert daemon.parse_args(["--gateways", "auto"], environ={}).gateways == (
+        supervisor.auto_gateways())
     assert daemon.parse_args([], environ={"ATP_GATEWAYS": "2"}).gateways == 2
+    assert daemon.parse_args([], environ={"ATP_GATEWAYS": "0"}).gateways == 0
+    assert daemon.parse_args(["--gateways", "0"], environ={"ATP_GATEWAYS": "3"}).gateways == 0
+
+
+@pytest.mark.parametrize("extra", [
+    ["--follow", "127.0.0.1:1"],
+    ["--cluster", "c", "--etcd", "127.0.0.1:2379", "--listen", "127.0.0.1:5000"],
+])
+def test_auto_is_one_process_where_gateways_cannot_run_yet(extra: list[str]) -> None:
+    assert daemon.parse_args(extra, environ={}).gateways == 0
+    assert daemon.parse_args(["--gateways", "auto", *extra], environ={}).gateways == 0
 
 
 @pytest.mark.parametrize("extra", [

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atp.client import make_channel
-from atp.supervisor import GATEWAY, WRITER, gateway_count
+from atp.supervisor import AUTO_GATEWAYS, GATEWAY, WRITER, auto_gateways, gateway_count
 from atp.tls import TlsOptions
 
 _LISTENING = re.compile(r"atpd listening on (\S+)")
@@ -45,7 +45,7 @@ class AtpdProcess:
     def start(self, timeout_s: float = 30.0) -> AtpdProcess:
         command = [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
                    "--data-dir", str(self.data_dir), "--log-level", "WARNING", *self.extra_args]
-        if self.gateways:
+        if "--gateways" not in self.extra_args:  # said even when 0: atpd's default is auto
             command += ["--gateways", str(self.gateways)]
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
@@ -142,7 +142,8 @@ def default_gateways() -> int:
     """ATP_TEST_GATEWAYS: the --gateways of every atpd a test starts without saying (a count
     or `auto`, as the flag takes; 0 when unset)."""
     text = os.environ.get("ATP_TEST_GATEWAYS", "").strip()
-    return gateway_count(text) if text else 0
+    count = gateway_count(text) if text else 0
+    return auto_gateways() if count == AUTO_GATEWAYS else count
 
 
 def children(supervisor_pid: int) -> dict[str, list[int]]:

@@ -7,6 +7,9 @@ LISTEN ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 METRICS_PORT ?= 0
 GATEWAYS ?= auto
+# make test's pytest-xdist workers: one per core, at most 4 (each starts servers of its own);
+# TEST_WORKERS=0 runs every test in one pytest process, with a header line per tier.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: run test test-fast lint protos proto-bundle bench bench-gateways bench-smoke clean
 
@@ -24,9 +27,10 @@ run: $(INSTALLED)
 		--gateways $(GATEWAYS)
 
 ## Run every test tier: unit, store contract, property, integration, crash, CLI, cluster...
-## One pytest process; a header line as it enters each tier (tests/<tier>/).
+## TEST_WORKERS pytest-xdist workers, a test module to a worker (its shared server with it).
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.support.tiers $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.support.tiers \
+		-n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 ## Unit and property tests only (no server processes).
 test-fast: $(INSTALLED)

@@ -1,9 +1,10 @@
 """A pytest plugin for `make test`: a header line as the run enters each tier (each
 tests/<tier>/ directory: unit, store, property, integration, crash, cli, cluster...), so that
-the dots say what is running. One pytest process still runs every tier.
+the dots say what is running, when one pytest process runs every tier
+(`TEST_WORKERS=0 make test`).
 
-Loaded with `-p tests.support.tiers` (the Makefile does); it prints nothing under xdist, whose
-workers run the tiers interleaved."""
+Loaded with `-p tests.support.tiers` (the Makefile does); it prints nothing under xdist (make
+test's default), whose workers run the tiers interleaved."""
 
 from __future__ import annotations
 

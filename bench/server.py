@@ -140,6 +140,12 @@ class ServerProcess:
                 pass  # gone meanwhile
         return roles
 
+    def pids_by_role(self) -> list[tuple[int, str]]:
+        """(pid, role) of each process: atpd alone, or the supervisor and its children."""
+        if not self.gateways:
+            return [(self.pid, "atpd")]
+        return [(self.pid, "supervisor"), *_children_by_role(self.pid)]
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (drain, final commit, close) and wait; kill -9 and return -9 on timeout."""
         if self.process is None:

@@ -84,7 +84,7 @@ from bench import report
 from bench.catalog import SEED_CHUNK
 from bench.run import _git_commit, _host
 from bench.scale import _src_changes, memory
-from bench.server import ServerProcess, process_cpu_seconds
+from bench.server import ServerProcess
 
 MIB = 1 << 20
 # name: (default, smoke default)
@@ -170,6 +170,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="share of the lifecycles where the reference window of RSS and map used begins; "
         "it spans 5%% and the end window is 95-100%% (0.10: tenfold growth)")
     add("--sync", choices=("on", "off"), default="on", help="atpd --sync (on)")
+    add("--gateways", type=int, default=0,
+        help="atpd --gateways (0: one process); the RSS judged is all its processes' "
+        "together, and each sample has each role's (rss_by_role)")
     add("--call-timeout", type=float, default=30.0, dest="call_timeout",
         help="deadline of every call in seconds (30)")
     add("--seed", type=int, default=1, help="random seed (1)")
@@ -227,7 +230,7 @@ class SoakServer:
 
     def __init__(self, args: argparse.Namespace, data_dir: str, log_path: str) -> None:
         self.args = args
-        self.process = ServerProcess(data_dir, args.sync, log_path)
+        self.process = ServerProcess(data_dir, args.sync, log_path, gateways=args.gateways)
         self.metrics_url = ""
 
     @property
@@ -592,8 +595,8 @@ class Sampler:
         figures: dict[str, Any] = {key: None for key in ("rss_bytes", "hwm_bytes",
                                                          "rss_anon_bytes", "rss_file_bytes")}
         with contextlib.suppress(OSError):
-            figures.update(memory(server.pid))
-            figures["server_cpu_s"] = round(process_cpu_seconds(server.pid), 2)
+            figures.update(tree_memory(server.process))
+            figures["server_cpu_s"] = round(server.process.cpu_seconds(), 2)
         figures.update(data_file_sizes(self.data_dir))
         metrics = scrape(server.metrics_url)
         try:
@@ -605,6 +608,25 @@ class Sampler:
         used = metrics.get("atp_map_used_bytes")
         figures["map_used_bytes"] = used if used is not None else trees.get("tree_bytes")
         return figures
+
+
+def tree_memory(process: ServerProcess) -> dict[str, Any]:
+    """memory() of atpd; with --gateways, of all its processes summed (VmHWM: the sum of
+    each one's peak), with each role's RSS beside (rss_by_role; gateways: the largest)."""
+    if not process.gateways:
+        return memory(process.pid)
+    figures: dict[str, Any] = {}
+    by_role: dict[str, int] = {}
+    for pid, role in process.pids_by_role():
+        try:
+            one = memory(pid)
+        except OSError:
+            continue  # a child restarting
+        for key, value in one.items():
+            figures[key] = figures.get(key, 0) + value
+        by_role[role] = max(by_role.get(role, 0), one.get("rss_bytes", 0))
+    figures["rss_by_role"] = by_role
+    return figures
 
 
 def progress_line(sample: dict[str, Any]) -> str:

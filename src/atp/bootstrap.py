@@ -25,7 +25,7 @@ from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, commands, gateway_plans
 from atp.persistence import codec, ledger_from_records
-from atp.persistence.archive import StoreArchive
+from atp.persistence.archive import archive_of
 from atp.server.admission import AdmissionGate, backlog_options
 from atp.server.allocations import AllocationsServicer
 from atp.server.authorization import Authorization, TrustedPrincipal
@@ -156,6 +156,8 @@ class ServerConfig:
     # address with SO_REUSEPORT (the gateways share it); follower_id: this member's name to
     # its leader ("": its advertised address).
     gateway_of: str = ""
+    # The journal events a gateway's copy keeps (it keeps no archive: MemoryStore.live_copy).
+    gateway_journal_events: int = limits.gateway_journal_events
     # The file the writer of `atpd --gateways` publishes its commit in, for its gateways'
     # reads (server/gateway.py CommitBoard); "" for none (a gateway then asks the writer).
     commit_file: str = ""
@@ -475,7 +477,7 @@ class AtpServer:
 def load_ledger(store: Store, config: LedgerConfig, now: float) -> Ledger:
     """The ledger the store holds (at start, and after a snapshot is installed)."""
     ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
-    ledger.archive = StoreArchive(store)
+    ledger.archive = archive_of(store)
     return ledger
 
 
@@ -535,7 +537,10 @@ def bind_failure(error: OSError) -> str:
 
 def open_store(config: ServerConfig) -> Store:
     if config.data_dir is None:
-        store = MemoryStore()
+        # A gateway's copy keeps live state and a tail of the journal, not the retention
+        # windows' worth of what ended: its memory stays bounded, the writer answers the rest.
+        store = (MemoryStore.live_copy(config.gateway_journal_events) if config.gateway_of
+                 else MemoryStore())
         # A gateway's copy: each batch it applies would cost more as a thread round trip
         # than as the dict updates it is.
         store.commits_inline = bool(config.gateway_of)

@@ -182,6 +182,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
                     "process: reads answered by the gateways, writes forwarded to the writer; "
                     "auto: cores - 1 (at least 1), or one process with --cluster or --follow; "
                     "0: one process", metavar="N")
+    parser.add_flag("--gateway-journal-events", "ATP_GATEWAY_JOURNAL_EVENTS",
+                    flags.int_in_range(1), str(limits.gateway_journal_events),
+                    "newest journal events each gateway keeps in memory for Watch (a Watch "
+                    "from before them is replayed by the writer)", metavar="EVENTS")
     # A child of `atpd --gateways N` (atp/supervisor.py): its role, the writer's socket, and
     # which gateway it is. Set by the supervisor only.
     parser.add_argument("--gateway-role", choices=supervisor.ROLES, default="",
@@ -395,6 +399,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         clock_step_max_s=args.clock_step_max,
         grace_seconds=args.grace,
         journal_retention_events=args.journal_retention_events,
+        gateway_journal_events=args.gateway_journal_events,
         concurrent_rpcs_max=args.concurrent_rpcs_max,
         follow=args.follow,
         sync_replicas=args.sync_replicas,

@@ -83,3 +83,7 @@ watch_queue_events_max = 10_000
 # ones are recounted by the full check (Ledger.check_invariants, `atpctl db verify`) and get
 # the O(days) checks after every command.
 audit_lines_max = 64
+
+# Journal events a gateway process keeps in memory for Watch (`--gateway-journal-events`):
+# a Watch from before them is replayed by the writer. ~40 MB a gateway at ~400 bytes an event.
+gateway_journal_events = 100_000

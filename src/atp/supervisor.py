@@ -151,6 +151,10 @@ def log_format(args: argparse.Namespace) -> str:
     return LOG_FORMAT.replace(" %(name)s", f" [{who}] %(name)s", 1)
 
 
+# The replication log a gateway keeps: the least there is (see child_config).
+GATEWAY_REPLICATION_LOG_BATCHES = 1
+
+
 def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig:
     """A child's configuration: the supervisor's, made into a writer's or a gateway's."""
     target = f"unix:{args.writer_socket}"
@@ -172,7 +176,11 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
         metrics_listen=process_metrics(config.metrics_listen, args.gateway_index),
         metrics_socket=metrics_socket(args.writer_socket, config.metrics_listen, GATEWAY,
                                       args.gateway_index),
-        peer_tls=None, peer_token="", sync_replicas=0)
+        peer_tls=None, peer_token="", sync_replicas=0,
+        # Nobody streams from a gateway (replication calls go to the writer): the log every
+        # member keeps for its followers (up to --replication-log-batches, 256 MB) would be
+        # memory spent for nothing, in each gateway.
+        replication_log_batches=GATEWAY_REPLICATION_LOG_BATCHES)
 
 
 def process_metrics(summed_metrics: str | None, offset: int) -> str | None:

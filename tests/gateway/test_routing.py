@@ -172,6 +172,11 @@ def test_a_childs_configuration_follows_its_role(tmp_path: Path) -> None:
     assert gateway.sync_replicas == 0 and not gateway.peer_token
     assert gateway.metrics_listen == "127.0.0.1:9102"  # --metrics-port + 1 + index
     assert gateway.metrics_socket == "/tmp/x/metrics-gateway-1.sock"
+    # Nobody replicates from a gateway: it keeps no log for followers (the writer does).
+    assert gateway.replication_log_batches == 1
+    assert writer.replication_log_batches == config.replication_log_batches == 10_000
+    # Its copy keeps live state and this many journal events (MemoryStore.live_copy).
+    assert gateway.gateway_journal_events == config.gateway_journal_events == 100_000
     plain = supervisor.child_config(
         daemon.config_from(daemon.parse_args(["--gateways", "1"], environ={})), gateway_args)
     assert plain.metrics_listen is None and plain.metrics_socket == ""

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from atp import limits
+from atp.ledger.archive import NotHeldHere
 from atp.ledger.errors import (
     SEQUENCE_NOT_RETAINED,
     WATCHER_LAGGING,
@@ -152,6 +153,9 @@ class EventHub:
             raise _restoring()
         generation = self._generation
         head = self.committed_sequence  # first: events committed after it may follow
+        if after_sequence < self.store.journal_dropped_through:
+            # A gateway's copy let these go (it keeps a tail): the writer replays them.
+            raise NotHeldHere(f"events after {after_sequence} are the writer's to replay")
         oldest = await self._oldest_retained()
         if after_sequence and after_sequence < head and (not oldest or after_sequence + 1 < oldest):
             # Events after it were written and are gone (a journal trimmed empty, say).
@@ -194,12 +198,15 @@ class EventHub:
             page = await self._read_journal(position)
             if generation != self._generation:  # a snapshot replaced the journal meanwhile
                 raise _restoring()
-            if not page:
-                if position:  # events up to head were written: the trim took them
-                    raise OutOfRange(position, head + 1)
-                return
-            if position and page[0][0] != position + 1:
-                raise OutOfRange(position, page[0][0])
+            if not page or (position and page[0][0] != position + 1):
+                if position < self.store.journal_dropped_through:
+                    # A gateway's bound passed this replay: nothing is lost, the writer has
+                    # them (a new Watch after `position` is sent there).
+                    raise WatcherLagging(position)
+                if not page and not position:
+                    return
+                # Events up to head were written: the trim took them.
+                raise OutOfRange(position, page[0][0] if page else head + 1)
             for sequence, data in page:
                 if sequence > head:
                     return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from atp.ledger import Ledger
 from atp.ledger.model import OPEN_RESERVATION_STATES, Position, Reservation, ReservationState
-from atp.persistence.archive import StoreArchive
+from atp.persistence.archive import ServerArchive
 
 # Work units one call may spend: examining an open reservation costs 1, decoding a closed
 # one from the store costs CLOSED_COST (~10 µs against ~0.4 µs): a few milliseconds a call.
@@ -47,7 +47,7 @@ class ReservationFilter:
 
 
 def list_reservations(
-    ledger: Ledger, archive: StoreArchive | None, wanted: ReservationFilter, after: str,
+    ledger: Ledger, archive: ServerArchive | None, wanted: ReservationFilter, after: str,
     size: int,
 ) -> tuple[list[Reservation], str | None]:
     """Up to `size` matching reservations with ids after `after`, and the id to continue
@@ -66,7 +66,7 @@ def list_reservations(
 
 
 def _candidates(
-    ledger: Ledger, archive: StoreArchive | None, wanted: ReservationFilter, after: str,
+    ledger: Ledger, archive: ServerArchive | None, wanted: ReservationFilter, after: str,
 ) -> Iterator[tuple[Reservation, int]]:
     """(reservation, cost) in id order after `after`, each id once, open ones first on a tie
     (a reservation closing right now may be in memory and already in the store)."""
@@ -140,7 +140,7 @@ def _sorted_after(reservations: dict[str, Reservation], after: str) -> list[Rese
     return [reservations[rid] for rid in sorted(rid for rid in reservations if rid > after)]
 
 
-def _archived(archive: StoreArchive, after: str) -> Iterator[Reservation]:
+def _archived(archive: ServerArchive, after: str) -> Iterator[Reservation]:
     """Closed reservations from the store in id order, fetched a chunk at a time."""
     while True:
         chunk = archive.closed_after(after, CLOSED_CHUNK)

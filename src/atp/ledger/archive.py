@@ -15,6 +15,12 @@ from typing import Protocol
 from atp.ledger.model import Hold, RequestRecord, Reservation
 
 
+class NotHeldHere(Exception):
+    """What a read needs is not in this copy of the ledger: a gateway's copy keeps live state
+    and a tail of the journal only, and the call is answered by the writer instead. Not a
+    LedgerError: no caller is refused for it."""
+
+
 class Archive(Protocol):
     def reservation(self, reservation_id: str) -> Reservation | None:
         """A closed reservation still retained, or None."""

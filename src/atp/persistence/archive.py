@@ -3,6 +3,7 @@ are read from LMDB on demand (point reads on the event loop: microseconds, memor
 
 from __future__ import annotations
 
+from atp.ledger.archive import NotHeldHere
 from atp.ledger.errors import Unavailable
 from atp.ledger.model import Hold, RequestRecord, Reservation
 from atp.persistence import codec
@@ -42,3 +43,29 @@ class StoreArchive:
             return self.store.get(database, encoded)
         except StoreError as error:
             raise Unavailable(f"reading {database} failed: {error}") from error
+
+
+class WritersArchive:
+    """A gateway's archive: its copy keeps no closed reservations, ended holds or idempotency
+    records (MemoryStore.live_copy), so a read that would look one up goes to the writer."""
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        raise NotHeldHere("closed reservations are the writer's")
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        raise NotHeldHere("idempotency records are the writer's")
+
+    def hold(self, hold_id: str) -> Hold | None:
+        raise NotHeldHere("ended holds are the writer's")
+
+    def closed_after(self, after_id: str, limit: int) -> list[Reservation]:
+        raise NotHeldHere("closed reservations are the writer's")
+
+
+# What a server's ledger reads closed reservations through (listings included).
+ServerArchive = StoreArchive | WritersArchive
+
+
+def archive_of(store: Store) -> ServerArchive:
+    """The archive a ledger loaded from `store` reads: the store's, or the writer's."""
+    return StoreArchive(store) if store.keeps_archive else WritersArchive()

@@ -43,6 +43,7 @@ from typing import Any
 import grpc
 
 from atp.engine.writer import Writer
+from atp.ledger.archive import NotHeldHere
 from atp.ledger.errors import InvalidArgument, LedgerError, Unavailable
 from atp.server.authorization import (
     METHOD_ROLES,
@@ -52,7 +53,7 @@ from atp.server.authorization import (
     principal_metadata,
 )
 from atp.server.decoding import is_stale_read, read_options
-from atp.server.handlers import Behaviour, rebuilt, responses_of
+from atp.server.handlers import Behaviour, passing_bytes, rebuilt, responses_of
 from atp.server.status import DETAILS_KEY, abort
 from atp.store import WriteBatch
 from atp.v1 import replication_pb2, replication_pb2_grpc
@@ -272,6 +273,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                                     *WRITER_RECONNECT_OPTIONS])
         self.read_index = ReadIndex(self.channel)
         self.forwarded = 0  # calls forwarded so far
+        # Reads relayed to the writer because this copy does not hold what they need.
+        self.reads_relayed = 0
+        self._relays: dict[str, Behaviour] = {}
         # method -> its forwarding handler, made at its first call.
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
         # The tasks sending forwarded request streams on, stopped at shutdown.
@@ -300,12 +304,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 forwarder = self._forwarders[method] = self._forwarding(method, handler)
             return forwarder
         if reads_ledger(method):
-            return rebuilt(handler, lambda kind, behaviour: self._linearized(kind, behaviour))
+            return rebuilt(handler,
+                           lambda kind, behaviour: self._linearized(method, kind, behaviour),
+                           response_serializer=passing_bytes(handler.response_serializer))
         return handler
 
     # ----- reads ---------------------------------------------------------------------------
 
-    def _linearized(self, kind: str, behaviour: Behaviour) -> Behaviour:
+    def _linearized(self, method: str, kind: str, behaviour: Behaviour) -> Behaviour:
         async def linearized(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 min_sequence = read_options(request)
@@ -316,11 +322,27 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                     refuse_unmade(min_sequence, await self.caught_up(context.time_remaining()))
             except LedgerError as error:
                 await abort(context, error)
-            if kind.endswith("_unary"):
-                return await behaviour(request, context)
-            return await responses_of(behaviour, request, context)
+            try:
+                if kind.endswith("_unary"):
+                    return await behaviour(request, context)
+                return await responses_of(behaviour, request, context)
+            except NotHeldHere:  # raised before any answer: what ended, or older events
+                return await self._relayed(method, kind, request, context)
 
         return linearized
+
+    async def _relayed(self, method: str, kind: str, request: Any,
+                       context: grpc.aio.ServicerContext) -> Any:
+        """A read this gateway's copy cannot answer (it keeps live state and a tail of the
+        journal), answered by the writer: the request as the client sent it, and the
+        writer's answer as it is (bytes, which the read's serializer passes through)."""
+        self.reads_relayed += 1
+        relay = self._relays.get(method)
+        if relay is None:
+            relay = self._relays[method] = (
+                self._unary_unary(method) if kind == "unary_unary"
+                else self._streaming(method, self.channel.unary_stream(method)))
+        return await relay(request.SerializeToString(), context)
 
     async def caught_up(self, time_remaining: float | None) -> int:
         """Waits until the local copy holds the writer's commit as of now; that commit."""

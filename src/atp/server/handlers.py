@@ -27,16 +27,28 @@ def rebuilt(
     handler: grpc.RpcMethodHandler,
     wrap: Callable[[str, Behaviour], Behaviour],
     request_deserializer: Callable[[bytes], Any] | None = None,
+    response_serializer: Callable[[Any], bytes] | None = None,
 ) -> grpc.RpcMethodHandler:
-    """A handler of the same kind whose behaviour is wrap(kind, behaviour), with the same
-    serializer and the given deserializer (by default the same)."""
+    """A handler of the same kind whose behaviour is wrap(kind, behaviour), with the given
+    deserializer and serializer (by default the same)."""
     for kind, make in _KINDS:
         behaviour = getattr(handler, kind)
         if behaviour is not None:
             return make(wrap(kind, behaviour),
                         request_deserializer or handler.request_deserializer,
-                        handler.response_serializer)
+                        response_serializer or handler.response_serializer)
     return handler
+
+
+def passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    """`serializer`, but a response that is bytes already (relayed as another server
+    encoded it) is sent as it is."""
+    def serialize(response: Any) -> bytes:
+        if isinstance(response, bytes) or serializer is None:
+            return bytes(response)
+        return serializer(response)
+
+    return serialize
 
 
 def written(responses: AsyncGenerator[Any, None], context: grpc.aio.ServicerContext) -> Any:

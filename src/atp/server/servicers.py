@@ -32,7 +32,7 @@ from atp.ledger.model import (
 )
 from atp.ledger.reallocation import ReallocationResult, Scope
 from atp.ledger.validation import Violations
-from atp.persistence.archive import StoreArchive
+from atp.persistence.archive import ServerArchive
 from atp.server import channel_views, convert, status
 from atp.server.authorization import caller_name
 from atp.server.command_link import CommandLink
@@ -84,9 +84,9 @@ class LedgerServicer:
         return self.writer.ledger
 
     @property
-    def archive(self) -> StoreArchive | None:
+    def archive(self) -> ServerArchive | None:
         archive = self.writer.ledger.archive
-        return archive if isinstance(archive, StoreArchive) else None
+        return archive if isinstance(archive, ServerArchive) else None
 
     async def _mutate(
         self, context: grpc.aio.ServicerContext, kind: type[R],

@@ -34,6 +34,9 @@ DATABASES: tuple[str, ...] = (
     CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME,
     ALLOCATION_POLICIES, CHANNEL_ALLOCATIONS,
 )
+# What a gateway's copy does not keep (Store.keeps_archive): records of what has ended.
+ARCHIVE_DATABASES = frozenset({
+    REQUESTS, CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME})
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"
 # A snapshot carries, besides DATABASES and the journal, the highest journal sequence ever
@@ -130,6 +133,14 @@ class Store(abc.ABC):
     # its commit thread: set on a gateway's in-memory copy, whose calls take microseconds,
     # so that a thread round trip per batch would cost more than the call.
     commits_inline = False
+    # Whether the store keeps the archive (ARCHIVE_DATABASES: closed reservations, ended
+    # holds, idempotency records and their purge indexes). A gateway's copy does not: the
+    # writer answers for them (atp/server/gateway.py).
+    keeps_archive = True
+    # The newest journal sequence this store let go of to stay within its own bound (a
+    # gateway's copy keeps a tail of the journal), not by retention: events up to it are
+    # the writer's to replay. 0: none.
+    journal_dropped_through = 0
 
     @abc.abstractmethod
     def load(self) -> dict[str, dict[bytes, bytes]]:

@@ -1,12 +1,17 @@
-"""A store in plain dicts for tests: the LMDB contract, but nothing outlives the process."""
+"""A store in plain dicts: the LMDB contract, but nothing outlives the process. Tests use it,
+and so does a gateway for its copy of the ledger, made lean (`MemoryStore.live_copy`): live
+state and a bounded tail of the journal only, so that a gateway's memory stays bounded
+whatever the retention windows (the writer's LMDB holds the rest, on disk)."""
 
 from __future__ import annotations
 
 import bisect
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from atp.store.base import (
+    ARCHIVE_DATABASES,
     DATABASES,
     JOURNAL_DATABASE,
     JOURNAL_TRIMMED_THROUGH,
@@ -31,15 +36,25 @@ from atp.store.base import (
 class MemoryStore(Store):
     """Records in dicts and the journal in a list, guarded by one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, keeps_archive: bool = True, journal_events_max: int = 0) -> None:
         # The writer thread commits while the event loop reads the journal, as with LmdbStore.
         self._lock = threading.Lock()
+        self.keeps_archive = keeps_archive
+        # The most journal entries kept (0: no bound of its own); past it by an eighth, the
+        # oldest go, down to the bound (journal_dropped_through says which).
+        self.journal_events_max = journal_events_max
         self._closed = False
         self._records: dict[str, dict[bytes, bytes]] = {name: {} for name in DATABASES}
         self._journal_sequences: list[int] = []
         self._journal_events: list[bytes] = []
         # Trimming may empty the journal; the sequences it held must still never be reused.
         self._trimmed_through = 0
+
+    @classmethod
+    def live_copy(cls, journal_events_max: int) -> MemoryStore:
+        """A gateway's copy: no archive (closed reservations, ended holds, idempotency
+        records) and the newest `journal_events_max` journal entries."""
+        return cls(keeps_archive=False, journal_events_max=journal_events_max)
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         with self._lock:
@@ -75,6 +90,19 @@ class MemoryStore(Store):
                     del self._records[target][item_key]
             return len(due)
 
+    def environment_info(self) -> dict[str, Any]:
+        """Entries per database and the journal's range (metrics read them, as LmdbStore's)."""
+        with self._lock:
+            self._check_open()
+            entries = {name: len(records) for name, records in self._records.items()}
+            entries[JOURNAL_DATABASE] = len(self._journal_sequences)
+            return {
+                "entries": entries,
+                "journal_oldest_sequence": (self._journal_sequences[0]
+                                            if self._journal_sequences else 0),
+                "journal_last_sequence": self._last_sequence(),
+            }
+
     def last_sequence(self) -> int:
         with self._lock:
             self._check_open()
@@ -91,6 +119,8 @@ class MemoryStore(Store):
             # Validation covers everything that could fail, so applying below cannot stop halfway.
             validate_batch(batch, self._last_sequence())
             for (database, key), value in batch.records.items():
+                if not self.keeps_archive and database in ARCHIVE_DATABASES:
+                    continue
                 if value is None:
                     self._records[database].pop(key, None)
                 else:
@@ -98,6 +128,19 @@ class MemoryStore(Store):
             for sequence, event in batch.journal:
                 self._journal_sequences.append(sequence)
                 self._journal_events.append(event)
+            self._keep_journal_bound()
+
+    def _keep_journal_bound(self) -> None:
+        """Drops the oldest entries beyond journal_events_max, once past it by an eighth (a
+        list's head deleted at most once per max/8 appends)."""
+        bound = self.journal_events_max
+        if not bound or len(self._journal_sequences) <= bound + bound // 8:
+            return
+        dropped = len(self._journal_sequences) - bound
+        self.journal_dropped_through = self._journal_sequences[dropped - 1]
+        self._trimmed_through = max(self._trimmed_through, self.journal_dropped_through)
+        del self._journal_sequences[:dropped]
+        del self._journal_events[:dropped]
 
     def read_journal(self, after_sequence: int, limit: int) -> list[tuple[int, bytes]]:
         validate_limit(limit)
@@ -151,7 +194,7 @@ class MemoryStore(Store):
             self._check_open()
             self._records = {name: {} for name in DATABASES}
             self._journal_sequences, self._journal_events = [], []
-            self._trimmed_through = 0
+            self._trimmed_through = self.journal_dropped_through = 0
             self._records[META][RESTORING_KEY] = b"1"
 
     def restore(self, records: Iterable[SnapshotRecord]) -> None:
@@ -163,12 +206,15 @@ class MemoryStore(Store):
             if RESTORING_KEY not in self._records[META]:
                 raise StoreError("restore() outside a restore: call begin_restore() first")
             for database, key, value in records:
+                if not self.keeps_archive and database in ARCHIVE_DATABASES:
+                    continue
                 if database == JOURNAL_DATABASE:
                     self._restore_journal_entry(decode_sequence(key), value)
                 elif database == JOURNAL_TRIMMED_THROUGH:
                     self._trimmed_through = decode_sequence(value)
                 else:
                     self._records[database][key] = value
+            self._keep_journal_bound()  # chunk by chunk: a long journal is never all here
 
     def _restore_journal_entry(self, sequence: int, event: bytes) -> None:
         at = bisect.bisect_left(self._journal_sequences, sequence)
@@ -182,6 +228,7 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             self._records[META].pop(RESTORING_KEY, None)
+            self._keep_journal_bound()
 
     def close(self) -> None:
         with self._lock:

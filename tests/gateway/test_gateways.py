@@ -48,6 +48,7 @@ from tests.integration.helpers import (
     get_position,
     get_reservation,
     line,
+    release,
     reserve,
     reserve_request,
     stocked,
@@ -192,6 +193,8 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     api = Api(server.channel())
     sku, node = stocked(api, 10)
     held = reserve(api, line("l1", sku, node, 4))
+    ended = reserve(api, line("l1", sku, node, 1))
+    release(api, ended.reservation_id)
     # Both copies hold the last commit (one that does not could not prove a read current,
     # and would answer UNAVAILABLE until the writer is back).
     wait_for(lambda: _gateways_hold_all(api), timeout_s=30)
@@ -209,6 +212,10 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
         for channel in channels(server, 4):
             assert get_reservation(Api(channel), held.reservation_id) == held
             assert get_position(Api(channel), sku, node).reserved == 4
+            # A closed reservation is the writer's (a gateway keeps live state only).
+            expect_error(Api(channel).reservations.GetReservation,
+                         reservations_pb2.GetReservationRequest(
+                             reservation_id=ended.reservation_id), Code.UNAVAILABLE)
     finally:
         os.kill(supervisor, signal.SIGCONT)
     wait_replaced(server, "writer", writer, 1)
@@ -216,6 +223,7 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     again = wait_for(lambda: _answered(api, request), timeout_s=30)
     assert again.state == common_pb2.Reservation.HELD
     assert get_position(api, sku, node).reserved == 5
+    assert get_reservation(api, ended.reservation_id).state == common_pb2.Reservation.RELEASED
     # The gateway follows the writer's health by a Watch, which reconnects on its own time.
     wait_for(lambda: _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING,
              timeout_s=10)

@@ -223,7 +223,10 @@ def test_while_the_writer_is_down_writes_are_unavailable_and_reads_go_on(
     again = wait_for(lambda: _answered(api, request), timeout_s=30)
     assert again.state == common_pb2.Reservation.HELD
     assert get_position(api, sku, node).reserved == 5
-    assert get_reservation(api, ended.reservation_id).state == common_pb2.Reservation.RELEASED
+    # Relayed reads go over the gateway's own channel to the writer, which reconnects on its
+    # own backoff (up to a second): UNAVAILABLE until then, as a forwarded write would be.
+    closed = wait_for(lambda: _read_when_back(api, ended.reservation_id), timeout_s=30)
+    assert closed.state == common_pb2.Reservation.RELEASED
     # The gateway follows the writer's health by a Watch, which reconnects on its own time.
     wait_for(lambda: _health(api, "atp.v1.Writes") == health_pb2.HealthCheckResponse.SERVING,
              timeout_s=10)
@@ -239,6 +242,16 @@ def _gateways_hold_all(api: Api) -> bool:
 def _health(api: Api, service: str) -> int:
     return int(health_pb2_grpc.HealthStub(api.channel).Check(
         health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT).status)
+
+
+def _read_when_back(api: Api, reservation_id: str) -> common_pb2.Reservation | None:
+    """The reservation, or None while the writer is not reachable (UNAVAILABLE)."""
+    try:
+        return get_reservation(api, reservation_id)
+    except grpc.RpcError as error:
+        if error.code() is not grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            raise
+        return None
 
 
 def _answered(api: Api, request: reservations_pb2.ReserveRequest,

@@ -130,10 +130,11 @@ class ServerProcess:
     def cpu_seconds_by_role(self) -> dict[str, float]:
         """CPU seconds of each role: `atpd` alone, or with --gateways `supervisor`, `writer`
         and `gateway` (all gateways together). A child restarted meanwhile starts again at 0."""
-        if not self.gateways:
-            return {"atpd": process_cpu_seconds(self.pid)}
-        roles = {"supervisor": process_cpu_seconds(self.pid), "writer": 0.0, "gateway": 0.0}
-        for pid, role in _children_by_role(self.pid):
+        (pid, role), *children = self.pids_by_role()
+        roles = {role: process_cpu_seconds(pid)}
+        if self.gateways:
+            roles.update(writer=0.0, gateway=0.0)
+        for pid, role in children:
             try:
                 roles[role] += process_cpu_seconds(pid)
             except OSError:

@@ -536,14 +536,15 @@ def bind_failure(error: OSError) -> str:
 
 
 def open_store(config: ServerConfig) -> Store:
+    if config.data_dir is None and not config.gateway_of:
+        return MemoryStore()
     if config.data_dir is None:
         # A gateway's copy keeps live state and a tail of the journal, not the retention
         # windows' worth of what ended: its memory stays bounded, the writer answers the rest.
-        store = (MemoryStore.live_copy(config.gateway_journal_events) if config.gateway_of
-                 else MemoryStore())
-        # A gateway's copy: each batch it applies would cost more as a thread round trip
-        # than as the dict updates it is.
-        store.commits_inline = bool(config.gateway_of)
+        store = MemoryStore.live_copy(config.gateway_journal_events)
+        # Each batch it applies would cost more as a thread round trip than as the dict
+        # updates it is.
+        store.commits_inline = True
         return store
     return LmdbStore(config.data_dir, map_size=min(config.map_size_bytes, config.max_data_bytes),
                      sync=config.sync)

@@ -40,6 +40,7 @@ class MemoryStore(Store):
         # The writer thread commits while the event loop reads the journal, as with LmdbStore.
         self._lock = threading.Lock()
         self.keeps_archive = keeps_archive
+        self._not_kept = frozenset() if keeps_archive else ARCHIVE_DATABASES
         # The most journal entries kept (0: no bound of its own); past it by an eighth, the
         # oldest go, down to the bound (journal_dropped_through says which).
         self.journal_events_max = journal_events_max
@@ -119,7 +120,7 @@ class MemoryStore(Store):
             # Validation covers everything that could fail, so applying below cannot stop halfway.
             validate_batch(batch, self._last_sequence())
             for (database, key), value in batch.records.items():
-                if not self.keeps_archive and database in ARCHIVE_DATABASES:
+                if database in self._not_kept:
                     continue
                 if value is None:
                     self._records[database].pop(key, None)
@@ -206,7 +207,7 @@ class MemoryStore(Store):
             if RESTORING_KEY not in self._records[META]:
                 raise StoreError("restore() outside a restore: call begin_restore() first")
             for database, key, value in records:
-                if not self.keeps_archive and database in ARCHIVE_DATABASES:
+                if database in self._not_kept:
                     continue
                 if database == JOURNAL_DATABASE:
                     self._restore_journal_entry(decode_sequence(key), value)

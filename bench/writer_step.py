@@ -7,6 +7,9 @@ stays on the one writer core when gateways decode, validate and answer.
 
 Commands are 1-3 line Reserves (one unit each) over 2,000 SKUs stocked at 5 nodes with lanes
 to region EU; `node` names a node on every line, `sourced` names none (the planner chooses).
+They are what a gateway sends the writer (prechecks.precheck: vetted, with their digest, so
+the writer neither validates nor digests them); --unvetted gives the bare Reserves, as a
+single process (`--gateways 0`) applies them. Sourced ones come without a gateway's plan.
 Parts, each in microseconds of process CPU (time.process_time: the commit thread included)
 per command, best of --repeats runs on a fresh ledger:
 
@@ -41,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
 from atp.ledger.model import Lane
+from atp.ledger.prechecks import precheck
 from atp.store import LmdbStore
 from bench.instructions import callgrind_instructions
 from bench.micro import NOW
@@ -73,10 +77,12 @@ def network_ledger() -> Ledger:
     return ledger
 
 
-def reserve_commands(count: int, kind: str, seed: int = 1) -> list[commands.Reserve]:
-    """`count` Reserves of 1-3 one-unit lines to EU: at a node each (`node`) or sourced."""
+def reserve_commands(count: int, kind: str, seed: int = 1,
+                     vetted: bool = True) -> list[commands.Command]:
+    """`count` Reserves of 1-3 one-unit lines to EU: at a node each (`node`) or sourced;
+    vetted as a gateway sends them, or bare."""
     rng = random.Random(seed)
-    return [
+    reserves = [
         commands.Reserve(f"r{index}", tuple(
             commands.LineRequest(f"l{line}", f"S{rng.randrange(SKUS)}", 1,
                                  f"N{rng.randrange(NODES)}" if kind == "node" else "")
@@ -84,6 +90,7 @@ def reserve_commands(count: int, kind: str, seed: int = 1) -> list[commands.Rese
         ), destination_region=REGION)
         for index in range(count)
     ]
+    return [precheck(reserve) for reserve in reserves] if vetted else list(reserves)
 
 
 def _quiet_gc() -> None:
@@ -93,7 +100,7 @@ def _quiet_gc() -> None:
     gc.disable()
 
 
-def run_ledger(batch: Sequence[commands.Reserve]) -> tuple[float, list[Outcome]]:
+def run_ledger(batch: Sequence[commands.Command]) -> tuple[float, list[Outcome]]:
     """CPU seconds of Ledger.apply_batch over the commands in groups of LEDGER_BATCH."""
     ledger = network_ledger()
     _quiet_gc()
@@ -110,13 +117,13 @@ def run_ledger(batch: Sequence[commands.Reserve]) -> tuple[float, list[Outcome]]
     return spent, outcomes
 
 
-def run_commit(batch: Sequence[commands.Reserve], group_size: int, sync: bool = True) -> float:
+def run_commit(batch: Sequence[commands.Command], group_size: int, sync: bool = True) -> float:
     """CPU seconds of Writer.apply + until_durable per group of `group_size` commands, on an
     LmdbStore in a temp dir (its commit thread's CPU included: process time)."""
     return asyncio.run(_commit_groups(batch, group_size, sync))
 
 
-async def _commit_groups(batch: Sequence[commands.Reserve], group_size: int,
+async def _commit_groups(batch: Sequence[commands.Command], group_size: int,
                          sync: bool) -> float:
     with tempfile.TemporaryDirectory() as data_dir:
         store = LmdbStore(data_dir, sync=sync)
@@ -137,14 +144,14 @@ async def _commit_groups(batch: Sequence[commands.Reserve], group_size: int,
     return spent
 
 
-def run_pickle(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+def run_pickle(batch: Sequence[commands.Command], outcomes: Sequence[Outcome],
                group_size: int) -> float:
     """CPU seconds of pickle.loads of the commands and pickle.dumps of their outcomes, one
     pickle per group of `group_size` (a gateway sends commands and gets outcomes in batches)."""
     return _load_and_answer(*_pickle_groups(batch, outcomes, group_size))
 
 
-def _pickle_groups(batch: Sequence[commands.Reserve], outcomes: Sequence[Outcome],
+def _pickle_groups(batch: Sequence[commands.Command], outcomes: Sequence[Outcome],
                    group_size: int) -> tuple[list[bytes], list[list[Outcome]]]:
     """The commands as a gateway sends them (a pickle per group), and the outcome groups."""
     groups = range(0, len(batch), group_size)
@@ -172,8 +179,8 @@ def _check_placed(outcomes: Sequence[Outcome]) -> None:
 
 
 def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], repeats: int,
-            profile: bool) -> None:
-    batch = reserve_commands(count, kind)
+            profile: bool, vetted: bool = True) -> None:
+    batch = reserve_commands(count, kind, vetted=vetted)
     best_ledger, outcomes = min((run_ledger(batch) for _ in range(repeats)),
                                 key=lambda timed: timed[0])
     if "ledger" in parts:
@@ -206,11 +213,11 @@ def _profiled(run: Callable[[], object]) -> None:
 
 # ----- instructions (callgrind) ---------------------------------------------------------------
 
-def workload(kind: str, part: str, count: int) -> None:
+def workload(kind: str, part: str, count: int, vetted: bool = True) -> None:
     """The part over the first `count` of a fixed set of commands, untimed: what callgrind
     counts. Everything else (the ledger, the commands, their pickles and outcomes) is the same
     in both sizes, so it cancels out."""
-    everything = reserve_commands(INSTRUCTION_SIZES[1], kind)
+    everything = reserve_commands(INSTRUCTION_SIZES[1], kind, vetted=vetted)
     if part == "ledger":
         run_ledger(everything[:count])
     elif part == "commit":
@@ -220,12 +227,14 @@ def workload(kind: str, part: str, count: int) -> None:
         _load_and_answer(wire[:count // 16], answers[:count // 16])
 
 
-def count_instructions(kind: str, part: str, count: int) -> int:
+def count_instructions(kind: str, part: str, count: int, vetted: bool) -> int:
+    form = "vetted" if vetted else "unvetted"
     return callgrind_instructions(
-        ["bench.writer_step", "--workload", f"{kind}:{part}:{count}"], 1800)
+        ["bench.writer_step", "--workload", f"{kind}:{part}:{count}:{form}"], 1800)
 
 
-def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: int) -> None:
+def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: int,
+                 vetted: bool = True) -> None:
     """Instructions per command: (large run - small run) / (large - small)."""
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: install it (Debian: apt-get install valgrind)")
@@ -233,7 +242,7 @@ def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: 
         for part in parts:
             with ThreadPoolExecutor(2) as pool:  # the two runs are independent: one per core
                 counts = list(pool.map(count_instructions, (kind, kind), (part, part),
-                                       (small, large)))
+                                       (small, large), (vetted, vetted)))
             per_command = (counts[1] - counts[0]) / (large - small)
             label = {"commit": "writer+commit G=16", "pickle": "pickle in+out G=16"}.get(
                 part, part)
@@ -253,19 +262,22 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions with callgrind (960 and 2,880 commands)")
-    parser.add_argument("--workload", metavar="KIND:PART:COUNT", help=argparse.SUPPRESS)
+    parser.add_argument("--unvetted", action="store_true",
+                        help="bare Reserves, as one process applies them (not a gateway's)")
+    parser.add_argument("--workload", metavar="KIND:PART:COUNT:FORM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.commands < 1 or args.repeats < 1 or min(args.groups) < 1:
         parser.error("--commands, --repeats and --groups must be at least 1")
     if args.workload:
-        kind, part, count = args.workload.split(":")
-        workload(kind, part, int(count))
+        kind, part, count, form = args.workload.split(":")
+        workload(kind, part, int(count), vetted=form == "vetted")
         return
     if args.instructions:
-        instructions(args.kinds, args.parts, *INSTRUCTION_SIZES)
+        instructions(args.kinds, args.parts, *INSTRUCTION_SIZES, vetted=not args.unvetted)
         return
     for kind in args.kinds:
-        measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile)
+        measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile,
+                vetted=not args.unvetted)
 
 
 if __name__ == "__main__":

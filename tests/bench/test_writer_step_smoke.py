@@ -41,7 +41,8 @@ def test_every_part_reports_cpu_per_command_for_both_kinds() -> None:
 @pytest.mark.timeout(300)
 def test_the_callgrind_workloads_run() -> None:
     for part in ("ledger", "commit", "pickle"):
-        _run("--workload", f"node:{part}:96")
+        _run("--workload", f"node:{part}:96:vetted")
+    _run("--workload", "sourced:ledger:96:unvetted")
 
 
 def test_bad_sizes_are_refused() -> None:

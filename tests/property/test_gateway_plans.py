@@ -2,7 +2,9 @@
 by the writer after other commands moved it on, gives exactly what the writer planning it
 itself gives: the same outcome, positions, reservations and events. The writer takes the
 gateway's plan only while nothing the plan read has changed (ledger/gateway_plans.py), and
-plans itself otherwise; both happen in these runs.
+plans itself otherwise; both happen in these runs. Every Reserve goes as a gateway sends it
+(prechecks.precheck, then the plan): plain ones vetted, with their digest, which the writer
+takes instead of checking and digesting again, replays included.
 
 The model of commits is exact: every command is its own batch, committed at once, so a
 command applied at commit k marks what it touched with k + 1 (the writer marks with a commit
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from atp.ledger import Ledger, LedgerConfig, commands, day_of, gateway_plans
+from atp.ledger.prechecks import precheck
 from atp.ledger.model import Lane, Objective, Policy
 from atp.ledger.outcomes import Refused
 
@@ -35,6 +38,7 @@ steps = st.lists(st.one_of(
                                            unique=True),
               st.integers(1, 9), st.sampled_from(list(Objective)), st.booleans()),
     st.tuples(st.just("refresh")),
+    st.tuples(st.just("again")),  # the last Reserve sent once more: a replay
 ), min_size=1, max_size=25)
 
 
@@ -93,26 +97,33 @@ def test_a_gateways_plan_gives_what_the_writer_planning_gives(
     commit = 0
     writer.everything_changed, writer.change_mark = commit, commit + 1
     copy_at, gateway_copy = commit, copy.deepcopy(writer)
+    last_reserve: commands.Command | None = None
     for number, step in enumerate(plan):
         if step[0] == "refresh":  # the gateway's copy catches up with the writer
             copy_at, gateway_copy = commit, copy.deepcopy(writer)
             continue
-        command = command_of(step, number)
-        if step[0] == "sourced":
-            offered = gateway_plans.offer(gateway_copy, command, NOW, copy_at)
-            if isinstance(offered, commands.PlannedReserve):
-                taken = gateway_plans.usable_plan(writer, offered, day_of(NOW)) is not None
+        command = last_reserve if step[0] == "again" else command_of(step, number)
+        if command is None:
+            continue
+        if isinstance(command, commands.Reserve):
+            last_reserve = command
+            sent = gateway_plans.offer(gateway_copy, precheck(command), NOW, copy_at)
+            assert isinstance(sent, commands.VettedReserve)  # these Reserves are all plain
+            assert sent.digest == commands.digest(command)
+            if isinstance(sent.reserve, commands.PlannedReserve):
+                taken = gateway_plans.usable_plan(writer, sent.reserve, day_of(NOW)) is not None
                 event(f"plan taken: {taken}")
-            else:  # planning failed on the copy (an unknown SKU): the writer plans
-                assert offered is command
+            else:  # a node on every line, or planning failed on the copy: the writer plans
+                assert sent.reserve is command
                 event("not planned")
             # Both from copies of the writer: a deep copy rebuilds sets, whose iteration
             # order (which the ledger's choices among equals may follow) can differ from the
             # original's, so the two sides start from the same kind of object.
-            writer, planning_itself = copy.deepcopy(writer), copy.deepcopy(writer)
-            assert outcome_of(writer.apply(offered, NOW)) == outcome_of(
-                planning_itself.apply(command, NOW))
-            assert state_of(writer) == state_of(planning_itself)
+            writer, applying_itself = copy.deepcopy(writer), copy.deepcopy(writer)
+            assert outcome_of(writer.apply(sent, NOW)) == outcome_of(
+                applying_itself.apply(command, NOW))
+            assert state_of(writer) == state_of(applying_itself)
+            assert writer.vetted_digest == "" and writer.offered_plan is None
         else:
             writer.apply(command, NOW)
             writer.take_changes()

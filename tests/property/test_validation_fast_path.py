@@ -73,15 +73,15 @@ def test_plain_id_agrees_with_the_full_id_check(value: str) -> None:
 def test_blank_ids_and_edge_whitespace_leave_the_fast_path() -> None:
     for value in (" ", "   ", " a", "a "):
         assert not validation._is_plain_id(value)
-        assert not validation._is_plain_reserve(commands.Reserve(value, (commands.LineRequest("l1", "S1", 1),)))
-        assert not validation._is_plain_reserve(commands.Reserve("r1", (commands.LineRequest("l1", value, 1),)))
+        assert not validation.is_plain_reserve(commands.Reserve(value, (commands.LineRequest("l1", "S1", 1),)))
+        assert not validation.is_plain_reserve(commands.Reserve("r1", (commands.LineRequest("l1", value, 1),)))
         assert not validation._is_plain_promise([OrderLine(value, "S1", 1)], "EU", Policy())
 
 
 def test_plain_reserve_takes_the_fast_path() -> None:
     """The case the fast path exists for is recognised (else it is never used)."""
     command = commands.Reserve("r1", (commands.LineRequest("l1", "S1", 1, "N1"), commands.LineRequest("l2", "S2", 3)))
-    assert validation._is_plain_reserve(command)
+    assert validation.is_plain_reserve(command)
 
 
 order_lines = st.builds(OrderLine, ids, ids, quantities)

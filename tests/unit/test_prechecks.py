@@ -70,7 +70,7 @@ def test_dates_are_the_ledgers_to_judge_so_a_replay_of_an_old_request_passes(
     old = commands.Reserve("r-old", (commands.LineRequest("l1", "A", 1, "DC1",
                                                           ship_date=(2026, 10, 30)),))
     first = ledger.execute(old, then)
-    precheck(old)  # its ship date is past now: not the precheck's to refuse
+    assert precheck(old) is old  # its ship date is past now: not the precheck's to refuse
     assert ledger.execute(old, NOW) == first  # the ledger answers the replay
     expired_hold = commands.PlaceHold("h", "A", "DC1", 1, expire_time=NOW - 60)
     precheck(expired_hold)
@@ -79,7 +79,32 @@ def test_dates_are_the_ledgers_to_judge_so_a_replay_of_an_old_request_passes(
 
 
 def test_good_commands_and_those_without_prechecks_pass() -> None:
-    for command in (commands.Reserve("r", (LINE,)), commands.Commit("r", "q"),
+    for command in (commands.Commit("r", "q"),
                     commands.UpsertNode("n"), commands.ReleaseHold("h"),
                     commands.Reallocate(), commands.SetSafetyStock("", "", -1)):
-        precheck(command)
+        assert precheck(command) is command
+
+
+def test_a_plain_reserve_goes_vetted_with_its_digest_and_applies_as_itself(
+    ledger: Ledger,
+) -> None:
+    plain = commands.Reserve("r1", (LINE, commands.LineRequest("l2", "A", 2, "DC1")), commit=True)
+    vetted = precheck(plain)
+    assert vetted == commands.VettedReserve(plain, commands.digest(plain))
+    twin = Ledger(LedgerConfig(default_ttl_seconds=600, safety_stock_priority_min=100))
+    for command in (commands.UpsertNode("DC1"),
+                    commands.AdjustStock("seed", (commands.Movement("A", "DC1", "RECEIPT", 10),))):
+        twin.execute(command, NOW)
+    assert ledger.execute(vetted, NOW) == twin.execute(plain, NOW)
+    assert ledger.execute(vetted, NOW + 5) == ledger.execute(plain, NOW + 5)  # replays
+    assert ledger.vetted_digest == ""
+    # Other content under the same id, vetted or not, is refused as it is in one process.
+    other = plain._replace(lines=(LINE,))
+    for command in (other, precheck(other)):
+        with pytest.raises(errors.AlreadyExists):
+            ledger.execute(command, NOW)
+    # What is not plain goes as it is: the writer checks it (dates) and digests it.
+    dated = commands.Reserve("r2", (commands.LineRequest("l1", "A", 1, ship_date=(2026, 12, 1)),))
+    substituting = commands.Reserve("r3", (commands.LineRequest(
+        "l1", "A", 1, substitute_skus=("B",)),))
+    assert precheck(dated) is dated and precheck(substituting) is substituting

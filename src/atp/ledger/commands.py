@@ -223,6 +223,16 @@ class PlannedReserve(NamedTuple):
     day: int
 
 
+class VettedReserve(NamedTuple):
+    """A Reserve a gateway of `atpd --gateways N` found plain (validation.is_plain_reserve:
+    every field within its limits, no ship or need-by date, no substitutes), with its request
+    digest: the writer neither checks it again nor digests it, work the gateways share out
+    (both ends run one atpd's code). `reserve` is a Reserve or a PlannedReserve."""
+
+    reserve: Reserve | PlannedReserve
+    digest: str
+
+
 Command = (
     UpsertNode
     | AdjustStock
@@ -242,6 +252,7 @@ Command = (
     | RecordDelivery
     | SetChannelAllocation
     | PlannedReserve
+    | VettedReserve
 )
 
 

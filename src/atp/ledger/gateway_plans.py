@@ -33,7 +33,11 @@ def plannable(state: LedgerState, command: commands.Reserve) -> bool:
 def offer(state: LedgerState, command: commands.Command, now: float,
           planned_at: int) -> commands.Command:
     """On a gateway: the command with a plan made on `state` (its copy at `planned_at`) when
-    the command is plannable and plans without error; else the command as it is."""
+    the command is plannable and plans without error; else the command as it is. A vetted
+    Reserve stays vetted, with its Reserve planned."""
+    if isinstance(command, commands.VettedReserve):
+        return commands.VettedReserve(offer(state, command.reserve, now, planned_at),
+                                      command.digest)
     if not isinstance(command, commands.Reserve) or not plannable(state, command):
         return command
     today = day_of(now)

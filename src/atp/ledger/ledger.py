@@ -55,17 +55,23 @@ class Ledger(LedgerState):
         today = day_of(now)
         if today != self.risk_day:
             risk.note_day(self, today)
+        vetted_digest = ""
+        if isinstance(command, commands.VettedReserve):
+            vetted_digest, command = command.digest, command.reserve
+        planned = None
+        if isinstance(command, commands.PlannedReserve):
+            planned, command = command, command.reserve
         # A HELD reservation the command names whose time has passed expires first (expiry
         # works through a backlog in slices and may not have reached it yet).
         named = self.reservations.get(getattr(command, "reservation_id", ""))
         if named is not None and named.expire_time is not None and named.expire_time <= now:
             self._expire_overdue(named, now)
         self.principal = principal
-        if isinstance(command, commands.PlannedReserve):
-            self.offered_plan = gateway_plans.usable_plan(self, command, today)
+        if planned is not None:  # judged after any expiry above, which may touch its SKUs
+            self.offered_plan = gateway_plans.usable_plan(self, planned, today)
             self.plans_offered += 1
             self.plans_taken += self.offered_plan is not None
-            command = command.reserve
+        self.vetted_digest = vetted_digest
         try:
             result = _handle(self, command, now)
         except LedgerError as error:
@@ -79,6 +85,7 @@ class Ledger(LedgerState):
         finally:
             self.principal = ""
             self.offered_plan = None
+            self.vetted_digest = ""
         return result
 
     def apply_batch(

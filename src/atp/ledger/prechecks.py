@@ -5,7 +5,10 @@ refused where it arrived and costs the writer nothing.
 They are the ledger's own checks (validation.py), which the ledger runs again; only what
 depends on the ledger's state or its clock is left to it: whether a ship, expiry or expected
 date lies in the past or too far ahead (a replay of an old request is answered as the first
-time, whatever its dates say today), and everything about the ids' existence.
+time, whatever its dates say today), and everything about the ids' existence. The exception
+is the common Reserve, plain (valid whatever the day: no dates, no substitutes): it goes
+vetted, with its request digest (commands.VettedReserve), and the writer, whose core caps
+the rate of writes, does neither again.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ def _reservation_call(command: Any) -> None:
                                       getattr(command, "lines", ()), command.expected_version)
 
 
+def _reserve(command: commands.Reserve) -> commands.Command | None:
+    if validation.is_plain_reserve(command):
+        return commands.VettedReserve(command, commands.digest(command))
+    validation.check_reserve_fields(command, None)
+    return None
+
+
 _PRECHECKS: dict[type, Callable[[Any], object]] = {
-    commands.Reserve: lambda command: validation.check_reserve(command, None),
+    commands.Reserve: _reserve,
     commands.Commit: _reservation_call,
     commands.Release: _reservation_call,
     commands.Fulfill: _reservation_call,
@@ -36,9 +46,12 @@ _PRECHECKS: dict[type, Callable[[Any], object]] = {
 }
 
 
-def precheck(command: commands.Command) -> None:
+def precheck(command: commands.Command) -> commands.Command:
     """Raises InvalidArgument, naming every bad field, for what the command's own fields
-    show to be wrong; commands without such checks pass."""
+    show to be wrong; commands without such checks pass. Returns the command to send the
+    writer: this one, or a plain Reserve vetted."""
     check = _PRECHECKS.get(type(command))
-    if check is not None:
-        check(command)
+    if check is None:
+        return command
+    vetted = check(command)
+    return command if vetted is None else vetted  # type: ignore[return-value]

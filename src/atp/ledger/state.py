@@ -143,6 +143,9 @@ class LedgerState:
         self.everything_changed = 0
         # The plan offered for the command being applied (placing takes it), or None.
         self.offered_plan: object | None = None
+        # The digest a gateway sent with the Reserve being applied (commands.VettedReserve),
+        # or "": the Reserve is then known plain (valid, no ship dates), its digest known.
+        self.vetted_digest = ""
         self.plans_offered = 0  # gateway plans offered, and those valid (taken)
         self.plans_taken = 0
         # The sequence of the last journal event.

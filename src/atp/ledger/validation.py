@@ -187,7 +187,7 @@ def check_release_hold(command: commands.ReleaseHold) -> None:
 def check_reserve(command: commands.Reserve, today: Day | None) -> list[Day | None]:
     """Validates a Reserve and returns each line's requested ship day (None: earliest).
     With today None, all but the ship dates' distance from today."""
-    if _is_plain_reserve(command):
+    if is_plain_reserve(command):
         return [None] * len(command.lines)
     return check_reserve_fields(command, today)
 
@@ -212,7 +212,7 @@ def check_reserve_fields(command: commands.Reserve, today: Day | None) -> list[D
     return ship_days
 
 
-def _is_plain_reserve(command: commands.Reserve) -> bool:
+def is_plain_reserve(command: commands.Reserve) -> bool:
     """True only if check_reserve would find nothing wrong and no line names a ship date:
     the common case, checked without building a field path per line. Anything else (or
     anything unsure) goes through the full check, which names every violation.
@@ -403,7 +403,7 @@ def check_promise(lines: Sequence[_PromisedLine], region: str, policy: Policy) -
 
 
 def _is_plain_promise(lines: Sequence[_PromisedLine], region: str, policy: Policy) -> bool:
-    """True only if check_promise_fields would find nothing wrong (as _is_plain_reserve)."""
+    """True only if check_promise_fields would find nothing wrong (as is_plain_reserve)."""
     if not (_is_plain_id(region) and policy.max_nodes >= 0):
         return False
     for line in lines:

@@ -355,7 +355,7 @@ class CommandLink:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome | NotTaken] = loop.create_future()
         try:
-            precheck(command)
+            command = precheck(command)
         except LedgerError as error:
             future.set_result(Refused(error))
             return future

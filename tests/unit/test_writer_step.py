@@ -24,6 +24,7 @@ from atp.ledger.model import (
     ReservationLine,
     ReservationState,
 )
+from atp.ledger.prechecks import precheck
 from atp.store import MemoryStore
 
 NOW = 1_790_000_000.0
@@ -81,7 +82,16 @@ def test_reserve_outcomes_and_their_commands_pickle_back_equal_in_batches() -> N
     outcomes = ledger.apply_batch(batch, NOW)
     assert any(isinstance(outcome, Refused) for outcome in outcomes), "refusals cross too"
     assert sum(isinstance(outcome, Reservation) for outcome in outcomes) > 10
-    assert pickle.loads(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)) == batch
+    sent = [precheck(command) for command in batch]  # as a gateway sends them: vetted
+    assert all(isinstance(command, commands.VettedReserve) for command in sent)
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        for values in (batch, sent):
+            back_values = pickle.loads(pickle.dumps(values, protocol))
+            assert back_values == values
+            assert [type(value) for value in back_values] == [type(value) for value in values]
+            assert all(type(line) is commands.LineRequest
+                       for value in back_values
+                       for line in getattr(value, "reserve", value).lines)
     back = pickle.loads(pickle.dumps(outcomes, pickle.HIGHEST_PROTOCOL))
     for original, copied in zip(outcomes, back, strict=True):
         if isinstance(original, Refused):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from atp.ledger.model import Lane, Policy
 
@@ -96,6 +96,16 @@ class LineRequest(NamedTuple):
     substitute_skus: tuple[str, ...] = ()
     need_by_date: Date | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _pickled_tuple(self)
+
+
+def _pickled_tuple(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """How the NamedTuples a gateway sends the writer for every reserve pickle: rebuilt by
+    tuple.__new__ (C) rather than by their generated Python __new__ (writer_step: loading a
+    node-given Reserve ~5.4 -> ~3.4 us on a slow day; a test holds them equal)."""
+    return tuple.__new__, (type(value), tuple(value))
+
 
 class Reserve(NamedTuple):
     reservation_id: str
@@ -108,6 +118,9 @@ class Reserve(NamedTuple):
     channel: str = ""
     customer_id: str = ""
     allow_substitution: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _pickled_tuple(self)
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,9 @@ class VettedReserve(NamedTuple):
 
     reserve: Reserve | PlannedReserve
     digest: str
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _pickled_tuple(self)
 
 
 Command = (

@@ -35,10 +35,18 @@ def offer(state: LedgerState, command: commands.Command, now: float,
     """On a gateway: the command with a plan made on `state` (its copy at `planned_at`) when
     the command is plannable and plans without error; else the command as it is. A vetted
     Reserve stays vetted, with its Reserve planned."""
-    if isinstance(command, commands.VettedReserve):
-        return commands.VettedReserve(offer(state, command.reserve, now, planned_at),
+    if isinstance(command, commands.VettedReserve) and isinstance(command.reserve,
+                                                                  commands.Reserve):
+        return commands.VettedReserve(_planned(state, command.reserve, now, planned_at),
                                       command.digest)
-    if not isinstance(command, commands.Reserve) or not plannable(state, command):
+    if not isinstance(command, commands.Reserve):
+        return command
+    return _planned(state, command, now, planned_at)
+
+
+def _planned(state: LedgerState, command: commands.Reserve, now: float,
+             planned_at: int) -> commands.Reserve | commands.PlannedReserve:
+    if not plannable(state, command):
         return command
     today = day_of(now)
     try:

@@ -15,7 +15,15 @@ from atp.ledger.errors import (
     InsufficientOnHand,
 )
 from atp.ledger.handlers.placing import Placement, place_lines
-from atp.ledger.model import COMMITTED, HELD, Reservation, ReservationLine, ReservationState, day_of
+from atp.ledger.model import (
+    COMMITTED,
+    HELD,
+    Day,
+    Reservation,
+    ReservationLine,
+    ReservationState,
+    day_of,
+)
 from atp.ledger.refusals import shortfall, wrong_state
 from atp.ledger.state import LedgerState, PositionKey
 
@@ -30,8 +38,9 @@ def reserve(state: LedgerState, command: commands.Reserve, now: float) -> Reserv
     existing = state.retained_reservation(command.reservation_id, now)
     if existing is not None and existing.request_digest == request_digest:
         return existing  # a replay: answered even if its ship dates have since passed
-    requested_days = ([None] * len(command.lines) if vetted_digest
-                      else validation.check_reserve(command, today))
+    requested_days: list[Day | None] = (
+        [None] * len(command.lines) if vetted_digest
+        else validation.check_reserve(command, today))
     if existing is not None:
         raise AlreadyExists("reservation", command.reservation_id)
     placements = place_lines(state, command, requested_days, today)

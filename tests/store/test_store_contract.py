@@ -289,6 +289,27 @@ class TestStoreContract:
         with pytest.raises(StoreError):
             store.read_journal(0, 10)
 
+    def test_point_reads_read_what_was_committed_before_them(self, store: Store) -> None:
+        store.commit(batch_of({("closed", b"r1"): b"one"}))
+        with store.point_reads():
+            assert store.get("closed", b"r1") == b"one"
+            assert store.get("closed", b"r2") is None
+            with store.point_reads():  # nested: the outer one serves
+                assert store.get("closed", b"r1") == b"one"
+            # Another thread reads on its own, and sees every commit.
+            store.commit(batch_of({("closed", b"r2"): b"two"}))
+            seen: list[bytes | None] = []
+            other = threading.Thread(target=lambda: seen.append(store.get("closed", b"r2")))
+            other.start()
+            other.join()
+            assert seen == [b"two"]
+        assert store.get("closed", b"r2") == b"two"  # after them, each read is current
+
+    def test_point_reads_of_a_closed_store_fail_as_reads_do(self, store: Store) -> None:
+        store.close()
+        with store.point_reads(), pytest.raises(StoreError):
+            store.get("closed", b"r1")
+
     def test_reading_the_journal_while_another_thread_commits(self, store: Store) -> None:
         batches = 200
         problems: list[str] = []

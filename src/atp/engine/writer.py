@@ -280,7 +280,8 @@ class Writer:
         now = self.clock()
         try:
             self._expire_due(now)
-            outcomes = self.ledger.apply_batch(batch, now, principal)
+            with self.store.point_reads():  # the archive's lookups: one snapshot a batch
+                outcomes = self.ledger.apply_batch(batch, now, principal)
         except InvariantViolation as violation:
             raise self._invariant_failed(violation) from None
         return outcomes, self._durability_future()

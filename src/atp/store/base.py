@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -153,6 +154,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get(self, database: str, key: bytes) -> bytes | None:
         """One record's value, None if absent (a point read, cheap enough for the event loop)."""
+
+    def point_reads(self) -> contextlib.AbstractContextManager[None]:
+        """Around a run of point reads on one thread (the writer applying a frame of
+        commands, each new id looked up in the archive): get() inside may read one snapshot,
+        taken at entry, instead of one per call. Nothing is committed meanwhile that the
+        caller needs to see (the writer forgets what it keeps in memory only after it is
+        durable, on the same thread)."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:

@@ -151,6 +151,9 @@ class LmdbStore(Store):
         # ends (LMDB lets no transaction outlive either).
         self._snapshots: set[_Snapshot] = set()
         self._snapshots_lock = threading.Lock()
+        # point_reads(): the read transaction get() shares, and the thread it belongs to.
+        self._point_reader: lmdb.Transaction[bytes] | None = None
+        self._point_reader_thread = 0
         try:
             # LMDB lets several processes write one environment; two ledgers over one store
             # would each miss the other's changes, so one writer owns a data directory.
@@ -195,6 +198,12 @@ class LmdbStore(Store):
         handle = self._handle(database)
         if handle is None:
             return None
+        reader = self._point_reader
+        if reader is not None and self._point_reader_thread == threading.get_ident():
+            try:
+                return reader.get(key, db=handle)
+            except lmdb.Error as error:
+                raise StoreError(f"reading {self._path} failed: {error}") from error
         # _reading() spelled out: this point read runs on every new reservation id.
         self._gate.enter()
         try:
@@ -208,6 +217,34 @@ class LmdbStore(Store):
         finally:
             self._gate.leave()
         return value
+
+    @contextlib.contextmanager
+    def point_reads(self) -> Iterator[None]:
+        """One read transaction for the get() calls of this thread inside (Store.point_reads):
+        the writer's archive lookups, one per new id, were each a transaction with the gate's
+        lock around it (bench/README.md, "Writer step"). Nested, the outer one serves."""
+        if self._point_reader is not None:
+            yield
+            return
+        try:
+            self._gate.enter()
+        except StoreError:  # closed: each get() inside says so where it is asked
+            yield
+            return
+        try:
+            try:
+                reader = self._begin_read()
+            except lmdb.Error:  # likewise: the reads inside fail on their own
+                yield
+                return
+            self._point_reader, self._point_reader_thread = reader, threading.get_ident()
+            try:
+                yield
+            finally:
+                self._point_reader, self._point_reader_thread = None, 0
+                reader.abort()
+        finally:
+            self._gate.leave()
 
     def scan(self, database: str, after_key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         validate_limit(limit)

@@ -79,8 +79,13 @@ def test_dates_are_the_ledgers_to_judge_so_a_replay_of_an_old_request_passes(
 
 
 def test_good_commands_and_those_without_prechecks_pass() -> None:
+    # Whatever a check returns (some return parsed dates), the command goes as it is.
     for command in (commands.Commit("r", "q"),
                     commands.UpsertNode("n"), commands.ReleaseHold("h"),
+                    commands.UpsertSupply("s1", "A", "DC1", 5, (2026, 12, 24)),
+                    commands.ReceiveSupply("s1", "q", 2),
+                    commands.PlaceHold("h", "A", "DC1", 1, expire_time=NOW + 60),
+                    commands.Extend("r", "q", ttl_seconds=60),
                     commands.Reallocate(), commands.SetSafetyStock("", "", -1)):
         assert precheck(command) is command
 

@@ -24,15 +24,14 @@ def _reservation_call(command: Any) -> None:
                                       getattr(command, "lines", ()), command.expected_version)
 
 
-def _reserve(command: commands.Reserve) -> commands.Command | None:
+def _vetted_reserve(command: commands.Reserve) -> commands.Command:
     if validation.is_plain_reserve(command):
         return commands.VettedReserve(command, commands.digest(command))
     validation.check_reserve_fields(command, None)
-    return None
+    return command
 
 
 _PRECHECKS: dict[type, Callable[[Any], object]] = {
-    commands.Reserve: _reserve,
     commands.Commit: _reservation_call,
     commands.Release: _reservation_call,
     commands.Fulfill: _reservation_call,
@@ -49,9 +48,10 @@ _PRECHECKS: dict[type, Callable[[Any], object]] = {
 def precheck(command: commands.Command) -> commands.Command:
     """Raises InvalidArgument, naming every bad field, for what the command's own fields
     show to be wrong; commands without such checks pass. Returns the command to send the
-    writer: this one, or a plain Reserve vetted."""
+    writer: this one, or a plain Reserve vetted (what the checks return is not sent)."""
+    if isinstance(command, commands.Reserve):
+        return _vetted_reserve(command)
     check = _PRECHECKS.get(type(command))
-    if check is None:
-        return command
-    vetted = check(command)
-    return command if vetted is None else vetted  # type: ignore[return-value]
+    if check is not None:
+        check(command)
+    return command

@@ -78,11 +78,14 @@ replication_log_batches_max = 10_000
 replication_log_bytes_max = 256 * 1024 * 1024
 # Events buffered for one Watch stream before it is ended as lagging.
 watch_queue_events_max = 10_000
-# Positions with at most this many open lines have their reserved and allocated units
-# recounted from the lines after every command that touches them (an O(lines) audit); larger
-# ones are recounted by the full check (Ledger.check_invariants, `atpctl db verify`) and get
-# the O(days) checks after every command.
-audit_lines_max = 64
+# The audit after every command recounts a touched position's reserved and allocated units
+# from its open lines on a budget: each touch earns this many lines of recount, and the
+# position is recounted once its earnings cover its lines. Positions with at most this many
+# lines are recounted after every command that touches them; one with 64 lines every 4th
+# touch, any larger one in proportion, so a hot position costs the writer a bounded recount
+# per command (the O(days) checks run on every touch; the full check, Ledger.check_invariants
+# and `atpctl db verify`, recounts everything).
+audit_lines_per_touch = 16
 
 # Journal events a gateway process keeps in memory for Watch (`--gateway-journal-events`):
 # a Watch from before them is replayed by the writer. ~40 MB a gateway at ~400 bytes an event.

@@ -27,8 +27,9 @@ NO_PROBLEMS: list[str] = []
 def position_problems(ledger: LedgerView, position: Position) -> list[str]:
     """The audit after every command, of each position it touched: no quantity negative;
     inbound, held, reserved and allocated equal to the supply, holds and lines they sum;
-    the timeline's net equal to supply less demand. Lines are recounted for positions with
-    at most limits.audit_lines_max of them (the full check, derived_problems, covers all).
+    the timeline's net equal to supply less demand. Lines are recounted on the budget of
+    limits.audit_lines_per_touch (every touch for positions with at most that many lines,
+    every few touches for larger ones; the full check, derived_problems, covers all).
 
     One expression on the common path, without calls but the sums: it runs after every
     command for every position the command touched."""
@@ -43,10 +44,14 @@ def position_problems(ledger: LedgerView, position: Position) -> list[str]:
         or ((position.held or ledger.holds_by_position) and not _held_agrees(ledger, position))
     ):
         return _described_problems(ledger, position)
-    if lines and len(lines) <= limits.audit_lines_max and _line_sums(ledger, lines) != (
-        reserved, allocated
-    ):
-        return _described_problems(ledger, position)
+    if lines:
+        budget = position.audit_budget + limits.audit_lines_per_touch
+        if budget < len(lines):
+            position.audit_budget = budget  # recounted once the budget covers the lines
+        else:
+            position.audit_budget = 0
+            if _line_sums(ledger, lines) != (reserved, allocated):
+                return _described_problems(ledger, position)
     return NO_PROBLEMS
 
 
@@ -88,11 +93,10 @@ def _described_problems(ledger: LedgerView, position: Position) -> list[str]:
                         f"inbound less demand is {net}")
     if not _held_agrees(ledger, position):
         problems.append(f"held of {where} is {position.held}, its holds disagree")
-    if len(position.lines) <= limits.audit_lines_max:
-        sums = _line_sums(ledger, position.lines)
-        if sums != (position.reserved, position.allocated):
-            problems.append(f"(reserved, allocated) of {where} are "
-                            f"{(position.reserved, position.allocated)}, its lines say {sums}")
+    sums = _line_sums(ledger, position.lines)  # on a failure, whatever their number
+    if sums != (position.reserved, position.allocated):
+        problems.append(f"(reserved, allocated) of {where} are "
+                        f"{(position.reserved, position.allocated)}, its lines say {sums}")
     return problems or [f"{where} failed its audit"]
 
 

@@ -318,6 +318,9 @@ class Position:
     at_risk: frozenset[tuple[str, str]] = NO_LINES
     # (available > 0, below safety stock) as last announced; None until first evaluated.
     stock_flags: tuple[bool, bool] | None = None
+    # Lines of recount the per-command audit has earned towards this position's next one
+    # (invariants.position_problems, limits.audit_lines_per_touch).
+    audit_budget: int = field(default=0, repr=False)
 
     def add_delta(self, day: Day, amount: int) -> None:
         _add(self.deltas, day, amount)

@@ -20,6 +20,10 @@ per command, best of --repeats runs on a fresh ledger:
            one group commit per group (G = --groups)
   pickle   pickle.loads of the commands and pickle.dumps of their outcomes, one pickle per
            group of G (the link to the gateways)
+  follow   what every gateway pays per command to keep its copy of the ledger, whichever
+           gateway took the command: pickle.loads of each committed batch as the commit feed
+           sends it, and Writer.commit_replicated on a live copy (MemoryStore.live_copy),
+           one batch per group of G (bench.run's projections multiply it by the gateways)
 
 CPU time on a shared machine drifts 10-20% between runs; --instructions counts instructions
 instead (valgrind's callgrind, two sizes, the difference per command), which do not drift;
@@ -45,12 +49,13 @@ from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
 from atp.ledger.model import Lane
 from atp.ledger.prechecks import precheck
-from atp.store import LmdbStore
+from atp.store import LmdbStore, MemoryStore
+from atp.store.base import WriteBatch
 from bench.instructions import callgrind_instructions
 from bench.micro import NOW
 
 KINDS = ("node", "sourced")
-PARTS = ("ledger", "commit", "pickle")
+PARTS = ("ledger", "commit", "pickle", "follow")
 SKUS = 2_000
 NODES = 5
 REGION = "EU"
@@ -172,6 +177,48 @@ def _load_and_answer(wire: Sequence[bytes], answers: Sequence[list[Outcome]]) ->
     return spent
 
 
+def committed_feed(batch: Sequence[commands.Command], group_size: int) -> list[bytes]:
+    """The commit feed's frames: each group commit's WriteBatch pickled as the link sends it
+    (the leader commits to a MemoryStore: the records are those LMDB would get)."""
+    return asyncio.run(_committed_feed(batch, group_size))
+
+
+async def _committed_feed(batch: Sequence[commands.Command], group_size: int) -> list[bytes]:
+    frames: list[bytes] = []
+    writer = Writer(network_ledger(), MemoryStore(), clock=lambda: NOW)
+
+    def sent(commit: int, committed: WriteBatch, term: int) -> None:
+        frames.append(pickle.dumps(committed, pickle.HIGHEST_PROTOCOL))
+
+    writer.on_durable_batch = sent
+    writer.start()
+    outcomes: list[Outcome] = []
+    for start in range(0, len(batch), group_size):
+        applied, durable = writer.apply(batch[start:start + group_size])
+        await writer.until_durable(durable, len(applied))
+        outcomes += applied
+    await writer.close()
+    _check_placed(outcomes)
+    return frames
+
+
+async def _follow(frames: Sequence[bytes]) -> float:
+    """CPU seconds a gateway's copy spends on the commit feed: loading each frame and
+    applying it (store and memory), as the gateway does."""
+    copy = Writer(network_ledger(), MemoryStore.live_copy(100_000), clock=lambda: NOW)
+    copy.on_durable_events = lambda events: None  # no Watch open: the hub only notes them
+    copy.start()
+    _quiet_gc()
+    loads = pickle.loads
+    began = time.process_time()
+    for commit, frame in enumerate(frames, start=1):
+        await copy.commit_replicated(commit, loads(frame))
+    spent = time.process_time() - began
+    gc.enable()
+    await copy.close()
+    return spent
+
+
 def _check_placed(outcomes: Sequence[Outcome]) -> None:
     refused = [outcome for outcome in outcomes if isinstance(outcome, Refused)]
     if refused:
@@ -197,6 +244,13 @@ def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], 
         for group_size in groups:
             spent = min(run_pickle(batch, outcomes, group_size) for _ in range(repeats))
             _report(kind, f"pickle in+out G={group_size}", spent, count)
+    if "follow" in parts:
+        for group_size in groups:
+            frames = committed_feed(batch, group_size)
+            spent = min(asyncio.run(_follow(frames)) for _ in range(repeats))
+            _report(kind, f"follow G={group_size}", spent, count)
+            if profile:  # the copy's work alone, not the leader's that made the frames
+                _profiled(lambda frames=frames: asyncio.run(_follow(frames)))  # type: ignore[misc]
 
 
 def _report(kind: str, part: str, seconds: float, count: int) -> None:
@@ -222,6 +276,8 @@ def workload(kind: str, part: str, count: int, vetted: bool = True) -> None:
         run_ledger(everything[:count])
     elif part == "commit":
         run_commit(everything[:count], 16, sync=False)  # an fsync's instructions are the kernel's
+    elif part == "follow":
+        asyncio.run(_follow(committed_feed(everything, 16)[:count // 16]))
     else:
         wire, answers = _pickle_groups(everything, run_ledger(everything)[1], 16)
         _load_and_answer(wire[:count // 16], answers[:count // 16])
@@ -244,7 +300,8 @@ def instructions(kinds: Sequence[str], parts: Sequence[str], small: int, large: 
                 counts = list(pool.map(count_instructions, (kind, kind), (part, part),
                                        (small, large), (vetted, vetted)))
             per_command = (counts[1] - counts[0]) / (large - small)
-            label = {"commit": "writer+commit G=16", "pickle": "pickle in+out G=16"}.get(
+            label = {"commit": "writer+commit G=16", "pickle": "pickle in+out G=16",
+                     "follow": "follow G=16"}.get(
                 part, part)
             print(f"{kind:8s} {label:22s} {per_command:10,.0f} instructions per command",
                   flush=True)

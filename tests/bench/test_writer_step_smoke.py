@@ -29,7 +29,7 @@ def _run(*args: str) -> str:
 def test_every_part_reports_cpu_per_command_for_both_kinds() -> None:
     output = _run("--commands", "64", "--repeats", "1", "--groups", "1", "16")
     parts = ["ledger apply_batch", "writer\\+commit G=1", "writer\\+commit G=16",
-             "pickle in\\+out G=1", "pickle in\\+out G=16"]
+             "pickle in\\+out G=1", "pickle in\\+out G=16", "follow G=1", "follow G=16"]
     for kind in ("node", "sourced"):
         for part in parts:
             match = re.search(rf"^{kind}\s+{part}\s+([\d.]+) us CPU per command$", output,
@@ -40,7 +40,7 @@ def test_every_part_reports_cpu_per_command_for_both_kinds() -> None:
 
 @pytest.mark.timeout(300)
 def test_the_callgrind_workloads_run() -> None:
-    for part in ("ledger", "commit", "pickle"):
+    for part in ("ledger", "commit", "pickle", "follow"):
         _run("--workload", f"node:{part}:96:vetted")
     _run("--workload", "sourced:ledger:96:unvetted")
 

@@ -89,6 +89,7 @@ def compare(documents: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 "ratio": round(other["calls_per_s"] / figures["calls_per_s"], 3)
                 if figures["calls_per_s"] else None,
                 "cpu_us_per_unit_by_role": other.get("cpu_us_per_unit_by_role", {}),
+                "follow_cpu_us_per_unit": other.get("follow_cpu_us_per_unit", 0.0),
                 "projected_per_s_at_cores": other.get("projected_per_s_at_cores", {}),
             }
         table[name] = row
@@ -106,13 +107,18 @@ def writer_capacity(args: argparse.Namespace, passed_on: list[str],
     smoke = "--smoke" in passed_on
     figures = writer_cap.measure(drivers=1 if smoke else 2, in_flight=16 if smoke else 256,
                                  seconds=args.writer_seconds)
-    gateway_us = max((cell["cpu_us_per_unit_by_role"].get("gateway", 0.0)
-                      for cell in table["reserve"].values()
-                      if cell["cpu_us_per_unit_by_role"]), default=0.0)
     writer_us = max(figures["writer_cpu_us_per_reserve"], 1e-3)
+    # bench.run's projection (the copies' cost included) from each count's gateway figures,
+    # with the saturated writer's cost; the lowest of them, as the cautious figure.
+    projections = [
+        run.projected_throughput(
+            {"writer": writer_us, "gateway": cell["cpu_us_per_unit_by_role"].get("gateway", 0)},
+            cell.get("follow_cpu_us_per_unit", 0.0), int(count))
+        for count, cell in table["reserve"].items()
+        if int(count) and cell["cpu_us_per_unit_by_role"].get("gateway")]
     figures["projected_reserve_per_s_at_cores"] = {
-        cores: round(min(1e6 / writer_us, (cores - 1) * 1e6 / max(gateway_us, 1e-3)))
-        for cores in run.PROJECTED_CORES} if gateway_us else {}
+        cores: min(projection[cores] for projection in projections)
+        for cores in run.PROJECTED_CORES} if projections else {}
     print(f"bench.gateways: the writer at full speed: {figures['reserves_per_s']:,} reserves/s "
           f"at {figures['writer_cpu_cores']:.2f} cores, {writer_us:,.1f} µs per reserve "
           f"({figures['reserves_per_frame']:.0f} per frame); Reserve projected with it: " +
@@ -143,7 +149,8 @@ def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:
             if cell and cell["cpu_us_per_unit_by_role"]:
                 roles = ", ".join(f"{role} {us:,.0f} µs" for role, us in
                                   cell["cpu_us_per_unit_by_role"].items())
-                print(f"  {'':<14}--gateways {count} CPU per call: {roles}")
+                print(f"  {'':<14}--gateways {count} CPU per call: {roles} (of the "
+                      f"gateways', their copies {cell.get('follow_cpu_us_per_unit', 0):,.1f} µs)")
     return slower
 
 

@@ -30,7 +30,7 @@ from atp.v1 import (
     reservations_pb2,
     reservations_pb2_grpc,
 )
-from bench.soak import free_port
+from bench.server import free_port
 
 BATCH = 1000
 POLL_LIMIT_S = 120.0

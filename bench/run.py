@@ -415,13 +415,22 @@ def _rate_against_adjacent(
 PROJECTED_CORES = (4, 8, 16, 32)
 
 
-def projected_throughput(cpu_us_by_role: dict[str, float]) -> dict[int, float]:
+def projected_throughput(cpu_us_by_role: dict[str, float], follow_us: float = 0.0,
+                         gateways: int = 1) -> dict[int, float]:
     """What the measured CPU per unit allows on machines of PROJECTED_CORES cores: the
     writer has one core and caps the rate; the gateways share the others. A projection from
-    CPU cost alone (no contention, no load generator on the machine), not a measurement."""
+    CPU cost alone (no contention, no load generator on the machine), not a measurement.
+
+    Every gateway applies every write to its copy of the ledger, whichever gateway took it:
+    `follow_us` is what all `gateways` gateways measured spent on their copies per unit. So
+    a unit costs g gateways T + g*F: T their CPU per unit less the copies', paid once, and
+    F = follow_us / gateways, paid by each. The rate at C cores (g = C - 1) is
+    min(1e6 / writer, g * 1e6 / (T + g * F)): with writes, more gateways add less and less."""
     writer_us = max(cpu_us_by_role.get("writer", 0.0), 1e-3)
-    gateway_us = max(cpu_us_by_role.get("gateway", 0.0), 1e-3)
-    return {cores: round(min(1e6 / writer_us, (cores - 1) * 1e6 / gateway_us))
+    per_copy = follow_us / max(gateways, 1)
+    per_call = max(cpu_us_by_role.get("gateway", 0.0) - follow_us, 1e-3)
+    return {cores: round(min(1e6 / writer_us,
+                             (cores - 1) * 1e6 / (per_call + (cores - 1) * per_copy)))
             for cores in PROJECTED_CORES}
 
 
@@ -458,7 +467,7 @@ def _run_workload(
         print(f"  {name:<12} {elapsed:5.1f}s  ok {units if unit != 'calls' else ok:>10,}  "
               f"{rate:>10,.0f} {unit}/s{extra}  errors {errors:,}", flush=True)
 
-    cpu_before = server.cpu_seconds_by_role()
+    cpu_before, follow_before = server.cpu_seconds_by_role(), server.follow_cpu_seconds()
     try:
         results, _, _ = pool.run(name, params, ready_timeout_s=30.0 + args.call_timeout,
                                  limit_s=args.duration + args.call_timeout + _OVERRUN_S,
@@ -466,7 +475,7 @@ def _run_workload(
     except HarnessError as error:
         print(f"  {name:<12} FAILED: {error}", file=sys.stderr)
         return str(error)
-    cpu_after = server.cpu_seconds_by_role()
+    cpu_after, follow_after = server.cpu_seconds_by_role(), server.follow_cpu_seconds()
     by_role = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
     figures = report.merge(name, workload.description, unit, results, sum(by_role.values()))
     if setup:
@@ -478,8 +487,16 @@ def _run_workload(
         print(f"  {name:<12} CPU per {unit.removesuffix('s')}: " + ", ".join(
             f"{role} {us:,.0f} µs" for role, us in figures["cpu_us_per_unit_by_role"].items()),
             flush=True)
+        # Of the gateways' CPU, what keeping their copies cost (a restarted gateway's
+        # counter starts again: never below 0).
+        figures["follow_cpu_us_per_unit"] = round(
+            max(follow_after - follow_before, 0.0) / units * 1e6, 1)
+        print(f"  {name:<12} of the gateways' CPU, keeping their copies: "
+              f"{figures['follow_cpu_us_per_unit']:,.1f} µs per {unit.removesuffix('s')} "
+              f"({args.gateways} copies)", flush=True)
         figures["projected_per_s_at_cores"] = projected_throughput(
-            figures["cpu_us_per_unit_by_role"])
+            figures["cpu_us_per_unit_by_role"], figures["follow_cpu_us_per_unit"],
+            args.gateways)
         print(f"  {name:<12} projected {unit}/s: " + ", ".join(
             f"{cores} cores {rate:,.0f}" for cores, rate in
             figures["projected_per_s_at_cores"].items()), flush=True)

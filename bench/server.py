@@ -6,10 +6,12 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from typing import IO
 
 import grpc
@@ -18,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import REPO_ROOT
 
 _LISTENING = re.compile(r"atpd listening on (\S+)")
+_FOLLOW_CPU = re.compile(r"^atp_follow_apply_cpu_seconds_total (\S+)$", re.MULTILINE)
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,6 +63,9 @@ class ServerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[str] | None = None
         self.target = ""
+        # Its /metrics: ATP_METRICS_PORT's if set (bench.soak), else a free port with gateways
+        # (what the gateways spend on their copies), else none.
+        self.metrics_port = 0
 
     @property
     def pid(self) -> int:
@@ -76,6 +82,10 @@ class ServerProcess:
             "--data-dir", self.data_dir, "--sync", self.sync, "--log-level", "WARNING",
             "--gateways", str(self.gateways),  # said even when 0: atpd's default is auto
         ]
+        self.metrics_port = int(env.get("ATP_METRICS_PORT") or 0) or (
+            free_port() if self.gateways else 0)
+        if self.metrics_port:
+            command += ["--metrics-port", str(self.metrics_port)]
         with open(self.log_path, "a", encoding="utf-8") as log:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO_ROOT
@@ -141,6 +151,17 @@ class ServerProcess:
                 pass  # gone meanwhile
         return roles
 
+    def follow_cpu_seconds(self) -> float:
+        """CPU seconds the gateways spent keeping their copies of the ledger, all together
+        (atp_follow_apply_cpu_seconds_total on the supervisor's /metrics); 0 without
+        gateways. A gateway restarted meanwhile starts again at 0."""
+        if not self.metrics_port:
+            return 0.0
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            match = _FOLLOW_CPU.search(page.read().decode())
+        return float(match.group(1)) if match else 0.0
+
     def pids_by_role(self) -> list[tuple[int, str]]:
         """(pid, role) of each process: atpd alone, or the supervisor and its children."""
         if not self.gateways:
@@ -172,3 +193,9 @@ class ServerProcess:
                 return "".join(log.readlines()[-lines:])
         except OSError:
             return ""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

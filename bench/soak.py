@@ -55,7 +55,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -84,7 +83,7 @@ from bench import report
 from bench.catalog import SEED_CHUNK
 from bench.run import _git_commit, _host
 from bench.scale import _src_changes, memory
-from bench.server import ServerProcess
+from bench.server import ServerProcess, free_port
 
 MIB = 1 << 20
 # name: (default, smoke default)
@@ -216,12 +215,6 @@ def _problems(args: argparse.Namespace) -> list[str]:
 
 
 # -- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class SoakServer:

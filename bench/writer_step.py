@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from atp.engine.events import EventHub
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
 from atp.ledger.model import Lane
@@ -205,8 +206,9 @@ async def _committed_feed(batch: Sequence[commands.Command], group_size: int) ->
 async def _follow(frames: Sequence[bytes]) -> float:
     """CPU seconds a gateway's copy spends on the commit feed: loading each frame and
     applying it (store and memory), as the gateway does."""
-    copy = Writer(network_ledger(), MemoryStore.live_copy(100_000), clock=lambda: NOW)
-    copy.on_durable_events = lambda events: None  # no Watch open: the hub only notes them
+    store = MemoryStore.live_copy(100_000)
+    copy = Writer(network_ledger(), store, clock=lambda: NOW)
+    copy.on_durable_events = EventHub(store).publish  # as a gateway's, with no Watch open
     copy.start()
     _quiet_gc()
     loads = pickle.loads

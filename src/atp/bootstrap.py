@@ -541,11 +541,7 @@ def open_store(config: ServerConfig) -> Store:
     if config.data_dir is None:
         # A gateway's copy keeps live state and a tail of the journal, not the retention
         # windows' worth of what ended: its memory stays bounded, the writer answers the rest.
-        store = MemoryStore.live_copy(config.gateway_journal_events)
-        # Each batch it applies would cost more as a thread round trip than as the dict
-        # updates it is.
-        store.commits_inline = True
-        return store
+        return MemoryStore.live_copy(config.gateway_journal_events)
     return LmdbStore(config.data_dir, map_size=min(config.map_size_bytes, config.max_data_bytes),
                      sync=config.sync)
 

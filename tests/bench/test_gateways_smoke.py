@@ -44,4 +44,8 @@ def test_gateways_smoke(tmp_path: Path) -> None:
         roles = row["1"]["cpu_us_per_unit_by_role"]
         assert roles["gateway"] > 0, (name, roles)
         assert set(row["1"]["projected_per_s_at_cores"]) == {"4", "8", "16", "32"}
-    assert summary["workloads"]["reserve"]["1"]["cpu_us_per_unit_by_role"]["writer"] > 0
+    reserve_with_one = summary["workloads"]["reserve"]["1"]
+    assert reserve_with_one["cpu_us_per_unit_by_role"]["writer"] > 0
+    # The gateway's copy applied every reserve; its cost is part of the gateway's CPU.
+    assert 0 < reserve_with_one["follow_cpu_us_per_unit"] < (
+        reserve_with_one["cpu_us_per_unit_by_role"]["gateway"])

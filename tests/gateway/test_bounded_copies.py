@@ -41,6 +41,7 @@ RESERVATIONS = 60
 
 def test_a_live_copy_keeps_no_archive_and_a_bounded_journal_tail() -> None:
     store = MemoryStore.live_copy(journal_events_max=10)
+    assert store.commits_inline and not MemoryStore().commits_inline  # no thread round trip
     for sequence in range(1, 101):
         batch = WriteBatch()
         batch.put(POSITIONS, f"p{sequence}".encode(), b"live")

@@ -79,6 +79,7 @@ def test_calls_are_summed_over_gateways_the_ledger_is_the_writers_cpu_over_all()
     assert ("atp_reservations", (("state", "HELD"),)) not in without_writer
     assert summed_over("atp_health_checks") == GATEWAY
     assert summed_over("atp_commit_batches") == WRITER
+    assert summed_over("atp_follow_apply_cpu_seconds") == "all"  # every copy's cost
 
 
 def _scrape(port: int, context: ssl.SSLContext | None = None) -> str:
@@ -130,6 +131,11 @@ def test_one_scrape_target_has_the_totals_and_each_process_its_own(tmp_path: Pat
         cpu = ("process_cpu_seconds_total", ())
         assert summed[cpu] >= max(page[cpu] for page in processes)
         assert summed[("atp_commit_batches_total", ())] >= 1
+        # Each gateway applied the writes to its copy; the writer (leading) applies none.
+        copying = ("atp_follow_apply_cpu_seconds_total", ())
+        assert writer[copying] == 0
+        assert all(page[copying] > 0 for page in gateways)
+        assert summed[copying] >= max(page[copying] for page in gateways)
     finally:
         assert server.stop() == 0
 

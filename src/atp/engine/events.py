@@ -9,7 +9,7 @@ than slowing the writer or growing memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from atp import limits
@@ -106,8 +106,12 @@ class EventHub:
         self.restoring = False
         self._generation = 0
 
-    def publish(self, events: Iterable[Event]) -> None:
+    def publish(self, events: Sequence[Event]) -> None:
         """Called by the writer after a batch is durable; never blocks."""
+        if not self._watchers:  # nobody to hand them to: only the head moves
+            if events:  # (a follower's events decode as they are read: read just the last)
+                self.committed_sequence = events[-1].sequence
+            return
         for event in events:
             self.committed_sequence = event.sequence
             for watcher in self._watchers:

@@ -112,7 +112,7 @@ class Writer:
         # has room again.
         self.on_storage_state: Callable[[bool], None] | None = None
         # Called with each batch's events once the batch is durable (the event stream).
-        self.on_durable_events: Callable[[list[Event]], None] | None = None
+        self.on_durable_events: Callable[[Sequence[Event]], None] | None = None
         # Called with each batch's number, records and term once durable (replication; on a
         # follower too, so that it can serve its followers' catch-up once it leads).
         self.on_durable_batch: Callable[[int, WriteBatch, int], None] | None = None
@@ -161,6 +161,10 @@ class Writer:
         self.housekeeping_interval_s = 1.0
         self.batches_committed = 0
         self.records_committed = 0
+        # CPU seconds this thread spent keeping a follower's copy: storing (when the store
+        # commits inline) and applying its leader's batches. What each gateway pays per write
+        # whichever gateway took it: the figure bench.run's projections scale by the gateways.
+        self.follow_cpu_s = 0.0
         self._waiting = 0
         # Durability futures of callers waiting for the open batch / the committing one.
         self._open_waiters: list[asyncio.Future[None]] = []
@@ -555,7 +559,10 @@ class Writer:
             await asyncio.gather(self._replicating, return_exceptions=True)
 
     async def _store_replicated(self, commit: int, batch: WriteBatch, term: int) -> None:
+        began = time.thread_time()
         await self._commit_until_room(batch)
+        if not self.store.commits_inline:  # the commit thread's CPU is not this thread's
+            began = time.thread_time()
         replica.apply_batch(self.ledger, batch)
         terms = batch.records.get((META, TERMS_KEY))
         if terms is not None:
@@ -567,7 +574,8 @@ class Writer:
         self.batches_committed += 1
         self.records_committed += len(batch)
         if self.on_durable_events is not None and batch.journal:
-            self.on_durable_events([codec.decode_event(data) for _, data in batch.journal])
+            self.on_durable_events(codec.JournalEvents(batch.journal))
+        self.follow_cpu_s += time.thread_time() - began
 
     async def install_snapshot(
         self, chunks: AsyncIterable[Sequence[SnapshotRecord]]

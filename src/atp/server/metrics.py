@@ -247,6 +247,12 @@ class _LedgerCollector(Collector):
             "atp_commit_batches", "Group commits written", value=self.writer.batches_committed
         )
         yield CounterMetricFamily(
+            "atp_follow_apply_cpu_seconds",
+            "CPU seconds spent keeping this process's copy of the ledger: storing and applying "
+            "its leader's batches (a follower's, and under --gateways each gateway's, summed)",
+            value=self.writer.follow_cpu_s,
+        )
+        yield CounterMetricFamily(
             "atp_housekeeping_failures",
             "Retention purge slices that failed (each is retried later)",
             value=self.writer.housekeeping_failures,

@@ -9,7 +9,8 @@ no HTTP). At each scrape the supervisor reads every child's page and combines th
 - the **transport** (`atp_rpc_*`, `atp_health_checks_total`): summed over the gateways. They
   take every public call; the writer's own counts are of the calls its gateways forwarded
   to it, which the gateways counted already.
-- the **processes' resources** (CPU seconds, memory, open files): summed over all of them.
+- the **processes' resources** (CPU seconds, memory, open files, and the CPU spent keeping
+  each copy of the ledger, `atp_follow_apply_cpu_seconds_total`): summed over all of them.
 - everything else, the **ledger, storage, commits and replication**: the writer's. Its
   gateways hold copies of the same ledger (summing them would count each reservation N + 1
   times), and only the writer commits and replicates.
@@ -46,9 +47,11 @@ PAGE_TIMEOUT_S = 2.0
 # Families summed over the gateways (the public calls), by name prefix (a counter's family
 # name is without its _total).
 GATEWAY_SUMMED_PREFIXES = ("atp_rpc", "atp_health_checks")
-# Families summed over every process: what the deployment uses of the machine.
+# Families summed over every process: what the deployment uses of the machine (the CPU each
+# copy of the ledger costs too: the gateways', and the writer's when it follows a leader).
 PROCESS_SUMMED = frozenset({"process_cpu_seconds", "process_resident_memory_bytes",
-                            "process_virtual_memory_bytes", "process_open_fds"})
+                            "process_virtual_memory_bytes", "process_open_fds",
+                            "atp_follow_apply_cpu_seconds"})
 
 Page = tuple[str, str]  # (role, Prometheus text)
 

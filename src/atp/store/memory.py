@@ -54,8 +54,11 @@ class MemoryStore(Store):
     @classmethod
     def live_copy(cls, journal_events_max: int) -> MemoryStore:
         """A gateway's copy: no archive (closed reservations, ended holds, idempotency
-        records) and the newest `journal_events_max` journal entries."""
-        return cls(keeps_archive=False, journal_events_max=journal_events_max)
+        records) and the newest `journal_events_max` journal entries, committed inline
+        (each batch would cost more as a thread round trip than as the dict updates it is)."""
+        store = cls(keeps_archive=False, journal_events_max=journal_events_max)
+        store.commits_inline = True
+        return store
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         with self._lock:

@@ -81,11 +81,13 @@ watch_queue_events_max = 10_000
 # The audit after every command recounts a touched position's reserved and allocated units
 # from its open lines on a budget: each touch earns this many lines of recount, and the
 # position is recounted once its earnings cover its lines. Positions with at most this many
-# lines are recounted after every command that touches them; one with 64 lines every 4th
-# touch, any larger one in proportion, so a hot position costs the writer a bounded recount
-# per command (the O(days) checks run on every touch; the full check, Ledger.check_invariants
-# and `atpctl db verify`, recounts everything).
-audit_lines_per_touch = 16
+# lines are recounted after every command that touches them; one with 16 lines every 4th
+# touch, one with 64 every 16th, any larger one in proportion, so a hot position costs the
+# writer a bounded recount per command (the O(days) checks run on every touch; the full
+# check, Ledger.check_invariants and `atpctl db verify`, recounts everything). 4, not 16:
+# in a busy ledger each line recounted is a cache miss or two, and at 16 the recount was
+# ~19% of a saturated writer's samples (py-spy under bench.writer_cap; bench/README.md).
+audit_lines_per_touch = 4
 
 # Journal events a gateway process keeps in memory for Watch (`--gateway-journal-events`):
 # a Watch from before them is replayed by the writer. ~40 MB a gateway at ~400 bytes an event.

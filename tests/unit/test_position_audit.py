@@ -56,12 +56,17 @@ def test_a_big_position_gone_wrong_is_caught_within_its_share_of_touches() -> No
 
 
 def test_a_big_position_is_recounted_every_few_touches_not_every_one() -> None:
-    ledger = _ledger_with_lines(4 * limits.audit_lines_per_touch)
+    budget, touches = limits.audit_lines_per_touch, 40
+    first_lines = 4 * budget
+    ledger = _ledger_with_lines(first_lines)
     position = ledger.positions[("A", "DC1")]
     recounts = 0
-    for number in range(40):
+    for number in range(touches):
         before = position.audit_budget
         _touch(ledger, number)
         recounts += position.audit_budget == 0 and before != 0
-    assert 5 <= recounts <= 10  # about one touch in four (the position keeps growing)
+    # One touch in lines / budget, as the position grows by a line a touch: one in four at
+    # first, fewer later.
+    assert touches * budget // (first_lines + touches) <= recounts
+    assert recounts <= math.ceil(touches * budget / first_lines)
     assert ledger.check_invariants() == []

@@ -39,7 +39,7 @@ from atp.ledger.errors import (
     Unavailable,
 )
 from atp.server.replication import ReplicationServicer
-from atp.store import MemoryStore, WriteBatch
+from atp.store import MemoryStore, StoreFullError, WriteBatch
 from atp.store.base import META
 from atp.v1 import replication_pb2
 
@@ -375,6 +375,44 @@ def test_on_durable_batch_receives_the_batch_object_and_its_term() -> None:
             await follower.commit_replicated(*batch)
         assert got == batches and got[1][1] is batches[1][1]
         assert follower.follow_cpu_s > 0  # what keeping the copy cost this thread
+        await follower.close()
+
+    asyncio.run(scenario())
+
+
+class _FullOnce(MemoryStore):
+    """A gateway's copy whose first commit finds it full (nothing written)."""
+
+    def __init__(self) -> None:
+        super().__init__(keeps_archive=False)
+        self.commits_inline = True
+        self.refusals = 1
+
+    def commit(self, batch: WriteBatch) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreFullError("full, once")
+        super().commit(batch)
+
+
+@pytest.mark.parametrize("store_of", [lambda: MemoryStore.live_copy(1_000), _FullOnce])
+def test_a_copy_that_commits_inline_stores_and_applies_each_batch(
+    store_of: Callable[[], MemoryStore],
+) -> None:
+    """A gateway's copy stores and applies a batch in one step; a full store takes the
+    waiting way (the task that retries) and the batch still lands whole."""
+
+    async def scenario() -> None:
+        batches = await leader_batches(2, commands.UpsertNode("DC1"), receipt("r1", 5))
+        store = store_of()
+        follower = Writer(Ledger(), store, clock=lambda: NOW)
+        follower.step_down("leader:1")
+        for batch in batches:
+            await follower.commit_replicated(*batch)
+        assert follower.commit_index == stored_commit(store) == len(batches)
+        assert follower.ledger.positions[("A", "DC1")].on_hand == 5
+        assert follower.ledger.sequence == store.last_sequence()
+        assert follower.follow_cpu_s > 0
         await follower.close()
 
     asyncio.run(scenario())

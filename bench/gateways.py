@@ -108,12 +108,14 @@ def writer_capacity(args: argparse.Namespace, passed_on: list[str],
     figures = writer_cap.measure(drivers=1 if smoke else 2, in_flight=16 if smoke else 256,
                                  seconds=args.writer_seconds)
     writer_us = max(figures["writer_cpu_us_per_reserve"], 1e-3)
-    # bench.run's projection (the copies' cost included) from each count's gateway figures,
-    # with the saturated writer's cost; the lowest of them, as the cautious figure.
+    copy_us = figures["copy_cpu_us_per_reserve"]
+    # bench.run's projection from each count's gateway cost per call (its copy's cost taken
+    # out) with the writer's and a copy's costs at full speed, as on a machine whose
+    # gateways saturate the writer; the lowest of them, as the cautious figure.
     projections = [
         run.projected_throughput(
-            {"writer": writer_us, "gateway": cell["cpu_us_per_unit_by_role"].get("gateway", 0)},
-            cell.get("follow_cpu_us_per_unit", 0.0), int(count))
+            {"writer": writer_us, "gateway": _per_call_us(cell) + copy_us},
+            follow_us=copy_us, gateways=1)
         for count, cell in table["reserve"].items()
         if int(count) and cell["cpu_us_per_unit_by_role"].get("gateway")]
     figures["projected_reserve_per_s_at_cores"] = {
@@ -121,10 +123,19 @@ def writer_capacity(args: argparse.Namespace, passed_on: list[str],
         for cores in run.PROJECTED_CORES} if projections else {}
     print(f"bench.gateways: the writer at full speed: {figures['reserves_per_s']:,} reserves/s "
           f"at {figures['writer_cpu_cores']:.2f} cores, {writer_us:,.1f} µs per reserve "
-          f"({figures['reserves_per_frame']:.0f} per frame); Reserve projected with it: " +
+          f"({figures['reserves_per_frame']:.0f} per frame), a gateway's copy "
+          f"{figures['copy_cpu_us_per_reserve']:,.1f} µs per reserve; Reserve projected "
+          f"with them: " +
           ", ".join(f"{cores} cores {rate:,}" for cores, rate in
                     figures["projected_reserve_per_s_at_cores"].items()), flush=True)
     return figures
+
+
+def _per_call_us(cell: dict[str, Any]) -> float:
+    """A Reserve's gateway CPU paid once, by the gateway that took the call: the gateways'
+    CPU per reserve less what all their copies spent on it."""
+    return max(cell["cpu_us_per_unit_by_role"]["gateway"]
+               - cell.get("follow_cpu_us_per_unit", 0.0), 0.0)
 
 
 def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:

@@ -1,7 +1,8 @@
 """The writer's capacity, measured: a real writer process (`atpd --gateway-role writer`, the
 process `atpd --gateways N` runs, with its synced LMDB store) driven at full speed over its
 command link by driver processes that act as gateways do (frames of commands, at most two
-out per link, each link following the commit feed), without gRPC or any client.
+out per link, each link following the commit feed, the first applying it to a copy of the
+ledger as a gateway does), without gRPC or any client.
 
     python -m bench.writer_cap                        # 2 drivers x 256 in flight, 6 s
     python -m bench.writer_cap --drivers 4 --in-flight 64 --seconds 10
@@ -17,7 +18,10 @@ second core with the kernel and nothing else (they cost a fraction of a gateway:
 Commands are bench.writer_step's node-given Reserves (1-3 one-unit lines at a named node;
 unique ids per driver) over its network of 2,000 SKUs x 5 nodes, seeded through the link.
 The figure counts reserves answered (durable) inside the measured window, between its two
-readings of the writer's CPU (/proc, utime + stime).
+readings of the writer's CPU (/proc, utime + stime). The copy's figure is the CPU its
+thread spent storing and applying the feed in the same window (Writer.follow_cpu_s), per
+reserve: what each gateway pays per write when the writer is saturated and its batches
+are large.
 """
 
 from __future__ import annotations
@@ -36,10 +40,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atp.ledger import Refused, commands
+from atp import limits
+from atp.bootstrap import freeze_survivors
+from atp.engine.events import EventHub
+from atp.engine.writer import Writer
+from atp.ledger import Ledger, Refused, commands
 from atp.ledger.model import Lane
 from atp.server.command_link import CommandLink
 from atp.server.gateway import gateway_follower_id
+from atp.store import MemoryStore
 from atp.supervisor import COMMAND_LINK_NAME, LISTENING, SOCKET_NAME
 from bench.server import process_cpu_seconds
 from bench.writer_step import NODES, REGION, SKUS
@@ -99,10 +108,18 @@ def reserve(tag: str, index: int, rng: random.Random) -> commands.Reserve:
 
 
 async def drive(link_path: str, driver: int, start: float, seconds: float,
-                in_flight: int) -> dict[str, Any]:
-    """Keeps `in_flight` reserves out until start + seconds; answers counted per bucket."""
+                in_flight: int, window: tuple[float, float]) -> dict[str, Any]:
+    """Keeps `in_flight` reserves out until start + seconds; answers counted per bucket.
+    Driver 0 keeps a gateway's copy from the commit feed, and reports the CPU that copy
+    spent inside `window` (every reserve of every driver reaches it, as every write reaches
+    each gateway)."""
     link = CommandLink(link_path, follower_id=gateway_follower_id(driver))
-    follower = asyncio.create_task(_follow(link))
+    copy = _gateways_copy() if driver == 0 else None
+    follower = asyncio.create_task(_follow(link, copy))
+    # The collector as in a gateway: its copy's objects frozen every second, no automatic
+    # full collections (left to run by themselves they rescan the whole growing copy).
+    freezing = asyncio.create_task(freeze_survivors())
+    copy_cpu = asyncio.create_task(_copy_cpu_in(copy, window)) if copy else None
     buckets = [0] * (int(seconds / BUCKET_S) + 2)
     refused = 0
     rng = random.Random(driver)
@@ -123,20 +140,40 @@ async def drive(link_path: str, driver: int, start: float, seconds: float,
                 buckets[bucket] += 1
 
     await asyncio.gather(*(lane() for _ in range(in_flight)))
+    copy_cpu_s = await copy_cpu if copy_cpu is not None else None
     follower.cancel()
+    freezing.cancel()
     await link.close()
-    return {"buckets": buckets, "refused": refused, "frames": link.frames_sent}
+    return {"buckets": buckets, "refused": refused, "frames": link.frames_sent,
+            "copy_cpu_s": copy_cpu_s}
 
 
-async def _follow(link: CommandLink) -> None:
-    """Reads the commit feed as a gateway's copy would (here: only reads it)."""
-    async for _ in link.feed(0, lambda: None):
-        pass
+def _gateways_copy() -> Writer:
+    """A copy of the ledger as a gateway keeps it (bootstrap.open_store's, empty: the feed
+    from commit 0 brings the seeding too)."""
+    copy = Writer(Ledger(), MemoryStore.live_copy(limits.gateway_journal_events))
+    copy.on_durable_events = EventHub(copy.store).publish  # as a gateway's, no Watch open
+    return copy
+
+
+async def _follow(link: CommandLink, copy: Writer | None) -> None:
+    """Reads the commit feed as a gateway does, applying it to `copy` (or only reading)."""
+    async for commit, batch, term in link.feed(0, lambda: None):
+        if copy is not None:
+            await copy.commit_replicated(commit, batch, term)
+
+
+async def _copy_cpu_in(copy: Writer, window: tuple[float, float]) -> float:
+    """The CPU seconds the copy spent on the feed between the window's two moments."""
+    await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+    before = copy.follow_cpu_s
+    await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+    return copy.follow_cpu_s - before
 
 
 def _driver_main(link_path: str, driver: int, start: float, seconds: float, in_flight: int,
-                 results: Any) -> None:
-    results.put(asyncio.run(drive(link_path, driver, start, seconds, in_flight)))
+                 window: tuple[float, float], results: Any) -> None:
+    results.put(asyncio.run(drive(link_path, driver, start, seconds, in_flight, window)))
 
 
 def measure(drivers: int, in_flight: int, seconds: float) -> dict[str, Any]:
@@ -149,12 +186,12 @@ def measure(drivers: int, in_flight: int, seconds: float) -> dict[str, Any]:
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
         start = time.monotonic() + 2.0  # the drivers' start: time for them to connect
+        window = (start + WARM_S, start + WARM_S + seconds)
         processes = [context.Process(target=_driver_main, args=(
-            link_path, driver, start, seconds + WARM_S + 0.5, in_flight, results))
+            link_path, driver, start, seconds + WARM_S + 0.5, in_flight, window, results))
             for driver in range(drivers)]
         for process in processes:
             process.start()
-        window = (start + WARM_S, start + WARM_S + seconds)
         time.sleep(max(0.0, window[0] - time.monotonic()))
         cpu_before = process_cpu_seconds(writer.pid)
         time.sleep(max(0.0, window[1] - time.monotonic()))
@@ -172,6 +209,7 @@ def measure(drivers: int, in_flight: int, seconds: float) -> dict[str, Any]:
     cpu = cpu_after - cpu_before
     frames = sum(answer["frames"] for answer in answers)
     total = sum(sum(answer["buckets"]) for answer in answers)
+    [copy_cpu_s] = [answer["copy_cpu_s"] for answer in answers if answer["copy_cpu_s"] is not None]
     return {
         "drivers": drivers, "in_flight_per_driver": in_flight, "seconds": seconds,
         "reserves": reserves, "reserves_per_s": round(reserves / seconds),
@@ -179,6 +217,9 @@ def measure(drivers: int, in_flight: int, seconds: float) -> dict[str, Any]:
         "writer_cpu_us_per_reserve": round(cpu / max(1, reserves) * 1e6, 1),
         "reserves_per_frame": round(total / max(1, frames), 1),
         "refused": sum(answer["refused"] for answer in answers),
+        # What each gateway's copy spends per reserve when the writer is saturated (its
+        # batches large): F in bench.run's projection, measured at full speed.
+        "copy_cpu_us_per_reserve": round(copy_cpu_s / max(1, reserves) * 1e6, 1),
     }
 
 
@@ -200,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{figures['writer_cpu_us_per_reserve']:.1f} µs of writer CPU per reserve "
               f"({figures['reserves_per_frame']:.0f} reserves per frame, "
               f"{figures['refused']} refused; {args.drivers} drivers x "
-              f"{args.in_flight} in flight)")
+              f"{args.in_flight} in flight); a gateway's copy "
+              f"{figures['copy_cpu_us_per_reserve']:.1f} µs per reserve")
     return 0 if figures["refused"] == 0 and figures["reserves"] > 0 else 1
 
 

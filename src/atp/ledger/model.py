@@ -205,7 +205,9 @@ class Reservation:
 # Every field's value in field order, read in C: a field added later is pickled with the rest.
 _LINE_VALUES = operator.attrgetter(*(each.name for each in fields(ReservationLine)))
 _RESERVATION_VALUES = operator.attrgetter(*(each.name for each in fields(Reservation)))
-_STATES_BY_VALUE = {state._value_: state for state in ReservationState}
+# A state by its value: a dict lookup, where calling the enum runs Python code (unpickling
+# and decoding a reservation come here).
+RESERVATION_STATES_BY_VALUE = {state._value_: state for state in ReservationState}
 
 
 def reservation_from(
@@ -213,7 +215,7 @@ def reservation_from(
 ) -> Reservation:
     """A pickled Reservation back (Reservation.__reduce__): its fields in order, the state by
     value, the lines as tuples of their fields."""
-    return Reservation(reservation_id, _STATES_BY_VALUE[state],
+    return Reservation(reservation_id, RESERVATION_STATES_BY_VALUE[state],
                        [ReservationLine(*line) for line in lines], *rest)
 
 

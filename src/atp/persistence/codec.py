@@ -11,6 +11,7 @@ import orjson
 
 from atp.ledger.allocation_policy import AllocationPolicy, Criterion
 from atp.ledger.model import (
+    RESERVATION_STATES_BY_VALUE,
     Delivery,
     Event,
     Hold,
@@ -20,7 +21,6 @@ from atp.ledger.model import (
     RequestRecord,
     Reservation,
     ReservationLine,
-    ReservationState,
     Supply,
     SupplyState,
     policy_of,
@@ -219,16 +219,11 @@ def _delivery_back(raw: list[Any] | None) -> Delivery | None:
     return None if raw is None else Delivery(*raw)
 
 
-# By value: a dict lookup, where calling the enum runs Python code (a gateway's copy
-# decodes every reservation the writer saves).
-_RESERVATION_STATES = {state._value_: state for state in ReservationState}
-
-
 def _reservation_back(raw: dict[str, Any]) -> Reservation:
     ship_complete, max_nodes, allow_partial, objective = raw["policy"]
     return Reservation(
         reservation_id=raw["id"],
-        state=_RESERVATION_STATES[raw["state"]],
+        state=RESERVATION_STATES_BY_VALUE[raw["state"]],
         lines=[_line_back(line) for line in raw["lines"]],
         create_time=raw["created"],
         expire_time=raw["expires"],

@@ -40,18 +40,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atp import limits
 from atp.bootstrap import freeze_survivors
-from atp.engine.events import EventHub
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Refused, commands
 from atp.ledger.model import Lane
 from atp.server.command_link import CommandLink
 from atp.server.gateway import gateway_follower_id
-from atp.store import MemoryStore
 from atp.supervisor import COMMAND_LINK_NAME, LISTENING, SOCKET_NAME
 from bench.server import process_cpu_seconds
-from bench.writer_step import NODES, REGION, SKUS
+from bench.writer_step import NODES, REGION, SKUS, gateways_copy
 
 BUCKET_S = 0.1  # drivers count answers per bucket of this long, from the shared start
 WARM_S = 1.0  # the window opens this long after the drivers start
@@ -114,7 +111,8 @@ async def drive(link_path: str, driver: int, start: float, seconds: float,
     spent inside `window` (every reserve of every driver reaches it, as every write reaches
     each gateway)."""
     link = CommandLink(link_path, follower_id=gateway_follower_id(driver))
-    copy = _gateways_copy() if driver == 0 else None
+    # Empty: the feed from commit 0 brings the seeding too.
+    copy = gateways_copy(Ledger()) if driver == 0 else None
     follower = asyncio.create_task(_follow(link, copy))
     # The collector as in a gateway: its copy's objects frozen every second, no automatic
     # full collections (left to run by themselves they rescan the whole growing copy).
@@ -146,14 +144,6 @@ async def drive(link_path: str, driver: int, start: float, seconds: float,
     await link.close()
     return {"buckets": buckets, "refused": refused, "frames": link.frames_sent,
             "copy_cpu_s": copy_cpu_s}
-
-
-def _gateways_copy() -> Writer:
-    """A copy of the ledger as a gateway keeps it (bootstrap.open_store's, empty: the feed
-    from commit 0 brings the seeding too)."""
-    copy = Writer(Ledger(), MemoryStore.live_copy(limits.gateway_journal_events))
-    copy.on_durable_events = EventHub(copy.store).publish  # as a gateway's, no Watch open
-    return copy
 
 
 async def _follow(link: CommandLink, copy: Writer | None) -> None:

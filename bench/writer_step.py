@@ -45,6 +45,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from atp import limits
+from atp.bootstrap import AUTOMATIC_FULL_COLLECTIONS_OFF, GC_FREEZE_INTERVAL_S
 from atp.engine.events import EventHub
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
@@ -203,19 +205,37 @@ async def _committed_feed(batch: Sequence[commands.Command], group_size: int) ->
     return frames
 
 
-async def _follow(frames: Sequence[bytes]) -> float:
+def gateways_copy(ledger: Ledger, clock: Callable[[], float] = time.time) -> Writer:
+    """A copy of `ledger` kept as a gateway keeps it (bootstrap.open_store's store, an
+    EventHub with no Watch open), fed by Writer.commit_replicated."""
+    copy = Writer(ledger, MemoryStore.live_copy(limits.gateway_journal_events), clock=clock)
+    copy.on_durable_events = EventHub(copy.store).publish
+    return copy
+
+
+async def _follow(frames: Sequence[bytes], collector: str = "off") -> float:
     """CPU seconds a gateway's copy spends on the commit feed: loading each frame and
-    applying it (store and memory), as the gateway does."""
-    store = MemoryStore.live_copy(100_000)
-    copy = Writer(network_ledger(), store, clock=lambda: NOW)
-    copy.on_durable_events = EventHub(store).publish  # as a gateway's, with no Watch open
+    applying it (store and memory), as the gateway does. `collector`: "off" (the other
+    parts' regime) or "gateway" (as in a gateway: no automatic full collections, a
+    collection and a freeze every GC_FREEZE_INTERVAL_S)."""
+    copy = gateways_copy(network_ledger(), clock=lambda: NOW)
     copy.start()
     _quiet_gc()
+    thresholds = gc.get_threshold()
+    if collector == "gateway":
+        gc.set_threshold(thresholds[0], thresholds[1], AUTOMATIC_FULL_COLLECTIONS_OFF)
+        gc.enable()
     loads = pickle.loads
     began = time.process_time()
+    frozen = time.monotonic()
     for commit, frame in enumerate(frames, start=1):
         await copy.commit_replicated(commit, loads(frame))
+        if collector == "gateway" and time.monotonic() - frozen >= GC_FREEZE_INTERVAL_S:
+            gc.collect()
+            gc.freeze()
+            frozen = time.monotonic()
     spent = time.process_time() - began
+    gc.set_threshold(*thresholds)
     gc.enable()
     await copy.close()
     return spent
@@ -228,7 +248,7 @@ def _check_placed(outcomes: Sequence[Outcome]) -> None:
 
 
 def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], repeats: int,
-            profile: bool, vetted: bool = True) -> None:
+            profile: bool, vetted: bool = True, collector: str = "off") -> None:
     batch = reserve_commands(count, kind, vetted=vetted)
     best_ledger, outcomes = min((run_ledger(batch) for _ in range(repeats)),
                                 key=lambda timed: timed[0])
@@ -249,8 +269,9 @@ def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], 
     if "follow" in parts:
         for group_size in groups:
             frames = committed_feed(batch, group_size)
-            spent = min(asyncio.run(_follow(frames)) for _ in range(repeats))
-            _report(kind, f"follow G={group_size}", spent, count)
+            spent = min(asyncio.run(_follow(frames, collector)) for _ in range(repeats))
+            label = "" if collector == "off" else f", collector {collector}"
+            _report(kind, f"follow G={group_size}{label}", spent, count)
             if profile:  # the copy's work alone, not the leader's that made the frames
                 _profiled(lambda frames=frames: asyncio.run(_follow(frames)))  # type: ignore[misc]
 
@@ -323,6 +344,9 @@ def main() -> None:
                         help="count instructions with callgrind (960 and 2,880 commands)")
     parser.add_argument("--unvetted", action="store_true",
                         help="bare Reserves, as one process applies them (not a gateway's)")
+    parser.add_argument("--collector", choices=("off", "gateway"), default="off",
+                        help="the cyclic collector during the follow part: off (as for the "
+                             "other parts) or as in a gateway (frozen every second)")
     parser.add_argument("--workload", metavar="KIND:PART:COUNT:FORM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.commands < 1 or args.repeats < 1 or min(args.groups) < 1:
@@ -336,7 +360,7 @@ def main() -> None:
         return
     for kind in args.kinds:
         measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile,
-                vetted=not args.unvetted)
+                vetted=not args.unvetted, collector=args.collector)
 
 
 if __name__ == "__main__":

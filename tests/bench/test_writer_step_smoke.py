@@ -39,6 +39,15 @@ def test_every_part_reports_cpu_per_command_for_both_kinds() -> None:
 
 
 @pytest.mark.timeout(300)
+def test_the_follow_part_runs_under_a_gateways_collector() -> None:
+    output = _run("--parts", "follow", "--kinds", "node", "--commands", "64", "--repeats", "1",
+                  "--groups", "16", "--collector", "gateway")
+    match = re.search(r"^node\s+follow G=16, collector gateway\s+([\d.]+) us CPU per command$",
+                      output, re.MULTILINE)
+    assert match and float(match.group(1)) > 0, output
+
+
+@pytest.mark.timeout(300)
 def test_the_callgrind_workloads_run() -> None:
     for part in ("ledger", "commit", "pickle", "follow"):
         _run("--workload", f"node:{part}:96:vetted")

@@ -548,19 +548,13 @@ class Writer:
             raise FailedPrecondition(
                 REPLICATION_GAP, f"batch {commit} after {self.commit_index}: out of order",
                 {"commit": str(commit), "holds": str(self.commit_index)})
-        if self.store.commits_inline and not self.storage.commit_failed:
-            # A gateway's copy, in memory: stored and applied in one step that nothing can
-            # interrupt, without the task below (a loop round trip per batch). A full store
-            # takes the task's way, which waits for room.
-            began = time.thread_time()
-            try:
-                self.store.commit(batch)
-            except StoreFullError:
-                pass
-            else:
-                self._apply_replicated(commit, batch, term)
-                self.follow_cpu_s += time.thread_time() - began
-                return
+        if self.store.commits_inline:
+            # A gateway's copy, in memory: its store's calls run here, so nothing suspends
+            # between storing the batch and applying it (a wait for room comes before it is
+            # stored) and a cancellation cannot split them: no task and shield, no loop
+            # round trip per batch.
+            await self._store_replicated(commit, batch, term)
+            return
         # Shielded: a follower stopped mid-batch (to lead, or to follow another member) must
         # not leave a batch on disk that memory lacks; settle_replication() awaits it.
         self._replicating = asyncio.ensure_future(self._store_replicated(commit, batch, term))
@@ -572,9 +566,11 @@ class Writer:
             await asyncio.gather(self._replicating, return_exceptions=True)
 
     async def _store_replicated(self, commit: int, batch: WriteBatch, term: int) -> None:
+        # The copy's CPU: the inline commit included (a wait for room, rare, would count
+        # what ran meanwhile); a commit on the commit thread is not this thread's.
         began = time.thread_time()
         await self._commit_until_room(batch)
-        if not self.store.commits_inline:  # the commit thread's CPU is not this thread's
+        if not self.store.commits_inline:
             began = time.thread_time()
         self._apply_replicated(commit, batch, term)
         self.follow_cpu_s += time.thread_time() - began

@@ -305,7 +305,7 @@ class AtpServer:
 
     def _offer_plan(self, command: commands.Command) -> commands.Command:
         """A gateway's command with the plan made on its copy, as it is now."""
-        return gateway_plans.offer(self.writer.ledger, command, self.writer.clock(),
+        return gateway_plans.offer(self.writer.ledger, command, self.writer.clock,
                                    self.writer.commit_index)
 
     def _add_services(self) -> None:
@@ -378,9 +378,12 @@ class AtpServer:
         self._storage_state_changed(self.writer.storage.full_reason is None)
         if self.gateway_health is not None:
             await self.gateway_health.follow_writer()
+        # A writer of `--gateways N` listens on its private Unix socket (grpc calls its port 1).
+        where = (self.config.listen if self.config.listen.startswith("unix:")
+                 else f"port {self.port}")
         log.info(
-            "atpd serving on port %d (%d reservations, %d positions loaded in %.2fs); %s",
-            self.port, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
+            "atpd serving on %s (%d reservations, %d positions loaded in %.2fs); %s",
+            where, len(self.writer.ledger.reservations), len(self.writer.ledger.positions),
             self.load_seconds, self._metrics_where(),
         )
 

@@ -180,7 +180,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
     parser.add_flag("--gateways", "ATP_GATEWAYS", supervisor.gateway_count, "auto",
                     "gateway processes sharing --listen (SO_REUSEPORT) in front of one writer "
                     "process: reads answered by the gateways, writes forwarded to the writer; "
-                    "auto: cores - 1 (at least 1), or one process with --cluster or --follow; "
+                    "auto: cores - 1 (at least 1; the cores capped by a cgroup CPU quota), or "
+                    "one process with --cluster or --follow; "
                     "0: one process", metavar="N")
     parser.add_flag("--gateway-journal-events", "ATP_GATEWAY_JOURNAL_EVENTS",
                     flags.int_in_range(1), str(limits.gateway_journal_events),
@@ -202,6 +203,7 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] | None = None,
     """The flags, validated: a bad value ends the process with one line and exit code 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
+    args.gateways_auto = args.gateways == supervisor.AUTO_GATEWAYS
     args.gateways = supervisor.resolved_gateways(args)
     conflict = (flag_conflict(args) or allocation_policy_conflict(args)
                 or supervisor.gateway_conflict(args) or tls_conflict(args)

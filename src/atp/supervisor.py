@@ -52,7 +52,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from atp import flags
+from atp import flags, machine
 from atp.bootstrap import ServerConfig, bind_failure
 from atp.server.gateway import gateway_follower_id
 from atp.server.summed_metrics import Page, SummedMetricsServer, read_page
@@ -88,10 +88,9 @@ ORPHAN_CHECK_S = 1.0
 
 
 def cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The cores this process may run on: its affinity, capped by its CPU quota (a
+    container's CPU limit; atp.machine)."""
+    return machine.usable_cores()
 
 
 # --gateways auto, until resolved_gateways() makes it a count.
@@ -322,10 +321,12 @@ class Supervisor:
             code = self._start()
             if code is None:
                 print(f"{LISTENING}{self.listen}", flush=True)
-                log.info("atpd serving on %s: a writer (pid %d) and %d gateway%s (pids %s); %s",
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateway%s (pids %s%s); %s",
                          self.listen, self.writer.pid, len(self.gateways),
                          "" if len(self.gateways) == 1 else "s",
                          ", ".join(str(gateway.pid) for gateway in self.gateways),
+                         f"; auto: {machine.describe_cores()}"
+                         if getattr(self.args, "gateways_auto", False) else "",
                          self._metrics_where())
                 code = self._watch()
             return self._drain(code)

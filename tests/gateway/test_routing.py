@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from atp import daemon, flags, supervisor
+from atp import daemon, flags, machine, supervisor
 from atp.server.authorization import (
     METHOD_ROLES,
     PRINCIPAL_KEY,
@@ -200,3 +201,21 @@ def test_a_childs_log_lines_name_its_role() -> None:
         line = logging.Formatter(supervisor.log_format(child)).format(logging.LogRecord(
             "atp.server", logging.INFO, __file__, 1, "atpd serving", None, None))
         assert line.endswith(f" INFO {tag} atp.server: atpd serving"), line
+
+
+def test_auto_counts_the_cores_a_cpu_quota_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A container limited to 1.5 CPUs: two usable cores, whatever the affinity says.
+    (tmp_path / "cgroup").mkdir()
+    (tmp_path / "cgroup" / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "self-cgroup").write_text("0::/\n")
+    monkeypatch.setattr(machine, "CGROUP_ROOT", tmp_path / "cgroup")
+    monkeypatch.setattr(machine, "PROC_SELF_CGROUP", tmp_path / "self-cgroup")
+    usable = min(2, len(os.sched_getaffinity(0)))
+    assert supervisor.cores() == usable
+    assert daemon.parse_args([], environ={}).gateways == max(1, usable - 1)
+    if usable == 2 < len(os.sched_getaffinity(0)):
+        assert machine.describe_cores().endswith("by the CPU quota 1.5)")
+    else:
+        assert machine.describe_cores() == f"{usable} core{'' if usable == 1 else 's'}"

@@ -50,7 +50,8 @@ FLAGS = ("--closed-retention", "3s", "--idempotency-window", "2s",
          "--journal-retention", "3s", "--sync", "off")
 CLOSED_STATES = (State.RELEASED, State.FULFILLED, State.EXPIRED)
 # atpd's start-up line; with gateways, the writer's (a gateway's copy loads nothing from disk).
-SERVING = re.compile(r"^\S+ \S+ INFO (?:\[writer\] )?atp\.\S+: atpd serving on port \d+ "
+SERVING = re.compile(r"^\S+ \S+ INFO (?:\[writer\] )?atp\.\S+: atpd serving on "
+                     r"(?:port \d+|unix:\S+) "
                      r"\((\d+) reservations, (\d+) positions", re.MULTILINE)
 
 

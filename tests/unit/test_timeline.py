@@ -80,3 +80,24 @@ def test_atp_today_is_atp_on_today(
     steps = timeline.atp_steps(stock, TODAY, include_safety_stock)
     for day in (TODAY - 1, TODAY):
         assert timeline.atp_on(stock, TODAY, day, include_safety_stock) == timeline.atp_in(steps, day)
+
+
+@given(
+    on_hand=st.integers(0, 50), held=st.integers(0, 20), safety_stock=st.integers(0, 20),
+    deltas=st.dictionaries(st.integers(-3, 10), st.integers(-30, 30), max_size=6),
+)
+def test_lowest_net_decides_shortage_and_stock_flags_as_the_timeline_does(
+    on_hand: int, held: int, safety_stock: int, deltas: dict[int, int]
+) -> None:
+    # The ledger computes lowest_net once per touched position and gives it to both the
+    # at-risk refresh and the stock-level announcement: it must be what each computed itself.
+    stock = position(on_hand=on_hand, held=held, safety_stock=safety_stock)
+    for offset, amount in deltas.items():
+        stock.add_delta(TODAY + offset, amount)
+    steps = timeline.net_steps(stock, TODAY, include_safety_stock=True)
+    lowest = timeline.lowest_net(stock, TODAY)
+    assert lowest == min(net for _, net in steps)
+    assert timeline.is_short(stock, TODAY) == any(net < 0 for _, net in steps)
+    free = timeline.atp_on(stock, TODAY, TODAY, include_safety_stock=True)
+    assert timeline.stock_flags(stock, TODAY, lowest) == timeline.stock_flags(stock, TODAY) == (
+        free - safety_stock > 0, safety_stock > 0 and free < safety_stock)

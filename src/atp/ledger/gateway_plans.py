@@ -16,6 +16,8 @@ every mark it depends on is <= C.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from atp.ledger import commands
 from atp.ledger.errors import LedgerError
 from atp.ledger.model import Day, day_of
@@ -30,24 +32,25 @@ def plannable(state: LedgerState, command: commands.Reserve) -> bool:
         for line in command.lines)
 
 
-def offer(state: LedgerState, command: commands.Command, now: float,
+def offer(state: LedgerState, command: commands.Command, clock: Callable[[], float],
           planned_at: int) -> commands.Command:
     """On a gateway: the command with a plan made on `state` (its copy at `planned_at`) when
-    the command is plannable and plans without error; else the command as it is. A vetted
-    Reserve stays vetted, with its Reserve planned."""
-    if isinstance(command, commands.VettedReserve) and isinstance(command.reserve,
-                                                                  commands.Reserve):
-        return commands.VettedReserve(_planned(state, command.reserve, now, planned_at),
-                                      command.digest)
-    if not isinstance(command, commands.Reserve):
+    the command is plannable and plans without error; else the command itself. A vetted
+    Reserve stays vetted, with its Reserve planned. `clock` is read only to plan (most
+    Reserves name their nodes: this runs for every write a gateway sends)."""
+    reserve = command.reserve if isinstance(command, commands.VettedReserve) else command
+    if not isinstance(reserve, commands.Reserve) or not plannable(state, reserve):
         return command
-    return _planned(state, command, now, planned_at)
+    planned = _planned(state, reserve, clock(), planned_at)
+    if planned is reserve:
+        return command
+    if isinstance(command, commands.VettedReserve):
+        return commands.VettedReserve(planned, command.digest)
+    return planned
 
 
 def _planned(state: LedgerState, command: commands.Reserve, now: float,
              planned_at: int) -> commands.Reserve | commands.PlannedReserve:
-    if not plannable(state, command):
-        return command
     today = day_of(now)
     try:
         planner = Planner(state, today, command.destination_region, command.policy,

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atp.ledger import commands, gateway_plans, invariants, quotas, substitution, validation
+from atp.ledger import (
+    commands,
+    gateway_plans,
+    invariants,
+    quotas,
+    substitution,
+    timeline,
+    validation,
+)
 from atp.ledger.errors import InvalidArgument, InvariantViolation, LedgerError
 from atp.ledger.handlers import (
     allocation,
@@ -123,9 +131,11 @@ class Ledger(LedgerState):
         may_short = not isinstance(command, DEMAND_ONLY_COMMANDS)
         audit = invariants.position_problems
         for position in touched:
+            # Marking lines changes no quantity: one timeline pass serves both steps.
+            lowest = timeline.lowest_net(position, today)
             if may_short or position.at_risk:
-                risk.refresh_risk(self, position, trigger, now, today)
-            risk.announce_stock_level(self, position, now, today)
+                risk.refresh_risk(self, position, trigger, now, today, lowest)
+            risk.announce_stock_level(self, position, now, today, lowest)
             problems = audit(self, position)
             if problems:
                 raise InvariantViolation("; ".join(problems))

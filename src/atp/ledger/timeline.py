@@ -138,9 +138,16 @@ def max_promisable(position: Position, today: Day, include_safety_stock: bool) -
     return max(0, steps[-1][1])
 
 
+def lowest_net(position: Position, today: Day) -> int:
+    """The lowest net of the whole timeline, safety stock counted as available: below 0 some
+    demand is at risk (is_short), and it is ATP(today) for stock_flags. The ledger computes it
+    once per touched position after each command and gives it to both."""
+    return atp_today(position, today, include_safety_stock=True)
+
+
 def is_short(position: Position, today: Day) -> bool:
     """Some day's net supply (safety stock aside) is negative: some demand is at risk."""
-    return any(net < 0 for _, net in net_steps(position, today, include_safety_stock=True))
+    return lowest_net(position, today) < 0
 
 
 def is_short_in(
@@ -151,9 +158,11 @@ def is_short_in(
     return steps[0][1] + (0 if include_safety_stock else position.safety_stock) < 0
 
 
-def stock_flags(position: Position, today: Day) -> tuple[bool, bool]:
-    """(anything available to normal demand, free units below the safety stock)."""
-    free = atp_today(position, today, include_safety_stock=True)  # atp_on(today), one call less
+def stock_flags(position: Position, today: Day, free: int | None = None) -> tuple[bool, bool]:
+    """(anything available to normal demand, free units below the safety stock); `free`:
+    lowest_net, when already computed."""
+    if free is None:
+        free = lowest_net(position, today)
     return (
         free - position.safety_stock > 0,
         position.safety_stock > 0 and free < position.safety_stock,

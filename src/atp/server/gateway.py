@@ -53,7 +53,7 @@ from atp.server.authorization import (
     principal_metadata,
 )
 from atp.server.decoding import is_stale_read, read_options
-from atp.server.handlers import Behaviour, passing_bytes, rebuilt, responses_of
+from atp.server.handlers import Behaviour, Rebuilds, passing_bytes, rebuilt, responses_of
 from atp.server.status import DETAILS_KEY, abort
 from atp.store import WriteBatch
 from atp.v1 import replication_pb2, replication_pb2_grpc
@@ -278,6 +278,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         self._relays: dict[str, Behaviour] = {}
         # method -> its forwarding handler, made at its first call.
         self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
+        self._reads = Rebuilds(self._reading)  # the read methods' linearized handlers
         # The tasks sending forwarded request streams on, stopped at shutdown.
         self._pumps: set[asyncio.Task[None]] = set()
         # ...and those end_streams stopped before their client's stream ended.
@@ -304,10 +305,13 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 forwarder = self._forwarders[method] = self._forwarding(method, handler)
             return forwarder
         if reads_ledger(method):
-            return rebuilt(handler,
-                           lambda kind, behaviour: self._linearized(method, kind, behaviour),
-                           response_serializer=passing_bytes(handler.response_serializer))
+            return self._reads.of(method, handler)
         return handler
+
+    def _reading(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return rebuilt(handler,
+                       lambda kind, behaviour: self._linearized(method, kind, behaviour),
+                       response_serializer=passing_bytes(handler.response_serializer))
 
     # ----- reads ---------------------------------------------------------------------------
 

@@ -40,6 +40,27 @@ def rebuilt(
     return handler
 
 
+class Rebuilds:
+    """The handlers an interceptor rebuilt, kept per method: a server interceptor runs for
+    every call, and rebuilding (closures, a new handler) was a tenth of a gateway's own work
+    on a read. A handler is reused only for the very inner handler it was built from; an
+    interceptor whose wrapping depends on the call (its metadata, the load) cannot use this."""
+
+    def __init__(self, build: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+                 ) -> None:
+        self._build = build
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def of(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kept = self._by_method.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        built = self._build(method, handler)
+        # Only methods a handler exists for get here: their number is the services' size.
+        self._by_method[method] = (handler, built)
+        return built
+
+
 def passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
     """`serializer`, but a response that is bytes already (relayed as another server
     encoded it) is sent as it is."""

@@ -33,7 +33,7 @@ from atp.engine.writer import Writer
 from atp.ledger.delivery_measures import DeliveryTally
 from atp.ledger.model import OPEN_RESERVATION_STATES, ReservationState
 from atp.server.admission import AdmissionGate
-from atp.server.handlers import Behaviour, rebuilt, responses_of
+from atp.server.handlers import Behaviour, Rebuilds, rebuilt, responses_of
 from atp.server.health import CountedHealthServicer
 from atp.store import StoreError
 from atp.tls import ServerTls
@@ -355,6 +355,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._measured = Rebuilds(self._measuring)
 
     async def intercept_service(
         self,
@@ -364,7 +365,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return self._measured.of(handler_call_details.method, handler)
+
+    def _measuring(self, full_method: str, handler: grpc.RpcMethodHandler
+                   ) -> grpc.RpcMethodHandler:
+        method = full_method.rsplit("/", 1)[-1]
 
         def measured(kind: str, behaviour: Behaviour) -> Behaviour:
             if kind == "unary_unary":

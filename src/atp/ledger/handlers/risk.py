@@ -25,15 +25,15 @@ def note_day(state: LedgerState, today: Day) -> None:
 
 
 def refresh_risk(
-    state: LedgerState, position: Position, trigger: str, now: float, today: Day
+    state: LedgerState, position: Position, trigger: str, now: float, today: Day, lowest: int
 ) -> None:
     """Marks the position's lines that no longer fit at risk (for `trigger`), and clears the
-    marks of those that fit again."""
+    marks of those that fit again; `lowest`: timeline.lowest_net of the position now."""
     node = state.nodes.get(position.node_id)
     decided_by: dict[LineKey, str] = {}
     if node is not None and not node.active:
         risky, reason = set(position.lines), NODE_INACTIVE
-    elif position.at_risk or timeline.is_short(position, today):
+    elif position.at_risk or lowest < 0:  # timeline.is_short
         policy = state.policy_for(position.sku, position.node_id)
         placed = risk.place_lines(position, state.reservations, today, policy)
         decided_by = {line.key: line.decided_by for line in placed if not line.fits}
@@ -74,9 +74,12 @@ def _mark_line(
     state.emit(now, "LINE_AT_RISK" if reason else "LINE_RECOVERED", **data)
 
 
-def announce_stock_level(state: LedgerState, position: Position, now: float, today: Day) -> None:
-    """Announces a position running out, coming back, or dropping below its safety stock."""
-    flags = timeline.stock_flags(position, today)
+def announce_stock_level(
+    state: LedgerState, position: Position, now: float, today: Day, lowest: int
+) -> None:
+    """Announces a position running out, coming back, or dropping below its safety stock;
+    `lowest`: timeline.lowest_net of the position now."""
+    flags = timeline.stock_flags(position, today, lowest)
     previous = position.stock_flags or (False, False)
     position.stock_flags = flags
     event_type = ""

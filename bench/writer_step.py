@@ -208,7 +208,9 @@ async def _committed_feed(batch: Sequence[commands.Command], group_size: int) ->
 def gateways_copy(ledger: Ledger, clock: Callable[[], float] = time.time) -> Writer:
     """A copy of `ledger` kept as a gateway keeps it (bootstrap.open_store's store, an
     EventHub with no Watch open), fed by Writer.commit_replicated."""
-    copy = Writer(ledger, MemoryStore.live_copy(limits.gateway_journal_events), clock=clock)
+    store = MemoryStore.live_copy(limits.gateway_journal_events)
+    store.loaded()  # as bootstrap.load_ledger does: the ledger is the copy from here on
+    copy = Writer(ledger, store, clock=clock)
     copy.on_durable_events = EventHub(copy.store).publish
     return copy
 

@@ -481,6 +481,7 @@ def load_ledger(store: Store, config: LedgerConfig, now: float) -> Ledger:
     """The ledger the store holds (at start, and after a snapshot is installed)."""
     ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
     ledger.archive = archive_of(store)
+    store.loaded()
     return ledger
 
 

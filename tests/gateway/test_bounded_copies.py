@@ -167,3 +167,33 @@ def _gauge(page: str, name: str) -> float:
     match = re.search(rf"^{name} (\S+)$", page, re.MULTILINE)
     assert match is not None, f"{name} is not on the page"
     return float(match.group(1))
+
+
+def test_a_live_copy_lets_its_live_records_go_once_its_ledger_is_built() -> None:
+    # The ledger's objects are the copy; its records would be a second one nothing reads.
+    store = MemoryStore.live_copy(journal_events_max=10)
+    first = WriteBatch()
+    first.put(POSITIONS, b"p1", b"live")
+    first.append(1, b"event")
+    store.commit(first)
+    assert store.load()[POSITIONS] == {b"p1": b"live"}  # kept until a ledger is built
+    store.loaded()
+    assert not store.load()[POSITIONS]
+    later = WriteBatch()
+    later.put(POSITIONS, b"p2", b"live")
+    later.append(2, b"event")
+    store.commit(later)
+    assert not store.load()[POSITIONS]
+    assert store.last_sequence() == 2 and len(store.read_journal(0, 10)) == 2
+    # A snapshot's records are kept until the ledger is rebuilt from them, then let go.
+    store.begin_restore()
+    store.restore([(POSITIONS, b"p3", b"restored")])
+    store.finish_restore()
+    assert store.load()[POSITIONS] == {b"p3": b"restored"}
+    store.loaded()
+    assert not store.load()[POSITIONS]
+    # A store of record keeps everything.
+    kept = MemoryStore()
+    kept.commit(first)
+    kept.loaded()
+    assert kept.load()[POSITIONS] == {b"p1": b"live"}

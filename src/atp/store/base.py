@@ -38,6 +38,9 @@ DATABASES: tuple[str, ...] = (
 # What a gateway's copy does not keep (Store.keeps_archive): records of what has ended.
 ARCHIVE_DATABASES = frozenset({
     REQUESTS, CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME})
+# Live state: what a ledger is built from, and what a gateway's copy lets go of once built
+# (MemoryStore.live_copy, Store.loaded).
+LIVE_DATABASES = frozenset(DATABASES) - ARCHIVE_DATABASES - {META}
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"
 # A snapshot carries, besides DATABASES and the journal, the highest journal sequence ever
@@ -146,6 +149,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def load(self) -> dict[str, dict[bytes, bytes]]:
         """Every record of every database in DATABASES (not the journal), each database present."""
+
+    def loaded(self) -> None:
+        """A ledger was built from the live records just now. A store whose records no one
+        reads afterwards (a gateway's copy: its ledger is kept by the commit feed's batches)
+        may let them go; a store of record keeps them."""
 
     def iter_records(self, database: str) -> Iterator[tuple[bytes, bytes]]:
         """The (key, value) records of one database in key order, without holding them all."""

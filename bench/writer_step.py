@@ -52,6 +52,7 @@ from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
 from atp.ledger.model import Lane
 from atp.ledger.prechecks import precheck
+from atp.ledger.state import NoExpiryQueue
 from atp.store import LmdbStore, MemoryStore
 from atp.store.base import WriteBatch
 from bench.instructions import callgrind_instructions
@@ -209,7 +210,10 @@ def gateways_copy(ledger: Ledger, clock: Callable[[], float] = time.time) -> Wri
     """A copy of `ledger` kept as a gateway keeps it (bootstrap.open_store's store, an
     EventHub with no Watch open), fed by Writer.commit_replicated."""
     store = MemoryStore.live_copy(limits.gateway_journal_events)
-    store.loaded()  # as bootstrap.load_ledger does: the ledger is the copy from here on
+    # As bootstrap.load_ledger makes a gateway's: the ledger is the copy from here on, and
+    # it expires nothing itself.
+    store.loaded()
+    ledger.expiries = NoExpiryQueue()
     copy = Writer(ledger, store, clock=clock)
     copy.on_durable_events = EventHub(copy.store).publish
     return copy

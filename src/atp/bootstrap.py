@@ -24,6 +24,7 @@ from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, commands, gateway_plans
+from atp.ledger.state import NoExpiryQueue
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import archive_of
 from atp.server.admission import AdmissionGate, backlog_options
@@ -193,10 +194,13 @@ class AtpServer:
                                     following=bool(config.follow or config.cluster))
         self.clock = steady_clock(config, last_event_time(self.store))
         started = time.monotonic()
-        ledger = load_ledger(self.store, config.ledger, self.clock())
+        # A gateway's copy never expires anything: the writer does (load_ledger).
+        expires = not config.gateway_of
+        ledger = load_ledger(self.store, config.ledger, self.clock(), expires)
         self.writer = Writer(
             ledger, self.store, clock=self.clock, on_fatal=self._on_fatal,
-            rebuild_ledger=lambda: load_ledger(self.store, config.ledger, self.clock()),
+            rebuild_ledger=lambda: load_ledger(self.store, config.ledger, self.clock(),
+                                               expires),
             storage_limits=StorageLimits(config.max_data_bytes),
             retention=Retention(
                 closed_s=config.ledger.closed_retention_s,
@@ -477,9 +481,13 @@ class AtpServer:
         asyncio.get_running_loop().create_task(self.stop())
 
 
-def load_ledger(store: Store, config: LedgerConfig, now: float) -> Ledger:
-    """The ledger the store holds (at start, and after a snapshot is installed)."""
+def load_ledger(store: Store, config: LedgerConfig, now: float, expires: bool = True) -> Ledger:
+    """The ledger the store holds (at start, and after a snapshot is installed). `expires`
+    False: it keeps no expiry queue (state.NoExpiryQueue), as a gateway's copy, which never
+    expires anything itself."""
     ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
+    if not expires:
+        ledger.expiries = NoExpiryQueue()
     ledger.archive = archive_of(store)
     store.loaded()
     return ledger

@@ -17,9 +17,10 @@ from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, Refused, commands
 from atp.ledger.errors import FailedPrecondition, Unavailable
 from atp.ledger.model import Lane
+from atp.ledger.state import NoExpiryQueue
 from atp.persistence import encode_batch
 from atp.store import MemoryStore, WriteBatch
-from atp.store.base import SnapshotRecord
+from atp.store.base import LIVE_DATABASES, SnapshotRecord
 from tests.unit.test_replica import NODES, RandomClient, live_state
 
 NOW = 1_790_000_000.0
@@ -177,5 +178,34 @@ def test_watchers_are_told_to_resume_when_a_snapshot_replaces_the_journal() -> N
         assert [event.sequence for event in replayed] == [sequence for sequence, _ in journal]
         assert hub.committed_sequence == leader.store.last_sequence()
         await follower.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_gateways_copy_holds_its_leaders_live_state_as_objects_only() -> None:
+    # As bootstrap makes a gateway's: a live copy store (its records let go once the ledger
+    # is built) and no expiry queue (the writer expires; its expiries arrive as records).
+    async def scenario() -> None:
+        leader = Leader(seed=3)
+        leader.run(30)
+        store = MemoryStore.live_copy(journal_events_max=10**6)
+        copy = Writer(load_ledger(store, CONFIG, NOW, expires=False), store,
+                      clock=lambda: NOW,
+                      rebuild_ledger=lambda: load_ledger(store, CONFIG, NOW, expires=False))
+        copy.leader_address = "writer"
+        copy.start()
+        await copy.install_snapshot(chunks_of(leader.store.snapshot_chunks(7)))
+        for _ in range(10):
+            await copy.commit_replicated(leader.commit + 1, leader.next_batch())
+        assert leader.ledger.expiries, "the scenario expires nothing: it shows nothing"
+        assert isinstance(copy.ledger.expiries, NoExpiryQueue)
+        assert copy.ledger.next_expiry() is None
+        expected = {**live_state(leader.ledger), "expiries": []}
+        assert live_state(copy.ledger) == expected
+        assert copy.ledger.check_invariants() == []
+        kept = store.load()
+        assert not any(kept[database] for database in LIVE_DATABASES)
+        assert stored_commit(store) == leader.commit
+        await copy.close()
 
     asyncio.run(scenario())

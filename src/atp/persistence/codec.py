@@ -221,23 +221,27 @@ def _delivery_back(raw: list[Any] | None) -> Delivery | None:
 
 def _reservation_back(raw: dict[str, Any]) -> Reservation:
     ship_complete, max_nodes, allow_partial, objective = raw["policy"]
+    get = raw.get
+    # Positional, in field order: keywords make the slots dataclass match each by name, a
+    # sixth of decoding a reservation (every record a gateway's copy applies, every one a
+    # restart loads).
     return Reservation(
-        reservation_id=raw["id"],
-        state=RESERVATION_STATES_BY_VALUE[raw["state"]],
-        lines=[_line_back(line) for line in raw["lines"]],
-        create_time=raw["created"],
-        expire_time=raw["expires"],
-        priority=raw["priority"],
-        channel=raw["channel"],
-        customer_id=raw["customer"],
-        destination_region=raw["region"],
-        policy=policy_of(ship_complete, max_nodes, allow_partial, objective),
-        request_digest=raw["digest"],
-        create_sequence=raw["seq"],
-        close_time=raw.get("closed"),  # absent in records written before retention existed
-        version=raw.get("v", 1),  # absent in records written before versions: saved once
-        first_promise_day=raw.get("fp"),  # absent in records written before it: unknown
-        delivery=_delivery_back(raw.get("dl")),
+        raw["id"],  # reservation_id
+        RESERVATION_STATES_BY_VALUE[raw["state"]],  # state
+        [_line_back(line) for line in raw["lines"]],  # lines
+        raw["created"],  # create_time
+        raw["expires"],  # expire_time
+        raw["priority"],  # priority
+        raw["channel"],  # channel
+        raw["customer"],  # customer_id
+        raw["region"],  # destination_region
+        policy_of(ship_complete, max_nodes, allow_partial, objective),  # policy
+        raw["digest"],  # request_digest
+        raw["seq"],  # create_sequence
+        get("closed"),  # close_time: absent in records written before retention existed
+        get("v", 1),  # version: absent in records written before versions, saved once
+        get("fp"),  # first_promise_day: absent in records written before it, unknown
+        _delivery_back(get("dl")),  # delivery
     )
 
 

@@ -46,7 +46,10 @@ def cpu_quota(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) 
         return None
     quotas: list[float] = []
     for membership in memberships:
-        _, controllers, path = membership.split(":", 2)
+        fields = membership.split(":", 2)  # hierarchy-ID:controllers:path
+        if len(fields) != 3:
+            continue  # not a line this reads: no quota from it
+        _, controllers, path = fields
         if not controllers:  # cgroup v2: one hierarchy, every controller
             quotas += _v2_quotas(cgroup_root, path)
         elif "cpu" in controllers.split(","):

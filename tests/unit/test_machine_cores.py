@@ -81,6 +81,13 @@ def test_unreadable_or_odd_quotas_count_as_none(tmp_path: Path, cpu_max: str) ->
     assert machine.cpu_quota(root, proc) is None
 
 
+def test_lines_it_cannot_read_are_passed_over(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    _write(root / "cpu.max", "200000 100000\n")
+    proc = _proc(tmp_path, "garbage\n\n0::/\n")
+    assert machine.cpu_quota(root, proc) == 2.0
+
+
 def test_without_cgroups_there_is_no_quota(tmp_path: Path) -> None:
     assert machine.cpu_quota(tmp_path / "none", tmp_path / "no-proc-file") is None
     assert machine.usable_cores(tmp_path / "none", tmp_path / "no-proc-file") == AFFINITY

@@ -3,6 +3,7 @@ given, one fresh server per count, in one run; each workload's throughput with N
 as a ratio to its throughput with the first count, and the CPU per call by role.
 
     python -m bench.gateways                     # 0 and 1, reserve/stream/availability/promise
+    python -m bench.gateways --rounds 3 --workloads stream   # ABA BAB...: medians of 3 rounds
     python -m bench.gateways --counts 0,7 --processes 8 --concurrency 64   # a 16-core machine
 
 The first count is the reference (0: one process). Every run is a full bench.run (seed,
@@ -19,6 +20,7 @@ import datetime
 import glob
 import json
 import os
+import statistics
 import sys
 import tempfile
 from typing import Any
@@ -40,6 +42,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per workload (8)")
     parser.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__),
                                                               "results"))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the counts this many times, in turn forwards and backwards "
+                             "(0,1 then 1,0 ...), and report each figure's median: a ratio "
+                             "is taken within its round, on a machine that drifts (1)")
     parser.add_argument("--writer-seconds", type=float, default=6.0,
                         help="after the counts, when reserve is among the workloads: the "
                              "writer driven at full speed for this long (bench.writer_cap; "
@@ -51,6 +57,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--counts: comma-separated integers, e.g. 0,1")
     if len(args.count_list) < 2 or any(count < 0 for count in args.count_list):
         parser.error("--counts: at least two counts, each 0 or more")
+    if args.rounds < 1:
+        parser.error("--rounds: 1 or more")
     return args, passed_on
 
 
@@ -94,6 +102,43 @@ def compare(documents: dict[int, dict[str, Any]]) -> dict[str, Any]:
             }
         table[name] = row
     return table
+
+
+def merged(tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table from the rounds' tables: each figure the median over the rounds that have
+    it, and each cell's ratios by round (a ratio is a count's rate over the reference's in
+    the same round)."""
+    if len(tables) == 1:
+        return tables[0]
+    table: dict[str, Any] = {}
+    for name in tables[0]:
+        row: dict[str, Any] = {}
+        for count in tables[0][name]:
+            cells = [t[name][count] for t in tables if count in t.get(name, {})]
+            ratios = [cell["ratio"] for cell in cells if cell["ratio"] is not None]
+            row[count] = {
+                "calls_per_s": round(_median(cell["calls_per_s"] for cell in cells), 1),
+                "ratio": round(_median(ratios), 3) if ratios else None,
+                "ratios_by_round": [cell["ratio"] for cell in cells],
+                "cpu_us_per_unit_by_role": _medians(
+                    [cell["cpu_us_per_unit_by_role"] for cell in cells], 1),
+                "follow_cpu_us_per_unit": round(
+                    _median(cell["follow_cpu_us_per_unit"] for cell in cells), 1),
+                "projected_per_s_at_cores": {
+                    cores: int(rate) for cores, rate in _medians(
+                        [cell["projected_per_s_at_cores"] for cell in cells], 0).items()},
+            }
+        table[name] = row
+    return table
+
+
+def _median(values: Any) -> float:
+    return float(statistics.median(list(values)))
+
+
+def _medians(mappings: list[dict[str, float]], digits: int) -> dict[str, float]:
+    keys = [key for key in mappings[0] if all(key in mapping for mapping in mappings)]
+    return {key: round(_median(mapping[key] for mapping in mappings), digits) for key in keys}
 
 
 def writer_capacity(args: argparse.Namespace, passed_on: list[str],
@@ -157,6 +202,12 @@ def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:
         print(f"  {name:<14}{''.join(cells)}")
         for count in counts[1:]:
             cell = row.get(str(count))
+            if cell and len(cell.get("ratios_by_round", ())) > 1:
+                print(f"  {'':<14}--gateways {count} ratio by round: " + ", ".join(
+                    "-" if ratio is None else f"{ratio:.2f}"
+                    for ratio in cell["ratios_by_round"]) + " (the median above)")
+        for count in counts[1:]:
+            cell = row.get(str(count))
             if cell and cell["cpu_us_per_unit_by_role"]:
                 roles = ", ".join(f"{role} {us:,.0f} µs" for role, us in
                                   cell["cpu_us_per_unit_by_role"].items())
@@ -167,15 +218,24 @@ def print_table(table: dict[str, Any], counts: list[int]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args, passed_on = parse_args(argv)
-    documents = {count: run_count(count, args, passed_on) for count in args.count_list}
-    table = compare(documents)
+    rounds = []
+    for number in range(args.rounds):
+        # Forwards, then backwards: a machine drifting one way over the run favours neither.
+        order = args.count_list if number % 2 == 0 else args.count_list[::-1]
+        if args.rounds > 1:
+            print(f"bench.gateways: round {number + 1} of {args.rounds}", flush=True)
+        documents = {count: run_count(count, args, passed_on) for count in order}
+        rounds.append({count: documents[count] for count in args.count_list})
+    table = merged([compare(documents) for documents in rounds])
     slower = print_table(table, args.count_list)
     capacity = writer_capacity(args, passed_on, table)
-    failed = [count for count, document in documents.items() if document["exit_code"] != 0]
+    failed = sorted({count for documents in rounds for count, document in documents.items()
+                     if document["exit_code"] != 0})
     summary = {
         "schema": "atp-bench-gateways/1",
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "counts": args.count_list,
+        "rounds": args.rounds,
         "workloads": table,
         "slower_than_allowed": slower,
         "writer_at_full_speed": capacity,

@@ -321,12 +321,13 @@ class Supervisor:
             code = self._start()
             if code is None:
                 print(f"{LISTENING}{self.listen}", flush=True)
-                log.info("atpd serving on %s: a writer (pid %d) and %d gateway%s (pids %s%s); %s",
+                if getattr(self.args, "gateways_auto", False):
+                    log.info("--gateways auto: %d for %s", len(self.gateways),
+                             machine.describe_cores())
+                log.info("atpd serving on %s: a writer (pid %d) and %d gateway%s (pids %s); %s",
                          self.listen, self.writer.pid, len(self.gateways),
                          "" if len(self.gateways) == 1 else "s",
                          ", ".join(str(gateway.pid) for gateway in self.gateways),
-                         f"; auto: {machine.describe_cores()}"
-                         if getattr(self.args, "gateways_auto", False) else "",
                          self._metrics_where())
                 code = self._watch()
             return self._drain(code)

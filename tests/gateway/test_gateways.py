@@ -17,6 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from atp import machine
+from atp.supervisor import auto_gateways
 from atp.v1 import (
     availability_pb2,
     common_pb2,
@@ -54,7 +56,6 @@ from tests.integration.helpers import (
     stocked,
     wait_for,
 )
-from atp.supervisor import auto_gateways
 from tests.support.atpd import AtpdProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
@@ -412,10 +413,12 @@ def test_atpd_without_the_flag_runs_a_writer_and_a_gateway_per_core_but_one(
 ) -> None:
     """The default is `--gateways auto`: nothing said, nothing in the environment."""
     environment = {name: value for name, value in os.environ.items() if name != "ATP_GATEWAYS"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
-         "--data-dir", str(tmp_path / "data"), "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
+    log_path = tmp_path / "atpd.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "atp.daemon", "--listen", "127.0.0.1:0",
+             "--data-dir", str(tmp_path / "data")],
+            stdout=subprocess.PIPE, stderr=log_file, text=True, env=environment)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -431,3 +434,6 @@ def test_atpd_without_the_flag_runs_a_writer_and_a_gateway_per_core_but_one(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
+    # The start-up log says how `auto` counted (the cores, capped by any CPU quota).
+    assert f"--gateways auto: {auto_gateways()} for {machine.describe_cores()}" in (
+        log_path.read_text())

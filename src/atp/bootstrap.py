@@ -24,7 +24,6 @@ from atp.engine.replication import ReplicationLog
 from atp.engine.storage import StorageLimits
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, LedgerConfig, commands, gateway_plans
-from atp.ledger.state import NoExpiryQueue
 from atp.persistence import codec, ledger_from_records
 from atp.persistence.archive import archive_of
 from atp.server.admission import AdmissionGate, backlog_options
@@ -485,9 +484,8 @@ def load_ledger(store: Store, config: LedgerConfig, now: float, expires: bool = 
     """The ledger the store holds (at start, and after a snapshot is installed). `expires`
     False: it keeps no expiry queue (state.NoExpiryQueue), as a gateway's copy, which never
     expires anything itself."""
-    ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now)
-    if not expires:
-        ledger.expiries = NoExpiryQueue()
+    ledger = ledger_from_records(store.iter_records, store.last_sequence(), config, now,
+                                 expires)
     ledger.archive = archive_of(store)
     store.loaded()
     return ledger

@@ -19,8 +19,10 @@ PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
 def usable_cores(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> int:
     """The cores this process may run on (its affinity), at most its CPU quota rounded up."""
-    cores = _affinity()
-    quota = cpu_quota(cgroup_root, proc_cgroup)
+    return _capped(_affinity(), cpu_quota(cgroup_root, proc_cgroup))
+
+
+def _capped(cores: int, quota: float | None) -> int:
     return cores if quota is None else max(1, min(cores, math.ceil(quota)))
 
 
@@ -28,7 +30,7 @@ def describe_cores() -> str:
     """How usable_cores counted, for the start-up log: "4 cores (of 64, by the CPU quota
     3.5)", or "2 cores"."""
     cores, quota = _affinity(), cpu_quota()
-    usable = usable_cores()
+    usable = _capped(cores, quota)
     if usable == cores:
         return f"{usable} core{'' if usable == 1 else 's'}"
     return f"{usable} core{'' if usable == 1 else 's'} (of {cores}, by the CPU quota {quota:g})"

@@ -20,7 +20,7 @@ from atp.ledger.model import Lane
 from atp.ledger.state import NoExpiryQueue
 from atp.persistence import encode_batch
 from atp.store import MemoryStore, WriteBatch
-from atp.store.base import LIVE_DATABASES, SnapshotRecord
+from atp.store.base import LEDGER_DATABASES, SnapshotRecord
 from tests.unit.test_replica import NODES, RandomClient, live_state
 
 NOW = 1_790_000_000.0
@@ -204,7 +204,7 @@ def test_a_gateways_copy_holds_its_leaders_live_state_as_objects_only() -> None:
         assert live_state(copy.ledger) == expected
         assert copy.ledger.check_invariants() == []
         kept = store.load()
-        assert not any(kept[database] for database in LIVE_DATABASES)
+        assert not any(kept[database] for database in LEDGER_DATABASES)
         assert stored_commit(store) == leader.commit
         await copy.close()
 

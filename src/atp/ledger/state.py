@@ -65,6 +65,9 @@ class NoExpiryQueue(SortedList):  # type: ignore[misc]  # sortedcontainers is un
     def discard(self, value: object) -> None:
         pass
 
+    def update(self, iterable: object) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class LedgerConfig:

@@ -15,7 +15,7 @@ from atp.ledger.errors import DECODE_FAILURES, DamagedRecordError
 from atp.ledger.invariants import derive_from_records, index_expiries
 from atp.ledger.ledger import Ledger
 from atp.ledger.model import Reservation, day_of
-from atp.ledger.state import LedgerConfig
+from atp.ledger.state import LedgerConfig, NoExpiryQueue
 from atp.ledger.timeline import stock_flags
 from atp.persistence import codec
 from atp.store.base import ALLOCATION_POLICIES, CHANNEL_ALLOCATIONS, REQUESTS, REQUESTS_BY_TIME
@@ -26,18 +26,21 @@ def ledger_from_records(
     last_sequence: int,
     config: LedgerConfig | None,
     now: float | None = None,
+    expires: bool = True,
 ) -> Ledger:
     """A ledger holding exactly the stored state; derived quantities recomputed.
 
     With `now`, each position's stock level is known at once, so the first change after a
-    restart announces only real transitions.
+    restart announces only real transitions. `expires` False: a ledger that never expires
+    anything (a gateway's copy) gets no expiry queue (state.NoExpiryQueue), rather than one
+    built and thrown away.
     """
     # Millions of new objects and no garbage: the cyclic collector would rescan the growing
     # heap again and again (most of a restart's time), so it waits until the ledger is built.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _rebuild(records, last_sequence, config, now)
+        return _rebuild(records, last_sequence, config, now, expires)
     finally:
         if collecting:
             gc.enable()
@@ -48,8 +51,11 @@ def _rebuild(
     last_sequence: int,
     config: LedgerConfig | None,
     now: float | None,
+    expires: bool,
 ) -> Ledger:
     ledger = Ledger(config)
+    if not expires:
+        ledger.expiries = NoExpiryQueue()
     read = _reader(records)
     decoded = {
         database: _decoded(database, read(database))
@@ -78,7 +84,8 @@ def _rebuild(
     for allocation in _decoded(CHANNEL_ALLOCATIONS, read(CHANNEL_ALLOCATIONS)):
         ledger.load_channel_allocation(allocation)
     ledger.sequence = last_sequence
-    index_expiries(ledger)
+    if expires:
+        index_expiries(ledger)
     _index_risk_and_stock_levels(ledger, now)
     return ledger
 

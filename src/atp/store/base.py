@@ -38,9 +38,10 @@ DATABASES: tuple[str, ...] = (
 # What a gateway's copy does not keep (Store.keeps_archive): records of what has ended.
 ARCHIVE_DATABASES = frozenset({
     REQUESTS, CLOSED, CLOSED_BY_TIME, REQUESTS_BY_TIME, ENDED_HOLDS, ENDED_HOLDS_BY_TIME})
-# Live state: what a ledger is built from, and what a gateway's copy lets go of once built
-# (MemoryStore.live_copy, Store.loaded).
-LIVE_DATABASES = frozenset(DATABASES) - ARCHIVE_DATABASES - {META}
+# What a ledger is built from (codec.LIVE_DATABASES, the live state, and the allocation
+# settings), and what a gateway's copy lets go of once built (MemoryStore.live_copy,
+# Store.loaded).
+LEDGER_DATABASES = frozenset(DATABASES) - ARCHIVE_DATABASES - {META}
 # The journal is kept apart from DATABASES: it is keyed by sequence and read in order.
 JOURNAL_DATABASE = "journal"
 # A snapshot carries, besides DATABASES and the journal, the highest journal sequence ever

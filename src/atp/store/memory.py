@@ -15,7 +15,7 @@ from atp.store.base import (
     DATABASES,
     JOURNAL_DATABASE,
     JOURNAL_TRIMMED_THROUGH,
-    LIVE_DATABASES,
+    LEDGER_DATABASES,
     META,
     RESTORING_KEY,
     SNAPSHOT_CHUNK_BYTES_MAX,
@@ -74,9 +74,9 @@ class MemoryStore(Store):
         if self.keeps_live_state:
             return
         with self._lock:
-            for database in LIVE_DATABASES:
+            for database in LEDGER_DATABASES:
                 self._records[database] = {}
-            self._dropped = self._not_kept | LIVE_DATABASES
+            self._dropped = self._not_kept | LEDGER_DATABASES
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         with self._lock:

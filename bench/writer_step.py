@@ -42,6 +42,7 @@ import random
 import shutil
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -247,6 +248,26 @@ async def _follow(frames: Sequence[bytes], collector: str = "off") -> float:
     return spent
 
 
+async def _copy_memory(frames: Sequence[bytes]) -> int:
+    """Bytes a gateway's copy holds after applying the feed, beyond the seeded ledger it
+    started with (tracemalloc, after a collection: what it keeps, not what it passed
+    through)."""
+    copy = gateways_copy(network_ledger(), clock=lambda: NOW)
+    copy.start()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for commit, frame in enumerate(frames, start=1):
+            await copy.commit_replicated(commit, pickle.loads(frame))
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    await copy.close()
+    return kept
+
+
 def _check_placed(outcomes: Sequence[Outcome]) -> None:
     refused = [outcome for outcome in outcomes if isinstance(outcome, Refused)]
     if refused:
@@ -254,7 +275,8 @@ def _check_placed(outcomes: Sequence[Outcome]) -> None:
 
 
 def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], repeats: int,
-            profile: bool, vetted: bool = True, collector: str = "off") -> None:
+            profile: bool, vetted: bool = True, collector: str = "off",
+            memory: bool = False) -> None:
     batch = reserve_commands(count, kind, vetted=vetted)
     best_ledger, outcomes = min((run_ledger(batch) for _ in range(repeats)),
                                 key=lambda timed: timed[0])
@@ -280,6 +302,10 @@ def measure(kind: str, parts: Sequence[str], count: int, groups: Sequence[int], 
             _report(kind, f"follow G={group_size}{label}", spent, count)
             if profile:  # the copy's work alone, not the leader's that made the frames
                 _profiled(lambda frames=frames: asyncio.run(_follow(frames)))  # type: ignore[misc]
+            if memory:
+                kept = asyncio.run(_copy_memory(frames))
+                print(f"{kind:8s} {f'follow G={group_size}':22s} {kept / 1e6:8.1f} MB kept by "
+                      f"the copy ({kept / count:,.0f} bytes per command)", flush=True)
 
 
 def _report(kind: str, part: str, seconds: float, count: int) -> None:
@@ -353,6 +379,9 @@ def main() -> None:
     parser.add_argument("--collector", choices=("off", "gateway"), default="off",
                         help="the cyclic collector during the follow part: off (as for the "
                              "other parts) or as in a gateway (frozen every second)")
+    parser.add_argument("--memory", action="store_true",
+                        help="the follow part also reports the memory the copy keeps "
+                             "(tracemalloc, one more untimed run)")
     parser.add_argument("--workload", metavar="KIND:PART:COUNT:FORM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.commands < 1 or args.repeats < 1 or min(args.groups) < 1:
@@ -366,7 +395,7 @@ def main() -> None:
         return
     for kind in args.kinds:
         measure(kind, args.parts, args.commands, args.groups, args.repeats, args.profile,
-                vetted=not args.unvetted, collector=args.collector)
+                vetted=not args.unvetted, collector=args.collector, memory=args.memory)
 
 
 if __name__ == "__main__":

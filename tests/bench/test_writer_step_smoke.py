@@ -48,6 +48,15 @@ def test_the_follow_part_runs_under_a_gateways_collector() -> None:
 
 
 @pytest.mark.timeout(300)
+def test_the_follow_part_reports_the_memory_the_copy_keeps() -> None:
+    output = _run("--parts", "follow", "--kinds", "node", "--commands", "64", "--repeats", "1",
+                  "--groups", "16", "--memory")
+    match = re.search(r"^node\s+follow G=16\s+([\d.]+) MB kept by the copy \(([\d,]+) bytes "
+                      r"per command\)$", output, re.MULTILINE)
+    assert match and int(match.group(2).replace(",", "")) > 0, output
+
+
+@pytest.mark.timeout(300)
 def test_the_callgrind_workloads_run() -> None:
     for part in ("ledger", "commit", "pickle", "follow"):
         _run("--workload", f"node:{part}:96:vetted")

@@ -857,3 +857,85 @@ def test_an_ended_hold_leaves_memory_guards_its_id_through_retention_then_is_pur
         await h.writer.close()
 
     scenario(body)
+
+
+# ============================================================================================
+# The pass after each group commit: skipped while nothing can be due
+# ============================================================================================
+
+
+def passes(h: Harness) -> int:
+    """Slices of closed reservations so far: one per housekeeping pass."""
+    return len(h.slices.purges["closed_by_time"])
+
+
+def test_the_pass_after_a_commit_is_skipped_until_a_window_ends_then_purges_at_once(
+    make_store: Callable[[], Store],
+) -> None:
+    async def body() -> None:
+        h = await started(make_store(), windows(journal_s=1000.0))
+        await h.run(reserve("o1"))
+        await h.run(commands.Release("o1", "cancel-o1"))
+        await h.idle()
+        before = passes(h)
+        await h.advance_to(NOW + 10)  # every window is longer: nothing can be due
+        for index in range(5):
+            await h.run(receipt(f"quiet-{index}", 1))
+        await h.idle()
+        assert passes(h) == before, "a trip to the commit thread for nothing"
+        assert "o1" in h.keys("closed")
+
+        # The idempotency window (50 s) ends first: the commit after it runs a pass.
+        await h.advance_to(NOW + WINDOW_S + 1)
+        await h.run(receipt("after-window", 1))
+        await h.idle()
+        assert passes(h) == before + 1
+        assert "cancel-o1" not in h.keys("requests"), "purged by the pass after the commit"
+        assert "o1" in h.keys("closed")  # its own window (100 s) has not ended
+
+        await h.advance_to(NOW + CLOSED_S + 1)
+        await h.run(receipt("after-closed-window", 1))
+        await h.idle()
+        assert "o1" not in h.keys("closed"), "purged by the pass after the commit"
+        await h.writer.close()
+
+    scenario(body)
+
+
+def test_a_count_limit_trims_after_each_commit_that_passes_it_and_only_then(
+    make_store: Callable[[], Store],
+) -> None:
+    async def body() -> None:
+        h = await started(make_store(), windows(closed_s=math.inf, idempotency_s=math.inf,
+                                                journal_events=6))
+        for index in range(20):
+            trims = len(h.slices.trims)
+            journal_before = len(h.journal())
+            await h.run(receipt(f"r-{index}", 1))
+            await h.idle()
+            kept = h.journal()
+            assert kept[-1] == h.ledger.sequence
+            assert len(kept) == min(6, journal_before + 1), "trimmed to the limit at once"
+            if journal_before + 1 <= 6:
+                assert len(h.slices.trims) == trims, "no trim while the count is within it"
+        await h.writer.close()
+
+    scenario(body)
+
+
+def test_a_store_filled_by_other_means_makes_every_kind_due_again() -> None:
+    async def body() -> None:
+        h = await started(MemoryStore(), windows(journal_s=1000.0))
+        keeper = h.writer.housekeeper
+        await h.idle()
+        assert not keeper.may_have_work()
+        async with keeper.held_back():  # a restore: the store's entries are others'
+            pass
+        assert keeper.may_have_work()
+        await h.tidy()
+        assert not keeper.may_have_work()
+        h.writer.lead(h.writer.term + 1)  # a promoted follower: the leader stamped them
+        assert keeper.may_have_work()
+        await h.writer.close()
+
+    scenario(body)

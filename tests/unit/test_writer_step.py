@@ -131,8 +131,10 @@ def test_a_retention_pass_is_one_commit_thread_trip_and_the_commit_loops_skips_a
         await release.wait()
         return function(*args)
 
+    clock = [NOW]
+
     async def scenario() -> None:
-        keeper = Housekeeper(MemoryStore(), Retention(), lambda: NOW, lambda: 0,
+        keeper = Housekeeper(MemoryStore(), Retention(), lambda: clock[0], lambda: 0,
                              on_commit_thread)
         running = asyncio.create_task(keeper.tidy())
         await asyncio.sleep(0)
@@ -144,7 +146,12 @@ def test_a_retention_pass_is_one_commit_thread_trip_and_the_commit_loops_skips_a
         assert await running is False and await waiting is False  # nothing to purge
         assert trips == ["_pass", "_pass"], "one trip per pass, for all four kinds"
         assert keeper.failures == 0
-        assert await keeper.tidy_after_commit() is False  # idle now: a pass, nothing due
+        # Nothing was due, nor can be before the shortest window (a day, idempotency's)
+        # has passed: the commit loop makes no trip for nothing.
+        assert await keeper.tidy_after_commit() is False
+        assert trips == ["_pass", "_pass"]
+        clock[0] = NOW + Retention().idempotency_s
+        assert await keeper.tidy_after_commit() is False  # a pass: due, nothing found
         assert trips == ["_pass", "_pass", "_pass"]
 
     asyncio.run(scenario())

@@ -502,6 +502,8 @@ class Writer:
         self.leader_address = None
         self.fenced = False
         self.term = term
+        # The store holds the former leader's entries, stamped by its clock, not ours.
+        self.housekeeper.forget_due()
         self.terms = [*self.terms, (term, self.commit_index + 1)]
         self._terms_unstored = True
         self._wake.set()

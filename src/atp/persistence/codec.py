@@ -326,6 +326,11 @@ def time_key(instant: float, item_id: str) -> str:
     return f"{int(instant * 1000):015d}\x1f{item_id}"
 
 
+def time_of_key(key: bytes) -> float:
+    """The instant a purge index key was made for (time_key), to the millisecond below."""
+    return int(key[:15]) / 1000
+
+
 def time_key_bound(instant: float) -> str:
     """The first key of any item at or after `instant`: purge keys below it."""
     return f"{int(instant * 1000):015d}"

@@ -47,7 +47,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from atp import limits
-from atp.bootstrap import AUTOMATIC_FULL_COLLECTIONS_OFF, GC_FREEZE_INTERVAL_S
+from atp.bootstrap import (
+    AUTOMATIC_FULL_COLLECTIONS_OFF,
+    AUTOMATIC_MIDDLE_COLLECTIONS_OFF,
+    GC_FREEZE_INTERVAL_S,
+)
 from atp.engine.events import EventHub
 from atp.engine.writer import Writer
 from atp.ledger import Ledger, Outcome, Refused, commands
@@ -223,14 +227,15 @@ def gateways_copy(ledger: Ledger, clock: Callable[[], float] = time.time) -> Wri
 async def _follow(frames: Sequence[bytes], collector: str = "off") -> float:
     """CPU seconds a gateway's copy spends on the commit feed: loading each frame and
     applying it (store and memory), as the gateway does. `collector`: "off" (the other
-    parts' regime) or "gateway" (as in a gateway: no automatic full collections, a
+    parts' regime) or "gateway" (as in a gateway: young collections alone, a
     collection and a freeze every GC_FREEZE_INTERVAL_S)."""
     copy = gateways_copy(network_ledger(), clock=lambda: NOW)
     copy.start()
     _quiet_gc()
     thresholds = gc.get_threshold()
     if collector == "gateway":
-        gc.set_threshold(thresholds[0], thresholds[1], AUTOMATIC_FULL_COLLECTIONS_OFF)
+        gc.set_threshold(thresholds[0], AUTOMATIC_MIDDLE_COLLECTIONS_OFF,
+                         AUTOMATIC_FULL_COLLECTIONS_OFF)
         gc.enable()
     loads = pickle.loads
     began = time.process_time()

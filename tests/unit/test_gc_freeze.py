@@ -49,7 +49,7 @@ def test_dead_cycles_are_collected_before_each_freeze() -> None:
     assert frozen_growth < ROUNDS * CYCLES_PER_ROUND // 10, frozen_growth
 
 
-def test_only_the_freezer_runs_full_collections_and_thresholds_come_back() -> None:
+def test_only_the_freezer_collects_the_older_generations_and_thresholds_come_back() -> None:
     before = gc.get_threshold()
 
     async def while_freezing() -> tuple[int, int, int]:
@@ -61,5 +61,6 @@ def test_only_the_freezer_runs_full_collections_and_thresholds_come_back() -> No
         return during
 
     during = asyncio.run(while_freezing())
-    assert during[:2] == before[:2] and during[2] >= 2**30
+    # The young generation collects as before; the older two only by the freezer's hand.
+    assert during[0] == before[0] and during[1] >= 2**30 and during[2] >= 2**30
     assert gc.get_threshold() == before

@@ -89,7 +89,9 @@ class Housekeeper:
         # of a small group's cost. A purge is next due when its oldest entry's window ends;
         # entries yet to come are stamped by the engine's clock, which never runs backwards,
         # so none is due before the window from that slice's instant. Whatever adds entries
-        # otherwise (a restore, a leader's batches) calls forget_due.
+        # otherwise (a restore, a leader's batches) calls forget_due. Were an entry stamped
+        # earlier all the same, it would wait for the maintenance loop's pass, which is not
+        # gated: a second at most.
         self._due_at = dict.fromkeys(self.purged, 0.0)
         # The oldest journal sequence kept after the last trim (0: not known): a count limit
         # is due once the journal holds more events than it keeps.

@@ -6,6 +6,7 @@ whatever the retention windows (the writer's LMDB holds the rest, on disk)."""
 from __future__ import annotations
 
 import bisect
+import heapq
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -93,7 +94,9 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             records = self._records[database]
-            keys = sorted(key for key in records if key > after_key)[:limit]
+            # The smallest `limit` keys without sorting them all: retention looks up the
+            # oldest entry of a purge index after each of its slices.
+            keys = heapq.nsmallest(limit, (key for key in records if key > after_key))
             return [(key, records[key]) for key in keys]
 
     def purge(
@@ -103,7 +106,7 @@ class MemoryStore(Store):
         with self._lock:
             self._check_open()
             entries = self._records[index]
-            due = sorted(key for key in entries if key < below_key)[:limit]
+            due = heapq.nsmallest(limit, (key for key in entries if key < below_key))
             for key in due:
                 del entries[key]
                 item_key = indexed_key(key)

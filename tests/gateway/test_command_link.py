@@ -176,3 +176,30 @@ def test_a_writer_that_is_gone_makes_writes_unavailable_until_it_is_back(tmp_pat
 def test_a_frames_commands_are_applied_in_runs_of_one_principal() -> None:
     items = [("a", 1), ("a", 2), ("b", 3), ("a", 4)]
     assert runs_by_principal(items) == [("a", [1, 2]), ("b", [3]), ("a", [4])]  # type: ignore[arg-type]
+
+
+def test_closing_the_link_with_a_gateway_connected_logs_no_traceback(tmp_path: Path) -> None:
+    """The writer's shutdown ends each gateway's connection; asyncio must not report the
+    connection's handler as failed (Python 3.11 reads a cancelled handler's exception)."""
+    reported: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: reported.append(context))
+        writer = AtpServer(_writer_config(tmp_path))
+        await writer.start()
+        link_server = writer.command_link_server
+        assert link_server is not None
+        reader, stream = await asyncio.open_unix_connection(str(tmp_path / "commands.sock"))
+        for _ in range(100):  # until the writer serves the connection
+            if link_server._connections:
+                break
+            await asyncio.sleep(0.01)
+        assert link_server._connections, "the connection was never served"
+        await writer.stop()
+        assert await reader.read() == b"", "the writer closed the connection"
+        stream.close()
+        await asyncio.sleep(0.05)  # the handler's done callbacks run
+
+    asyncio.run(scenario())
+    assert reported == [], reported

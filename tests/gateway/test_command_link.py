@@ -7,6 +7,7 @@ UNAVAILABLE, and a retry with the same ids once it is back is answered as the fi
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -145,7 +146,9 @@ def test_writes_travel_as_commands_and_their_answers_match_one_process(tmp_path:
     asyncio.run(scenario())
 
 
-def test_a_writer_that_is_gone_makes_writes_unavailable_until_it_is_back(tmp_path: Path) -> None:
+def test_a_writer_that_is_gone_makes_writes_unavailable_until_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         writer = AtpServer(_writer_config(tmp_path))
         await writer.start()
@@ -161,16 +164,30 @@ def test_a_writer_that_is_gone_makes_writes_unavailable_until_it_is_back(tmp_pat
                 assert gone.value.code() is grpc.StatusCode.UNAVAILABLE
                 assert "retry with the same ids" in (gone.value.details() or "")
 
+                await asyncio.sleep(1.0)  # the gateway's copy retries its feed meanwhile
+
                 writer = AtpServer(_writer_config(tmp_path))  # back, on the same data
                 await writer.start()
                 assert await reservations.Reserve(_reserve("r1"), timeout=10) == first
                 again = await reservations.Reserve(_reserve("r2"), timeout=10)
                 assert again.state == common_pb2.Reservation.HELD
+                for _ in range(100):  # until the copy follows again
+                    if gateway.follower is not None and gateway.follower.connected:
+                        break
+                    await asyncio.sleep(0.02)
         finally:
             await gateway.stop()
             await writer.stop()
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.INFO, logger="atp.replication"):
+        asyncio.run(scenario())
+    # The copy's feed retried several times while the writer was away: said once, in a
+    # follower's words (not a client's "retry with the same ids"), and once when it is back.
+    said = [(record.levelno, record.getMessage()) for record in caplog.records
+            if record.name == "atp.replication"]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
+    assert "commit feed from the writer broke" in said[0][1]
+    assert "following the writer's commit feed again" in said[1][1]
 
 
 def test_a_frames_commands_are_applied_in_runs_of_one_principal() -> None:

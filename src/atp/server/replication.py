@@ -30,6 +30,7 @@ from atp.ledger.errors import (
     FailedPrecondition,
     InvalidArgument,
     LedgerError,
+    Unavailable,
 )
 from atp.server.snapshot import (
     SNAPSHOT_MESSAGE_BYTES_MAX,
@@ -199,6 +200,7 @@ class Follower:
         # gateway's command link (every batch after a commit, then each new one). Snapshots
         # still come over gRPC.
         self.feed: Feed | None = None
+        self._broken = False  # the feed broke and has not been taken again since
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="atp-follower")
@@ -244,7 +246,15 @@ class Follower:
                 elif self.connected or wait_s >= RECONNECT_MOST_S:
                     log.warning("replication from %s broke: %s", self.leader, error.code())
             except (LedgerError, StoreError, TlsFileError) as error:
-                if isinstance(error, LedgerError) and error.reason in SNAPSHOT_REASONS:
+                if isinstance(error, Unavailable) and self.feed is not None:
+                    # The command link is lost: the writer restarts (the supervisor brings
+                    # it back) or stops. Said once when a feed breaks, and again only while
+                    # it stays away, as for a leader's stream, not at every retry.
+                    if self.connected or wait_s >= RECONNECT_MOST_S:
+                        log.warning("the commit feed from the writer broke (the writer is "
+                                    "not reachable); following again once it is back")
+                    self._broken = True
+                elif isinstance(error, LedgerError) and error.reason in SNAPSHOT_REASONS:
                     log.warning("the leader's feed cannot go on after our commit %d: %s; "
                                 "taking a snapshot", self.writer.commit_index, error)
                     snapshot_needed = True
@@ -310,6 +320,10 @@ class Follower:
 
     def _accepted(self) -> None:
         self.connected = True
+        if self._broken:
+            self._broken = False
+            log.info("following the writer's commit feed again from commit %d",
+                     self.writer.commit_index)
 
     def _channel(self, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         if self.tls is None:

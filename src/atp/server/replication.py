@@ -49,6 +49,11 @@ ACCEPTED = (("atp-replication", "accepted"),)
 # Seconds between a follower's attempts to reach its leader, doubling up to the most.
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MOST_S = 2.0
+# The most for a gateway's commit feed: its writer is on this machine, restarted at once by
+# the supervisor, and a refused connection to its socket costs nothing. The copy's reads
+# wait for it (they are linearizable), so it follows again within this of the writer's
+# return rather than within RECONNECT_MOST_S.
+FEED_RECONNECT_MOST_S = 0.2
 # The refusals of Replicate that a snapshot mends.
 SNAPSHOT_REASONS = (SNAPSHOT_REQUIRED, HISTORY_DIVERGED)
 # The generated stub's constructor is unannotated: typed here, once.
@@ -248,9 +253,8 @@ class Follower:
             except (LedgerError, StoreError, TlsFileError) as error:
                 if isinstance(error, Unavailable) and self.feed is not None:
                     # The command link is lost: the writer restarts (the supervisor brings
-                    # it back) or stops. Said once when a feed breaks, and again only while
-                    # it stays away, as for a leader's stream, not at every retry.
-                    if self.connected or wait_s >= RECONNECT_MOST_S:
+                    # it back) or stops. Said once when the feed breaks, not at every retry.
+                    if self.connected:
                         log.warning("the commit feed from the writer broke (the writer is "
                                     "not reachable); following again once it is back")
                     self._broken = True
@@ -266,7 +270,8 @@ class Follower:
                 wait_s = RECONNECT_FIRST_S
             self.connected = False
             await asyncio.sleep(wait_s)
-            wait_s = min(RECONNECT_MOST_S, wait_s * 2)
+            wait_s = min(FEED_RECONNECT_MOST_S if self.feed is not None else RECONNECT_MOST_S,
+                         wait_s * 2)
 
     async def _install_snapshot(self) -> None:
         """Replaces this member's store and memory with a snapshot of the leader's; a

@@ -176,6 +176,9 @@ class ServerConfig:
     # names (authorization's TrustedPrincipal). Gateways' acknowledgements never count
     # towards `sync_replicas`.
     behind_gateways: bool = False
+    # How many gateways `atpd --gateways N` runs (a child's own view of the deployment, which
+    # GetServerInfo reports); 0 for one process.
+    gateways: int = 0
     # A child of `atpd --gateways N` with metrics: the Unix socket its supervisor reads its
     # metrics page from, to serve the sum of its processes (server/summed_metrics.py).
     metrics_socket: str = ""
@@ -357,6 +360,7 @@ class AtpServer:
             tls=config.tls is not None,
             client_certificates_required=client_ca,
             start_time=self.clock(),
+            gateways=config.gateways,
         )
 
     async def start(self) -> None:

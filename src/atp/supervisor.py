@@ -165,6 +165,7 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
         # and trusts the principal its gateways name).
         return dataclasses.replace(
             config, listen=target, advertise=args.listen, behind_gateways=True,
+            gateways=args.gateways,
             peer_tls=None, commit_file=commit_file, command_link=command_link,
             metrics_listen=process_metrics(config.metrics_listen, args.gateways),
             metrics_socket=metrics_socket(args.writer_socket, config.metrics_listen, WRITER))
@@ -172,6 +173,7 @@ def child_config(config: ServerConfig, args: argparse.Namespace) -> ServerConfig
         config, data_dir=None, follow=target, gateway_of=target, reuse_port=True,
         commit_file=commit_file, command_link=command_link,
         follower_id=gateway_follower_id(args.gateway_index), advertise=args.listen,
+        gateways=args.gateways,
         metrics_listen=process_metrics(config.metrics_listen, args.gateway_index),
         metrics_socket=metrics_socket(args.writer_socket, config.metrics_listen, GATEWAY,
                                       args.gateway_index),

@@ -116,6 +116,10 @@ def test_the_walkthrough_works_through_the_gateways(server: AtpdProcess) -> None
     info = server_pb2_grpc.ServerStub(api.channel).GetServerInfo(
         server_pb2.GetServerInfoRequest(), timeout=CALL_TIMEOUT)
     assert info.role == "standalone"
+    # It says how it runs: GATEWAYS gateways in front of it, each copy following its feed.
+    assert info.gateways == GATEWAYS
+    assert wait_for(lambda: server_pb2_grpc.ServerStub(api.channel).GetServerInfo(
+        server_pb2.GetServerInfoRequest(), timeout=CALL_TIMEOUT).gateways_following == GATEWAYS)
     health = health_pb2_grpc.HealthStub(api.channel).Check(health_pb2.HealthCheckRequest(),
                                                            timeout=CALL_TIMEOUT)
     assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -67,12 +67,14 @@ def atpctl(target: str, *arguments: str) -> str:
     return result.stdout
 
 
-def test_atpctl_server_info(configured: AtpdProcess) -> None:
+def test_atpctl_server_info(configured: AtpdProcess, gateways: int) -> None:
     text = atpctl(configured.target, "server", "info")
     assert "version:" in text and "(commit 0123abcd)" in text
     assert "default TTL:        2h (7200 s)" in text
     assert "safety stock:       usable by priority >= 50" in text
     assert "role:               standalone" in text
+    assert ("processes:          " + (f"a writer and {gateways} gateways (" if gateways
+                                       else "one\n")) in text
     assert "journal retention:  2d (172800 s), at least the newest 5000 events" in text
     assert "authentication:     none" in text
     document = json.loads(atpctl(configured.target, "server", "info", "--json"))

@@ -47,6 +47,7 @@ def test_the_configuration_comes_back() -> None:
     assert (info.journal_retention_seconds, info.journal_retention_events) == (5 * 86400, 99)
     assert (info.closed_retention_seconds, info.idempotency_window_seconds) == (3 * 86400, 7200)
     assert (info.role, info.cluster, info.leader, info.sync_replicas) == ("standalone", "", "", 0)
+    assert (info.gateways, info.gateways_following) == (0, 0)  # one process
     assert (info.authentication, info.tls, info.client_certificates_required) == (
         "none", False, False)
     assert info.start_time.ToSeconds() == int(NOW)

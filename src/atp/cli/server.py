@@ -13,7 +13,8 @@ def add_server_commands(tree: CommandTree) -> None:
     server = tree.group("server", "the server itself: version, defaults, limits, role")
     server.command(
         "info", "version and build, default and largest reservation TTL, the safety-stock "
-        "priority, request limits, role, cluster, retention, authentication mode", _info)
+        "priority, request limits, role, processes (gateways), cluster, retention, "
+        "authentication mode", _info)
 
 
 def _info(client: Client, arguments: argparse.Namespace) -> Outcome:
@@ -32,6 +33,7 @@ def info_text(info: server_pb2.ServerInfo) -> str:
                      f"protobuf {build.protobuf_version}")),
         ("started", info.start_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")),
         ("role", role),
+        ("processes", _processes(info.gateways, info.gateways_following)),
         ("sync replicas", str(info.sync_replicas)),
         ("default TTL", _duration(info.default_ttl_seconds)),
         ("largest TTL", _duration(info.ttl_seconds_max)),
@@ -51,6 +53,14 @@ def info_text(info: server_pb2.ServerInfo) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name + ':':<{width + 1}} {value}" for name, value in rows)
+
+
+def _processes(gateways: int, following: int) -> str:
+    """How the server runs: one process, or a writer behind its gateways (atpd --gateways)."""
+    if not gateways:
+        return "one"
+    plural = "s" if gateways != 1 else ""
+    return f"a writer and {gateways} gateway{plural} ({following} following the writer)"
 
 
 def _duration(seconds: int) -> str:

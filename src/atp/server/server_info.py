@@ -51,6 +51,8 @@ class ServerSettings:
     tls: bool = False
     client_certificates_required: bool = False
     start_time: float = 0.0
+    # The gateway processes of `atpd --gateways N` in front of this writer (0: one process).
+    gateways: int = 0
 
 
 def authentication_mode(auth_policy: str, auth_tokens: str, client_ca: bool) -> str:
@@ -150,4 +152,7 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
             tls=settings.tls,
             client_certificates_required=settings.client_certificates_required,
             start_time=start,
+            gateways=settings.gateways,
+            gateways_following=sum(1 for name in self.replication_log.connected
+                                   if is_gateway(name)),
         )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/server.proto\x12\x06\x61tp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetServerInfoRequest\"\xf9\x03\n\nServerInfo\x12 \n\x05\x62uild\x18\x01 \x01(\x0b\x32\x11.atp.v1.BuildInfo\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x05\x12\x17\n\x0fttl_seconds_max\x18\x03 \x01(\x05\x12!\n\x19safety_stock_priority_min\x18\x04 \x01(\x05\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.atp.v1.ServerLimits\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\x12\x0e\n\x06leader\x18\x08 \x01(\t\x12\x15\n\rsync_replicas\x18\t \x01(\x05\x12!\n\x19journal_retention_seconds\x18\n \x01(\x03\x12 \n\x18journal_retention_events\x18\x0b \x01(\x03\x12 \n\x18\x63losed_retention_seconds\x18\x0c \x01(\x03\x12\"\n\x1aidempotency_window_seconds\x18\r \x01(\x03\x12\x16\n\x0e\x61uthentication\x18\x0e \x01(\t\x12\x0b\n\x03tls\x18\x0f \x01(\x08\x12$\n\x1c\x63lient_certificates_required\x18\x10 \x01(\x08\x12.\n\nstart_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\tBuildInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ngit_commit\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x14\n\x0cgrpc_version\x18\x04 \x01(\t\x12\x18\n\x10protobuf_version\x18\x05 \x01(\t\"\xd6\x02\n\x0cServerLimits\x12\x14\n\x0cid_bytes_max\x18\x01 \x01(\x05\x12\x11\n\tlines_max\x18\x02 \x01(\x05\x12\x14\n\x0cquantity_max\x18\x03 \x01(\x03\x12\x1a\n\x12\x62\x61tch_requests_max\x18\x04 \x01(\x05\x12\x19\n\x11message_bytes_max\x18\x05 \x01(\x05\x12\x15\n\rpage_size_max\x18\x06 \x01(\x05\x12\x19\n\x11page_size_default\x18\x07 \x01(\x05\x12\x18\n\x10reason_bytes_max\x18\x08 \x01(\x05\x12\x1b\n\x13\x63oncurrent_rpcs_max\x18\t \x01(\x05\x12\x1d\n\x15pending_mutations_max\x18\n \x01(\x05\x12\x10\n\x08\x64\x61ys_max\x18\x0b \x01(\x05\x12\x18\n\x10horizon_days_max\x18\x0c \x01(\x05\x12\x1c\n\x14stream_in_flight_max\x18\r \x01(\x05\x32K\n\x06Server\x12\x41\n\rGetServerInfo\x12\x1c.atp.v1.GetServerInfoRequest\x1a\x12.atp.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tp/v1/server.proto\x12\x06\x61tp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetServerInfoRequest\"\xa7\x04\n\nServerInfo\x12 \n\x05\x62uild\x18\x01 \x01(\x0b\x32\x11.atp.v1.BuildInfo\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x05\x12\x17\n\x0fttl_seconds_max\x18\x03 \x01(\x05\x12!\n\x19safety_stock_priority_min\x18\x04 \x01(\x05\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.atp.v1.ServerLimits\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\x12\x0e\n\x06leader\x18\x08 \x01(\t\x12\x15\n\rsync_replicas\x18\t \x01(\x05\x12!\n\x19journal_retention_seconds\x18\n \x01(\x03\x12 \n\x18journal_retention_events\x18\x0b \x01(\x03\x12 \n\x18\x63losed_retention_seconds\x18\x0c \x01(\x03\x12\"\n\x1aidempotency_window_seconds\x18\r \x01(\x03\x12\x16\n\x0e\x61uthentication\x18\x0e \x01(\t\x12\x0b\n\x03tls\x18\x0f \x01(\x08\x12$\n\x1c\x63lient_certificates_required\x18\x10 \x01(\x08\x12.\n\nstart_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08gateways\x18\x12 \x01(\x05\x12\x1a\n\x12gateways_following\x18\x13 \x01(\x05\"x\n\tBuildInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ngit_commit\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x14\n\x0cgrpc_version\x18\x04 \x01(\t\x12\x18\n\x10protobuf_version\x18\x05 \x01(\t\"\xd6\x02\n\x0cServerLimits\x12\x14\n\x0cid_bytes_max\x18\x01 \x01(\x05\x12\x11\n\tlines_max\x18\x02 \x01(\x05\x12\x14\n\x0cquantity_max\x18\x03 \x01(\x03\x12\x1a\n\x12\x62\x61tch_requests_max\x18\x04 \x01(\x05\x12\x19\n\x11message_bytes_max\x18\x05 \x01(\x05\x12\x15\n\rpage_size_max\x18\x06 \x01(\x05\x12\x19\n\x11page_size_default\x18\x07 \x01(\x05\x12\x18\n\x10reason_bytes_max\x18\x08 \x01(\x05\x12\x1b\n\x13\x63oncurrent_rpcs_max\x18\t \x01(\x05\x12\x1d\n\x15pending_mutations_max\x18\n \x01(\x05\x12\x10\n\x08\x64\x61ys_max\x18\x0b \x01(\x05\x12\x18\n\x10horizon_days_max\x18\x0c \x01(\x05\x12\x1c\n\x14stream_in_flight_max\x18\r \x01(\x05\x32K\n\x06Server\x12\x41\n\rGetServerInfo\x12\x1c.atp.v1.GetServerInfoRequest\x1a\x12.atp.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERINFOREQUEST']._serialized_start=64
   _globals['_GETSERVERINFOREQUEST']._serialized_end=86
   _globals['_SERVERINFO']._serialized_start=89
-  _globals['_SERVERINFO']._serialized_end=594
-  _globals['_BUILDINFO']._serialized_start=596
-  _globals['_BUILDINFO']._serialized_end=716
-  _globals['_SERVERLIMITS']._serialized_start=719
-  _globals['_SERVERLIMITS']._serialized_end=1061
-  _globals['_SERVER']._serialized_start=1063
-  _globals['_SERVER']._serialized_end=1138
+  _globals['_SERVERINFO']._serialized_end=640
+  _globals['_BUILDINFO']._serialized_start=642
+  _globals['_BUILDINFO']._serialized_end=762
+  _globals['_SERVERLIMITS']._serialized_start=765
+  _globals['_SERVERLIMITS']._serialized_end=1107
+  _globals['_SERVER']._serialized_start=1109
+  _globals['_SERVER']._serialized_end=1184
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("build", "default_ttl_seconds", "ttl_seconds_max", "safety_stock_priority_min", "limits", "role", "cluster", "leader", "sync_replicas", "journal_retention_seconds", "journal_retention_events", "closed_retention_seconds", "idempotency_window_seconds", "authentication", "tls", "client_certificates_required", "start_time")
+    __slots__ = ("build", "default_ttl_seconds", "ttl_seconds_max", "safety_stock_priority_min", "limits", "role", "cluster", "leader", "sync_replicas", "journal_retention_seconds", "journal_retention_events", "closed_retention_seconds", "idempotency_window_seconds", "authentication", "tls", "client_certificates_required", "start_time", "gateways", "gateways_following")
     BUILD_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class ServerInfo(_message.Message):
     TLS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CERTIFICATES_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAYS_FOLLOWING_FIELD_NUMBER: _ClassVar[int]
     build: BuildInfo
     default_ttl_seconds: int
     ttl_seconds_max: int
@@ -48,7 +50,9 @@ class ServerInfo(_message.Message):
     tls: bool
     client_certificates_required: bool
     start_time: _timestamp_pb2.Timestamp
-    def __init__(self, build: _Optional[_Union[BuildInfo, _Mapping]] = ..., default_ttl_seconds: _Optional[int] = ..., ttl_seconds_max: _Optional[int] = ..., safety_stock_priority_min: _Optional[int] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ..., role: _Optional[str] = ..., cluster: _Optional[str] = ..., leader: _Optional[str] = ..., sync_replicas: _Optional[int] = ..., journal_retention_seconds: _Optional[int] = ..., journal_retention_events: _Optional[int] = ..., closed_retention_seconds: _Optional[int] = ..., idempotency_window_seconds: _Optional[int] = ..., authentication: _Optional[str] = ..., tls: _Optional[bool] = ..., client_certificates_required: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    gateways: int
+    gateways_following: int
+    def __init__(self, build: _Optional[_Union[BuildInfo, _Mapping]] = ..., default_ttl_seconds: _Optional[int] = ..., ttl_seconds_max: _Optional[int] = ..., safety_stock_priority_min: _Optional[int] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ..., role: _Optional[str] = ..., cluster: _Optional[str] = ..., leader: _Optional[str] = ..., sync_replicas: _Optional[int] = ..., journal_retention_seconds: _Optional[int] = ..., journal_retention_events: _Optional[int] = ..., closed_retention_seconds: _Optional[int] = ..., idempotency_window_seconds: _Optional[int] = ..., authentication: _Optional[str] = ..., tls: _Optional[bool] = ..., client_certificates_required: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gateways: _Optional[int] = ..., gateways_following: _Optional[int] = ...) -> None: ...
 
 class BuildInfo(_message.Message):
     __slots__ = ("version", "git_commit", "python_version", "grpc_version", "protobuf_version")

@@ -116,6 +116,7 @@ def test_atpctl_over_mutual_tls(tmp_path: Path) -> None:
         # Without a client certificate: refused, in one line.
         no_cert = atpctl(server_process.target, "--tls-ca", str(ca.cert), "health", expect=1)
         assert no_cert.stderr.startswith("error: cannot reach atpd")
+        assert "--tls-cert and --tls-key" in no_cert.stderr, no_cert.stderr  # what to try
         target = server_process.target
         assert atpctl(target, "health", env=env).stdout.strip() == "SERVING"
         atpctl(target, "nodes", "upsert", "DC1", "--region", "EU", "--lane", "EU:2:5", env=env)

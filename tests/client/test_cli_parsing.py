@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 
 import atp.client
 from atp import cli
+from atp.cli.app import connection_hint
 from atp.v1 import availability_pb2, common_pb2, inventory_pb2, reservations_pb2
 
 from . import FakeAtpd, abort_with, fake_atpd, unused_target
@@ -429,7 +430,37 @@ def test_unreachable_server_is_reported_with_its_target(capsys: pytest.CaptureFi
     exit_code, out, err = run(capsys, None, "--target", target, "nodes", "list")
 
     assert (exit_code, out) == (1, "")
-    assert err == f"error: cannot reach atpd at {target} (UNAVAILABLE)\n"
+    assert err == (f"error: cannot reach atpd at {target} (UNAVAILABLE): nothing listens "
+                   "there; is atpd running, and is --target its --listen address?\n")
+
+
+# gRPC's own words for failed connections, as seen from a real atpd (plaintext, TLS and
+# mutual TLS), and what atpctl makes of them.
+_REFUSED = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+            "Failed to connect to remote host: Connection refused")
+_CLOSED = ("failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:5: "
+           "Socket closed")
+_UNTRUSTED = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: Tls "
+              "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
+              "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local "
+              "issuer certificate: OK")
+_WRONG_NAME = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: "
+               "Custom verification check failed with error: UNAUTHENTICATED: Hostname "
+               "Verification Check failed.")
+
+
+@pytest.mark.parametrize(("message", "over_tls", "says"), [
+    (_REFUSED, False, "nothing listens there"),
+    (_REFUSED, True, "nothing listens there"),
+    (_CLOSED, False, "if atpd serves TLS (--tls-cert), connect with --tls-ca"),
+    (_CLOSED, True, "give yours with --tls-cert and --tls-key"),
+    (_UNTRUSTED, True, "give the CA that signed it with --tls-ca"),
+    (_WRONG_NAME, True, "--tls-server-name"),
+    ("failed to connect to all addresses; last error: something new", False, ""),
+])
+def test_a_failed_connection_says_what_to_try(message: str, over_tls: bool, says: str) -> None:
+    hint = connection_hint(message, over_tls)
+    assert (says in hint) if says else hint == ""
 
 
 def test_value_out_of_range_is_a_usage_error_without_traceback(

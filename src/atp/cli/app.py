@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except AtpError as error:
-        return _fail(_describe_atp_error(error, arguments.target), EXIT_FAILURE)
+        return _fail(_describe_atp_error(error, arguments.target,
+                                         over_tls=bool(_tls_given(arguments))), EXIT_FAILURE)
     except OfflineStoreError as error:
         return _fail(str(error), EXIT_FAILURE)
     except grpc.RpcError as error:  # Only if something bypassed the client's translation.
@@ -113,11 +114,39 @@ def _fail(message: str, exit_code: int) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return exit_code
 
-def _describe_atp_error(error: AtpError, target: str) -> str:
+def _describe_atp_error(error: AtpError, target: str, *, over_tls: bool = False) -> str:
     # A connection failure is raised by the channel itself, without any detail from a server.
     if error.code is grpc.StatusCode.UNAVAILABLE and not error.details:
-        return f"cannot reach atpd at {target} (UNAVAILABLE)"
+        hint = connection_hint(error.message, over_tls)
+        return f"cannot reach atpd at {target} (UNAVAILABLE)" + (f": {hint}" if hint else "")
     return str(error)
+
+
+def _tls_given(arguments: argparse.Namespace) -> bool:
+    return any(getattr(arguments, name, None) for name in ("tls_ca", "tls_cert", "tls_key"))
+
+
+def connection_hint(message: str, over_tls: bool) -> str:
+    """What a failed connection most likely means, from gRPC's own words for it (its last
+    error), and what to try; "" when gRPC said nothing we recognise."""
+    if "Connection refused" in message:
+        return "nothing listens there; is atpd running, and is --target its --listen address?"
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        return ("its certificate is not signed by a CA atpctl trusts: give the CA that signed "
+                "it with --tls-ca (or ATP_TLS_CA)")
+    if "Hostname Verification" in message or "Peer name" in message:
+        return ("its certificate does not name the host of --target: connect by a name it "
+                "holds, or give that name with --tls-server-name")
+    if "Socket closed" in message and over_tls:
+        return ("it closed the connection during the TLS handshake: if atpd requires client "
+                "certificates (--client-ca), give yours with --tls-cert and --tls-key; is it "
+                "serving TLS at all?")
+    if "Socket closed" in message:
+        return ("it closed the connection: if atpd serves TLS (--tls-cert), connect with "
+                "--tls-ca (and --tls-cert/--tls-key if it requires client certificates)")
+    if "handshake" in message.lower():
+        return "the TLS handshake failed (" + message.rsplit(": ", 1)[-1].strip() + ")"
+    return ""
 
 def _print_outcome(outcome: Outcome, *, as_json: bool) -> None:
     if outcome.streamed:

@@ -101,9 +101,9 @@ def _run(arguments: argparse.Namespace) -> Outcome:
 
 def tls_options(arguments: argparse.Namespace) -> TlsOptions | None:
     """TLS when any of --tls-ca, --tls-cert, --tls-key is given (else plaintext)."""
-    ca, cert, key = arguments.tls_ca, arguments.tls_cert, arguments.tls_key
-    if not (ca or cert or key):
+    if not _tls_given(arguments):
         return None
+    ca, cert, key = arguments.tls_ca, arguments.tls_cert, arguments.tls_key
     try:
         return TlsOptions(ca=ca or None, cert=cert or None, key=key or None,
                           server_name=arguments.tls_server_name or None)

@@ -72,11 +72,16 @@ class Housekeeper:
         last_sequence: Callable[[], int],
         run_on_commit_thread: Callable[..., Awaitable[Any]],
         slice_records: int = SLICE_RECORDS,
+        journal_head: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.retention = retention
         self.clock = clock
         self.last_sequence = last_sequence
+        # The newest journal sequence as the engine knows it in memory (its ledger's, at or
+        # past the store's): what may_have_work compares after every commit, on the event
+        # loop, without a store read each time. The store's own when not given.
+        self.journal_head = journal_head or last_sequence
         self.run_on_commit_thread = run_on_commit_thread
         self.slice_records = slice_records
         self.purged = {"closed": 0, "requests": 0, "holds": 0, "journal": 0}
@@ -112,7 +117,7 @@ class Housekeeper:
         if any(now >= due for due in self._due_at.values()):
             return True
         limit = self.retention.journal_events
-        return bool(limit) and self.last_sequence() - limit >= self._journal_kept_from
+        return bool(limit) and self.journal_head() - limit >= self._journal_kept_from
 
     def forget_due(self) -> None:
         """Entries came by another way than this engine's commits (a restore, a leader's
@@ -209,8 +214,10 @@ class Housekeeper:
     def _trim_journal(self, now: float) -> int:
         """Trims the oldest events that either limit lets go, up to a slice of them, and
         notes when a trim is due next."""
-        removed = self._trim_journal_slice(now)
         oldest = self.store.oldest_sequence()
+        removed = self._trim_journal_slice(now, oldest)
+        if removed:
+            oldest = self.store.oldest_sequence()
         self._journal_kept_from = oldest or self.last_sequence() + 1
         if removed >= self.slice_records:
             self._due_at["journal"] = now
@@ -221,8 +228,7 @@ class Housekeeper:
             self._due_at["journal"] = math.inf
         return removed
 
-    def _trim_journal_slice(self, now: float) -> int:
-        oldest = self.store.oldest_sequence()
+    def _trim_journal_slice(self, now: float, oldest: int) -> int:
         if not oldest:
             return 0
         last = self.last_sequence()

@@ -153,7 +153,8 @@ class Writer:
             retention = Retention(closed_s=math.inf, idempotency_s=math.inf, journal_s=0,
                                   journal_events=journal_retention_events)
         self.housekeeper = Housekeeper(store, retention, lambda: self.clock(),
-                                       store.last_sequence, self._on_commit_thread)
+                                       store.last_sequence, self._on_commit_thread,
+                                       journal_head=lambda: self.ledger.sequence)
         self.closing = False
         # Seconds between checks for reader slots left by killed processes.
         self.maintenance_interval_s = 30.0

@@ -276,8 +276,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         # Reads relayed to the writer because this copy does not hold what they need.
         self.reads_relayed = 0
         self._relays: dict[str, Behaviour] = {}
-        # method -> its forwarding handler, made at its first call.
-        self._forwarders: dict[str, grpc.RpcMethodHandler] = {}
+        self._forwarders = Rebuilds(self._forwarding)  # the forwarded methods' handlers
         self._reads = Rebuilds(self._reading)  # the read methods' linearized handlers
         # The tasks sending forwarded request streams on, stopped at shutdown.
         self._pumps: set[asyncio.Task[None]] = set()
@@ -300,10 +299,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         if handler is None:
             return handler
         if not is_local(method) and method not in self.applied_here:
-            forwarder = self._forwarders.get(method)
-            if forwarder is None:
-                forwarder = self._forwarders[method] = self._forwarding(method, handler)
-            return forwarder
+            return self._forwarders.of(method, handler)
         if reads_ledger(method):
             return self._reads.of(method, handler)
         return handler
